@@ -1,0 +1,1 @@
+"""edgebed: reservation and deployment manager for shared hardware testbeds."""

@@ -1,0 +1,118 @@
+"""The `edgebed` command line: parses arguments and hands them to the side that does the work.
+
+Each side's module is imported only when its command runs, so `edgebed agent` on a Raspberry Pi
+never loads the web stack. A bad input ends the command with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from edgebed.config import ConfigError
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit code 2."""
+
+
+# command -> "module:function"; the function takes the parsed arguments and returns an exit code.
+_HANDLERS = {
+    "agent": "agent.cli:run_agent",
+    "controller": "controller.cli:run_controller",
+    "demo": "web.demo:run_demo",
+    "admin": "controller.cli:run_admin",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgebed",
+        description="Reservation and deployment manager for shared hardware testbeds.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    agent = commands.add_parser(
+        "agent", help="run an agent", description="Run an agent: the gRPC service and executor."
+    )
+    agent.add_argument("--config", required=True, metavar="FILE", help="agent TOML file")
+
+    controller = commands.add_parser(
+        "controller",
+        help="run the controller",
+        description="Run the controller: web pages, JSON API, /metrics and the scheduler.",
+    )
+    controller.add_argument("--config", required=True, metavar="FILE", help="controller TOML file")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a controller and three simulated agents",
+        description=(
+            "Start a controller and three agents (raspberry, node, sensor) with simulated "
+            "hardware on loopback, data under ./var/demo/, and print the admin credentials."
+        ),
+    )
+    demo.add_argument("--port", type=int, default=8080, help="controller HTTP port (8080)")
+    demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its data")
+
+    admin = commands.add_parser(
+        "admin", help="administer accounts and agents", description="Administer edgebed."
+    )
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+
+    create_user = admin_commands.add_parser(
+        "create-user",
+        help="create an account",
+        description=(
+            "Create an account. The password is read from stdin; when stdin is a terminal "
+            "or empty, one is generated and printed."
+        ),
+    )
+    create_user.add_argument("email")
+    create_user.add_argument("--admin", action="store_true", help="make it an administrator")
+    create_user.add_argument(
+        "--authorized", action="store_true", help="let it log in without approval"
+    )
+    create_user.add_argument("--config", required=True, metavar="FILE")
+
+    add_agent = admin_commands.add_parser(
+        "add-agent",
+        help="register an agent",
+        description="Register an agent; one that does not answer yet is kept as disconnected.",
+    )
+    add_agent.add_argument("name")
+    add_agent.add_argument("--type", required=True, choices=("raspberry", "node", "sensor"))
+    add_agent.add_argument("--ip", required=True)
+    add_agent.add_argument("--port", required=True, type=int)
+    add_agent.add_argument(
+        "--token-file", required=True, metavar="F", help="file holding the agent's token"
+    )
+    add_agent.add_argument("--config", required=True, metavar="FILE")
+
+    api_token = admin_commands.add_parser(
+        "api-token",
+        help="print a new API token for a user",
+        description="Create and print a new API token for the user with that email.",
+    )
+    api_token.add_argument("email")
+    api_token.add_argument("--config", required=True, metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, _, function_name = _HANDLERS[args.command].partition(":")
+    handler = getattr(importlib.import_module(module_name), function_name)
+    try:
+        return int(handler(args) or 0)
+    except (ConfigError, UsageError) as exc:
+        print(f"edgebed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""TOML configuration with EDGEBED_* environment overrides, checked against a schema.
+
+A schema maps key names to `Key` (a scalar) or to a nested dict (a TOML table). Every key can be
+overridden by an environment variable: `EDGEBED_<KEY>` for a top-level key and
+`EDGEBED_<TABLE>_<KEY>` inside a table (`EDGEBED_SIM_NODES`, `EDGEBED_SCHEDULER_POLL_SECONDS`).
+Any problem raises `ConfigError` whose message names the key and the file, in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_MISSING = object()
+
+
+class ConfigError(Exception):
+    """A configuration file is unreadable, or a key is missing, unknown or has a wrong value."""
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: type
+    default: Any = _MISSING
+    choices: tuple[Any, ...] = ()
+    # Returns an error text for a bad value, or None when the value is fine.
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+Schema = Mapping[str, "Key | Schema"]
+
+
+def _describe(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        kind, kind.__name__
+    )
+
+
+def _from_env(raw: str, key: Key) -> Any:
+    if key.kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if key.kind in (int, float):
+        return key.kind(raw.strip())
+    return raw
+
+
+def _coerce(value: Any, key: Key) -> Any:
+    if key.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if key.kind is int and isinstance(value, bool):
+        raise TypeError
+    if not isinstance(value, key.kind):
+        raise TypeError
+    return value
+
+
+def _load_table(
+    data: Mapping[str, Any], schema: Schema, env: Mapping[str, str], source: str, prefix: str
+) -> dict[str, Any]:
+    for name in data:
+        if name not in schema:
+            raise ConfigError(f"{source}: unknown key '{prefix}{name}'")
+    result: dict[str, Any] = {}
+    for name, spec in schema.items():
+        dotted = f"{prefix}{name}"
+        env_name = "EDGEBED_" + dotted.replace(".", "_").upper()
+        if not isinstance(spec, Key):
+            table = data.get(name, {})
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{source}: key '{dotted}' must be a table")
+            result[name] = _load_table(table, spec, env, source, dotted + ".")
+            continue
+        where = source
+        if env_name in env:
+            where = f"{source} (overridden by {env_name})"
+            try:
+                value = _from_env(env[env_name], spec)
+            except ValueError:
+                raise ConfigError(
+                    f"{where}: key '{dotted}' must be {_describe(spec.kind)}, "
+                    f"got {env[env_name]!r}"
+                ) from None
+        elif name in data:
+            value = data[name]
+        elif spec.required:
+            raise ConfigError(f"{source}: key '{dotted}' is missing")
+        else:
+            result[name] = spec.default
+            continue
+        try:
+            value = _coerce(value, spec)
+        except TypeError:
+            raise ConfigError(
+                f"{where}: key '{dotted}' must be {_describe(spec.kind)}, got {value!r}"
+            ) from None
+        if spec.choices and value not in spec.choices:
+            allowed = ", ".join(repr(c) for c in spec.choices)
+            raise ConfigError(f"{where}: key '{dotted}' must be one of {allowed}, got {value!r}")
+        if spec.check is not None:
+            problem = spec.check(value)
+            if problem:
+                raise ConfigError(f"{where}: key '{dotted}' {problem}")
+        result[name] = value
+    return result
+
+
+def load_config(
+    path: str | os.PathLike[str], schema: Schema, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Reads `path`, applies EDGEBED_* overrides from `env` (default: os.environ), checks `schema`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return _load_table(data, schema, os.environ if env is None else env, source, "")
+
+
+def check_host_port(value: str) -> str | None:
+    """A `check` for listen addresses: 'host:port' with a port in 0..65535 (0: any free port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        return f"must be 'host:port', got {value!r}"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        return f"must end with a port number 0..65535, got {value!r}"
+    return None
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def in_range(low: float, high: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not low <= value <= high:
+            return f"must be between {low} and {high}, got {value!r}"
+        return None
+
+    return check
+
+
+def non_empty(value: str) -> str | None:
+    return "must not be empty" if not str(value).strip() else None

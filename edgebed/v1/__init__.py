@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for edgebed.v1 (see scripts/gen-protos)."""

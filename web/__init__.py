@@ -1,0 +1,1 @@
+"""edgebed web."""
