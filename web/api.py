@@ -1,0 +1,281 @@
+"""The JSON API under /api/v1 (see DESIGN.md 'Interfaces'): bearer tokens, JSON in and out."""
+
+from __future__ import annotations
+
+import inspect
+
+from aiohttp import web
+
+from controller.errors import InvalidInput
+from web.auth import api_admin, api_user
+from web.forms import (
+    MAX_PASSWORD,
+    MAX_SHORT,
+    clean_text,
+    json_bool,
+    json_int,
+    json_number,
+    json_str,
+    json_str_list,
+    json_str_map,
+    read_json,
+    scalar_text,
+)
+from web.keys import CONTROLLER
+from web.openapi import openapi_document
+from web.views_common import (
+    agent_json,
+    environment_json,
+    node_json,
+    nodetype_json,
+    reservation_json,
+    user_json,
+)
+
+ACTIONS = ("reboot", "deploy", "destroy", "extend")
+AGENT_TYPES = ("raspberry", "node", "sensor")
+# 2100-01-01: beyond any reservation, below any overflow.
+MAX_EPOCH = 4_102_444_800
+
+
+def _path_param(request: web.Request, name: str) -> str:
+    return clean_text(request.match_info[name], name, max_length=MAX_SHORT)
+
+
+def _node_name(request: web.Request) -> str:
+    return _path_param(request, "node")
+
+
+def _allowed_keys(body: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        shown = ", ".join(repr(key[:40]) for key in unknown[:5])
+        raise InvalidInput(f"unknown field(s) {shown}; expected {', '.join(sorted(allowed))}")
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    return web.json_response(openapi_document())
+
+
+# ---------------------------------------------------------------------------------------------
+# inventory
+
+
+async def nodes(request: web.Request) -> web.StreamResponse:
+    await api_user(request)
+    listed = await request.app[CONTROLLER].inventory.list_nodes()
+    return web.json_response([node_json(node) for node in listed])
+
+
+async def environments(request: web.Request) -> web.StreamResponse:
+    await api_user(request)
+    by_type = await request.app[CONTROLLER].inventory.environments()
+    return web.json_response(
+        {type_name: [environment_json(e) for e in envs] for type_name, envs in by_type.items()}
+    )
+
+
+async def nodetypes(request: web.Request) -> web.StreamResponse:
+    await api_user(request)
+    types = await request.app[CONTROLLER].inventory.node_types()
+    return web.json_response({name: nodetype_json(info) for name, info in types.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# reservations
+
+
+async def create_reservation(request: web.Request) -> web.StreamResponse:
+    user = await api_user(request)
+    body = await read_json(request)
+    _allowed_keys(body, {"nodes", "filter", "count", "start_date", "duration_hours"})
+    start = json_int(body, "start_date", minimum=0, maximum=MAX_EPOCH)
+    duration = json_number(body, "duration_hours", minimum=0.0, maximum=24 * 366)
+    names = json_str_list(body, "nodes")
+    filters = json_str_map(body, "filter")
+    count = json_int(body, "count", minimum=1, maximum=1000, required=False)
+    reservations = request.app[CONTROLLER].reservations
+    if names is not None:
+        if filters is not None or count is not None:
+            raise InvalidInput("give either nodes, or filter and count, not both")
+        if not names:
+            raise InvalidInput("nodes is empty")
+        reserved = await reservations.reserve(
+            user, nodes=names, start_date=start, duration_hours=duration
+        )
+    elif count is not None:
+        reserved = await reservations.reserve(
+            user, filter=filters or {}, count=count, start_date=start, duration_hours=duration
+        )
+    else:
+        raise InvalidInput('give "nodes": [names], or "count": N with an optional "filter"')
+    return web.json_response({"nodes": list(reserved)}, status=201)
+
+
+async def list_reservations(request: web.Request) -> web.StreamResponse:
+    user = await api_user(request)
+    listed = await request.app[CONTROLLER].reservations.list_reservations(user)
+    return web.json_response([reservation_json(r) for r in listed])
+
+
+async def get_reservation(request: web.Request) -> web.StreamResponse:
+    user = await api_user(request)
+    reservation = await request.app[CONTROLLER].reservations.get_reservation(
+        user, _node_name(request)
+    )
+    return web.json_response(reservation_json(reservation))
+
+
+async def configure_reservation(request: web.Request) -> web.StreamResponse:
+    user = await api_user(request)
+    node = _node_name(request)
+    body = await read_json(request)
+    bin_name = json_str(body, "bin", required=False, max_length=64)
+    if len(body) > 100:
+        raise InvalidInput("too many properties (at most 100)")
+    properties = {}
+    for key, value in body.items():
+        if key == "bin":
+            continue
+        if len(key) > 64:
+            raise InvalidInput("a property name is too long (at most 64 characters)")
+        properties[clean_text(key, "property name")] = scalar_text(value, key)
+    reservation = await request.app[CONTROLLER].reservations.configure(
+        user, node, bin=bin_name, properties=properties
+    )
+    return web.json_response(reservation_json(reservation))
+
+
+async def act_on_reservation(request: web.Request) -> web.StreamResponse:
+    user = await api_user(request)
+    node = _node_name(request)
+    action = request.match_info["action"]
+    if action not in ACTIONS:
+        raise InvalidInput(f"unknown action; choose one of {', '.join(ACTIONS)}")
+    reservation = await request.app[CONTROLLER].reservations.act(user, node, action)
+    return web.json_response(reservation_json(reservation))
+
+
+# ---------------------------------------------------------------------------------------------
+# admin: users
+
+
+async def admin_list_users(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    users = await request.app[CONTROLLER].accounts.list_users(admin)
+    return web.json_response([user_json(u) for u in users])
+
+
+async def admin_create_user(request: web.Request) -> web.StreamResponse:
+    await api_admin(request)
+    body = await read_json(request)
+    _allowed_keys(body, {"email", "password", "admin", "authorized", "is_admin", "is_authorized"})
+    email = json_str(body, "email")
+    password = json_str(body, "password", max_length=MAX_PASSWORD)
+    admin_flag = json_bool(body, "admin") or json_bool(body, "is_admin") or False
+    authorized = json_bool(body, "authorized") or json_bool(body, "is_authorized") or False
+    user = await request.app[CONTROLLER].accounts.create_user(
+        email, password, admin=admin_flag, authorized=authorized
+    )
+    return web.json_response(user_json(user), status=201)
+
+
+async def admin_update_user(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    email = _path_param(request, "email")
+    body = await read_json(request)
+    _allowed_keys(body, {"is_authorized", "is_admin", "authorized", "admin"})
+    authorized = json_bool(body, "is_authorized")
+    if authorized is None:
+        authorized = json_bool(body, "authorized")
+    promoted = json_bool(body, "is_admin")
+    if promoted is None:
+        promoted = json_bool(body, "admin")
+    if authorized is None and promoted is None:
+        raise InvalidInput('give "is_authorized" and/or "is_admin" (true or false)')
+    accounts = request.app[CONTROLLER].accounts
+    if authorized is not None:
+        await accounts.set_authorized(admin, email, authorized)
+    if promoted is not None:
+        await accounts.set_admin(admin, email, promoted)
+    return web.json_response(user_json(await accounts.get_user(email)))
+
+
+async def admin_delete_user(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    await request.app[CONTROLLER].accounts.delete_user(admin, _path_param(request, "email"))
+    return web.Response(status=204)
+
+
+# ---------------------------------------------------------------------------------------------
+# admin: agents
+
+
+async def admin_list_agents(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    agents = await request.app[CONTROLLER].agents.list_agents(admin)
+    return web.json_response([agent_json(a) for a in agents])
+
+
+async def admin_add_agent(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    body = await read_json(request)
+    _allowed_keys(body, {"name", "type", "ip", "port", "token"})
+    name = json_str(body, "name", max_length=64)
+    agent_type = json_str(body, "type")
+    if agent_type not in AGENT_TYPES:
+        raise InvalidInput(f"type must be one of {', '.join(AGENT_TYPES)}")
+    ip = json_str(body, "ip", max_length=255)
+    port = json_int(body, "port", minimum=1, maximum=65535)
+    token = json_str(body, "token", max_length=1024)
+    agent = await request.app[CONTROLLER].agents.add_agent(admin, name, agent_type, ip, port, token)
+    return web.json_response(agent_json(agent), status=201)
+
+
+async def admin_reconnect_agent(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    agent = await request.app[CONTROLLER].agents.reconnect(admin, _path_param(request, "name"))
+    return web.json_response(agent_json(agent))
+
+
+async def admin_delete_agent(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    await request.app[CONTROLLER].agents.delete_agent(admin, _path_param(request, "name"))
+    return web.Response(status=204)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    rendered = request.app[CONTROLLER].metrics.render()
+    if inspect.isawaitable(rendered):
+        rendered = await rendered
+    return web.Response(
+        text=rendered, content_type="text/plain", charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/api/v1/nodes", nodes)
+    app.router.add_get("/api/v1/environments", environments)
+    app.router.add_get("/api/v1/nodetypes", nodetypes)
+    app.router.add_post("/api/v1/reservations", create_reservation)
+    app.router.add_get("/api/v1/reservations", list_reservations)
+    app.router.add_get("/api/v1/reservations/{node}", get_reservation)
+    app.router.add_put("/api/v1/reservations/{node}", configure_reservation)
+    app.router.add_post(
+        "/api/v1/reservations/{node}/{action:reboot|deploy|destroy|extend}", act_on_reservation
+    )
+    app.router.add_get("/api/v1/admin/users", admin_list_users)
+    app.router.add_post("/api/v1/admin/users", admin_create_user)
+    app.router.add_patch("/api/v1/admin/users/{email}", admin_update_user)
+    app.router.add_delete("/api/v1/admin/users/{email}", admin_delete_user)
+    app.router.add_get("/api/v1/admin/agents", admin_list_agents)
+    app.router.add_post("/api/v1/admin/agents", admin_add_agent)
+    app.router.add_post("/api/v1/admin/agents/{name}/reconnect", admin_reconnect_agent)
+    app.router.add_delete("/api/v1/admin/agents/{name}", admin_delete_agent)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,115 @@
+"""The one error middleware: the service's errors become HTTP statuses with a message that says
+what is wrong, as an HTML page for people and as {"error": "..."} under /api/."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from controller.errors import (
+    AgentUnavailable,
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotAuthorized,
+    NotFound,
+    ServiceError,
+)
+from web.auth import current_user
+from web.keys import FORM_TEMPLATE
+from web.ratelimit import RateLimited
+from web.render import render
+
+log = logging.getLogger(__name__)
+
+# Most specific first: a subclass of another listed error must come before it.
+_STATUS = (
+    (InvalidInput, 400),
+    (AuthenticationFailed, 401),
+    (NotAuthorized, 403),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (AgentUnavailable, 503),
+)
+
+_TITLES = {
+    400: "Bad request",
+    401: "Not signed in",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Too large",
+    429: "Too many attempts",
+    503: "Agent unavailable",
+}
+
+
+def status_for(error: ServiceError) -> int:
+    for error_type, status in _STATUS:
+        if isinstance(error, error_type):
+            return status
+    return 400
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+async def _error_response(
+    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.StreamResponse:
+    if _is_api(request):
+        response = web.json_response({"error": message}, status=status, headers=headers)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="edgebed"'
+        return response
+    try:
+        await current_user(request)
+    except ServiceError:
+        pass  # the error page is drawn for an anonymous visitor then
+    form = request.get(FORM_TEMPLATE)
+    if form is not None:
+        template, context = form
+        response = await render(request, template, {**context, "error": message}, status=status)
+    else:
+        title = _TITLES.get(status, "Error")
+        response = await render(
+            request, "error.html", {"title": title, "message": message, "status": status},
+            status=status,
+        )
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ServiceError as error:
+        message = getattr(error, "message", "") or str(error) or "the request failed"
+        return await _error_response(request, status_for(error), message)
+    except RateLimited as error:
+        return await _error_response(
+            request, 429, error.message, {"Retry-After": str(error.retry_after)}
+        )
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        message = error.reason
+        if error.status == 404:
+            message = "there is no page at this address"
+        elif error.status == 405:
+            message = f"{request.method} is not allowed here"
+        elif error.status == 413:
+            message = "the request is too large"
+        return await _error_response(request, error.status, message)
+    except Exception:
+        # A bug, not bad input: logged with its traceback, shown without details.
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return await _error_response(request, 500, "an internal error occurred; it was logged")

@@ -1,0 +1,27 @@
+"""Typed keys for what the web application keeps in its aiohttp Application and requests."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from controller.app import Controller
+    from controller.domain import User
+    from controller.settings import Settings
+
+    from web.mail import ConfirmationMailer
+    from web.ratelimit import RateLimiter
+
+# Filled by the cleanup context in web.app (or injected by tests); every handler reads it.
+CONTROLLER: web.AppKey[Controller] = web.AppKey("controller")
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+LOGIN_LIMITER: web.AppKey[RateLimiter] = web.AppKey("login_limiter")
+MAILER: web.AppKey[ConfirmationMailer] = web.AppKey("mailer")
+
+# The signed-in user of this request, once web.auth has looked it up (None: anonymous).
+USER: web.RequestKey[User | None] = web.RequestKey("edgebed_user")
+# A handler that reads a form sets this before calling the service, so that the error middleware
+# shows the same form again with the message instead of a bare error page: (template, context).
+FORM_TEMPLATE: web.RequestKey[tuple[str, dict[str, Any]]] = web.RequestKey("edgebed_form")

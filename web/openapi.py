@@ -1,0 +1,431 @@
+"""The OpenAPI 3.0 description of /api/v1, served at /api/v1/openapi.json.
+
+Written by hand next to web/api.py; a test checks that every route in the router appears here
+and that the document validates against the OpenAPI 3.0 schema.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string", "description": "what is wrong"}},
+    },
+    "Node": {
+        "type": "object",
+        "required": ["name", "agent", "type", "properties", "connected"],
+        "properties": {
+            "name": {"type": "string"},
+            "agent": {"type": "string"},
+            "type": {"type": "string", "enum": ["raspberry", "node", "sensor"]},
+            "properties": _STRING_MAP,
+            "connected": {"type": "boolean"},
+        },
+    },
+    "Environment": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "image": {"type": "string"},
+            "size_bytes": {"type": "integer", "format": "int64"},
+            "default_user": {"type": "string"},
+            "properties": _STRING_MAP,
+            "agent": {"type": "string"},
+        },
+    },
+    "PropertySpec": {
+        "type": "object",
+        "required": ["name", "required", "values", "secret"],
+        "properties": {
+            "name": {"type": "string"},
+            "required": {"type": "boolean"},
+            "values": {"type": "array", "items": {"type": "string"}},
+            "secret": {"type": "boolean"},
+            "description": {"type": "string"},
+        },
+    },
+    "NodeType": {
+        "type": "object",
+        "required": ["processes", "properties"],
+        "properties": {
+            "processes": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                "description": "process name (deploy, reboot, destroy) -> ordered state names",
+            },
+            "properties": {"type": "array", "items": {"$ref": "#/components/schemas/PropertySpec"}},
+            "final_states": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "ReservationRequest": {
+        "type": "object",
+        "required": ["start_date", "duration_hours"],
+        "description": 'Either "nodes", or "count" with an optional "filter".',
+        "properties": {
+            "nodes": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+            "filter": {
+                **_STRING_MAP,
+                "description": "property -> wanted value; 'type' and 'agent' match the node's",
+            },
+            "count": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "start_date": {"type": "integer", "format": "int64", "description": "epoch seconds, UTC"},
+            "duration_hours": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+        },
+        "additionalProperties": False,
+    },
+    "Reserved": {
+        "type": "object",
+        "required": ["nodes"],
+        "properties": {"nodes": {"type": "array", "items": {"type": "string"}}},
+    },
+    "Reservation": {
+        "type": "object",
+        "required": [
+            "node_name", "bin", "start_date", "end_date", "status", "action_state", "progress",
+        ],
+        "properties": {
+            "node_name": {"type": "string"},
+            "bin": {"type": "string"},
+            "start_date": {"type": "integer", "format": "int64"},
+            "end_date": {"type": "integer", "format": "int64"},
+            "status": {"type": "string", "enum": ["configuring", "ready", "in_progress"]},
+            "action_state": {"type": "string"},
+            "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+            "process": {"type": "string"},
+            "state_idx": {"type": "integer"},
+            "state_count": {"type": "integer"},
+            "node_ip": {"type": "string"},
+            "default_user": {"type": "string"},
+            "agent": {"type": "string"},
+            "type": {"type": "string"},
+            "properties": _STRING_MAP,
+        },
+    },
+    "Configuration": {
+        "type": "object",
+        "description": "bin, environment and the node type's other properties (see /nodetypes)",
+        "properties": {"bin": {"type": "string"}, "environment": {"type": "string"}},
+        "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+    },
+    "User": {
+        "type": "object",
+        "required": ["email", "confirmed_email", "is_authorized", "is_admin"],
+        "properties": {
+            "email": {"type": "string"},
+            "ssh_key": {"type": "string"},
+            "confirmed_email": {"type": "boolean"},
+            "is_authorized": {"type": "boolean"},
+            "is_admin": {"type": "boolean"},
+            "created_at": {"type": "integer", "format": "int64"},
+        },
+    },
+    "UserCreate": {
+        "type": "object",
+        "required": ["email", "password"],
+        "properties": {
+            "email": {"type": "string"},
+            "password": {"type": "string", "minLength": 8},
+            "admin": {"type": "boolean"},
+            "authorized": {"type": "boolean"},
+        },
+    },
+    "UserUpdate": {
+        "type": "object",
+        "properties": {"is_authorized": {"type": "boolean"}, "is_admin": {"type": "boolean"}},
+        "minProperties": 1,
+    },
+    "Agent": {
+        "type": "object",
+        "required": ["name", "type", "ip", "port", "status"],
+        "properties": {
+            "name": {"type": "string"},
+            "type": {"type": "string", "enum": ["raspberry", "node", "sensor"]},
+            "ip": {"type": "string"},
+            "port": {"type": "integer"},
+            "status": {"type": "string", "enum": ["connected", "disconnected"]},
+            "last_error": {"type": "string"},
+            "node_count": {"type": "integer"},
+        },
+    },
+    "AgentCreate": {
+        "type": "object",
+        "required": ["name", "type", "ip", "port", "token"],
+        "properties": {
+            "name": {"type": "string"},
+            "type": {"type": "string", "enum": ["raspberry", "node", "sensor"]},
+            "ip": {"type": "string"},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "token": {"type": "string", "description": "the agent's token (never shown back)"},
+        },
+    },
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "bad input; the message says what is wrong",
+        401: "missing or wrong bearer token",
+        403: "not allowed (account awaiting approval, or not an administrator)",
+        404: "no such thing (or not yours)",
+        409: "conflict (taken, already exists, or not possible now)",
+        503: "the agent in charge does not answer",
+    }
+    return {str(status): _json(_ref("Error"), text[status]) for status in statuses}
+
+
+def _body(schema_name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema_name)}}}
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string"}}
+
+
+_NODE = _path_param("node", "node name")
+_EMAIL = _path_param("email", "the user's email")
+_AGENT = _path_param("name", "agent name")
+_AUTH = (401, 403)
+
+
+def _paths() -> dict[str, Any]:
+    act = {
+        action: {
+            "post": {
+                "operationId": f"{action}Reservation",
+                "summary": f"{action} one reserved node",
+                "tags": ["reservations"],
+                "parameters": [_NODE],
+                "responses": {
+                    "200": _json(_ref("Reservation"), "the reservation after the request"),
+                    **_errors(400, *_AUTH, 404, 409, 503),
+                },
+            }
+        }
+        for action in ("reboot", "deploy", "destroy", "extend")
+    }
+    paths: dict[str, Any] = {
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "this document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.0 document",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
+            }
+        },
+        "/nodes": {
+            "get": {
+                "operationId": "listNodes",
+                "summary": "every node of the testbed with its properties",
+                "tags": ["inventory"],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Node")}, "nodes"),
+                    **_errors(*_AUTH),
+                },
+            }
+        },
+        "/environments": {
+            "get": {
+                "operationId": "listEnvironments",
+                "summary": "the environments each node type can deploy",
+                "tags": ["inventory"],
+                "responses": {
+                    "200": _json(
+                        {"type": "object",
+                         "additionalProperties": {"type": "array", "items": _ref("Environment")}},
+                        "node type -> environments",
+                    ),
+                    **_errors(*_AUTH),
+                },
+            }
+        },
+        "/nodetypes": {
+            "get": {
+                "operationId": "listNodeTypes",
+                "summary": "each node type's processes and the properties users set",
+                "tags": ["inventory"],
+                "responses": {
+                    "200": _json({"type": "object", "additionalProperties": _ref("NodeType")},
+                                 "node type -> description"),
+                    **_errors(*_AUTH),
+                },
+            }
+        },
+        "/reservations": {
+            "get": {
+                "operationId": "listReservations",
+                "summary": "the caller's reservations",
+                "tags": ["reservations"],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Reservation")}, "reservations"),
+                    **_errors(*_AUTH),
+                },
+            },
+            "post": {
+                "operationId": "reserve",
+                "summary": "reserve named nodes, or N nodes matching a filter",
+                "tags": ["reservations"],
+                "requestBody": _body("ReservationRequest"),
+                "responses": {
+                    "201": _json(_ref("Reserved"), "the reserved node names"),
+                    **_errors(400, *_AUTH, 409, 503),
+                },
+            },
+        },
+        "/reservations/{node}": {
+            "get": {
+                "operationId": "getReservation",
+                "summary": "one of the caller's reservations",
+                "tags": ["reservations"],
+                "parameters": [_NODE],
+                "responses": {
+                    "200": _json(_ref("Reservation"), "the reservation"),
+                    **_errors(*_AUTH, 404),
+                },
+            },
+            "put": {
+                "operationId": "configureReservation",
+                "summary": "set the bin and the properties for the deploy",
+                "tags": ["reservations"],
+                "parameters": [_NODE],
+                "requestBody": _body("Configuration"),
+                "responses": {
+                    "200": _json(_ref("Reservation"), "the reservation, ready when complete"),
+                    **_errors(400, *_AUTH, 404, 409),
+                },
+            },
+        },
+        **{f"/reservations/{{node}}/{action}": item for action, item in act.items()},
+        "/admin/users": {
+            "get": {
+                "operationId": "listUsers",
+                "summary": "every account, pending sign-ups first",
+                "tags": ["admin"],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("User")}, "users"),
+                    **_errors(*_AUTH),
+                },
+            },
+            "post": {
+                "operationId": "createUser",
+                "summary": "create an account",
+                "tags": ["admin"],
+                "requestBody": _body("UserCreate"),
+                "responses": {
+                    "201": _json(_ref("User"), "the new account"),
+                    **_errors(400, *_AUTH, 409),
+                },
+            },
+        },
+        "/admin/users/{email}": {
+            "patch": {
+                "operationId": "updateUser",
+                "summary": "authorize or revoke, promote or demote",
+                "tags": ["admin"],
+                "parameters": [_EMAIL],
+                "requestBody": _body("UserUpdate"),
+                "responses": {
+                    "200": _json(_ref("User"), "the account after the change"),
+                    **_errors(400, *_AUTH, 404, 409),
+                },
+            },
+            "delete": {
+                "operationId": "deleteUser",
+                "summary": "delete an account and its reservations",
+                "tags": ["admin"],
+                "parameters": [_EMAIL],
+                "responses": {"204": {"description": "deleted"}, **_errors(*_AUTH, 404, 409)},
+            },
+        },
+        "/admin/agents": {
+            "get": {
+                "operationId": "listAgents",
+                "summary": "the registered agents (never their tokens)",
+                "tags": ["admin"],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Agent")}, "agents"),
+                    **_errors(*_AUTH),
+                },
+            },
+            "post": {
+                "operationId": "addAgent",
+                "summary": "register an agent (kept disconnected when it does not answer)",
+                "tags": ["admin"],
+                "requestBody": _body("AgentCreate"),
+                "responses": {
+                    "201": _json(_ref("Agent"), "the agent"),
+                    **_errors(400, *_AUTH, 409),
+                },
+            },
+        },
+        "/admin/agents/{name}/reconnect": {
+            "post": {
+                "operationId": "reconnectAgent",
+                "summary": "call a disconnected agent again",
+                "tags": ["admin"],
+                "parameters": [_AGENT],
+                "responses": {
+                    "200": _json(_ref("Agent"), "the agent, connected or with its last error"),
+                    **_errors(*_AUTH, 404),
+                },
+            }
+        },
+        "/admin/agents/{name}": {
+            "delete": {
+                "operationId": "deleteAgent",
+                "summary": "forget an agent",
+                "tags": ["admin"],
+                "parameters": [_AGENT],
+                "responses": {"204": {"description": "deleted"}, **_errors(*_AUTH, 404, 409)},
+            }
+        },
+    }
+    return paths
+
+
+def openapi_document() -> dict[str, Any]:
+    """A fresh copy each call, so a caller changing it cannot change the next answer."""
+    return copy.deepcopy(
+        {
+            "openapi": "3.0.3",
+            "info": {
+                "title": "edgebed",
+                "version": "1",
+                "description": (
+                    "Reserve, configure, deploy and manage testbed nodes. Authenticate with "
+                    "'Authorization: Bearer <api token>' (settings page or `edgebed admin "
+                    "api-token`). Dates are epoch seconds, UTC. Errors are {\"error\": ...} "
+                    "with a 4xx status."
+                ),
+            },
+            "servers": [{"url": "/api/v1"}],
+            "security": [{"bearer": []}],
+            "tags": [
+                {"name": "inventory"},
+                {"name": "reservations"},
+                {"name": "admin", "description": "administrators only"},
+            ],
+            "paths": _paths(),
+            "components": {
+                "schemas": _SCHEMAS,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+        }
+    )

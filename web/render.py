@@ -1,0 +1,44 @@
+"""Rendering a page: the template plus what every page shows (who is signed in, the CSRF token
+for its forms, messages left by the previous request, the viewer's time zone)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp_session import get_session
+
+from web.forms import zone_or_utc
+from web.keys import USER
+from web.security import csrf_token
+
+TZ_COOKIE = "tz"  # the browser's IANA zone, set by static/edgebed.js
+
+
+def viewer_zone(request: web.Request):
+    return zone_or_utc(request.cookies.get(TZ_COOKIE))
+
+
+async def flash(request: web.Request, message: str, kind: str = "info") -> None:
+    """A message shown once, on the next page (after a redirect)."""
+    session = await get_session(request)
+    messages = list(session.get("flash", []))[-9:]
+    messages.append([kind, message])
+    session["flash"] = messages
+
+
+async def render(
+    request: web.Request, template: str, context: dict[str, Any], *, status: int = 200
+) -> web.Response:
+    session = await get_session(request)
+    flashes = session.pop("flash", []) if "flash" in session else []
+    page = {
+        "user": request.get(USER),
+        "csrf_token": csrf_token(session),
+        "flashes": flashes,
+        "tz": viewer_zone(request),
+        "path": request.path,
+    }
+    page.update(context)
+    return aiohttp_jinja2.render_template(template, request, page, status=status)

@@ -1,0 +1,103 @@
+"""Sessions in encrypted cookies, the CSRF check on every form post, and protective headers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp_session import Session, get_session, new_session, session_middleware
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+from controller.errors import Forbidden
+
+SESSION_COOKIE = "edgebed_session"
+SESSION_MAX_AGE = 7 * 24 * 3600
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+_SESSION_KEY_PURPOSE = b"edgebed web session cookie v1"
+
+# Only these come from scripts with bearer tokens, which a browser never sends on its own.
+_CSRF_EXEMPT_PREFIX = "/api/"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def session_key(secret_key: bytes) -> bytes:
+    """A 32-byte key for the cookie, derived so that the controller's secret is used for one
+    purpose per derived key (the controller also signs email-confirmation tokens with it)."""
+    return hmac.new(secret_key, _SESSION_KEY_PURPOSE, hashlib.sha256).digest()
+
+
+def session_middleware_for(secret_key: bytes, *, secure: bool) -> web.middleware:
+    storage = EncryptedCookieStorage(
+        base64.urlsafe_b64encode(session_key(secret_key)),
+        cookie_name=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE,
+        httponly=True,
+        samesite="Lax",
+        secure=secure,
+    )
+    return session_middleware(storage)
+
+
+def csrf_token(session: Session) -> str:
+    """This session's CSRF token, created on first use."""
+    token = session.get("csrf")
+    if not isinstance(token, str) or len(token) < 32:
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+async def start_session(request: web.Request, email: str) -> Session:
+    """A fresh session for a user who just logged in (never reuse the anonymous one: fixation)."""
+    session = await new_session(request)
+    session["email"] = email
+    csrf_token(session)
+    return session
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method not in _SAFE_METHODS and not request.path.startswith(_CSRF_EXEMPT_PREFIX):
+        session = await get_session(request)
+        expected = session.get("csrf")
+        sent = request.headers.get(CSRF_HEADER)
+        if sent is None and request.content_type in (
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ):
+            sent = (await request.post()).get(CSRF_FIELD)
+        if (
+            not isinstance(expected, str)
+            or not isinstance(sent, str)
+            or not hmac.compare_digest(expected.encode(), sent.encode("utf-8", "replace"))
+        ):
+            raise Forbidden(
+                "the form's security token is missing or out of date; reload the page and "
+                "submit it again"
+            )
+    return await handler(request)
+
+
+# A strict policy is possible because every script and style is a local file.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "style-src 'self'; style-src-attr 'unsafe-inline'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.content_type == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")

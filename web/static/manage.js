@@ -1,0 +1,126 @@
+// The manage page follows its nodes without reloading: it polls /manage/live (which reads only
+// the database) and redraws each row's status, progress bar, access and window.
+"use strict";
+
+(function () {
+  var POLL_MS = 1500;
+  var MAX_BACKOFF_MS = 30000;
+  var indicator = document.getElementById("live-status");
+  var delay = POLL_MS;
+
+  function row(name) {
+    return document.querySelector('tr[data-node="' + CSS.escape(name) + '"]');
+  }
+
+  function text(element, value) {
+    if (element && element.textContent !== value) element.textContent = value;
+  }
+
+  function stateText(r) {
+    if (r.action_state) {
+      var step = r.state_count ? " (" + (r.state_idx + 1) + "/" + r.state_count + ")" : "";
+      return r.process + ": " + r.action_state + step + " · " + r.progress + "%";
+    }
+    if (r.status === "configuring") return "waiting for configuration";
+    return "starts " + r.start_text;
+  }
+
+  function drawProgress(cell, r) {
+    var fill = cell.querySelector(".fill");
+    fill.style.width = Math.max(0, Math.min(100, r.progress)) + "%";
+    fill.classList.toggle("lost", r.action_state === "lost");
+    cell.title = (r.states || []).join(" → ");
+    var steps = cell.querySelectorAll(".step");
+    var wanted = Math.max(0, (r.state_count || 0) - 1);
+    if (steps.length !== wanted) {
+      steps.forEach(function (s) { s.remove(); });
+      for (var i = 1; i <= wanted; i++) {
+        var step = document.createElement("span");
+        step.className = "step";
+        step.style.left = (i * 100 / r.state_count) + "%";
+        cell.appendChild(step);
+      }
+    }
+  }
+
+  function drawAccess(cell, r) {
+    cell.textContent = "";
+    if (r.node_ip) {
+      var code = document.createElement("code");
+      code.textContent = (r.default_user || "root") + "@" + r.node_ip;
+      cell.appendChild(code);
+    }
+    if (r.password) {
+      var details = document.createElement("details");
+      var summary = document.createElement("summary");
+      summary.textContent = "password";
+      var secret = document.createElement("code");
+      secret.className = "secret";
+      secret.textContent = r.password;
+      details.appendChild(summary);
+      details.appendChild(secret);
+      cell.appendChild(document.createTextNode(" "));
+      cell.appendChild(details);
+    }
+  }
+
+  function draw(data) {
+    var seen = {};
+    data.reservations.forEach(function (r) {
+      seen[r.node_name] = true;
+      var tr = row(r.node_name);
+      if (!tr) return;
+      var status = tr.querySelector('[data-field="status"]');
+      text(status, r.status);
+      status.className = "status status-" + r.status;
+      tr.setAttribute("data-status", r.status);
+      tr.setAttribute("data-action-state", r.action_state || "");
+      drawProgress(tr.querySelector('[data-field="progress"]'), r);
+      text(tr.querySelector('[data-field="state"]'), stateText(r));
+      var access = tr.querySelector('[data-field="access"]');
+      var key = r.node_ip + "|" + r.default_user + "|" + r.password;
+      if (access.getAttribute("data-drawn") !== key) {
+        drawAccess(access, r);
+        access.setAttribute("data-drawn", key);
+      }
+    });
+    document.querySelectorAll("tr[data-node]").forEach(function (tr) {
+      if (seen[tr.getAttribute("data-node")] || tr.classList.contains("gone")) return;
+      tr.classList.add("gone");
+      tr.setAttribute("data-status", "released");
+      text(tr.querySelector('[data-field="status"]'), "released");
+      text(tr.querySelector('[data-field="state"]'), "the reservation ended");
+      var box = tr.querySelector('input[type=checkbox]');
+      if (box) { box.checked = false; box.disabled = true; }
+    });
+  }
+
+  function poll() {
+    fetch("/manage/live", { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (response) {
+        if (response.redirected || response.status === 401 || response.status === 303) {
+          throw new Error("signed out");
+        }
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        draw(data);
+        delay = POLL_MS;
+        if (indicator) {
+          indicator.classList.remove("stale");
+          text(indicator, "live · " + new Date(data.now * 1000).toLocaleTimeString());
+        }
+      })
+      .catch(function (error) {
+        delay = Math.min(delay * 2, MAX_BACKOFF_MS);
+        if (indicator) {
+          indicator.classList.add("stale");
+          text(indicator, "not updating (" + error.message + ")");
+        }
+      })
+      .finally(function () { window.setTimeout(poll, delay); });
+  }
+
+  if (document.querySelector("tr[data-node]")) poll();
+})();

@@ -1,0 +1,156 @@
+"""Account pages: sign up, log in, log out, confirm the email address, settings."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+from aiohttp import web
+from aiohttp_session import get_session
+
+from controller.errors import InvalidInput
+from web.auth import current_user, require_user, safe_next
+from web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
+from web.keys import CONTROLLER, FORM_TEMPLATE, LOGIN_LIMITER, MAILER, SETTINGS
+from web.mail import MailNotSent
+from web.render import flash, render
+from web.security import start_session
+
+log = logging.getLogger(__name__)
+
+
+def public_base_url(request: web.Request) -> str:
+    configured = getattr(request.app[SETTINGS], "public_url", "") or ""
+    if configured:
+        return configured.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    user = await current_user(request)
+    raise web.HTTPSeeOther("/manage" if user else "/login")
+
+
+async def signup_form(request: web.Request) -> web.StreamResponse:
+    return await render(request, "signup.html", {"email": "", "ssh_key": ""})
+
+
+async def signup(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    email = field(form, "email")
+    ssh_key = field(form, "ssh_key", required=False, max_length=MAX_LONG)
+    request[FORM_TEMPLATE] = ("signup.html", {"email": email, "ssh_key": ssh_key})
+    password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
+    accounts = request.app[CONTROLLER].accounts
+    user = await accounts.sign_up(email, password, ssh_key)
+    token = await accounts.confirmation_token(user.email)
+    link = f"{public_base_url(request)}/confirm?token={quote(token, safe='')}"
+    mailer = request.app[MAILER]
+    try:
+        await mailer.send_confirmation(user.email, link)
+        mailed = mailer.sends_mail
+    except MailNotSent as exc:
+        # The account exists; losing it over a mail server hiccup would be worse.
+        log.warning("confirmation mail to %s not sent: %s", user.email, exc)
+        mailed = False
+    note = (
+        f"We sent a confirmation link to {user.email}. "
+        if mailed
+        else "The confirmation link could not be mailed; an administrator can confirm it. "
+    )
+    await flash(
+        request,
+        "Your account was created. " + note
+        + "An administrator must authorize it before you can log in.",
+        "success",
+    )
+    raise web.HTTPSeeOther("/login")
+
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    target = safe_next(request.query.get("next"))
+    if await current_user(request):
+        raise web.HTTPSeeOther(target)
+    return await render(request, "login.html", {"email": "", "next": target})
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    email = field(form, "email")
+    target = safe_next(form.get("next") if isinstance(form.get("next"), str) else None)
+    request[FORM_TEMPLATE] = ("login.html", {"email": email, "next": target})
+    password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
+    key = (email.lower(), request.remote or "")
+    request.app[LOGIN_LIMITER].attempt(key)
+    user = await request.app[CONTROLLER].accounts.authenticate(email, password)
+    request.app[LOGIN_LIMITER].reset(key)
+    await start_session(request, user.email)
+    raise web.HTTPSeeOther(target)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = await get_session(request)
+    session.invalidate()
+    raise web.HTTPSeeOther("/login")
+
+
+async def confirm_email(request: web.Request) -> web.StreamResponse:
+    token = field(request.query, "token", max_length=1024)
+    user = await request.app[CONTROLLER].accounts.confirm_email(token)
+    return await render(request, "confirmed.html", {"confirmed": user.email})
+
+
+async def _settings_page(
+    request: web.Request, user, *, new_token: str | None = None, status: int = 200
+) -> web.Response:
+    tokens = await request.app[CONTROLLER].accounts.list_api_tokens(user.email)
+    return await render(
+        request, "settings.html", {"tokens": tokens, "new_token": new_token}, status=status
+    )
+
+
+async def settings_page(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    return await _settings_page(request, user)
+
+
+async def change_password(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    form = await request.post()
+    old = field(form, "old_password", max_length=MAX_PASSWORD, strip=False, label="current password")
+    new = field(form, "new_password", max_length=MAX_PASSWORD, strip=False, label="new password")
+    again = field(
+        form, "new_password_again", max_length=MAX_PASSWORD, strip=False, label="new password (again)"
+    )
+    if new != again:
+        raise InvalidInput("the two new passwords differ")
+    await request.app[CONTROLLER].accounts.change_password(user.email, old, new)
+    await flash(request, "Your password was changed.", "success")
+    raise web.HTTPSeeOther("/settings")
+
+
+async def set_ssh_key(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    form = await request.post()
+    ssh_key = field(form, "ssh_key", required=False, max_length=MAX_LONG, label="SSH key")
+    await request.app[CONTROLLER].accounts.set_ssh_key(user.email, ssh_key)
+    await flash(request, "Your SSH key was saved." if ssh_key else "Your SSH key was removed.", "success")
+    raise web.HTTPSeeOther("/settings")
+
+
+async def create_token(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    form = await request.post()
+    label = field(form, "label", required=False, max_length=100)
+    secret = await request.app[CONTROLLER].accounts.create_api_token(user.email, label)
+    # Shown in this response only: it is stored hashed and never appears again.
+    return await _settings_page(request, user, new_token=secret, status=201)
+
+
+async def revoke_token(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    form = await request.post()
+    token_id = parse_int(field(form, "token_id", max_length=20), "token id", minimum=1, maximum=2**62)
+    await request.app[CONTROLLER].accounts.revoke_api_token(user.email, token_id)
+    await flash(request, "The API token was revoked.", "success")
+    raise web.HTTPSeeOther("/settings")

@@ -1,0 +1,345 @@
+"""The user's pages: reserve nodes, configure them, manage them while they run."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from controller.errors import InvalidInput
+from web.auth import require_user
+from web.forms import (
+    MAX_LONG,
+    day_starts,
+    field,
+    form_list,
+    format_epoch,
+    local_datetime_value,
+    parse_float,
+    parse_int,
+    parse_local_datetime,
+    zone,
+)
+from web.keys import CONTROLLER
+from web.render import flash, render, viewer_zone
+from web.views_common import act_on_each, reservation_json
+
+ACTIONS = ("reboot", "deploy", "destroy", "extend")
+FILTER_PREFIX = "f."
+PROPERTY_PREFIX = "prop."
+TIMELINE_DAYS_DEFAULT = 7
+# A property with more distinct values than this (ip, serial) is not offered as a filter menu.
+MAX_FILTER_CHOICES = 40
+# A start a few minutes back is a user who picked "now" on a minute-granular field.
+START_GRACE_SECONDS = 300
+
+
+# ---------------------------------------------------------------------------------------------
+# reserve
+
+
+def _filters_from(query) -> dict[str, str]:
+    filters = {}
+    for key, value in query.items():
+        if key.startswith(FILTER_PREFIX) and isinstance(value, str) and value.strip():
+            name = key[len(FILTER_PREFIX):]
+            if name and len(name) <= 64 and len(value) <= 256:
+                filters[name] = value.strip()
+    return filters
+
+
+def _node_matches(node, filters: dict[str, str]) -> bool:
+    for name, wanted in filters.items():
+        if name == "type":
+            actual = node.type
+        elif name == "agent":
+            actual = node.agent
+        else:
+            actual = node.properties.get(name)
+        if actual != wanted:
+            return False
+    return True
+
+
+def _filter_choices(nodes) -> dict[str, list[str]]:
+    """Per property (and type, agent), the values seen, for the filter menus."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for node in nodes:
+        seen["type"].add(node.type)
+        seen["agent"].add(node.agent)
+        for name, value in node.properties.items():
+            if len(seen[name]) <= MAX_FILTER_CHOICES:
+                seen[name].add(value)
+    return {
+        name: sorted(values)
+        for name, values in sorted(seen.items())
+        if 1 <= len(values) <= MAX_FILTER_CHOICES
+    }
+
+
+def _timeline_bars(busy, start: int, end: int) -> list[dict[str, Any]]:
+    span = end - start
+    bars = []
+    for window in busy:
+        left = max(window.start_date, start)
+        right = min(window.end_date, end)
+        if right <= left:
+            continue
+        bars.append(
+            {
+                "left": round((left - start) * 100 / span, 3),
+                "width": max(round((right - left) * 100 / span, 3), 0.3),
+                "mine": window.mine,
+                "start": window.start_date,
+                "end": window.end_date,
+            }
+        )
+    return bars
+
+
+async def reserve_page(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    ctl = request.app[CONTROLLER]
+    tz = viewer_zone(request)
+    days = parse_int(request.query.get("days", str(TIMELINE_DAYS_DEFAULT)), "days", minimum=1, maximum=60)
+    filters = _filters_from(request.query)
+    now = int(time.time())
+    window_start = now - now % 3600
+    window_end = window_start + days * 86400
+    nodes = await ctl.inventory.list_nodes()
+    timeline = await ctl.inventory.timeline(window_start, window_end, user)
+    shown = [node for node in nodes if _node_matches(node, filters)]
+    # The table shows the properties that the shown nodes have, in a stable order.
+    columns = sorted({name for node in shown for name in node.properties})[:8]
+    rows = [
+        {"node": node, "bars": _timeline_bars(timeline.get(node.name, ()), window_start, window_end)}
+        for node in shown
+    ]
+    ticks = [
+        {"left": round((t - window_start) * 100 / (window_end - window_start), 3), "label": label}
+        for t, label in day_starts(window_start, days, tz)
+        if window_start <= t < window_end
+    ]
+    return await render(
+        request,
+        "reserve.html",
+        {
+            "rows": rows,
+            "columns": columns,
+            "filters": filters,
+            "choices": _filter_choices(nodes),
+            "ticks": ticks,
+            "days": days,
+            "start_value": local_datetime_value(now, tz),
+            "total": len(nodes),
+        },
+    )
+
+
+async def reserve(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    form = await request.post()
+    tz = zone(field(form, "tz", required=False, max_length=64))
+    start = parse_local_datetime(field(form, "start", label="start date"), tz, "start date")
+    now = int(time.time())
+    if now - START_GRACE_SECONDS <= start < now:
+        start = now
+    duration = parse_float(field(form, "duration_hours", label="duration"), "duration (hours)",
+                           minimum=0.01, maximum=24 * 366)
+    nodes = form_list(form, "nodes")
+    count_text = field(form, "count", required=False, max_length=10)
+    ctl = request.app[CONTROLLER]
+    if nodes and count_text:
+        raise InvalidInput("either tick nodes or give a number of nodes, not both")
+    if nodes:
+        reserved = await ctl.reservations.reserve(
+            user, nodes=nodes, start_date=start, duration_hours=duration
+        )
+    elif count_text:
+        count = parse_int(count_text, "number of nodes", minimum=1, maximum=1000)
+        reserved = await ctl.reservations.reserve(
+            user, filter=_filters_from(form), count=count, start_date=start,
+            duration_hours=duration,
+        )
+    else:
+        raise InvalidInput("tick the nodes to reserve, or give a number of nodes")
+    await flash(request, f"Reserved {', '.join(reserved)}. Now configure them.", "success")
+    raise web.HTTPSeeOther("/configure?" + urlencode([("nodes", name) for name in reserved]))
+
+
+# ---------------------------------------------------------------------------------------------
+# configure
+
+
+async def configure_page(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    ctl = request.app[CONTROLLER]
+    reservations = await ctl.reservations.list_reservations(user)
+    node_types = await ctl.inventory.node_types()
+    environments = await ctl.inventory.environments()
+    wanted = set(request.query.getall("nodes", []))
+    groups = []
+    by_type: dict[str, list] = defaultdict(list)
+    for reservation in reservations:
+        by_type[reservation.type].append(reservation)
+    for type_name in sorted(by_type):
+        members = sorted(by_type[type_name], key=lambda r: r.node_name)
+        info = node_types.get(type_name)
+        env_list = environments.get(type_name, [])
+        specs = list(info.properties) if info else []
+        groups.append(
+            {
+                "type": type_name,
+                "reservations": members,
+                "specs": [_spec_view(spec, env_list) for spec in specs],
+                "environments": env_list,
+                "selected": {
+                    r.node_name
+                    for r in members
+                    if (r.node_name in wanted if wanted else r.status == "configuring")
+                },
+            }
+        )
+    return await render(request, "configure.html", {"groups": groups})
+
+
+def _spec_view(spec, environments) -> dict[str, Any]:
+    values = list(spec.values)
+    if spec.name == "environment" and not values:
+        values = [env.name for env in environments]
+    return {
+        "name": spec.name,
+        "required": spec.required,
+        "values": values,
+        "secret": spec.secret,
+        "description": spec.description,
+        "multiline": spec.name == "ssh_key",
+    }
+
+
+async def configure(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    form = await request.post()
+    nodes = form_list(form, "nodes")
+    if not nodes:
+        raise InvalidInput("tick at least one node to configure")
+    bin_name = field(form, "bin", required=False, max_length=64, label="bin")
+    properties = {}
+    for key in form:
+        if key.startswith(PROPERTY_PREFIX):
+            name = key[len(PROPERTY_PREFIX):]
+            value = field(form, key, required=False, max_length=MAX_LONG, label=name or "property")
+            # An empty field keeps what was set before (secret fields are never shown back).
+            if name and value:
+                properties[name] = value
+    ctl = request.app[CONTROLLER]
+
+    async def configure_one(node: str):
+        return await ctl.reservations.configure(
+            user, node, bin=bin_name or None, properties=properties
+        )
+
+    done = await act_on_each(nodes, configure_one)
+    ready = [r.node_name for r in done if r.status != "configuring"]
+    waiting = [r.node_name for r in done if r.status == "configuring"]
+    if ready:
+        await flash(request, f"Configured {', '.join(ready)}.", "success")
+    if waiting:
+        await flash(
+            request, f"{', '.join(waiting)} still miss required properties.", "warning"
+        )
+    raise web.HTTPSeeOther("/manage" if not waiting else "/configure?" + urlencode(
+        [("nodes", name) for name in waiting]))
+
+
+# ---------------------------------------------------------------------------------------------
+# manage
+
+
+def _passwords(reservations, node_types) -> dict[str, str]:
+    """The deployed system's password per node: the first secret property that is set."""
+    passwords = {}
+    for reservation in reservations:
+        info = node_types.get(reservation.type)
+        for spec in info.properties if info else ():
+            value = reservation.properties.get(spec.name) if spec.secret else None
+            if value:
+                passwords[reservation.node_name] = value
+                break
+    return passwords
+
+
+async def manage_page(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    ctl = request.app[CONTROLLER]
+    reservations = await ctl.reservations.live_states(user)
+    node_types = await ctl.inventory.node_types()
+    bins: dict[str, list] = defaultdict(list)
+    for reservation in sorted(reservations, key=lambda r: r.node_name):
+        bins[reservation.bin].append(reservation)
+    processes = {
+        name: info.processes for name, info in node_types.items()
+    }
+    return await render(
+        request,
+        "manage.html",
+        {
+            "bins": sorted(bins.items(), key=lambda item: (item[0] == "", item[0])),
+            "processes": processes,
+            "passwords": _passwords(reservations, node_types),
+            "count": len(reservations),
+        },
+    )
+
+
+async def manage_live(request: web.Request) -> web.StreamResponse:
+    """What the manage page polls: read from the database only, never from an agent."""
+    user = await require_user(request)
+    ctl = request.app[CONTROLLER]
+    reservations = await ctl.reservations.live_states(user)
+    node_types = await ctl.inventory.node_types()
+    passwords = _passwords(reservations, node_types)
+    tz = viewer_zone(request)
+    return web.json_response(
+        {
+            "reservations": [
+                {
+                    **reservation_json(r),
+                    "password": passwords.get(r.node_name, ""),
+                    "states": list(
+                        node_types[r.type].processes.get(r.process, ())
+                    ) if r.type in node_types else [],
+                    "start_text": format_epoch(r.start_date, tz),
+                    "end_text": format_epoch(r.end_date, tz),
+                }
+                for r in reservations
+            ],
+            "now": int(time.time()),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def manage_action(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    form = await request.post()
+    action = field(form, "action")
+    if action not in ACTIONS:
+        raise InvalidInput(f"unknown action; choose one of {', '.join(ACTIONS)}")
+    nodes = form_list(form, "nodes")
+    if not nodes:
+        raise InvalidInput("tick at least one node")
+    ctl = request.app[CONTROLLER]
+
+    async def act_one(node: str):
+        return await ctl.reservations.act(user, node, action)
+
+    await act_on_each(nodes, act_one)
+    verb = {"reboot": "Rebooting", "deploy": "Deploying", "destroy": "Destroying",
+            "extend": "Extended"}[action]
+    await flash(request, f"{verb} {', '.join(nodes)}.", "success")
+    raise web.HTTPSeeOther("/manage")
+
