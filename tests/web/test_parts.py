@@ -1,0 +1,103 @@
+"""The web side's small parts on their own: the login rate limiter, input readers, the OpenAPI
+document and the route table."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import pytest
+from openapi_spec_validator import validate
+
+from controller.errors import InvalidInput
+from controller.settings import Settings
+from web.app import create_app
+from web.forms import clean_text, day_starts, parse_float, parse_local_datetime, zone
+from web.openapi import openapi_document
+from web.ratelimit import RateLimited, RateLimiter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limiter_allows_five_per_minute_then_refuses_until_the_window_passes():
+    clock = FakeClock()
+    limiter = RateLimiter(5, 60, clock=clock)
+    for _ in range(5):
+        limiter.attempt(("a@x.org", "127.0.0.1"))
+        clock.now += 1
+    with pytest.raises(RateLimited) as refused:
+        limiter.attempt(("a@x.org", "127.0.0.1"))
+    assert 1 <= refused.value.retry_after <= 60
+    # Another email or another address has its own budget.
+    limiter.attempt(("b@x.org", "127.0.0.1"))
+    limiter.attempt(("a@x.org", "127.0.0.2"))
+    clock.now += 60
+    limiter.attempt(("a@x.org", "127.0.0.1"))
+
+
+def test_rate_limiter_keeps_a_bounded_number_of_keys():
+    clock = FakeClock()
+    limiter = RateLimiter(5, 60, clock=clock, max_keys=100)
+    for number in range(1000):
+        limiter.attempt((f"user{number}@x.org", "10.0.0.1"))
+        clock.now += 0.01
+    assert len(limiter._attempts) <= 100
+
+
+def test_text_readers_refuse_nul_lone_surrogates_and_huge_values():
+    with pytest.raises(InvalidInput, match="NUL"):
+        clean_text("a\x00b", "email")
+    with pytest.raises(InvalidInput, match="not valid text"):
+        clean_text("\ud800", "email")
+    with pytest.raises(InvalidInput, match="too long"):
+        clean_text("x" * 10_000, "email")
+    with pytest.raises(InvalidInput, match="must be a string"):
+        clean_text(12, "email")
+    with pytest.raises(InvalidInput, match="between"):
+        parse_float("nan", "duration", minimum=0, maximum=10)
+
+
+def test_local_dates_are_read_in_the_given_zone_across_daylight_saving():
+    paris = ZoneInfo("Europe/Paris")
+    # Winter: UTC+1; summer: UTC+2.
+    assert parse_local_datetime("2030-01-15T12:00", paris, "start") == 1894705200
+    assert parse_local_datetime("2030-07-15T12:00", paris, "start") == 1910340000
+    with pytest.raises(InvalidInput, match="look like"):
+        parse_local_datetime("tomorrow", paris, "start")
+    with pytest.raises(InvalidInput, match="unknown time zone"):
+        zone("Mars/Olympus")
+    # The timeline's midnights stay at midnight on the day clocks change (2031-03-30 in Paris).
+    noon = parse_local_datetime("2031-03-29T12:00", paris, "start")
+    ticks = [epoch for epoch, _ in day_starts(noon, 3, paris)]
+    assert [b - a for a, b in zip(ticks, ticks[1:])] == [86400, 82800, 86400]
+
+
+def test_openapi_document_is_valid_openapi_3():
+    validate(openapi_document())
+
+
+def test_every_api_route_is_described_in_openapi(tmp_path):
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database=str(tmp_path / "db.sqlite"),
+        secret_key_file=str(tmp_path / "secret.key"),
+    )
+    app = create_app(settings)
+    documented = {
+        (method.upper(), "/api/v1" + path)
+        for path, item in openapi_document()["paths"].items()
+        for method in item
+    }
+    routed = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter") or ""
+        if not path.startswith("/api/v1") or route.method == "HEAD":
+            continue
+        routed.add((route.method, path))
+    assert routed == documented
