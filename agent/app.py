@@ -1,0 +1,235 @@
+"""Assembles an agent from its settings: store, driver, executor, service and gRPC server.
+
+    agent = await start_agent(settings)      # serving on agent.port
+    ...
+    await agent.stop()
+
+or `async with open_agent(settings) as agent:`. Several agents can run in one process (the demo
+runs three); each has its own database, thread and server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import grpc
+import peewee
+
+from agent.clock import Clock, FastClock, SystemClock
+from agent.dbworker import DbWorker, GroupCommitter
+from agent.domain import NodeRecord
+from agent.errors import AlreadyExists
+from agent.executor import Executor, Timing
+from agent.server import build_server
+from agent.service import AgentService
+from agent.settings import AgentSettings
+from agent.store import DatabaseSpecError, SaveMachine, Store
+from nodetypes import load_node_type
+from nodetypes.base import NodeType
+from nodetypes.sim import SimOptions
+
+log = logging.getLogger(__name__)
+
+# Timeouts of a simulated testbed run as fast as its hardware, but at most this much faster, so
+# that time_scale = 0 still leaves a busy event loop time to finish a step before its timeout.
+MAX_CLOCK_SPEED = 100.0
+
+
+def sim_clock(time_scale: float) -> Clock:
+    if time_scale == 1.0:
+        return SystemClock()
+    return FastClock(min(MAX_CLOCK_SPEED, 1.0 / time_scale) if time_scale > 0 else MAX_CLOCK_SPEED)
+
+
+def sim_timing(time_scale: float) -> Timing:
+    poll = min(2.0, max(2.0 * time_scale, 0.005))
+    return Timing(poll_seconds=poll, retry_seconds=poll)
+
+
+def _database_file(spec: str) -> Path | None:
+    if "://" not in spec:
+        return Path(spec).expanduser()
+    parsed = urlparse(spec)
+    if parsed.scheme.startswith("sqlite") and parsed.path[1:] not in ("", ":memory:"):
+        return Path(parsed.path[1:])
+    return None
+
+
+class _DatabaseLock:
+    """Refuses a second agent process on the same SQLite file: two executors would drive the
+    same actions twice."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self._file = None
+        path = _database_file(settings.database)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(f"{path}.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise settings.problem("database", f"{settings.database!r} is in use by another agent") from None
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def _driver_factory(settings: AgentSettings, node_type: NodeType):
+    factory = node_type.drivers.get(settings.driver)
+    if factory is None:
+        raise settings.problem(
+            "driver",
+            f"is {settings.driver!r}, but the {settings.driver} {node_type.name} driver "
+            f"({node_type.driver_note}) is not available yet; use 'sim'",
+        )
+    return factory
+
+
+def _first_start(store: Store, settings: AgentSettings, node_type: NodeType) -> None:
+    """Runs on the database thread: checks the database belongs to this agent, and fills it on
+    the very first start (the seeded flag keeps nodes an administrator removed from coming back)."""
+    owner = store.get_meta("agent_type")
+    if owner is not None and owner != settings.type:
+        raise settings.problem(
+            "type", f"is {settings.type!r}, but {settings.database} holds a {owner!r} agent's data"
+        )
+    if store.get_meta("seeded") is not None:
+        return
+    store.set_meta("agent_type", settings.type)
+    store.set_meta("agent_name", settings.name)
+    store.put_environments(node_type.default_environments)
+    if settings.driver == "sim" and settings.sim_nodes:
+        nodes = [
+            NodeRecord(f"{settings.name}-{index:03d}", node_type.sim_node_properties(index))
+            for index in range(1, settings.sim_nodes + 1)
+        ]
+        store.add_nodes(nodes)
+    store.set_meta("seeded", "1")
+
+
+@dataclass
+class RunningAgent:
+    settings: AgentSettings
+    host: str
+    port: int
+    service: AgentService
+    executor: Executor
+    store: Store
+    committer: GroupCommitter
+    _server: grpc.aio.Server
+    _worker: DbWorker
+    _lock: _DatabaseLock
+    _stopped: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def db(self, function, *args):
+        """Runs a Store method on the agent's database thread (tests, benchmarks)."""
+        return await self._worker.call(function, *args)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stops accepting calls, lets running ones finish (up to `grace` s), stops every action
+        at a commit point, writes what is queued, closes the database."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._server.stop(grace)
+        await self.executor.stop()
+        await self.committer.close()
+        await self._worker.call(self.store.close)
+        self._worker.shutdown()
+        self._lock.release()
+        log.info("agent %s stopped", self.settings.name)
+
+
+async def start_agent(
+    settings: AgentSettings, *, clock: Clock | None = None, timing: Timing | None = None
+) -> RunningAgent:
+    """Starts an agent; `clock` and `timing` replace the ones derived from the settings (tests)."""
+    node_type = load_node_type(settings.type)
+    driver_factory = _driver_factory(settings, node_type)
+    lock = _DatabaseLock(settings)
+    worker = DbWorker(settings.name)
+    try:
+        try:
+            store = Store(settings.database)
+            await worker.call(store.open)
+        except DatabaseSpecError as exc:
+            raise settings.problem("database", f"is not usable: {exc}") from None
+        except peewee.OperationalError as exc:
+            raise settings.problem("database", f"cannot be opened: {exc}") from None
+        try:
+            await worker.call(_first_start, store, settings, node_type)
+        except AlreadyExists as exc:
+            raise settings.problem("sim.nodes", f"cannot create the simulated nodes: {exc.message}") from None
+        committer = GroupCommitter(worker, store.apply)
+        committer.start()
+
+        async def save_machine(hardware_id: str, state: dict) -> None:
+            await committer.write([SaveMachine(hardware_id, state)])
+
+        options = SimOptions(
+            time_scale=settings.sim_time_scale,
+            failure_rate=settings.sim_failure_rate,
+            seed=None if settings.sim_seed < 0 else settings.sim_seed,
+            saved=await worker.call(store.sim_machines),
+            save=save_machine,
+        )
+        driver = driver_factory(options)
+        executor = Executor(
+            node_type,
+            driver,
+            committer.write,
+            clock=clock or sim_clock(settings.sim_time_scale),
+            timing=timing or sim_timing(settings.sim_time_scale),
+        )
+        service = AgentService(
+            agent_name=settings.name, node_type=node_type, store=store, worker=worker,
+            executor=executor,
+        )
+        try:
+            server, port = await build_server(service, settings.token, settings.listen)
+        except RuntimeError as exc:
+            await committer.close()
+            await worker.call(store.close)
+            raise settings.problem("listen", f"{settings.listen!r}: cannot listen there ({exc})") from None
+        unfinished = await worker.call(store.unfinished_actions)
+        nodes = {node.name: node.ref() for node in await worker.call(store.list_nodes, [])}
+        executor.start_watchdog()
+        executor.resume(unfinished, nodes)
+        await server.start()
+    except BaseException:
+        worker.shutdown()
+        lock.release()
+        raise
+    host = settings.listen.rpartition(":")[0]
+    log.info("agent %s (%s, %s driver) serving on %s:%d", settings.name, settings.type,
+             settings.driver, host, port)
+    return RunningAgent(
+        settings=settings, host=host, port=port, service=service, executor=executor,
+        store=store, committer=committer, _server=server, _worker=worker, _lock=lock,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_agent(settings: AgentSettings, **kwargs) -> AsyncIterator[RunningAgent]:
+    agent = await start_agent(settings, **kwargs)
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+

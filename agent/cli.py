@@ -1,0 +1,36 @@
+"""`edgebed agent --config FILE`: runs one agent until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from agent.app import start_agent
+from agent.settings import AgentSettings, load_settings
+
+
+def run_agent(args) -> int:
+    settings = load_settings(args.config)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: AgentSettings) -> int:
+    agent = await start_agent(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # Scripts, tests and the demo read this line to learn the port (listen may say port 0).
+    print(f"edgebed agent {settings.name} listening on {agent.address}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await agent.stop()
+    return 0

@@ -1,0 +1,100 @@
+"""Runs the store on one thread, and groups the executor's commits into few transactions.
+
+A SQLite connection belongs to the thread that opened it and SQLite takes one writer at a time,
+so every call to the store goes through one worker thread. The executor's transitions queue up
+while a transaction runs and the next transaction takes them all: a transition is durable when
+`write` returns, and a thousand nodes cost a few transactions instead of a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class DbWorker:
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-db")
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(function, *args))
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class StoreClosed(Exception):
+    """A write arrived after the committer was closed."""
+
+
+class GroupCommitter:
+    def __init__(self, worker: DbWorker, apply: Callable[[Sequence[Any]], None]) -> None:
+        self._worker = worker
+        self._apply = apply
+        self._queue: list[tuple[Sequence[Any], asyncio.Future]] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task | None = None
+        self.transactions = 0
+        self.changes = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-committer")
+
+    async def write(self, changes: Sequence[Any]) -> None:
+        """Returns once `changes` are committed. A caller cancelled meanwhile does not cancel the
+        write: what was handed over is committed, and close() waits for it."""
+        if self._closing:
+            raise StoreClosed("the agent is stopping")
+        future = asyncio.get_running_loop().create_future()
+        # A waiter that was cancelled never reads the outcome; retrieve it so it is not reported.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append((changes, future))
+        self._wakeup.set()
+        await asyncio.shield(future)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._flush(batch)
+            if self._closing:
+                return
+
+    async def _flush(self, batch: list[tuple[Sequence[Any], asyncio.Future]]) -> None:
+        changes = [change for group, _ in batch for change in group]
+        try:
+            await self._worker.call(self._apply, changes)
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad change must not fail the others: commit each group on its own.
+                for item in batch:
+                    await self._flush([item])
+                return
+            log.error("commit failed: %s", exc)
+            if not batch[0][1].done():
+                batch[0][1].set_exception(exc)
+            return
+        self.transactions += 1
+        self.changes += len(changes)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    async def close(self) -> None:
+        """Commits everything queued, then stops."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task

@@ -1,0 +1,362 @@
+"""Drives every ongoing action through the states of its process, each on its own asyncio task.
+
+For each state: `exec` runs once when the state is entered, then `post` is polled until done;
+then the next state is committed, and only once it is durable does its step start. A state that
+makes no progress for `before_reboot` seconds gets a hard reboot through the driver and is tried
+again from its `exec`; a state that lasts `lost` seconds ends the action in `lost`. One watchdog
+task checks every action's timers, so a hung step (a driver call that never returns) on one node
+is cancelled without delaying any other.
+
+The database is the truth: after a crash, `resume` takes every unfinished action from the state
+it recorded and runs that state's step again, which is harmless because steps are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from agent.clock import Clock, SystemClock
+from agent.domain import ActionRecord, TransitionRecord
+from agent.errors import Busy
+from agent.store import LogTransition, SaveAction
+from nodetypes.base import FINAL_STATES, LOST, NodeRef, NodeType, Poll, Process, StateSpec, StepContext
+
+log = logging.getLogger(__name__)
+
+DONE = "done"
+REBOOT = "reboot"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Real seconds between polls of a `post`, and between tries of a failing step."""
+
+    poll_seconds: float = 2.0
+    retry_seconds: float = 2.0
+    # How often the watchdog checks the timers (in real seconds).
+    watchdog_seconds: float = 0.05
+    # A driver's hint is followed, but never polls faster than this.
+    min_poll_seconds: float = 0.001
+
+
+@dataclass
+class _Run:
+    """An action being driven: its committed record and the watchdog's view of its step."""
+
+    record: ActionRecord
+    process: Process
+    node: NodeRef
+    task: asyncio.Task | None = None
+    progress: int = 0
+    # Set while a step or a hard reboot runs, for the watchdog.
+    watched: asyncio.Task | None = None
+    spec: StateSpec | None = None
+    state_entered: float = 0.0
+    last_progress: float = 0.0
+    verdict: str | None = None
+    failures: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class Executor:
+    def __init__(
+        self,
+        node_type: NodeType,
+        driver: object,
+        write: Callable,
+        *,
+        clock: Clock | None = None,
+        timing: Timing = Timing(),
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._type = node_type
+        self._driver = driver
+        # async write(changes): returns when they are committed (agent.dbworker.GroupCommitter).
+        self._write = write
+        self._clock = clock or SystemClock()
+        self._timing = timing
+        self._wall = wall_clock
+        self._runs: dict[str, _Run] = {}
+        self._watchdog: asyncio.Task | None = None
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # What the service layer asks.
+
+    def is_running(self, node_name: str) -> bool:
+        return node_name in self._runs
+
+    def live_progress(self, node_name: str) -> int | None:
+        run = self._runs.get(node_name)
+        return None if run is None else run.progress
+
+    @property
+    def running_count(self) -> int:
+        return len(self._runs)
+
+    async def wait_idle(self) -> None:
+        """Returns when no action is running (tests and benchmarks)."""
+        await self._idle.wait()
+
+    # Starting and resuming.
+
+    def start_watchdog(self) -> None:
+        self._watchdog = asyncio.create_task(self._watch_timers(), name="executor-watchdog")
+
+    async def start(self, record: ActionRecord, node: NodeRef) -> ActionRecord:
+        """Commits `record` (the first state of its process) and starts driving it."""
+        if self._stopping:
+            raise Busy("the agent is stopping")
+        if record.node_name in self._runs:
+            raise Busy(f"node {record.node_name!r} is busy with an unfinished action")
+        process = self._type.processes[record.process]
+        run = _Run(record=record, process=process, node=node)
+        self._claim(run)
+        try:
+            await self._write([SaveAction(record), LogTransition(self._entry(record, "enter"))])
+        except BaseException:
+            self._release(run)
+            raise
+        self._spawn(run)
+        log.info("%s: %s started in state %s", record.node_name, record.process, record.state)
+        return record
+
+    def resume(self, actions: list[ActionRecord], nodes: Mapping[str, NodeRef]) -> list[str]:
+        """Starts driving unfinished actions found in the store; returns the resumed node names."""
+        resumed = []
+        for record in actions:
+            if record.final or record.node_name in self._runs:
+                continue
+            node = nodes.get(record.node_name) or NodeRef(record.node_name, {"ip": record.node_ip})
+            process = self._type.processes.get(record.process)
+            run = _Run(record=record, process=process, node=node)
+            if process is None or not self._locate(run):
+                # The node type no longer has this process or state (an upgrade changed it).
+                self._claim(run)
+                run.task = asyncio.create_task(self._lose(run, "its state no longer exists"))
+                continue
+            self._claim(run)
+            self._spawn(run)
+            resumed.append(record.node_name)
+        if resumed:
+            log.info("resumed %d unfinished action(s)", len(resumed))
+        return resumed
+
+    def _locate(self, run: _Run) -> bool:
+        names = run.process.state_names
+        idx = run.record.state_idx
+        if 0 <= idx < len(names) and names[idx] == run.record.state:
+            return True
+        if run.record.state in names:
+            run.record = replace(run.record, state_idx=names.index(run.record.state))
+            return True
+        return False
+
+    def _claim(self, run: _Run) -> None:
+        self._runs[run.record.node_name] = run
+        self._idle.clear()
+
+    def _release(self, run: _Run) -> None:
+        if self._runs.get(run.record.node_name) is run:
+            del self._runs[run.record.node_name]
+        if not self._runs:
+            self._idle.set()
+
+    def _spawn(self, run: _Run) -> None:
+        run.task = asyncio.create_task(self._drive(run), name=f"action-{run.record.node_name}")
+
+    # Driving one action.
+
+    async def _drive(self, run: _Run) -> None:
+        try:
+            while not run.record.final:
+                spec = run.process.states[run.record.state_idx]
+                try:
+                    verdict = await self._run_state(run, spec)
+                    if verdict == DONE:
+                        await self._enter(run, run.record.state_idx + 1)
+                    else:
+                        await self._lose(run, f"state {spec.name} timed out after {spec.lost:g} s")
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A store failure (disk full, database gone): the recorded state is still
+                    # right, so wait and try the state again.
+                    log.exception("%s: %s failed; trying again", run.record.node_name, spec.name)
+                    await asyncio.sleep(self._timing.retry_seconds)
+        finally:
+            self._release(run)
+
+    async def _run_state(self, run: _Run, spec: StateSpec) -> str:
+        run.state_entered = self._clock.monotonic()
+        run.progress = 0
+        needs_reboot = False
+        while True:
+            if needs_reboot:
+                verdict = await self._watched(run, spec, self._hard_reboot(run, spec))
+                if verdict == LOST:
+                    return LOST
+                if verdict == REBOOT:
+                    continue
+                needs_reboot = False
+                run.record = replace(run.record, reboots=run.record.reboots + 1)
+                await self._write(
+                    [SaveAction(run.record), LogTransition(self._entry(run.record, "reboot"))]
+                )
+            verdict = await self._watched(run, spec, self._perform(run, spec))
+            if verdict != REBOOT:
+                return verdict
+            needs_reboot = True
+            log.warning(
+                "%s: no progress in %s for %g s: hard reboot",
+                run.record.node_name, spec.name, spec.before_reboot,
+            )
+
+    async def _watched(self, run: _Run, spec: StateSpec, work) -> str:
+        """Runs `work` under the state's timers; DONE, REBOOT or LOST."""
+        task = asyncio.create_task(work)
+        run.spec = spec
+        run.verdict = None
+        run.last_progress = self._clock.monotonic()
+        run.watched = task
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            run.watched = None
+        if run.verdict is not None:
+            return run.verdict
+        task.result()
+        return DONE
+
+    async def _watch_timers(self) -> None:
+        while True:
+            await asyncio.sleep(self._timing.watchdog_seconds)
+            now = self._clock.monotonic()
+            for run in list(self._runs.values()):
+                task, spec = run.watched, run.spec
+                if task is None or task.done() or spec is None or run.verdict is not None:
+                    continue
+                if spec.lost and now - run.state_entered >= spec.lost:
+                    run.verdict = LOST
+                    task.cancel()
+                elif spec.before_reboot and now - run.last_progress >= spec.before_reboot:
+                    run.verdict = REBOOT
+                    task.cancel()
+
+    def _context(self, run: _Run) -> StepContext:
+        return StepContext(
+            node=run.node,
+            process=run.record.process,
+            environment=run.record.environment_spec,
+            properties=run.record.properties,
+            driver=self._driver,
+        )
+
+    async def _perform(self, run: _Run, spec: StateSpec) -> None:
+        step = self._type.steps[spec.name]
+        ctx = self._context(run)
+        run.failures = 0
+        if step.exec is not None:
+            await self._retrying(run, spec.name, lambda: step.exec(ctx))
+        if step.post is None:
+            return
+        while True:
+            try:
+                poll = await step.post(ctx)
+            except Exception as exc:
+                self._failed(run, spec.name, exc)
+                poll = Poll(done=False)
+            if poll.progress is not None:
+                if poll.progress > run.progress:
+                    run.last_progress = self._clock.monotonic()
+                run.progress = poll.progress
+            if poll.done:
+                return
+            await asyncio.sleep(self._poll_delay(poll))
+
+    def _poll_delay(self, poll: Poll) -> float:
+        if poll.retry_after is None:
+            return self._timing.poll_seconds
+        return min(max(poll.retry_after, self._timing.min_poll_seconds), self._timing.poll_seconds)
+
+    async def _retrying(self, run: _Run, what: str, call) -> None:
+        while True:
+            try:
+                await call()
+                return
+            except Exception as exc:
+                self._failed(run, what, exc)
+                await asyncio.sleep(self._timing.retry_seconds)
+
+    def _failed(self, run: _Run, what: str, exc: Exception) -> None:
+        run.failures += 1
+        level = logging.INFO if run.failures == 1 else logging.DEBUG
+        log.log(level, "%s: %s: %s (trying again)", run.record.node_name, what, exc)
+
+    async def _hard_reboot(self, run: _Run, spec: StateSpec) -> None:
+        run.failures = 0
+        await self._retrying(run, "hard reboot", lambda: self._driver.hard_reboot(run.node))
+
+    # Commits.
+
+    def _entry(self, record: ActionRecord, event: str) -> TransitionRecord:
+        return TransitionRecord(
+            node_name=record.node_name,
+            action_id=record.action_id,
+            process=record.process,
+            state=record.state,
+            state_idx=record.state_idx,
+            event=event,
+            at=self._wall(),
+        )
+
+    async def _enter(self, run: _Run, idx: int) -> None:
+        state = run.process.states[idx].name
+        record = replace(
+            run.record, state=state, state_idx=idx, updated_at=int(self._wall()), progress=0
+        )
+        if state in FINAL_STATES:
+            record = self._without_secrets(record)
+        await self._write([SaveAction(record), LogTransition(self._entry(record, "enter"))])
+        run.record = record
+        run.progress = 0
+        if record.final:
+            log.info("%s: %s ended in %s", record.node_name, record.process, state)
+        else:
+            log.debug("%s: %s -> %s", record.node_name, record.process, state)
+
+    async def _lose(self, run: _Run, why: str) -> None:
+        record = self._without_secrets(
+            replace(run.record, state=LOST, updated_at=int(self._wall()), progress=run.progress)
+        )
+        await self._write([SaveAction(record), LogTransition(self._entry(record, "lost"))])
+        run.record = record
+        self._release(run)
+        log.error("%s: %s lost: %s", record.node_name, record.process, why)
+
+    def _without_secrets(self, record: ActionRecord) -> ActionRecord:
+        # A finished action needs no password any more; it is not kept on disk.
+        secret = {spec.name for spec in self._type.properties if spec.secret}
+        kept = {k: v for k, v in record.properties.items() if k not in secret}
+        return replace(record, properties=kept)
+
+    # Stopping.
+
+    async def stop(self) -> None:
+        """Stops every action between two commits: a commit already handed over completes, a
+        step in progress is abandoned and runs again on the next start."""
+        self._stopping = True
+        tasks = [run.task for run in self._runs.values() if run.task is not None]
+        if self._watchdog is not None:
+            tasks.append(self._watchdog)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,224 @@
+"""The gRPC side of the agent: the servicer, the token interceptor, reflection and health.
+
+The servicer only converts protobuf messages to domain types and back and calls AgentService;
+AgentError subclasses become status codes. The token is checked in one interceptor.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agent.domain import ActionView, Environment, NodeRecord
+from agent.errors import AgentError, AlreadyExists, Busy, InvalidArgument, NotFound
+from agent.service import AgentService
+from edgebed.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
+# Open without a token, so that operators' grpcurl and load balancers' health checks work.
+_OPEN_PREFIXES = ("/grpc.reflection.", "/grpc.health.v1.")
+
+_CODES = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Busy: grpc.StatusCode.FAILED_PRECONDITION,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+}
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Lets a call through when its metadata holds 'authorization: Bearer <token>'."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = token.encode()
+
+        async def refuse(request, context: grpc.aio.ServicerContext):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, context_message(context))
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        if handler_call_details.method.startswith(_OPEN_PREFIXES):
+            return await continuation(handler_call_details)
+        presented = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                presented = value if isinstance(value, str) else value.decode("latin-1")
+        if presented is not None:
+            scheme, _, token = presented.partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(
+                token.strip().encode(), self._expected
+            ):
+                return await continuation(handler_call_details)
+        log.info(
+            "refused %s: %s", handler_call_details.method,
+            "no token" if presented is None else "wrong token",
+        )
+        return self._refusal
+
+
+def context_message(context: grpc.aio.ServicerContext) -> str:
+    metadata = dict(context.invocation_metadata() or ())
+    if "authorization" not in metadata:
+        return "missing token: send metadata 'authorization: Bearer <token>'"
+    return "wrong token"
+
+
+def _maps_errors(method):
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except AgentError as exc:
+            await context.abort(_CODES[type(exc)], exc.message)
+
+    return wrapper
+
+
+# Conversions.
+
+
+def node_to_pb(node: NodeRecord) -> agent_pb2.Node:
+    return agent_pb2.Node(name=node.name, properties=dict(node.properties))
+
+
+def action_to_pb(view: ActionView) -> agent_pb2.ActionState:
+    record = view.record
+    return agent_pb2.ActionState(
+        node_name=record.node_name,
+        node_ip=record.node_ip,
+        environment=record.environment,
+        process=record.process,
+        state=record.state,
+        state_idx=record.state_idx,
+        updated_at=record.updated_at,
+        progress=view.progress,
+        state_count=view.state_count,
+        final=view.final,
+        reboots=record.reboots,
+    )
+
+
+def environment_to_pb(env: Environment) -> agent_pb2.Environment:
+    return agent_pb2.Environment(
+        name=env.name,
+        description=env.description,
+        image=env.image,
+        size_bytes=env.size_bytes,
+        default_user=env.default_user,
+        properties=dict(env.properties),
+    )
+
+
+def environment_from_pb(message: agent_pb2.Environment) -> Environment:
+    return Environment(
+        name=message.name,
+        description=message.description,
+        image=message.image,
+        size_bytes=message.size_bytes,
+        default_user=message.default_user,
+        properties=dict(message.properties),
+    )
+
+
+class AgentServicer(agent_pb2_grpc.AgentServicer):
+    def __init__(self, service: AgentService) -> None:
+        self._service = service
+
+    @_maps_errors
+    async def GetNodes(self, request, context):
+        nodes = await self._service.get_nodes(list(request.node_names))
+        return agent_pb2.GetNodesResponse(nodes=[node_to_pb(node) for node in nodes])
+
+    @_maps_errors
+    async def StartAction(self, request, context):
+        view = await self._service.start_action(
+            request.node_name, request.process, request.environment, dict(request.properties)
+        )
+        return agent_pb2.StartActionResponse(action=action_to_pb(view))
+
+    @_maps_errors
+    async def GetActionState(self, request, context):
+        views = await self._service.get_action_states(list(request.node_names))
+        return agent_pb2.GetActionStateResponse(actions=[action_to_pb(view) for view in views])
+
+    @_maps_errors
+    async def DescribeNodeType(self, request, context):
+        description = await self._service.describe()
+        return agent_pb2.DescribeNodeTypeResponse(
+            agent_name=description.agent_name,
+            type=description.type,
+            processes=[
+                agent_pb2.Process(name=name, states=states)
+                for name, states in description.processes.items()
+            ],
+            properties=[
+                agent_pb2.PropertySpec(
+                    name=spec.name,
+                    required=spec.required,
+                    values=list(spec.values),
+                    secret=spec.secret,
+                    description=spec.description,
+                )
+                for spec in description.properties
+            ],
+            final_states=list(description.final_states),
+        )
+
+    @_maps_errors
+    async def ListEnvironments(self, request, context):
+        environments = await self._service.list_environments()
+        return agent_pb2.ListEnvironmentsResponse(
+            environments=[environment_to_pb(env) for env in environments]
+        )
+
+    @_maps_errors
+    async def PutEnvironment(self, request, context):
+        if not request.HasField("environment"):
+            raise InvalidArgument("environment is missing")
+        env = await self._service.put_environment(environment_from_pb(request.environment))
+        return agent_pb2.PutEnvironmentResponse(environment=environment_to_pb(env))
+
+    @_maps_errors
+    async def RemoveEnvironment(self, request, context):
+        await self._service.remove_environment(request.name)
+        return agent_pb2.RemoveEnvironmentResponse()
+
+    @_maps_errors
+    async def AddNode(self, request, context):
+        node = await self._service.add_node(request.node_name, dict(request.properties))
+        return agent_pb2.AddNodeResponse(node=node_to_pb(node))
+
+    @_maps_errors
+    async def RemoveNode(self, request, context):
+        await self._service.remove_node(request.node_name)
+        return agent_pb2.RemoveNodeResponse()
+
+    @_maps_errors
+    async def RenameNode(self, request, context):
+        node = await self._service.rename_node(request.node_name, request.new_name)
+        return agent_pb2.RenameNodeResponse(node=node_to_pb(node))
+
+
+async def build_server(service: AgentService, token: str, listen: str) -> tuple[grpc.aio.Server, int]:
+    """Creates and binds the server (not started); returns it and the bound port."""
+    server = grpc.aio.server(interceptors=[TokenInterceptor(token)])
+    agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(service), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(listen)
+    return server, port

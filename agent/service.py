@@ -1,0 +1,236 @@
+"""The agent's service layer: checks requests, reads the store, hands actions to the executor.
+
+It knows neither protobuf nor Peewee: the servicer (agent.server) converts messages, the store
+(agent.store) runs on the database thread behind `DbWorker`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from agent.dbworker import DbWorker
+from agent.domain import ActionRecord, ActionView, Environment, NodeRecord
+from agent.errors import Busy, InvalidArgument, NotFound
+from agent.executor import Executor
+from agent.store import Store
+from nodetypes.base import FINAL_STATES, NAME_PATTERN, NodeType, PropertySpec, check_ip
+
+MAX_PROPERTY_VALUE = 4096
+
+
+@dataclass(frozen=True)
+class NodeTypeDescription:
+    agent_name: str
+    type: str
+    processes: Mapping[str, list[str]]
+    properties: list[PropertySpec]
+    final_states: tuple[str, ...]
+
+
+def check_name(name: str, what: str = "node name") -> None:
+    if not name:
+        raise InvalidArgument(f"{what} is empty")
+    if not NAME_PATTERN.match(name):
+        raise InvalidArgument(
+            f"{what} {name!r} is not valid: use letters, digits, '-', '_' and '.', "
+            "at most 64 characters, starting with a letter or digit"
+        )
+
+
+def _check_property_names(properties: Mapping[str, str]) -> None:
+    for key, value in properties.items():
+        if not key or not NAME_PATTERN.match(key):
+            raise InvalidArgument(f"property name {key!r} is not valid")
+        if len(value) > MAX_PROPERTY_VALUE:
+            raise InvalidArgument(f"property {key!r} is longer than {MAX_PROPERTY_VALUE} characters")
+
+
+class AgentService:
+    def __init__(
+        self,
+        *,
+        agent_name: str,
+        node_type: NodeType,
+        store: Store,
+        worker: DbWorker,
+        executor: Executor,
+    ) -> None:
+        self.agent_name = agent_name
+        self.node_type = node_type
+        self._store = store
+        self._db = worker
+        self._executor = executor
+        # Nodes that a request is changing right now (start, remove, rename): a second request on
+        # the same node meanwhile is refused rather than interleaved.
+        self._claimed: set[str] = set()
+
+    @contextlib.contextmanager
+    def _claim(self, *names: str) -> Iterator[None]:
+        for name in names:
+            if name in self._claimed or self._executor.is_running(name):
+                raise Busy(f"node {name!r} is busy with an unfinished action")
+        self._claimed.update(names)
+        try:
+            yield
+        finally:
+            self._claimed.difference_update(names)
+
+    # Nodes.
+
+    async def get_nodes(self, names: Sequence[str]) -> list[NodeRecord]:
+        for name in names:
+            check_name(name)
+        nodes = await self._db.call(self._store.list_nodes, list(names))
+        missing = sorted(set(names) - {node.name for node in nodes})
+        if missing:
+            raise NotFound(f"no node named {missing[0]!r}")
+        return nodes
+
+    async def add_node(self, name: str, properties: Mapping[str, str]) -> NodeRecord:
+        check_name(name)
+        _check_property_names(properties)
+        if "ip" not in properties:
+            raise InvalidArgument("property 'ip' is missing: every node needs one")
+        problem = check_ip(properties["ip"])
+        if problem:
+            raise InvalidArgument(f"property 'ip' {problem}")
+        node = NodeRecord(name, dict(properties))
+        await self._db.call(self._store.add_nodes, [node])
+        return node
+
+    async def remove_node(self, name: str) -> None:
+        check_name(name)
+        with self._claim(name):
+            await self._db.call(self._store.remove_node, name)
+
+    async def rename_node(self, name: str, new_name: str) -> NodeRecord:
+        check_name(name)
+        check_name(new_name, "new name")
+        if new_name == name:
+            raise InvalidArgument(f"new name {new_name!r} is the current name")
+        with self._claim(name, new_name):
+            return await self._db.call(self._store.rename_node, name, new_name)
+
+    # Environments.
+
+    async def list_environments(self) -> list[Environment]:
+        return await self._db.call(self._store.list_environments)
+
+    async def put_environment(self, environment: Environment) -> Environment:
+        check_name(environment.name, "environment name")
+        if environment.size_bytes < 0:
+            raise InvalidArgument("size_bytes must not be negative")
+        if not environment.image:
+            raise InvalidArgument("image is empty: give the image's path or URL on the agent")
+        _check_property_names(environment.properties)
+        await self._db.call(self._store.put_environments, [environment])
+        return environment
+
+    async def remove_environment(self, name: str) -> None:
+        check_name(name, "environment name")
+        await self._db.call(self._store.remove_environment, name)
+
+    # The node type.
+
+    async def describe(self) -> NodeTypeDescription:
+        environments = await self.list_environments()
+        return NodeTypeDescription(
+            agent_name=self.agent_name,
+            type=self.node_type.name,
+            processes={name: proc.state_names for name, proc in self.node_type.processes.items()},
+            properties=self.node_type.property_specs([env.name for env in environments]),
+            final_states=FINAL_STATES,
+        )
+
+    # Actions.
+
+    async def start_action(
+        self, node_name: str, process: str, environment: str, properties: Mapping[str, str]
+    ) -> ActionView:
+        check_name(node_name)
+        processes = self.node_type.processes
+        if process not in processes:
+            raise InvalidArgument(
+                f"unknown process {process!r}; this agent knows {', '.join(processes)}"
+            )
+        properties = {key: value for key, value in properties.items() if value != ""}
+        given_environment = properties.pop("environment", "")
+        if environment and given_environment and environment != given_environment:
+            raise InvalidArgument(
+                f"environment {environment!r} and property environment "
+                f"{given_environment!r} disagree"
+            )
+        environment = environment or given_environment
+        self._check_properties(properties)
+        node = await self._db.call(self._store.get_node, node_name)
+        if node is None:
+            raise NotFound(f"no node named {node_name!r}")
+        with self._claim(node_name):
+            previous = await self._db.call(self._store.get_action, node_name)
+            if previous is not None and not previous.final:
+                raise Busy(
+                    f"node {node_name!r} is busy: {previous.process} is in state "
+                    f"{previous.state!r}"
+                )
+            spec = None
+            if process == "deploy":
+                if not environment:
+                    raise InvalidArgument("environment is empty: deploy needs one")
+                spec = await self._db.call(self._store.get_environment, environment)
+                if spec is None:
+                    known = await self.list_environments()
+                    raise InvalidArgument(
+                        f"unknown environment {environment!r}; this agent has "
+                        f"{', '.join(env.name for env in known) or 'none'}"
+                    )
+            elif previous is not None:
+                # Reboot and destroy act on what was deployed last.
+                environment = previous.environment
+                spec = previous.environment_spec
+            first = processes[process].states[0].name
+            now = time.time()
+            record = ActionRecord(
+                node_name=node_name,
+                node_ip=node.properties.get("ip", ""),
+                environment=environment,
+                process=process,
+                state=first,
+                state_idx=0,
+                updated_at=int(now),
+                action_id=time.time_ns() // 1000,
+                started_at=int(now),
+                properties=properties,
+                environment_spec=spec,
+            )
+            await self._executor.start(record, node.ref())
+        return self._view(record)
+
+    def _check_properties(self, properties: Mapping[str, str]) -> None:
+        specs = {spec.name: spec for spec in self.node_type.properties}
+        for key, value in properties.items():
+            spec = specs.get(key)
+            if spec is None:
+                known = ", ".join(["environment", *specs])
+                raise InvalidArgument(f"unknown property {key!r}; {self.node_type.name} nodes take {known}")
+            problem = spec.problem(value)
+            if problem:
+                raise InvalidArgument(problem)
+
+    async def get_action_states(self, names: Sequence[str]) -> list[ActionView]:
+        for name in names:
+            check_name(name)
+        records = await self._db.call(self._store.list_actions, list(names))
+        return [self._view(record) for record in records]
+
+    def _view(self, record: ActionRecord) -> ActionView:
+        process = self.node_type.processes.get(record.process)
+        live = self._executor.live_progress(record.node_name)
+        return ActionView(
+            record=record,
+            progress=record.progress if live is None or record.final else live,
+            state_count=len(process.states) if process else 0,
+            final=record.final,
+        )

@@ -1,0 +1,98 @@
+"""The agent's configuration: the TOML schema and the settings it gives."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from edgebed.config import ConfigError, Key, check_host_port, in_range, load_config
+from nodetypes import TYPE_NAMES
+from nodetypes.base import NAME_PATTERN
+
+
+def _check_agent_name(value: str) -> str | None:
+    # Node names are "<agent name>-NNN" and must stay within 64 characters.
+    if not NAME_PATTERN.match(value) or len(value) > 56:
+        return (
+            f"must be letters, digits, '-', '_' or '.', at most 56 characters, got {value!r}"
+        )
+    return None
+
+
+def _check_token(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if re.search(r"\s", value) or not value.isprintable():
+        return "must not contain spaces or control characters"
+    return None
+
+
+def _check_database(value: str) -> str | None:
+    return "must not be empty" if not value.strip() else None
+
+
+AGENT_SCHEMA = {
+    "name": Key(str, check=_check_agent_name, help="unique agent name; sim nodes are NAME-001..."),
+    "type": Key(str, choices=TYPE_NAMES, help="the node type this agent manages"),
+    "listen": Key(str, check=check_host_port, help="gRPC address host:port (port 0: any)"),
+    "token": Key(str, check=_check_token, help="the token callers send as 'Bearer <token>'"),
+    "database": Key(str, check=_check_database, help="SQLite file path or Peewee URL"),
+    "driver": Key(str, default="sim", choices=("sim", "real"), help="hardware driver"),
+    "sim": {
+        "nodes": Key(int, default=8, check=in_range(0, 10_000), help="nodes created on first start"),
+        "time_scale": Key(float, default=1.0, check=in_range(0, 100),
+                          help="multiplies every simulated duration; 0 = instant"),
+        "failure_rate": Key(float, default=0.0, check=in_range(0, 1),
+                            help="chance that a simulated boot, command or copy hangs"),
+        "seed": Key(int, default=-1, help="seed for the simulated failures; -1 = unpredictable"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    name: str
+    type: str
+    listen: str
+    token: str
+    database: str
+    driver: str = "sim"
+    sim_nodes: int = 8
+    sim_time_scale: float = 1.0
+    sim_failure_rate: float = 0.0
+    sim_seed: int = -1
+    # Where the settings came from, for error messages that name the file.
+    source: str = "<settings>"
+
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks; the token must not.
+        return (
+            f"AgentSettings(name={self.name!r}, type={self.type!r}, listen={self.listen!r}, "
+            f"database={self.database!r}, driver={self.driver!r}, sim_nodes={self.sim_nodes}, "
+            f"sim_time_scale={self.sim_time_scale}, sim_failure_rate={self.sim_failure_rate})"
+        )
+
+    def problem(self, key: str, text: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key '{key}' {text}")
+
+
+def load_settings(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> AgentSettings:
+    config = load_config(path, AGENT_SCHEMA, env)
+    sim = config["sim"]
+    return AgentSettings(
+        name=config["name"],
+        type=config["type"],
+        listen=config["listen"],
+        token=config["token"],
+        database=config["database"],
+        driver=config["driver"],
+        sim_nodes=sim["nodes"],
+        sim_time_scale=sim["time_scale"],
+        sim_failure_rate=sim["failure_rate"],
+        sim_seed=sim["seed"],
+        source=str(path),
+    )

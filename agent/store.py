@@ -1,0 +1,449 @@
+"""The agent's database: the only module of the agent that touches Peewee.
+
+Tables: rasp_node (the seed's node properties), action (the seed's fields plus what a resume
+needs), environment, an append-only transition log, the simulated machines, and agent_meta.
+
+The models are defined per Store, bound to that Store's database when it is opened: several agents
+can run in one process (the demo runs three), each with its own database. Every method is
+synchronous and meant to run on the agent's single database thread (agent.dbworker).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlparse
+
+import peewee
+from playhouse import db_url
+
+from agent.domain import ActionRecord, Environment, NodeRecord, TransitionRecord
+from agent.errors import AlreadyExists, Busy, NotFound
+
+# WAL lets GetActionState read while the executor writes. synchronous=NORMAL keeps every commit
+# across a crash of the agent (SIGKILL); a power cut may undo the last commits, which only makes
+# the executor redo idempotent steps.
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "foreign_keys": 1,
+    "busy_timeout": 10_000,
+}
+
+
+class DatabaseSpecError(Exception):
+    """The `database` setting names no usable database."""
+
+
+def open_database(spec: str) -> peewee.Database:
+    """A file path (SQLite) or a Peewee URL (sqlite:///path, postgresql://user:pw@host/db)."""
+    if "://" not in spec:
+        Path(spec).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return peewee.SqliteDatabase(str(Path(spec).expanduser()), pragmas=SQLITE_PRAGMAS)
+    scheme = urlparse(spec).scheme
+    extra = {}
+    if scheme.startswith("sqlite"):
+        extra["pragmas"] = SQLITE_PRAGMAS
+        path = urlparse(spec).path[1:]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return db_url.connect(spec, **extra)
+    except (RuntimeError, ValueError) as exc:
+        raise DatabaseSpecError(str(exc).replace('"', "'")) from None
+
+
+# Changes the executor commits in groups (Store.apply).
+
+
+@dataclass(frozen=True)
+class SaveAction:
+    record: ActionRecord
+
+
+@dataclass(frozen=True)
+class LogTransition:
+    entry: TransitionRecord
+
+
+@dataclass(frozen=True)
+class SaveMachine:
+    hardware_id: str
+    state: dict
+
+
+Change = SaveAction | LogTransition | SaveMachine
+
+
+def _define_models(database: peewee.Database) -> SimpleNamespace:
+    class Base(peewee.Model):
+        class Meta:
+            legacy_table_names = False
+
+    class NodeProperty(Base):
+        node_name = peewee.CharField(max_length=64, index=True)
+        prop_name = peewee.CharField(max_length=64)
+        prop_value = peewee.TextField()
+
+        class Meta:
+            table_name = "rasp_node"
+            primary_key = peewee.CompositeKey("node_name", "prop_name")
+
+    class Action(Base):
+        node_name = peewee.CharField(max_length=64, primary_key=True)
+        node_ip = peewee.CharField(default="")
+        environment = peewee.CharField(default="")
+        process = peewee.CharField()
+        state = peewee.CharField()
+        state_idx = peewee.IntegerField()
+        updated_at = peewee.BigIntegerField()
+        progress = peewee.IntegerField(default=0)
+        reboots = peewee.IntegerField(default=0)
+        action_id = peewee.BigIntegerField(default=0)
+        started_at = peewee.BigIntegerField(default=0)
+        properties_json = peewee.TextField(default="{}")
+        environment_json = peewee.TextField(default="")
+
+        class Meta:
+            table_name = "action"
+
+    class EnvironmentRow(Base):
+        name = peewee.CharField(max_length=64, primary_key=True)
+        description = peewee.TextField(default="")
+        image = peewee.TextField(default="")
+        size_bytes = peewee.BigIntegerField(default=0)
+        default_user = peewee.CharField(default="")
+        properties_json = peewee.TextField(default="{}")
+
+        class Meta:
+            table_name = "environment"
+
+    class Transition(Base):
+        id = peewee.AutoField()
+        node_name = peewee.CharField(max_length=64)
+        action_id = peewee.BigIntegerField()
+        process = peewee.CharField()
+        state = peewee.CharField()
+        state_idx = peewee.IntegerField()
+        event = peewee.CharField()
+        at = peewee.DoubleField()
+
+        class Meta:
+            table_name = "transition"
+            indexes = ((("node_name", "id"), False),)
+
+    class SimMachine(Base):
+        hardware_id = peewee.CharField(primary_key=True)
+        state_json = peewee.TextField()
+
+        class Meta:
+            table_name = "sim_machine"
+
+    class Meta(Base):
+        key = peewee.CharField(primary_key=True)
+        value = peewee.TextField()
+
+        class Meta:
+            table_name = "agent_meta"
+
+    models = SimpleNamespace(
+        NodeProperty=NodeProperty,
+        Action=Action,
+        EnvironmentRow=EnvironmentRow,
+        Transition=Transition,
+        SimMachine=SimMachine,
+        Meta=Meta,
+    )
+    database.bind(list(vars(models).values()))
+    return models
+
+
+def _upsert(model, rows: list[dict], batch: int) -> None:
+    """INSERT ... ON CONFLICT (primary key) DO UPDATE: the same SQL on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    key = model._meta.primary_key
+    others = [field for field in model._meta.sorted_fields if field is not key]
+    for start in range(0, len(rows), batch):
+        model.insert_many(rows[start : start + batch]).on_conflict(
+            conflict_target=[key], preserve=others
+        ).execute()
+
+
+def _environment_from_row(row) -> Environment:
+    return Environment(
+        name=row.name,
+        description=row.description,
+        image=row.image,
+        size_bytes=row.size_bytes,
+        default_user=row.default_user,
+        properties=json.loads(row.properties_json or "{}"),
+    )
+
+
+def environment_to_json(environment: Environment | None) -> str:
+    if environment is None:
+        return ""
+    return json.dumps(
+        {
+            "name": environment.name,
+            "description": environment.description,
+            "image": environment.image,
+            "size_bytes": environment.size_bytes,
+            "default_user": environment.default_user,
+            "properties": dict(environment.properties),
+        },
+        sort_keys=True,
+    )
+
+
+def environment_from_json(text: str) -> Environment | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    return Environment(**{**data, "properties": data.get("properties", {})})
+
+
+def _action_from_row(row) -> ActionRecord:
+    return ActionRecord(
+        node_name=row.node_name,
+        node_ip=row.node_ip,
+        environment=row.environment,
+        process=row.process,
+        state=row.state,
+        state_idx=row.state_idx,
+        updated_at=row.updated_at,
+        progress=row.progress,
+        reboots=row.reboots,
+        action_id=row.action_id,
+        started_at=row.started_at,
+        properties=json.loads(row.properties_json or "{}"),
+        environment_spec=environment_from_json(row.environment_json),
+    )
+
+
+def _action_to_row(record: ActionRecord) -> dict:
+    return {
+        "node_name": record.node_name,
+        "node_ip": record.node_ip,
+        "environment": record.environment,
+        "process": record.process,
+        "state": record.state,
+        "state_idx": record.state_idx,
+        "updated_at": record.updated_at,
+        "progress": record.progress,
+        "reboots": record.reboots,
+        "action_id": record.action_id,
+        "started_at": record.started_at,
+        "properties_json": json.dumps(dict(record.properties), sort_keys=True),
+        "environment_json": environment_to_json(record.environment_spec),
+    }
+
+
+class Store:
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.database = open_database(spec)
+        self._m = _define_models(self.database)
+
+    # Life cycle.
+
+    def open(self) -> None:
+        self.database.connect(reuse_if_open=True)
+        self.database.create_tables(list(vars(self._m).values()), safe=True)
+
+    def close(self) -> None:
+        if not self.database.is_closed():
+            self.database.close()
+
+    def _write(self):
+        # A read-then-write transaction takes SQLite's write lock at BEGIN, so two writers never
+        # both read a stale state and then collide.
+        if isinstance(self.database, peewee.SqliteDatabase):
+            return self.database.atomic("IMMEDIATE")
+        return self.database.atomic()
+
+    def journal_mode(self) -> str:
+        return str(self.database.execute_sql("PRAGMA journal_mode").fetchone()[0])
+
+    # agent_meta.
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._m.Meta.get_or_none(self._m.Meta.key == key)
+        return None if row is None else row.value
+
+    def set_meta(self, key: str, value: str) -> None:
+        _upsert(self._m.Meta, [{"key": key, "value": value}], 1)
+
+    # Nodes.
+
+    def _nodes(self, query) -> list[NodeRecord]:
+        grouped: dict[str, dict[str, str]] = {}
+        for row in query.order_by(self._m.NodeProperty.node_name, self._m.NodeProperty.prop_name):
+            grouped.setdefault(row.node_name, {})[row.prop_name] = row.prop_value
+        return [NodeRecord(name, props) for name, props in grouped.items()]
+
+    def list_nodes(self, names: Sequence[str] = ()) -> list[NodeRecord]:
+        query = self._m.NodeProperty.select()
+        if names:
+            query = query.where(self._m.NodeProperty.node_name.in_(list(names)))
+        return self._nodes(query)
+
+    def get_node(self, name: str) -> NodeRecord | None:
+        nodes = self.list_nodes([name])
+        return nodes[0] if nodes else None
+
+    def count_nodes(self) -> int:
+        return (
+            self._m.NodeProperty.select(self._m.NodeProperty.node_name).distinct().count()
+        )
+
+    def _property_rows(self, node: NodeRecord) -> list[dict]:
+        return [
+            {"node_name": node.name, "prop_name": key, "prop_value": value}
+            for key, value in node.properties.items()
+        ]
+
+    def add_nodes(self, nodes: Iterable[NodeRecord]) -> None:
+        nodes = list(nodes)
+        with self._write():
+            taken = {n.name for n in self.list_nodes([n.name for n in nodes])}
+            if taken:
+                raise AlreadyExists(f"node name {sorted(taken)[0]!r} is already taken")
+            rows = [row for node in nodes for row in self._property_rows(node)]
+            for start in range(0, len(rows), 300):
+                self._m.NodeProperty.insert_many(rows[start : start + 300]).execute()
+
+    def remove_node(self, name: str) -> None:
+        with self._write():
+            if self.get_node(name) is None:
+                raise NotFound(f"no node named {name!r}")
+            action = self._m.Action.get_or_none(self._m.Action.node_name == name)
+            if action is not None and not _action_from_row(action).final:
+                raise Busy(f"node {name!r} is busy: {action.process} is in state {action.state!r}")
+            self._m.NodeProperty.delete().where(self._m.NodeProperty.node_name == name).execute()
+            self._m.Action.delete().where(self._m.Action.node_name == name).execute()
+
+    def rename_node(self, old: str, new: str) -> NodeRecord:
+        m = self._m
+        with self._write():
+            if self.get_node(old) is None:
+                raise NotFound(f"no node named {old!r}")
+            if self.get_node(new) is not None:
+                raise AlreadyExists(f"node name {new!r} is already taken")
+            action = m.Action.get_or_none(m.Action.node_name == old)
+            if action is not None and not _action_from_row(action).final:
+                raise Busy(f"node {old!r} is busy: {action.process} is in state {action.state!r}")
+            m.NodeProperty.update(node_name=new).where(m.NodeProperty.node_name == old).execute()
+            m.Action.update(node_name=new).where(m.Action.node_name == old).execute()
+            m.Transition.update(node_name=new).where(m.Transition.node_name == old).execute()
+            return self.get_node(new)
+
+    # Environments.
+
+    def list_environments(self) -> list[Environment]:
+        query = self._m.EnvironmentRow.select().order_by(self._m.EnvironmentRow.name)
+        return [_environment_from_row(row) for row in query]
+
+    def get_environment(self, name: str) -> Environment | None:
+        row = self._m.EnvironmentRow.get_or_none(self._m.EnvironmentRow.name == name)
+        return None if row is None else _environment_from_row(row)
+
+    def put_environments(self, environments: Iterable[Environment]) -> None:
+        with self._write():
+            rows = [
+                {
+                    "name": env.name,
+                    "description": env.description,
+                    "image": env.image,
+                    "size_bytes": env.size_bytes,
+                    "default_user": env.default_user,
+                    "properties_json": json.dumps(dict(env.properties), sort_keys=True),
+                }
+                for env in environments
+            ]
+            _upsert(self._m.EnvironmentRow, rows, 500)
+
+    def remove_environment(self, name: str) -> None:
+        deleted = (
+            self._m.EnvironmentRow.delete().where(self._m.EnvironmentRow.name == name).execute()
+        )
+        if not deleted:
+            raise NotFound(f"no environment named {name!r}")
+
+    # Actions.
+
+    def list_actions(self, names: Sequence[str] = ()) -> list[ActionRecord]:
+        query = self._m.Action.select().order_by(self._m.Action.node_name)
+        if names:
+            query = query.where(self._m.Action.node_name.in_(list(names)))
+        return [_action_from_row(row) for row in query]
+
+    def get_action(self, name: str) -> ActionRecord | None:
+        row = self._m.Action.get_or_none(self._m.Action.node_name == name)
+        return None if row is None else _action_from_row(row)
+
+    def unfinished_actions(self) -> list[ActionRecord]:
+        return [action for action in self.list_actions() if not action.final]
+
+    # The executor's grouped commits: everything in one transaction, one statement per table.
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        m = self._m
+        actions: dict[str, dict] = {}
+        transitions: list[dict] = []
+        machines: dict[str, dict] = {}
+        for change in changes:
+            if isinstance(change, SaveAction):
+                actions[change.record.node_name] = _action_to_row(change.record)
+            elif isinstance(change, LogTransition):
+                entry = change.entry
+                transitions.append(
+                    {
+                        "node_name": entry.node_name,
+                        "action_id": entry.action_id,
+                        "process": entry.process,
+                        "state": entry.state,
+                        "state_idx": entry.state_idx,
+                        "event": entry.event,
+                        "at": entry.at,
+                    }
+                )
+            elif isinstance(change, SaveMachine):
+                machines[change.hardware_id] = {
+                    "hardware_id": change.hardware_id,
+                    "state_json": json.dumps(change.state, sort_keys=True),
+                }
+            else:
+                raise TypeError(f"not a store change: {change!r}")
+        with self._write():
+            # SQLite allows 32766 variables per statement; 13 columns per action row.
+            _upsert(m.Action, list(actions.values()), 2000)
+            for start in range(0, len(transitions), 4000):
+                m.Transition.insert_many(transitions[start : start + 4000]).execute()
+            _upsert(m.SimMachine, list(machines.values()), 10000)
+
+    def transitions(self, node_name: str | None = None) -> list[TransitionRecord]:
+        query = self._m.Transition.select().order_by(self._m.Transition.id)
+        if node_name is not None:
+            query = query.where(self._m.Transition.node_name == node_name)
+        return [
+            TransitionRecord(
+                node_name=row.node_name,
+                action_id=row.action_id,
+                process=row.process,
+                state=row.state,
+                state_idx=row.state_idx,
+                event=row.event,
+                at=row.at,
+            )
+            for row in query
+        ]
+
+    # The simulated machines (sim driver only).
+
+    def sim_machines(self) -> dict[str, dict]:
+        return {row.hardware_id: json.loads(row.state_json) for row in self._m.SimMachine.select()}

@@ -1,0 +1,53 @@
+"""Sensor boards on a gateway: powered and flashed through the gateway's USB hub and debug probes."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from nodetypes.base import Environment, NodeType, PropertySpec
+from nodetypes.sensor.sim import SimSensorDriver
+from nodetypes.sensor.states import PROCESSES
+from nodetypes.sensor.steps import STEPS
+
+# IEEE 802.15.4 channels in the 2.4 GHz band.
+RADIO_CHANNELS = tuple(str(channel) for channel in range(11, 27))
+
+
+def sim_node_properties(index: int) -> dict[str, str]:
+    return {
+        "ip": str(ipaddress.IPv4Address("10.30.0.0") + index),
+        "model": "nRF52840-DK" if index % 2 else "IoT-LAB M3",
+        "serial": f"SNS{index:06d}",
+        "probe": f"/dev/ttyACM{index - 1}",
+        "radio": "802.15.4",
+    }
+
+
+NODE_TYPE = NodeType(
+    name="sensor",
+    processes=PROCESSES,
+    steps=STEPS,
+    properties=(
+        PropertySpec("radio_channel", values=RADIO_CHANNELS,
+                     description="IEEE 802.15.4 channel written into the firmware (default 26)"),
+    ),
+    default_environments=(
+        Environment(
+            name="riot-2024.10-gnrc-networking",
+            description="RIOT 2024.10, gnrc_networking example (6LoWPAN, RPL, UDP shell)",
+            image="/srv/edgebed/firmware/riot-2024.10-gnrc_networking.elf",
+            size_bytes=180_000,
+            properties={"format": "elf"},
+        ),
+        Environment(
+            name="contiki-ng-4.9-rpl-udp",
+            description="Contiki-NG 4.9, rpl-udp example node",
+            image="/srv/edgebed/firmware/contiki-ng-4.9-rpl-udp.hex",
+            size_bytes=120_000,
+            properties={"format": "ihex"},
+        ),
+    ),
+    sim_node_properties=sim_node_properties,
+    drivers={"sim": SimSensorDriver},
+    driver_note="board power and firmware flashing on the gateway",
+)

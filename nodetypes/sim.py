@@ -1,0 +1,258 @@
+"""Simulated hardware shared by the `sim` drivers of every node type.
+
+A simulated machine has a power state, boots (from the network or from its disk, SD card or
+flash) in a set time, accepts commands once it is up, and takes an image at a set bandwidth. With
+`failure_rate` > 0 a boot, a command or an image transfer hangs until the machine is power
+cycled, which is what the executor's hard reboot does. `time_scale` multiplies every duration.
+
+What real hardware keeps across an agent restart (power, network-boot setting, disk contents) is
+saved through `save` after each change; what dies with the agent (an image transfer run over SSH)
+is kept in memory only, so a resumed action starts it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
+
+from nodetypes.base import CopyStatus, DriverError, NodeRef
+
+NETWORK = "network"
+DISK = "disk"
+
+SaveFunction = Callable[[str, dict], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """The `[sim]` settings and the saved machines, handed to a type's sim driver factory."""
+
+    time_scale: float = 1.0
+    failure_rate: float = 0.0
+    # Seeds each machine's own random generator (with its hardware id); None: unpredictable.
+    seed: int | None = None
+    # hardware id -> saved state, as written by `save` during an earlier run.
+    saved: Mapping[str, dict] = field(default_factory=dict)
+    save: SaveFunction | None = None
+    wall_clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class SimProfile:
+    """Durations (seconds, before time_scale) of one kind of machine."""
+
+    boot_seconds: Mapping[str, float]
+    write_bytes_per_second: float
+    power_seconds: float
+    command_seconds: Mapping[str, float]
+
+
+@dataclass
+class Machine:
+    """The part of a simulated machine that survives an agent restart."""
+
+    powered: bool = False
+    powered_at: float = 0.0
+    # What started at the last power on: NETWORK, DISK, or "" when nothing was bootable.
+    booted_from: str = ""
+    boot_hangs: bool = False
+    network_boot: bool = False
+    # The complete image on the disk / SD card / flash; "" while empty or half written.
+    disk_image: str = ""
+    # What commands left on the disk: partition_size, hostname, user, keys, ...
+    disk_settings: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_saved(cls, saved: Mapping) -> "Machine":
+        known = {name: saved[name] for name in cls.__dataclass_fields__ if name in saved}
+        return cls(**known)
+
+
+@dataclass
+class Transfer:
+    image: str
+    started_at: float
+    duration: float
+    # Fraction at which the transfer stalls, None when it completes.
+    stalls_at: float | None
+
+
+class SimHardware:
+    def __init__(self, profile: SimProfile, options: SimOptions) -> None:
+        self._profile = profile
+        self._options = options
+        self._machines = {hw: Machine.from_saved(state) for hw, state in options.saved.items()}
+        self._transfers: dict[str, Transfer] = {}
+        self._randoms: dict[str, random.Random] = {}
+
+    # Time and chance.
+
+    def _now(self) -> float:
+        return self._options.wall_clock()
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self._options.time_scale
+
+    async def _spend(self, seconds: float) -> None:
+        await asyncio.sleep(self.scaled(seconds))
+
+    def _fails(self, hardware_id: str) -> bool:
+        if self._options.failure_rate <= 0:
+            return False
+        rng = self._randoms.get(hardware_id)
+        if rng is None:
+            seed = self._options.seed
+            rng = random.Random(f"{seed}:{hardware_id}") if seed is not None else random.Random()
+            self._randoms[hardware_id] = rng
+        return rng.random() < self._options.failure_rate
+
+    # State.
+
+    def machine(self, node: NodeRef) -> Machine:
+        return self._machines.setdefault(node.hardware_id, Machine())
+
+    async def _save(self, node: NodeRef) -> None:
+        if self._options.save is not None:
+            await self._options.save(node.hardware_id, asdict(self.machine(node)))
+
+    # Power and boot.
+
+    async def set_power(self, node: NodeRef, on: bool) -> None:
+        await self._spend(self._profile.power_seconds)
+        machine = self.machine(node)
+        if machine.powered == on:
+            return
+        self._power(node, machine, on)
+        await self._save(node)
+
+    async def power_cycle(self, node: NodeRef) -> None:
+        await self._spend(2 * self._profile.power_seconds)
+        machine = self.machine(node)
+        self._power(node, machine, False)
+        self._power(node, machine, True)
+        await self._save(node)
+
+    def _power(self, node: NodeRef, machine: Machine, on: bool) -> None:
+        self._transfers.pop(node.hardware_id, None)
+        machine.powered = on
+        if not on:
+            machine.booted_from = ""
+            machine.boot_hangs = False
+            return
+        machine.powered_at = self._now()
+        if machine.network_boot:
+            machine.booted_from = NETWORK
+        elif machine.disk_image:
+            machine.booted_from = DISK
+        else:
+            machine.booted_from = ""
+        machine.boot_hangs = self._fails(node.hardware_id)
+
+    def is_powered(self, node: NodeRef) -> bool:
+        return self.machine(node).powered
+
+    def running_system(self, node: NodeRef) -> str | None:
+        """NETWORK or DISK when a system has booted and answers, None otherwise."""
+        machine = self.machine(node)
+        if not machine.powered or not machine.booted_from or machine.boot_hangs:
+            return None
+        if self.seconds_until_up(node) > 0:
+            return None
+        return machine.booted_from
+
+    def seconds_until_up(self, node: NodeRef) -> float:
+        """Real seconds until the current boot ends (0 when up or when it never will)."""
+        machine = self.machine(node)
+        if not machine.powered or not machine.booted_from or machine.boot_hangs:
+            return 0.0
+        boot = self.scaled(self._profile.boot_seconds[machine.booted_from])
+        return max(0.0, machine.powered_at + boot - self._now())
+
+    async def set_network_boot(self, node: NodeRef, enabled: bool) -> None:
+        await self._spend(self._profile.command_seconds.get("network_boot", 0.5))
+        machine = self.machine(node)
+        if machine.network_boot != enabled:
+            machine.network_boot = enabled
+            await self._save(node)
+
+    # Commands on the running system (SSH, or the debug probe for a sensor).
+
+    async def command(
+        self,
+        node: NodeRef,
+        name: str,
+        *,
+        needs: str | None,
+        change: Callable[[Machine], None],
+    ) -> None:
+        """Runs command `name` on the machine; `needs` is the system that must be up (None: the
+        machine only needs power). May hang forever (failure_rate), like a stuck SSH session."""
+        machine = self.machine(node)
+        self._require(node, needs)
+        if self._fails(node.hardware_id):
+            await asyncio.Event().wait()
+        powered_at = machine.powered_at
+        await self._spend(self._profile.command_seconds[name])
+        if not machine.powered or machine.powered_at != powered_at:
+            raise DriverError(f"{node.name}: {name}: the machine was power cycled meanwhile")
+        change(machine)
+        await self._save(node)
+
+    def _require(self, node: NodeRef, needs: str | None) -> None:
+        machine = self.machine(node)
+        if not machine.powered:
+            raise DriverError(f"{node.name}: the machine is powered off")
+        if needs is not None and self.running_system(node) != needs:
+            raise DriverError(f"{node.name}: no {needs}-booted system answers")
+
+    # Image transfers (SD card copy, disk write, firmware flash).
+
+    async def start_transfer(self, node: NodeRef, image: str, size_bytes: int, *, needs: str | None) -> None:
+        machine = self.machine(node)
+        current = self._transfers.get(node.hardware_id)
+        if current is not None and current.image == image:
+            return
+        # A fresh copy of this image that no later step has touched: the copy already ended
+        # before the agent could record it.
+        if machine.disk_image == image and not machine.disk_settings:
+            return
+        self._require(node, needs)
+        duration = self.scaled(size_bytes / self._profile.write_bytes_per_second)
+        stalls_at = None
+        if self._fails(node.hardware_id):
+            stalls_at = self._randoms[node.hardware_id].uniform(0.05, 0.95)
+        self._transfers[node.hardware_id] = Transfer(image, self._now(), duration, stalls_at)
+        # The old contents are gone as soon as writing starts.
+        machine.disk_image = ""
+        machine.disk_settings = {}
+        await self._save(node)
+
+    async def transfer_status(self, node: NodeRef, image: str) -> CopyStatus:
+        machine = self.machine(node)
+        if machine.disk_image == image:
+            return CopyStatus(done=True, running=False, percent=100, eta=0.0)
+        transfer = self._transfers.get(node.hardware_id)
+        if transfer is None or transfer.image != image:
+            return CopyStatus(done=False, running=False, percent=0, eta=None)
+        elapsed = self._now() - transfer.started_at
+        fraction = 1.0 if transfer.duration <= 0 else min(1.0, elapsed / transfer.duration)
+        if transfer.stalls_at is not None and fraction >= transfer.stalls_at:
+            return CopyStatus(False, True, int(transfer.stalls_at * 100), None)
+        if fraction >= 1.0:
+            del self._transfers[node.hardware_id]
+            machine.disk_image = image
+            await self._save(node)
+            return CopyStatus(done=True, running=False, percent=100, eta=0.0)
+        eta = transfer.duration - elapsed
+        return CopyStatus(False, True, int(fraction * 100), eta)
+
+    async def wipe(self, node: NodeRef, name: str, *, needs: str | None) -> None:
+        def erase(machine: Machine) -> None:
+            machine.disk_image = ""
+            machine.disk_settings = {}
+
+        self._transfers.pop(node.hardware_id, None)
+        await self.command(node, name, needs=needs, change=erase)
