@@ -1,0 +1,101 @@
+"""Agents: registering, listing, reconnecting and deleting them (administrators only)."""
+
+from __future__ import annotations
+
+import logging
+
+from controller import validation
+from controller.accounts import Accounts
+from controller.agent_client import AgentClient
+from controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
+from controller.errors import InvalidInput, NotFound
+from controller.inventory import Inventory
+from controller.store import Store
+
+log = logging.getLogger(__name__)
+
+AGENT_TYPES = ("raspberry", "node", "sensor")
+
+
+def _info(agent: AgentRecord, node_count: int) -> AgentInfo:
+    return AgentInfo(
+        name=agent.name,
+        type=agent.type,
+        ip=agent.ip,
+        port=agent.port,
+        status=agent.status,
+        last_error=agent.last_error,
+        node_count=node_count,
+    )
+
+
+def _check_address(ip: object, port: object) -> tuple[str, int]:
+    if not isinstance(ip, str) or not ip.strip() or len(ip) > 255 or any(c.isspace() or c in "/@" for c in ip.strip()):
+        raise InvalidInput("the agent address must be a host name or an IP address")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidInput("the agent port must be a number between 1 and 65535")
+    return ip.strip().strip("[]"), port
+
+
+class Agents:
+    def __init__(self, store: Store, client: AgentClient, inventory: Inventory, accounts: Accounts) -> None:
+        self._store = store
+        self._client = client
+        self._inventory = inventory
+        self._accounts = accounts
+
+    async def _info(self, name: str) -> AgentInfo:
+        agent = await self._store.get_agent(name)
+        if agent is None:
+            raise NotFound(f"no agent named {name}")
+        counts = await self._store.node_counts()
+        return _info(agent, counts.get(name, 0))
+
+    async def list_agents(self, actor: User) -> list[AgentInfo]:
+        await self._accounts.require_admin(actor)
+        counts = await self._store.node_counts()
+        return [_info(agent, counts.get(agent.name, 0)) for agent in await self._store.list_agents()]
+
+    async def add_agent(self, actor: User, name: str, type: str, ip: str, port: int, token: str) -> AgentInfo:
+        admin = await self._accounts.require_admin(actor)
+        info = await self.register(name, type, ip, port, token)
+        log.info("%s added agent %s (%s)", admin.email, info.name, info.status)
+        return info
+
+    async def register(self, name: str, type: str, ip: str, port: int, token: str) -> AgentInfo:
+        """Adds an agent and calls it once: `connected` if it answers, else kept `disconnected`
+        with the reason in last_error. For the CLI (trusted) and add_agent."""
+        name = validation.name(name, "agent")
+        if type not in AGENT_TYPES:
+            raise InvalidInput(f"the agent type must be one of {', '.join(AGENT_TYPES)}")
+        ip, port = _check_address(ip, port)
+        if not isinstance(token, str) or not token.strip() or len(token) > 4096:
+            raise InvalidInput("the agent token must not be empty")
+        record = AgentRecord(
+            name=name, type=type, ip=ip, port=port, status=DISCONNECTED, token=token.strip(), last_error=""
+        )
+        await self._store.add_agent(record)
+        await self._connect(record)
+        return await self._info(name)
+
+    async def _connect(self, agent: AgentRecord) -> AgentRecord:
+        record, _ = await self._client.probe(agent)
+        if record.status == CONNECTED:
+            await self._inventory.refresh([record], catalogs=True)
+        return record
+
+    async def reconnect(self, actor: User, name: str) -> AgentInfo:
+        admin = await self._accounts.require_admin(actor)
+        agent = await self._store.get_agent(name)
+        if agent is None:
+            raise NotFound(f"no agent named {name}")
+        record = await self._connect(agent)
+        log.info("%s reconnected agent %s: %s", admin.email, name, record.status)
+        return await self._info(name)
+
+    async def delete_agent(self, actor: User, name: str) -> None:
+        admin = await self._accounts.require_admin(actor)
+        if not await self._store.delete_agent(name):
+            raise NotFound(f"no agent named {name}")
+        await self._client.forget(name)
+        log.info("%s deleted agent %s", admin.email, name)

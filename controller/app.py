@@ -1,0 +1,82 @@
+"""Assembles the controller: the store, the agent client, the services and the scheduler."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+
+from controller.accounts import Accounts
+from controller.agent_client import AgentClient
+from controller.agents import Agents
+from controller.inventory import Inventory
+from controller.metrics import Metrics
+from controller.reservations import Reservations
+from controller.scheduler import Scheduler
+from controller.settings import Settings
+from controller.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Controller:
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    client: AgentClient
+    accounts: Accounts
+    agents: Agents
+    inventory: Inventory
+    reservations: Reservations
+    scheduler: Scheduler
+
+
+@asynccontextmanager
+async def open_controller(
+    settings: Settings,
+    run_scheduler: bool = True,
+    *,
+    clock: Callable[[], float] = time.time,
+    password_hasher: PasswordHasher | None = None,
+    db_workers: int = 8,
+) -> AsyncIterator[Controller]:
+    """Opens the database (creating or migrating its schema), the agent channels and, with
+    run_scheduler, the scheduler task; closes them all on exit."""
+    store = Store(settings.database, workers=db_workers)
+    await store.open()
+    metrics = Metrics(store)
+    client = AgentClient(store, metrics, timeout=settings.call_timeout_seconds)
+    try:
+        accounts = Accounts(store, settings.secret_key(), clock=clock, hasher=password_hasher)
+        inventory = Inventory(store, client, accounts, clock=clock)
+        agents = Agents(store, client, inventory, accounts)
+        scheduler = Scheduler(store, client, inventory, settings, metrics, clock=clock)
+        reservations = Reservations(
+            store, inventory, accounts, settings, clock=clock, wake_scheduler=scheduler.wake
+        )
+        accounts.reservations = reservations
+        controller = Controller(
+            settings=settings,
+            store=store,
+            metrics=metrics,
+            client=client,
+            accounts=accounts,
+            agents=agents,
+            inventory=inventory,
+            reservations=reservations,
+            scheduler=scheduler,
+        )
+        if run_scheduler:
+            scheduler.start()
+        try:
+            yield controller
+        finally:
+            await scheduler.stop()
+    finally:
+        await client.close()
+        await store.close()

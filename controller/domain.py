@@ -1,0 +1,222 @@
+"""Domain types of the controller: what the service layer hands to the pages and the JSON API.
+
+Plain frozen dataclasses, free of Peewee and protobuf. Dates are integer epoch seconds (UTC).
+The `*Record` types are internal to the controller: they carry what must never leave it (an
+agent's token, the scheduler's intent bookkeeping).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FINAL_STATES = ("deployed", "rebooted", "destroyed", "lost")
+PROCESSES = ("deploy", "reboot", "destroy")
+
+# Reservation statuses, from the seed.
+CONFIGURING = "configuring"
+READY = "ready"
+IN_PROGRESS = "in_progress"
+
+# Agent statuses, from the seed.
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True)
+class User:
+    email: str
+    ssh_key: str
+    confirmed_email: bool
+    is_authorized: bool
+    is_admin: bool
+    created_at: int
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    id: int
+    label: str
+    created_at: int
+    last_used_at: int | None
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    name: str
+    type: str
+    ip: str
+    port: int
+    status: str
+    last_error: str
+    node_count: int
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """An agent row with its token: only the agent client and the store see it."""
+
+    name: str
+    type: str
+    ip: str
+    port: int
+    status: str
+    token: str
+    last_error: str
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    agent: str
+    type: str
+    properties: dict[str, str]
+    connected: bool
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    name: str
+    required: bool
+    values: list[str]
+    secret: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class NodeTypeInfo:
+    type: str
+    processes: dict[str, list[str]]
+    properties: list[PropertySpec]
+    final_states: list[str]
+
+    def property(self, name: str) -> PropertySpec | None:
+        for spec in self.properties:
+            if spec.name == name:
+                return spec
+        return None
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    description: str = ""
+    image: str = ""
+    size_bytes: int = 0
+    default_user: str = ""
+    properties: dict[str, str] = field(default_factory=dict)
+    agent: str = ""
+    type: str = ""
+
+
+@dataclass(frozen=True)
+class AgentCatalog:
+    """What an agent told us about itself: its node type and its environments."""
+
+    agent: str
+    type: str
+    node_type: NodeTypeInfo | None
+    environments: list[Environment]
+
+
+@dataclass(frozen=True)
+class ActionState:
+    """One node's current action as the agent reports it (GetActionState)."""
+
+    node_name: str
+    node_ip: str
+    environment: str
+    process: str
+    state: str
+    state_idx: int
+    updated_at: int
+    progress: int
+    state_count: int
+    final: bool
+    reboots: int = 0
+
+    def fingerprint(self) -> str:
+        """Identifies this action at this point of its life; see Scheduler for its use."""
+        return f"{self.process}|{self.state}|{self.state_idx}|{self.updated_at}"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    node_name: str
+    owner: str
+    bin: str
+    start_date: int
+    end_date: int
+    status: str
+    action_state: str
+    progress: int
+    process: str
+    state_idx: int
+    state_count: int
+    properties: dict[str, str]
+    node_ip: str
+    default_user: str
+    agent: str
+    type: str
+    pending: str = ""
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class Busy:
+    node_name: str
+    start_date: int
+    end_date: int
+    mine: bool
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    """A schedule row with the scheduler's bookkeeping.
+
+    `pending` is the process the controller intends to start on the node ('' when none). It is
+    written before StartAction is called, so a controller killed at any moment finds its
+    intention on restart. `pending_issued` says whether StartAction may already have been sent;
+    `baseline` is the fingerprint of the node's action on the agent just before it was sent, so
+    on restart the controller can tell whether the agent already runs the action (adopt it) or
+    not (send it again).
+    """
+
+    node_name: str
+    owner: str
+    bin: str
+    start_date: int
+    end_date: int
+    status: str
+    action_state: str
+    process: str = ""
+    state_idx: int = 0
+    state_count: int = 0
+    progress: int = 0
+    node_ip: str = ""
+    action_updated_at: int = 0
+    pending: str = ""
+    pending_issued: bool = False
+    pending_since: int = 0
+    baseline: str = ""
+    ending: bool = False
+    last_error: str = ""
+
+    @property
+    def started(self) -> bool:
+        """True once an action was ever started (or may have been) for this reservation."""
+        return bool(self.action_state or self.pending_issued or self.process)
+
+
+def overall_progress(state_idx: int, state_count: int, progress: int, final: bool) -> int:
+    """0..100 over the whole process: the state's position refined by its own percentage."""
+    if final:
+        return 100
+    if state_count <= 0:
+        return 0
+    fraction = (state_idx + max(0, min(progress, 100)) / 100.0) / state_count
+    return max(0, min(99, int(fraction * 100)))

@@ -1,0 +1,232 @@
+"""The testbed's inventory: the node cache (GetNodes), node types (DescribeNodeType) and
+environments (ListEnvironments) of every agent, the reservation timeline, and the admin's node
+and environment management, which goes through the owning agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from controller import validation
+from controller.agent_client import AgentClient, gather_agents
+from controller.domain import (
+    AgentCatalog,
+    AgentRecord,
+    Busy,
+    Environment,
+    NodeInfo,
+    NodeTypeInfo,
+    User,
+)
+from controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound, ServiceError
+from controller.store import CachedNode, Store
+
+if TYPE_CHECKING:
+    from controller.accounts import Accounts
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_PREFIX = "duplicate node names"
+
+
+def _node_info(node: CachedNode) -> NodeInfo:
+    return NodeInfo(
+        name=node.name, agent=node.agent, type=node.type, properties=node.properties, connected=node.connected
+    )
+
+
+class Inventory:
+    def __init__(self, store: Store, client: AgentClient, accounts: Accounts, *, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._client = client
+        self._accounts = accounts
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # -- refreshing the cache -----------------------------------------------------------
+
+    async def refresh(self, agents: Iterable[AgentRecord] | None = None, *, catalogs: bool = False) -> dict[str, ServiceError | None]:
+        """Calls GetNodes (and, with catalogs, DescribeNodeType and ListEnvironments) on every
+        connected agent concurrently and updates the cache: one hung agent costs one deadline.
+
+        Returns {agent: None on success, or the error}.
+        """
+        if agents is None:
+            agents = await self._store.list_agents()
+        usable = [agent for agent in agents if self._client.usable(agent)]
+
+        async def fetch(agent: AgentRecord):
+            calls = [self._client.get_nodes(agent)]
+            if catalogs:
+                calls += [self._client.describe(agent), self._client.environments(agent)]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            return results
+
+        fetched = await gather_agents(usable, fetch)
+        outcome: dict[str, ServiceError | None] = {}
+        # Sorted, so when two agents newly claim one name the same agent keeps it every time.
+        for agent in sorted(usable, key=lambda a: a.name):
+            result = fetched[agent.name]
+            if isinstance(result, ServiceError):
+                outcome[agent.name] = result
+                continue
+            nodes = result[0]
+            duplicates = await self._store.replace_agent_nodes(agent.name, agent.type, nodes, self._now())
+            await self._report_duplicates(agent, duplicates)
+            if catalogs:
+                node_type, environments = result[1], result[2]
+                await self._store.put_catalog(
+                    AgentCatalog(agent.name, agent.type, node_type, environments), self._now()
+                )
+            outcome[agent.name] = None
+        return outcome
+
+    async def _report_duplicates(self, agent: AgentRecord, duplicates: dict[str, str]) -> None:
+        current = await self._store.get_agent(agent.name)
+        if current is None:
+            return
+        if duplicates:
+            listed = ", ".join(f"{node} (held by {other})" for node, other in sorted(duplicates.items())[:10])
+            more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
+            message = f"{DUPLICATE_PREFIX}, ignored on this agent: {listed}{more}"
+            log.error("agent %s claims node names another agent holds: %s%s", agent.name, listed, more)
+            if current.last_error != message:
+                await self._store.set_agent_status(agent.name, last_error=message)
+        elif current.last_error.startswith(DUPLICATE_PREFIX):
+            await self._store.set_agent_status(agent.name, last_error="")
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def list_nodes(self, *, refresh: bool = False) -> list[NodeInfo]:
+        if refresh:
+            await self.refresh()
+        return [_node_info(node) for node in await self._store.list_nodes()]
+
+    async def cached_nodes(self, names: Iterable[str] | None = None) -> dict[str, CachedNode]:
+        return {node.name: node for node in await self._store.list_nodes(names)}
+
+    async def catalogs(self) -> dict[str, AgentCatalog]:
+        return {c.agent: c for c in await self._store.list_catalogs()}
+
+    async def node_type_of_agent(self, agent_name: str) -> NodeTypeInfo | None:
+        """The agent's node type description, fetched now if the cache has none yet."""
+        catalog = (await self.catalogs()).get(agent_name)
+        if catalog is not None and catalog.node_type is not None:
+            return catalog.node_type
+        agent = await self._store.get_agent(agent_name)
+        if agent is None or not self._client.usable(agent):
+            return None
+        await self.refresh([agent], catalogs=True)
+        catalog = (await self.catalogs()).get(agent_name)
+        return None if catalog is None else catalog.node_type
+
+    async def node_types(self) -> dict[str, NodeTypeInfo]:
+        result: dict[str, NodeTypeInfo] = {}
+        for catalog in (await self.catalogs()).values():
+            if catalog.node_type is not None:
+                result.setdefault(catalog.type, catalog.node_type)
+        return result
+
+    async def environments(self) -> dict[str, list[Environment]]:
+        result: dict[str, list[Environment]] = {}
+        for catalog in (await self.catalogs()).values():
+            result.setdefault(catalog.type, []).extend(catalog.environments)
+        for envs in result.values():
+            envs.sort(key=lambda e: (e.name, e.agent))
+        return result
+
+    async def timeline(self, start: int, end: int, viewer: User) -> dict[str, list[Busy]]:
+        start = validation.epoch_seconds(start, "timeline start")
+        end = validation.epoch_seconds(end, "timeline end")
+        if end <= start:
+            raise InvalidInput("the timeline must end after it starts")
+        result: dict[str, list[Busy]] = {}
+        for node, owner, s, e in await self._store.timeline(start, end):
+            result.setdefault(node, []).append(Busy(node, s, e, owner == viewer.email))
+        return result
+
+    # -- administration through the agents -------------------------------------------------
+
+    async def _connected_agent(self, name: str) -> AgentRecord:
+        agent = await self._store.get_agent(name)
+        if agent is None:
+            raise NotFound(f"no agent named {name}")
+        if not self._client.usable(agent):
+            raise AgentUnavailable(f"agent {name} is disconnected; reconnect it first")
+        return agent
+
+    async def _node_agent(self, node_name: str) -> AgentRecord:
+        node = (await self.cached_nodes([node_name])).get(node_name)
+        if node is None:
+            raise NotFound(f"no node named {node_name}")
+        return await self._connected_agent(node.agent)
+
+    async def _refuse_if_reserved(self, node_name: str) -> None:
+        if await self._store.list_schedule(node=node_name):
+            raise Conflict(f"node {node_name} has reservations; they must end first")
+
+    async def add_node(self, actor: User, agent_name: str, node_name: str, properties: dict[str, str]) -> NodeInfo:
+        await self._accounts.require_admin(actor)
+        node_name = validation.name(node_name, "node")
+        if not isinstance(properties, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in properties.items()
+        ):
+            raise InvalidInput("node properties must map names to text values")
+        agent = await self._connected_agent(agent_name)
+        taken = (await self.cached_nodes([node_name])).get(node_name)
+        if taken is not None:
+            raise Conflict(f"node name {node_name} is already used by agent {taken.agent}")
+        await self._client.add_node(agent, node_name, properties)
+        await self.refresh([agent])
+        node = (await self.cached_nodes([node_name])).get(node_name)
+        if node is None:
+            raise AgentUnavailable(f"agent {agent.name} accepted node {node_name} but does not list it")
+        log.info("%s added node %s to agent %s", actor.email, node_name, agent.name)
+        return _node_info(node)
+
+    async def rename_node(self, actor: User, node_name: str, new_name: str) -> NodeInfo:
+        await self._accounts.require_admin(actor)
+        new_name = validation.name(new_name, "node")
+        agent = await self._node_agent(node_name)
+        await self._refuse_if_reserved(node_name)
+        taken = (await self.cached_nodes([new_name])).get(new_name)
+        if taken is not None:
+            raise Conflict(f"node name {new_name} is already used by agent {taken.agent}")
+        await self._client.rename_node(agent, node_name, new_name)
+        await self.refresh([agent])
+        node = (await self.cached_nodes([new_name])).get(new_name)
+        if node is None:
+            raise AgentUnavailable(f"agent {agent.name} renamed node {node_name} but does not list it")
+        log.info("%s renamed node %s to %s", actor.email, node_name, new_name)
+        return _node_info(node)
+
+    async def remove_node(self, actor: User, node_name: str) -> None:
+        await self._accounts.require_admin(actor)
+        agent = await self._node_agent(node_name)
+        await self._refuse_if_reserved(node_name)
+        await self._client.remove_node(agent, node_name)
+        await self.refresh([agent])
+        log.info("%s removed node %s from agent %s", actor.email, node_name, agent.name)
+
+    async def put_environment(self, actor: User, agent_name: str, env: Environment) -> Environment:
+        await self._accounts.require_admin(actor)
+        validation.name(env.name, "environment")
+        agent = await self._connected_agent(agent_name)
+        stored = await self._client.put_environment(agent, env)
+        await self.refresh([agent], catalogs=True)
+        log.info("%s put environment %s on agent %s", actor.email, env.name, agent.name)
+        return stored
+
+    async def remove_environment(self, actor: User, agent_name: str, name: str) -> None:
+        await self._accounts.require_admin(actor)
+        agent = await self._connected_agent(agent_name)
+        await self._client.remove_environment(agent, name)
+        await self.refresh([agent], catalogs=True)
+        log.info("%s removed environment %s from agent %s", actor.email, name, agent.name)

@@ -1,0 +1,108 @@
+"""Counters and histograms of the controller, rendered in Prometheus text format for /metrics.
+
+Call metrics are kept in memory (they restart with the process, as Prometheus expects);
+reservation and action counts are read from the database when rendered.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controller.store import Store
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Metrics:
+    def __init__(self, store: Store | None = None) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._calls: dict[tuple[str, str, str], int] = defaultdict(int)
+        self._bucket_counts: dict[tuple[str, str], list[int]] = {}
+        self._sums: dict[tuple[str, str], float] = defaultdict(float)
+        self._counts: dict[tuple[str, str], int] = defaultdict(int)
+        self._polls = 0
+
+    def record_call(self, agent: str, method: str, outcome: str, seconds: float) -> None:
+        with self._lock:
+            self._calls[(agent, method, outcome)] += 1
+            key = (agent, method)
+            buckets = self._bucket_counts.setdefault(key, [0] * len(LATENCY_BUCKETS))
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if seconds <= bound:
+                    buckets[i] += 1
+            self._sums[key] += seconds
+            self._counts[key] += 1
+
+    def record_poll(self) -> None:
+        with self._lock:
+            self._polls += 1
+
+    def calls(self, agent: str | None = None, method: str | None = None, outcome: str | None = None) -> int:
+        """How many calls match; for tests and the admin page."""
+        with self._lock:
+            return sum(
+                n
+                for (a, m, o), n in self._calls.items()
+                if (agent is None or a == agent)
+                and (method is None or m == method)
+                and (outcome is None or o == outcome)
+            )
+
+    def _render_calls(self) -> list[str]:
+        lines = [
+            "# HELP edgebed_agent_calls_total gRPC calls from the controller to agents.",
+            "# TYPE edgebed_agent_calls_total counter",
+        ]
+        with self._lock:
+            for (agent, method, outcome), n in sorted(self._calls.items()):
+                lines.append(
+                    f'edgebed_agent_calls_total{{agent="{_label(agent)}",method="{method}",'
+                    f'outcome="{outcome}"}} {n}'
+                )
+            lines += [
+                "# HELP edgebed_agent_call_seconds Latency of gRPC calls to agents.",
+                "# TYPE edgebed_agent_call_seconds histogram",
+            ]
+            for (agent, method), buckets in sorted(self._bucket_counts.items()):
+                labels = f'agent="{_label(agent)}",method="{method}"'
+                for bound, n in zip(LATENCY_BUCKETS, buckets):
+                    lines.append(f'edgebed_agent_call_seconds_bucket{{{labels},le="{bound:g}"}} {n}')
+                total = self._counts[(agent, method)]
+                lines.append(f'edgebed_agent_call_seconds_bucket{{{labels},le="+Inf"}} {total}')
+                lines.append(f"edgebed_agent_call_seconds_sum{{{labels}}} {self._sums[(agent, method)]:.6f}")
+                lines.append(f"edgebed_agent_call_seconds_count{{{labels}}} {total}")
+            lines += [
+                "# HELP edgebed_scheduler_polls_total Scheduler polls since start.",
+                "# TYPE edgebed_scheduler_polls_total counter",
+                f"edgebed_scheduler_polls_total {self._polls}",
+            ]
+        return lines
+
+    async def render(self) -> str:
+        lines: list[str] = []
+        if self._store is not None:
+            statuses = await self._store.count_schedule_by("status")
+            states = await self._store.count_schedule_by("action_state")
+            lines += [
+                "# HELP edgebed_reservations Reservations by status.",
+                "# TYPE edgebed_reservations gauge",
+            ]
+            for status in sorted(set(statuses) | {"configuring", "ready", "in_progress"}):
+                lines.append(f'edgebed_reservations{{status="{_label(status)}"}} {statuses.get(status, 0)}')
+            lines += [
+                "# HELP edgebed_actions Reserved nodes by the state of their current action.",
+                "# TYPE edgebed_actions gauge",
+            ]
+            for state, n in sorted(states.items()):
+                if state:
+                    lines.append(f'edgebed_actions{{state="{_label(state)}"}} {n}')
+        lines += self._render_calls()
+        return "\n".join(lines) + "\n"

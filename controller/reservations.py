@@ -1,0 +1,444 @@
+"""Reservations: reserving nodes for a window, configuring them, and the user's actions on them.
+
+A user only ever sees and acts on their own reservations; any other node name answers NotFound,
+so whether someone else holds it does not leak. The service never calls StartAction itself: it
+records the intention (`pending`) and wakes the scheduler, the one place that drives agents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from controller import validation
+from controller.accounts import Accounts
+from controller.domain import (
+    CONFIGURING,
+    IN_PROGRESS,
+    READY,
+    AgentCatalog,
+    Reservation,
+    ScheduleRecord,
+    User,
+    overall_progress,
+)
+from controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
+from controller.inventory import Inventory
+from controller.settings import Settings
+from controller.store import CachedNode, ScheduleChange, Store
+
+log = logging.getLogger(__name__)
+
+# A start date this many seconds in the past is still accepted (a form filled in a minute ago
+# says "now"); anything older is refused as being in the past.
+START_SLACK_SECONDS = 120
+MAX_NODES_PER_REQUEST = 1000
+USER_ACTIONS = ("reboot", "deploy", "destroy", "extend")
+
+
+def _matches(node: CachedNode, wanted: Mapping[str, str]) -> bool:
+    for key, value in wanted.items():
+        if key == "type":
+            have = node.type
+        elif key == "agent":
+            have = node.agent
+        elif key == "name":
+            have = node.name
+        else:
+            have = node.properties.get(key)
+        if have != value:
+            return False
+    return True
+
+
+class Reservations:
+    def __init__(
+        self,
+        store: Store,
+        inventory: Inventory,
+        accounts: Accounts,
+        settings: Settings,
+        *,
+        clock: Callable[[], float],
+        wake_scheduler: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._inventory = inventory
+        self._accounts = accounts
+        self._settings = settings
+        self._clock = clock
+        self.wake_scheduler = wake_scheduler
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # -- reserving -----------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        user: User,
+        *,
+        nodes: list[str] | None = None,
+        filter: dict[str, str] | None = None,
+        count: int | None = None,
+        start_date: int,
+        duration_hours: float,
+    ) -> list[str]:
+        owner = await self._accounts.require_authorized(user)
+        now = self._now()
+        start = validation.epoch_seconds(start_date, "start date")
+        if start < now - START_SLACK_SECONDS:
+            raise InvalidInput("the start date is in the past")
+        hours = validation.positive_hours(duration_hours, self._settings.max_duration_hours)
+        end = start + max(1, math.floor(hours * 3600))
+
+        if nodes is not None and (filter is not None or count is not None):
+            raise InvalidInput("give either a list of nodes, or a filter with a count, not both")
+        if nodes is not None:
+            candidates, cached = await self._named_candidates(nodes)
+            count = len(candidates)
+            all_or_nothing = True
+        else:
+            candidates, cached, count = await self._filtered_candidates(filter, count)
+            all_or_nothing = False
+
+        status_for, props_for = await self._initial_configuration(owner, candidates, cached)
+        chosen = await self._store.reserve(
+            owner.email,
+            candidates=candidates,
+            count=count,
+            start=start,
+            end=end,
+            turnaround=self._settings.turnaround_seconds,
+            status_for=status_for,
+            props_for=props_for,
+            all_or_nothing=all_or_nothing,
+        )
+        log.info("%s reserved %s from %d to %d", owner.email, ", ".join(chosen), start, end)
+        if start <= now:
+            self.wake_scheduler()
+        return chosen
+
+    async def _named_candidates(self, nodes: Any) -> tuple[list[str], dict[str, CachedNode]]:
+        if not isinstance(nodes, list) or not nodes:
+            raise InvalidInput("name at least one node")
+        if len(nodes) > MAX_NODES_PER_REQUEST:
+            raise InvalidInput(f"at most {MAX_NODES_PER_REQUEST} nodes per request")
+        if not all(isinstance(n, str) for n in nodes):
+            raise InvalidInput("node names must be text")
+        if len(set(nodes)) != len(nodes):
+            raise InvalidInput("a node is named twice")
+        cached = await self._inventory.cached_nodes(nodes)
+        unknown = [n for n in nodes if n not in cached]
+        if unknown:
+            shown = ", ".join(repr(n[:64]) for n in unknown[:5])
+            raise InvalidInput(f"unknown node{'s' if len(unknown) > 1 else ''}: {shown}")
+        for name in nodes:
+            if not cached[name].connected:
+                raise AgentUnavailable(
+                    f"node {name} belongs to agent {cached[name].agent}, which is disconnected"
+                )
+        return list(nodes), cached
+
+    async def _filtered_candidates(self, filter: Any, count: Any) -> tuple[list[str], dict[str, CachedNode], int]:
+        if filter is None:
+            filter = {}
+        if not isinstance(filter, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in filter.items()
+        ):
+            raise InvalidInput("the filter must map property names to text values")
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise InvalidInput("the count must be a whole number of nodes")
+        if not 1 <= count <= MAX_NODES_PER_REQUEST:
+            raise InvalidInput(f"the count must be between 1 and {MAX_NODES_PER_REQUEST}")
+        cached = await self._inventory.cached_nodes()
+        matching = [node for node in cached.values() if _matches(node, filter)]
+        connected = sorted(node.name for node in matching if node.connected)
+        if len(connected) < count:
+            raise Conflict(
+                f"only {len(connected)} nodes of connected agents match the filter; {count} requested"
+            )
+        return connected, cached, count
+
+    async def _initial_configuration(
+        self, owner: User, candidates: list[str], cached: dict[str, CachedNode]
+    ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """Status and prefilled properties (the account's SSH key) of each candidate's row."""
+        status_for: dict[str, str] = {}
+        props_for: dict[str, dict[str, str]] = {}
+        types: dict[str, Any] = {}
+        for name in candidates:
+            agent = cached[name].agent
+            if agent not in types:
+                types[agent] = await self._inventory.node_type_of_agent(agent)
+            node_type = types[agent]
+            props: dict[str, str] = {}
+            if node_type is None:
+                status_for[name] = CONFIGURING
+            else:
+                if owner.ssh_key and node_type.property("ssh_key") is not None:
+                    props["ssh_key"] = owner.ssh_key
+                required = {spec.name for spec in node_type.properties if spec.required}
+                status_for[name] = READY if required <= set(props) else CONFIGURING
+            props_for[name] = props
+        return status_for, props_for
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _to_domain(
+        self,
+        records: list[ScheduleRecord],
+        props: dict[tuple[str, str], dict[str, str]],
+    ) -> list[Reservation]:
+        nodes = await self._inventory.cached_nodes({r.node_name for r in records})
+        catalogs: dict[str, AgentCatalog] = await self._inventory.catalogs() if records else {}
+        result = []
+        for record in records:
+            node = nodes.get(record.node_name)
+            properties = dict(props.get((record.node_name, record.owner), {}))
+            default_user = ""
+            catalog = catalogs.get(node.agent) if node else None
+            if catalog is not None:
+                for env in catalog.environments:
+                    if env.name == properties.get("environment"):
+                        default_user = env.default_user
+            final = bool(record.action_state) and record.status != IN_PROGRESS and not record.pending
+            result.append(
+                Reservation(
+                    node_name=record.node_name,
+                    owner=record.owner,
+                    bin=record.bin,
+                    start_date=record.start_date,
+                    end_date=record.end_date,
+                    status=record.status,
+                    action_state=record.action_state,
+                    progress=overall_progress(record.state_idx, record.state_count, record.progress, final),
+                    process=record.pending or record.process,
+                    state_idx=record.state_idx,
+                    state_count=record.state_count,
+                    properties=properties,
+                    node_ip=record.node_ip or (node.properties.get("ip", "") if node else ""),
+                    default_user=default_user,
+                    agent=node.agent if node else "",
+                    type=node.type if node else "",
+                    pending=record.pending,
+                    last_error=record.last_error,
+                )
+            )
+        return result
+
+    async def list_reservations(self, user: User) -> list[Reservation]:
+        owner = await self._accounts.require_authorized(user)
+        records = await self._store.list_schedule(owner=owner.email)
+        return await self._to_domain(records, await self._store.action_props(owner=owner.email))
+
+    async def live_states(self, user: User) -> list[Reservation]:
+        """What the manage page polls: from the database only, never from an agent."""
+        return await self.list_reservations(user)
+
+    async def _record(self, owner: str, node_name: Any) -> ScheduleRecord:
+        record = None
+        if isinstance(node_name, str) and len(node_name) <= 64:
+            record = await self._store.get_schedule(node_name, owner)
+        if record is None:
+            raise NotFound(f"you have no reservation on node {str(node_name)[:64]}")
+        return record
+
+    async def _one(self, record: ScheduleRecord) -> Reservation:
+        props = await self._store.action_props(owner=record.owner, node=record.node_name)
+        return (await self._to_domain([record], props))[0]
+
+    async def get_reservation(self, user: User, node_name: str) -> Reservation:
+        owner = await self._accounts.require_authorized(user)
+        return await self._one(await self._record(owner.email, node_name))
+
+    # -- configuring -----------------------------------------------------------------------
+
+    async def configure(
+        self, user: User, node_name: str, *, bin: str | None = None, properties: dict[str, str]
+    ) -> Reservation:
+        owner = await self._accounts.require_authorized(user)
+        record = await self._record(owner.email, node_name)
+        if bin is not None:
+            bin = validation.bin_name(bin)
+        if properties is None:
+            properties = {}
+        if not isinstance(properties, dict) or not all(isinstance(k, str) for k in properties):
+            raise InvalidInput("properties must map names to values")
+        node = (await self._inventory.cached_nodes([record.node_name])).get(record.node_name)
+        if node is None:
+            raise Conflict(f"node {record.node_name} is no longer in the inventory")
+        node_type = await self._inventory.node_type_of_agent(node.agent)
+        if node_type is None:
+            raise AgentUnavailable(
+                f"the properties of node {record.node_name} are unknown while agent {node.agent} is disconnected"
+            )
+        catalog = (await self._inventory.catalogs()).get(node.agent)
+        environment_names = [env.name for env in catalog.environments] if catalog else []
+
+        set_props: dict[str, str] = {}
+        unset: list[str] = []
+        for prop, raw in properties.items():
+            spec = node_type.property(prop)
+            if spec is None:
+                known = ", ".join(p.name for p in node_type.properties)
+                raise InvalidInput(f"{node.type} nodes have no property {prop[:64]!r} (known: {known})")
+            value = validation.property_value(prop, raw, secret=spec.secret)
+            if value == "":
+                unset.append(prop)
+                continue
+            allowed = environment_names if prop == "environment" and environment_names else spec.values
+            if allowed and value not in allowed:
+                if spec.secret:
+                    raise InvalidInput(f"this value is not allowed for {prop}")
+                raise InvalidInput(f"{prop} must be one of: {', '.join(allowed)}")
+            if prop == "ssh_key":
+                value = validation.ssh_keys(value)
+            set_props[prop] = value
+        required = [spec.name for spec in node_type.properties if spec.required]
+        updated = await self._store.configure(
+            record.node_name, owner.email, bin=bin, set_props=set_props, unset_props=unset, required=required
+        )
+        if updated is None:
+            raise NotFound(f"you have no reservation on node {record.node_name}")
+        # Names only: values may be secrets (os_password) and are never logged.
+        log.info(
+            "%s configured %s: set %s, unset %s -> %s",
+            owner.email, record.node_name, sorted(set_props), sorted(unset), updated.status,
+        )
+        if updated.status == READY and not updated.started and updated.start_date <= self._now():
+            self.wake_scheduler()
+        return await self._one(updated)
+
+    # -- acting ----------------------------------------------------------------------------
+
+    async def act(self, user: User, node_name: str, action: str) -> Reservation:
+        owner = await self._accounts.require_authorized(user)
+        if action not in USER_ACTIONS:
+            raise InvalidInput(f"unknown action; expected one of {', '.join(USER_ACTIONS)}")
+        record = await self._record(owner.email, node_name)
+        if action == "extend":
+            return await self._one(await self._extend(record))
+        if action == "destroy":
+            remaining = await self._end(record)
+            if remaining is None:
+                # Never started: the reservation is simply cancelled.
+                return await self._cancelled(record)
+            return await self._one(remaining)
+        return await self._one(await self._start(record, action))
+
+    async def _cancelled(self, record: ScheduleRecord) -> Reservation:
+        """The reservation as it was, ending now: its rows are gone, it is no longer listed."""
+        reservation = (await self._to_domain([record], {}))[0]
+        return dataclasses.replace(reservation, end_date=min(record.end_date, self._now()))
+
+    async def _start(self, record: ScheduleRecord, process: str) -> ScheduleRecord:
+        now = self._now()
+        if now < record.start_date:
+            raise Conflict(f"the reservation of node {record.node_name} has not started yet")
+        if record.ending or now >= record.end_date:
+            raise Conflict(f"the reservation of node {record.node_name} is ending")
+        if record.pending:
+            raise Conflict(f"node {record.node_name} already has a {record.pending} waiting to start")
+        if record.status == IN_PROGRESS:
+            raise Conflict(
+                f"node {record.node_name} is busy with {record.process or 'an action'}; wait until it ends"
+            )
+        if process == "deploy" and record.status == CONFIGURING:
+            raise Conflict(f"node {record.node_name} is not configured yet")
+        if process == "reboot" and not record.process:
+            raise Conflict(f"node {record.node_name} has not been deployed yet")
+        applied = await self._store.update_schedule(
+            [
+                ScheduleChange(
+                    record.node_name,
+                    record.owner,
+                    expect={"pending": "", "status": record.status, "ending": False},
+                    changes={
+                        "pending": process,
+                        "pending_issued": False,
+                        "pending_since": now,
+                        "status": IN_PROGRESS,
+                        "last_error": "",
+                    },
+                )
+            ]
+        )
+        if not applied[0]:
+            raise Conflict(f"node {record.node_name} changed meanwhile; try again")
+        log.info("%s asked for %s on %s", record.owner, process, record.node_name)
+        self.wake_scheduler()
+        return await self._record(record.owner, record.node_name)
+
+    async def _end(self, record: ScheduleRecord) -> ScheduleRecord | None:
+        """Ends a reservation now: cancels it if nothing ever ran, else destroys the node (the
+        scheduler removes the rows once destroyed). None when the rows are already gone."""
+        now = self._now()
+        if not record.started and not record.pending:
+            applied = await self._store.update_schedule(
+                [
+                    ScheduleChange(
+                        record.node_name,
+                        record.owner,
+                        expect={"pending": "", "process": "", "action_state": "", "pending_issued": False},
+                        changes={},
+                        delete=True,
+                    )
+                ]
+            )
+            if applied[0]:
+                log.info("%s cancelled the reservation of %s", record.owner, record.node_name)
+                return None
+            record = await self._record(record.owner, record.node_name)
+        if record.ending:
+            return record
+        changes: dict[str, Any] = {"ending": True, "end_date": min(record.end_date, now)}
+        if not record.pending_issued:
+            # An intention not sent yet is replaced by the destroy; one that may have been sent
+            # is resolved first, then the scheduler starts the destroy.
+            changes.update(pending="destroy", pending_issued=False, pending_since=now, status=IN_PROGRESS)
+        applied = await self._store.update_schedule(
+            [
+                ScheduleChange(
+                    record.node_name,
+                    record.owner,
+                    expect={"pending": record.pending, "pending_issued": record.pending_issued, "ending": False},
+                    changes=changes,
+                )
+            ]
+        )
+        if not applied[0]:
+            raise Conflict(f"node {record.node_name} changed meanwhile; try again")
+        log.info("%s ended the reservation of %s", record.owner, record.node_name)
+        self.wake_scheduler()
+        return await self._record(record.owner, record.node_name)
+
+    async def _extend(self, record: ScheduleRecord) -> ScheduleRecord:
+        now = self._now()
+        if record.ending or now >= record.end_date:
+            raise Conflict(f"the reservation of node {record.node_name} is ending")
+        duration = record.end_date - record.start_date
+        cap = math.floor(self._settings.extend_cap_hours * 3600)
+        new_duration = min(2 * duration, cap)
+        if new_duration <= duration:
+            raise Conflict(
+                f"the reservation of node {record.node_name} already lasts the maximum of "
+                f"{self._settings.extend_cap_hours:g} hours"
+            )
+        updated = await self._store.extend(
+            record.node_name,
+            record.owner,
+            new_end=record.start_date + new_duration,
+            turnaround=self._settings.turnaround_seconds,
+            expect_end=record.end_date,
+        )
+        log.info("%s extended %s to %d", record.owner, record.node_name, updated.end_date)
+        return updated
+
+    async def end_all(self, owner: str) -> None:
+        """Ends every reservation of an account being deleted."""
+        for record in await self._store.list_schedule(owner=owner):
+            await self._end(record)

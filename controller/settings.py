@@ -1,0 +1,134 @@
+"""The controller's configuration: TOML keys, defaults and checks, and the Settings it becomes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgebed.config import ConfigError, Key, check_host_port, in_range, load_config, non_empty
+
+
+def _check_database(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty"
+    if "://" in value and not value.startswith(
+        ("sqlite://", "postgresql://", "postgres://")
+    ):
+        return f"must be a file path, sqlite:///PATH or postgresql://..., got {value!r}"
+    return None
+
+
+def _check_public_url(value: str) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        return f"must start with http:// or https://, got {value!r}"
+    return None
+
+
+CONTROLLER_SCHEMA = {
+    "listen": Key(str, check=check_host_port, help="host:port of the web server"),
+    "database": Key(str, check=_check_database, help="file path, sqlite:///... or postgresql://..."),
+    "secret_key_file": Key(str, check=non_empty, help="created with 32 random bytes when absent"),
+    "public_url": Key(str, "", check=_check_public_url, help="base URL for links in mails"),
+    "scheduler": {
+        "poll_seconds": Key(float, 2.0, check=in_range(0.05, 3600)),
+    },
+    "reservations": {
+        "max_duration_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
+        "turnaround_seconds": Key(int, 300, check=in_range(0, 86400)),
+        "extend_cap_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
+    },
+    "agents": {
+        "call_timeout_seconds": Key(float, 6.0, check=in_range(0.1, 600)),
+        "refresh_seconds": Key(float, 60.0, check=in_range(1, 86400)),
+    },
+    "smtp": {
+        "host": Key(str, ""),
+        "port": Key(int, 25, check=in_range(1, 65535)),
+        "sender": Key(str, "edgebed@localhost", check=non_empty),
+    },
+    "web": {
+        "secure_cookies": Key(bool, False),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str
+    database: str
+    secret_key_file: str
+    public_url: str = ""
+    poll_seconds: float = 2.0
+    max_duration_hours: float = 168.0
+    turnaround_seconds: int = 300
+    extend_cap_hours: float = 168.0
+    call_timeout_seconds: float = 6.0
+    # How often the scheduler refreshes the node cache and catalogs from connected agents.
+    refresh_seconds: float = 60.0
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_sender: str = "edgebed@localhost"
+    secure_cookies: bool = False
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") if self.public_url else f"http://{self.listen}"
+
+    def secret_key(self) -> bytes:
+        """The key for signed tokens and session cookies; created (mode 0600) when absent."""
+        path = Path(self.secret_key_file)
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return _create_secret_key(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"secret_key_file {path}: cannot read: {exc}") from None
+        try:
+            key = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"secret_key_file {path}: not base64 text") from None
+        if len(key) < 32:
+            raise ConfigError(f"secret_key_file {path}: holds {len(key)} bytes, needs 32")
+        return key
+
+
+def _create_secret_key(path: Path) -> bytes:
+    key = secrets.token_bytes(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process created it between our read and our create: use theirs.
+        return base64.b64decode(path.read_text(encoding="ascii").strip())
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(base64.b64encode(key).decode("ascii") + "\n")
+    return key
+
+
+def settings_from_config(config: Mapping) -> Settings:
+    return Settings(
+        listen=config["listen"],
+        database=config["database"],
+        secret_key_file=config["secret_key_file"],
+        public_url=config["public_url"],
+        poll_seconds=config["scheduler"]["poll_seconds"],
+        max_duration_hours=config["reservations"]["max_duration_hours"],
+        turnaround_seconds=config["reservations"]["turnaround_seconds"],
+        extend_cap_hours=config["reservations"]["extend_cap_hours"],
+        call_timeout_seconds=config["agents"]["call_timeout_seconds"],
+        refresh_seconds=config["agents"]["refresh_seconds"],
+        smtp_host=config["smtp"]["host"],
+        smtp_port=config["smtp"]["port"],
+        smtp_sender=config["smtp"]["sender"],
+        secure_cookies=config["web"]["secure_cookies"],
+    )
+
+
+def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+    """Reads a controller TOML file (with EDGEBED_* overrides); ConfigError names the bad key."""
+    return settings_from_config(load_config(path, CONTROLLER_SCHEMA, env))

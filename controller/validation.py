@@ -1,0 +1,131 @@
+"""Checks of user input shared by the services. Each returns the cleaned value or raises
+InvalidInput with a message that says what is wrong (never echoing a secret)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import struct
+from typing import Any
+
+from controller.errors import InvalidInput
+
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ssh-dss",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+MAX_SSH_KEYS_LENGTH = 16384
+MAX_PROPERTY_LENGTH = 16384
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+
+
+def email(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("the email must be text")
+    cleaned = value.strip().lower()
+    if len(cleaned) > 254 or not _EMAIL.match(cleaned):
+        raise InvalidInput("the email address is malformed")
+    return cleaned
+
+
+def password(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("the password must be text")
+    if len(value) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if len(value) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
+    return value
+
+
+def _ssh_key_line(line: str, number: int) -> str:
+    parts = line.split(None, 2)
+    where = f"SSH key line {number}"
+    if len(parts) < 2:
+        raise InvalidInput(f"{where} is malformed: expected '<type> <base64 key> [comment]'")
+    key_type, blob = parts[0], parts[1]
+    if key_type not in _SSH_KEY_TYPES:
+        raise InvalidInput(f"{where}: unknown key type (expected one of {', '.join(_SSH_KEY_TYPES)})")
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{where}: the key is not valid base64") from None
+    # The blob starts with the key type as an SSH string: 4-byte length, then the name.
+    if len(raw) < 4:
+        raise InvalidInput(f"{where}: the key is truncated")
+    (length,) = struct.unpack(">I", raw[:4])
+    if raw[4 : 4 + length].decode("ascii", "replace") != key_type:
+        raise InvalidInput(f"{where}: the key data does not match its type {key_type}")
+    return " ".join(parts)
+
+
+def ssh_keys(value: Any) -> str:
+    """One or more OpenSSH public keys, one per line; '' is allowed (no key)."""
+    if not isinstance(value, str):
+        raise InvalidInput("the SSH key must be text")
+    if len(value) > MAX_SSH_KEYS_LENGTH:
+        raise InvalidInput(f"the SSH keys must fit in {MAX_SSH_KEYS_LENGTH} characters")
+    lines = [line.strip() for line in value.replace("\r", "").split("\n")]
+    keys = [_ssh_key_line(line, n) for n, line in enumerate(lines, 1) if line and not line.startswith("#")]
+    return "\n".join(keys)
+
+
+def name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise InvalidInput(
+            f"the {what} name must be 1 to 64 letters, digits, '-', '_' or '.'"
+        )
+    return value
+
+
+def bin_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("the bin must be text")
+    cleaned = value.strip()
+    if len(cleaned) > 64 or any(not ch.isprintable() for ch in cleaned):
+        raise InvalidInput("the bin must be at most 64 printable characters")
+    return cleaned
+
+
+def epoch_seconds(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"the {what} must be a number of seconds since 1970 (UTC)")
+    if not math.isfinite(value) or not 0 <= value < 2**40:
+        raise InvalidInput(f"the {what} is out of range")
+    return int(value)
+
+
+def positive_hours(value: Any, maximum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput("the duration must be a number of hours")
+    if value <= 0:
+        raise InvalidInput("the duration must be positive")
+    if value > maximum:
+        raise InvalidInput(f"the duration must be at most {maximum:g} hours")
+    return float(value)
+
+
+def property_value(prop: str, value: Any, *, secret: bool) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"the value of {prop} must be text")
+    if len(value) > MAX_PROPERTY_LENGTH:
+        raise InvalidInput(f"the value of {prop} must fit in {MAX_PROPERTY_LENGTH} characters")
+    if "\x00" in value:
+        raise InvalidInput(f"the value of {prop} contains a NUL character")
+    if not secret:
+        value = value.strip()
+    return value

@@ -1,0 +1,246 @@
+"""A small synchronous fake agent for the controller's tests and benchmark.
+
+A real gRPC server on a loopback port serving the edgebed.v1.Agent contract with in-memory
+nodes and actions. Every action advances by one state on each GetActionState call, so a test
+controls progress by polling. It counts the calls it receives, checks the bearer token, and can
+be told to hang (accept calls and never answer in time) to play a lost agent.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections import Counter
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+
+from edgebed.v1 import agent_pb2 as pb
+from edgebed.v1 import agent_pb2_grpc as pb_grpc
+
+PROCESSES = {
+    "deploy": ["netboot", "power_cycle", "wait_ssh", "copy_image", "configure", "boot_sd", "deployed"],
+    "reboot": ["power_off", "power_on", "wait_ssh", "rebooted"],
+    "destroy": ["netboot", "power_cycle", "wipe", "power_off", "destroyed"],
+}
+FINAL = ("deployed", "rebooted", "destroyed", "lost")
+
+
+@dataclass
+class FakeAction:
+    node_name: str
+    node_ip: str
+    environment: str
+    process: str
+    state_idx: int
+    updated_at: int
+    properties: dict[str, str]
+
+    @property
+    def states(self) -> list[str]:
+        return PROCESSES[self.process]
+
+    @property
+    def state(self) -> str:
+        return self.states[self.state_idx]
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def to_pb(self) -> pb.ActionState:
+        return pb.ActionState(
+            node_name=self.node_name,
+            node_ip=self.node_ip,
+            environment=self.environment,
+            process=self.process,
+            state=self.state,
+            state_idx=self.state_idx,
+            updated_at=self.updated_at,
+            progress=50 if self.state == "copy_image" else 0,
+            state_count=len(self.states),
+            final=self.final,
+        )
+
+
+class FakeAgent(pb_grpc.AgentServicer):
+    def __init__(
+        self, name: str, *, type: str = "raspberry", nodes: int = 3, token: str = "secret-token"
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.token = token
+        self.nodes = {f"{name}-{i:03d}": {"ip": f"10.1.{i // 250}.{i % 250 + 1}", "model": "pi4"} for i in range(nodes)}
+        self.environments = {
+            "raspios-lite": pb.Environment(name="raspios-lite", description="Raspberry Pi OS Lite", image="/img/raspios.img", size_bytes=2_000_000_000, default_user="pi"),
+            "ubuntu-22.04": pb.Environment(name="ubuntu-22.04", description="Ubuntu 22.04", image="/img/ubuntu.img", size_bytes=3_000_000_000, default_user="ubuntu"),
+        }
+        self.actions: dict[str, FakeAction] = {}
+        self.calls: Counter[str] = Counter()
+        self.started: list[tuple[str, str]] = []  # (node, process) accepted by StartAction
+        self.state_requests: list[list[str]] = []
+        self.lock = threading.Lock()
+        # While `hang` is set, every call blocks until `release` is set (or 60 s pass).
+        self.hang = threading.Event()
+        self.release = threading.Event()
+        # How many states each action advances per GetActionState call.
+        self.steps_per_call = 1
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _enter(self, method: str, context: grpc.ServicerContext) -> None:
+        with self.lock:
+            self.calls[method] += 1
+        if self.hang.is_set():
+            self.release.wait(60)
+        metadata = dict(context.invocation_metadata())
+        presented = metadata.get("authorization", "")
+        if not hmac.compare_digest(presented.encode(), f"Bearer {self.token}".encode()):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
+
+    def _node(self, name: str, context: grpc.ServicerContext) -> dict[str, str]:
+        if not name:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "node_name is empty")
+        if name not in self.nodes:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no node named {name}")
+        return self.nodes[name]
+
+    # -- the service ------------------------------------------------------------------------
+
+    def GetNodes(self, request, context):
+        self._enter("GetNodes", context)
+        with self.lock:
+            names = list(request.node_names) or sorted(self.nodes)
+            for name in names:
+                self._node(name, context)
+            return pb.GetNodesResponse(nodes=[pb.Node(name=n, properties=self.nodes[n]) for n in sorted(names)])
+
+    def DescribeNodeType(self, request, context):
+        self._enter("DescribeNodeType", context)
+        return pb.DescribeNodeTypeResponse(
+            agent_name=self.name,
+            type=self.type,
+            processes=[pb.Process(name=k, states=v) for k, v in PROCESSES.items()],
+            properties=[
+                pb.PropertySpec(name="environment", required=True, values=sorted(self.environments), description="what to deploy"),
+                pb.PropertySpec(name="ssh_key", required=False, description="public key for the default user"),
+                pb.PropertySpec(name="os_password", required=False, secret=True, description="password of the default user"),
+                pb.PropertySpec(name="partition_size", required=False, values=["8G", "16G", "all"], description="root partition"),
+            ],
+            final_states=list(FINAL),
+        )
+
+    def ListEnvironments(self, request, context):
+        self._enter("ListEnvironments", context)
+        with self.lock:
+            return pb.ListEnvironmentsResponse(environments=[self.environments[n] for n in sorted(self.environments)])
+
+    def PutEnvironment(self, request, context):
+        self._enter("PutEnvironment", context)
+        if not request.environment.name:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "environment.name is empty")
+        with self.lock:
+            self.environments[request.environment.name] = request.environment
+        return pb.PutEnvironmentResponse(environment=request.environment)
+
+    def RemoveEnvironment(self, request, context):
+        self._enter("RemoveEnvironment", context)
+        with self.lock:
+            if request.name not in self.environments:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"no environment named {request.name}")
+            del self.environments[request.name]
+        return pb.RemoveEnvironmentResponse()
+
+    def AddNode(self, request, context):
+        self._enter("AddNode", context)
+        with self.lock:
+            if request.node_name in self.nodes:
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, f"node {request.node_name} exists")
+            self.nodes[request.node_name] = dict(request.properties)
+        return pb.AddNodeResponse(node=pb.Node(name=request.node_name, properties=request.properties))
+
+    def RemoveNode(self, request, context):
+        self._enter("RemoveNode", context)
+        with self.lock:
+            self._node(request.node_name, context)
+            del self.nodes[request.node_name]
+            self.actions.pop(request.node_name, None)
+        return pb.RemoveNodeResponse()
+
+    def RenameNode(self, request, context):
+        self._enter("RenameNode", context)
+        with self.lock:
+            props = self._node(request.node_name, context)
+            if request.new_name in self.nodes:
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, f"node {request.new_name} exists")
+            self.nodes[request.new_name] = self.nodes.pop(request.node_name)
+        return pb.RenameNodeResponse(node=pb.Node(name=request.new_name, properties=props))
+
+    def StartAction(self, request, context):
+        self._enter("StartAction", context)
+        with self.lock:
+            node = self._node(request.node_name, context)
+            if request.process not in PROCESSES:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown process {request.process!r}")
+            if request.process == "deploy" and request.environment not in self.environments:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown environment {request.environment!r}")
+            current = self.actions.get(request.node_name)
+            if current is not None and not current.final:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"node {request.node_name} is busy with {current.process} ({current.state})",
+                )
+            action = FakeAction(
+                node_name=request.node_name,
+                node_ip=node.get("ip", ""),
+                environment=request.environment,
+                process=request.process,
+                state_idx=0,
+                updated_at=int(time.time()),
+                properties=dict(request.properties),
+            )
+            self.actions[request.node_name] = action
+            self.started.append((request.node_name, request.process))
+            return pb.StartActionResponse(action=action.to_pb())
+
+    def GetActionState(self, request, context):
+        self._enter("GetActionState", context)
+        with self.lock:
+            self.state_requests.append(list(request.node_names))
+            names = list(request.node_names) or sorted(self.actions)
+            result = []
+            for name in names:
+                action = self.actions.get(name)
+                if action is None:
+                    continue
+                for _ in range(self.steps_per_call):
+                    if not action.final:
+                        action.state_idx += 1
+                        action.updated_at = int(time.time())
+                result.append(action.to_pb())
+            return pb.GetActionStateResponse(actions=result)
+
+    # -- test helpers -----------------------------------------------------------------------
+
+    def finish_all(self) -> None:
+        """Moves every action to its final state at once."""
+        with self.lock:
+            for action in self.actions.values():
+                action.state_idx = len(action.states) - 1
+
+
+class ServedAgent:
+    """A FakeAgent on a real gRPC server bound to a free loopback port."""
+
+    def __init__(self, fake: FakeAgent, *, workers: int = 8) -> None:
+        self.fake = fake
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+        pb_grpc.add_AgentServicer_to_server(fake, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.fake.release.set()
+        self.server.stop(grace=None)
