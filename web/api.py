@@ -146,14 +146,17 @@ async def configure_reservation(request: web.Request) -> web.StreamResponse:
     return web.json_response(reservation_json(reservation))
 
 
-async def act_on_reservation(request: web.Request) -> web.StreamResponse:
-    user = await api_user(request)
-    node = _node_name(request)
-    action = request.match_info["action"]
-    if action not in ACTIONS:
-        raise InvalidInput(f"unknown action; choose one of {', '.join(ACTIONS)}")
-    reservation = await request.app[CONTROLLER].reservations.act(user, node, action)
-    return web.json_response(reservation_json(reservation))
+def act_on_reservation(action: str):
+    """The handler of POST /api/v1/reservations/{node}/<action>."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        user = await api_user(request)
+        reservation = await request.app[CONTROLLER].reservations.act(
+            user, _node_name(request), action
+        )
+        return web.json_response(reservation_json(reservation))
+
+    return handler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,9 +270,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/reservations", list_reservations)
     app.router.add_get("/api/v1/reservations/{node}", get_reservation)
     app.router.add_put("/api/v1/reservations/{node}", configure_reservation)
-    app.router.add_post(
-        "/api/v1/reservations/{node}/{action:reboot|deploy|destroy|extend}", act_on_reservation
-    )
+    for action in ACTIONS:
+        app.router.add_post(f"/api/v1/reservations/{{node}}/{action}", act_on_reservation(action))
     app.router.add_get("/api/v1/admin/users", admin_list_users)
     app.router.add_post("/api/v1/admin/users", admin_create_user)
     app.router.add_patch("/api/v1/admin/users/{email}", admin_update_user)

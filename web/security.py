@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -33,7 +32,7 @@ def session_key(secret_key: bytes) -> bytes:
 
 def session_middleware_for(secret_key: bytes, *, secure: bool) -> web.middleware:
     storage = EncryptedCookieStorage(
-        base64.urlsafe_b64encode(session_key(secret_key)),
+        session_key(secret_key),  # raw bytes: the storage base64-encodes them for Fernet
         cookie_name=SESSION_COOKIE,
         max_age=SESSION_MAX_AGE,
         httponly=True,

@@ -1,0 +1,295 @@
+"""A real testbed for the web tests: simulated agents as `edgebed agent` child processes, the real
+controller on a SQLite file, and the real aiohttp application on a loopback port.
+
+The server runs in its own thread and event loop so that tests can drive it from plain
+synchronous code: Playwright's sync API, hypothesis, and a small cookie-keeping HTTP client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json as jsonlib
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from aiohttp import web
+
+from controller.settings import Settings
+from web.app import create_app
+
+_LISTENING = re.compile(r"edgebed agent (\S+) listening on (\S+):(\d+)")
+PASSWORD = "correct horse battery"
+
+
+# ---------------------------------------------------------------------------------------------
+# agents
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    type: str
+    token: str
+    config_path: Path
+
+
+def write_agent_config(directory: Path, name: str, agent_type: str, *, nodes: int,
+                       time_scale: float, failure_rate: float = 0.0) -> AgentSpec:
+    """An agent TOML file (listen port 0: the agent picks one and prints it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(16)
+    config_path = directory / f"{name}.toml"
+    config_path.write_text(
+        f'name = "{name}"\ntype = "{agent_type}"\nlisten = "127.0.0.1:0"\ntoken = "{token}"\n'
+        f'database = "{directory / (name + ".sqlite")}"\ndriver = "sim"\n\n'
+        f"[sim]\nnodes = {nodes}\ntime_scale = {time_scale}\nfailure_rate = {failure_rate}\nseed = 1\n",
+        encoding="utf-8",
+    )
+    return AgentSpec(name, agent_type, token, config_path)
+
+
+def agent_command(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "edgebed.cli", "agent", "--config", str(config_path)]
+
+
+@dataclass
+class AgentProcess:
+    spec: AgentSpec
+    process: subprocess.Popen
+    host: str
+    port: int
+    log_path: Path
+
+
+def start_agents(directory: Path, wanted: Iterable[tuple[str, str, int]], *, time_scale: float,
+                 timeout: float = 30.0) -> list[AgentProcess]:
+    """Starts one `edgebed agent` per (name, type, nodes), all at once, and waits until each says
+    it is listening."""
+    started = []
+    for name, agent_type, nodes in wanted:
+        spec = write_agent_config(directory, name, agent_type, nodes=nodes, time_scale=time_scale)
+        log_path = directory / f"{name}.log"
+        log = log_path.open("wb")
+        process = subprocess.Popen(
+            agent_command(spec.config_path), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        started.append((spec, process, log_path))
+    agents = []
+    deadline = time.monotonic() + timeout
+    try:
+        for spec, process, log_path in started:
+            while True:
+                match = _LISTENING.search(log_path.read_text(errors="replace"))
+                if match:
+                    agents.append(AgentProcess(spec, process, match.group(2), int(match.group(3)), log_path))
+                    break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"agent {spec.name} did not start: {log_path.read_text(errors='replace')[-2000:]}"
+                    )
+                time.sleep(0.05)
+    except BaseException:
+        stop_agents([AgentProcess(s, p, "", 0, lp) for s, p, lp in started])
+        raise
+    return agents
+
+
+def stop_agents(agents: Iterable[AgentProcess]) -> None:
+    agents = list(agents)
+    for agent in agents:
+        if agent.process.poll() is None:
+            agent.process.terminate()
+    for agent in agents:
+        try:
+            agent.process.wait(10)
+        except subprocess.TimeoutExpired:
+            agent.process.kill()
+            agent.process.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# the controller and web server, in a thread
+
+
+class Testbed:
+    __test__ = False  # not a test class, whatever its name
+    def __init__(self, directory: Path, **settings: Any) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        values = {
+            "listen": "127.0.0.1:0",
+            "database": str(directory / "controller.sqlite"),
+            "secret_key_file": str(directory / "secret.key"),
+            "poll_seconds": 0.2,
+            "call_timeout_seconds": 3.0,
+            "turnaround_seconds": 0,
+        }
+        values.update(settings)
+        self.settings = Settings(**values)
+        self.agents: list[AgentProcess] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="testbed", daemon=True)
+        self._stack = contextlib.AsyncExitStack()
+        self.controller = None
+        self.app: web.Application | None = None
+        self.url = ""
+
+    def call(self, coroutine, timeout: float = 60.0):
+        """Runs a coroutine on the server's loop (e.g. a service call) and returns its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def start(self) -> Testbed:
+        self._thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        from controller.app import open_controller
+
+        self.controller = await self._stack.enter_async_context(
+            open_controller(self.settings, run_scheduler=True)
+        )
+        self.app = create_app(self.settings, controller=self.controller)
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        try:
+            self.call(self._stack.aclose())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    # -- set-up through the service layer (what an operator does with the CLI) ---------------
+
+    def create_user(self, email: str, *, admin: bool = False, authorized: bool = True):
+        return self.call(
+            self.controller.accounts.create_user(email, PASSWORD, admin=admin, authorized=authorized)
+        )
+
+    def api_token(self, email: str) -> str:
+        return self.call(self.controller.accounts.create_api_token(email, "tests"))
+
+    def register_agents(self, admin_email: str, agents: list[AgentProcess]) -> None:
+        admin = self.call(self.controller.accounts.get_user(admin_email))
+
+        async def register() -> None:
+            for agent in agents:
+                await self.controller.agents.add_agent(
+                    admin, agent.spec.name, agent.spec.type, agent.host, agent.port, agent.spec.token
+                )
+            await self.controller.inventory.list_nodes(refresh=True)
+
+        self.call(register())
+        self.agents.extend(agents)
+
+
+# ---------------------------------------------------------------------------------------------
+# a small HTTP client that keeps cookies and finds the CSRF token
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    @property
+    def location(self) -> str:
+        return self.headers.get("Location", "")
+
+
+@dataclass
+class Client:
+    base_url: str
+    cookies: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        form: Mapping[str, Any] | Iterable[tuple[str, str]] | None = None,
+        json: Any = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        parts = urlsplit(self.base_url)
+        sent_headers = dict(headers or {})
+        if form is not None:
+            body = urlencode(list(form.items()) if isinstance(form, Mapping) else list(form)).encode()
+            sent_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        elif json is not None:
+            body = jsonlib.dumps(json).encode()
+            sent_headers.setdefault("Content-Type", "application/json")
+        if self.cookies:
+            sent_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if self.token is not None:
+            sent_headers.setdefault("Authorization", f"Bearer {self.token}")
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=sent_headers)
+            raw = connection.getresponse()
+            response = Response(raw.status, raw.headers, raw.read())
+        finally:
+            connection.close()
+        for header in response.headers.get_all("Set-Cookie") or []:
+            cookie = SimpleCookie()
+            cookie.load(header)
+            for name, morsel in cookie.items():
+                if morsel.value == "" or morsel["max-age"] == "0":
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> Response:
+        return self.request("GET", path, **kwargs)
+
+    def csrf_token(self) -> str:
+        page = self.get("/login")
+        match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        if not match:
+            page = self.get("/settings")
+            match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert match, f"no CSRF token on the page ({page.status})"
+        return match.group(1)
+
+    def post(self, path: str, form: Mapping[str, Any] | Iterable[tuple[str, str]] = (), *,
+             csrf: bool = True) -> Response:
+        fields = list(form.items()) if isinstance(form, Mapping) else list(form)
+        if csrf:
+            fields.append(("csrf_token", self.csrf_token()))
+        return self.request("POST", path, form=fields)
+
+    def login(self, email: str, password: str = PASSWORD) -> Response:
+        response = self.post("/login", {"email": email, "password": password})
+        assert response.status == 303, (response.status, response.text[:500])
+        return response
