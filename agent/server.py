@@ -209,7 +209,11 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
 
 async def build_server(service: AgentService, token: str, listen: str) -> tuple[grpc.aio.Server, int]:
     """Creates and binds the server (not started); returns it and the bound port."""
-    server = grpc.aio.server(interceptors=[TokenInterceptor(token)])
+    # Without SO_REUSEPORT a second agent configured on the same port fails to start instead of
+    # silently sharing the port with the first.
+    server = grpc.aio.server(
+        interceptors=[TokenInterceptor(token)], options=[("grpc.so_reuseport", 0)]
+    )
     agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,0 +1,253 @@
+"""Actions through real agents: every process of every node type, hard reboots, lost, state_idx,
+durability of each transition before the next step, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from agent.app import open_agent
+from agent.clock import FastClock
+from agent.dbworker import DbWorker, GroupCommitter
+from agent.domain import ActionRecord
+from agent.executor import Executor, Timing
+from agent.store import Store
+from edgebed.v1 import agent_pb2 as pb
+from edgebed.v1 import agent_pb2_grpc
+from nodetypes import load_node_type
+from nodetypes.base import DONE, NodeRef, NodeType, Poll, StateSpec, Step, process
+from tests.agent.conftest import AUTH, make_settings
+
+ENVIRONMENTS = {
+    "raspberry": "raspios-lite-arm64",
+    "node": "debian-12",
+    "sensor": "riot-2024.10-gnrc-networking",
+}
+FAST_TIMING = Timing(poll_seconds=0.005, retry_seconds=0.005, watchdog_seconds=0.005)
+
+
+async def _start_all(stub, names, process, environment="", **properties):
+    for name in names:
+        await stub.StartAction(
+            pb.StartActionRequest(
+                node_name=name, process=process, environment=environment, properties=properties
+            ),
+            metadata=AUTH,
+            timeout=5,
+        )
+
+
+async def _states(stub) -> dict[str, pb.ActionState]:
+    reply = await stub.GetActionState(pb.GetActionStateRequest(), metadata=AUTH, timeout=5)
+    return {action.node_name: action for action in reply.actions}
+
+
+def _entered_states(transitions, node_name) -> list[tuple[int, str]]:
+    """The (state_idx, state) entered by the node's last action, in order."""
+    mine = [t for t in transitions if t.node_name == node_name]
+    last = mine[-1].action_id
+    return [(t.state_idx, t.state) for t in mine if t.action_id == last and t.event == "enter"]
+
+
+@pytest.mark.parametrize("node_type", ["raspberry", "node", "sensor"])
+async def test_deploy_reboot_destroy_reach_their_final_states(tmp_path, node_type) -> None:
+    settings = make_settings(tmp_path, node_type, sim_nodes=4)
+    expected = load_node_type(node_type).processes
+    async with open_agent(settings) as agent:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            names = [n.name for n in (await stub.GetNodes(pb.GetNodesRequest(), metadata=AUTH, timeout=5)).nodes]
+            for proc, final in (("deploy", "deployed"), ("reboot", "rebooted"), ("destroy", "destroyed")):
+                await _start_all(stub, names, proc, ENVIRONMENTS[node_type])
+                await asyncio.wait_for(agent.executor.wait_idle(), 20)
+                states = await _states(stub)
+                assert {s.state for s in states.values()} == {final}
+                assert all(s.final and s.process == proc for s in states.values())
+                assert all(s.state_idx == len(expected[proc].states) - 1 for s in states.values())
+                transitions = await agent.db(agent.store.transitions)
+                for name in names:
+                    # Every state of the process, in order, none skipped (a state may repeat).
+                    assert _entered_states(transitions, name) == list(
+                        enumerate(expected[proc].state_names)
+                    )
+            # The simulated hardware followed: destroyed nodes have blank disks.
+            machines = await agent.db(agent.store.sim_machines)
+            assert machines and all(m["disk_image"] == "" for m in machines.values())
+
+
+async def test_deploy_configures_the_simulated_card(tmp_path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIh7Wd3pOX7sK0m7v6kq5r3cQ1bGxY0d0m4a2o8mYfJq me@lab"
+    async with open_agent(make_settings(tmp_path, sim_nodes=1)) as agent:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            await _start_all(
+                stub, ["rpi-001"], "deploy", "ubuntu-24.04-arm64",
+                ssh_key=key, os_password="correct horse", partition_size="16G", hostname="exp-1",
+            )
+            await asyncio.wait_for(agent.executor.wait_idle(), 20)
+        machine = next(iter((await agent.db(agent.store.sim_machines)).values()))
+        action = await agent.db(agent.store.get_action, "rpi-001")
+    assert machine["disk_image"] == "ubuntu-24.04-arm64" and machine["powered"]
+    assert machine["disk_settings"] == {
+        "partition_size": "16G", "hostname": "exp-1", "password_set": "yes",
+        "user": "ubuntu", "ssh_keys": "1",
+    }
+    assert not machine["network_boot"]
+    # The password is not kept once the action is over.
+    assert "os_password" not in action.properties and action.properties["ssh_key"] == key
+
+
+async def test_progress_is_reported_during_the_copy(tmp_path) -> None:
+    # time_scale 0.01: the 2.7 GB copy at 20 MB/s lasts about 1.35 s.
+    async with open_agent(make_settings(tmp_path, sim_nodes=1, sim_time_scale=0.01)) as agent:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            await _start_all(stub, ["rpi-001"], "deploy", "raspios-lite-arm64")
+            seen = set()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                action = (await _states(stub))["rpi-001"]
+                if action.state == "copy_image":
+                    seen.add(action.progress)
+                if action.final:
+                    break
+                await asyncio.sleep(0.05)
+    assert action.state == "deployed"
+    assert any(0 < p < 100 for p in seen), seen
+
+
+async def test_hung_steps_are_hard_rebooted_and_still_deployed(tmp_path) -> None:
+    # A fast clock makes the 120-300 s before_reboot timeouts last a few tenths of a second.
+    settings = make_settings(tmp_path, sim_nodes=16, sim_failure_rate=0.25, sim_seed=11)
+    async with open_agent(settings, clock=FastClock(1500), timing=FAST_TIMING) as agent:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            names = [f"rpi-{i:03d}" for i in range(1, 17)]
+            await _start_all(stub, names, "deploy", "raspios-lite-arm64")
+            await asyncio.wait_for(agent.executor.wait_idle(), 40)
+            states = await _states(stub)
+            transitions = await agent.db(agent.store.transitions)
+    assert all(s.final for s in states.values())
+    assert [n for n, s in states.items() if s.state != "deployed"] == []
+    rebooted = [n for n, s in states.items() if s.reboots > 0]
+    assert rebooted, "with failure_rate 0.25 some deployment should have needed a hard reboot"
+    for name in rebooted:
+        reboots = [t for t in transitions if t.node_name == name and t.event == "reboot"]
+        assert len(reboots) == states[name].reboots
+    expected = load_node_type("raspberry").processes["deploy"].state_names
+    for name in names:
+        assert _entered_states(transitions, name) == list(enumerate(expected))
+
+
+async def test_a_step_that_never_completes_ends_lost(tmp_path) -> None:
+    clock = FastClock(5000)
+    settings = make_settings(tmp_path, sim_nodes=2, sim_failure_rate=1.0)
+    async with open_agent(settings, clock=clock, timing=FAST_TIMING) as agent:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            began = clock.monotonic()
+            await _start_all(stub, ["rpi-001"], "deploy", "raspios-lite-arm64")
+            await asyncio.wait_for(agent.executor.wait_idle(), 20)
+            ended = clock.monotonic()
+            action = (await _states(stub))["rpi-001"]
+            transitions = await agent.db(agent.store.transitions, "rpi-001")
+    spec = load_node_type("raspberry").processes["deploy"].states[3]
+    assert spec.name == "wait_netboot_ssh" and spec.lost == 1200
+    # Every boot hangs: the state is rebooted every before_reboot seconds, then given up.
+    assert action.state == "lost" and action.final and action.state_idx == 3
+    assert action.reboots >= spec.lost // spec.before_reboot - 2
+    assert ended - began >= spec.lost
+    assert [t.event for t in transitions][-1] == "lost"
+
+
+# A node type written for the test: "a" appears twice; each step records what it saw.
+
+
+def _recording_type(calls: list, check_committed) -> NodeType:
+    async def exec_(ctx):
+        calls.append(("exec", ctx.node.name))
+        await check_committed(ctx.node.name)
+
+    async def post(ctx):
+        calls.append(("post", ctx.node.name))
+        return DONE
+
+    async def slow_post(ctx):
+        calls.append(("slow", ctx.node.name))
+        return Poll(done=len([c for c in calls if c[0] == "slow"]) >= 3, progress=50)
+
+    return NodeType(
+        name="raspberry",
+        processes={
+            "deploy": process(
+                "deploy", StateSpec("a"), StateSpec("b"), StateSpec("a"), StateSpec("c"),
+                StateSpec("deployed"),
+            )
+        },
+        steps={"a": Step(exec=exec_, post=post), "b": Step(exec=exec_), "c": Step(post=slow_post)},
+        properties=(),
+        default_environments=(),
+        sim_node_properties=lambda i: {"ip": f"10.0.0.{i}"},
+        drivers={},
+    )
+
+
+async def test_a_state_twice_in_a_process_and_each_transition_durable_before_the_next_step(tmp_path) -> None:
+    database = str(tmp_path / "custom.sqlite")
+    store = Store(database)
+    worker = DbWorker("test")
+    await worker.call(store.open)
+    reader = Store(database)
+    seen_states: list[tuple[str, int]] = []
+
+    async def check_committed(node_name):
+        # Another connection sees the state this step belongs to: it was committed first.
+        record = await asyncio.to_thread(reader.get_action, node_name)
+        seen_states.append((record.state, record.state_idx))
+
+    calls: list = []
+    node_type = _recording_type(calls, check_committed)
+    committer = GroupCommitter(worker, store.apply)
+    committer.start()
+    executor = Executor(node_type, driver=None, write=committer.write, timing=FAST_TIMING)
+    executor.start_watchdog()
+    record = ActionRecord(
+        node_name="n1", node_ip="10.0.0.1", environment="", process="deploy", state="a",
+        state_idx=0, updated_at=int(time.time()), action_id=1,
+    )
+    await executor.start(record, NodeRef("n1", {"ip": "10.0.0.1"}))
+    await asyncio.wait_for(executor.wait_idle(), 10)
+    await executor.stop()
+    await committer.close()
+    final = await worker.call(store.get_action, "n1")
+    transitions = await worker.call(store.transitions, "n1")
+    await worker.call(store.close)
+    worker.shutdown()
+    assert [c[0] for c in calls] == ["exec", "post", "exec", "exec", "post", "slow", "slow", "slow"]
+    assert seen_states == [("a", 0), ("b", 1), ("a", 2)]
+    assert [(t.state_idx, t.state) for t in transitions] == [
+        (0, "a"), (1, "b"), (2, "a"), (3, "c"), (4, "deployed")
+    ]
+    assert final.state == "deployed" and final.state_idx == 4
+
+
+async def test_a_restarted_agent_resumes_unfinished_actions(tmp_path) -> None:
+    settings = make_settings(tmp_path, sim_nodes=5, sim_time_scale=0.01)
+    async with open_agent(settings) as agent:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            await _start_all(stub, [f"rpi-{i:03d}" for i in range(1, 6)], "deploy", "raspios-lite-arm64")
+            await asyncio.sleep(0.6)
+        unfinished_before = await agent.db(agent.store.unfinished_actions)
+    assert unfinished_before, "the agent should have stopped mid-way"
+    async with open_agent(settings) as agent:
+        await asyncio.wait_for(agent.executor.wait_idle(), 20)
+        actions = await agent.db(agent.store.list_actions)
+        transitions = await agent.db(agent.store.transitions)
+    assert {a.state for a in actions} == {"deployed"}
+    expected = load_node_type("raspberry").processes["deploy"].state_names
+    for action in actions:
+        assert _entered_states(transitions, action.node_name) == list(enumerate(expected))

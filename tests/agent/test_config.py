@@ -1,0 +1,134 @@
+"""The agent's configuration: one line naming the key and the file for every mistake."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.app import open_agent, start_agent
+from agent.settings import load_settings
+from edgebed.config import ConfigError
+from tests.agent.conftest import make_settings
+from tests.agent.helpers import ROOT, edgebed_command, write_config
+
+GOOD = dict(
+    name="rpi", type="raspberry", listen="127.0.0.1:0", token="t0ken", database="var/agent.sqlite"
+)
+
+
+def _without(key: str) -> dict:
+    return {k: v for k, v in GOOD.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (_without("name"), "key 'name' is missing"),
+        (_without("type"), "key 'type' is missing"),
+        (_without("listen"), "key 'listen' is missing"),
+        (_without("token"), "key 'token' is missing"),
+        (_without("database"), "key 'database' is missing"),
+        ({**GOOD, "type": "toaster"}, "key 'type' must be one of"),
+        ({**GOOD, "listen": "50051"}, "key 'listen' must be 'host:port'"),
+        ({**GOOD, "listen": "127.0.0.1:70000"}, "key 'listen' must end with a port number"),
+        ({**GOOD, "token": ""}, "key 'token' must not be empty"),
+        ({**GOOD, "token": "two words"}, "key 'token' must not contain spaces"),
+        ({**GOOD, "name": "my agent"}, "key 'name' must be letters"),
+        ({**GOOD, "database": " "}, "key 'database' must not be empty"),
+        ({**GOOD, "driver": "magic"}, "key 'driver' must be one of"),
+        ({**GOOD, "port": 50051}, "unknown key 'port'"),
+        ({**GOOD, "sim": {"nodes": -1}}, "key 'sim.nodes' must be between"),
+        ({**GOOD, "sim": {"nodes": "ten"}}, "key 'sim.nodes' must be an integer"),
+        ({**GOOD, "sim": {"time_scale": -0.5}}, "key 'sim.time_scale' must be between"),
+        ({**GOOD, "sim": {"failure_rate": 1.5}}, "key 'sim.failure_rate' must be between"),
+        ({**GOOD, "sim": {"colour": 1}}, "unknown key 'sim.colour'"),
+    ],
+)
+def test_a_bad_key_is_named_with_the_file(tmp_path, keys, expected) -> None:
+    path = write_config(tmp_path / "agent.toml", **keys)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    message = str(caught.value)
+    assert message.startswith(str(path)) and expected in message
+    assert "\n" not in message
+
+
+def test_environment_variables_override_keys(tmp_path) -> None:
+    path = write_config(tmp_path / "agent.toml", **GOOD)
+    settings = load_settings(
+        path, env={"EDGEBED_TOKEN": "from-env", "EDGEBED_SIM_NODES": "3", "EDGEBED_SIM_TIME_SCALE": "0"}
+    )
+    assert settings.token == "from-env" and settings.sim_nodes == 3 and settings.sim_time_scale == 0
+    assert "from-env" not in repr(settings)
+
+
+def test_the_cli_reports_a_missing_key_in_one_line(tmp_path) -> None:
+    path = write_config(tmp_path / "agent.toml", **_without("token"))
+    result = subprocess.run(
+        edgebed_command("agent", "--config", str(path)), cwd=ROOT, capture_output=True,
+        text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == f"edgebed: {path}: key 'token' is missing"
+
+
+def test_the_cli_reports_a_missing_file(tmp_path) -> None:
+    result = subprocess.run(
+        edgebed_command("agent", "--config", str(tmp_path / "nope.toml")), cwd=ROOT,
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"edgebed: {tmp_path / 'nope.toml'}: no such configuration file"
+
+
+async def test_the_real_driver_is_refused_with_a_clear_message(tmp_path) -> None:
+    settings = make_settings(tmp_path, driver="real", source="agent.toml")
+    with pytest.raises(ConfigError) as caught:
+        await start_agent(settings)
+    assert str(caught.value).startswith("agent.toml: key 'driver' is 'real'")
+    assert "not available yet" in str(caught.value)
+
+
+async def test_a_database_of_another_type_is_refused(tmp_path) -> None:
+    async with open_agent(make_settings(tmp_path, database=str(tmp_path / "a.sqlite"))):
+        pass
+    settings = make_settings(tmp_path, "sensor", database=str(tmp_path / "a.sqlite"), source="s.toml")
+    with pytest.raises(ConfigError) as caught:
+        await start_agent(settings)
+    assert "s.toml: key 'type' is 'sensor'" in str(caught.value)
+
+
+async def test_one_database_serves_one_agent_at_a_time(tmp_path) -> None:
+    async with open_agent(make_settings(tmp_path)):
+        with pytest.raises(ConfigError) as caught:
+            await start_agent(make_settings(tmp_path, name="rpi2", source="b.toml"))
+    assert "b.toml: key 'database'" in str(caught.value) and "in use" in str(caught.value)
+
+
+async def test_a_port_in_use_is_reported_as_the_listen_key(tmp_path) -> None:
+    async with open_agent(make_settings(tmp_path)) as first:
+        settings = make_settings(
+            tmp_path, name="rpi2", database=str(tmp_path / "b.sqlite"),
+            listen=f"127.0.0.1:{first.port}", source="b.toml",
+        )
+        with pytest.raises(ConfigError) as caught:
+            await start_agent(settings)
+    assert str(caught.value).startswith("b.toml: key 'listen'")
+
+
+async def test_a_peewee_url_and_wal_mode(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'url.sqlite'}"
+    async with open_agent(make_settings(tmp_path, database=url)) as agent:
+        assert await agent.db(agent.store.journal_mode) == "wal"
+        assert len(await agent.service.get_nodes([])) == 6
+    with pytest.raises(ConfigError) as caught:
+        await start_agent(make_settings(tmp_path, database="postgresqlx://x/y", source="c.toml"))
+    assert str(caught.value).startswith("c.toml: key 'database' is not usable")
+
+
+def test_example_config_is_valid() -> None:
+    settings = load_settings(Path(ROOT, "scripts", "agent.example.toml"), env={})
+    assert settings.type in ("raspberry", "node", "sensor") and settings.driver == "sim"
