@@ -96,6 +96,22 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
     )
 
 
+class _HideQueryParameters(logging.Filter):
+    """Peewee logs every query with its parameters at DEBUG; those carry password hashes, API
+    token hashes and secret action properties (os_password). Keep the SQL, drop the values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, tuple) and len(record.msg) == 2:
+            record.msg = (record.msg[0], "<parameters hidden>")
+        return True
+
+
+def hide_query_parameters() -> None:
+    peewee_log = logging.getLogger("peewee")
+    if not any(isinstance(f, _HideQueryParameters) for f in peewee_log.filters):
+        peewee_log.addFilter(_HideQueryParameters())
+
+
 def is_sqlite(db: pw.Database) -> bool:
     return isinstance(db, pw.SqliteDatabase)
 
@@ -501,6 +517,10 @@ class ScheduleChange:
 # The store
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be opened or migrated; the message says why (never a password)."""
+
+
 class Store:
     def __init__(self, url: str, *, workers: int = 8) -> None:
         self.url = url
@@ -513,10 +533,16 @@ class Store:
     # -- life cycle -----------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._db = open_database(self.url, max_connections=self._workers + 4)
-        self._proxy.initialize(self._db)
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="edgebed-db")
-        await self._run(self._migrate)
+        hide_query_parameters()
+        try:
+            self._db = open_database(self.url, max_connections=self._workers + 4)
+            self._proxy.initialize(self._db)
+            self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="edgebed-db")
+            await self._run(self._migrate)
+        except (pw.DatabaseError, pw.InterfaceError, OSError, ValueError, RuntimeError) as exc:
+            await self.close()
+            lines = str(exc).strip().splitlines()
+            raise StoreUnavailable(lines[0] if lines else type(exc).__name__) from exc
 
     def _migrate(self) -> int:
         assert self._db is not None

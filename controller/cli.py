@@ -1,0 +1,135 @@
+"""`edgebed controller` and `edgebed admin ...`: the controller's command line handlers.
+
+Each handler gets the parsed arguments from edgebed/cli.py and returns an exit code. Bad input
+raises UsageError or ConfigError, which edgebed/cli.py prints as one line (exit code 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.errors import ServiceError
+from controller.settings import Settings, load_settings
+from controller.store import Store, StoreUnavailable
+from edgebed.cli import UsageError
+from edgebed.config import ConfigError, split_host_port
+
+log = logging.getLogger(__name__)
+
+
+def _setup_logging(level: int) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _redacted(url: str) -> str:
+    """The database URL without its password, for error messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def database_error(settings: Settings, exc: Exception) -> ConfigError:
+    return ConfigError(f"database {_redacted(settings.database)}: cannot open: {exc}")
+
+
+async def _check_database(settings: Settings) -> None:
+    """Opens (and migrates) the database once, so a bad one stops start-up with one line."""
+    store = Store(settings.database, workers=1)
+    try:
+        await store.open()
+    except StoreUnavailable as exc:
+        raise database_error(settings, exc) from None
+    await store.close()
+
+
+def run_controller(args: Any) -> int:
+    """Loads the settings and runs the web application (pages, API, /metrics, scheduler)."""
+    settings = load_settings(args.config)
+    settings.secret_key()  # a bad key file stops start-up here, with its name
+    asyncio.run(_check_database(settings))
+    _setup_logging(logging.INFO)
+    from aiohttp import web
+
+    try:
+        from web.app import create_app
+    except ImportError as exc:
+        raise ConfigError(f"the web application cannot be loaded: {exc}") from None
+    host, port = split_host_port(settings.listen)
+    web.run_app(create_app(settings), host=host, port=port, access_log=None)
+    return 0
+
+
+# -- edgebed admin ------------------------------------------------------------------------------
+
+
+def _read_password() -> tuple[str, bool]:
+    """(password, generated): stdin's first line, or a new one when stdin is a terminal or empty."""
+    stdin = sys.stdin
+    if stdin is not None and not stdin.isatty():
+        line = stdin.readline().rstrip("\r\n")
+        if line:
+            return line, False
+    return secrets.token_urlsafe(12), True
+
+
+def _read_token_file(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise UsageError(f"--token-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--token-file {path}: cannot read: {exc}") from None
+    if not token:
+        raise UsageError(f"--token-file {path}: the file is empty")
+    return token
+
+
+async def _admin(settings: Settings, args: Any) -> int:
+    from controller.app import open_controller
+
+    command = args.admin_command
+    # Read input before opening anything, so bad input fails fast and leaves no trace.
+    password, generated = _read_password() if command == "create-user" else ("", False)
+    token = _read_token_file(args.token_file) if command == "add-agent" else ""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            controller = await stack.enter_async_context(open_controller(settings, run_scheduler=False))
+        except StoreUnavailable as exc:
+            raise database_error(settings, exc) from None
+        try:
+            if command == "create-user":
+                user = await controller.accounts.create_user(
+                    args.email, password, admin=args.admin, authorized=args.authorized
+                )
+                roles = [r for r, on in (("admin", user.is_admin), ("authorized", user.is_authorized)) if on]
+                print(f"created user {user.email}" + (f" ({', '.join(roles)})" if roles else ""))
+                if generated:
+                    print(f"password: {password}")
+            elif command == "add-agent":
+                info = await controller.agents.register(args.name, args.type, args.ip, args.port, token)
+                detail = f"{info.node_count} nodes" if info.status == "connected" else info.last_error
+                print(f"agent {info.name} added: {info.status} ({detail})")
+            elif command == "api-token":
+                print(await controller.accounts.create_api_token(args.email, label="cli"))
+            else:
+                raise UsageError(f"unknown admin command {command!r}")
+        except ServiceError as exc:
+            raise UsageError(exc.message) from None
+    return 0
+
+
+def run_admin(args: Any) -> int:
+    settings = load_settings(args.config)
+    _setup_logging(logging.WARNING)
+    return asyncio.run(_admin(settings, args))
