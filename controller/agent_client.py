@@ -226,19 +226,16 @@ class AgentClient:
 
         Returns the updated record and the node type description (None when it did not answer).
         """
-        self._flagged.discard(agent.name)
+        # A fresh channel: the old one may sit in gRPC's reconnect back-off after failures,
+        # and would refuse at once an agent that has just come back.
+        await self.forget(agent.name)
         try:
             response = await self._call(agent, "DescribeNodeType", pb.DescribeNodeTypeRequest(), force=True)
-        except AgentUnavailable as exc:
-            last_error = WRONG_TOKEN if isinstance(exc, AgentRejectedToken) else None
-            if isinstance(exc, AgentRejectedToken) and agent.status != CONNECTED:
-                # A reconnect is not done while the token is refused.
-                self._flagged.add(agent.name)
+        except AgentUnavailable:
+            # _failure recorded the reason (no answer, or "wrong token" with the status kept).
             record = await self._store.get_agent(agent.name)
             if record is None:
                 raise NotFound(f"no agent named {agent.name}") from None
-            if last_error and record.last_error != last_error:
-                await self._store.set_agent_status(agent.name, last_error=last_error)
             return record, None
         info = node_type_from_pb(response)
         last_error = ""

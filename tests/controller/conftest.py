@@ -77,8 +77,8 @@ def fake_agents() -> Iterator[Callable[..., ServedAgent]]:
     """start(name, **FakeAgent kwargs) -> a served fake agent; all stopped at the end."""
     served: list[ServedAgent] = []
 
-    def start(name: str, **kwargs) -> ServedAgent:
-        agent = ServedAgent(FakeAgent(name, **kwargs))
+    def start(name: str, *, port: int = 0, **kwargs) -> ServedAgent:
+        agent = ServedAgent(FakeAgent(name, **kwargs), port=port)
         served.append(agent)
         return agent
 

@@ -234,11 +234,11 @@ class FakeAgent(pb_grpc.AgentServicer):
 class ServedAgent:
     """A FakeAgent on a real gRPC server bound to a free loopback port."""
 
-    def __init__(self, fake: FakeAgent, *, workers: int = 8) -> None:
+    def __init__(self, fake: FakeAgent, *, workers: int = 8, port: int = 0) -> None:
         self.fake = fake
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
         pb_grpc.add_AgentServicer_to_server(fake, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.server.start()
 
     def stop(self) -> None:
