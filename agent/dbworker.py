@@ -52,7 +52,8 @@ class GroupCommitter:
 
     async def write(self, changes: Sequence[Any]) -> None:
         """Returns once `changes` are committed. A caller cancelled meanwhile does not cancel the
-        write: what was handed over is committed, and close() waits for it."""
+        write: what is queued is committed (its future is merely cancelled), and close() waits
+        for it."""
         if self._closing:
             raise StoreClosed("the agent is stopping")
         future = asyncio.get_running_loop().create_future()
@@ -60,7 +61,7 @@ class GroupCommitter:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queue.append((changes, future))
         self._wakeup.set()
-        await asyncio.shield(future)
+        await future
 
     async def _run(self) -> None:
         while True:

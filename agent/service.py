@@ -165,21 +165,20 @@ class AgentService:
             )
         environment = environment or given_environment
         self._check_properties(properties)
-        node = await self._db.call(self._store.get_node, node_name)
-        if node is None:
-            raise NotFound(f"no node named {node_name!r}")
         with self._claim(node_name):
-            previous = await self._db.call(self._store.get_action, node_name)
+            node, previous, spec = await self._db.call(
+                self._store.action_inputs, node_name, environment if process == "deploy" else ""
+            )
+            if node is None:
+                raise NotFound(f"no node named {node_name!r}")
             if previous is not None and not previous.final:
                 raise Busy(
                     f"node {node_name!r} is busy: {previous.process} is in state "
                     f"{previous.state!r}"
                 )
-            spec = None
             if process == "deploy":
                 if not environment:
                     raise InvalidArgument("environment is empty: deploy needs one")
-                spec = await self._db.call(self._store.get_environment, environment)
                 if spec is None:
                     known = await self.list_environments()
                     raise InvalidArgument(
@@ -190,6 +189,8 @@ class AgentService:
                 # Reboot and destroy act on what was deployed last.
                 environment = previous.environment
                 spec = previous.environment_spec
+            else:
+                environment = ""
             first = processes[process].states[0].name
             now = time.time()
             record = ActionRecord(

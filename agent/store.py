@@ -386,6 +386,16 @@ class Store:
         row = self._m.Action.get_or_none(self._m.Action.node_name == name)
         return None if row is None else _action_from_row(row)
 
+    def action_inputs(
+        self, node_name: str, environment: str
+    ) -> tuple[NodeRecord | None, ActionRecord | None, Environment | None]:
+        """What StartAction needs, in one trip to the database thread."""
+        node = self.get_node(node_name)
+        if node is None:
+            return None, None, None
+        previous = self.get_action(node_name)
+        return node, previous, self.get_environment(environment) if environment else None
+
     def unfinished_actions(self) -> list[ActionRecord]:
         return [action for action in self.list_actions() if not action.final]
 

@@ -16,7 +16,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from nodetypes.base import CopyStatus, DriverError, NodeRef
 
@@ -64,6 +64,18 @@ class Machine:
     disk_image: str = ""
     # What commands left on the disk: partition_size, hostname, user, keys, ...
     disk_settings: dict[str, str] = field(default_factory=dict)
+
+    def to_saved(self) -> dict:
+        # Cheaper than dataclasses.asdict, which deep-copies: this runs on every change.
+        return {
+            "powered": self.powered,
+            "powered_at": self.powered_at,
+            "booted_from": self.booted_from,
+            "boot_hangs": self.boot_hangs,
+            "network_boot": self.network_boot,
+            "disk_image": self.disk_image,
+            "disk_settings": dict(self.disk_settings),
+        }
 
     @classmethod
     def from_saved(cls, saved: Mapping) -> "Machine":
@@ -116,7 +128,7 @@ class SimHardware:
 
     async def _save(self, node: NodeRef) -> None:
         if self._options.save is not None:
-            await self._options.save(node.hardware_id, asdict(self.machine(node)))
+            await self._options.save(node.hardware_id, self.machine(node).to_saved())
 
     # Power and boot.
 

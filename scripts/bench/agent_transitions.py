@@ -1,0 +1,77 @@
+"""Committed state transitions per second: 1000 simulated raspberry nodes deploying at once with
+time_scale 0, so that the executor and its grouped commits are all that is measured.
+
+    .venv/bin/python scripts/bench/agent_transitions.py [--nodes 1000] [--type raspberry]
+
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from agent.app import open_agent  # noqa: E402
+from agent.settings import AgentSettings  # noqa: E402
+from edgebed.v1 import agent_pb2 as pb  # noqa: E402
+from edgebed.v1 import agent_pb2_grpc  # noqa: E402
+
+TOKEN = "bench-token"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
+async def run(nodes: int, node_type: str, data: Path) -> None:
+    settings = AgentSettings(
+        name="bench", type=node_type, listen="127.0.0.1:0", token=TOKEN,
+        database=str(data / "bench.sqlite"), sim_nodes=nodes, sim_time_scale=0.0,
+    )
+    async with open_agent(settings) as agent:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            environment = (await stub.ListEnvironments(
+                pb.ListEnvironmentsRequest(), metadata=AUTH, timeout=10)).environments[0].name
+            names = [n.name for n in (await stub.GetNodes(pb.GetNodesRequest(), metadata=AUTH, timeout=10)).nodes]
+            transactions_before = agent.committer.transactions
+            began = time.perf_counter()
+            await asyncio.gather(*[
+                stub.StartAction(
+                    pb.StartActionRequest(node_name=name, process="deploy", environment=environment),
+                    metadata=AUTH, timeout=60,
+                )
+                for name in names
+            ])
+            started = time.perf_counter()
+            await agent.executor.wait_idle()
+            ended = time.perf_counter()
+            states = await stub.GetActionState(pb.GetActionStateRequest(), metadata=AUTH, timeout=10)
+        transitions = [t for t in await agent.db(agent.store.transitions) if t.event == "enter"]
+        transactions = agent.committer.transactions - transactions_before
+    deployed = sum(a.state == "deployed" for a in states.actions)
+    elapsed = ended - began
+    print(f"nodes: {nodes} ({node_type}), deployed: {deployed}")
+    print(f"committed transitions: {len(transitions)} (every state entered, the first included)")
+    print(f"StartAction calls done after {started - began:.2f} s; all deployed after {elapsed:.2f} s")
+    print(f"transitions per second: {len(transitions) / elapsed:,.0f}")
+    print(f"transactions: {transactions}, mean changes per transaction: "
+          f"{agent.committer.changes / max(agent.committer.transactions, 1):.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--type", default="raspberry", choices=("raspberry", "node", "sensor"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as data:
+        asyncio.run(run(args.nodes, args.type, Path(data)))
+
+
+if __name__ == "__main__":
+    main()
