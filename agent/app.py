@@ -129,6 +129,7 @@ class RunningAgent:
     store: Store
     committer: GroupCommitter
     _server: grpc.aio.Server
+    _health: object
     _worker: DbWorker
     _lock: _DatabaseLock
     _stopped: bool = False
@@ -147,6 +148,7 @@ class RunningAgent:
         if self._stopped:
             return
         self._stopped = True
+        await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         await self.executor.stop()
         await self.committer.close()
@@ -202,7 +204,7 @@ async def start_agent(
             executor=executor,
         )
         try:
-            server, port = await build_server(service, settings.token, settings.listen)
+            server, port, health = await build_server(service, settings.token, settings.listen)
         except RuntimeError as exc:
             await committer.close()
             await worker.call(store.close)
@@ -221,7 +223,8 @@ async def start_agent(
              settings.driver, host, port)
     return RunningAgent(
         settings=settings, host=host, port=port, service=service, executor=executor,
-        store=store, committer=committer, _server=server, _worker=worker, _lock=lock,
+        store=store, committer=committer, _server=server, _health=health, _worker=worker,
+        _lock=lock,
     )
 
 

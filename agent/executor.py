@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from agent.clock import Clock, SystemClock
 from agent.domain import ActionRecord, TransitionRecord
@@ -59,7 +59,6 @@ class _Run:
     last_progress: float = 0.0
     verdict: str | None = None
     failures: int = 0
-    history: list[str] = field(default_factory=list)
 
 
 class Executor:
@@ -239,17 +238,24 @@ class Executor:
     async def _watch_timers(self) -> None:
         while True:
             await asyncio.sleep(self._timing.watchdog_seconds)
-            now = self._clock.monotonic()
-            for run in list(self._runs.values()):
-                task, spec = run.watched, run.spec
-                if task is None or task.done() or spec is None or run.verdict is not None:
-                    continue
-                if spec.lost and now - run.state_entered >= spec.lost:
-                    run.verdict = LOST
-                    task.cancel()
-                elif spec.before_reboot and now - run.last_progress >= spec.before_reboot:
-                    run.verdict = REBOOT
-                    task.cancel()
+            try:
+                self._check_timers()
+            except Exception:
+                # The watchdog must outlive a bad clock reading or a bug in one check.
+                log.exception("watchdog check failed")
+
+    def _check_timers(self) -> None:
+        now = self._clock.monotonic()
+        for run in list(self._runs.values()):
+            task, spec = run.watched, run.spec
+            if task is None or task.done() or spec is None or run.verdict is not None:
+                continue
+            if spec.lost and now - run.state_entered >= spec.lost:
+                run.verdict = LOST
+                task.cancel()
+            elif spec.before_reboot and now - run.last_progress >= spec.before_reboot:
+                run.verdict = REBOOT
+                task.cancel()
 
     def _context(self, run: _Run) -> StepContext:
         return StepContext(

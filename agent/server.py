@@ -207,8 +207,11 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         return agent_pb2.RenameNodeResponse(node=node_to_pb(node))
 
 
-async def build_server(service: AgentService, token: str, listen: str) -> tuple[grpc.aio.Server, int]:
-    """Creates and binds the server (not started); returns it and the bound port."""
+async def build_server(
+    service: AgentService, token: str, listen: str
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Creates and binds the server (not started); returns it, the bound port and the health
+    servicer (set to NOT_SERVING when the agent stops)."""
     # Without SO_REUSEPORT a second agent configured on the same port fails to start instead of
     # silently sharing the port with the first.
     server = grpc.aio.server(
@@ -225,4 +228,4 @@ async def build_server(service: AgentService, token: str, listen: str) -> tuple[
         server,
     )
     port = server.add_insecure_port(listen)
-    return server, port
+    return server, port, health_servicer

@@ -161,6 +161,12 @@ def _define_models(database: peewee.Database) -> SimpleNamespace:
     return models
 
 
+def _chunks(names: list[str], size: int = 500) -> Iterable[list[str]]:
+    # SQLite takes a bounded number of variables per statement; a caller may send thousands.
+    for start in range(0, len(names), size):
+        yield names[start : start + size]
+
+
 def _upsert(model, rows: list[dict], batch: int) -> None:
     """INSERT ... ON CONFLICT (primary key) DO UPDATE: the same SQL on SQLite and PostgreSQL."""
     if not rows:
@@ -287,10 +293,13 @@ class Store:
         return [NodeRecord(name, props) for name, props in grouped.items()]
 
     def list_nodes(self, names: Sequence[str] = ()) -> list[NodeRecord]:
-        query = self._m.NodeProperty.select()
-        if names:
-            query = query.where(self._m.NodeProperty.node_name.in_(list(names)))
-        return self._nodes(query)
+        if not names:
+            return self._nodes(self._m.NodeProperty.select())
+        found: list[NodeRecord] = []
+        for chunk in _chunks(sorted(set(names))):
+            query = self._m.NodeProperty.select().where(self._m.NodeProperty.node_name.in_(chunk))
+            found += self._nodes(query)
+        return sorted(found, key=lambda node: node.name)
 
     def get_node(self, name: str) -> NodeRecord | None:
         nodes = self.list_nodes([name])
@@ -378,9 +387,12 @@ class Store:
 
     def list_actions(self, names: Sequence[str] = ()) -> list[ActionRecord]:
         query = self._m.Action.select().order_by(self._m.Action.node_name)
-        if names:
-            query = query.where(self._m.Action.node_name.in_(list(names)))
-        return [_action_from_row(row) for row in query]
+        if not names:
+            return [_action_from_row(row) for row in query]
+        found: list[ActionRecord] = []
+        for chunk in _chunks(sorted(set(names))):
+            found += [_action_from_row(row) for row in query.where(self._m.Action.node_name.in_(chunk))]
+        return sorted(found, key=lambda action: action.node_name)
 
     def get_action(self, name: str) -> ActionRecord | None:
         row = self._m.Action.get_or_none(self._m.Action.node_name == name)

@@ -284,3 +284,49 @@ async def test_get_action_state_is_batched(agent, stub) -> None:
     assert action.state_count == 13 and action.state_idx == 12
     assert action.node_ip == "10.10.0.2" and action.environment == "raspios-lite-arm64"
     assert action.updated_at > 1_700_000_000 and action.reboots == 0
+
+
+async def test_random_requests_never_give_unknown_or_internal(stub) -> None:
+    import random
+
+    rng = random.Random(2024)
+    pieces = [
+        "", "rpi-001", "rpi-002", "rpi-999", "deploy", "reboot", "destroy", "format",
+        "raspios-lite-arm64", "x" * 70, "é", "a b", "-lead", "../etc", "\x7f", "0" * 5000,
+        "ssh-ed25519 AAAA", "full", "8G", "os_password", "ssh_key", "partition_size",
+        "environment", "hostname",
+    ]
+
+    def pick() -> str:
+        return rng.choice(pieces)
+
+    allowed = {
+        grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS,
+    }
+    many_names = [f"n{i}" for i in range(40_000)]
+    requests = [("GetActionState", pb.GetActionStateRequest(node_names=many_names[:-1] + ["rpi-001"]))]
+    for _ in range(300):
+        properties = {pick(): pick() for _ in range(rng.randint(0, 3))}
+        requests.append(rng.choice([
+            ("StartAction", pb.StartActionRequest(
+                node_name=pick(), process=pick(), environment=pick(), properties=properties)),
+            ("GetNodes", pb.GetNodesRequest(node_names=[pick() for _ in range(rng.randint(0, 3))])),
+            ("GetActionState", pb.GetActionStateRequest(node_names=[pick() for _ in range(2)])),
+            ("AddNode", pb.AddNodeRequest(node_name=pick(), properties=properties)),
+            ("RenameNode", pb.RenameNodeRequest(node_name=pick(), new_name=pick())),
+            ("RemoveNode", pb.RemoveNodeRequest(node_name=pick())),
+            ("PutEnvironment", pb.PutEnvironmentRequest(environment=pb.Environment(
+                name=pick(), image=pick(), size_bytes=rng.randint(-5, 10**10), properties=properties))),
+            ("RemoveEnvironment", pb.RemoveEnvironmentRequest(name=pick())),
+        ]))
+    outcomes = set()
+    for method, request_message in requests:
+        try:
+            await getattr(stub, method)(request_message, metadata=AUTH, timeout=5)
+            outcomes.add("OK")
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() in allowed, (method, request_message, exc.code(), exc.details())
+            assert exc.details()
+            outcomes.add(exc.code())
+    assert "OK" in outcomes and grpc.StatusCode.INVALID_ARGUMENT in outcomes
