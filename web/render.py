@@ -4,6 +4,8 @@ for its forms, messages left by the previous request, the viewer's time zone).""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -16,8 +18,9 @@ from web.security import csrf_token
 TZ_COOKIE = "tz"  # the browser's IANA zone, set by static/edgebed.js
 
 
-def viewer_zone(request: web.Request):
-    return zone_or_utc(request.cookies.get(TZ_COOKIE))
+def viewer_zone(request: web.Request) -> ZoneInfo:
+    # The script writes the zone URL-encoded ("Europe%2FParis").
+    return zone_or_utc(unquote(request.cookies.get(TZ_COOKIE, ""))[:64])
 
 
 async def flash(request: web.Request, message: str, kind: str = "info") -> None:

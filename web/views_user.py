@@ -65,18 +65,23 @@ def _node_matches(node, filters: dict[str, str]) -> bool:
 
 
 def _filter_choices(nodes) -> dict[str, list[str]]:
-    """Per property (and type, agent), the values seen, for the filter menus."""
+    """Per property (and type, agent), the values seen, for the filter menus. A property whose
+    every value is different (ip, serial) picks single nodes, which ticking does better."""
     seen: dict[str, set[str]] = defaultdict(set)
+    holders: dict[str, int] = defaultdict(int)
     for node in nodes:
         seen["type"].add(node.type)
         seen["agent"].add(node.agent)
+        holders["type"] += 1
+        holders["agent"] += 1
         for name, value in node.properties.items():
+            holders[name] += 1
             if len(seen[name]) <= MAX_FILTER_CHOICES:
                 seen[name].add(value)
     return {
         name: sorted(values)
         for name, values in sorted(seen.items())
-        if 1 <= len(values) <= MAX_FILTER_CHOICES
+        if len(values) <= MAX_FILTER_CHOICES and (len(values) < holders[name] or holders[name] == 1)
     }
 
 
@@ -213,7 +218,7 @@ def _spec_view(spec, environments) -> dict[str, Any]:
     return {
         "name": spec.name,
         "required": spec.required,
-        "values": values,
+        "choices": values,
         "secret": spec.secret,
         "description": spec.description,
         "multiline": spec.name == "ssh_key",
