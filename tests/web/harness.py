@@ -230,6 +230,8 @@ class Client:
     base_url: str
     cookies: dict[str, str] = field(default_factory=dict)
     token: str | None = None
+    # The session's CSRF token, once read from a page (it lasts as long as the session).
+    csrf: str | None = None
 
     def request(
         self,
@@ -274,20 +276,26 @@ class Client:
         return self.request("GET", path, **kwargs)
 
     def csrf_token(self) -> str:
+        if self.csrf is not None:
+            return self.csrf
         page = self.get("/login")
         match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         if not match:
             page = self.get("/settings")
             match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         assert match, f"no CSRF token on the page ({page.status})"
-        return match.group(1)
+        self.csrf = match.group(1)
+        return self.csrf
 
     def post(self, path: str, form: Mapping[str, Any] | Iterable[tuple[str, str]] = (), *,
              csrf: bool = True) -> Response:
         fields = list(form.items()) if isinstance(form, Mapping) else list(form)
         if csrf:
             fields.append(("csrf_token", self.csrf_token()))
-        return self.request("POST", path, form=fields)
+        response = self.request("POST", path, form=fields)
+        if path in ("/login", "/logout"):
+            self.csrf = None  # a new session, a new token
+        return response
 
     def login(self, email: str, password: str = PASSWORD) -> Response:
         response = self.post("/login", {"email": email, "password": password})
