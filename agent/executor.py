@@ -197,7 +197,7 @@ class Executor:
         needs_reboot = False
         while True:
             if needs_reboot:
-                verdict = await self._watched(run, spec, self._hard_reboot(run, spec))
+                verdict = await self._watched(run, spec, self._hard_reboot(run))
                 if verdict == LOST:
                     return LOST
                 if verdict == REBOOT:
@@ -270,6 +270,9 @@ class Executor:
         step = self._type.steps[spec.name]
         ctx = self._context(run)
         run.failures = 0
+        # Progress counts from this attempt: a copy started again after a reboot makes progress
+        # from 0, not only once it passes where the hung copy stopped.
+        run.progress = 0
         if step.exec is not None:
             await self._retrying(run, spec.name, lambda: step.exec(ctx))
         if step.post is None:
@@ -307,7 +310,7 @@ class Executor:
         level = logging.INFO if run.failures == 1 else logging.DEBUG
         log.log(level, "%s: %s: %s (trying again)", run.record.node_name, what, exc)
 
-    async def _hard_reboot(self, run: _Run, spec: StateSpec) -> None:
+    async def _hard_reboot(self, run: _Run) -> None:
         run.failures = 0
         await self._retrying(run, "hard reboot", lambda: self._driver.hard_reboot(run.node))
 

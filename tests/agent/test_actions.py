@@ -252,3 +252,49 @@ async def test_a_restarted_agent_resumes_unfinished_actions(tmp_path) -> None:
     expected = load_node_type("raspberry").processes["deploy"].state_names
     for action in actions:
         assert _entered_states(transitions, action.node_name) == list(enumerate(expected))
+
+
+async def test_progress_after_a_hard_reboot_counts_from_zero(tmp_path) -> None:
+    """A copy that stalled at 90 % and starts again after the reboot is making progress at 10 %:
+    it must not be rebooted again for not passing 90 % within before_reboot."""
+    clock = FastClock(1000)
+    attempts: list[float] = []
+
+    class Driver:
+        reboots = 0
+
+        async def hard_reboot(self, node):
+            Driver.reboots += 1
+            attempts.append(time.monotonic())
+
+    async def copy_post(ctx):
+        if not attempts:
+            return Poll(done=False, progress=90)
+        percent = int((time.monotonic() - attempts[-1]) / 0.05) * 10
+        return Poll(done=percent >= 100, progress=min(percent, 100))
+
+    node_type = NodeType(
+        name="raspberry",
+        processes={"deploy": process("deploy", StateSpec("copy", before_reboot=100), StateSpec("deployed"))},
+        steps={"copy": Step(post=copy_post)},
+        properties=(), default_environments=(), sim_node_properties=lambda i: {}, drivers={},
+    )
+    store = Store(str(tmp_path / "copy.sqlite"))
+    worker = DbWorker("test")
+    await worker.call(store.open)
+    committer = GroupCommitter(worker, store.apply)
+    committer.start()
+    executor = Executor(node_type, Driver(), committer.write, clock=clock, timing=FAST_TIMING)
+    executor.start_watchdog()
+    record = ActionRecord(
+        node_name="n1", node_ip="", environment="", process="deploy", state="copy", state_idx=0,
+        updated_at=int(time.time()), action_id=1,
+    )
+    await executor.start(record, NodeRef("n1", {}))
+    await asyncio.wait_for(executor.wait_idle(), 10)
+    await executor.stop()
+    await committer.close()
+    final = await worker.call(store.get_action, "n1")
+    await worker.call(store.close)
+    worker.shutdown()
+    assert final.state == "deployed" and final.reboots == 1 and Driver.reboots == 1
