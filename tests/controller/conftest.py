@@ -180,7 +180,12 @@ class AgentProcess:
 
 
 def edgebed_command() -> list[str]:
-    return [sys.executable, "-m", "edgebed.cli"]
+    """The installed console script, as users run it (`python -m edgebed.cli` would load
+    edgebed.cli twice, as __main__ and as itself, with two distinct UsageError classes)."""
+    script = Path(sys.executable).parent / "edgebed"
+    if not script.exists():
+        component_missing("the `edgebed` console script (pip install -e .)")
+    return [str(script)]
 
 
 def start_agent_process(
