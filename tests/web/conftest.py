@@ -33,6 +33,7 @@ def testbed(tmp_path_factory, sim_agents):
         bed.create_user(BOB)
         bed.register_agents(ADMIN, sim_agents)
         yield bed
+        assert not bed.server_errors, "\n\n".join(bed.server_errors)
     finally:
         bed.stop()
 
@@ -44,6 +45,7 @@ def accounts_testbed(tmp_path_factory):
     try:
         bed.create_user(ADMIN, admin=True)
         yield bed
+        assert not bed.server_errors, "\n\n".join(bed.server_errors)
     finally:
         bed.stop()
 

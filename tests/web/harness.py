@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import http.client
 import json as jsonlib
+import logging
 import re
 import secrets
 import subprocess
@@ -61,7 +62,8 @@ def write_agent_config(directory: Path, name: str, agent_type: str, *, nodes: in
 
 
 def agent_command(config_path: Path) -> list[str]:
-    return [sys.executable, "-m", "edgebed.cli", "agent", "--config", str(config_path)]
+    # The console script next to the interpreter, as an operator runs it.
+    return [str(Path(sys.executable).with_name("edgebed")), "agent", "--config", str(config_path)]
 
 
 @dataclass
@@ -124,6 +126,18 @@ def stop_agents(agents: Iterable[AgentProcess]) -> None:
 # the controller and web server, in a thread
 
 
+class _ErrorCollector(logging.Handler):
+    """Keeps the tracebacks of unexpected server errors (the 500s), for the test to show."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.errors: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.errors.append(self.format(record))
+
+
 class Testbed:
     __test__ = False  # not a test class, whatever its name
     def __init__(self, directory: Path, **settings: Any) -> None:
@@ -146,12 +160,19 @@ class Testbed:
         self.controller = None
         self.app: web.Application | None = None
         self.url = ""
+        self._errors = _ErrorCollector()
+
+    @property
+    def server_errors(self) -> list[str]:
+        """Unexpected errors the web server logged (each one answered 500)."""
+        return list(self._errors.errors)
 
     def call(self, coroutine, timeout: float = 60.0):
         """Runs a coroutine on the server's loop (e.g. a service call) and returns its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def start(self) -> Testbed:
+        logging.getLogger("web.errors").addHandler(self._errors)
         self._thread.start()
         self.call(self._start())
         return self
@@ -172,6 +193,7 @@ class Testbed:
         self.url = f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
+        logging.getLogger("web.errors").removeHandler(self._errors)
         try:
             self.call(self._stack.aclose())
         finally:

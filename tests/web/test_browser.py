@@ -58,6 +58,7 @@ def browser_testbed(tmp_path_factory):
         bed.create_user(ADMIN, admin=True)
         bed.register_agents(ADMIN, agents)
         yield bed
+        assert not bed.server_errors, "\n\n".join(bed.server_errors)
     finally:
         bed.stop()
         stop_agents(agents)
