@@ -70,8 +70,13 @@ class _DatabaseLock:
         path = _database_file(settings.database)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(f"{path}.lock", "a+")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(f"{path}.lock", "a+")
+        except OSError as exc:
+            raise settings.problem(
+                "database", f"{settings.database!r} cannot be created: {exc.strerror}"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -174,6 +179,8 @@ async def start_agent(
             raise settings.problem("database", f"is not usable: {exc}") from None
         except peewee.OperationalError as exc:
             raise settings.problem("database", f"cannot be opened: {exc}") from None
+        except OSError as exc:
+            raise settings.problem("database", f"cannot be created: {exc.strerror}") from None
         try:
             await worker.call(_first_start, store, settings, node_type)
         except AlreadyExists as exc:

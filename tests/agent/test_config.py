@@ -129,6 +129,14 @@ async def test_a_peewee_url_and_wal_mode(tmp_path) -> None:
     assert str(caught.value).startswith("c.toml: key 'database' is not usable")
 
 
+@pytest.mark.parametrize("database", ["/proc/edgebed/agent.sqlite", "{tmp}"])
+async def test_an_unusable_database_path_is_reported_as_the_database_key(tmp_path, database) -> None:
+    settings = make_settings(tmp_path, database=database.format(tmp=tmp_path), source="d.toml")
+    with pytest.raises(ConfigError) as caught:
+        await start_agent(settings)
+    assert str(caught.value).startswith("d.toml: key 'database'")
+
+
 def test_example_config_is_valid() -> None:
     settings = load_settings(Path(ROOT, "scripts", "agent.example.toml"), env={})
     assert settings.type in ("raspberry", "node", "sensor") and settings.driver == "sim"
