@@ -71,35 +71,35 @@ class Inventory:
 
         fetched = await gather_agents(usable, fetch)
         outcome: dict[str, ServiceError | None] = {}
+        answered: list[AgentRecord] = []
+        nodes_by_agent = []
+        catalog_list = []
         # Sorted, so when two agents newly claim one name the same agent keeps it every time.
         for agent in sorted(usable, key=lambda a: a.name):
             result = fetched[agent.name]
             if isinstance(result, ServiceError):
                 outcome[agent.name] = result
                 continue
-            nodes = result[0]
-            duplicates = await self._store.replace_agent_nodes(agent.name, agent.type, nodes, self._now())
-            await self._report_duplicates(agent, duplicates)
-            if catalogs:
-                node_type, environments = result[1], result[2]
-                await self._store.put_catalog(
-                    AgentCatalog(agent.name, agent.type, node_type, environments), self._now()
-                )
             outcome[agent.name] = None
+            answered.append(agent)
+            nodes_by_agent.append((agent.name, agent.type, result[0]))
+            if catalogs:
+                catalog_list.append(AgentCatalog(agent.name, agent.type, result[1], result[2]))
+        if answered:
+            duplicates = await self._store.save_inventory(nodes_by_agent, catalog_list, self._now())
+            for agent in answered:
+                await self._report_duplicates(agent, duplicates.get(agent.name, {}))
         return outcome
 
     async def _report_duplicates(self, agent: AgentRecord, duplicates: dict[str, str]) -> None:
-        current = await self._store.get_agent(agent.name)
-        if current is None:
-            return
         if duplicates:
             listed = ", ".join(f"{node} (held by {other})" for node, other in sorted(duplicates.items())[:10])
             more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
             message = f"{DUPLICATE_PREFIX}, ignored on this agent: {listed}{more}"
             log.error("agent %s claims node names another agent holds: %s%s", agent.name, listed, more)
-            if current.last_error != message:
+            if agent.last_error != message:
                 await self._store.set_agent_status(agent.name, last_error=message)
-        elif current.last_error.startswith(DUPLICATE_PREFIX):
+        elif agent.last_error.startswith(DUPLICATE_PREFIX):
             await self._store.set_agent_status(agent.name, last_error="")
 
     # -- reading -------------------------------------------------------------------------

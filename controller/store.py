@@ -768,40 +768,52 @@ class Store:
 
     # -- node cache -----------------------------------------------------------------------
 
-    async def replace_agent_nodes(
-        self, agent: str, type_: str, nodes: Mapping[str, Mapping[str, str]], now: int
-    ) -> dict[str, str]:
-        """Makes the cache hold exactly `nodes` for `agent`; returns {node: other agent} for the
-        names another agent already holds, which are left with that agent (never merged)."""
+    async def save_inventory(
+        self,
+        nodes_by_agent: Sequence[tuple[str, str, Mapping[str, Mapping[str, str]]]],
+        catalogs: Sequence[AgentCatalog],
+        now: int,
+    ) -> dict[str, dict[str, str]]:
+        """Makes the node cache hold exactly the given nodes for each (agent, type, nodes), and
+        stores the catalogs, in ONE transaction; unchanged rows are not rewritten.
 
-        def work() -> dict[str, str]:
+        Returns {agent: {node: other agent}} for names another agent already holds: those stay
+        with that agent (never merged). Agents are handled in the given order, so of two agents
+        newly claiming a name, the first one keeps it.
+        """
+
+        def work() -> dict[str, dict[str, str]]:
             Node = self.m.Node
+            duplicates: dict[str, dict[str, str]] = {}
             with self._write():
-                names = sorted(nodes)
-                existing = {
-                    row.name: row
-                    for row in self._lock(Node.select().where(Node.name.in_(names)).order_by(Node.name))
-                } if names else {}
-                duplicates = {
-                    name: row.agent for name, row in existing.items() if row.agent != agent
-                }
-                for name in names:
-                    if name in duplicates:
-                        continue
-                    properties = json.dumps(dict(sorted(nodes[name].items())))
-                    if name in existing:
-                        Node.update(type=type_, properties=properties, updated_at=now).where(
-                            Node.name == name
-                        ).execute()
-                    else:
-                        Node.create(
-                            name=name, agent=agent, type=type_, properties=properties, updated_at=now
-                        )
-                stale = Node.delete().where(Node.agent == agent)
-                if names:
-                    stale = stale.where(Node.name.not_in(names))
-                stale.execute()
-                return duplicates
+                for agent, type_, nodes in nodes_by_agent:
+                    names = sorted(nodes)
+                    existing = {}
+                    for start in range(0, len(names), 500):
+                        chunk = names[start : start + 500]
+                        query = Node.select().where(Node.name.in_(chunk)).order_by(Node.name)
+                        existing.update({row.name: row for row in self._lock(query)})
+                    claimed = {name: row.agent for name, row in existing.items() if row.agent != agent}
+                    duplicates[agent] = claimed
+                    for name in names:
+                        if name in claimed:
+                            continue
+                        properties = json.dumps(dict(sorted(nodes[name].items())))
+                        row = existing.get(name)
+                        if row is None:
+                            Node.create(name=name, agent=agent, type=type_, properties=properties, updated_at=now)
+                        elif row.properties != properties or row.type != type_:
+                            Node.update(type=type_, properties=properties, updated_at=now).where(
+                                Node.name == name
+                            ).execute()
+                    kept = [n for n in names if n not in claimed]
+                    gone = Node.select(Node.name).where(Node.agent == agent)
+                    stale = [row.name for row in gone if row.name not in set(kept)]
+                    for start in range(0, len(stale), 500):
+                        Node.delete().where(Node.name.in_(stale[start : start + 500])).execute()
+                for catalog in catalogs:
+                    self._put_catalog(catalog, now)
+            return duplicates
 
         return await self._run(work)
 
@@ -835,24 +847,19 @@ class Store:
 
     # -- catalogs (node type descriptions and environments) ------------------------------
 
-    async def put_catalog(self, catalog: AgentCatalog, now: int) -> None:
-        def work() -> None:
-            values = {
-                "type": catalog.type,
-                "node_type": "" if catalog.node_type is None else node_type_to_json(catalog.node_type),
-                "environments": json.dumps([_environment_to_dict(e) for e in catalog.environments]),
-                "updated_at": now,
-            }
-            with self._write():
-                updated = (
-                    self.m.Catalog.update(**values)
-                    .where(self.m.Catalog.agent == catalog.agent)
-                    .execute()
-                )
-                if not updated:
-                    self.m.Catalog.create(agent=catalog.agent, **values)
-
-        await self._run(work)
+    def _put_catalog(self, catalog: AgentCatalog, now: int) -> None:
+        values = {
+            "type": catalog.type,
+            "node_type": "" if catalog.node_type is None else node_type_to_json(catalog.node_type),
+            "environments": json.dumps([_environment_to_dict(e) for e in catalog.environments]),
+        }
+        row = self.m.Catalog.get_or_none(self.m.Catalog.agent == catalog.agent)
+        if row is None:
+            self.m.Catalog.create(agent=catalog.agent, updated_at=now, **values)
+        elif any(getattr(row, k) != v for k, v in values.items()):
+            self.m.Catalog.update(updated_at=now, **values).where(
+                self.m.Catalog.agent == catalog.agent
+            ).execute()
 
     async def list_catalogs(self) -> list[AgentCatalog]:
         def work() -> list[AgentCatalog]:
