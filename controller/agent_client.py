@@ -202,8 +202,10 @@ class AgentClient:
                 code=code.name,
             )
         if code is grpc.StatusCode.UNAUTHENTICATED:
-            await self._store.set_agent_status(agent.name, last_error=WRONG_TOKEN)
-            log.warning("agent %s rejected the controller's token", agent.name)
+            # Reported once, not at every poll while the token stays wrong.
+            if agent.last_error != WRONG_TOKEN:
+                await self._store.set_agent_status(agent.name, last_error=WRONG_TOKEN)
+                log.warning("agent %s rejected the controller's token", agent.name)
             return AgentRejectedToken(
                 f"agent {agent.name} rejected the controller's token (wrong token)",
                 code=code.name,
@@ -215,8 +217,9 @@ class AgentClient:
         if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
             return Conflict(details, code=code.name)
         reason = f"agent error: {code.name}: {details}"[:500]
-        await self._store.set_agent_status(agent.name, last_error=reason)
-        log.warning("agent %s: %s failed: %s", agent.name, method, reason)
+        if agent.last_error != reason:
+            await self._store.set_agent_status(agent.name, last_error=reason)
+            log.warning("agent %s: %s failed: %s", agent.name, method, reason)
         return AgentUnavailable(f"agent {agent.name} failed: {code.name}: {details}", code=code.name)
 
     # -- connecting ----------------------------------------------------------------------
