@@ -60,8 +60,9 @@ class AgentRecord:
     ip: str
     port: int
     status: str
-    token: str
-    last_error: str
+    # Kept out of repr(): a record that ends up in a log or a traceback must not show it.
+    token: str = field(repr=False)
+    last_error: str = ""
 
     @property
     def address(self) -> str:
