@@ -116,12 +116,14 @@ class Executor:
         process = self._type.processes[record.process]
         run = _Run(record=record, process=process, node=node)
         self._claim(run)
-        try:
-            await self._write([SaveAction(record), LogTransition(self._entry(record, "enter"))])
-        except BaseException:
-            self._release(run)
-            raise
-        self._spawn(run)
+        # The commit runs on its own: when the caller is cancelled (the controller's RPC went away)
+        # the write may still land, and an action committed but never spawned would sit in its
+        # first state, refusing every StartAction until a restart.
+        commit = asyncio.ensure_future(
+            self._write([SaveAction(record), LogTransition(self._entry(record, "enter"))])
+        )
+        commit.add_done_callback(lambda done: self._spawn_if_committed(run, done))
+        await asyncio.shield(commit)
         log.info("%s: %s started in state %s", record.node_name, record.process, record.state)
         return record
 
@@ -165,6 +167,12 @@ class Executor:
             del self._runs[run.record.node_name]
         if not self._runs:
             self._idle.set()
+
+    def _spawn_if_committed(self, run: _Run, commit: asyncio.Future) -> None:
+        if commit.cancelled() or commit.exception() is not None:
+            self._release(run)
+        else:
+            self._spawn(run)
 
     def _spawn(self, run: _Run) -> None:
         run.task = asyncio.create_task(self._drive(run), name=f"action-{run.record.node_name}")

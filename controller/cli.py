@@ -17,7 +17,7 @@ from typing import Any
 from controller.errors import ServiceError
 from controller.settings import Settings, load_settings
 from controller.store import Store, StoreUnavailable
-from edgebed.cli import UsageError
+from edgebed.errors import UsageError
 from edgebed.config import ConfigError, split_host_port
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from edgebed.config import ConfigError
+from edgebed.errors import UsageError
 
-
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit code 2."""
+__all__ = ["UsageError", "build_parser", "main"]
 
 
 # command -> "module:function"; the function takes the parsed arguments and returns an exit code.

@@ -298,3 +298,41 @@ async def test_progress_after_a_hard_reboot_counts_from_zero(tmp_path) -> None:
     await worker.call(store.close)
     worker.shutdown()
     assert final.state == "deployed" and final.reboots == 1 and Driver.reboots == 1
+
+
+async def test_a_start_whose_caller_is_cancelled_mid_commit_still_runs(tmp_path) -> None:
+    """A controller killed during StartAction cancels the agent's handler; the commit may still
+    land, and an action committed but not driven would block the node until a restart."""
+    calls: list = []
+    node_type = _recording_type(calls, lambda name: asyncio.sleep(0))
+    store = Store(str(tmp_path / "cancel.sqlite"))
+    worker = DbWorker("test")
+    await worker.call(store.open)
+    committer = GroupCommitter(worker, store.apply)
+    committer.start()
+    write_started = asyncio.Event()
+
+    async def slow_write(changes):
+        write_started.set()
+        await asyncio.sleep(0.2)
+        await committer.write(changes)
+
+    executor = Executor(node_type, driver=None, write=slow_write, timing=FAST_TIMING)
+    executor.start_watchdog()
+    record = ActionRecord(
+        node_name="n1", node_ip="", environment="", process="deploy", state="a", state_idx=0,
+        updated_at=int(time.time()), action_id=1,
+    )
+    caller = asyncio.create_task(executor.start(record, NodeRef("n1", {})))
+    await write_started.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.sleep(0.3)
+    await asyncio.wait_for(executor.wait_idle(), 10)
+    await executor.stop()
+    await committer.close()
+    final = await worker.call(store.get_action, "n1")
+    await worker.call(store.close)
+    worker.shutdown()
+    assert final.state == "deployed"
