@@ -26,6 +26,8 @@ def _check_token(value: str) -> str | None:
         return "must not be empty"
     if re.search(r"\s", value) or not value.isprintable():
         return "must not contain spaces or control characters"
+    if not value.isascii():
+        return "must be printable ASCII: gRPC sends nothing else in a header"
     return None
 
 

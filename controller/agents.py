@@ -37,6 +37,17 @@ def _check_address(ip: object, port: object) -> tuple[str, int]:
     return ip.strip().strip("[]"), port
 
 
+def _check_token(token: object) -> str:
+    if not isinstance(token, str) or not token.strip() or len(token) > 4096:
+        raise InvalidInput("the agent token must not be empty")
+    token = token.strip()
+    # gRPC sends only printable ASCII in a header, and refuses anything else with an exception
+    # that is no RpcError; agents refuse whitespace in their token.
+    if not all("!" <= char <= "~" for char in token):
+        raise InvalidInput("the agent token must be printable ASCII without spaces")
+    return token
+
+
 class Agents:
     def __init__(self, store: Store, client: AgentClient, inventory: Inventory, accounts: Accounts) -> None:
         self._store = store
@@ -69,10 +80,8 @@ class Agents:
         if type not in AGENT_TYPES:
             raise InvalidInput(f"the agent type must be one of {', '.join(AGENT_TYPES)}")
         ip, port = _check_address(ip, port)
-        if not isinstance(token, str) or not token.strip() or len(token) > 4096:
-            raise InvalidInput("the agent token must not be empty")
         record = AgentRecord(
-            name=name, type=type, ip=ip, port=port, status=DISCONNECTED, token=token.strip(), last_error=""
+            name=name, type=type, ip=ip, port=port, status=DISCONNECTED, token=_check_token(token), last_error=""
         )
         await self._store.add_agent(record)
         await self._connect(record)

@@ -35,6 +35,8 @@ def _without(key: str) -> dict:
         ({**GOOD, "listen": "127.0.0.1:70000"}, "key 'listen' must end with a port number"),
         ({**GOOD, "token": ""}, "key 'token' must not be empty"),
         ({**GOOD, "token": "two words"}, "key 'token' must not contain spaces"),
+        # No gRPC client can send a header value that is not ASCII.
+        ({**GOOD, "token": "accentu\u00e9"}, "key 'token' must be printable ASCII"),
         ({**GOOD, "name": "my agent"}, "key 'name' must be letters"),
         ({**GOOD, "database": " "}, "key 'database' must not be empty"),
         ({**GOOD, "driver": "magic"}, "key 'driver' must be one of"),

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from controller.errors import AgentRejectedToken, AgentUnavailable
+from controller.errors import AgentRejectedToken, AgentUnavailable, InvalidInput
 from tests.conftest import free_port
 from tests.controller.conftest import controller_for, make_settings
 
@@ -89,3 +89,14 @@ async def test_calls_are_counted_by_agent_method_and_outcome(ctl, fake_agents):
     assert 'edgebed_agent_call_seconds_count{agent="rpi",method="GetNodes"} 2' in text
     assert 'edgebed_reservations{status="ready"} 0' in text
     assert "secret-token" not in text
+
+
+@pytest.mark.parametrize("token", ["two words", "line\nbreak", "accentu\u00e9", "bell\x07"])
+async def test_a_token_grpc_cannot_send_is_refused_at_registration(ctl, fake_agents, token):
+    # gRPC refuses such a header value with an exception that is no RpcError: registered, it
+    # would break every refresh and every poll of the scheduler, for all agents.
+    served = fake_agents("rpi", nodes=1)
+    with pytest.raises(InvalidInput) as refused:
+        await ctl.agents.add_agent(ctl.admin, "rpi", "raspberry", "127.0.0.1", served.port, token)
+    assert "token" in refused.value.message and token not in refused.value.message
+    assert await ctl.agents.list_agents(ctl.admin) == []
