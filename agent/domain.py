@@ -38,7 +38,8 @@ class ActionRecord:
     # Identifies this action among the node's successive ones (epoch microseconds at its start).
     action_id: int = 0
     started_at: int = 0
-    properties: Mapping[str, str] = field(default_factory=dict)
+    # Out of repr(): they hold os_password until the action ends.
+    properties: Mapping[str, str] = field(default_factory=dict, repr=False)
     # The environment as it was when the action started: a later edit does not change a deploy.
     environment_spec: Environment | None = None
 

@@ -158,7 +158,8 @@ class Reservation:
     process: str
     state_idx: int
     state_count: int
-    properties: dict[str, str]
+    # Out of repr(): they hold os_password.
+    properties: dict[str, str] = field(repr=False)
     node_ip: str
     default_user: str
     agent: str

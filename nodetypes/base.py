@@ -139,8 +139,9 @@ class StepContext:
     node: NodeRef
     process: str
     environment: Environment | None
-    # The action properties the user set (ssh_key, os_password, partition_size, ...).
-    properties: Mapping[str, str]
+    # The action properties the user set (ssh_key, os_password, partition_size, ...); out of
+    # repr() because of the password.
+    properties: Mapping[str, str] = field(repr=False)
     driver: Any
 
     def prop(self, name: str, default: str = "") -> str:

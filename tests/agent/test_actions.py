@@ -14,11 +14,11 @@ from agent.clock import FastClock
 from agent.dbworker import DbWorker, GroupCommitter
 from agent.domain import ActionRecord
 from agent.executor import Executor, Timing
-from agent.store import Store
+from agent.store import SaveAction, Store
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from nodetypes import load_node_type
-from nodetypes.base import DONE, NodeRef, NodeType, Poll, StateSpec, Step, process
+from nodetypes.base import DONE, NodeRef, NodeType, Poll, StateSpec, Step, StepContext, process
 from tests.agent.conftest import AUTH, make_settings
 
 ENVIRONMENTS = {
@@ -336,3 +336,17 @@ async def test_a_start_whose_caller_is_cancelled_mid_commit_still_runs(tmp_path)
     await worker.call(store.close)
     worker.shutdown()
     assert final.state == "deployed"
+
+
+def test_action_properties_stay_out_of_reprs() -> None:
+    # Records and step contexts reach logs and tracebacks; os_password must not.
+    record = ActionRecord(
+        node_name="rpi-001", node_ip="10.0.0.1", environment="e", process="deploy",
+        state="s", state_idx=0, updated_at=0, properties={"os_password": "correct horse"},
+    )
+    ctx = StepContext(
+        node=NodeRef("rpi-001", {}), process="deploy", environment=None,
+        properties=record.properties, driver=None,
+    )
+    for shown in (repr(record), repr(SaveAction(record)), repr(ctx)):
+        assert "rpi-001" in shown and "correct horse" not in shown

@@ -139,7 +139,7 @@ async def test_configure_checks_properties_and_makes_the_node_ready(testbed, clo
     assert configured.status == "ready" and configured.bin == "exp1" and configured.default_user == "ubuntu"
     # The owner sees the secret; nothing ever logs it.
     assert configured.properties["os_password"] == secret
-    assert secret not in caplog.text
+    assert secret not in caplog.text and secret not in repr(configured)
     # Unsetting a required property sends it back to configuring.
     assert (await configure(ctl.alice, "rpi-000", properties={"environment": ""})).status == "configuring"
 
