@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import ServiceError
-from controller.settings import Settings, load_settings
+from controller.settings import Settings, load_settings, redacted_url
 from controller.store import Store, StoreUnavailable
 from edgebed.errors import UsageError
 from edgebed.config import ConfigError, split_host_port
@@ -29,18 +29,8 @@ def _setup_logging(level: int) -> None:
     )
 
 
-def _redacted(url: str) -> str:
-    """The database URL without its password, for error messages."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-
-
 def database_error(settings: Settings, exc: Exception) -> ConfigError:
-    return ConfigError(f"database {_redacted(settings.database)}: cannot open: {exc}")
+    return ConfigError(f"database {redacted_url(settings.database)}: cannot open: {exc}")
 
 
 async def _check_database(settings: Settings) -> None:

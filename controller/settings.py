@@ -13,13 +13,23 @@ from pathlib import Path
 from edgebed.config import ConfigError, Key, check_host_port, in_range, load_config, non_empty
 
 
+def redacted_url(url: str) -> str:
+    """The database URL without its password, for messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
 def _check_database(value: str) -> str | None:
     if not value.strip():
         return "must not be empty"
     if "://" in value and not value.startswith(
         ("sqlite://", "postgresql://", "postgres://")
     ):
-        return f"must be a file path, sqlite:///PATH or postgresql://..., got {value!r}"
+        return f"must be a file path, sqlite:///PATH or postgresql://..., got {redacted_url(value)!r}"
     return None
 
 

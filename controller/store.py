@@ -42,6 +42,7 @@ from controller.domain import (
     User,
 )
 from controller.errors import Conflict
+from controller.settings import redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
         parsed = urlparse(url)
         name = unquote(parsed.path.lstrip("/"))
         if not name:
-            raise ValueError(f"database URL {url!r} names no database")
+            raise ValueError(f"database URL {redacted_url(url)!r} names no database")
         params: dict[str, Any] = {}
         if parsed.hostname:
             params["host"] = parsed.hostname

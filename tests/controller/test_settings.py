@@ -7,6 +7,7 @@ import os
 import pytest
 
 from controller.settings import Settings, load_settings
+from controller.store import Store, StoreUnavailable
 from edgebed.config import ConfigError
 from tests.controller.conftest import REPO
 
@@ -42,3 +43,14 @@ def test_the_secret_key_is_created_once_private_and_then_reused(tmp_path):
     (tmp_path / "var" / "secret.key").write_text("not base64 !!")
     with pytest.raises(ConfigError, match="secret_key_file .*not base64"):
         settings.secret_key()
+
+
+async def test_a_bad_database_url_is_refused_without_showing_its_password(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('listen = "127.0.0.1:80"\nsecret_key_file = "k"\ndatabase = "mysql://root:hunter2@db/edgebed"\n')
+    with pytest.raises(ConfigError, match=r"key 'database' must be") as refused:
+        load_settings(config, env={})
+    assert "hunter2" not in str(refused.value) and "root:***@db" in str(refused.value)
+    with pytest.raises(StoreUnavailable, match="names no database") as refused:
+        await Store("postgresql://root:hunter2@127.0.0.1:1/").open()
+    assert "hunter2" not in str(refused.value)
