@@ -23,6 +23,7 @@ from web.forms import (
     parse_local_datetime,
     zone,
 )
+from web.fragments import reserve_rows
 from web.keys import CONTROLLER
 from web.render import flash, render, viewer_zone
 from web.views_common import act_on_each, reservation_json
@@ -85,7 +86,7 @@ def _filter_choices(nodes) -> dict[str, list[str]]:
     }
 
 
-def _timeline_bars(busy, start: int, end: int) -> list[dict[str, Any]]:
+def _timeline_bars(busy, start: int, end: int, tz) -> list[dict[str, Any]]:
     span = end - start
     bars = []
     for window in busy:
@@ -98,8 +99,7 @@ def _timeline_bars(busy, start: int, end: int) -> list[dict[str, Any]]:
                 "left": round((left - start) * 100 / span, 3),
                 "width": max(round((right - left) * 100 / span, 3), 0.3),
                 "mine": window.mine,
-                "start": window.start_date,
-                "end": window.end_date,
+                "title": f"{format_epoch(window.start_date, tz)} – {format_epoch(window.end_date, tz)}",
             }
         )
     return bars
@@ -112,31 +112,43 @@ async def reserve_page(request: web.Request) -> web.StreamResponse:
     days = parse_int(request.query.get("days", str(TIMELINE_DAYS_DEFAULT)), "days", minimum=1, maximum=60)
     filters = _filters_from(request.query)
     now = int(time.time())
-    window_start = now - now % 3600
-    window_end = window_start + days * 86400
+    # The timeline runs from today's midnight to the midnight `days` later, in the viewer's zone.
+    midnights = day_starts(now, days, tz)
+    window_start, window_end = midnights[0][0], midnights[-1][0]
+    span = window_end - window_start
     nodes = await ctl.inventory.list_nodes()
     timeline = await ctl.inventory.timeline(window_start, window_end, user)
     shown = [node for node in nodes if _node_matches(node, filters)]
     # The table shows the properties that the shown nodes have, in a stable order.
     columns = sorted({name for node in shown for name in node.properties})[:8]
     rows = [
-        {"node": node, "bars": _timeline_bars(timeline.get(node.name, ()), window_start, window_end)}
+        {
+            "name": node.name,
+            "type": node.type,
+            "agent": node.agent,
+            "connected": node.connected,
+            "cells": [node.properties.get(column, "") for column in columns],
+            "bars": _timeline_bars(timeline.get(node.name, ()), window_start, window_end, tz),
+        }
         for node in shown
     ]
     ticks = [
-        {"left": round((t - window_start) * 100 / (window_end - window_start), 3), "label": label}
-        for t, label in day_starts(window_start, days, tz)
-        if window_start <= t < window_end
+        {"left": round((t - window_start) * 100 / span, 3), "label": label}
+        for t, label in midnights[:-1]
     ]
     return await render(
         request,
         "reserve.html",
         {
-            "rows": rows,
+            # Built by web.fragments, not the template: a thousand rows (scripts/bench/web_pages.py).
+            "rows_html": reserve_rows(rows),
+            "shown": len(rows),
             "columns": columns,
             "filters": filters,
             "choices": _filter_choices(nodes),
             "ticks": ticks,
+            "day_width": round(100 / days, 4),
+            "now_left": round((now - window_start) * 100 / span, 3),
             "days": days,
             "start_value": local_datetime_value(now, tz),
             "total": len(nodes),
@@ -277,24 +289,50 @@ def _passwords(reservations, node_types) -> dict[str, str]:
     return passwords
 
 
+def _state_text(r, tz) -> str:
+    if r.action_state:
+        step = f" ({r.state_idx + 1}/{r.state_count})" if r.state_count else ""
+        return f"{r.process}: {r.action_state}{step} · {r.progress}%"
+    if r.status == "configuring":
+        return "waiting for configuration"
+    return f"starts {format_epoch(r.start_date, tz)}"
+
+
+def _live_rows(reservations, node_types, tz) -> list[dict[str, Any]]:
+    """What the manage page shows per node, drawn by the template at first and by manage.js
+    from /manage/live afterwards, from the same fields."""
+    passwords = _passwords(reservations, node_types)
+    rows = []
+    for r in sorted(reservations, key=lambda r: r.node_name):
+        info = node_types.get(r.type)
+        states = list(info.processes.get(r.process, ())) if info else []
+        rows.append(
+            {
+                **reservation_json(r),
+                "password": passwords.get(r.node_name, ""),
+                "states": states,
+                "state_text": _state_text(r, tz),
+                "start_text": format_epoch(r.start_date, tz),
+                "end_text": format_epoch(r.end_date, tz),
+                "last_error": getattr(r, "last_error", ""),
+            }
+        )
+    return rows
+
+
 async def manage_page(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     ctl = request.app[CONTROLLER]
     reservations = await ctl.reservations.live_states(user)
     node_types = await ctl.inventory.node_types()
     bins: dict[str, list] = defaultdict(list)
-    for reservation in sorted(reservations, key=lambda r: r.node_name):
-        bins[reservation.bin].append(reservation)
-    processes = {
-        name: info.processes for name, info in node_types.items()
-    }
+    for row in _live_rows(reservations, node_types, viewer_zone(request)):
+        bins[row["bin"]].append(row)
     return await render(
         request,
         "manage.html",
         {
             "bins": sorted(bins.items(), key=lambda item: (item[0] == "", item[0])),
-            "processes": processes,
-            "passwords": _passwords(reservations, node_types),
             "count": len(reservations),
         },
     )
@@ -306,22 +344,9 @@ async def manage_live(request: web.Request) -> web.StreamResponse:
     ctl = request.app[CONTROLLER]
     reservations = await ctl.reservations.live_states(user)
     node_types = await ctl.inventory.node_types()
-    passwords = _passwords(reservations, node_types)
-    tz = viewer_zone(request)
     return web.json_response(
         {
-            "reservations": [
-                {
-                    **reservation_json(r),
-                    "password": passwords.get(r.node_name, ""),
-                    "states": list(
-                        node_types[r.type].processes.get(r.process, ())
-                    ) if r.type in node_types else [],
-                    "start_text": format_epoch(r.start_date, tz),
-                    "end_text": format_epoch(r.end_date, tz),
-                }
-                for r in reservations
-            ],
+            "reservations": _live_rows(reservations, node_types, viewer_zone(request)),
             "now": int(time.time()),
         },
         headers={"Cache-Control": "no-store"},

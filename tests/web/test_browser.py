@@ -174,6 +174,12 @@ def test_sign_up_approve_reserve_configure_deploy_and_destroy(browser, browser_t
         assert row.locator("[data-field=access] .secret").inner_text() == "pi-password-42"
         shoot(page, "08-manage-deployed")
 
+        # The reserve page's timeline shows the two windows as the user's own.
+        page.goto(f"{base}/reserve?f.type=raspberry")
+        assert page.locator(".timeline .busy.mine").count() == 2
+        shoot(page, "08b-reserve-timeline")
+        page.goto(f"{base}/manage")
+
         # Destroy both; the rows are released once the nodes are wiped.
         page.check("section.bin input[data-select-all]")
         page.click("button[value=destroy]")

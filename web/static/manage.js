@@ -16,31 +16,13 @@
     if (element && element.textContent !== value) element.textContent = value;
   }
 
-  function stateText(r) {
-    if (r.action_state) {
-      var step = r.state_count ? " (" + (r.state_idx + 1) + "/" + r.state_count + ")" : "";
-      return r.process + ": " + r.action_state + step + " · " + r.progress + "%";
-    }
-    if (r.status === "configuring") return "waiting for configuration";
-    return "starts " + r.start_text;
-  }
-
   function drawProgress(cell, r) {
     var fill = cell.querySelector(".fill");
     fill.style.width = Math.max(0, Math.min(100, r.progress)) + "%";
     fill.classList.toggle("lost", r.action_state === "lost");
     cell.title = (r.states || []).join(" → ");
-    var steps = cell.querySelectorAll(".step");
-    var wanted = Math.max(0, (r.state_count || 0) - 1);
-    if (steps.length !== wanted) {
-      steps.forEach(function (s) { s.remove(); });
-      for (var i = 1; i <= wanted; i++) {
-        var step = document.createElement("span");
-        step.className = "step";
-        step.style.left = (i * 100 / r.state_count) + "%";
-        cell.appendChild(step);
-      }
-    }
+    // One segment per state of the process, drawn by the stylesheet.
+    cell.style.setProperty("--steps", String(r.state_count || 1));
   }
 
   function drawAccess(cell, r) {
@@ -76,7 +58,8 @@
       tr.setAttribute("data-status", r.status);
       tr.setAttribute("data-action-state", r.action_state || "");
       drawProgress(tr.querySelector('[data-field="progress"]'), r);
-      text(tr.querySelector('[data-field="state"]'), stateText(r));
+      text(tr.querySelector('[data-field="state"]'), r.state_text);
+      text(tr.querySelector('[data-field="error"]'), r.last_error || "");
       var access = tr.querySelector('[data-field="access"]');
       var key = r.node_ip + "|" + r.default_user + "|" + r.password;
       if (access.getAttribute("data-drawn") !== key) {

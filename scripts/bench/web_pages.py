@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Benchmark: the manage page with 200 nodes and the reserve page with 1000 nodes.
+
+A server process runs three real agents (sim driver, 1000 nodes in all), the real controller on
+a SQLite file and the web application on a loopback port. It seeds one user with 200 reserved
+and deployed nodes (the manage page) and other users' reservations over the coming week (bars
+on the reserve page's timeline). This process then logs in like a browser and measures:
+
+  - server-side time per page (a timing middleware around the handlers: database, service
+    calls and template rendering), on sequential requests;
+  - requests per second and latency under concurrent load (an aiohttp client on loopback,
+    a bounded number of requests).
+
+Goal: under 100 ms server-side per page. Prints the figures; exit code 1 when the goal is missed.
+
+Usage: .venv/bin/python scripts/bench/web_pages.py [--requests 300] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+GOAL_MS = 100.0
+PASSWORD = "bench-password-1"
+USER = "bench@example.org"
+AGENTS = (("rpi", "raspberry", 600), ("srv", "node", 250), ("sens", "sensor", 150))
+MANAGED = 200
+PAGES = {"manage (200 nodes)": "/manage", "reserve (1000 nodes)": "/reserve",
+         "manage/live JSON (200 nodes)": "/manage/live"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the server process
+
+
+def serve(directory: str, ready, stop) -> None:
+    import logging
+    import traceback
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        asyncio.run(_serve(Path(directory), ready, stop))
+    except BaseException:
+        # Tell the waiting parent rather than leave it waiting.
+        ready.put(("failed", traceback.format_exc()))
+        raise
+
+
+async def _serve(directory: Path, ready, stop) -> None:
+    from agent.app import start_agent
+    from agent.settings import AgentSettings
+
+    agents = await asyncio.gather(*(
+        start_agent(AgentSettings(
+            name=name, type=agent_type, listen="127.0.0.1:0", token=f"token-{name}",
+            database=str(directory / f"{name}.sqlite"), driver="sim", sim_nodes=nodes,
+            sim_time_scale=0.0,
+        ))
+        for name, agent_type, nodes in AGENTS
+    ))
+    try:
+        await _serve_with(directory, agents, ready, stop)
+    finally:
+        await asyncio.gather(*(agent.stop() for agent in agents))
+
+
+async def _serve_with(directory: Path, agents, ready, stop) -> None:
+    from aiohttp import web
+    from argon2 import PasswordHasher
+
+    from controller.app import open_controller
+    from controller.settings import Settings
+    from web.app import create_app
+    settings = Settings(
+        listen="127.0.0.1:0", database=str(directory / "controller.sqlite"),
+        secret_key_file=str(directory / "secret.key"), poll_seconds=1.0, turnaround_seconds=0,
+    )
+    timings: dict[str, list[float]] = {}
+
+    @web.middleware
+    async def timing(request, handler):
+        started = time.perf_counter()
+        try:
+            return await handler(request)
+        finally:
+            timings.setdefault(request.path, []).append(time.perf_counter() - started)
+
+    async def report(request):
+        return web.json_response(timings)
+
+    async def reset(request):
+        timings.clear()
+        return web.json_response({})
+
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    async with open_controller(settings, password_hasher=hasher) as ctl:
+        app = create_app(settings, controller=ctl)
+        app.middlewares.insert(0, timing)
+        app.router.add_get("/bench/timings", report)
+        app.router.add_get("/bench/reset", reset)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+
+        admin = await ctl.accounts.create_user("admin@example.org", PASSWORD, admin=True, authorized=True)
+        user = await ctl.accounts.create_user(USER, PASSWORD, authorized=True)
+        for (name, agent_type, _), agent in zip(AGENTS, agents):
+            info = await ctl.agents.add_agent(admin, name, agent_type, "127.0.0.1", agent.port, f"token-{name}")
+            assert info.status == "connected", info
+        nodes = await ctl.inventory.list_nodes(refresh=True)
+        assert len(nodes) == sum(n for _, _, n in AGENTS), len(nodes)
+
+        # The user's 200 nodes, deployed: 120 raspberry, 50 servers, 30 sensors, in 4 bins.
+        now = int(time.time())
+        mine = [f"rpi-{i:03d}" for i in range(1, 121)] + [f"srv-{i:03d}" for i in range(1, 51)] + [
+            f"sens-{i:03d}" for i in range(1, 31)]
+        await ctl.reservations.reserve(user, nodes=mine, start_date=now, duration_hours=48)
+        environments = await ctl.inventory.environments()
+        node_types = await ctl.inventory.node_types()
+        for index, node in enumerate(mine):
+            node_type = "raspberry" if node.startswith("rpi") else "node" if node.startswith("srv") else "sensor"
+            properties = {"environment": environments[node_type][0].name}
+            if node_types[node_type].property("os_password") is not None:
+                properties["os_password"] = "bench-os-password"
+            await ctl.reservations.configure(user, node, bin=f"experiment-{index % 4}", properties=properties)
+        # Others' reservations over the week, for the timeline.
+        for number in range(10):
+            other = await ctl.accounts.create_user(f"other{number}@example.org", PASSWORD, authorized=True)
+            start = now + 3600 * (6 + 12 * number)
+            free = [n.name for n in nodes if n.name not in set(mine)][number * 60:(number + 1) * 60]
+            await ctl.reservations.reserve(other, nodes=free, start_date=start, duration_hours=8)
+        # Wait for the 200 deploys to finish, so the page shows what a user mostly sees.
+        for _ in range(600):
+            states = await ctl.reservations.live_states(user)
+            if all(r.action_state == "deployed" for r in states):
+                break
+            await asyncio.sleep(0.5)
+        deployed = sum(r.action_state == "deployed" for r in await ctl.reservations.live_states(user))
+        ready.put((port, deployed))
+        try:
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+        finally:
+            await runner.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------
+# the load generator (this process)
+
+
+async def measure(port: int, requests: int, concurrency: int) -> dict[str, dict[str, float]]:
+    import aiohttp
+
+    base = f"http://127.0.0.1:{port}"
+    figures: dict[str, dict[str, float]] = {}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.get(f"{base}/login") as response:
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', await response.text()).group(1)
+        async with session.post(f"{base}/login", data={"email": USER, "password": PASSWORD,
+                                                       "csrf_token": csrf}, allow_redirects=False) as response:
+            assert response.status == 303, response.status
+        for label, path in PAGES.items():
+            async with session.get(f"{base}{path}") as response:  # warm-up, and a check
+                body = await response.read()
+                assert response.status == 200, (path, response.status)
+            await (await session.get(f"{base}/bench/reset")).read()
+            for _ in range(30):
+                async with session.get(f"{base}{path}") as response:
+                    await response.read()
+            async with session.get(f"{base}/bench/timings") as response:
+                server = sorted((await response.json())[path])
+
+            latencies: list[float] = []
+            remaining = requests
+
+            async def worker() -> None:
+                nonlocal remaining
+                while remaining > 0:
+                    remaining -= 1
+                    started = time.perf_counter()
+                    async with session.get(f"{base}{path}") as response:
+                        await response.read()
+                        assert response.status == 200
+                    latencies.append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+            latencies.sort()
+            figures[label] = {
+                "bytes": len(body),
+                "server_mean_ms": statistics.mean(server) * 1000,
+                "server_p50_ms": server[len(server) // 2] * 1000,
+                "server_p95_ms": server[int(len(server) * 0.95) - 1] * 1000,
+                "rps": len(latencies) / elapsed,
+                "load_p50_ms": latencies[len(latencies) // 2] * 1000,
+                "load_p95_ms": latencies[int(len(latencies) * 0.95) - 1] * 1000,
+            }
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="requests per page under load")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
+    args = parser.parse_args()
+    if not 1 <= args.requests <= 5000 or not 1 <= args.concurrency <= 64:
+        parser.error("--requests must be 1..5000 and --concurrency 1..64")
+
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as directory:
+        ready, stop = context.Queue(), context.Event()
+        server = context.Process(target=serve, args=(directory, ready, stop), daemon=True)
+        started = time.perf_counter()
+        server.start()
+        try:
+            port, deployed = ready.get(timeout=600)
+            if port == "failed":
+                print(f"the server process failed:\n{deployed}", file=sys.stderr)
+                return 2
+            print(f"seeded in {time.perf_counter() - started:.1f} s: 1000 nodes on 3 agents, "
+                  f"{deployed}/{MANAGED} of the user's nodes deployed, 600 others' reservations")
+            figures = asyncio.run(measure(port, args.requests, args.concurrency))
+        finally:
+            stop.set()
+            server.join(60)
+            if server.is_alive():
+                server.terminate()
+
+    print(f"{'page':30} {'size':>8} {'server mean':>12} {'p50':>7} {'p95':>7} "
+          f"{'req/s':>7} {'load p50':>9} {'p95':>7}   (concurrency {args.concurrency}, "
+          f"{args.requests} requests)")
+    missed = False
+    for label, f in figures.items():
+        print(f"{label:30} {f['bytes'] / 1024:7.0f}K {f['server_mean_ms']:10.1f}ms {f['server_p50_ms']:5.1f}ms "
+              f"{f['server_p95_ms']:5.1f}ms {f['rps']:7.1f} {f['load_p50_ms']:7.1f}ms {f['load_p95_ms']:5.1f}ms")
+        missed |= f["server_p50_ms"] > GOAL_MS
+    print(f"goal: server-side under {GOAL_MS:.0f} ms per page: {'MISSED' if missed else 'met'}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
