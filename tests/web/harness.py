@@ -180,8 +180,12 @@ class Testbed:
     async def _start(self) -> None:
         from controller.app import open_controller
 
+        from argon2 import PasswordHasher
+
+        # Cheap argon2 parameters: the tests log in hundreds of times; the hashes stay argon2id.
+        hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
         self.controller = await self._stack.enter_async_context(
-            open_controller(self.settings, run_scheduler=True)
+            open_controller(self.settings, run_scheduler=True, password_hasher=hasher)
         )
         self.app = create_app(self.settings, controller=self.controller)
         runner = web.AppRunner(self.app, access_log=None)
