@@ -169,7 +169,8 @@ class Executor:
             self._idle.set()
 
     def _spawn_if_committed(self, run: _Run, commit: asyncio.Future) -> None:
-        if commit.cancelled() or commit.exception() is not None:
+        # Committed after stop() (SIGTERM during StartAction): the next start resumes it.
+        if commit.cancelled() or commit.exception() is not None or self._stopping:
             self._release(run)
         else:
             self._spawn(run)

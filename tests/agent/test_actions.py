@@ -350,3 +350,31 @@ def test_action_properties_stay_out_of_reprs() -> None:
     )
     for shown in (repr(record), repr(SaveAction(record)), repr(ctx)):
         assert "rpi-001" in shown and "correct horse" not in shown
+
+
+async def test_a_start_committed_after_stop_is_left_for_the_next_start() -> None:
+    """SIGTERM during StartAction: the commit lands after the executor stopped. The action is
+    resumed from the store on the next start; this executor must not drive it any more."""
+    calls: list = []
+    node_type = _recording_type(calls, lambda name: asyncio.sleep(0))
+    release = asyncio.Event()
+    committed: list = []
+
+    async def held_write(changes):
+        await release.wait()
+        committed.append(changes)
+
+    executor = Executor(node_type, driver=None, write=held_write, timing=FAST_TIMING)
+    executor.start_watchdog()
+    record = ActionRecord(
+        node_name="n1", node_ip="", environment="", process="deploy", state="a", state_idx=0,
+        updated_at=int(time.time()), action_id=1,
+    )
+    caller = asyncio.create_task(executor.start(record, NodeRef("n1", {})))
+    await asyncio.sleep(0.05)
+    await executor.stop()
+    release.set()
+    await caller
+    await asyncio.sleep(0.1)
+    assert len(committed) == 1 and calls == []
+    assert not executor.is_running("n1")
