@@ -60,6 +60,14 @@
       drawProgress(tr.querySelector('[data-field="progress"]'), r);
       text(tr.querySelector('[data-field="state"]'), r.state_text);
       text(tr.querySelector('[data-field="error"]'), r.last_error || "");
+      var when = tr.querySelector('[data-field="window"]');
+      var span = r.start_text + "|" + r.end_text;
+      if (when.getAttribute("data-drawn") !== span) {
+        when.textContent = r.start_text;
+        when.appendChild(document.createElement("br"));
+        when.appendChild(document.createTextNode("→ " + r.end_text));
+        when.setAttribute("data-drawn", span);
+      }
       var access = tr.querySelector('[data-field="access"]');
       var key = r.node_ip + "|" + r.default_user + "|" + r.password;
       if (access.getAttribute("data-drawn") !== key) {
@@ -73,6 +81,7 @@
       tr.setAttribute("data-status", "released");
       text(tr.querySelector('[data-field="status"]'), "released");
       text(tr.querySelector('[data-field="state"]'), "the reservation ended");
+      tr.querySelector(".progress .fill").style.width = "100%";
       var box = tr.querySelector('input[type=checkbox]');
       if (box) { box.checked = false; box.disabled = true; }
     });
