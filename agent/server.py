@@ -103,6 +103,7 @@ def action_to_pb(view: ActionView) -> agent_pb2.ActionState:
         state_count=view.state_count,
         final=view.final,
         reboots=record.reboots,
+        action_id=record.action_id,
     )
 
 

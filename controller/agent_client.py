@@ -76,6 +76,7 @@ def action_from_pb(msg: pb.ActionState) -> ActionState:
         state_count=msg.state_count,
         final=msg.final,
         reboots=msg.reboots,
+        action_id=msg.action_id,
     )
 
 
@@ -124,7 +125,12 @@ def environment_to_pb(env: Environment) -> pb.Environment:
 class _Connection:
     def __init__(self, address: str) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address)
+        # A channel of its own subchannels: from gRPC's shared pool, a new channel would inherit
+        # the reconnect back-off of an earlier channel to the same address, and refuse an agent
+        # that has just come back (a reconnect right after the agent was started).
+        self.channel = grpc.aio.insecure_channel(
+            address, options=(("grpc.use_local_subchannel_pool", 1),)
+        )
         self.stub = pb_grpc.AgentStub(self.channel)
 
 

@@ -139,10 +139,12 @@ class ActionState:
     state_count: int
     final: bool
     reboots: int = 0
+    # 0 from an agent that does not report it; then the other fields must tell actions apart.
+    action_id: int = 0
 
     def fingerprint(self) -> str:
         """Identifies this action at this point of its life; see Scheduler for its use."""
-        return f"{self.process}|{self.state}|{self.state_idx}|{self.updated_at}"
+        return f"{self.action_id}|{self.process}|{self.state}|{self.state_idx}|{self.updated_at}"
 
 
 @dataclass(frozen=True)

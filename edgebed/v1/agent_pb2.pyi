@@ -71,7 +71,7 @@ class GetActionStateResponse(_message.Message):
     def __init__(self, actions: _Optional[_Iterable[_Union[ActionState, _Mapping]]] = ...) -> None: ...
 
 class ActionState(_message.Message):
-    __slots__ = ("node_name", "node_ip", "environment", "process", "state", "state_idx", "updated_at", "progress", "state_count", "final", "reboots")
+    __slots__ = ("node_name", "node_ip", "environment", "process", "state", "state_idx", "updated_at", "progress", "state_count", "final", "reboots", "action_id")
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_IP_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class ActionState(_message.Message):
     STATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
     REBOOTS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
     node_name: str
     node_ip: str
     environment: str
@@ -94,7 +95,8 @@ class ActionState(_message.Message):
     state_count: int
     final: bool
     reboots: int
-    def __init__(self, node_name: _Optional[str] = ..., node_ip: _Optional[str] = ..., environment: _Optional[str] = ..., process: _Optional[str] = ..., state: _Optional[str] = ..., state_idx: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[int] = ..., state_count: _Optional[int] = ..., final: _Optional[bool] = ..., reboots: _Optional[int] = ...) -> None: ...
+    action_id: int
+    def __init__(self, node_name: _Optional[str] = ..., node_ip: _Optional[str] = ..., environment: _Optional[str] = ..., process: _Optional[str] = ..., state: _Optional[str] = ..., state_idx: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[int] = ..., state_count: _Optional[int] = ..., final: _Optional[bool] = ..., reboots: _Optional[int] = ..., action_id: _Optional[int] = ...) -> None: ...
 
 class DescribeNodeTypeRequest(_message.Message):
     __slots__ = ()

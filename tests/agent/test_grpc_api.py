@@ -284,6 +284,11 @@ async def test_get_action_state_is_batched(agent, stub) -> None:
     assert action.state_count == 13 and action.state_idx == 12
     assert action.node_ip == "10.10.0.2" and action.environment == "raspios-lite-arm64"
     assert action.updated_at > 1_700_000_000 and action.reboots == 0
+    # Every action gets a new, larger id, which tells it from the previous one on the node.
+    reboot = await stub.StartAction(
+        pb.StartActionRequest(node_name="rpi-002", process="reboot"), metadata=AUTH, timeout=5
+    )
+    assert reboot.action.action_id > action.action_id > 0
 
 
 async def test_random_requests_never_give_unknown_or_internal(stub) -> None:

@@ -37,6 +37,7 @@ class FakeAction:
     state_idx: int
     updated_at: int
     properties: dict[str, str]
+    action_id: int = 0
 
     @property
     def states(self) -> list[str]:
@@ -62,6 +63,7 @@ class FakeAction:
             progress=50 if self.state == "copy_image" else 0,
             state_count=len(self.states),
             final=self.final,
+            action_id=self.action_id,
         )
 
 
@@ -200,6 +202,7 @@ class FakeAgent(pb_grpc.AgentServicer):
                 state_idx=0,
                 updated_at=int(time.time()),
                 properties=dict(request.properties),
+                action_id=len(self.started) + 1,
             )
             self.actions[request.node_name] = action
             self.started.append((request.node_name, request.process))

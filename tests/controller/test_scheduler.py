@@ -188,6 +188,42 @@ async def test_a_crash_after_start_action_was_sent_is_adopted_on_restart(tmp_pat
     assert sorted(served.fake.started) == [(n, "deploy") for n in nodes]  # nothing sent twice
 
 
+async def test_a_new_action_that_looks_like_the_previous_one_is_adopted_after_a_crash(
+    tmp_path, clock, fake_agents
+):
+    """A second reboot that ends within the same second as the first looks the same in every
+    field but the agent's action_id: only that id tells the controller it was already sent."""
+    served = fake_agents("rpi", nodes=1)
+    settings = make_settings(tmp_path)
+    async with controller_for(settings, clock) as ctl:
+        [alice] = await setup(ctl, {"rpi": served})
+        await reserve_ready(ctl, alice, ["rpi-000"], int(clock()))
+        await poll_until(ctl, alice, {"rpi-000": ("ready", "deployed")})
+        await ctl.reservations.act(alice, "rpi-000", "reboot")
+        await poll_until(ctl, alice, {"rpi-000": ("ready", "rebooted")})
+        first = served.fake.actions["rpi-000"]
+
+        await ctl.reservations.act(alice, "rpi-000", "reboot")
+
+        def die(*args, **kwargs):
+            raise Crash
+
+        ctl.scheduler._after_start = die
+        with pytest.raises(Crash):
+            await ctl.scheduler.poll()
+    served.fake.finish_all()
+    second = served.fake.actions["rpi-000"]
+    second.updated_at = first.updated_at
+    assert (second.process, second.state, second.state_idx) == (first.process, first.state, first.state_idx)
+
+    async with controller_for(settings, clock) as ctl:
+        alice = await ctl.accounts.get_user("alice@example.org")
+        report = await ctl.scheduler.poll()
+        assert report.adopted == ["rpi-000:reboot"] and report.started == []
+        await poll_until(ctl, alice, {"rpi-000": ("ready", "rebooted")})
+    assert [p for n, p in served.fake.started] == ["deploy", "reboot", "reboot"]
+
+
 async def test_a_crash_before_start_action_was_sent_sends_it_once_on_restart(tmp_path, clock, fake_agents):
     served = fake_agents("rpi", nodes=2)
     settings = make_settings(tmp_path)
