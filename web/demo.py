@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edgebed.cli import UsageError
+from edgebed.errors import UsageError
 
 ADMIN_EMAIL = "admin@edgebed.local"
 # Simulated hardware: a few nodes per agent, durations shrunk so a deploy takes about a minute.
