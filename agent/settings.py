@@ -39,7 +39,9 @@ AGENT_SCHEMA = {
     "name": Key(str, check=_check_agent_name, help="unique agent name; sim nodes are NAME-001..."),
     "type": Key(str, choices=TYPE_NAMES, help="the node type this agent manages"),
     "listen": Key(str, check=check_host_port, help="gRPC address host:port (port 0: any)"),
-    "token": Key(str, check=_check_token, help="the token callers send as 'Bearer <token>'"),
+    "token": Key(
+        str, check=_check_token, secret=True, help="the token callers send as 'Bearer <token>'"
+    ),
     "database": Key(str, check=_check_database, help="SQLite file path or Peewee URL"),
     "driver": Key(str, default="sim", choices=("sim", "real"), help="hardware driver"),
     "sim": {

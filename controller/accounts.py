@@ -93,6 +93,16 @@ class Accounts:
         log.info("account %s created (admin=%s, authorized=%s)", email, admin, authorized)
         return user
 
+    async def add_user(
+        self, actor: User, email: str, password: str, *, admin: bool = False, authorized: bool = False
+    ) -> User:
+        """create_user on behalf of an administrator (the admin pages and API); the command line
+        and the demo, which run on the controller's host, call create_user directly."""
+        creator = await self.require_admin(actor)
+        user = await self.create_user(email, password, admin=admin, authorized=authorized)
+        log.info("%s created account %s", creator.email, user.email)
+        return user
+
     async def authenticate(self, email: str, password: str) -> User:
         try:
             email = validation.email(email)

@@ -143,6 +143,7 @@ class Inventory:
         return result
 
     async def timeline(self, start: int, end: int, viewer: User) -> dict[str, list[Busy]]:
+        viewer = await self._accounts.require_authorized(viewer)
         start = validation.epoch_seconds(start, "timeline start")
         end = validation.epoch_seconds(end, "timeline end")
         if end <= start:

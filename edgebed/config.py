@@ -30,6 +30,8 @@ class Key:
     # Returns an error text for a bad value, or None when the value is fine.
     check: Callable[[Any], str | None] | None = None
     help: str = ""
+    # A secret (a token) is never repeated in an error message.
+    secret: bool = False
 
     @property
     def required(self) -> bool:
@@ -56,6 +58,10 @@ def _from_env(raw: str, key: Key) -> Any:
     if key.kind in (int, float):
         return key.kind(raw.strip())
     return raw
+
+
+def _shown(value: Any, key: Key) -> str:
+    return f"a {type(value).__name__} value (hidden: secret)" if key.secret else repr(value)
 
 
 def _coerce(value: Any, key: Key) -> Any:
@@ -92,7 +98,7 @@ def _load_table(
             except ValueError:
                 raise ConfigError(
                     f"{where}: key '{dotted}' must be {_describe(spec.kind)}, "
-                    f"got {env[env_name]!r}"
+                    f"got {_shown(env[env_name], spec)}"
                 ) from None
         elif name in data:
             value = data[name]
@@ -105,11 +111,13 @@ def _load_table(
             value = _coerce(value, spec)
         except TypeError:
             raise ConfigError(
-                f"{where}: key '{dotted}' must be {_describe(spec.kind)}, got {value!r}"
+                f"{where}: key '{dotted}' must be {_describe(spec.kind)}, got {_shown(value, spec)}"
             ) from None
         if spec.choices and value not in spec.choices:
             allowed = ", ".join(repr(c) for c in spec.choices)
-            raise ConfigError(f"{where}: key '{dotted}' must be one of {allowed}, got {value!r}")
+            raise ConfigError(
+                f"{where}: key '{dotted}' must be one of {allowed}, got {_shown(value, spec)}"
+            )
         if spec.check is not None:
             problem = spec.check(value)
             if problem:

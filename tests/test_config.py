@@ -60,3 +60,13 @@ def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str, env: dic
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_config(tmp_path / "absent.toml", SCHEMA, env={})
+
+
+def test_a_secret_key_is_never_repeated_in_errors(tmp_path: Path) -> None:
+    schema = {"token": Key(str, secret=True, choices=("only-this",))}
+    for text, env in [("token = 123456789\n", {}), ('token = "hunter2-token"\n', {})]:
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path, text), schema, env=env)
+        message = str(caught.value)
+        assert "key 'token'" in message and "hidden" in message
+        assert "123456789" not in message and "hunter2" not in message

@@ -170,15 +170,15 @@ async def admin_list_users(request: web.Request) -> web.StreamResponse:
 
 
 async def admin_create_user(request: web.Request) -> web.StreamResponse:
-    await api_admin(request)
+    admin = await api_admin(request)
     body = await read_json(request)
     _allowed_keys(body, {"email", "password", "admin", "authorized", "is_admin", "is_authorized"})
     email = json_str(body, "email")
     password = json_str(body, "password", max_length=MAX_PASSWORD)
     admin_flag = json_bool(body, "admin") or json_bool(body, "is_admin") or False
     authorized = json_bool(body, "authorized") or json_bool(body, "is_authorized") or False
-    user = await request.app[CONTROLLER].accounts.create_user(
-        email, password, admin=admin_flag, authorized=authorized
+    user = await request.app[CONTROLLER].accounts.add_user(
+        admin, email, password, admin=admin_flag, authorized=authorized
     )
     return web.json_response(user_json(user), status=201)
 

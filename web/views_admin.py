@@ -69,12 +69,12 @@ async def user_action(request: web.Request) -> web.StreamResponse:
 
 
 async def create_user(request: web.Request) -> web.StreamResponse:
-    await require_admin(request)
+    admin = await require_admin(request)
     form = await request.post()
     email = field(form, "email")
     password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
-    user = await request.app[CONTROLLER].accounts.create_user(
-        email, password, admin=form.get("admin") == "on", authorized=form.get("authorized") == "on"
+    user = await request.app[CONTROLLER].accounts.add_user(
+        admin, email, password, admin=form.get("admin") == "on", authorized=form.get("authorized") == "on"
     )
     await flash(request, f"{user.email} created.", "success")
     raise web.HTTPSeeOther("/admin/users")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from controller.domain import Environment
-from controller.errors import Conflict, InvalidInput, NotFound
+from controller.errors import Conflict, InvalidInput, NotAuthorized, NotFound
 from tests.controller.conftest import controller_for, make_settings
 
 
@@ -72,3 +72,6 @@ async def test_the_timeline_shows_windows_and_hides_other_owners(tmp_path, clock
         assert not hasattr(timeline["rpi-000"][0], "owner")
         with pytest.raises(InvalidInput, match="end after it starts"):
             await ctl.inventory.timeline(now, now, user)
+        waiting = await ctl.accounts.sign_up("new@example.org", "new-password")
+        with pytest.raises(NotAuthorized):
+            await ctl.inventory.timeline(now, now + 86400, waiting)

@@ -168,6 +168,7 @@ async def test_admin_actions_are_forbidden_to_other_users(testbed):
 
     calls = [
         ctl.accounts.list_users(ctl.alice),
+        ctl.accounts.add_user(ctl.alice, "mallory@example.org", "a-long-password", admin=True),
         ctl.accounts.set_authorized(ctl.alice, "eve@example.org", True),
         ctl.accounts.set_admin(ctl.alice, "alice@example.org", True),
         ctl.accounts.delete_user(ctl.alice, "bob@example.org"),
