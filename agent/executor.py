@@ -245,13 +245,30 @@ class Executor:
         return DONE
 
     async def _watch_timers(self) -> None:
+        real_before, clock_before = time.monotonic(), self._clock.monotonic()
         while True:
             await asyncio.sleep(self._timing.watchdog_seconds)
+            real_now, clock_now = time.monotonic(), self._clock.monotonic()
             try:
+                self._forgive_stall(real_now - real_before, clock_now - clock_before)
                 self._check_timers()
             except Exception:
                 # The watchdog must outlive a bad clock reading or a bug in one check.
                 log.exception("watchdog check failed")
+            real_before, clock_before = real_now, clock_now
+
+    def _forgive_stall(self, real_elapsed: float, clock_elapsed: float) -> None:
+        """A late wake-up means the agent's own event loop was too busy to run anything (a
+        thousand StartActions at once, a slow disk): no step could progress then, so that time
+        does not count against the nodes' timeouts. It matters when sim timeouts are compressed
+        to a second or so; with real timeouts a stall is far shorter than any of them."""
+        late = real_elapsed - self._timing.watchdog_seconds
+        if late < max(0.1, self._timing.watchdog_seconds) or real_elapsed <= 0:
+            return
+        shift = clock_elapsed * late / real_elapsed
+        for run in self._runs.values():
+            run.state_entered += shift
+            run.last_progress += shift
 
     def _check_timers(self) -> None:
         now = self._clock.monotonic()

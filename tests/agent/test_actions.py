@@ -378,3 +378,43 @@ async def test_a_start_committed_after_stop_is_left_for_the_next_start() -> None
     await asyncio.sleep(0.1)
     assert len(committed) == 1 and calls == []
     assert not executor.is_running("n1")
+
+
+async def test_a_stalled_event_loop_does_not_count_against_the_timeouts(tmp_path) -> None:
+    """With sim timeouts compressed to a fraction of a second, a loop too busy to run any step
+    (a thousand StartActions at once) must not declare nodes lost."""
+    stall_ended: list[float] = []
+
+    async def post(ctx):
+        if not stall_ended:
+            time.sleep(0.5)  # blocks the whole event loop, as a burst of work would
+            stall_ended.append(time.monotonic())
+            return Poll(done=False)
+        return Poll(done=time.monotonic() >= stall_ended[0] + 0.1)
+
+    node_type = NodeType(
+        name="raspberry",
+        processes={"deploy": process("deploy", StateSpec("wait", lost=30), StateSpec("deployed"))},
+        steps={"wait": Step(post=post)},
+        properties=(), default_environments=(), sim_node_properties=lambda i: {}, drivers={},
+    )
+    store = Store(str(tmp_path / "stall.sqlite"))
+    worker = DbWorker("test")
+    await worker.call(store.open)
+    committer = GroupCommitter(worker, store.apply)
+    committer.start()
+    # 100x: the 30 s timeout lasts 0.3 real seconds, shorter than the 0.5 s stall.
+    executor = Executor(node_type, None, committer.write, clock=FastClock(100), timing=FAST_TIMING)
+    executor.start_watchdog()
+    record = ActionRecord(
+        node_name="n1", node_ip="", environment="", process="deploy", state="wait", state_idx=0,
+        updated_at=int(time.time()), action_id=1,
+    )
+    await executor.start(record, NodeRef("n1", {}))
+    await asyncio.wait_for(executor.wait_idle(), 10)
+    await executor.stop()
+    await committer.close()
+    final = await worker.call(store.get_action, "n1")
+    await worker.call(store.close)
+    worker.shutdown()
+    assert final.state == "deployed"
