@@ -29,6 +29,46 @@ ENVIRONMENTS = {
 FAST_TIMING = Timing(poll_seconds=0.005, retry_seconds=0.005, watchdog_seconds=0.005)
 
 
+class _ExecutorOnStore:
+    """An executor writing through a real group committer into a SQLite store, as the agent
+    runs it, for tests of the executor alone (its own node types, drivers and clocks)."""
+
+    def __init__(self, path, node_type, driver=None, *, clock=None, wrap_write=None) -> None:
+        self.path = str(path)
+        self.store = Store(self.path)
+        self.worker = DbWorker("test")
+        self.committer = GroupCommitter(self.worker, self.store.apply)
+        write = self.committer.write if wrap_write is None else wrap_write(self.committer.write)
+        self.executor = Executor(node_type, driver, write, clock=clock, timing=FAST_TIMING)
+
+    async def __aenter__(self) -> "_ExecutorOnStore":
+        await self.worker.call(self.store.open)
+        self.committer.start()
+        self.executor.start_watchdog()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.executor.stop()
+        await self.committer.close()
+        await self.worker.call(self.store.close)
+        self.worker.shutdown()
+
+    async def run_one(self, first_state: str, node=NodeRef("n1", {})) -> None:
+        """Starts a deploy on node n1 in `first_state` and waits until nothing runs."""
+        await self.executor.start(_record(first_state), node)
+        await asyncio.wait_for(self.executor.wait_idle(), 10)
+
+    async def action(self, name: str = "n1"):
+        return await self.worker.call(self.store.get_action, name)
+
+
+def _record(first_state: str) -> ActionRecord:
+    return ActionRecord(
+        node_name="n1", node_ip="", environment="", process="deploy", state=first_state,
+        state_idx=0, updated_at=int(time.time()), action_id=1,
+    )
+
+
 async def _start_all(stub, names, process, environment="", **properties):
     for name in names:
         await stub.StartAction(
@@ -197,11 +237,8 @@ def _recording_type(calls: list, check_committed) -> NodeType:
 
 
 async def test_a_state_twice_in_a_process_and_each_transition_durable_before_the_next_step(tmp_path) -> None:
-    database = str(tmp_path / "custom.sqlite")
-    store = Store(database)
-    worker = DbWorker("test")
-    await worker.call(store.open)
-    reader = Store(database)
+    database = tmp_path / "custom.sqlite"
+    reader = Store(str(database))
     seen_states: list[tuple[str, int]] = []
 
     async def check_committed(node_name):
@@ -210,23 +247,10 @@ async def test_a_state_twice_in_a_process_and_each_transition_durable_before_the
         seen_states.append((record.state, record.state_idx))
 
     calls: list = []
-    node_type = _recording_type(calls, check_committed)
-    committer = GroupCommitter(worker, store.apply)
-    committer.start()
-    executor = Executor(node_type, driver=None, write=committer.write, timing=FAST_TIMING)
-    executor.start_watchdog()
-    record = ActionRecord(
-        node_name="n1", node_ip="10.0.0.1", environment="", process="deploy", state="a",
-        state_idx=0, updated_at=int(time.time()), action_id=1,
-    )
-    await executor.start(record, NodeRef("n1", {"ip": "10.0.0.1"}))
-    await asyncio.wait_for(executor.wait_idle(), 10)
-    await executor.stop()
-    await committer.close()
-    final = await worker.call(store.get_action, "n1")
-    transitions = await worker.call(store.transitions, "n1")
-    await worker.call(store.close)
-    worker.shutdown()
+    async with _ExecutorOnStore(database, _recording_type(calls, check_committed)) as harness:
+        await harness.run_one("a", NodeRef("n1", {"ip": "10.0.0.1"}))
+        final = await harness.action()
+        transitions = await harness.worker.call(harness.store.transitions, "n1")
     assert [c[0] for c in calls] == ["exec", "post", "exec", "exec", "post", "slow", "slow", "slow"]
     assert seen_states == [("a", 0), ("b", 1), ("a", 2)]
     assert [(t.state_idx, t.state) for t in transitions] == [
@@ -279,24 +303,9 @@ async def test_progress_after_a_hard_reboot_counts_from_zero(tmp_path) -> None:
         steps={"copy": Step(post=copy_post)},
         properties=(), default_environments=(), sim_node_properties=lambda i: {}, drivers={},
     )
-    store = Store(str(tmp_path / "copy.sqlite"))
-    worker = DbWorker("test")
-    await worker.call(store.open)
-    committer = GroupCommitter(worker, store.apply)
-    committer.start()
-    executor = Executor(node_type, Driver(), committer.write, clock=clock, timing=FAST_TIMING)
-    executor.start_watchdog()
-    record = ActionRecord(
-        node_name="n1", node_ip="", environment="", process="deploy", state="copy", state_idx=0,
-        updated_at=int(time.time()), action_id=1,
-    )
-    await executor.start(record, NodeRef("n1", {}))
-    await asyncio.wait_for(executor.wait_idle(), 10)
-    await executor.stop()
-    await committer.close()
-    final = await worker.call(store.get_action, "n1")
-    await worker.call(store.close)
-    worker.shutdown()
+    async with _ExecutorOnStore(tmp_path / "copy.sqlite", node_type, Driver(), clock=clock) as harness:
+        await harness.run_one("copy")
+        final = await harness.action()
     assert final.state == "deployed" and final.reboots == 1 and Driver.reboots == 1
 
 
@@ -305,36 +314,25 @@ async def test_a_start_whose_caller_is_cancelled_mid_commit_still_runs(tmp_path)
     land, and an action committed but not driven would block the node until a restart."""
     calls: list = []
     node_type = _recording_type(calls, lambda name: asyncio.sleep(0))
-    store = Store(str(tmp_path / "cancel.sqlite"))
-    worker = DbWorker("test")
-    await worker.call(store.open)
-    committer = GroupCommitter(worker, store.apply)
-    committer.start()
     write_started = asyncio.Event()
 
-    async def slow_write(changes):
-        write_started.set()
-        await asyncio.sleep(0.2)
-        await committer.write(changes)
+    def slow(write):
+        async def slow_write(changes):
+            write_started.set()
+            await asyncio.sleep(0.2)
+            await write(changes)
 
-    executor = Executor(node_type, driver=None, write=slow_write, timing=FAST_TIMING)
-    executor.start_watchdog()
-    record = ActionRecord(
-        node_name="n1", node_ip="", environment="", process="deploy", state="a", state_idx=0,
-        updated_at=int(time.time()), action_id=1,
-    )
-    caller = asyncio.create_task(executor.start(record, NodeRef("n1", {})))
-    await write_started.wait()
-    caller.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await caller
-    await asyncio.sleep(0.3)
-    await asyncio.wait_for(executor.wait_idle(), 10)
-    await executor.stop()
-    await committer.close()
-    final = await worker.call(store.get_action, "n1")
-    await worker.call(store.close)
-    worker.shutdown()
+        return slow_write
+
+    async with _ExecutorOnStore(tmp_path / "cancel.sqlite", node_type, wrap_write=slow) as harness:
+        caller = asyncio.create_task(harness.executor.start(_record("a"), NodeRef("n1", {})))
+        await write_started.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(harness.executor.wait_idle(), 10)
+        final = await harness.action()
     assert final.state == "deployed"
 
 
@@ -398,23 +396,8 @@ async def test_a_stalled_event_loop_does_not_count_against_the_timeouts(tmp_path
         steps={"wait": Step(post=post)},
         properties=(), default_environments=(), sim_node_properties=lambda i: {}, drivers={},
     )
-    store = Store(str(tmp_path / "stall.sqlite"))
-    worker = DbWorker("test")
-    await worker.call(store.open)
-    committer = GroupCommitter(worker, store.apply)
-    committer.start()
     # 100x: the 30 s timeout lasts 0.3 real seconds, shorter than the 0.5 s stall.
-    executor = Executor(node_type, None, committer.write, clock=FastClock(100), timing=FAST_TIMING)
-    executor.start_watchdog()
-    record = ActionRecord(
-        node_name="n1", node_ip="", environment="", process="deploy", state="wait", state_idx=0,
-        updated_at=int(time.time()), action_id=1,
-    )
-    await executor.start(record, NodeRef("n1", {}))
-    await asyncio.wait_for(executor.wait_idle(), 10)
-    await executor.stop()
-    await committer.close()
-    final = await worker.call(store.get_action, "n1")
-    await worker.call(store.close)
-    worker.shutdown()
+    async with _ExecutorOnStore(tmp_path / "stall.sqlite", node_type, clock=FastClock(100)) as harness:
+        await harness.run_one("wait")
+        final = await harness.action()
     assert final.state == "deployed"
