@@ -25,7 +25,20 @@ from tests.conftest import component_missing, free_port
 from tests.controller.fake_agent import FakeAgent, ServedAgent
 
 REPO = Path(__file__).resolve().parents[2]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _postgres_bin() -> Path:
+    """Debian's newest PostgreSQL server binaries (15 on bookworm), or EDGEBED_PG_BIN."""
+    if os.environ.get("EDGEBED_PG_BIN"):
+        return Path(os.environ["EDGEBED_PG_BIN"])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda path: int(path.parent.parent.name) if path.parent.parent.name.isdigit() else 0,
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _postgres_bin()
 
 # Cheap argon2 parameters: the tests create many accounts; production uses the library defaults.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
