@@ -74,7 +74,17 @@ async def api_admin(request: web.Request) -> User:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path on this site, so that the login form cannot send anyone elsewhere."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a path on this site, so that the login form cannot send anyone elsewhere.
+
+    Only printable ASCII without spaces passes: browsers drop tabs and newlines from a Location,
+    so "/<TAB>/evil.example" would be followed as "//evil.example", another site.
+    """
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or not all("!" <= char <= "~" for char in target)
+    ):
         return "/reserve"
     return target

@@ -145,6 +145,25 @@ def test_login_is_rate_limited_per_email_and_address(accounts_testbed):
     client.login(ADMIN)
 
 
+def test_login_sends_back_only_to_a_path_of_this_site(accounts_testbed):
+    cases = {
+        "/manage?x=1": "/manage?x=1",
+        "https://evil.example/": "/reserve",
+        "//evil.example/": "/reserve",
+        "/\\evil.example/": "/reserve",
+        # Browsers drop tabs and newlines from a Location: these would lead to //evil.example.
+        "/\t/evil.example/": "/reserve",
+        "/\n/evil.example/": "/reserve",
+        "/\r\n/evil.example/": "/reserve",
+        "/ /evil.example/": "/reserve",
+    }
+    for target, expected in cases.items():
+        client = Client(accounts_testbed.url)
+        response = client.post("/login", {"email": ADMIN, "password": PASSWORD, "next": target})
+        assert response.status == 303, (target, response.status)
+        assert response.location == expected, (target, response.location)
+
+
 def test_session_cookie_is_encrypted_http_only_and_lax(accounts_testbed):
     client = Client(accounts_testbed.url)
     response = client.post("/login", {"email": ADMIN, "password": PASSWORD})
