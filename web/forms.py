@@ -171,6 +171,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The parser recurses per level: "[[[[..." within the size limit exhausts the stack.
+        raise InvalidInput("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
     return body
@@ -215,7 +218,11 @@ def json_number(body: Mapping[str, Any], key: str, *, minimum: float, maximum: f
         raise InvalidInput(f"{key} is missing")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(f"{key} must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        # A JSON integer of hundreds of digits: no float holds it.
+        raise InvalidInput(f"{key} must be between {minimum:g} and {maximum:g}") from None
     if not math.isfinite(number) or not minimum <= number <= maximum:
         raise InvalidInput(f"{key} must be between {minimum:g} and {maximum:g}")
     return number

@@ -181,6 +181,20 @@ def test_bodies_that_are_not_json_or_too_large_are_refused(api_client, admin_cli
     assert api_client.request("DELETE", "/api/v1/nodes").status == 405
 
 
+def test_deeply_nested_bodies_and_huge_numbers_are_refused(api_client):
+    cases = {
+        b"[" * 100_000: "nested too deeply",
+        b'{"a":' * 40_000: "nested too deeply",
+        json.dumps({"nodes": ["rpi-001"], "start_date": 1, "duration_hours": 10**400}).encode():
+            "duration_hours must be between",
+    }
+    for raw, expected in cases.items():
+        response = api_client.request("POST", "/api/v1/reservations", body=raw,
+                                      headers={"Content-Type": "application/json"})
+        assert response.status == 400, (raw[:40], response.status, response.text[:300])
+        assert expected in response.json()["error"]
+
+
 def test_reserve_form_reports_what_is_wrong(testbed):
     alice = Client(testbed.url)
     alice.login(ALICE)
