@@ -6,7 +6,9 @@ import inspect
 
 from aiohttp import web
 
+from controller.agents import AGENT_TYPES
 from controller.errors import InvalidInput
+from controller.reservations import USER_ACTIONS
 from web.auth import api_admin, api_user
 from web.forms import (
     MAX_PASSWORD,
@@ -32,8 +34,6 @@ from web.views_common import (
     user_json,
 )
 
-ACTIONS = ("reboot", "deploy", "destroy", "extend")
-AGENT_TYPES = ("raspberry", "node", "sensor")
 # 2100-01-01: beyond any reservation, below any overflow.
 MAX_EPOCH = 4_102_444_800
 
@@ -270,7 +270,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/reservations", list_reservations)
     app.router.add_get("/api/v1/reservations/{node}", get_reservation)
     app.router.add_put("/api/v1/reservations/{node}", configure_reservation)
-    for action in ACTIONS:
+    for action in USER_ACTIONS:
         app.router.add_post(f"/api/v1/reservations/{{node}}/{action}", act_on_reservation(action))
     app.router.add_get("/api/v1/admin/users", admin_list_users)
     app.router.add_post("/api/v1/admin/users", admin_create_user)

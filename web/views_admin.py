@@ -6,6 +6,7 @@ from collections import defaultdict
 
 from aiohttp import web
 
+from controller.agents import AGENT_TYPES
 from controller.domain import Environment
 from controller.errors import InvalidInput
 from web.auth import require_admin
@@ -13,7 +14,6 @@ from web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from web.keys import CONTROLLER
 from web.render import flash, render
 
-AGENT_TYPES = ("raspberry", "node", "sensor")
 USER_OPS = ("authorize", "revoke", "promote", "demote", "delete")
 
 

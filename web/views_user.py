@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from controller.errors import InvalidInput
+from controller.reservations import USER_ACTIONS
 from web.auth import require_user
 from web.forms import (
     MAX_LONG,
@@ -28,7 +29,6 @@ from web.keys import CONTROLLER
 from web.render import flash, render, viewer_zone
 from web.views_common import act_on_each, reservation_json
 
-ACTIONS = ("reboot", "deploy", "destroy", "extend")
 FILTER_PREFIX = "f."
 PROPERTY_PREFIX = "prop."
 TIMELINE_DAYS_DEFAULT = 7
@@ -357,8 +357,8 @@ async def manage_action(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
     action = field(form, "action")
-    if action not in ACTIONS:
-        raise InvalidInput(f"unknown action; choose one of {', '.join(ACTIONS)}")
+    if action not in USER_ACTIONS:
+        raise InvalidInput(f"unknown action; choose one of {', '.join(USER_ACTIONS)}")
     nodes = form_list(form, "nodes")
     if not nodes:
         raise InvalidInput("tick at least one node")
