@@ -39,6 +39,10 @@ MAX_NODES_PER_REQUEST = 1000
 USER_ACTIONS = ("reboot", "deploy", "destroy", "extend")
 
 
+# How often ending a reservation re-reads a row the scheduler moved meanwhile before giving up;
+# the scheduler changes a row at most a couple of times per poll, so a few tries always do.
+_END_ATTEMPTS = 5
+
 def _matches(node: CachedNode, wanted: Mapping[str, str]) -> bool:
     for key, value in wanted.items():
         if key == "type":
@@ -376,6 +380,20 @@ class Reservations:
     async def _end(self, record: ScheduleRecord) -> ScheduleRecord | None:
         """Ends a reservation now: cancels it if nothing ever ran, else destroys the node (the
         scheduler removes the rows once destroyed). None when the rows are already gone."""
+        for _ in range(_END_ATTEMPTS):
+            ended, outcome = await self._try_end(record)
+            if ended:
+                return outcome
+            # The scheduler moved the row between the read and the write (it sent an action or
+            # recorded an answer): ending is the user's last word, so end what is there now.
+            fresh = await self._store.get_schedule(record.node_name, record.owner)
+            if fresh is None:
+                return None
+            record = fresh
+        raise Conflict(f"node {record.node_name} keeps changing; try again")
+
+    async def _try_end(self, record: ScheduleRecord) -> tuple[bool, ScheduleRecord | None]:
+        """(True, what remains) when ended; (False, None) when the row changed under us."""
         now = self._now()
         if not record.started and not record.pending:
             applied = await self._store.update_schedule(
@@ -391,10 +409,10 @@ class Reservations:
             )
             if applied[0]:
                 log.info("%s cancelled the reservation of %s", record.owner, record.node_name)
-                return None
-            record = await self._record(record.owner, record.node_name)
+                return True, None
+            return False, None
         if record.ending:
-            return record
+            return True, record
         changes: dict[str, Any] = {"ending": True, "end_date": min(record.end_date, now)}
         if not record.pending_issued:
             # An intention not sent yet is replaced by the destroy; one that may have been sent
@@ -411,10 +429,10 @@ class Reservations:
             ]
         )
         if not applied[0]:
-            raise Conflict(f"node {record.node_name} changed meanwhile; try again")
+            return False, None
         log.info("%s ended the reservation of %s", record.owner, record.node_name)
         self.wake_scheduler()
-        return await self._record(record.owner, record.node_name)
+        return True, await self._store.get_schedule(record.node_name, record.owner)
 
     async def _extend(self, record: ScheduleRecord) -> ScheduleRecord:
         now = self._now()

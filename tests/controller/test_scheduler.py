@@ -312,3 +312,33 @@ async def _rows(settings):
         return await store.list_schedule()
     finally:
         await store.close()
+
+
+async def test_a_destroy_racing_the_scheduler_is_applied_not_refused(tmp_path, clock, fake_agents):
+    """The scheduler may move a row between destroy's read and its write (it sends the pending
+    reboot); ending a reservation is the user's final word and must not bounce with a 409."""
+    served = fake_agents("rpi", nodes=1)
+    async with controller_for(make_settings(tmp_path), clock) as ctl:
+        [alice] = await setup(ctl, {"rpi": served})
+        await reserve_ready(ctl, alice, ["rpi-000"], int(clock()))
+        await poll_until(ctl, alice, {"rpi-000": ("ready", "deployed")})
+        await ctl.reservations.act(alice, "rpi-000", "reboot")
+
+        store = ctl.scheduler._store
+        real_update = store.update_schedule
+        raced: list[bool] = []
+
+        async def racing_update(changes):
+            if not raced:
+                raced.append(True)
+                await ctl.scheduler.poll()  # sends the reboot and records it, under destroy's feet
+            return await real_update(changes)
+
+        store.update_schedule = racing_update
+        try:
+            reservation = await ctl.reservations.act(alice, "rpi-000", "destroy")
+        finally:
+            store.update_schedule = real_update
+        assert raced and reservation.end_date <= int(clock())
+        await poll_until(ctl, alice, {})
+    assert [p for n, p in served.fake.started] == ["deploy", "reboot", "destroy"]
