@@ -20,6 +20,7 @@ from controller.domain import (
     IN_PROGRESS,
     READY,
     AgentCatalog,
+    NodeInfo,
     Reservation,
     ScheduleRecord,
     User,
@@ -43,7 +44,9 @@ USER_ACTIONS = ("reboot", "deploy", "destroy", "extend")
 # the scheduler changes a row at most a couple of times per poll, so a few tries always do.
 _END_ATTEMPTS = 5
 
-def _matches(node: CachedNode, wanted: Mapping[str, str]) -> bool:
+
+def node_matches(node: CachedNode | NodeInfo, wanted: Mapping[str, str]) -> bool:
+    """A property filter: node properties, plus `type`, `agent` and `name` of the node itself."""
     for key, value in wanted.items():
         if key == "type":
             have = node.type
@@ -159,7 +162,7 @@ class Reservations:
         if not 1 <= count <= MAX_NODES_PER_REQUEST:
             raise InvalidInput(f"the count must be between 1 and {MAX_NODES_PER_REQUEST}")
         cached = await self._inventory.cached_nodes()
-        matching = [node for node in cached.values() if _matches(node, filter)]
+        matching = [node for node in cached.values() if node_matches(node, filter)]
         connected = sorted(node.name for node in matching if node.connected)
         if len(connected) < count:
             raise Conflict(

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from controller.errors import InvalidInput
-from controller.reservations import USER_ACTIONS
+from controller.reservations import USER_ACTIONS, node_matches
 from web.auth import require_user
 from web.forms import (
     MAX_LONG,
@@ -50,19 +50,6 @@ def _filters_from(query) -> dict[str, str]:
             if name and len(name) <= 64 and len(value) <= 256:
                 filters[name] = value.strip()
     return filters
-
-
-def _node_matches(node, filters: dict[str, str]) -> bool:
-    for name, wanted in filters.items():
-        if name == "type":
-            actual = node.type
-        elif name == "agent":
-            actual = node.agent
-        else:
-            actual = node.properties.get(name)
-        if actual != wanted:
-            return False
-    return True
 
 
 def _filter_choices(nodes) -> dict[str, list[str]]:
@@ -118,7 +105,7 @@ async def reserve_page(request: web.Request) -> web.StreamResponse:
     span = window_end - window_start
     nodes = await ctl.inventory.list_nodes()
     timeline = await ctl.inventory.timeline(window_start, window_end, user)
-    shown = [node for node in nodes if _node_matches(node, filters)]
+    shown = [node for node in nodes if node_matches(node, filters)]
     # The table shows the properties that the shown nodes have, in a stable order.
     columns = sorted({name for node in shown for name in node.properties})[:8]
     rows = [

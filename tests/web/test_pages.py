@@ -16,6 +16,9 @@ def test_reserve_n_nodes_by_filter_then_configure_them_together(testbed):
     page = bob.get("/reserve?f.type=sensor")
     assert page.status == 200 and page.text.count('name="nodes" value="sens-') == 3
     assert 'name="f.type" value="sensor"' in page.text  # the filter goes with the form
+    # The page filters as the reservation does: `name` is the node's own name.
+    by_name = bob.get("/reserve?f.name=sens-002").text
+    assert re.findall(r'name="nodes" value="([^"]+)"', by_name) == ["sens-002"]
     start = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 86400 * 3))
     reserved = bob.post("/reserve", [("count", "2"), ("f.type", "sensor"), ("start", start),
                                      ("tz", "UTC"), ("duration_hours", "2")])
