@@ -46,6 +46,9 @@ from controller.settings import redacted_url
 
 log = logging.getLogger(__name__)
 
+# PostgreSQL advisory lock key of the node cache and catalog writes (any number unique to them).
+_INVENTORY_LOCK = 0x6564_6765_6E6F
+
 T = TypeVar("T")
 
 SCHEMA_VERSION = 2
@@ -578,6 +581,13 @@ class Store:
         assert self._db is not None
         return self._db.atomic("IMMEDIATE") if is_sqlite(self._db) else self._db.atomic()
 
+    def _serialize(self, key: int) -> None:
+        """Inside a transaction: waits for every other transaction holding `key` to end. SQLite's
+        IMMEDIATE transaction already serializes writers; on PostgreSQL a row lock cannot guard
+        rows that do not exist yet, so inserts of the same new rows take an advisory lock."""
+        if not self.is_sqlite:
+            self._db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+
     def _lock(self, query: pw.Select) -> pw.Select:
         """Row locks on PostgreSQL; SQLite's IMMEDIATE transaction already holds the only lock."""
         return query if self.is_sqlite else query.for_update()
@@ -787,6 +797,7 @@ class Store:
             Node = self.m.Node
             duplicates: dict[str, dict[str, str]] = {}
             with self._write():
+                self._serialize(_INVENTORY_LOCK)
                 for agent, type_, nodes in nodes_by_agent:
                     names = sorted(nodes)
                     existing = {}

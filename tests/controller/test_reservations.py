@@ -250,3 +250,18 @@ async def test_of_50_concurrent_requests_for_one_node_and_window_exactly_one_win
         timeline = await ctl.inventory.timeline(start - HOUR, start + 40 * HOUR, admin)
         assert len(timeline["rpi-000"]) == 1
         assert len(timeline["rpi-001"]) == 3
+
+
+async def test_concurrent_inventory_saves_of_new_nodes_never_collide(tmp_path, clock, database_url):
+    """Two refreshes (a page's and the scheduler's) may both see a node as new; on PostgreSQL a
+    row lock cannot guard a row that does not exist yet, so both would insert it."""
+    settings = make_settings(tmp_path, database=database_url)
+    async with controller_for(settings, clock, db_workers=8) as ctl:
+        for round_ in range(3):
+            nodes = {f"new-{round_}-{i:03d}": {"ip": f"10.9.{round_}.{i}"} for i in range(40)}
+            results = await asyncio.gather(
+                *(ctl.store.save_inventory([("rpi", "raspberry", nodes)], [], int(clock())) for _ in range(8)),
+                return_exceptions=True,
+            )
+            assert not [r for r in results if isinstance(r, Exception)], results
+            assert {n.name for n in await ctl.store.list_nodes()} == set(nodes)
