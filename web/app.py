@@ -19,7 +19,7 @@ from aiohttp import web
 from web import api, views_account, views_admin, views_user
 from web.errors import error_middleware
 from web.forms import format_epoch
-from web.keys import CONTROLLER, LOGIN_LIMITER, MAILER, SETTINGS
+from web.keys import ADDRESS_LIMITER, CONTROLLER, LOGIN_LIMITER, MAILER, SETTINGS
 from web.mail import ConfirmationMailer
 from web.ratelimit import RateLimiter
 from web.security import add_security_headers, csrf_middleware, session_middleware_for
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 LOGIN_ATTEMPTS_PER_MINUTE = 5
+# Failed logins per minute from one address, whatever the account (a lab behind one NAT shares it).
+FAILED_LOGINS_PER_ADDRESS_PER_MINUTE = 20
 # Forms and JSON bodies are small; anything bigger is refused with 413 before it is read.
 MAX_BODY_BYTES = 256 * 1024
 
@@ -85,6 +87,7 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> w
     )
     app[SETTINGS] = settings
     app[LOGIN_LIMITER] = RateLimiter(LOGIN_ATTEMPTS_PER_MINUTE, 60.0)
+    app[ADDRESS_LIMITER] = RateLimiter(FAILED_LOGINS_PER_ADDRESS_PER_MINUTE, 60.0)
     app[MAILER] = ConfirmationMailer(settings.smtp_host, settings.smtp_port, settings.smtp_sender)
 
     environment = aiohttp_jinja2.setup(

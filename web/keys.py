@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller")
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 LOGIN_LIMITER: web.AppKey[RateLimiter] = web.AppKey("login_limiter")
+ADDRESS_LIMITER: web.AppKey[RateLimiter] = web.AppKey("login_address_limiter")
 MAILER: web.AppKey[ConfirmationMailer] = web.AppKey("mailer")
 
 # The signed-in user of this request, once web.auth has looked it up (None: anonymous).

@@ -38,6 +38,23 @@ class RateLimiter:
         self._max_keys = max_keys
         self._attempts: dict[Hashable, deque[float]] = {}
 
+    def check(self, key: Hashable) -> None:
+        """Raises RateLimited when the key is at its limit, recording nothing."""
+        now = self._clock()
+        attempts = self._attempts.get(key)
+        if attempts is None:
+            return
+        while attempts and attempts[0] <= now - self.window_seconds:
+            attempts.popleft()
+        if len(attempts) >= self.limit:
+            self._refuse(attempts, now)
+
+    def _refuse(self, attempts: deque[float], now: float) -> None:
+        retry_after = max(1, int(attempts[0] + self.window_seconds - now + 0.999))
+        raise RateLimited(
+            f"too many login attempts; wait {retry_after} seconds and try again", retry_after
+        )
+
     def attempt(self, key: Hashable) -> None:
         """Records one attempt; raises RateLimited when the key is over its limit."""
         now = self._clock()
@@ -49,11 +66,7 @@ class RateLimiter:
         while attempts and attempts[0] <= now - self.window_seconds:
             attempts.popleft()
         if len(attempts) >= self.limit:
-            retry_after = max(1, int(attempts[0] + self.window_seconds - now + 0.999))
-            raise RateLimited(
-                f"too many login attempts; wait {retry_after} seconds and try again",
-                retry_after,
-            )
+            self._refuse(attempts, now)
         attempts.append(now)
 
     def reset(self, key: Hashable) -> None:

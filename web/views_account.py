@@ -8,10 +8,10 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp_session import get_session
 
-from controller.errors import InvalidInput
+from controller.errors import AuthenticationFailed, InvalidInput
 from web.auth import current_user, require_user, safe_next
 from web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
-from web.keys import CONTROLLER, FORM_TEMPLATE, LOGIN_LIMITER, MAILER, SETTINGS
+from web.keys import ADDRESS_LIMITER, CONTROLLER, FORM_TEMPLATE, LOGIN_LIMITER, MAILER, SETTINGS
 from web.mail import MailNotSent
 from web.render import flash, render
 from web.security import start_session
@@ -80,9 +80,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     target = safe_next(form.get("next") if isinstance(form.get("next"), str) else None)
     request[FORM_TEMPLATE] = ("login.html", {"email": email, "next": target})
     password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
-    key = (email.lower(), request.remote or "")
+    address = request.remote or ""
+    key = (email.lower(), address)
+    # Per account and address, and failures per address whatever the account: one address
+    # trying one password against many accounts is slowed down too.
+    request.app[ADDRESS_LIMITER].check(address)
     request.app[LOGIN_LIMITER].attempt(key)
-    user = await request.app[CONTROLLER].accounts.authenticate(email, password)
+    try:
+        user = await request.app[CONTROLLER].accounts.authenticate(email, password)
+    except AuthenticationFailed:
+        request.app[ADDRESS_LIMITER].attempt(address)
+        raise
     request.app[LOGIN_LIMITER].reset(key)
     await start_session(request, user.email)
     raise web.HTTPSeeOther(target)

@@ -145,6 +145,22 @@ def test_login_is_rate_limited_per_email_and_address(accounts_testbed):
     client.login(ADMIN)
 
 
+def test_failed_logins_are_limited_per_address_across_accounts(tmp_path):
+    # A testbed of its own: the address's failures would otherwise lock out the shared one.
+    bed = Testbed(tmp_path).start()
+    try:
+        bed.create_user(ADMIN, admin=True)
+        client = Client(bed.url)
+        # 20 failures spread over 10 accounts: no account reaches its own limit of 5.
+        for i in range(20):
+            response = client.post("/login", {"email": f"victim{i % 10}@example.org", "password": "guess-123456"})
+            assert response.status == 401, (i, response.status)
+        limited = client.post("/login", {"email": ADMIN, "password": PASSWORD})
+        assert limited.status == 429 and "too many login attempts" in limited.text
+    finally:
+        bed.stop()
+
+
 def test_login_sends_back_only_to_a_path_of_this_site(accounts_testbed):
     cases = {
         "/manage?x=1": "/manage?x=1",
