@@ -19,7 +19,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import grpc
-import peewee
 
 from agent.clock import Clock, FastClock, SystemClock
 from agent.dbworker import DbWorker, GroupCommitter
@@ -29,7 +28,8 @@ from agent.executor import Executor, Timing
 from agent.server import build_server
 from agent.service import AgentService
 from agent.settings import AgentSettings
-from agent.store import DatabaseSpecError, SaveMachine, Store
+from agent.store import DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
+from edgebed.config import redacted_url
 from nodetypes import load_node_type
 from nodetypes.base import NodeType
 from nodetypes.sim import SimOptions
@@ -75,13 +75,13 @@ class _DatabaseLock:
             handle = open(f"{path}.lock", "a+")
         except OSError as exc:
             raise settings.problem(
-                "database", f"{settings.database!r} cannot be created: {exc.strerror}"
+                "database", f"{redacted_url(settings.database)!r} cannot be created: {exc.strerror}"
             ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise settings.problem("database", f"{settings.database!r} is in use by another agent") from None
+            raise settings.problem("database", f"{redacted_url(settings.database)!r} is in use by another agent") from None
         self._file = handle
 
     def release(self) -> None:
@@ -108,7 +108,7 @@ def _first_start(store: Store, settings: AgentSettings, node_type: NodeType) -> 
     owner = store.get_meta("agent_type")
     if owner is not None and owner != settings.type:
         raise settings.problem(
-            "type", f"is {settings.type!r}, but {settings.database} holds a {owner!r} agent's data"
+            "type", f"is {settings.type!r}, but {redacted_url(settings.database)} holds a {owner!r} agent's data"
         )
     if store.get_meta("seeded") is not None:
         return
@@ -177,7 +177,7 @@ async def start_agent(
             await worker.call(store.open)
         except DatabaseSpecError as exc:
             raise settings.problem("database", f"is not usable: {exc}") from None
-        except peewee.OperationalError as exc:
+        except DatabaseUnavailable as exc:
             raise settings.problem("database", f"cannot be opened: {exc}") from None
         except OSError as exc:
             raise settings.problem("database", f"cannot be created: {exc.strerror}") from None

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edgebed.config import ConfigError, Key, check_host_port, in_range, load_config
+from edgebed.config import ConfigError, Key, check_host_port, in_range, load_config, redacted_url
 from nodetypes import TYPE_NAMES
 from nodetypes.base import NAME_PATTERN
 
@@ -74,7 +74,7 @@ class AgentSettings:
         # Settings end up in logs and tracebacks; the token must not.
         return (
             f"AgentSettings(name={self.name!r}, type={self.type!r}, listen={self.listen!r}, "
-            f"database={self.database!r}, driver={self.driver!r}, sim_nodes={self.sim_nodes}, "
+            f"database={redacted_url(self.database)!r}, driver={self.driver!r}, sim_nodes={self.sim_nodes}, "
             f"sim_time_scale={self.sim_time_scale}, sim_failure_rate={self.sim_failure_rate})"
         )
 

@@ -38,6 +38,10 @@ class DatabaseSpecError(Exception):
     """The `database` setting names no usable database."""
 
 
+class DatabaseUnavailable(Exception):
+    """The database exists in the settings but cannot be opened (locked, refused, corrupt)."""
+
+
 def open_database(spec: str) -> peewee.Database:
     """A file path (SQLite) or a Peewee URL (sqlite:///path, postgresql://user:pw@host/db)."""
     if "://" not in spec:
@@ -258,8 +262,11 @@ class Store:
     # Life cycle.
 
     def open(self) -> None:
-        self.database.connect(reuse_if_open=True)
-        self.database.create_tables(list(vars(self._m).values()), safe=True)
+        try:
+            self.database.connect(reuse_if_open=True)
+            self.database.create_tables(list(vars(self._m).values()), safe=True)
+        except peewee.OperationalError as exc:
+            raise DatabaseUnavailable(str(exc)) from None
 
     def close(self) -> None:
         if not self.database.is_closed():

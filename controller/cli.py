@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import ServiceError
-from controller.settings import Settings, load_settings, redacted_url
+from controller.settings import Settings, load_settings
 from controller.store import Store, StoreUnavailable
+from edgebed.config import ConfigError, redacted_url, split_host_port
 from edgebed.errors import UsageError
-from edgebed.config import ConfigError, split_host_port
 
 log = logging.getLogger(__name__)
 

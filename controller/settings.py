@@ -10,17 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgebed.config import ConfigError, Key, check_host_port, in_range, load_config, non_empty
-
-
-def redacted_url(url: str) -> str:
-    """The database URL without its password, for messages."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+from edgebed.config import (
+    ConfigError,
+    Key,
+    check_host_port,
+    in_range,
+    load_config,
+    non_empty,
+    redacted_url,
+)
 
 
 def _check_database(value: str) -> str | None:

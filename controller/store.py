@@ -42,7 +42,7 @@ from controller.domain import (
     User,
 )
 from controller.errors import Conflict
-from controller.settings import redacted_url
+from edgebed.config import redacted_url
 
 log = logging.getLogger(__name__)
 

@@ -170,3 +170,13 @@ def in_range(low: float, high: float) -> Callable[[Any], str | None]:
 
 def non_empty(value: str) -> str | None:
     return "must not be empty" if not str(value).strip() else None
+
+
+def redacted_url(url: str) -> str:
+    """The database URL without its password, for messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url

@@ -142,3 +142,15 @@ async def test_an_unusable_database_path_is_reported_as_the_database_key(tmp_pat
 def test_example_config_is_valid() -> None:
     settings = load_settings(Path(ROOT, "scripts", "agent.example.toml"), env={})
     assert settings.type in ("raspberry", "node", "sensor") and settings.driver == "sim"
+
+
+async def test_a_database_password_never_shows_in_settings_or_start_up_errors(tmp_path) -> None:
+    settings = make_settings(
+        tmp_path, database="postgresql://edgebed:db-secret-pw@127.0.0.1:1/agentdb", token="tok-secret"
+    )
+    assert "db-secret-pw" not in repr(settings) and "tok-secret" not in repr(settings)
+    with pytest.raises(ConfigError) as caught:
+        async with open_agent(settings):
+            pass
+    message = str(caught.value)
+    assert "key 'database'" in message and "db-secret-pw" not in message
