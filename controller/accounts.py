@@ -235,23 +235,33 @@ class Accounts:
         return await self._store.list_users()
 
     async def set_authorized(self, actor: User, email: str, authorized: bool) -> User:
-        admin = await self.require_admin(actor)
-        target = await self.get_user(email)
-        if target.email == admin.email and not authorized:
-            raise Conflict("you cannot revoke your own account")
-        user = await self._store.update_user(target.email, is_authorized=bool(authorized))
-        assert user is not None
-        log.info("%s set is_authorized=%s for %s", admin.email, bool(authorized), target.email)
-        return user
+        return await self.update_flags(actor, email, authorized=authorized)
 
     async def set_admin(self, actor: User, email: str, admin_flag: bool) -> User:
-        admin = await self.require_admin(actor)
+        return await self.update_flags(actor, email, admin=admin_flag)
+
+    async def update_flags(
+        self, actor: User, email: str, *, authorized: bool | None = None, admin: bool | None = None
+    ) -> User:
+        """Authorizes/revokes and promotes/demotes in one write: every check passes first, so a
+        refused change never leaves the other one applied."""
+        creator = await self.require_admin(actor)
         target = await self.get_user(email)
-        if target.email == admin.email and not admin_flag:
-            raise Conflict("you cannot demote yourself")
-        user = await self._store.update_user(target.email, is_admin=bool(admin_flag))
-        assert user is not None
-        log.info("%s set is_admin=%s for %s", admin.email, bool(admin_flag), target.email)
+        changes: dict[str, bool] = {}
+        if authorized is not None:
+            if target.email == creator.email and not authorized:
+                raise Conflict("you cannot revoke your own account")
+            changes["is_authorized"] = bool(authorized)
+        if admin is not None:
+            if target.email == creator.email and not admin:
+                raise Conflict("you cannot demote yourself")
+            changes["is_admin"] = bool(admin)
+        if not changes:
+            return target
+        user = await self._store.update_user(target.email, **changes)
+        if user is None:
+            raise NotFound(f"no account with the email {target.email}")
+        log.info("%s set %s for %s", creator.email, changes, target.email)
         return user
 
     async def delete_user(self, actor: User, email: str) -> None:

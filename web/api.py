@@ -196,12 +196,10 @@ async def admin_update_user(request: web.Request) -> web.StreamResponse:
         promoted = json_bool(body, "admin")
     if authorized is None and promoted is None:
         raise InvalidInput('give "is_authorized" and/or "is_admin" (true or false)')
-    accounts = request.app[CONTROLLER].accounts
-    if authorized is not None:
-        await accounts.set_authorized(admin, email, authorized)
-    if promoted is not None:
-        await accounts.set_admin(admin, email, promoted)
-    return web.json_response(user_json(await accounts.get_user(email)))
+    user = await request.app[CONTROLLER].accounts.update_flags(
+        admin, email, authorized=authorized, admin=promoted
+    )
+    return web.json_response(user_json(user))
 
 
 async def admin_delete_user(request: web.Request) -> web.StreamResponse:

@@ -99,3 +99,14 @@ async def test_deleting_an_account_ends_its_reservations(ctl, clock, fake_agents
         await ctl.accounts.get_user("dave@example.org")
     assert await ctl.store.list_schedule() == []
     assert await ctl.store.list_api_tokens("dave@example.org") == []
+
+
+async def test_flags_change_together_or_not_at_all(ctl):
+    admin = await ctl.accounts.create_user("root@example.org", "admin-password", admin=True, authorized=True)
+    await ctl.accounts.sign_up("new@example.org", "new-password")
+    user = await ctl.accounts.update_flags(admin, "new@example.org", authorized=True, admin=True)
+    assert (user.is_authorized, user.is_admin) == (True, True)
+    with pytest.raises(Conflict, match="demote yourself"):
+        await ctl.accounts.update_flags(admin, "root@example.org", authorized=True, admin=False)
+    again = await ctl.accounts.get_user("root@example.org")
+    assert (again.is_authorized, again.is_admin) == (True, True)
