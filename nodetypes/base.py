@@ -121,6 +121,18 @@ class CopyStatus:
     eta: float | None
 
 
+def ssh_answers(system: str) -> "PollFunction":
+    """The `post` of a state that waits for SSH on `system` (a maintenance or the installed one);
+    the driver (any with ssh_system and seconds_until_ssh) tells when a boot should be over."""
+
+    async def post(ctx: "StepContext") -> Poll:
+        if await ctx.driver.ssh_system(ctx.node) == system:
+            return DONE
+        return Poll(done=False, retry_after=ctx.driver.seconds_until_ssh(ctx.node))
+
+    return post
+
+
 async def poll_copy(ctx: "StepContext", status: CopyStatus, restart: Callable[[], Awaitable[None]]) -> Poll:
     """The `post` of every copy-like state: done, progressing, or died (the SSH session went with
     a restart or a reboot) and started again."""
@@ -146,6 +158,10 @@ class StepContext:
 
     def prop(self, name: str, default: str = "") -> str:
         return self.properties.get(name) or default
+
+    def hostname(self) -> str:
+        """The deployed system's host name: the user's, else the node name made host-safe."""
+        return self.prop("hostname", self.node.name.replace(".", "-").replace("_", "-"))
 
 
 StepFunction = Callable[[StepContext], Awaitable[None]]

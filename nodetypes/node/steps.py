@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nodetypes.base import DONE, Poll, Step, StepContext, poll_copy
+from nodetypes.base import Poll, Step, StepContext, poll_copy, ssh_answers
 from nodetypes.node.driver import DISK, PXE, ServerDriver
 
 
@@ -27,16 +27,6 @@ def _power(on: bool):
     return Step(exec=exec_, post=post)
 
 
-def _ssh_answers(system: str):
-    async def post(ctx: StepContext) -> Poll:
-        driver = _driver(ctx)
-        if await driver.ssh_system(ctx.node) == system:
-            return DONE
-        return Poll(done=False, retry_after=driver.seconds_until_ssh(ctx.node))
-
-    return post
-
-
 async def write_image(ctx: StepContext) -> None:
     await _driver(ctx).start_image_write(ctx.node, ctx.environment)
 
@@ -52,7 +42,7 @@ async def partition(ctx: StepContext) -> None:
 
 
 async def configure(ctx: StepContext) -> None:
-    hostname = ctx.prop("hostname", ctx.node.name.replace(".", "-").replace("_", "-"))
+    hostname = ctx.hostname()
     user = (ctx.environment.default_user if ctx.environment else "") or "root"
     await _driver(ctx).configure(
         ctx.node, hostname, ctx.prop("os_password"), user, ctx.prop("ssh_key")
@@ -68,10 +58,10 @@ STEPS = {
     "bootdev_disk": Step(exec=_boot_from(DISK)),
     "power_off": _power(False),
     "power_on": _power(True),
-    "wait_pxe_ssh": Step(post=_ssh_answers(PXE)),
+    "wait_pxe_ssh": Step(post=ssh_answers(PXE)),
     "write_image": Step(exec=write_image, post=image_written),
     "partition": Step(exec=partition),
     "configure": Step(exec=configure),
-    "ssh_check": Step(post=_ssh_answers(DISK)),
+    "ssh_check": Step(post=ssh_answers(DISK)),
     "wipe_disk": Step(exec=wipe_disk),
 }

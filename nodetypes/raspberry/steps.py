@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nodetypes.base import DONE, Poll, Step, StepContext, poll_copy
+from nodetypes.base import Poll, Step, StepContext, poll_copy, ssh_answers
 from nodetypes.raspberry.driver import NETBOOT, SDCARD, RaspberryDriver
 
 
@@ -34,16 +34,6 @@ async def poe_is_on(ctx: StepContext) -> Poll:
     return Poll(done=await _driver(ctx).poe_is_on(ctx.node))
 
 
-def _ssh_answers(system: str):
-    async def post(ctx: StepContext) -> Poll:
-        driver = _driver(ctx)
-        if await driver.ssh_system(ctx.node) == system:
-            return DONE
-        return Poll(done=False, retry_after=driver.seconds_until_ssh(ctx.node))
-
-    return post
-
-
 async def copy_image(ctx: StepContext) -> None:
     await _driver(ctx).start_image_copy(ctx.node, ctx.environment)
 
@@ -59,7 +49,7 @@ async def partition(ctx: StepContext) -> None:
 
 
 async def configure_system(ctx: StepContext) -> None:
-    hostname = ctx.prop("hostname", ctx.node.name.replace(".", "-").replace("_", "-"))
+    hostname = ctx.hostname()
     await _driver(ctx).configure_system(ctx.node, hostname, ctx.prop("os_password"))
 
 
@@ -77,11 +67,11 @@ STEPS = {
     "netboot_off": Step(exec=netboot_off),
     "poe_off": Step(exec=poe_off, post=poe_is_off),
     "poe_on": Step(exec=poe_on, post=poe_is_on),
-    "wait_netboot_ssh": Step(post=_ssh_answers(NETBOOT)),
+    "wait_netboot_ssh": Step(post=ssh_answers(NETBOOT)),
     "copy_image": Step(exec=copy_image, post=image_copied),
     "partition": Step(exec=partition),
     "configure_system": Step(exec=configure_system),
     "configure_user": Step(exec=configure_user),
-    "ssh_check": Step(post=_ssh_answers(SDCARD)),
+    "ssh_check": Step(post=ssh_answers(SDCARD)),
     "wipe_card": Step(exec=wipe_card),
 }
