@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 
 from aiohttp import web
 
@@ -250,9 +249,7 @@ async def admin_delete_agent(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    rendered = request.app[CONTROLLER].metrics.render()
-    if inspect.isawaitable(rendered):
-        rendered = await rendered
+    rendered = await request.app[CONTROLLER].metrics.render()
     return web.Response(
         text=rendered, content_type="text/plain", charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
