@@ -20,19 +20,19 @@ from urllib.parse import urlparse
 
 import grpc
 
-from agent.clock import Clock, FastClock, SystemClock
-from agent.dbworker import DbWorker, GroupCommitter
-from agent.domain import NodeRecord
-from agent.errors import AlreadyExists
-from agent.executor import Executor, Timing
-from agent.server import build_server
-from agent.service import AgentService
-from agent.settings import AgentSettings
-from agent.store import DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
+from edgebed.agent.clock import Clock, FastClock, SystemClock
+from edgebed.agent.dbworker import DbWorker, GroupCommitter
+from edgebed.agent.domain import NodeRecord
+from edgebed.agent.errors import AlreadyExists
+from edgebed.agent.executor import Executor, Timing
+from edgebed.agent.server import build_server
+from edgebed.agent.service import AgentService
+from edgebed.agent.settings import AgentSettings
+from edgebed.agent.store import DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
 from edgebed.config import redacted_url
-from nodetypes import load_node_type
-from nodetypes.base import NodeType
-from nodetypes.sim import SimOptions
+from edgebed.nodetypes import load_node_type
+from edgebed.nodetypes.base import NodeType
+from edgebed.nodetypes.sim import SimOptions
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import logging
 import signal
 import sys
 
-from agent.app import start_agent
-from agent.settings import AgentSettings, load_settings
+from edgebed.agent.app import start_agent
+from edgebed.agent.settings import AgentSettings, load_settings
 
 
 def run_agent(args) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from nodetypes.base import FINAL_STATES, Environment, NodeRef
+from edgebed.nodetypes.base import FINAL_STATES, Environment, NodeRef
 
 __all__ = ["ActionRecord", "ActionView", "Environment", "NodeRecord", "TransitionRecord"]
 

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from agent.clock import Clock, SystemClock
-from agent.domain import ActionRecord, TransitionRecord
-from agent.errors import Busy
-from agent.store import LogTransition, SaveAction
-from nodetypes.base import FINAL_STATES, LOST, NodeRef, NodeType, Poll, Process, StateSpec, StepContext
+from edgebed.agent.clock import Clock, SystemClock
+from edgebed.agent.domain import ActionRecord, TransitionRecord
+from edgebed.agent.errors import Busy
+from edgebed.agent.store import LogTransition, SaveAction
+from edgebed.nodetypes.base import FINAL_STATES, LOST, NodeRef, NodeType, Poll, Process, StateSpec, StepContext
 
 log = logging.getLogger(__name__)
 

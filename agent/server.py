@@ -14,9 +14,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agent.domain import ActionView, Environment, NodeRecord
-from agent.errors import AgentError, AlreadyExists, Busy, InvalidArgument, NotFound
-from agent.service import AgentService
+from edgebed.agent.domain import ActionView, Environment, NodeRecord
+from edgebed.agent.errors import AgentError, AlreadyExists, Busy, InvalidArgument, NotFound
+from edgebed.agent.service import AgentService
 from edgebed.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.dbworker import DbWorker
-from agent.domain import ActionRecord, ActionView, Environment, NodeRecord
-from agent.errors import Busy, InvalidArgument, NotFound
-from agent.executor import Executor
-from agent.store import Store
-from nodetypes.base import FINAL_STATES, NAME_PATTERN, NodeType, PropertySpec, check_ip
+from edgebed.agent.dbworker import DbWorker
+from edgebed.agent.domain import ActionRecord, ActionView, Environment, NodeRecord
+from edgebed.agent.errors import Busy, InvalidArgument, NotFound
+from edgebed.agent.executor import Executor
+from edgebed.agent.store import Store
+from edgebed.nodetypes.base import FINAL_STATES, NAME_PATTERN, NodeType, PropertySpec, check_ip
 
 MAX_PROPERTY_VALUE = 4096
 

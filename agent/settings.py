@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edgebed.config import ConfigError, Key, check_host_port, in_range, load_config, redacted_url
-from nodetypes import TYPE_NAMES
-from nodetypes.base import NAME_PATTERN
+from edgebed.nodetypes import TYPE_NAMES
+from edgebed.nodetypes.base import NAME_PATTERN
 
 
 def _check_agent_name(value: str) -> str | None:

@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 import peewee
 from playhouse import db_url
 
-from agent.domain import ActionRecord, Environment, NodeRecord, TransitionRecord
-from agent.errors import AlreadyExists, Busy, NotFound
+from edgebed.agent.domain import ActionRecord, Environment, NodeRecord, TransitionRecord
+from edgebed.agent.errors import AlreadyExists, Busy, NotFound
 
 # WAL lets GetActionState read while the executor writes. synchronous=NORMAL keeps every commit
 # across a crash of the agent (SIGKILL); a power cut may undo the last commits, which only makes

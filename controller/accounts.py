@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from controller import validation
-from controller.domain import ApiToken, User
-from controller.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, NotAuthorized, NotFound
-from controller.store import Store
+from edgebed.controller import validation
+from edgebed.controller.domain import ApiToken, User
+from edgebed.controller.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, NotAuthorized, NotFound
+from edgebed.controller.store import Store
 
 if TYPE_CHECKING:
-    from controller.reservations import Reservations
+    from edgebed.controller.reservations import Reservations
 
 log = logging.getLogger(__name__)
 

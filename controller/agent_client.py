@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from controller.domain import (
+from edgebed.controller.domain import (
     CONNECTED,
     DISCONNECTED,
     ActionState,
@@ -34,7 +34,7 @@ from controller.domain import (
     NodeTypeInfo,
     PropertySpec,
 )
-from controller.errors import (
+from edgebed.controller.errors import (
     AgentRejectedToken,
     AgentUnavailable,
     Conflict,
@@ -42,8 +42,8 @@ from controller.errors import (
     NotFound,
     ServiceError,
 )
-from controller.metrics import Metrics
-from controller.store import Store
+from edgebed.controller.metrics import Metrics
+from edgebed.controller.store import Store
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc as pb_grpc
 

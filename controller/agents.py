@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from controller import validation
-from controller.accounts import Accounts
-from controller.agent_client import AgentClient
-from controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
-from controller.errors import InvalidInput, NotFound
-from controller.inventory import Inventory
-from controller.store import Store
+from edgebed.controller import validation
+from edgebed.controller.accounts import Accounts
+from edgebed.controller.agent_client import AgentClient
+from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
+from edgebed.controller.errors import InvalidInput, NotFound
+from edgebed.controller.inventory import Inventory
+from edgebed.controller.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 
-from controller.accounts import Accounts
-from controller.agent_client import AgentClient
-from controller.agents import Agents
-from controller.inventory import Inventory
-from controller.metrics import Metrics
-from controller.reservations import Reservations
-from controller.scheduler import Scheduler
-from controller.settings import Settings
-from controller.store import Store
+from edgebed.controller.accounts import Accounts
+from edgebed.controller.agent_client import AgentClient
+from edgebed.controller.agents import Agents
+from edgebed.controller.inventory import Inventory
+from edgebed.controller.metrics import Metrics
+from edgebed.controller.reservations import Reservations
+from edgebed.controller.scheduler import Scheduler
+from edgebed.controller.settings import Settings
+from edgebed.controller.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controller.errors import ServiceError
-from controller.settings import Settings, load_settings
-from controller.store import Store, StoreUnavailable
+from edgebed.controller.errors import ServiceError
+from edgebed.controller.settings import Settings, load_settings
+from edgebed.controller.store import Store, StoreUnavailable
 from edgebed.config import ConfigError, redacted_url, split_host_port
 from edgebed.errors import UsageError
 
@@ -52,7 +52,7 @@ def run_controller(args: Any) -> int:
     from aiohttp import web
 
     try:
-        from web.app import create_app
+        from edgebed.web.app import create_app
     except ImportError as exc:
         raise ConfigError(f"the web application cannot be loaded: {exc}") from None
     host, port = split_host_port(settings.listen)
@@ -86,7 +86,7 @@ def _read_token_file(path: str) -> str:
 
 
 async def _admin(settings: Settings, args: Any) -> int:
-    from controller.app import open_controller
+    from edgebed.controller.app import open_controller
 
     command = args.admin_command
     # Read input before opening anything, so bad input fails fast and leaves no trace.

@@ -12,10 +12,10 @@ import logging
 import signal
 import sys
 
-from controller.app import open_controller
-from controller.cli import database_error
-from controller.settings import Settings, load_settings
-from controller.store import StoreUnavailable
+from edgebed.controller.app import open_controller
+from edgebed.controller.cli import database_error
+from edgebed.controller.settings import Settings, load_settings
+from edgebed.controller.store import StoreUnavailable
 from edgebed.config import ConfigError
 
 

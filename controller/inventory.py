@@ -9,9 +9,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from controller import validation
-from controller.agent_client import AgentClient, gather_agents
-from controller.domain import (
+from edgebed.controller import validation
+from edgebed.controller.agent_client import AgentClient, gather_agents
+from edgebed.controller.domain import (
     AgentCatalog,
     AgentRecord,
     Busy,
@@ -20,11 +20,11 @@ from controller.domain import (
     NodeTypeInfo,
     User,
 )
-from controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound, ServiceError
-from controller.store import CachedNode, Store
+from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound, ServiceError
+from edgebed.controller.store import CachedNode, Store
 
 if TYPE_CHECKING:
-    from controller.accounts import Accounts
+    from edgebed.controller.accounts import Accounts
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from controller import validation
-from controller.accounts import Accounts
-from controller.domain import (
+from edgebed.controller import validation
+from edgebed.controller.accounts import Accounts
+from edgebed.controller.domain import (
     CONFIGURING,
     IN_PROGRESS,
     READY,
@@ -26,10 +26,10 @@ from controller.domain import (
     User,
     overall_progress,
 )
-from controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
-from controller.inventory import Inventory
-from controller.settings import Settings
-from controller.store import CachedNode, ScheduleChange, Store
+from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
+from edgebed.controller.inventory import Inventory
+from edgebed.controller.settings import Settings
+from edgebed.controller.store import CachedNode, ScheduleChange, Store
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.agent_client import AgentClient, gather_agents
-from controller.domain import (
+from edgebed.controller.agent_client import AgentClient, gather_agents
+from edgebed.controller.domain import (
     CONFIGURING,
     IN_PROGRESS,
     READY,
@@ -41,11 +41,11 @@ from controller.domain import (
     AgentRecord,
     ScheduleRecord,
 )
-from controller.errors import AgentRejectedToken, Conflict, InvalidInput, NotFound, ServiceError
-from controller.inventory import Inventory
-from controller.metrics import Metrics
-from controller.settings import Settings
-from controller.store import CachedNode, ScheduleChange, Store
+from edgebed.controller.errors import AgentRejectedToken, Conflict, InvalidInput, NotFound, ServiceError
+from edgebed.controller.inventory import Inventory
+from edgebed.controller.metrics import Metrics
+from edgebed.controller.settings import Settings
+from edgebed.controller.store import CachedNode, ScheduleChange, Store
 
 log = logging.getLogger(__name__)
 

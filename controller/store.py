@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
-from controller.domain import (
+from edgebed.controller.domain import (
     CONNECTED,
     AgentCatalog,
     AgentRecord,
@@ -41,7 +41,7 @@ from controller.domain import (
     ScheduleRecord,
     User,
 )
-from controller.errors import Conflict
+from edgebed.controller.errors import Conflict
 from edgebed.config import redacted_url
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import re
 import struct
 from typing import Any
 
-from controller.errors import InvalidInput
+from edgebed.controller.errors import InvalidInput
 
 _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"

@@ -19,10 +19,10 @@ __all__ = ["UsageError", "build_parser", "main"]
 
 # command -> "module:function"; the function takes the parsed arguments and returns an exit code.
 _HANDLERS = {
-    "agent": "agent.cli:run_agent",
-    "controller": "controller.cli:run_controller",
-    "demo": "web.demo:run_demo",
-    "admin": "controller.cli:run_admin",
+    "agent": "edgebed.agent.cli:run_agent",
+    "controller": "edgebed.controller.cli:run_controller",
+    "demo": "edgebed.web.demo:run_demo",
+    "admin": "edgebed.controller.cli:run_admin",
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from nodetypes.base import NodeType
+from edgebed.nodetypes.base import NodeType
 
 TYPE_NAMES = ("raspberry", "node", "sensor")
 
@@ -15,6 +15,6 @@ TYPE_NAMES = ("raspberry", "node", "sensor")
 def load_node_type(name: str) -> NodeType:
     if name not in TYPE_NAMES:
         raise ValueError(f"unknown node type {name!r}; known: {', '.join(TYPE_NAMES)}")
-    node_type = importlib.import_module(f"nodetypes.{name}").NODE_TYPE
+    node_type = importlib.import_module(f"edgebed.nodetypes.{name}").NODE_TYPE
     node_type.validate()
     return node_type

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from nodetypes.base import CopyStatus, DriverError, NodeRef
+from edgebed.nodetypes.base import CopyStatus, DriverError, NodeRef
 
 NETWORK = "network"
 DISK = "disk"

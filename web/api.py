@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller.agents import AGENT_TYPES
-from controller.errors import InvalidInput
-from controller.reservations import USER_ACTIONS
-from web.auth import api_admin, api_user
-from web.forms import (
+from edgebed.controller.agents import AGENT_TYPES
+from edgebed.controller.errors import InvalidInput
+from edgebed.controller.reservations import USER_ACTIONS
+from edgebed.web.auth import api_admin, api_user
+from edgebed.web.forms import (
     MAX_PASSWORD,
     MAX_SHORT,
     clean_text,
@@ -22,9 +22,9 @@ from web.forms import (
     read_json,
     scalar_text,
 )
-from web.keys import CONTROLLER
-from web.openapi import openapi_document
-from web.views_common import (
+from edgebed.web.keys import CONTROLLER
+from edgebed.web.openapi import openapi_document
+from edgebed.web.views_common import (
     agent_json,
     environment_json,
     node_json,

@@ -16,17 +16,17 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from web import api, views_account, views_admin, views_user
-from web.errors import error_middleware
-from web.forms import format_epoch
-from web.keys import ADDRESS_LIMITER, CONTROLLER, LOGIN_LIMITER, MAILER, SETTINGS
-from web.mail import ConfirmationMailer
-from web.ratelimit import RateLimiter
-from web.security import add_security_headers, csrf_middleware, session_middleware_for
+from edgebed.web import api, views_account, views_admin, views_user
+from edgebed.web.errors import error_middleware
+from edgebed.web.forms import format_epoch
+from edgebed.web.keys import ADDRESS_LIMITER, CONTROLLER, LOGIN_LIMITER, MAILER, SETTINGS
+from edgebed.web.mail import ConfirmationMailer
+from edgebed.web.ratelimit import RateLimiter
+from edgebed.web.security import add_security_headers, csrf_middleware, session_middleware_for
 
 if TYPE_CHECKING:
-    from controller.app import Controller
-    from controller.settings import Settings
+    from edgebed.controller.app import Controller
+    from edgebed.controller.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> w
 
 
 async def _controller_context(app: web.Application) -> AsyncIterator[None]:
-    from controller.app import open_controller
+    from edgebed.controller.app import open_controller
 
     async with open_controller(app[SETTINGS], run_scheduler=True) as controller:
         app[CONTROLLER] = controller

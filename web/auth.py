@@ -7,9 +7,9 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp_session import get_session
 
-from controller.domain import User
-from controller.errors import AuthenticationFailed, Forbidden, NotFound
-from web.keys import CONTROLLER, USER
+from edgebed.controller.domain import User
+from edgebed.controller.errors import AuthenticationFailed, Forbidden, NotFound
+from edgebed.web.keys import CONTROLLER, USER
 
 
 async def current_user(request: web.Request) -> User | None:

@@ -55,7 +55,7 @@ def save_demo_agents(data_dir: Path, agents: list[dict]) -> None:
 
 
 def agent_settings(data_dir: Path, entry: dict):
-    from agent.settings import AgentSettings
+    from edgebed.agent.settings import AgentSettings
 
     return AgentSettings(
         name=entry["name"],
@@ -73,7 +73,7 @@ def agent_settings(data_dir: Path, entry: dict):
 @contextlib.asynccontextmanager
 async def running_agents(data_dir: Path) -> AsyncIterator[list[tuple[dict, object]]]:
     """Starts the three agents concurrently, records the ports they got, stops them on exit."""
-    from agent.app import start_agent
+    from edgebed.agent.app import start_agent
 
     entries = demo_agents(data_dir)
     (data_dir / "agents").mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def _admin_password(data_dir: Path) -> str:
 
 
 async def ensure_admin(controller, email: str, password: str):
-    from controller.errors import NotFound
+    from edgebed.controller.errors import NotFound
 
     try:
         return await controller.accounts.get_user(email)
@@ -131,7 +131,7 @@ async def register_agents(controller, admin, agents) -> None:
 
 
 def demo_settings(data_dir: Path, port: int):
-    from controller.settings import Settings
+    from edgebed.controller.settings import Settings
 
     return Settings(
         listen=f"127.0.0.1:{port}",
@@ -143,8 +143,8 @@ def demo_settings(data_dir: Path, port: int):
 
 
 async def _serve(args, stop: asyncio.Event) -> int:
-    from web.app import create_app
-    from web.keys import CONTROLLER
+    from edgebed.web.app import create_app
+    from edgebed.web.keys import CONTROLLER
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

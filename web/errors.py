@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from controller.errors import (
+from edgebed.controller.errors import (
     AgentUnavailable,
     AuthenticationFailed,
     Conflict,
@@ -18,10 +18,10 @@ from controller.errors import (
     NotFound,
     ServiceError,
 )
-from web.auth import current_user
-from web.keys import FORM_TEMPLATE
-from web.ratelimit import RateLimited
-from web.render import render
+from edgebed.web.auth import current_user
+from edgebed.web.keys import FORM_TEMPLATE
+from edgebed.web.ratelimit import RateLimited
+from edgebed.web.render import render
 
 log = logging.getLogger(__name__)
 

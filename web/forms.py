@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from controller.errors import InvalidInput
+from edgebed.controller.errors import InvalidInput
 
 # Lengths beyond which a value is refused outright; the service checks the finer rules.
 MAX_SHORT = 256  # emails, names, labels, property values shown in tables

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from controller.app import Controller
-    from controller.domain import User
-    from controller.settings import Settings
+    from edgebed.controller.app import Controller
+    from edgebed.controller.domain import User
+    from edgebed.controller.settings import Settings
 
-    from web.mail import ConfirmationMailer
-    from web.ratelimit import RateLimiter
+    from edgebed.web.mail import ConfirmationMailer
+    from edgebed.web.ratelimit import RateLimiter
 
 # Filled by the cleanup context in web.app (or injected by tests); every handler reads it.
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller")

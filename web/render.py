@@ -11,9 +11,9 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
-from web.forms import zone_or_utc
-from web.keys import USER
-from web.security import csrf_token
+from edgebed.web.forms import zone_or_utc
+from edgebed.web.keys import USER
+from edgebed.web.security import csrf_token
 
 TZ_COOKIE = "tz"  # the browser's IANA zone, set by static/edgebed.js
 

@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler
 from aiohttp_session import Session, get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
-from controller.errors import Forbidden
+from edgebed.controller.errors import Forbidden
 
 SESSION_COOKIE = "edgebed_session"
 SESSION_MAX_AGE = 7 * 24 * 3600

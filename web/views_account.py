@@ -8,13 +8,13 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp_session import get_session
 
-from controller.errors import AuthenticationFailed, InvalidInput
-from web.auth import current_user, require_user, safe_next
-from web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
-from web.keys import ADDRESS_LIMITER, CONTROLLER, FORM_TEMPLATE, LOGIN_LIMITER, MAILER, SETTINGS
-from web.mail import MailNotSent
-from web.render import flash, render
-from web.security import start_session
+from edgebed.controller.errors import AuthenticationFailed, InvalidInput
+from edgebed.web.auth import current_user, require_user, safe_next
+from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
+from edgebed.web.keys import ADDRESS_LIMITER, CONTROLLER, FORM_TEMPLATE, LOGIN_LIMITER, MAILER, SETTINGS
+from edgebed.web.mail import MailNotSent
+from edgebed.web.render import flash, render
+from edgebed.web.security import start_session
 
 log = logging.getLogger(__name__)
 

@@ -6,13 +6,13 @@ from collections import defaultdict
 
 from aiohttp import web
 
-from controller.agents import AGENT_TYPES
-from controller.domain import Environment
-from controller.errors import InvalidInput
-from web.auth import require_admin
-from web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
-from web.keys import CONTROLLER
-from web.render import flash, render
+from edgebed.controller.agents import AGENT_TYPES
+from edgebed.controller.domain import Environment
+from edgebed.controller.errors import InvalidInput
+from edgebed.web.auth import require_admin
+from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
+from edgebed.web.keys import CONTROLLER
+from edgebed.web.render import flash, render
 
 USER_OPS = ("authorize", "revoke", "promote", "demote", "delete")
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from controller.errors import ServiceError
+from edgebed.controller.errors import ServiceError
 
 T = TypeVar("T")
 

@@ -9,10 +9,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from controller.errors import InvalidInput
-from controller.reservations import USER_ACTIONS, node_matches
-from web.auth import require_user
-from web.forms import (
+from edgebed.controller.errors import InvalidInput
+from edgebed.controller.reservations import USER_ACTIONS, node_matches
+from edgebed.web.auth import require_user
+from edgebed.web.forms import (
     MAX_LONG,
     day_starts,
     field,
@@ -24,10 +24,10 @@ from web.forms import (
     parse_local_datetime,
     zone,
 )
-from web.fragments import reserve_rows
-from web.keys import CONTROLLER
-from web.render import flash, render, viewer_zone
-from web.views_common import act_on_each, reservation_json
+from edgebed.web.fragments import reserve_rows
+from edgebed.web.keys import CONTROLLER
+from edgebed.web.render import flash, render, viewer_zone
+from edgebed.web.views_common import act_on_each, reservation_json
 
 FILTER_PREFIX = "f."
 PROPERTY_PREFIX = "prop."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from nodetypes.base import (
+from edgebed.nodetypes.base import (
     Environment,
     NodeType,
     PropertySpec,
@@ -12,9 +12,9 @@ from nodetypes.base import (
     check_password,
     check_ssh_keys,
 )
-from nodetypes.node.sim import SimServerDriver
-from nodetypes.node.states import PROCESSES
-from nodetypes.node.steps import STEPS
+from edgebed.nodetypes.node.sim import SimServerDriver
+from edgebed.nodetypes.node.states import PROCESSES
+from edgebed.nodetypes.node.steps import STEPS
 
 
 def sim_node_properties(index: int) -> dict[str, str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from nodetypes.base import CopyStatus, Environment, NodeRef
-from nodetypes.node import driver as server_driver
-from nodetypes.sim import DISK, NETWORK, Machine, SimHardware, SimOptions, SimProfile
+from edgebed.nodetypes.base import CopyStatus, Environment, NodeRef
+from edgebed.nodetypes.node import driver as server_driver
+from edgebed.nodetypes.sim import DISK, NETWORK, Machine, SimHardware, SimOptions, SimProfile
 
 PROFILE = SimProfile(
     # Firmware POST of a rack server, then the PXE installer or the installed system.

@@ -6,7 +6,7 @@ configures it, then boots it from the disk. power_off and power_on appear twice.
 
 from __future__ import annotations
 
-from nodetypes.base import StateSpec, process
+from edgebed.nodetypes.base import StateSpec, process
 
 # State name -> (before_reboot, lost). Servers take minutes to POST.
 TIMEOUTS = {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nodetypes.base import Poll, Step, StepContext, poll_copy, ssh_answers
-from nodetypes.node.driver import DISK, PXE, ServerDriver
+from edgebed.nodetypes.base import Poll, Step, StepContext, poll_copy, ssh_answers
+from edgebed.nodetypes.node.driver import DISK, PXE, ServerDriver
 
 
 def _driver(ctx: StepContext) -> ServerDriver:

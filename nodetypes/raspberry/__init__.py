@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from nodetypes.base import (
+from edgebed.nodetypes.base import (
     Environment,
     NodeType,
     PropertySpec,
@@ -12,9 +12,9 @@ from nodetypes.base import (
     check_password,
     check_ssh_keys,
 )
-from nodetypes.raspberry.sim import SimRaspberryDriver
-from nodetypes.raspberry.states import PROCESSES
-from nodetypes.raspberry.steps import STEPS
+from edgebed.nodetypes.raspberry.sim import SimRaspberryDriver
+from edgebed.nodetypes.raspberry.states import PROCESSES
+from edgebed.nodetypes.raspberry.steps import STEPS
 
 PORTS_PER_SWITCH = 48
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from nodetypes.base import CopyStatus, Environment, NodeRef
-from nodetypes.raspberry.driver import NETBOOT, SDCARD
-from nodetypes.sim import DISK, NETWORK, Machine, SimHardware, SimOptions, SimProfile
+from edgebed.nodetypes.base import CopyStatus, Environment, NodeRef
+from edgebed.nodetypes.raspberry.driver import NETBOOT, SDCARD
+from edgebed.nodetypes.sim import DISK, NETWORK, Machine, SimHardware, SimOptions, SimProfile
 
 PROFILE = SimProfile(
     boot_seconds={NETWORK: 20.0, DISK: 30.0},

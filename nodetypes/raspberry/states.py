@@ -7,7 +7,7 @@ destroy, which is why an action records state_idx.
 
 from __future__ import annotations
 
-from nodetypes.base import StateSpec, process
+from edgebed.nodetypes.base import StateSpec, process
 
 # State name -> (before_reboot, lost).
 TIMEOUTS = {

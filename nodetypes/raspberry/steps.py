@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nodetypes.base import Poll, Step, StepContext, poll_copy, ssh_answers
-from nodetypes.raspberry.driver import NETBOOT, SDCARD, RaspberryDriver
+from edgebed.nodetypes.base import Poll, Step, StepContext, poll_copy, ssh_answers
+from edgebed.nodetypes.raspberry.driver import NETBOOT, SDCARD, RaspberryDriver
 
 
 def _driver(ctx: StepContext) -> RaspberryDriver:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from nodetypes.base import Environment, NodeType, PropertySpec
-from nodetypes.sensor.sim import SimSensorDriver
-from nodetypes.sensor.states import PROCESSES
-from nodetypes.sensor.steps import STEPS
+from edgebed.nodetypes.base import Environment, NodeType, PropertySpec
+from edgebed.nodetypes.sensor.sim import SimSensorDriver
+from edgebed.nodetypes.sensor.states import PROCESSES
+from edgebed.nodetypes.sensor.steps import STEPS
 
 # IEEE 802.15.4 channels in the 2.4 GHz band.
 RADIO_CHANNELS = tuple(str(channel) for channel in range(11, 27))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from nodetypes.base import CopyStatus, Environment, NodeRef
+from edgebed.nodetypes.base import CopyStatus, Environment, NodeRef
 
 
 @runtime_checkable

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nodetypes.base import CopyStatus, DriverError, Environment, NodeRef
-from nodetypes.sim import DISK, Machine, SimHardware, SimOptions, SimProfile
+from edgebed.nodetypes.base import CopyStatus, DriverError, Environment, NodeRef
+from edgebed.nodetypes.sim import DISK, Machine, SimHardware, SimOptions, SimProfile
 
 PROFILE = SimProfile(
     boot_seconds={DISK: 2.0},

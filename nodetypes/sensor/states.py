@@ -6,7 +6,7 @@ and resets the board into it.
 
 from __future__ import annotations
 
-from nodetypes.base import StateSpec, process
+from edgebed.nodetypes.base import StateSpec, process
 
 # State name -> (before_reboot, lost).
 TIMEOUTS = {

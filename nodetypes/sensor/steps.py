@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nodetypes.base import DONE, Poll, Step, StepContext, poll_copy
-from nodetypes.sensor.driver import SensorDriver
+from edgebed.nodetypes.base import DONE, Poll, Step, StepContext, poll_copy
+from edgebed.nodetypes.sensor.driver import SensorDriver
 
 DEFAULT_RADIO_CHANNEL = "26"
 

@@ -18,12 +18,10 @@ from pathlib import Path
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from agent.app import open_agent  # noqa: E402
-from agent.settings import AgentSettings  # noqa: E402
-from edgebed.v1 import agent_pb2 as pb  # noqa: E402
-from edgebed.v1 import agent_pb2_grpc  # noqa: E402
+from edgebed.agent.app import open_agent
+from edgebed.agent.settings import AgentSettings
+from edgebed.v1 import agent_pb2 as pb
+from edgebed.v1 import agent_pb2_grpc
 
 TOKEN = "bench-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

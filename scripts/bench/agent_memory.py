@@ -22,10 +22,9 @@ from pathlib import Path
 import grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
-from edgebed.v1 import agent_pb2 as pb  # noqa: E402
-from edgebed.v1 import agent_pb2_grpc  # noqa: E402
+from edgebed.v1 import agent_pb2 as pb
+from edgebed.v1 import agent_pb2_grpc
 
 TOKEN = "bench-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

@@ -28,8 +28,8 @@ GOAL_SECONDS = 6.5
 async def run(agent_count: int, hung_count: int, nodes_per_agent: int) -> int:
     from argon2 import PasswordHasher
 
-    from controller.app import open_controller
-    from controller.settings import Settings
+    from edgebed.controller.app import open_controller
+    from edgebed.controller.settings import Settings
     from tests.controller.fake_agent import FakeAgent, ServedAgent
 
     served = [ServedAgent(FakeAgent(f"a{i:02d}", nodes=nodes_per_agent), workers=4) for i in range(agent_count)]
@@ -83,7 +83,6 @@ def main() -> int:
     parser.add_argument("--hung", type=int, default=5)
     parser.add_argument("--nodes", type=int, default=20, help="nodes per agent")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
     logging.basicConfig(level=logging.ERROR)
     return asyncio.run(run(args.agents, args.hung, args.nodes))
 

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 GOAL_MS = 100.0
 PASSWORD = "bench-password-1"
@@ -58,8 +57,8 @@ def serve(directory: str, ready, stop) -> None:
 
 
 async def _serve(directory: Path, ready, stop) -> None:
-    from agent.app import start_agent
-    from agent.settings import AgentSettings
+    from edgebed.agent.app import start_agent
+    from edgebed.agent.settings import AgentSettings
 
     agents = await asyncio.gather(*(
         start_agent(AgentSettings(
@@ -79,9 +78,9 @@ async def _serve_with(directory: Path, agents, ready, stop) -> None:
     from aiohttp import web
     from argon2 import PasswordHasher
 
-    from controller.app import open_controller
-    from controller.settings import Settings
-    from web.app import create_app
+    from edgebed.controller.app import open_controller
+    from edgebed.controller.settings import Settings
+    from edgebed.web.app import create_app
     settings = Settings(
         listen="127.0.0.1:0", database=str(directory / "controller.sqlite"),
         secret_key_file=str(directory / "secret.key"), poll_seconds=1.0, turnaround_seconds=0,

@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.app import open_agent
-from agent.settings import AgentSettings
+from edgebed.agent.app import open_agent
+from edgebed.agent.settings import AgentSettings
 from edgebed.v1 import agent_pb2_grpc
 
 TOKEN = "agent-test-token-6f1d0c"

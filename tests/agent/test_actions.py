@@ -9,16 +9,16 @@ import time
 import grpc
 import pytest
 
-from agent.app import open_agent
-from agent.clock import FastClock
-from agent.dbworker import DbWorker, GroupCommitter
-from agent.domain import ActionRecord
-from agent.executor import Executor, Timing
-from agent.store import SaveAction, Store
+from edgebed.agent.app import open_agent
+from edgebed.agent.clock import FastClock
+from edgebed.agent.dbworker import DbWorker, GroupCommitter
+from edgebed.agent.domain import ActionRecord
+from edgebed.agent.executor import Executor, Timing
+from edgebed.agent.store import SaveAction, Store
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
-from nodetypes import load_node_type
-from nodetypes.base import DONE, NodeRef, NodeType, Poll, StateSpec, Step, StepContext, process
+from edgebed.nodetypes import load_node_type
+from edgebed.nodetypes.base import DONE, NodeRef, NodeType, Poll, StateSpec, Step, StepContext, process
 from tests.agent.conftest import AUTH, make_settings
 
 ENVIRONMENTS = {

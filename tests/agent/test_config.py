@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.app import open_agent, start_agent
-from agent.settings import load_settings
+from edgebed.agent.app import open_agent, start_agent
+from edgebed.agent.settings import load_settings
 from edgebed.config import ConfigError
 from tests.agent.conftest import make_settings
 from tests.agent.helpers import ROOT, edgebed_command, write_config

@@ -7,10 +7,10 @@ import time
 
 import grpc
 
-from agent.store import Store
+from edgebed.agent.store import Store
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
-from nodetypes import load_node_type
+from edgebed.nodetypes import load_node_type
 from tests.agent.conftest import AUTH, TOKEN
 from tests.agent.helpers import AgentProcess, write_config
 

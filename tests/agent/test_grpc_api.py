@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from agent.app import open_agent
+from edgebed.agent.app import open_agent
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN, make_settings
@@ -245,7 +245,7 @@ async def test_environments_are_listed_put_and_removed(stub) -> None:
 
 @pytest.mark.parametrize("node_type", ["raspberry", "node", "sensor"])
 async def test_describe_node_type(tmp_path, node_type) -> None:
-    from nodetypes import load_node_type
+    from edgebed.nodetypes import load_node_type
 
     async with open_agent(make_settings(tmp_path, node_type)) as agent:
         async with grpc.aio.insecure_channel(agent.address) as channel:

@@ -7,14 +7,14 @@ import inspect
 
 import pytest
 
-from nodetypes.base import DriverError, Environment, NodeRef
-from nodetypes.node.driver import ServerDriver
-from nodetypes.node.sim import SimServerDriver
-from nodetypes.raspberry.driver import NETBOOT, SDCARD, RaspberryDriver
-from nodetypes.raspberry.sim import SimRaspberryDriver
-from nodetypes.sensor.driver import SensorDriver
-from nodetypes.sensor.sim import SimSensorDriver
-from nodetypes.sim import SimOptions
+from edgebed.nodetypes.base import DriverError, Environment, NodeRef
+from edgebed.nodetypes.node.driver import ServerDriver
+from edgebed.nodetypes.node.sim import SimServerDriver
+from edgebed.nodetypes.raspberry.driver import NETBOOT, SDCARD, RaspberryDriver
+from edgebed.nodetypes.raspberry.sim import SimRaspberryDriver
+from edgebed.nodetypes.sensor.driver import SensorDriver
+from edgebed.nodetypes.sensor.sim import SimSensorDriver
+from edgebed.nodetypes.sim import SimOptions
 
 NODE = NodeRef("rpi-001", {"ip": "10.10.0.1", "serial": "1a2b0001"})
 IMAGE = Environment(name="img", image="/img", size_bytes=2_000_000, default_user="pi")

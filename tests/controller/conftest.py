@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from controller.app import Controller, open_controller
-from controller.settings import Settings
+from edgebed.controller.app import Controller, open_controller
+from edgebed.controller.settings import Settings
 from tests.conftest import component_missing, free_port
 from tests.controller.fake_agent import FakeAgent, ServedAgent
 

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from controller.errors import AuthenticationFailed, Conflict, InvalidInput, NotAuthorized, NotFound
+from edgebed.controller.errors import AuthenticationFailed, Conflict, InvalidInput, NotAuthorized, NotFound
 from tests.controller.conftest import controller_for, make_settings
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop"

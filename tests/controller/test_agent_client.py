@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from controller.errors import AgentRejectedToken, AgentUnavailable, InvalidInput
+from edgebed.controller.errors import AgentRejectedToken, AgentUnavailable, InvalidInput
 from tests.conftest import free_port
 from tests.controller.conftest import controller_for, make_settings
 

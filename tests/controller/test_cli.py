@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.settings import load_settings
+from edgebed.controller.settings import load_settings
 from tests.conftest import free_port
 from tests.controller.conftest import REPO, controller_for, edgebed_command
 

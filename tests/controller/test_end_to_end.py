@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from controller.store import Store
+from edgebed.controller.store import Store
 from tests.controller.conftest import REPO, controller_for, make_settings
 
 WAIT_SECONDS = 40
@@ -91,7 +91,7 @@ def _write_controller_config(path: Path, database: Path) -> None:
 def _start_headless(config: Path, log: Path) -> subprocess.Popen:
     with open(log, "a", encoding="utf-8") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "controller.headless", "--config", str(config)],
+            [sys.executable, "-m", "edgebed.controller.headless", "--config", str(config)],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

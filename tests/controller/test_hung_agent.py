@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from controller.errors import AgentUnavailable
+from edgebed.controller.errors import AgentUnavailable
 from edgebed.v1 import agent_pb2_grpc as pb_grpc
 from tests.controller.conftest import controller_for, make_settings
 from tests.controller.fake_agent import FakeAgent

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.domain import Environment
-from controller.errors import Conflict, InvalidInput, NotAuthorized, NotFound
+from edgebed.controller.domain import Environment
+from edgebed.controller.errors import Conflict, InvalidInput, NotAuthorized, NotFound
 from tests.controller.conftest import controller_for, make_settings
 
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from controller.errors import AgentUnavailable, Conflict, Forbidden, InvalidInput, NotAuthorized, NotFound
+from edgebed.controller.errors import AgentUnavailable, Conflict, Forbidden, InvalidInput, NotAuthorized, NotFound
 from tests.controller.conftest import controller_for, make_settings
 
 HOUR = 3600
@@ -164,7 +164,7 @@ async def test_a_user_never_sees_or_acts_on_another_users_reservation(testbed, c
 
 async def test_admin_actions_are_forbidden_to_other_users(testbed):
     ctl = testbed
-    from controller.domain import Environment
+    from edgebed.controller.domain import Environment
 
     calls = [
         ctl.accounts.list_users(ctl.alice),

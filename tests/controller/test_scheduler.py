@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from controller.errors import Conflict
-from controller.store import ScheduleChange, Store
+from edgebed.controller.errors import Conflict
+from edgebed.controller.store import ScheduleChange, Store
 from tests.controller.conftest import controller_for, make_settings
 
 HOUR = 3600

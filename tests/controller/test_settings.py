@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from controller.settings import Settings, load_settings
-from controller.store import Store, StoreUnavailable
+from edgebed.controller.settings import Settings, load_settings
+from edgebed.controller.store import Store, StoreUnavailable
 from edgebed.config import ConfigError
 from tests.controller.conftest import REPO
 

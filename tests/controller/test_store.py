@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from controller.store import SCHEMA_VERSION, Store, StoreUnavailable, migrate, open_database
+from edgebed.controller.store import SCHEMA_VERSION, Store, StoreUnavailable, migrate, open_database
 
 
 async def test_a_new_sqlite_database_is_created_at_the_current_version_in_wal_mode(tmp_path):

@@ -27,8 +27,8 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from controller.settings import Settings
-from web.app import create_app
+from edgebed.controller.settings import Settings
+from edgebed.web.app import create_app
 
 _LISTENING = re.compile(r"edgebed agent (\S+) listening on (\S+):(\d+)")
 PASSWORD = "correct horse battery"
@@ -172,13 +172,13 @@ class Testbed:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def start(self) -> Testbed:
-        logging.getLogger("web.errors").addHandler(self._errors)
+        logging.getLogger("edgebed.web.errors").addHandler(self._errors)
         self._thread.start()
         self.call(self._start())
         return self
 
     async def _start(self) -> None:
-        from controller.app import open_controller
+        from edgebed.controller.app import open_controller
 
         from argon2 import PasswordHasher
 
@@ -197,7 +197,7 @@ class Testbed:
         self.url = f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
-        logging.getLogger("web.errors").removeHandler(self._errors)
+        logging.getLogger("edgebed.web.errors").removeHandler(self._errors)
         try:
             self.call(self._stack.aclose())
         finally:

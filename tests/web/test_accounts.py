@@ -12,11 +12,11 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from aiosmtpd.controller import Controller as SmtpController
 
-from controller.settings import Settings
+from edgebed.controller.settings import Settings
 from tests.conftest import free_port
 from tests.web.conftest import ADMIN, client_for
 from tests.web.harness import PASSWORD, Client, Testbed
-from web.app import create_app
+from edgebed.web.app import create_app
 
 
 class Inbox:
@@ -87,7 +87,7 @@ def test_sign_up_mails_a_link_that_confirms_and_the_account_waits_for_approval(t
 
 
 def test_without_smtp_the_confirmation_link_is_logged(accounts_testbed, caplog):
-    caplog.set_level(logging.WARNING, logger="web.mail")
+    caplog.set_level(logging.WARNING, logger="edgebed.web.mail")
     visitor = Client(accounts_testbed.url)
     assert visitor.post("/signup", {"email": "dave@example.org", "password": PASSWORD}).status == 303
     logged = [r.getMessage() for r in caplog.records if "confirmation link for dave@example.org" in r.getMessage()]

@@ -8,12 +8,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from openapi_spec_validator import validate
 
-from controller.errors import InvalidInput
-from controller.settings import Settings
-from web.app import create_app
-from web.forms import clean_text, day_starts, parse_float, parse_local_datetime, zone
-from web.openapi import openapi_document
-from web.ratelimit import RateLimited, RateLimiter
+from edgebed.controller.errors import InvalidInput
+from edgebed.controller.settings import Settings
+from edgebed.web.app import create_app
+from edgebed.web.forms import clean_text, day_starts, parse_float, parse_local_datetime, zone
+from edgebed.web.openapi import openapi_document
+from edgebed.web.ratelimit import RateLimited, RateLimiter
 
 
 class FakeClock:
