@@ -55,16 +55,16 @@ async def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_data(data
     await store.open()
     try:
         assert await store.schema_version() == SCHEMA_VERSION
-        user = await store.get_user("old@example.org")
+        user = await store.users.get_user("old@example.org")
         assert user is not None and user.is_authorized and not user.is_admin and user.created_at == 0
-        agent = await store.get_agent("rpi")
+        agent = await store.agents.get_agent("rpi")
         assert agent is not None and agent.token == "tok" and agent.last_error == ""
-        [row] = await store.list_schedule(owner="old@example.org")
+        [row] = await store.schedule.list_schedule(owner="old@example.org")
         assert (row.node_name, row.bin, row.start_date, row.end_date, row.status, row.action_state) == (
             "rpi-001", "b", 100, 200, "ready", "deployed",
         )
         assert (row.pending, row.pending_issued, row.ending, row.process) == ("", False, False, "")
-        assert await store.action_props(owner="old@example.org") == {
+        assert await store.schedule.action_props(owner="old@example.org") == {
             ("rpi-001", "old@example.org"): {"environment": "raspios"}
         }
     finally:
