@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +87,24 @@ async def test_a_database_newer_than_the_code_is_refused(tmp_path):
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreUnavailable, match="newer than this controller"):
         await Store(str(path)).open()
+
+
+def test_only_the_store_package_imports_peewee():
+    """The controller's services, the web layer and the domain see records, never rows: Peewee is
+    imported inside controller/store/ only."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for folder in ("controller", "web"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if (root / "controller" / "store") in path.parents:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                else:
+                    continue
+                if any(name.split(".")[0] in ("peewee", "playhouse") for name in names):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
