@@ -124,7 +124,6 @@ class Executor:
         )
         commit.add_done_callback(lambda done: self._spawn_if_committed(run, done))
         await asyncio.shield(commit)
-        log.info("%s: %s started in state %s", record.node_name, record.process, record.state)
         return record
 
     def resume(self, actions: list[ActionRecord], nodes: Mapping[str, NodeRef]) -> list[str]:
@@ -169,10 +168,18 @@ class Executor:
             self._idle.set()
 
     def _spawn_if_committed(self, run: _Run, commit: asyncio.Future) -> None:
-        # Committed after stop() (SIGTERM during StartAction): the next start resumes it.
-        if commit.cancelled() or commit.exception() is not None or self._stopping:
+        # The one place that knows the commit landed, whether or not the caller still awaits it
+        # (a cancelled StartAction returns nothing): the "started" line is written here, once.
+        record = run.record
+        if commit.cancelled() or commit.exception() is not None:
+            self._release(run)
+        elif self._stopping:
+            # Committed after stop() (SIGTERM during StartAction): the next start resumes it.
+            log.info("%s: %s committed while stopping; the next start resumes it",
+                     record.node_name, record.process)
             self._release(run)
         else:
+            log.info("%s: %s started in state %s", record.node_name, record.process, record.state)
             self._spawn(run)
 
     def _spawn(self, run: _Run) -> None:

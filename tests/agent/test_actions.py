@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -334,6 +335,37 @@ async def test_a_start_whose_caller_is_cancelled_mid_commit_still_runs(tmp_path)
         await asyncio.wait_for(harness.executor.wait_idle(), 10)
         final = await harness.action()
     assert final.state == "deployed"
+
+
+async def test_the_started_line_is_logged_once_when_the_commit_lands_whoever_awaits_it(tmp_path, caplog) -> None:
+    """The caller is cancelled while the commit is in flight: the commit lands, the action runs,
+    and the log says it started, once."""
+    calls: list = []
+    node_type = _recording_type(calls, lambda name: asyncio.sleep(0))
+    write_started = asyncio.Event()
+
+    def slow(write):
+        async def slow_write(changes):
+            write_started.set()
+            await asyncio.sleep(0.1)
+            await write(changes)
+
+        return slow_write
+
+    caplog.set_level("INFO", logger="edgebed.agent.executor")
+    async with _ExecutorOnStore(tmp_path / "log.sqlite", node_type, wrap_write=slow) as harness:
+        caller = asyncio.create_task(harness.executor.start(_record("a"), NodeRef("n1", {})))
+        await write_started.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(harness.executor.wait_idle(), 10)
+        # A second action, whose caller waits: logged once too, not twice.
+        await harness.executor.start(replace(_record("a"), action_id=2), NodeRef("n1", {}))
+        await asyncio.wait_for(harness.executor.wait_idle(), 10)
+    started = [r.getMessage() for r in caplog.records if "started in state" in r.getMessage()]
+    assert started == ["n1: deploy started in state a", "n1: deploy started in state a"]
 
 
 def test_action_properties_stay_out_of_reprs() -> None:
