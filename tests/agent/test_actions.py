@@ -137,21 +137,28 @@ async def test_deploy_reboot_destroy_reach_their_final_states(tmp_path, node_typ
             assert machines and all(m["disk_image"] == "" for m in machines.values())
 
 
-async def test_deploy_configures_the_simulated_card(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("node_type", "node", "environment", "size"),
+    [("raspberry", "rpi-001", "ubuntu-24.04-arm64", "16G"), ("node", "srv-001", "ubuntu-24.04", "50G")],
+)
+async def test_deploy_configures_the_simulated_storage(tmp_path, node_type, node, environment, size) -> None:
+    """The same partition and configure steps, under raspberry's partition, configure_system and
+    configure_user and node's partition and configure."""
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIh7Wd3pOX7sK0m7v6kq5r3cQ1bGxY0d0m4a2o8mYfJq me@lab"
-    async with open_agent(make_settings(tmp_path, sim_nodes=1)) as agent:
+    async with open_agent(make_settings(tmp_path, node_type, sim_nodes=1)) as agent:
         async with grpc.aio.insecure_channel(agent.address) as channel:
             stub = agent_pb2_grpc.AgentStub(channel)
             await _start_all(
-                stub, ["rpi-001"], "deploy", "ubuntu-24.04-arm64",
-                ssh_key=key, os_password="correct horse", partition_size="16G", hostname="exp-1",
+                stub, [node], "deploy", environment,
+                ssh_key=key, os_password="correct horse", partition_size=size, hostname="exp-1",
             )
             await asyncio.wait_for(agent.executor.wait_idle(), 20)
         machine = next(iter((await agent.db(agent.store.sim_machines)).values()))
-        action = await agent.db(agent.store.get_action, "rpi-001")
-    assert machine["disk_image"] == "ubuntu-24.04-arm64" and machine["powered"]
+        action = await agent.db(agent.store.get_action, node)
+    assert action.state == "deployed"
+    assert machine["disk_image"] == environment and machine["powered"]
     assert machine["disk_settings"] == {
-        "partition_size": "16G", "hostname": "exp-1", "password_set": "yes",
+        "partition_size": size, "hostname": "exp-1", "password_set": "yes",
         "user": "ubuntu", "ssh_keys": "1",
     }
     assert not machine["network_boot"]
