@@ -1,4 +1,5 @@
-"""Agents: registering, listing, reconnecting and deleting them (administrators only)."""
+"""Agents: registering, listing, reconnecting and deleting them (administrators only), and
+recording what every call to an agent ended with (AgentCallRecorder)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import logging
 
 from edgebed.controller import validation
 from edgebed.controller.accounts import Accounts
-from edgebed.controller.agent_client import AgentClient
+from edgebed.controller.agent_client import WRONG_TOKEN, AgentClient, CallOutcome, is_call_error
 from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
-from edgebed.controller.errors import InvalidInput, NotFound
+from edgebed.controller.errors import AgentUnavailable, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.metrics import Metrics
 from edgebed.controller.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,42 @@ def _check_token(token: object) -> str:
     if not all("!" <= char <= "~" for char in token):
         raise InvalidInput("the agent token must be printable ASCII without spaces")
     return token
+
+
+class AgentCallRecorder:
+    """The AgentClient's observer: records each call's outcome in the metrics, and the agent's
+    status and last_error in the store.
+
+    - OK: clears a last_error an earlier failed call left (a probe's success is recorded by
+      Agents, which also checks the agent's node type).
+    - UNAVAILABLE, DEADLINE_EXCEEDED: `disconnected`, with the reason.
+    - UNAUTHENTICATED: last_error "wrong token", written once while it stays wrong; the status is
+      kept (the agent answered).
+    - the agent refused the request (NOT_FOUND, INVALID_ARGUMENT, ...): nothing but the metrics.
+    - any other code: last_error "agent error: CODE: details", written when it changes.
+    """
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+
+    async def __call__(self, outcome: CallOutcome) -> None:
+        agent = outcome.agent
+        label = "ok" if outcome.ok else outcome.code.lower()
+        self._metrics.record_call(agent.name, outcome.method, label, outcome.seconds)
+        if outcome.ok:
+            if not outcome.probe and is_call_error(agent.last_error):
+                await self._store.set_agent_status(agent.name, last_error="")
+        elif outcome.lost:
+            await self._store.set_agent_status(agent.name, status=DISCONNECTED, last_error=outcome.reason)
+            log.warning("agent %s flagged disconnected: %s", agent.name, outcome.reason)
+        elif outcome.rejected_token:
+            if agent.last_error != WRONG_TOKEN:
+                await self._store.set_agent_status(agent.name, last_error=WRONG_TOKEN)
+                log.warning("agent %s rejected the controller's token", agent.name)
+        elif not outcome.refused_request and agent.last_error != outcome.reason:
+            await self._store.set_agent_status(agent.name, last_error=outcome.reason)
+            log.warning("agent %s: %s failed: %s", agent.name, outcome.method, outcome.reason)
 
 
 class Agents:
@@ -88,9 +126,26 @@ class Agents:
         return await self._info(name)
 
     async def _connect(self, agent: AgentRecord) -> AgentRecord:
-        record, _ = await self._client.probe(agent)
+        """Probes the agent: `connected` when it answers (then refreshes its nodes and catalog),
+        else left as the call recorder wrote it (disconnected, or "wrong token"). Returns the
+        record as stored afterwards; NotFound when it was deleted meanwhile."""
+        try:
+            info = await self._client.probe(agent)
+        except AgentUnavailable:
+            return await self._record(agent.name)
+        last_error = ""
+        if info.type and info.type != agent.type:
+            last_error = f"registered as type {agent.type} but the agent says it manages {info.type} nodes"
+        await self._store.set_agent_status(agent.name, status=CONNECTED, last_error=last_error)
+        record = await self._record(agent.name)
         if record.status == CONNECTED:
             await self._inventory.refresh([record], catalogs=True)
+        return record
+
+    async def _record(self, name: str) -> AgentRecord:
+        record = await self._store.get_agent(name)
+        if record is None:
+            raise NotFound(f"no agent named {name}")
         return record
 
     async def reconnect(self, actor: User, name: str) -> AgentInfo:

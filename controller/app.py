@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 
 from edgebed.controller.accounts import Accounts
 from edgebed.controller.agent_client import AgentClient
-from edgebed.controller.agents import Agents
+from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
@@ -50,7 +50,7 @@ async def open_controller(
     store = Store(settings.database, workers=db_workers)
     await store.open()
     metrics = Metrics(store)
-    client = AgentClient(store, metrics, timeout=settings.call_timeout_seconds)
+    client = AgentClient(AgentCallRecorder(store, metrics), timeout=settings.call_timeout_seconds)
     try:
         accounts = Accounts(store, settings.secret_key(), clock=clock, hasher=password_hasher)
         inventory = Inventory(store, client, accounts, clock=clock)
