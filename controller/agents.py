@@ -12,7 +12,7 @@ from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentR
 from edgebed.controller.errors import AgentUnavailable, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.metrics import Metrics
-from edgebed.controller.store import Store
+from edgebed.controller.store import AgentRepository, Store
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class AgentCallRecorder:
     - any other code: last_error "agent error: CODE: details", written when it changes.
     """
 
-    def __init__(self, store: Store, metrics: Metrics) -> None:
-        self._store = store
+    def __init__(self, agents: AgentRepository, metrics: Metrics) -> None:
+        self._agents = agents
         self._metrics = metrics
 
     async def __call__(self, outcome: CallOutcome) -> None:
@@ -73,16 +73,16 @@ class AgentCallRecorder:
         self._metrics.record_call(agent.name, outcome.method, label, outcome.seconds)
         if outcome.ok:
             if not outcome.probe and is_call_error(agent.last_error):
-                await self._store.set_agent_status(agent.name, last_error="")
+                await self._agents.set_agent_status(agent.name, last_error="")
         elif outcome.lost:
-            await self._store.set_agent_status(agent.name, status=DISCONNECTED, last_error=outcome.reason)
+            await self._agents.set_agent_status(agent.name, status=DISCONNECTED, last_error=outcome.reason)
             log.warning("agent %s flagged disconnected: %s", agent.name, outcome.reason)
         elif outcome.rejected_token:
             if agent.last_error != WRONG_TOKEN:
-                await self._store.set_agent_status(agent.name, last_error=WRONG_TOKEN)
+                await self._agents.set_agent_status(agent.name, last_error=WRONG_TOKEN)
                 log.warning("agent %s rejected the controller's token", agent.name)
         elif not outcome.refused_request and agent.last_error != outcome.reason:
-            await self._store.set_agent_status(agent.name, last_error=outcome.reason)
+            await self._agents.set_agent_status(agent.name, last_error=outcome.reason)
             log.warning("agent %s: %s failed: %s", agent.name, outcome.method, outcome.reason)
 
 
@@ -94,16 +94,16 @@ class Agents:
         self._accounts = accounts
 
     async def _info(self, name: str) -> AgentInfo:
-        agent = await self._store.get_agent(name)
+        agent = await self._store.agents.get_agent(name)
         if agent is None:
             raise NotFound(f"no agent named {name}")
-        counts = await self._store.node_counts()
+        counts = await self._store.inventory.node_counts()
         return _info(agent, counts.get(name, 0))
 
     async def list_agents(self, actor: User) -> list[AgentInfo]:
         await self._accounts.require_admin(actor)
-        counts = await self._store.node_counts()
-        return [_info(agent, counts.get(agent.name, 0)) for agent in await self._store.list_agents()]
+        counts = await self._store.inventory.node_counts()
+        return [_info(agent, counts.get(agent.name, 0)) for agent in await self._store.agents.list_agents()]
 
     async def add_agent(self, actor: User, name: str, type: str, ip: str, port: int, token: str) -> AgentInfo:
         admin = await self._accounts.require_admin(actor)
@@ -121,7 +121,7 @@ class Agents:
         record = AgentRecord(
             name=name, type=type, ip=ip, port=port, status=DISCONNECTED, token=_check_token(token), last_error=""
         )
-        await self._store.add_agent(record)
+        await self._store.agents.add_agent(record)
         await self._connect(record)
         return await self._info(name)
 
@@ -136,21 +136,21 @@ class Agents:
         last_error = ""
         if info.type and info.type != agent.type:
             last_error = f"registered as type {agent.type} but the agent says it manages {info.type} nodes"
-        await self._store.set_agent_status(agent.name, status=CONNECTED, last_error=last_error)
+        await self._store.agents.set_agent_status(agent.name, status=CONNECTED, last_error=last_error)
         record = await self._record(agent.name)
         if record.status == CONNECTED:
             await self._inventory.refresh([record], catalogs=True)
         return record
 
     async def _record(self, name: str) -> AgentRecord:
-        record = await self._store.get_agent(name)
+        record = await self._store.agents.get_agent(name)
         if record is None:
             raise NotFound(f"no agent named {name}")
         return record
 
     async def reconnect(self, actor: User, name: str) -> AgentInfo:
         admin = await self._accounts.require_admin(actor)
-        agent = await self._store.get_agent(name)
+        agent = await self._store.agents.get_agent(name)
         if agent is None:
             raise NotFound(f"no agent named {name}")
         record = await self._connect(agent)
@@ -159,7 +159,7 @@ class Agents:
 
     async def delete_agent(self, actor: User, name: str) -> None:
         admin = await self._accounts.require_admin(actor)
-        if not await self._store.delete_agent(name):
+        if not await self._store.agents.delete_agent(name):
             raise NotFound(f"no agent named {name}")
         await self._client.forget(name)
         log.info("%s deleted agent %s", admin.email, name)

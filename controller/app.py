@@ -50,7 +50,7 @@ async def open_controller(
     store = Store(settings.database, workers=db_workers)
     await store.open()
     metrics = Metrics(store)
-    client = AgentClient(AgentCallRecorder(store, metrics), timeout=settings.call_timeout_seconds)
+    client = AgentClient(AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds)
     try:
         accounts = Accounts(store, settings.secret_key(), clock=clock, hasher=password_hasher)
         inventory = Inventory(store, client, accounts, clock=clock)

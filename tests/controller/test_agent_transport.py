@@ -172,11 +172,11 @@ async def test_the_recorder_reports_a_wrong_token_once_and_clears_it_after_a_suc
             for _ in range(3):
                 await ctl.inventory.refresh()
         assert caplog.text.count("rejected the controller's token") == 1
-        stored = await ctl.store.get_agent("rpi")
+        stored = await ctl.store.agents.get_agent("rpi")
         assert (stored.status, stored.last_error) == ("connected", "wrong token")
         assert ctl.metrics.calls("rpi", "GetNodes", "unauthenticated") == 3
 
         served.fake.token = "secret-token"
         await ctl.inventory.refresh()
-        stored = await ctl.store.get_agent("rpi")
+        stored = await ctl.store.agents.get_agent("rpi")
         assert (stored.status, stored.last_error) == ("connected", "")
