@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 from edgebed.controller import validation
-from edgebed.controller.accounts import Accounts
 from edgebed.controller.agent_client import WRONG_TOKEN, AgentClient, CallOutcome, is_call_error
+from edgebed.controller.authz import Authz
 from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
 from edgebed.controller.errors import AgentUnavailable, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory
@@ -87,11 +87,11 @@ class AgentCallRecorder:
 
 
 class Agents:
-    def __init__(self, store: Store, client: AgentClient, inventory: Inventory, accounts: Accounts) -> None:
+    def __init__(self, store: Store, client: AgentClient, inventory: Inventory, authz: Authz) -> None:
         self._store = store
         self._client = client
         self._inventory = inventory
-        self._accounts = accounts
+        self._authz = authz
 
     async def _info(self, name: str) -> AgentInfo:
         agent = await self._store.agents.get_agent(name)
@@ -101,12 +101,12 @@ class Agents:
         return _info(agent, counts.get(name, 0))
 
     async def list_agents(self, actor: User) -> list[AgentInfo]:
-        await self._accounts.require_admin(actor)
+        await self._authz.require_admin(actor)
         counts = await self._store.inventory.node_counts()
         return [_info(agent, counts.get(agent.name, 0)) for agent in await self._store.agents.list_agents()]
 
     async def add_agent(self, actor: User, name: str, type: str, ip: str, port: int, token: str) -> AgentInfo:
-        admin = await self._accounts.require_admin(actor)
+        admin = await self._authz.require_admin(actor)
         info = await self.register(name, type, ip, port, token)
         log.info("%s added agent %s (%s)", admin.email, info.name, info.status)
         return info
@@ -149,7 +149,7 @@ class Agents:
         return record
 
     async def reconnect(self, actor: User, name: str) -> AgentInfo:
-        admin = await self._accounts.require_admin(actor)
+        admin = await self._authz.require_admin(actor)
         agent = await self._store.agents.get_agent(name)
         if agent is None:
             raise NotFound(f"no agent named {name}")
@@ -158,7 +158,7 @@ class Agents:
         return await self._info(name)
 
     async def delete_agent(self, actor: User, name: str) -> None:
-        admin = await self._accounts.require_admin(actor)
+        admin = await self._authz.require_admin(actor)
         if not await self._store.agents.delete_agent(name):
             raise NotFound(f"no agent named {name}")
         await self._client.forget(name)
