@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edgebed.controller import validation
-from edgebed.controller.accounts import Accounts
+from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
     CONFIGURING,
     IN_PROGRESS,
@@ -66,7 +66,7 @@ class Reservations:
         self,
         store: Store,
         inventory: Inventory,
-        accounts: Accounts,
+        authz: Authz,
         settings: Settings,
         *,
         clock: Callable[[], float],
@@ -74,7 +74,7 @@ class Reservations:
     ) -> None:
         self._store = store
         self._inventory = inventory
-        self._accounts = accounts
+        self._authz = authz
         self._settings = settings
         self._clock = clock
         self.wake_scheduler = wake_scheduler
@@ -94,7 +94,7 @@ class Reservations:
         start_date: int,
         duration_hours: float,
     ) -> list[str]:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         now = self._now()
         start = validation.epoch_seconds(start_date, "start date")
         if start < now - START_SLACK_SECONDS:
@@ -238,7 +238,7 @@ class Reservations:
         return result
 
     async def list_reservations(self, user: User) -> list[Reservation]:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         records = await self._store.schedule.list_schedule(owner=owner.email)
         return await self._to_domain(records, await self._store.schedule.action_props(owner=owner.email))
 
@@ -259,7 +259,7 @@ class Reservations:
         return (await self._to_domain([record], props))[0]
 
     async def get_reservation(self, user: User, node_name: str) -> Reservation:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         return await self._one(await self._record(owner.email, node_name))
 
     # -- configuring -----------------------------------------------------------------------
@@ -267,7 +267,7 @@ class Reservations:
     async def configure(
         self, user: User, node_name: str, *, bin: str | None = None, properties: dict[str, str]
     ) -> Reservation:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         record = await self._record(owner.email, node_name)
         if bin is not None:
             bin = validation.bin_name(bin)
@@ -323,7 +323,7 @@ class Reservations:
     # -- acting ----------------------------------------------------------------------------
 
     async def act(self, user: User, node_name: str, action: str) -> Reservation:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         if action not in USER_ACTIONS:
             raise InvalidInput(f"unknown action; expected one of {', '.join(USER_ACTIONS)}")
         record = await self._record(owner.email, node_name)
