@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 FINAL_STATES = ("deployed", "rebooted", "destroyed", "lost")
 PROCESSES = ("deploy", "reboot", "destroy")
 
-# Reservation statuses, from the seed.
-CONFIGURING = "configuring"
-READY = "ready"
-IN_PROGRESS = "in_progress"
+# Reservation statuses are `lifecycle.Status`, beside the state machine that moves them.
 
 # Agent statuses, from the seed.
 CONNECTED = "connected"

@@ -16,9 +16,6 @@ from typing import Any
 from edgebed.controller import validation
 from edgebed.controller.accounts import Accounts
 from edgebed.controller.domain import (
-    CONFIGURING,
-    IN_PROGRESS,
-    READY,
     AgentCatalog,
     NodeInfo,
     Reservation,
@@ -28,6 +25,7 @@ from edgebed.controller.domain import (
 )
 from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.lifecycle import Status
 from edgebed.controller.settings import Settings
 from edgebed.controller.store import CachedNode, ScheduleChange, Store
 
@@ -184,12 +182,12 @@ class Reservations:
             node_type = types[agent]
             props: dict[str, str] = {}
             if node_type is None:
-                status_for[name] = CONFIGURING
+                status_for[name] = Status.CONFIGURING
             else:
                 if owner.ssh_key and node_type.property("ssh_key") is not None:
                     props["ssh_key"] = owner.ssh_key
                 required = {spec.name for spec in node_type.properties if spec.required}
-                status_for[name] = READY if required <= set(props) else CONFIGURING
+                status_for[name] = Status.READY if required <= set(props) else Status.CONFIGURING
             props_for[name] = props
         return status_for, props_for
 
@@ -212,7 +210,7 @@ class Reservations:
                 for env in catalog.environments:
                     if env.name == properties.get("environment"):
                         default_user = env.default_user
-            final = bool(record.action_state) and record.status != IN_PROGRESS and not record.pending
+            final = bool(record.action_state) and record.status != Status.IN_PROGRESS and not record.pending
             result.append(
                 Reservation(
                     node_name=record.node_name,
@@ -316,7 +314,7 @@ class Reservations:
             "%s configured %s: set %s, unset %s -> %s",
             owner.email, record.node_name, sorted(set_props), sorted(unset), updated.status,
         )
-        if updated.status == READY and not updated.started and updated.start_date <= self._now():
+        if updated.status == Status.READY and not updated.started and updated.start_date <= self._now():
             self.wake_scheduler()
         return await self._one(updated)
 
@@ -350,11 +348,11 @@ class Reservations:
             raise Conflict(f"the reservation of node {record.node_name} is ending")
         if record.pending:
             raise Conflict(f"node {record.node_name} already has a {record.pending} waiting to start")
-        if record.status == IN_PROGRESS:
+        if record.status == Status.IN_PROGRESS:
             raise Conflict(
                 f"node {record.node_name} is busy with {record.process or 'an action'}; wait until it ends"
             )
-        if process == "deploy" and record.status == CONFIGURING:
+        if process == "deploy" and record.status == Status.CONFIGURING:
             raise Conflict(f"node {record.node_name} is not configured yet")
         if process == "reboot" and not record.process:
             raise Conflict(f"node {record.node_name} has not been deployed yet")
@@ -368,7 +366,7 @@ class Reservations:
                         "pending": process,
                         "pending_issued": False,
                         "pending_since": now,
-                        "status": IN_PROGRESS,
+                        "status": Status.IN_PROGRESS,
                         "last_error": "",
                     },
                 )
@@ -420,7 +418,7 @@ class Reservations:
         if not record.pending_issued:
             # An intention not sent yet is replaced by the destroy; one that may have been sent
             # is resolved first, then the scheduler starts the destroy.
-            changes.update(pending="destroy", pending_issued=False, pending_since=now, status=IN_PROGRESS)
+            changes.update(pending="destroy", pending_issued=False, pending_since=now, status=Status.IN_PROGRESS)
         applied = await self._store.update_schedule(
             [
                 ScheduleChange(

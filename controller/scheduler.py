@@ -33,16 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgebed.controller.agent_client import AgentClient, gather_agents
-from edgebed.controller.domain import (
-    CONFIGURING,
-    IN_PROGRESS,
-    READY,
-    ActionState,
-    AgentRecord,
-    ScheduleRecord,
-)
+from edgebed.controller.domain import ActionState, AgentRecord, ScheduleRecord
 from edgebed.controller.errors import AgentRejectedToken, Conflict, InvalidInput, NotFound, ServiceError
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.lifecycle import Status
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.settings import Settings
 from edgebed.controller.store import CachedNode, ScheduleChange, Store
@@ -75,7 +69,7 @@ def _mirror(action: ActionState) -> dict[str, Any]:
         "progress": action.progress,
         "node_ip": action.node_ip,
         "action_updated_at": action.updated_at,
-        "status": READY if action.final else IN_PROGRESS,
+        "status": Status.READY if action.final else Status.IN_PROGRESS,
     }
 
 
@@ -242,7 +236,7 @@ class Scheduler:
         if row.end_date <= now and not row.ending:
             changes: dict[str, Any] = {"ending": True}
             if not row.pending_issued:
-                changes.update(pending="destroy", pending_since=now, status=IN_PROGRESS)
+                changes.update(pending="destroy", pending_since=now, status=Status.IN_PROGRESS)
             return ScheduleChange(
                 *key,
                 expect={"ending": False, "pending": row.pending, "pending_issued": row.pending_issued},
@@ -253,19 +247,19 @@ class Scheduler:
             return ScheduleChange(
                 *key,
                 expect={"ending": True, "pending": "", "process": row.process},
-                changes={"pending": "destroy", "pending_issued": False, "pending_since": now, "status": IN_PROGRESS},
+                changes={"pending": "destroy", "pending_issued": False, "pending_since": now, "status": Status.IN_PROGRESS},
             )
         if (
             not row.ending
-            and row.status == READY
+            and row.status == Status.READY
             and not row.started
             and not row.pending
             and row.start_date <= now < row.end_date
         ):
             return ScheduleChange(
                 *key,
-                expect={"status": READY, "pending": "", "process": "", "action_state": "", "ending": False},
-                changes={"pending": "deploy", "pending_issued": False, "pending_since": now, "status": IN_PROGRESS},
+                expect={"status": Status.READY, "pending": "", "process": "", "action_state": "", "ending": False},
+                changes={"pending": "deploy", "pending_issued": False, "pending_since": now, "status": Status.IN_PROGRESS},
             )
         return None
 
@@ -389,7 +383,7 @@ class Scheduler:
                     "baseline": "",
                     "last_error": f"{row.pending} refused: {result.message}"[:500],
                     # A deploy refused for its configuration waits for the user to fix it.
-                    "status": CONFIGURING if never_ran else READY,
+                    "status": Status.CONFIGURING if never_ran else Status.READY,
                 },
             )
         # No answer or an agent failure: it may have started. Keep it in doubt; the next poll
