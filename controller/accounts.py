@@ -75,7 +75,7 @@ class Accounts:
         email = validation.email(email)
         password = validation.password(password)
         ssh_key = validation.ssh_keys(ssh_key)
-        user = await self._store.create_user(
+        user = await self._store.users.create_user(
             email, await self._hash(password), ssh_key=ssh_key, admin=False, authorized=False, now=self._now()
         )
         log.info("new account %s is waiting for approval", email)
@@ -87,7 +87,7 @@ class Accounts:
         email = validation.email(email)
         password = validation.password(password)
         ssh_key = validation.ssh_keys(ssh_key)
-        user = await self._store.create_user(
+        user = await self._store.users.create_user(
             email, await self._hash(password), ssh_key=ssh_key, admin=admin, authorized=authorized, now=self._now()
         )
         log.info("account %s created (admin=%s, authorized=%s)", email, admin, authorized)
@@ -110,7 +110,7 @@ class Accounts:
             raise AuthenticationFailed("wrong email or password") from None
         if not isinstance(password, str) or len(password) > validation.MAX_PASSWORD_LENGTH:
             raise AuthenticationFailed("wrong email or password")
-        found = await self._store.get_password_hash(email)
+        found = await self._store.users.get_password_hash(email)
         if found is None:
             if self._dummy_hash is None:
                 self._dummy_hash = await self._hash(secrets.token_urlsafe(16))
@@ -120,7 +120,7 @@ class Accounts:
         if not await self._verify(password_hash, password):
             raise AuthenticationFailed("wrong email or password")
         if self._hasher.check_needs_rehash(password_hash):
-            await self._store.update_user(email, password=await self._hash(password))
+            await self._store.users.update_user(email, password=await self._hash(password))
         if not user.is_authorized:
             raise NotAuthorized(WAITING_FOR_APPROVAL)
         return user
@@ -130,22 +130,22 @@ class Accounts:
             email = validation.email(email)
         except InvalidInput:
             raise NotFound("no such user") from None
-        user = await self._store.get_user(email)
+        user = await self._store.users.get_user(email)
         if user is None:
             raise NotFound(f"no user with the email {email}")
         return user
 
     async def change_password(self, email: str, old: str, new: str) -> None:
-        found = await self._store.get_password_hash(validation.email(email))
+        found = await self._store.users.get_password_hash(validation.email(email))
         if found is None:
             raise NotFound("no such user")
         if not isinstance(old, str) or not await self._verify(found[1], old):
             raise AuthenticationFailed("the current password is wrong")
         new = validation.password(new)
-        await self._store.update_user(found[0].email, password=await self._hash(new))
+        await self._store.users.update_user(found[0].email, password=await self._hash(new))
 
     async def set_ssh_key(self, email: str, ssh_key: str) -> User:
-        user = await self._store.update_user(validation.email(email), ssh_key=validation.ssh_keys(ssh_key))
+        user = await self._store.users.update_user(validation.email(email), ssh_key=validation.ssh_keys(ssh_key))
         if user is None:
             raise NotFound("no such user")
         return user
@@ -177,7 +177,7 @@ class Accounts:
         email, _, expires = payload.rpartition("|")
         if not expires.isdigit() or int(expires) < self._now():
             raise bad
-        user = await self._store.update_user(email, confirmed_email=True)
+        user = await self._store.users.update_user(email, confirmed_email=True)
         if user is None:
             raise bad
         return user
@@ -189,24 +189,24 @@ class Accounts:
         if not isinstance(label, str) or len(label) > 100:
             raise InvalidInput("the token label must be at most 100 characters")
         secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
-        await self._store.add_api_token(user.email, label.strip(), hash_api_token(secret), self._now())
+        await self._store.users.add_api_token(user.email, label.strip(), hash_api_token(secret), self._now())
         return secret
 
     async def list_api_tokens(self, email: str) -> list[ApiToken]:
-        return await self._store.list_api_tokens(validation.email(email))
+        return await self._store.users.list_api_tokens(validation.email(email))
 
     async def revoke_api_token(self, email: str, token_id: int) -> None:
-        if not await self._store.delete_api_token(validation.email(email), int(token_id)):
+        if not await self._store.users.delete_api_token(validation.email(email), int(token_id)):
             raise NotFound("no such API token")
 
     async def user_for_api_token(self, secret: str) -> User:
         if not isinstance(secret, str) or not secret.startswith(API_TOKEN_PREFIX) or len(secret) > 200:
             raise AuthenticationFailed("unknown API token")
         token_hash = hash_api_token(secret)
-        found = await self._store.use_api_token(token_hash, self._now())
+        found = await self._store.users.use_api_token(token_hash, self._now())
         if found is None or not hmac.compare_digest(found[1], token_hash):
             raise AuthenticationFailed("unknown API token")
-        user = await self._store.get_user(found[0])
+        user = await self._store.users.get_user(found[0])
         if user is None:
             raise AuthenticationFailed("unknown API token")
         if not user.is_authorized:
@@ -217,13 +217,13 @@ class Accounts:
 
     async def require_admin(self, actor: User) -> User:
         """The actor as the database knows it now; Forbidden unless an authorized admin."""
-        current = await self._store.get_user(actor.email)
+        current = await self._store.users.get_user(actor.email)
         if current is None or not current.is_admin or not current.is_authorized:
             raise Forbidden("only administrators may do this")
         return current
 
     async def require_authorized(self, user: User) -> User:
-        current = await self._store.get_user(user.email)
+        current = await self._store.users.get_user(user.email)
         if current is None:
             raise AuthenticationFailed("this account no longer exists")
         if not current.is_authorized:
@@ -232,7 +232,7 @@ class Accounts:
 
     async def list_users(self, actor: User) -> list[User]:
         await self.require_admin(actor)
-        return await self._store.list_users()
+        return await self._store.users.list_users()
 
     async def set_authorized(self, actor: User, email: str, authorized: bool) -> User:
         return await self.update_flags(actor, email, authorized=authorized)
@@ -258,7 +258,7 @@ class Accounts:
             changes["is_admin"] = bool(admin)
         if not changes:
             return target
-        user = await self._store.update_user(target.email, **changes)
+        user = await self._store.users.update_user(target.email, **changes)
         if user is None:
             raise NotFound(f"no account with the email {target.email}")
         log.info("%s set %s for %s", creator.email, changes, target.email)
@@ -271,5 +271,5 @@ class Accounts:
             raise Conflict("you cannot delete your own account")
         if self.reservations is not None:
             await self.reservations.end_all(target.email)
-        await self._store.delete_user(target.email)
+        await self._store.users.delete_user(target.email)
         log.info("%s deleted the account %s", admin.email, target.email)

@@ -189,7 +189,7 @@ class AgentClient:
             raise await self._failure(agent, method, exc) from None
         self._metrics.record_call(agent.name, method, "ok", time.monotonic() - started)
         if _is_client_error(agent.last_error) and not force:
-            await self._store.set_agent_status(agent.name, last_error="")
+            await self._store.agents.set_agent_status(agent.name, last_error="")
         return response
 
     async def _failure(self, agent: AgentRecord, method: str, exc: grpc.aio.AioRpcError) -> ServiceError:
@@ -201,7 +201,7 @@ class AgentClient:
             else:
                 reason = f"unavailable: {details}"[:500]
             self._flagged.add(agent.name)
-            await self._store.set_agent_status(agent.name, status=DISCONNECTED, last_error=reason)
+            await self._store.agents.set_agent_status(agent.name, status=DISCONNECTED, last_error=reason)
             log.warning("agent %s flagged disconnected: %s", agent.name, reason)
             return AgentUnavailable(
                 f"agent {agent.name} did not answer ({reason}); it is now disconnected",
@@ -210,7 +210,7 @@ class AgentClient:
         if code is grpc.StatusCode.UNAUTHENTICATED:
             # Reported once, not at every poll while the token stays wrong.
             if agent.last_error != WRONG_TOKEN:
-                await self._store.set_agent_status(agent.name, last_error=WRONG_TOKEN)
+                await self._store.agents.set_agent_status(agent.name, last_error=WRONG_TOKEN)
                 log.warning("agent %s rejected the controller's token", agent.name)
             return AgentRejectedToken(
                 f"agent {agent.name} rejected the controller's token (wrong token)",
@@ -224,7 +224,7 @@ class AgentClient:
             return Conflict(details, code=code.name)
         reason = f"agent error: {code.name}: {details}"[:500]
         if agent.last_error != reason:
-            await self._store.set_agent_status(agent.name, last_error=reason)
+            await self._store.agents.set_agent_status(agent.name, last_error=reason)
             log.warning("agent %s: %s failed: %s", agent.name, method, reason)
         return AgentUnavailable(f"agent {agent.name} failed: {code.name}: {details}", code=code.name)
 
@@ -242,7 +242,7 @@ class AgentClient:
             response = await self._call(agent, "DescribeNodeType", pb.DescribeNodeTypeRequest(), force=True)
         except AgentUnavailable:
             # _failure recorded the reason (no answer, or "wrong token" with the status kept).
-            record = await self._store.get_agent(agent.name)
+            record = await self._store.agents.get_agent(agent.name)
             if record is None:
                 raise NotFound(f"no agent named {agent.name}") from None
             return record, None
@@ -252,8 +252,8 @@ class AgentClient:
             last_error = (
                 f"registered as type {agent.type} but the agent says it manages {info.type} nodes"
             )
-        await self._store.set_agent_status(agent.name, status=CONNECTED, last_error=last_error)
-        record = await self._store.get_agent(agent.name)
+        await self._store.agents.set_agent_status(agent.name, status=CONNECTED, last_error=last_error)
+        record = await self._store.agents.get_agent(agent.name)
         if record is None:
             raise NotFound(f"no agent named {agent.name}")
         return record, info

@@ -56,16 +56,16 @@ class Agents:
         self._accounts = accounts
 
     async def _info(self, name: str) -> AgentInfo:
-        agent = await self._store.get_agent(name)
+        agent = await self._store.agents.get_agent(name)
         if agent is None:
             raise NotFound(f"no agent named {name}")
-        counts = await self._store.node_counts()
+        counts = await self._store.inventory.node_counts()
         return _info(agent, counts.get(name, 0))
 
     async def list_agents(self, actor: User) -> list[AgentInfo]:
         await self._accounts.require_admin(actor)
-        counts = await self._store.node_counts()
-        return [_info(agent, counts.get(agent.name, 0)) for agent in await self._store.list_agents()]
+        counts = await self._store.inventory.node_counts()
+        return [_info(agent, counts.get(agent.name, 0)) for agent in await self._store.agents.list_agents()]
 
     async def add_agent(self, actor: User, name: str, type: str, ip: str, port: int, token: str) -> AgentInfo:
         admin = await self._accounts.require_admin(actor)
@@ -83,7 +83,7 @@ class Agents:
         record = AgentRecord(
             name=name, type=type, ip=ip, port=port, status=DISCONNECTED, token=_check_token(token), last_error=""
         )
-        await self._store.add_agent(record)
+        await self._store.agents.add_agent(record)
         await self._connect(record)
         return await self._info(name)
 
@@ -95,7 +95,7 @@ class Agents:
 
     async def reconnect(self, actor: User, name: str) -> AgentInfo:
         admin = await self._accounts.require_admin(actor)
-        agent = await self._store.get_agent(name)
+        agent = await self._store.agents.get_agent(name)
         if agent is None:
             raise NotFound(f"no agent named {name}")
         record = await self._connect(agent)
@@ -104,7 +104,7 @@ class Agents:
 
     async def delete_agent(self, actor: User, name: str) -> None:
         admin = await self._accounts.require_admin(actor)
-        if not await self._store.delete_agent(name):
+        if not await self._store.agents.delete_agent(name):
             raise NotFound(f"no agent named {name}")
         await self._client.forget(name)
         log.info("%s deleted agent %s", admin.email, name)

@@ -56,7 +56,7 @@ class Inventory:
         Returns {agent: None on success, or the error}.
         """
         if agents is None:
-            agents = await self._store.list_agents()
+            agents = await self._store.agents.list_agents()
         usable = [agent for agent in agents if self._client.usable(agent)]
 
         async def fetch(agent: AgentRecord):
@@ -86,7 +86,7 @@ class Inventory:
             if catalogs:
                 catalog_list.append(AgentCatalog(agent.name, agent.type, result[1], result[2]))
         if answered:
-            duplicates = await self._store.save_inventory(nodes_by_agent, catalog_list, self._now())
+            duplicates = await self._store.inventory.save_inventory(nodes_by_agent, catalog_list, self._now())
             for agent in answered:
                 await self._report_duplicates(agent, duplicates.get(agent.name, {}))
         return outcome
@@ -98,29 +98,29 @@ class Inventory:
             message = f"{DUPLICATE_PREFIX}, ignored on this agent: {listed}{more}"
             log.error("agent %s claims node names another agent holds: %s%s", agent.name, listed, more)
             if agent.last_error != message:
-                await self._store.set_agent_status(agent.name, last_error=message)
+                await self._store.agents.set_agent_status(agent.name, last_error=message)
         elif agent.last_error.startswith(DUPLICATE_PREFIX):
-            await self._store.set_agent_status(agent.name, last_error="")
+            await self._store.agents.set_agent_status(agent.name, last_error="")
 
     # -- reading -------------------------------------------------------------------------
 
     async def list_nodes(self, *, refresh: bool = False) -> list[NodeInfo]:
         if refresh:
             await self.refresh()
-        return [_node_info(node) for node in await self._store.list_nodes()]
+        return [_node_info(node) for node in await self._store.inventory.list_nodes()]
 
     async def cached_nodes(self, names: Iterable[str] | None = None) -> dict[str, CachedNode]:
-        return {node.name: node for node in await self._store.list_nodes(names)}
+        return {node.name: node for node in await self._store.inventory.list_nodes(names)}
 
     async def catalogs(self) -> dict[str, AgentCatalog]:
-        return {c.agent: c for c in await self._store.list_catalogs()}
+        return {c.agent: c for c in await self._store.inventory.list_catalogs()}
 
     async def node_type_of_agent(self, agent_name: str) -> NodeTypeInfo | None:
         """The agent's node type description, fetched now if the cache has none yet."""
         catalog = (await self.catalogs()).get(agent_name)
         if catalog is not None and catalog.node_type is not None:
             return catalog.node_type
-        agent = await self._store.get_agent(agent_name)
+        agent = await self._store.agents.get_agent(agent_name)
         if agent is None or not self._client.usable(agent):
             return None
         await self.refresh([agent], catalogs=True)
@@ -149,14 +149,14 @@ class Inventory:
         if end <= start:
             raise InvalidInput("the timeline must end after it starts")
         result: dict[str, list[Busy]] = {}
-        for node, owner, s, e in await self._store.timeline(start, end):
+        for node, owner, s, e in await self._store.schedule.timeline(start, end):
             result.setdefault(node, []).append(Busy(node, s, e, owner == viewer.email))
         return result
 
     # -- administration through the agents -------------------------------------------------
 
     async def _connected_agent(self, name: str) -> AgentRecord:
-        agent = await self._store.get_agent(name)
+        agent = await self._store.agents.get_agent(name)
         if agent is None:
             raise NotFound(f"no agent named {name}")
         if not self._client.usable(agent):
@@ -170,7 +170,7 @@ class Inventory:
         return await self._connected_agent(node.agent)
 
     async def _refuse_if_reserved(self, node_name: str) -> None:
-        if await self._store.list_schedule(node=node_name):
+        if await self._store.schedule.list_schedule(node=node_name):
             raise Conflict(f"node {node_name} has reservations; they must end first")
 
     async def add_node(self, actor: User, agent_name: str, node_name: str, properties: dict[str, str]) -> NodeInfo:

@@ -91,8 +91,8 @@ class Metrics:
     async def render(self) -> str:
         lines: list[str] = []
         if self._store is not None:
-            statuses = await self._store.count_schedule_by("status")
-            states = await self._store.count_schedule_by("action_state")
+            statuses = await self._store.schedule.count_schedule_by("status")
+            states = await self._store.schedule.count_schedule_by("action_state")
             lines += [
                 "# HELP edgebed_reservations Reservations by status.",
                 "# TYPE edgebed_reservations gauge",

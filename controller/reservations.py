@@ -111,7 +111,7 @@ class Reservations:
             all_or_nothing = False
 
         status_for, props_for = await self._initial_configuration(owner, candidates, cached)
-        chosen = await self._store.reserve(
+        chosen = await self._store.schedule.reserve(
             owner.email,
             candidates=candidates,
             count=count,
@@ -237,8 +237,8 @@ class Reservations:
 
     async def list_reservations(self, user: User) -> list[Reservation]:
         owner = await self._accounts.require_authorized(user)
-        records = await self._store.list_schedule(owner=owner.email)
-        return await self._to_domain(records, await self._store.action_props(owner=owner.email))
+        records = await self._store.schedule.list_schedule(owner=owner.email)
+        return await self._to_domain(records, await self._store.schedule.action_props(owner=owner.email))
 
     async def live_states(self, user: User) -> list[Reservation]:
         """What the manage page polls: from the database only, never from an agent."""
@@ -247,13 +247,13 @@ class Reservations:
     async def _record(self, owner: str, node_name: Any) -> ScheduleRecord:
         record = None
         if isinstance(node_name, str) and len(node_name) <= 64:
-            record = await self._store.get_schedule(node_name, owner)
+            record = await self._store.schedule.get_schedule(node_name, owner)
         if record is None:
             raise NotFound(f"you have no reservation on node {str(node_name)[:64]}")
         return record
 
     async def _one(self, record: ScheduleRecord) -> Reservation:
-        props = await self._store.action_props(owner=record.owner, node=record.node_name)
+        props = await self._store.schedule.action_props(owner=record.owner, node=record.node_name)
         return (await self._to_domain([record], props))[0]
 
     async def get_reservation(self, user: User, node_name: str) -> Reservation:
@@ -304,7 +304,7 @@ class Reservations:
                 value = validation.ssh_keys(value)
             set_props[prop] = value
         required = [spec.name for spec in node_type.properties if spec.required]
-        updated = await self._store.configure(
+        updated = await self._store.schedule.configure(
             record.node_name, owner.email, bin=bin, set_props=set_props, unset_props=unset, required=required
         )
         if updated is None:
@@ -356,7 +356,7 @@ class Reservations:
             raise Conflict(f"node {record.node_name} is not configured yet")
         if process == "reboot" and not record.process:
             raise Conflict(f"node {record.node_name} has not been deployed yet")
-        applied = await self._store.update_schedule(
+        applied = await self._store.schedule.update_schedule(
             [
                 ScheduleChange(
                     record.node_name,
@@ -387,7 +387,7 @@ class Reservations:
                 return outcome
             # The scheduler moved the row between the read and the write (it sent an action or
             # recorded an answer): ending is the user's last word, so end what is there now.
-            fresh = await self._store.get_schedule(record.node_name, record.owner)
+            fresh = await self._store.schedule.get_schedule(record.node_name, record.owner)
             if fresh is None:
                 return None
             record = fresh
@@ -397,7 +397,7 @@ class Reservations:
         """(True, what remains) when ended; (False, None) when the row changed under us."""
         now = self._now()
         if not record.started and not record.pending:
-            applied = await self._store.update_schedule(
+            applied = await self._store.schedule.update_schedule(
                 [
                     ScheduleChange(
                         record.node_name,
@@ -419,7 +419,7 @@ class Reservations:
             # An intention not sent yet is replaced by the destroy; one that may have been sent
             # is resolved first, then the scheduler starts the destroy.
             changes.update(pending="destroy", pending_issued=False, pending_since=now, status=Status.IN_PROGRESS)
-        applied = await self._store.update_schedule(
+        applied = await self._store.schedule.update_schedule(
             [
                 ScheduleChange(
                     record.node_name,
@@ -433,7 +433,7 @@ class Reservations:
             return False, None
         log.info("%s ended the reservation of %s", record.owner, record.node_name)
         self.wake_scheduler()
-        return True, await self._store.get_schedule(record.node_name, record.owner)
+        return True, await self._store.schedule.get_schedule(record.node_name, record.owner)
 
     async def _extend(self, record: ScheduleRecord) -> ScheduleRecord:
         now = self._now()
@@ -447,7 +447,7 @@ class Reservations:
                 f"the reservation of node {record.node_name} already lasts the maximum of "
                 f"{self._settings.extend_cap_hours:g} hours"
             )
-        updated = await self._store.extend(
+        updated = await self._store.schedule.extend(
             record.node_name,
             record.owner,
             new_end=record.start_date + new_duration,
@@ -459,5 +459,5 @@ class Reservations:
 
     async def end_all(self, owner: str) -> None:
         """Ends every reservation of an account being deleted."""
-        for record in await self._store.list_schedule(owner=owner):
+        for record in await self._store.schedule.list_schedule(owner=owner):
             await self._end(record)

@@ -157,7 +157,7 @@ class Scheduler:
     async def poll(self) -> PollReport:
         report = PollReport()
         now = int(self._clock())
-        rows = await self._store.list_schedule(started_before=now)
+        rows = await self._store.schedule.list_schedule(started_before=now)
         self._metrics.record_poll()
         if not rows:
             return report
@@ -165,11 +165,11 @@ class Scheduler:
 
         timed = [c for row in rows if (c := self._timed_change(row, now, nodes)) is not None]
         if timed:
-            applied = await self._store.update_schedule(timed)
+            applied = await self._store.schedule.update_schedule(timed)
             report.removed += [c.node_name for c, ok in zip(timed, applied) if ok and c.delete]
-            rows = await self._store.list_schedule(started_before=now)
+            rows = await self._store.schedule.list_schedule(started_before=now)
 
-        agents = {agent.name: agent for agent in await self._store.list_agents()}
+        agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
         tracked: dict[str, list[ScheduleRecord]] = defaultdict(list)
         for row in rows:
             if not (row.pending or row.started):
@@ -215,7 +215,7 @@ class Scheduler:
                     elif row.pending and change.changes.get("pending") == "":
                         report.adopted.append(f"{row.node_name}:{row.pending}")
         if changes:
-            await self._store.update_schedule(changes)
+            await self._store.schedule.update_schedule(changes)
         if to_issue:
             await self._issue(to_issue, report)
         return report
@@ -324,11 +324,11 @@ class Scheduler:
         ]
         # The baseline is on disk before anything is sent: a crash from here on is resolved by
         # comparing it with what the agent reports.
-        applied = await self._store.update_schedule(claims)
+        applied = await self._store.schedule.update_schedule(claims)
         claimed = [item for item, ok in zip(batch, applied) if ok]
         if not claimed:
             return
-        props = await self._store.action_props_for([(row.node_name, row.owner) for _, row, _ in claimed])
+        props = await self._store.schedule.action_props_for([(row.node_name, row.owner) for _, row, _ in claimed])
 
         async def send(agent: AgentRecord, row: ScheduleRecord) -> ActionState | ServiceError:
             properties = props.get((row.node_name, row.owner), {})
@@ -353,7 +353,7 @@ class Scheduler:
                 report.started.append(f"{row.node_name}:{row.pending}")
                 log.info("started %s on %s for %s", row.pending, row.node_name, row.owner)
         if outcomes:
-            await self._store.update_schedule(outcomes)
+            await self._store.schedule.update_schedule(outcomes)
 
     def _after_start(
         self, row: ScheduleRecord, baseline: str, result: ActionState | ServiceError

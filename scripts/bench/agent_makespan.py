@@ -1,7 +1,7 @@
 """Makespan of 100 nodes deploying at once over the makespan of one node (goal <= 1.2), with the
 realistic simulated durations (boots, image copy at SD card speed, configuration) scaled down.
 
-    .venv/bin/python scripts/bench/agent_makespan.py [--nodes 100] [--time-scale 0.01] [--type raspberry]
+    .venv/bin/python -m scripts.bench.agent_makespan [--nodes 100] [--time-scale 0.01] [--type raspberry]
 
 Makespan: from the first StartAction call until the last node is deployed. Prints figures;
 asserts nothing.

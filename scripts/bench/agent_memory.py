@@ -1,7 +1,7 @@
 """Resident memory of a real agent process (`edgebed agent --config ...`) with 100 simulated
 nodes: after start-up, at its peak while all 100 deploy at once, and after (goal <= 80 MB).
 
-    .venv/bin/python scripts/bench/agent_memory.py [--nodes 100] [--type raspberry]
+    .venv/bin/python -m scripts.bench.agent_memory [--nodes 100] [--type raspberry]
 
 Prints figures; asserts nothing.
 """

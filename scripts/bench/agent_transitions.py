@@ -1,7 +1,7 @@
 """Committed state transitions per second: 1000 simulated raspberry nodes deploying at once with
 time_scale 0, so that the executor and its grouped commits are all that is measured.
 
-    .venv/bin/python scripts/bench/agent_transitions.py [--nodes 1000] [--type raspberry]
+    .venv/bin/python -m scripts.bench.agent_transitions [--nodes 1000] [--type raspberry]
 
 Prints figures; asserts nothing.
 """

@@ -7,7 +7,7 @@ GetNodes, DescribeNodeType and ListEnvironments on every connected agent concurr
 hung ones cost one 6-second deadline in all, not one each. Goal: <= 6.5 s. A second refresh,
 with the hung agents now flagged disconnected, shows that they are not waited for again.
 
-Usage: .venv/bin/python scripts/bench/controller_inventory.py [--agents 50] [--hung 5]
+Usage: .venv/bin/python -m scripts.bench.controller_inventory [--agents 50] [--hung 5]
 Exit code 1 when the goal is missed.
 """
 

@@ -13,7 +13,7 @@ on the reserve page's timeline). This process then logs in like a browser and me
 
 Goal: under 100 ms server-side per page. Prints the figures; exit code 1 when the goal is missed.
 
-Usage: .venv/bin/python scripts/bench/web_pages.py [--requests 300] [--concurrency 8]
+Usage: .venv/bin/python -m scripts.bench.web_pages [--requests 300] [--concurrency 8]
 """
 
 from __future__ import annotations

@@ -97,8 +97,8 @@ async def test_deleting_an_account_ends_its_reservations(ctl, clock, fake_agents
     await ctl.accounts.delete_user(ctl.admin, "dave@example.org")
     with pytest.raises(NotFound):
         await ctl.accounts.get_user("dave@example.org")
-    assert await ctl.store.list_schedule() == []
-    assert await ctl.store.list_api_tokens("dave@example.org") == []
+    assert await ctl.store.schedule.list_schedule() == []
+    assert await ctl.store.users.list_api_tokens("dave@example.org") == []
 
 
 async def test_flags_change_together_or_not_at_all(ctl):

@@ -82,7 +82,7 @@ async def test_calls_are_counted_by_agent_method_and_outcome(ctl, fake_agents):
     await ctl.agents.add_agent(ctl.admin, "rpi", "raspberry", "127.0.0.1", served.port, served.fake.token)
     served.fake.token = "changed"
     with pytest.raises(AgentUnavailable):
-        await ctl.client.get_nodes(await ctl.store.get_agent("rpi"))
+        await ctl.client.get_nodes(await ctl.store.agents.get_agent("rpi"))
     text = await ctl.metrics.render()
     assert 'edgebed_agent_calls_total{agent="rpi",method="GetNodes",outcome="ok"} 1' in text
     assert 'edgebed_agent_calls_total{agent="rpi",method="GetNodes",outcome="unauthenticated"} 1' in text

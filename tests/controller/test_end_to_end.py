@@ -67,7 +67,7 @@ async def test_three_raspberry_nodes_deploy_at_start_and_are_destroyed_at_end(tm
         }
 
         async def rows_gone():
-            return not await ctl.store.list_schedule() and not await ctl.store.action_props()
+            return not await ctl.store.schedule.list_schedule() and not await ctl.store.schedule.action_props()
 
         await wait_for(rows_gone, "the schedule and action_prop rows to go")
         assert time.time() >= start + 9
@@ -129,14 +129,14 @@ async def test_a_controller_sigkilled_during_the_deployment_of_20_nodes_loses_an
 
     async def sending():
         # The first intentions are on disk: StartAction calls are about to go out or in flight.
-        return any(r.pending_issued or r.action_state for r in await store.list_schedule())
+        return any(r.pending_issued or r.action_state for r in await store.schedule.list_schedule())
 
     async def deploying():
-        rows = await store.list_schedule()
+        rows = await store.schedule.list_schedule()
         return sum(1 for r in rows if r.action_state not in ("", "deployed")) >= 10
 
     async def all_deployed():
-        rows = await store.list_schedule()
+        rows = await store.schedule.list_schedule()
         return rows if all(r.action_state == "deployed" for r in rows) else None
 
     controller = None
@@ -147,7 +147,7 @@ async def test_a_controller_sigkilled_during_the_deployment_of_20_nodes_loses_an
             await wait_for(kill_when, what, timeout=WAIT_SECONDS)
             controller.send_signal(signal.SIGKILL)
             controller.wait()
-            rows = await store.list_schedule()
+            rows = await store.schedule.list_schedule()
             assert not all(r.action_state == "deployed" for r in rows), "killed too late to show anything"
 
         controller = _start_headless(config, log)

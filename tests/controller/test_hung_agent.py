@@ -57,7 +57,7 @@ async def test_a_hung_agent_costs_one_deadline_once_and_never_slows_the_others(
             everyone = asyncio.create_task(ctl.inventory.refresh())
             await asyncio.sleep(0.1)
             # While the hung call is pending, work on the healthy agents completes.
-            healthy_records = [await ctl.store.get_agent(name) for name in healthy]
+            healthy_records = [await ctl.store.agents.get_agent(name) for name in healthy]
             partial = await ctl.inventory.refresh(healthy_records)
             assert partial == {name: None for name in healthy}
             assert not everyone.done()
@@ -71,7 +71,7 @@ async def test_a_hung_agent_costs_one_deadline_once_and_never_slows_the_others(
             # concurrency, with a wide margin for a loaded machine).
             assert 5.9 <= elapsed < 6.0 + 2.5, elapsed
 
-            record = await ctl.store.get_agent("hung")
+            record = await ctl.store.agents.get_agent("hung")
             assert (record.status, record.last_error) == ("disconnected", "no answer within 6 s (GetNodes)")
             assert grpc_servicer.calls["GetNodes"] == calls_before + 1
 

@@ -229,7 +229,7 @@ async def test_of_50_concurrent_requests_for_one_node_and_window_exactly_one_win
             window = start + round_ * 10 * HOUR
             results = await asyncio.gather(
                 *(
-                    ctl.store.reserve(
+                    ctl.store.schedule.reserve(
                         user.email,
                         candidates=["rpi-001"],
                         count=1,
@@ -260,8 +260,8 @@ async def test_concurrent_inventory_saves_of_new_nodes_never_collide(tmp_path, c
         for round_ in range(3):
             nodes = {f"new-{round_}-{i:03d}": {"ip": f"10.9.{round_}.{i}"} for i in range(40)}
             results = await asyncio.gather(
-                *(ctl.store.save_inventory([("rpi", "raspberry", nodes)], [], int(clock())) for _ in range(8)),
+                *(ctl.store.inventory.save_inventory([("rpi", "raspberry", nodes)], [], int(clock())) for _ in range(8)),
                 return_exceptions=True,
             )
             assert not [r for r in results if isinstance(r, Exception)], results
-            assert {n.name for n in await ctl.store.list_nodes()} == set(nodes)
+            assert {n.name for n in await ctl.store.inventory.list_nodes()} == set(nodes)

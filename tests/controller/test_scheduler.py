@@ -74,8 +74,8 @@ async def test_deploy_at_start_date_mirror_the_agent_destroy_at_end_date_then_ro
         report = await ctl.scheduler.poll()
         assert sorted(report.started) == ["rpi-000:destroy", "rpi-001:destroy"]
         await poll_until(ctl, alice, {})
-        assert await ctl.store.action_props() == {}
-        assert await ctl.store.list_schedule() == []
+        assert await ctl.store.schedule.action_props() == {}
+        assert await ctl.store.schedule.list_schedule() == []
         assert sorted(served.fake.started) == [
             ("rpi-000", "deploy"), ("rpi-000", "destroy"), ("rpi-001", "deploy"), ("rpi-001", "destroy")
         ]
@@ -263,7 +263,7 @@ async def test_failed_precondition_from_a_busy_node_leads_to_adoption(tmp_path, 
 
         ctl.client.action_states = lagging_action_states
         await ctl.scheduler.poll()  # sends the deploy; the agent accepts it
-        await ctl.store.update_schedule(
+        await ctl.store.schedule.update_schedule(
             [
                 # As if the answer had been lost: the intention is still in doubt.
                 ScheduleChange(
@@ -274,7 +274,7 @@ async def test_failed_precondition_from_a_busy_node_leads_to_adoption(tmp_path, 
         )
         report = await ctl.scheduler.poll()  # sends again: the agent answers FAILED_PRECONDITION
         assert report.started == [] and served.fake.calls["StartAction"] == 2
-        [row] = await ctl.store.list_schedule()
+        [row] = await ctl.store.schedule.list_schedule()
         assert (row.pending, row.pending_issued, row.baseline) == ("deploy", False, "-")
         stale["on"] = False
         report = await ctl.scheduler.poll()
@@ -309,7 +309,7 @@ async def _rows(settings):
     store = Store(settings.database)
     await store.open()
     try:
-        return await store.list_schedule()
+        return await store.schedule.list_schedule()
     finally:
         await store.close()
 
@@ -325,7 +325,7 @@ async def test_a_destroy_racing_the_scheduler_is_applied_not_refused(tmp_path, c
         await ctl.reservations.act(alice, "rpi-000", "reboot")
 
         store = ctl.scheduler._store
-        real_update = store.update_schedule
+        real_update = store.schedule.update_schedule
         raced: list[bool] = []
 
         async def racing_update(changes):
@@ -334,11 +334,11 @@ async def test_a_destroy_racing_the_scheduler_is_applied_not_refused(tmp_path, c
                 await ctl.scheduler.poll()  # sends the reboot and records it, under destroy's feet
             return await real_update(changes)
 
-        store.update_schedule = racing_update
+        store.schedule.update_schedule = racing_update
         try:
             reservation = await ctl.reservations.act(alice, "rpi-000", "destroy")
         finally:
-            store.update_schedule = real_update
+            store.schedule.update_schedule = real_update
         assert raced and reservation.end_date <= int(clock())
         await poll_until(ctl, alice, {})
     assert [p for n, p in served.fake.started] == ["deploy", "reboot", "destroy"]

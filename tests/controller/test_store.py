@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -55,16 +57,16 @@ async def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_data(data
     await store.open()
     try:
         assert await store.schema_version() == SCHEMA_VERSION
-        user = await store.get_user("old@example.org")
+        user = await store.users.get_user("old@example.org")
         assert user is not None and user.is_authorized and not user.is_admin and user.created_at == 0
-        agent = await store.get_agent("rpi")
+        agent = await store.agents.get_agent("rpi")
         assert agent is not None and agent.token == "tok" and agent.last_error == ""
-        [row] = await store.list_schedule(owner="old@example.org")
+        [row] = await store.schedule.list_schedule(owner="old@example.org")
         assert (row.node_name, row.bin, row.start_date, row.end_date, row.status, row.action_state) == (
             "rpi-001", "b", 100, 200, "ready", "deployed",
         )
         assert (row.pending, row.pending_issued, row.ending, row.process) == ("", False, False, "")
-        assert await store.action_props(owner="old@example.org") == {
+        assert await store.schedule.action_props(owner="old@example.org") == {
             ("rpi-001", "old@example.org"): {"environment": "raspios"}
         }
     finally:
@@ -85,3 +87,24 @@ async def test_a_database_newer_than_the_code_is_refused(tmp_path):
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreUnavailable, match="newer than this controller"):
         await Store(str(path)).open()
+
+
+def test_only_the_store_package_imports_peewee():
+    """The controller's services, the web layer and the domain see records, never rows: Peewee is
+    imported inside controller/store/ only."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for folder in ("controller", "web"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if (root / "controller" / "store") in path.parents:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                else:
+                    continue
+                if any(name.split(".")[0] in ("peewee", "playhouse") for name in names):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []

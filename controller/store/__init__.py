@@ -1,0 +1,85 @@
+"""The controller's database: the only package of the controller that touches Peewee.
+
+    engine.py      opening SQLite (WAL) or PostgreSQL, the thread pool, write transactions
+    models.py      the current schema, bound to the engine's proxy when the store opens
+    migrations/    one module per schema version with its frozen models, and the runner
+    conversions.py rows to domain records
+    records.py     CachedNode and ScheduleChange
+    users.py, agents.py, inventory.py, schedule.py   one repository per aggregate
+
+`Store` opens the engine, brings the schema up to date and exposes the repositories:
+`store.users`, `store.agents`, `store.inventory`, `store.schedule`. Every repository method is a
+coroutine that runs in the store's own thread pool with a pooled connection, so the event loop
+never blocks on the database. Read-then-write transactions take the write lock up front
+(`BEGIN IMMEDIATE` on SQLite; row locks with `FOR UPDATE` or an advisory lock on PostgreSQL),
+which is what makes reservations race-safe.
+"""
+
+from __future__ import annotations
+
+from edgebed.controller.store.agents import AgentRepository
+from edgebed.controller.store.engine import OPEN_ERRORS, Engine, open_database
+from edgebed.controller.store.inventory import InventoryRepository
+from edgebed.controller.store.migrations import SCHEMA_VERSION, migrate, schema_version
+from edgebed.controller.store.models import define_models
+from edgebed.controller.store.records import CachedNode, ScheduleChange
+from edgebed.controller.store.schedule import ScheduleRepository
+from edgebed.controller.store.users import UserRepository
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AgentRepository",
+    "CachedNode",
+    "InventoryRepository",
+    "ScheduleChange",
+    "ScheduleRepository",
+    "Store",
+    "StoreUnavailable",
+    "UserRepository",
+    "migrate",
+    "open_database",
+]
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be opened or migrated; the message says why (never a password)."""
+
+
+class Store:
+    """The database of one controller: `users`, `agents`, `inventory` and `schedule`.
+
+    Usable between `await open()` and `await close()`; a repository method called outside that
+    raises RuntimeError. `workers` is the number of database threads (and pooled connections).
+    """
+
+    def __init__(self, url: str, *, workers: int = 8) -> None:
+        self.url = url
+        self._engine = Engine(url, workers=workers)
+        models = define_models(self._engine.proxy)
+        self.users = UserRepository(self._engine, models)
+        self.agents = AgentRepository(self._engine, models)
+        self.inventory = InventoryRepository(self._engine, models)
+        self.schedule = ScheduleRepository(self._engine, models)
+
+    async def open(self) -> None:
+        """Opens the database and upgrades its schema in place to SCHEMA_VERSION (creating it
+        when new). StoreUnavailable with the first line of the reason when it cannot."""
+        try:
+            self._engine.open()
+            await self._engine.run(migrate, self._engine.db)
+        except OPEN_ERRORS as exc:
+            await self.close()
+            lines = str(exc).strip().splitlines()
+            raise StoreUnavailable(lines[0] if lines else type(exc).__name__) from exc
+
+    async def close(self) -> None:
+        """Waits for the queries under way and closes every connection. Idempotent."""
+        self._engine.close()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self._engine.is_sqlite
+
+    async def schema_version(self) -> int:
+        """The schema version the database records."""
+        return await self._engine.run(lambda: schema_version(self._engine.db))

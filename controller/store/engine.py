@@ -1,0 +1,180 @@
+"""The connection side of the controller's store: opening the database, the thread pool every
+query runs in, and the transaction and lock helpers the repositories share.
+
+SQLite (WAL mode) by default, PostgreSQL by URL, through the same code. A read-then-write
+transaction takes the write lock up front (`BEGIN IMMEDIATE` on SQLite; row locks with
+`FOR UPDATE` or an advisory lock on PostgreSQL): a deferred SQLite transaction that reads first
+and then writes fails with "database is locked" instead of waiting when another writer got in
+between, and that up-front lock is what makes reservations race-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+import peewee as pw
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from edgebed.config import redacted_url
+
+T = TypeVar("T")
+
+# What opening or migrating a database raises when it cannot be used: a server that does not
+# answer or refuses the login, a file that cannot be created, a bad URL (ValueError), a schema
+# newer than the code (RuntimeError).
+OPEN_ERRORS: tuple[type[BaseException], ...] = (
+    pw.DatabaseError,
+    pw.InterfaceError,
+    OSError,
+    ValueError,
+    RuntimeError,
+)
+
+
+def open_database(url: str, *, max_connections: int) -> pw.Database:
+    """A pooled Peewee database for a file path, sqlite:///PATH or postgresql://... URL.
+
+    Nothing connects yet. Raises ValueError for a PostgreSQL URL without a database name (the
+    message shows the URL without its password) or for an in-memory SQLite database, which
+    would give every pooled connection its own empty database. Creates the SQLite file's folder.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        parsed = urlparse(url)
+        name = unquote(parsed.path.lstrip("/"))
+        if not name:
+            raise ValueError(f"database URL {redacted_url(url)!r} names no database")
+        params: dict[str, Any] = {}
+        if parsed.hostname:
+            params["host"] = parsed.hostname
+        if parsed.port:
+            params["port"] = parsed.port
+        if parsed.username:
+            params["user"] = unquote(parsed.username)
+        if parsed.password:
+            params["password"] = unquote(parsed.password)
+        return PooledPostgresqlDatabase(
+            name, max_connections=max_connections, stale_timeout=300, timeout=60, **params
+        )
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else url
+    if not path or path == ":memory:":
+        raise ValueError("the controller needs a database file, not an in-memory database")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return PooledSqliteDatabase(
+        path,
+        max_connections=None,
+        stale_timeout=300,
+        check_same_thread=False,
+        pragmas=(
+            # Wait for the write lock instead of failing: writers queue up behind each other.
+            ("busy_timeout", 60000),
+            ("journal_mode", "wal"),
+            # FULL: a committed intent survives a power cut, so a restart never repeats an action.
+            ("synchronous", "full"),
+            ("foreign_keys", 1),
+        ),
+    )
+
+
+class _HideQueryParameters(logging.Filter):
+    """Peewee logs every query with its parameters at DEBUG; those carry password hashes, API
+    token hashes and secret action properties (os_password). Keep the SQL, drop the values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, tuple) and len(record.msg) == 2:
+            record.msg = (record.msg[0], "<parameters hidden>")
+        return True
+
+
+def hide_query_parameters() -> None:
+    """Installs the filter above on the `peewee` logger, once however often it is called."""
+    peewee_log = logging.getLogger("peewee")
+    if not any(isinstance(f, _HideQueryParameters) for f in peewee_log.filters):
+        peewee_log.addFilter(_HideQueryParameters())
+
+
+def is_sqlite(db: pw.Database) -> bool:
+    return isinstance(db, pw.SqliteDatabase)
+
+
+class Engine:
+    """One database and the thread pool that talks to it.
+
+    `proxy` is the DatabaseProxy the models are defined against (models.define_models); open()
+    points it at the real database, so nothing is bound at import time and two engines can live
+    in one process (tests do). Every query runs through run(), in a pool thread holding a
+    pooled connection, so the event loop never blocks on the database.
+    """
+
+    def __init__(self, url: str, *, workers: int) -> None:
+        self.url = url
+        self._workers = workers
+        self.proxy = pw.DatabaseProxy()
+        self._db: pw.Database | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def open(self) -> None:
+        """Opens the pool (connections come on first use) and starts the worker threads.
+        Raises ValueError as open_database does."""
+        hide_query_parameters()
+        # A few connections beyond the workers: migrate() and close() may hold one each.
+        self._db = open_database(self.url, max_connections=self._workers + 4)
+        self.proxy.initialize(self._db)
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="edgebed-db")
+
+    def close(self) -> None:
+        """Waits for the queries under way, then closes every pooled connection. Idempotent."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._db is not None:
+            self._db.close_all()
+            self._db = None
+
+    @property
+    def db(self) -> pw.Database:
+        """The open database; RuntimeError when the engine is not open."""
+        if self._db is None:
+            raise RuntimeError("the store is not open")
+        return self._db
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self._db is not None and is_sqlite(self._db)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(*args, **kwargs) in a pool thread inside a connection context; its result or its
+        exception. RuntimeError when the engine is not open."""
+        if self._executor is None or self._db is None:
+            raise RuntimeError("the store is not open")
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._in_connection, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
+
+    def _in_connection(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self.db.connection_context():
+            return fn(*args, **kwargs)
+
+    def write(self) -> Any:
+        """A read-then-write transaction (context manager): takes SQLite's write lock at BEGIN
+        (`atomic('IMMEDIATE')`); a plain transaction on PostgreSQL, where lock() and serialize()
+        take the locks."""
+        db = self.db
+        return db.atomic("IMMEDIATE") if is_sqlite(db) else db.atomic()
+
+    def serialize(self, key: int) -> None:
+        """Inside a transaction: waits for every other transaction holding `key` to end. SQLite's
+        IMMEDIATE transaction already serializes writers; on PostgreSQL a row lock cannot guard
+        rows that do not exist yet, so inserts of the same new rows take an advisory lock."""
+        if not self.is_sqlite:
+            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+    def lock(self, query: pw.Select) -> pw.Select:
+        """Row locks on PostgreSQL; SQLite's IMMEDIATE transaction already holds the only lock."""
+        return query if self.is_sqlite else query.for_update()

@@ -1,0 +1,133 @@
+"""The controller's copy of what the agents hold (tables `node` and `agent_catalog`): the node
+cache refreshed by GetNodes, and each agent's node type description and environments."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from types import SimpleNamespace
+
+import peewee as pw
+
+from edgebed.controller.domain import AgentCatalog
+from edgebed.controller.store.conversions import cached_node_from_row, catalog_from_row, catalog_values
+from edgebed.controller.store.engine import Engine
+from edgebed.controller.store.records import CachedNode
+
+# PostgreSQL advisory lock key of the node cache and catalog writes (any number unique to them).
+_INVENTORY_LOCK = 0x6564_6765_6E6F
+
+# Names per IN (...) list: SQLite allows 999 parameters per statement in older builds.
+_CHUNK = 500
+
+
+class InventoryRepository:
+    """Every method is a coroutine run in the engine's thread pool."""
+
+    def __init__(self, engine: Engine, models: SimpleNamespace) -> None:
+        self._engine = engine
+        self.m = models
+
+    async def save_inventory(
+        self,
+        nodes_by_agent: Sequence[tuple[str, str, Mapping[str, Mapping[str, str]]]],
+        catalogs: Sequence[AgentCatalog],
+        now: int,
+    ) -> dict[str, dict[str, str]]:
+        """Makes the node cache hold exactly the given nodes for each (agent, type, nodes), and
+        stores the catalogs, in ONE transaction; unchanged rows are not rewritten. `nodes` is
+        {node name: {property: value}}; `now` is epoch seconds.
+
+        Returns {agent: {node: other agent}} for names another agent already holds: those stay
+        with that agent (never merged). Agents are handled in the given order, so of two agents
+        newly claiming a name, the first one keeps it.
+        """
+
+        def work() -> dict[str, dict[str, str]]:
+            Node = self.m.Node
+            duplicates: dict[str, dict[str, str]] = {}
+            with self._engine.write():
+                self._engine.serialize(_INVENTORY_LOCK)
+                for agent, type_, nodes in nodes_by_agent:
+                    names = sorted(nodes)
+                    existing = {}
+                    for start in range(0, len(names), _CHUNK):
+                        chunk = names[start : start + _CHUNK]
+                        query = Node.select().where(Node.name.in_(chunk)).order_by(Node.name)
+                        existing.update({row.name: row for row in self._engine.lock(query)})
+                    claimed = {name: row.agent for name, row in existing.items() if row.agent != agent}
+                    duplicates[agent] = claimed
+                    for name in names:
+                        if name in claimed:
+                            continue
+                        properties = json.dumps(dict(sorted(nodes[name].items())))
+                        row = existing.get(name)
+                        if row is None:
+                            Node.create(name=name, agent=agent, type=type_, properties=properties, updated_at=now)
+                        elif row.properties != properties or row.type != type_:
+                            Node.update(type=type_, properties=properties, updated_at=now).where(
+                                Node.name == name
+                            ).execute()
+                    kept = [n for n in names if n not in claimed]
+                    gone = Node.select(Node.name).where(Node.agent == agent)
+                    stale = [row.name for row in gone if row.name not in set(kept)]
+                    for start in range(0, len(stale), _CHUNK):
+                        Node.delete().where(Node.name.in_(stale[start : start + _CHUNK])).execute()
+                for catalog in catalogs:
+                    self._put_catalog(catalog, now)
+            return duplicates
+
+        return await self._engine.run(work)
+
+    async def list_nodes(self, names: Iterable[str] | None = None) -> list[CachedNode]:
+        """The cached nodes (only those named, when `names` is given), by name, each with its
+        agent's status."""
+        wanted = None if names is None else sorted(set(names))
+
+        def work() -> list[CachedNode]:
+            Node, Agent = self.m.Node, self.m.Agent
+            query = (
+                Node.select(Node, Agent.status)
+                .join(Agent, pw.JOIN.LEFT_OUTER, on=(Node.agent == Agent.name))
+                .order_by(Node.name)
+                .objects()
+            )
+            if wanted is not None:
+                if not wanted:
+                    return []
+                query = query.where(Node.name.in_(wanted))
+            return [cached_node_from_row(row) for row in query]
+
+        return await self._engine.run(work)
+
+    async def node_counts(self) -> dict[str, int]:
+        """{agent: number of cached nodes}; agents without nodes are absent."""
+
+        def work() -> dict[str, int]:
+            query = self.m.Node.select(
+                self.m.Node.agent, pw.fn.COUNT(self.m.Node.name).alias("n")
+            ).group_by(self.m.Node.agent)
+            return {row.agent: int(row.n) for row in query}
+
+        return await self._engine.run(work)
+
+    # -- catalogs (node type descriptions and environments) ------------------------------
+
+    def _put_catalog(self, catalog: AgentCatalog, now: int) -> None:
+        """Inside save_inventory's transaction: writes the catalog only if it changed."""
+        values = catalog_values(catalog)
+        row = self.m.Catalog.get_or_none(self.m.Catalog.agent == catalog.agent)
+        if row is None:
+            self.m.Catalog.create(agent=catalog.agent, updated_at=now, **values)
+        elif any(getattr(row, k) != v for k, v in values.items()):
+            self.m.Catalog.update(updated_at=now, **values).where(
+                self.m.Catalog.agent == catalog.agent
+            ).execute()
+
+    async def list_catalogs(self) -> list[AgentCatalog]:
+        """Every agent's catalog, by agent name."""
+
+        def work() -> list[AgentCatalog]:
+            return [catalog_from_row(row) for row in self.m.Catalog.select().order_by(self.m.Catalog.agent)]
+
+        return await self._engine.run(work)

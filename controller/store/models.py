@@ -1,0 +1,133 @@
+"""The current schema as Peewee models. Field names of the seed's tables are kept exactly.
+
+define_models() builds a fresh set of model classes bound to the given DatabaseProxy, which the
+engine initializes when the store opens: nothing is bound at import time, and each store has its
+own classes. The migrations never use these models (each version keeps its own frozen copy), so
+changing them here never changes what an old migration does; a change here needs a new
+migrations/vNNN.py that brings existing databases to the same shape.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import peewee as pw
+
+
+def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
+    """The models of schema version migrations.SCHEMA_VERSION, bound to `proxy`: a namespace with
+    SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken and Catalog
+    (an agent's node type description and environments)."""
+
+    class Base(pw.Model):
+        class Meta:
+            database = proxy
+            legacy_table_names = False
+
+    class SchemaVersion(Base):
+        version = pw.IntegerField()
+
+        class Meta:
+            table_name = "schema_version"
+            primary_key = False
+
+    class UserRow(Base):
+        email = pw.CharField(primary_key=True, max_length=254)
+        password = pw.CharField(max_length=255)
+        ssh_key = pw.TextField(default="")
+        confirmed_email = pw.BooleanField(default=False)
+        is_authorized = pw.BooleanField(default=False)
+        is_admin = pw.BooleanField(default=False)
+        created_at = pw.BigIntegerField(default=0)
+
+        class Meta:
+            table_name = "user"
+
+    class AgentRow(Base):
+        name = pw.CharField(primary_key=True, max_length=64)
+        type = pw.CharField(max_length=32)
+        ip = pw.CharField(max_length=255)
+        port = pw.IntegerField()
+        status = pw.CharField(max_length=16)
+        token = pw.TextField()
+        last_error = pw.TextField(default="")
+
+        class Meta:
+            table_name = "agent"
+
+    class ScheduleRow(Base):
+        node_name = pw.CharField(max_length=64)
+        owner = pw.CharField(max_length=254)
+        bin = pw.CharField(max_length=64, default="")
+        start_date = pw.BigIntegerField()
+        end_date = pw.BigIntegerField()
+        status = pw.CharField(max_length=16)
+        action_state = pw.CharField(max_length=64, default="")
+        process = pw.CharField(max_length=32, default="")
+        state_idx = pw.IntegerField(default=0)
+        state_count = pw.IntegerField(default=0)
+        progress = pw.IntegerField(default=0)
+        node_ip = pw.CharField(max_length=255, default="")
+        action_updated_at = pw.BigIntegerField(default=0)
+        pending = pw.CharField(max_length=32, default="")
+        pending_issued = pw.BooleanField(default=False)
+        pending_since = pw.BigIntegerField(default=0)
+        baseline = pw.TextField(default="")
+        ending = pw.BooleanField(default=False)
+        last_error = pw.TextField(default="")
+
+        class Meta:
+            table_name = "schedule"
+            primary_key = pw.CompositeKey("node_name", "owner")
+
+    class ActionPropRow(Base):
+        node_name = pw.CharField(max_length=64)
+        prop_name = pw.CharField(max_length=64)
+        prop_value = pw.TextField()
+        owner = pw.CharField(max_length=254)
+
+        class Meta:
+            table_name = "action_prop"
+            primary_key = pw.CompositeKey("node_name", "prop_name", "owner")
+
+    class NodeRow(Base):
+        name = pw.CharField(primary_key=True, max_length=64)
+        agent = pw.CharField(max_length=64, index=True)
+        type = pw.CharField(max_length=32)
+        properties = pw.TextField(default="{}")
+        updated_at = pw.BigIntegerField(default=0)
+
+        class Meta:
+            table_name = "node"
+
+    class ApiTokenRow(Base):
+        id = pw.AutoField()
+        owner = pw.CharField(max_length=254, index=True)
+        label = pw.CharField(max_length=100, default="")
+        token_hash = pw.CharField(max_length=64, unique=True)
+        created_at = pw.BigIntegerField(default=0)
+        last_used_at = pw.BigIntegerField(null=True)
+
+        class Meta:
+            table_name = "api_token"
+
+    class CatalogRow(Base):
+        agent = pw.CharField(primary_key=True, max_length=64)
+        type = pw.CharField(max_length=32)
+        node_type = pw.TextField(default="")
+        environments = pw.TextField(default="[]")
+        updated_at = pw.BigIntegerField(default=0)
+
+        class Meta:
+            table_name = "agent_catalog"
+
+    return SimpleNamespace(
+        SchemaVersion=SchemaVersion,
+        User=UserRow,
+        Agent=AgentRow,
+        Schedule=ScheduleRow,
+        ActionProp=ActionPropRow,
+        Node=NodeRow,
+        ApiToken=ApiTokenRow,
+        Catalog=CatalogRow,
+    )

@@ -1,0 +1,39 @@
+"""The store's own value types, beside the domain records (controller/domain.py) it returns:
+what a node cache read gives and what a schedule write takes. Plain dataclasses, no Peewee."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgebed.controller.domain import CONNECTED
+
+
+@dataclass(frozen=True)
+class CachedNode:
+    """One node of the controller's node cache, with the status of the agent that holds it
+    ("" when that agent is no longer registered)."""
+
+    name: str
+    agent: str
+    type: str
+    properties: dict[str, str]
+    agent_status: str
+
+    @property
+    def connected(self) -> bool:
+        return self.agent_status == CONNECTED
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    """One compare-and-set on a schedule row: apply `changes` only if the row still matches
+    `expect`; `delete=True` removes the row and its action properties instead. Keys of both
+    mappings are ScheduleRecord field names (conversions.SCHEDULE_FIELDS)."""
+
+    node_name: str
+    owner: str
+    expect: Mapping[str, Any]
+    changes: Mapping[str, Any]
+    delete: bool = False
