@@ -140,7 +140,8 @@ class ActionState:
     action_id: int = 0
 
     def fingerprint(self) -> str:
-        """Identifies this action at this point of its life; see Scheduler for its use."""
+        """Identifies this action at this point of its life: the `baseline` of a schedule row
+        (see controller/lifecycle.py for how a restart uses it)."""
         return f"{self.action_id}|{self.process}|{self.state}|{self.state_idx}|{self.updated_at}"
 
 

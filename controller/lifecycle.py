@@ -16,9 +16,10 @@ is over: destroy, then the rows go) and the mirror of the agent's action (`proce
 
 `ending` is a flag beside the phase. Every function below decides and never acts: it returns a
 `Decision` (a compare-and-set on one row: the fields it was based on, the changes, or delete),
-`None` when nothing is to be written, or raises `Conflict` with a message for the user. The
-scheduler and the reservation service apply decisions; the store writes them; nothing here
-reads a clock, a database or an agent.
+`None` when nothing is to be written, or raises `Conflict` with a message for the user. Nothing
+here reads a clock, a database or an agent. The scheduler (clock, reports, StartAction's
+answers) and the reservation service (the user's actions) apply the decisions: they gather the
+inputs, write the decisions with the store's compare-and-set, and talk to the agents.
 
 Transitions (`Transition`), by the event that causes them:
 
@@ -59,11 +60,11 @@ Transitions (`Transition`), by the event that causes them:
                                                NOT_FOUND)                         or DONE      configuring if nothing ever ran
                          IN_DOUBT (1)          refused                            (gone)       ABANDON: delete without destroy
                          IN_DOUBT              no answer (agent down, deadline)   IN_DOUBT     nothing: the next report decides
-    user (on_user_       DONE (0), started     reboot or deploy                   INTENDED     REQUEST: pending=P,
-     action)                                                                                   status=in_progress, last_error=''
+    user (on_user_       READY/DONE (0),       deploy (once configured), reboot   INTENDED     REQUEST: pending=P,
+     action)              window open           (once deployed)                                status=in_progress, last_error=''
                          CONFIGURING/READY,    destroy                            (gone)       CANCEL: delete
                           nothing ever sent
-                         any (0), started      destroy                            INTENDED(1)  END_EARLY: ending=1, end_date=now,
+                         any other (0)         destroy                            INTENDED(1)  END_EARLY: ending=1, end_date=now,
                                                                                    or IN_DOUBT  pending=destroy unless in doubt
                          any (1)               destroy                            unchanged    nothing (already ending)
     user (on_extend)     any (0)               duration doubled up to the cap,    unchanged    EXTEND: end_date
@@ -88,7 +89,9 @@ the other way round.
 
 The business rules of reserving live here too: `window_conflicts` (the turnaround gap between
 windows on one node), `choose_nodes` (which candidates a request gets) and `configured_status`
-(ready once every required property is set).
+(ready once every required property is set). `choose_nodes`, `on_extend` and
+`status_after_configure` depend on other rows, so the reservation service hands them to the
+store, which calls them inside its write transaction on the rows it read there.
 """
 
 from __future__ import annotations
