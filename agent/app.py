@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import grpc
+from grpc_health.v1 import health
 
 from edgebed.agent.clock import Clock, FastClock, SystemClock
 from edgebed.agent.dbworker import DbWorker, GroupCommitter
@@ -29,10 +30,12 @@ from edgebed.agent.server import build_server
 from edgebed.agent.service import AgentService
 from edgebed.agent.settings import AgentSettings
 from edgebed.agent.store import DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
-from edgebed.config import redacted_url
+from edgebed.config import ConfigError, redacted_url
 from edgebed.nodetypes import load_node_type
-from edgebed.nodetypes.base import NodeType
-from edgebed.nodetypes.sim import SimOptions
+from edgebed.nodetypes.base import DriverUnavailable, NodeType
+from edgebed.nodetypes.drivers import DriverPlugin, driver_names, load_driver
+from edgebed.nodetypes.interfaces import Driver
+from edgebed.nodetypes.sim.hardware import SimOptions
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +94,34 @@ class _DatabaseLock:
             self._file = None
 
 
-def _driver_factory(settings: AgentSettings, node_type: NodeType):
-    factory = node_type.drivers.get(settings.driver)
-    if factory is None:
+def _driver_plugin(settings: AgentSettings, node_type: NodeType) -> DriverPlugin:
+    """The installed driver the settings name (an `edgebed.drivers` entry point)."""
+    try:
+        return load_driver(node_type.name, settings.driver)
+    except DriverUnavailable:
+        installed = " or ".join(repr(name) for name in driver_names(node_type.name)) or "none"
         raise settings.problem(
             "driver",
             f"is {settings.driver!r}, but the {settings.driver} {node_type.name} driver "
-            f"({node_type.driver_note}) is not available yet; use 'sim'",
+            f"({node_type.driver_note}) is not available yet; use {installed}",
+        ) from None
+
+
+def _check_driver(settings: AgentSettings, node_type: NodeType, driver: Driver) -> None:
+    """Refuses a driver lacking an interface the type's steps use: found now, not in the middle
+    of the first deploy."""
+    missing = driver.missing(node_type.needs)
+    if missing:
+        raise settings.problem(
+            "driver",
+            f"is {settings.driver!r}, but that {node_type.name} driver has no "
+            f"{', '.join(missing)} interface, which {node_type.name} steps use",
         )
-    return factory
 
 
-def _first_start(store: Store, settings: AgentSettings, node_type: NodeType) -> None:
+def _first_start(
+    store: Store, settings: AgentSettings, node_type: NodeType, plugin: DriverPlugin
+) -> None:
     """Runs on the database thread: checks the database belongs to this agent, and fills it on
     the very first start (the seeded flag keeps nodes an administrator removed from coming back)."""
     owner = store.get_meta("agent_type")
@@ -115,9 +134,11 @@ def _first_start(store: Store, settings: AgentSettings, node_type: NodeType) -> 
     store.set_meta("agent_type", settings.type)
     store.set_meta("agent_name", settings.name)
     store.put_environments(node_type.default_environments)
-    if settings.driver == "sim" and settings.sim_nodes:
+    # The made-up inventory is the driver's business (the sim's machines); a driver for real
+    # hardware has none, and an administrator adds the nodes.
+    if plugin.node_properties is not None and settings.sim_nodes:
         nodes = [
-            NodeRecord(f"{settings.name}-{index:03d}", node_type.sim_node_properties(index))
+            NodeRecord(f"{settings.name}-{index:03d}", plugin.node_properties(index))
             for index in range(1, settings.sim_nodes + 1)
         ]
         store.add_nodes(nodes)
@@ -134,7 +155,7 @@ class RunningAgent:
     store: Store
     committer: GroupCommitter
     _server: grpc.aio.Server
-    _health: object
+    _health: health.aio.HealthServicer
     _worker: DbWorker
     _lock: _DatabaseLock
     _stopped: bool = False
@@ -168,7 +189,7 @@ async def start_agent(
 ) -> RunningAgent:
     """Starts an agent; `clock` and `timing` replace the ones derived from the settings (tests)."""
     node_type = load_node_type(settings.type)
-    driver_factory = _driver_factory(settings, node_type)
+    plugin = _driver_plugin(settings, node_type)
     lock = _DatabaseLock(settings)
     worker = DbWorker(settings.name)
     try:
@@ -182,11 +203,10 @@ async def start_agent(
         except OSError as exc:
             raise settings.problem("database", f"cannot be created: {exc.strerror}") from None
         try:
-            await worker.call(_first_start, store, settings, node_type)
+            await worker.call(_first_start, store, settings, node_type, plugin)
         except AlreadyExists as exc:
             raise settings.problem("sim.nodes", f"cannot create the simulated nodes: {exc.message}") from None
         committer = GroupCommitter(worker, store.apply)
-        committer.start()
 
         async def save_machine(hardware_id: str, state: dict) -> None:
             await committer.write([SaveMachine(hardware_id, state)])
@@ -198,7 +218,14 @@ async def start_agent(
             saved=await worker.call(store.sim_machines),
             save=save_machine,
         )
-        driver = driver_factory(options)
+        driver = plugin.create(options)
+        try:
+            _check_driver(settings, node_type, driver)
+        except ConfigError:
+            await worker.call(store.close)
+            raise
+        # Started only now: nothing is written before the driver is known to fit the type.
+        committer.start()
         executor = Executor(
             node_type,
             driver,

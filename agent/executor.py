@@ -16,19 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from edgebed.agent.clock import Clock, SystemClock
 from edgebed.agent.domain import ActionRecord, TransitionRecord
 from edgebed.agent.errors import Busy
-from edgebed.agent.store import LogTransition, SaveAction
-from edgebed.nodetypes.base import FINAL_STATES, LOST, NodeRef, NodeType, Poll, Process, StateSpec, StepContext
+from edgebed.agent.store import Change, LogTransition, SaveAction
+from edgebed.nodetypes.base import FINAL_STATES, LOST, NodeRef, NodeType, Poll, Process, State, StepContext
+from edgebed.nodetypes.interfaces import Driver, PowerInterface
 
 log = logging.getLogger(__name__)
 
 DONE = "done"
 REBOOT = "reboot"
+
+# async write(changes): returns when they are committed (agent.dbworker.GroupCommitter.write).
+Write = Callable[[Sequence[Change]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class _Run:
     progress: int = 0
     # Set while a step or a hard reboot runs, for the watchdog.
     watched: asyncio.Task | None = None
-    spec: StateSpec | None = None
+    spec: State | None = None
     state_entered: float = 0.0
     last_progress: float = 0.0
     verdict: str | None = None
@@ -65,16 +69,18 @@ class Executor:
     def __init__(
         self,
         node_type: NodeType,
-        driver: object,
-        write: Callable,
+        driver: Driver,
+        write: Write,
         *,
         clock: Clock | None = None,
         timing: Timing = Timing(),
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._type = node_type
+        # The executor itself only ever power cycles a node (a state without progress); the rest
+        # of the driver is for the step functions, handed over in their StepContext.
+        self._power: PowerInterface = driver.power
         self._driver = driver
-        # async write(changes): returns when they are committed (agent.dbworker.GroupCommitter).
         self._write = write
         self._clock = clock or SystemClock()
         self._timing = timing
@@ -124,7 +130,6 @@ class Executor:
         )
         commit.add_done_callback(lambda done: self._spawn_if_committed(run, done))
         await asyncio.shield(commit)
-        log.info("%s: %s started in state %s", record.node_name, record.process, record.state)
         return record
 
     def resume(self, actions: list[ActionRecord], nodes: Mapping[str, NodeRef]) -> list[str]:
@@ -135,8 +140,12 @@ class Executor:
                 continue
             node = nodes.get(record.node_name) or NodeRef(record.node_name, {"ip": record.node_ip})
             process = self._type.processes.get(record.process)
+            if process is None:
+                # The node type no longer has this process (an upgrade changed it); a run with
+                # no states, only ever lost.
+                process = Process(record.process, ())
             run = _Run(record=record, process=process, node=node)
-            if process is None or not self._locate(run):
+            if not self._locate(run):
                 # The node type no longer has this process or state (an upgrade changed it).
                 self._claim(run)
                 run.task = asyncio.create_task(self._lose(run, "its state no longer exists"))
@@ -169,10 +178,18 @@ class Executor:
             self._idle.set()
 
     def _spawn_if_committed(self, run: _Run, commit: asyncio.Future) -> None:
-        # Committed after stop() (SIGTERM during StartAction): the next start resumes it.
-        if commit.cancelled() or commit.exception() is not None or self._stopping:
+        # The one place that knows the commit landed, whether or not the caller still awaits it
+        # (a cancelled StartAction returns nothing): the "started" line is written here, once.
+        record = run.record
+        if commit.cancelled() or commit.exception() is not None:
+            self._release(run)
+        elif self._stopping:
+            # Committed after stop() (SIGTERM during StartAction): the next start resumes it.
+            log.info("%s: %s committed while stopping; the next start resumes it",
+                     record.node_name, record.process)
             self._release(run)
         else:
+            log.info("%s: %s started in state %s", record.node_name, record.process, record.state)
             self._spawn(run)
 
     def _spawn(self, run: _Run) -> None:
@@ -200,7 +217,7 @@ class Executor:
         finally:
             self._release(run)
 
-    async def _run_state(self, run: _Run, spec: StateSpec) -> str:
+    async def _run_state(self, run: _Run, spec: State) -> str:
         run.state_entered = self._clock.monotonic()
         run.progress = 0
         needs_reboot = False
@@ -225,7 +242,9 @@ class Executor:
                 run.record.node_name, spec.name, spec.before_reboot,
             )
 
-    async def _watched(self, run: _Run, spec: StateSpec, work) -> str:
+    async def _watched(
+        self, run: _Run, spec: State, work: Coroutine[object, object, None]
+    ) -> str:
         """Runs `work` under the state's timers; DONE, REBOOT or LOST."""
         task = asyncio.create_task(work)
         run.spec = spec
@@ -292,20 +311,25 @@ class Executor:
             driver=self._driver,
         )
 
-    async def _perform(self, run: _Run, spec: StateSpec) -> None:
-        step = self._type.steps[spec.name]
+    async def _perform(self, run: _Run, spec: State) -> None:
+        step = spec.step
+        if step is None:
+            # Only final states have no step, and a final state is never driven.
+            return
         ctx = self._context(run)
         run.failures = 0
         # Progress counts from this attempt: a copy started again after a reboot makes progress
         # from 0, not only once it passes where the hung copy stopped.
         run.progress = 0
         if step.exec is not None:
-            await self._retrying(run, spec.name, lambda: step.exec(ctx))
-        if step.post is None:
+            exec_ = step.exec
+            await self._retrying(run, spec.name, lambda: exec_(ctx))
+        post = step.post
+        if post is None:
             return
         while True:
             try:
-                poll = await step.post(ctx)
+                poll = await post(ctx)
             except Exception as exc:
                 self._failed(run, spec.name, exc)
                 poll = Poll(done=False)
@@ -322,7 +346,7 @@ class Executor:
             return self._timing.poll_seconds
         return min(max(poll.retry_after, self._timing.min_poll_seconds), self._timing.poll_seconds)
 
-    async def _retrying(self, run: _Run, what: str, call) -> None:
+    async def _retrying(self, run: _Run, what: str, call: Callable[[], Awaitable[None]]) -> None:
         while True:
             try:
                 await call()
@@ -338,7 +362,7 @@ class Executor:
 
     async def _hard_reboot(self, run: _Run) -> None:
         run.failures = 0
-        await self._retrying(run, "hard reboot", lambda: self._driver.hard_reboot(run.node))
+        await self._retrying(run, "hard reboot", lambda: self._power.hard_reboot(run.node))
 
     # Commits.
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edgebed.config import ConfigError, Key, check_host_port, in_range, load_config, redacted_url
+from edgebed.config import ConfigError, Key, Schema, check_host_port, in_range, load_config, redacted_url
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
 
@@ -35,7 +35,7 @@ def _check_database(value: str) -> str | None:
     return "must not be empty" if not value.strip() else None
 
 
-AGENT_SCHEMA = {
+AGENT_SCHEMA: Schema = {
     "name": Key(str, check=_check_agent_name, help="unique agent name; sim nodes are NAME-001..."),
     "type": Key(str, choices=TYPE_NAMES, help="the node type this agent manages"),
     "listen": Key(str, check=check_host_port, help="gRPC address host:port (port 0: any)"),

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edgebed.controller import lifecycle, validation
-from edgebed.controller.accounts import Accounts
+from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
     AgentCatalog,
     NodeInfo,
@@ -71,7 +71,7 @@ class Reservations:
         self,
         store: Store,
         inventory: Inventory,
-        accounts: Accounts,
+        authz: Authz,
         settings: Settings,
         *,
         clock: Callable[[], float],
@@ -79,7 +79,7 @@ class Reservations:
     ) -> None:
         self._store = store
         self._inventory = inventory
-        self._accounts = accounts
+        self._authz = authz
         self._settings = settings
         self._clock = clock
         self.wake_scheduler = wake_scheduler
@@ -99,7 +99,7 @@ class Reservations:
         start_date: int,
         duration_hours: float,
     ) -> list[str]:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         now = self._now()
         start = validation.epoch_seconds(start_date, "start date")
         if start < now - START_SLACK_SECONDS:
@@ -253,7 +253,7 @@ class Reservations:
         return result
 
     async def list_reservations(self, user: User) -> list[Reservation]:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         records = await self._store.schedule.list_schedule(owner=owner.email)
         return await self._to_domain(records, await self._store.schedule.action_props(owner=owner.email))
 
@@ -274,7 +274,7 @@ class Reservations:
         return (await self._to_domain([record], props))[0]
 
     async def get_reservation(self, user: User, node_name: str) -> Reservation:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         return await self._one(await self._record(owner.email, node_name))
 
     # -- configuring -----------------------------------------------------------------------
@@ -282,7 +282,7 @@ class Reservations:
     async def configure(
         self, user: User, node_name: str, *, bin: str | None = None, properties: dict[str, str]
     ) -> Reservation:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         record = await self._record(owner.email, node_name)
         if bin is not None:
             bin = validation.bin_name(bin)
@@ -347,7 +347,7 @@ class Reservations:
         reservation afterwards (a cancelled one as it was, ending now). InvalidInput for another
         action, NotFound when the caller holds no reservation on the node, Conflict when the
         reservation's state does not allow it (lifecycle says why)."""
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         if action not in USER_ACTIONS:
             raise InvalidInput(f"unknown action; expected one of {', '.join(USER_ACTIONS)}")
         record = await self._record(owner.email, node_name)

@@ -1,6 +1,9 @@
-"""Node types: per type, the processes (states.py), step functions, driver interface and sim.
+"""Node types: per type, its states and processes (states.py), built from the step functions
+shared by all types (steps.py) over the drivers' capability interfaces (interfaces.py). Drivers,
+`sim` among them, are entry points (drivers.py), no part of a type.
 
-`load_node_type(name)` imports only the type an agent runs.
+`load_node_type(name)` imports only the type an agent runs; a type checks its states and
+processes when it is built, so a malformed one fails at import.
 """
 
 from __future__ import annotations

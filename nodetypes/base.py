@@ -1,9 +1,12 @@
-"""What every node type is made of: processes of states, step functions, action properties.
+"""What every node type is made of: states with their steps and timeouts, processes of those
+states, action properties.
 
-A node type package (raspberry, node, sensor) describes its processes in states.py, implements the
-step functions in steps.py against its own driver interface (driver.py), and offers a `sim`
-driver (sim.py). The agent's executor only knows the types below, so a new driver or a new node
-type never touches it.
+A node type package (raspberry, node, sensor) declares each of its states once, in states.py,
+with the step it runs (shared step functions, nodetypes/steps.py) and its timeouts, and builds its
+processes from those State objects. Steps work through the capability interfaces of
+nodetypes/interfaces.py; drivers implementing them (`sim`, later `real`) are found through the
+`edgebed.drivers` entry points (nodetypes/drivers.py) and are no part of the type. The agent's
+executor only knows the types below, so a new driver or a new node type never touches it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # interfaces.py builds on the values below; only the annotations here need it.
+    from edgebed.nodetypes.interfaces import Driver
 
 # An action that reaches one of these stays there until the next action on the node replaces it.
 FINAL_STATES = ("deployed", "rebooted", "destroyed", "lost")
@@ -30,40 +37,6 @@ class DriverError(Exception):
 
 class DriverUnavailable(Exception):
     """The configuration asks for a driver that this installation does not have."""
-
-
-@dataclass(frozen=True)
-class StateSpec:
-    """One state of a process. Timeouts in seconds; 0 means none."""
-
-    name: str
-    # Seconds without progress before the node is hard rebooted and the state is tried again.
-    before_reboot: float = 0
-    # Seconds in this state before the action is given up as lost.
-    lost: float = 0
-
-
-@dataclass(frozen=True)
-class Process:
-    name: str
-    states: tuple[StateSpec, ...]
-
-    @property
-    def state_names(self) -> list[str]:
-        return [state.name for state in self.states]
-
-    @property
-    def final_state(self) -> str:
-        return self.states[-1].name
-
-
-def process(name: str, *states: StateSpec) -> Process:
-    if not states or states[-1].name not in FINAL_STATES:
-        raise ValueError(f"process {name!r} must end with one of {FINAL_STATES}")
-    for state in states[:-1]:
-        if state.name in FINAL_STATES:
-            raise ValueError(f"process {name!r}: final state {state.name!r} before the end")
-    return Process(name, tuple(states))
 
 
 @dataclass(frozen=True)
@@ -121,29 +94,6 @@ class CopyStatus:
     eta: float | None
 
 
-def ssh_answers(system: str) -> "PollFunction":
-    """The `post` of a state that waits for SSH on `system` (a maintenance or the installed one);
-    the driver (any with ssh_system and seconds_until_ssh) tells when a boot should be over."""
-
-    async def post(ctx: "StepContext") -> Poll:
-        if await ctx.driver.ssh_system(ctx.node) == system:
-            return DONE
-        return Poll(done=False, retry_after=ctx.driver.seconds_until_ssh(ctx.node))
-
-    return post
-
-
-async def poll_copy(ctx: "StepContext", status: CopyStatus, restart: Callable[[], Awaitable[None]]) -> Poll:
-    """The `post` of every copy-like state: done, progressing, or died (the SSH session went with
-    a restart or a reboot) and started again."""
-    if status.done:
-        return DONE
-    if not status.running:
-        await restart()
-        return Poll(done=False, progress=0)
-    return Poll(done=False, progress=status.percent, retry_after=status.eta)
-
-
 @dataclass(frozen=True)
 class StepContext:
     """What a step function gets: the node, the action's inputs, the driver."""
@@ -154,7 +104,7 @@ class StepContext:
     # The action properties the user set (ssh_key, os_password, partition_size, ...); out of
     # repr() because of the password.
     properties: Mapping[str, str] = field(repr=False)
-    driver: Any
+    driver: Driver
 
     def prop(self, name: str, default: str = "") -> str:
         return self.properties.get(name) or default
@@ -162,6 +112,13 @@ class StepContext:
     def hostname(self) -> str:
         """The deployed system's host name: the user's, else the node name made host-safe."""
         return self.prop("hostname", self.node.name.replace(".", "-").replace("_", "-"))
+
+    def require_environment(self) -> Environment:
+        """The environment the action deploys; DriverError when it has none (the executor then
+        retries until the state's timeouts end the action), never a None passed on to a driver."""
+        if self.environment is None:
+            raise DriverError(f"{self.node.name}: {self.process} has no environment to write")
+        return self.environment
 
 
 StepFunction = Callable[[StepContext], Awaitable[None]]
@@ -171,10 +128,77 @@ PollFunction = Callable[[StepContext], Awaitable[Poll]]
 @dataclass(frozen=True)
 class Step:
     """`exec` runs once when the state is entered (again after a hard reboot or an agent restart,
-    which is why it must be idempotent); `post` is polled until it reports done."""
+    which is why it must be idempotent); `post` is polled until it reports done. `needs` names
+    the driver interfaces (interfaces.POWER, ...) the functions use."""
 
     exec: StepFunction | None = None
     post: PollFunction | None = None
+    needs: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class State:
+    """One state of a node type, declared once with its step and its timeouts (seconds; 0 means
+    none). A final state (FINAL_STATES) has no step; every other state must have one."""
+
+    name: str
+    step: Step | None = None
+    # Seconds without progress before the node is hard rebooted and the state is tried again.
+    before_reboot: float = 0
+    # Seconds in this state before the action is given up as lost.
+    lost: float = 0
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError(f"state name {self.name!r} is not a name")
+        if self.before_reboot < 0 or self.lost < 0:
+            raise ValueError(f"state {self.name!r}: timeouts must be >= 0 seconds")
+        final = self.name in FINAL_STATES
+        if final and self.step is not None:
+            raise ValueError(f"final state {self.name!r} cannot have a step")
+        if not final and self.step is None:
+            raise ValueError(f"state {self.name!r} has no step")
+
+    @property
+    def final(self) -> bool:
+        return self.name in FINAL_STATES
+
+
+# The final states every process ends with (LOST is reached by a timeout, never by a process).
+DEPLOYED = State("deployed")
+REBOOTED = State("rebooted")
+DESTROYED = State("destroyed")
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    states: tuple[State, ...]
+
+    @property
+    def state_names(self) -> list[str]:
+        return [state.name for state in self.states]
+
+    @property
+    def final_state(self) -> str:
+        return self.states[-1].name
+
+
+def process(name: str, *states: State) -> Process:
+    """A process: `states` in order, the last one final. States are State objects from the
+    type's table, never names: a misspelt name would be a new, silently timeout-less state.
+    Raises TypeError for a name, ValueError for a final state out of place."""
+    for state in states:
+        if not isinstance(state, State):
+            raise TypeError(
+                f"process {name!r}: {state!r} is not a State; declare it in the type's states"
+            )
+    if not states or not states[-1].final:
+        raise ValueError(f"process {name!r} must end with one of {FINAL_STATES}")
+    for state in states[:-1]:
+        if state.final:
+            raise ValueError(f"process {name!r}: final state {state.name!r} before the end")
+    return Process(name, tuple(states))
 
 
 @dataclass(frozen=True)
@@ -202,17 +226,27 @@ class PropertySpec:
 
 @dataclass(frozen=True)
 class NodeType:
+    """A node type: its states (each declared once), the processes made of them, the action
+    properties users set and the environments an agent starts with."""
+
     name: str
+    # Every state with a step, each once; processes may only use these (and DEPLOYED, REBOOTED,
+    # DESTROYED), the same objects.
+    states: tuple[State, ...]
     processes: Mapping[str, Process]
-    steps: Mapping[str, Step]
     # The action properties besides `environment`, which every type requires.
     properties: tuple[PropertySpec, ...]
     default_environments: tuple[Environment, ...]
-    sim_node_properties: Callable[[int], dict[str, str]]
-    # driver name -> factory(options) returning the driver; options hold the [sim] settings.
-    drivers: Mapping[str, Callable[..., Any]]
-    # A one-line note shown when a configured driver is missing.
+    # The hardware a real driver of this type drives, for the message when it is missing.
     driver_note: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The driver interfaces the type's steps use (interfaces.POWER, ...)."""
+        return frozenset().union(*(s.step.needs for s in self.states if s.step is not None))
 
     def property_specs(self, environment_names: list[str]) -> list[PropertySpec]:
         environment = PropertySpec(
@@ -224,10 +258,30 @@ class NodeType:
         return [environment, *self.properties]
 
     def validate(self) -> None:
-        for proc in self.processes.values():
+        """Raises ValueError when a process uses a state the type does not declare (or another
+        object of the same name), a state is declared twice, or a declared state is in no
+        process: each would be a typo that runs with the wrong step or timeouts."""
+        declared: dict[str, State] = {}
+        for state in self.states:
+            if state.final:
+                raise ValueError(f"{self.name}: final state {state.name!r} is not declared")
+            if state.name in declared:
+                raise ValueError(f"{self.name}: state {state.name!r} is declared twice")
+            declared[state.name] = state
+        used: set[str] = set()
+        for key, proc in self.processes.items():
+            if key != proc.name:
+                raise ValueError(f"{self.name}: process {proc.name!r} is filed as {key!r}")
             for state in proc.states[:-1]:
-                if state.name not in self.steps:
-                    raise ValueError(f"{self.name}: state {state.name!r} has no step")
+                if declared.get(state.name) is not state:
+                    raise ValueError(
+                        f"{self.name}: process {proc.name!r} uses state {state.name!r}, "
+                        "which is not one of the type's declared states"
+                    )
+                used.add(state.name)
+        unused = [name for name in declared if name not in used]
+        if unused:
+            raise ValueError(f"{self.name}: states {', '.join(unused)} are in no process")
 
 
 # Checks shared by several node types.
@@ -270,3 +324,22 @@ def check_ip(value: str) -> str | None:
     except ValueError:
         return f"must be an IP address, got {value!r}"
     return None
+
+
+def installed_system_properties(
+    partition_sizes: tuple[str, ...], storage: str
+) -> tuple[PropertySpec, ...]:
+    """The action properties of a type that writes a whole system and sets it up (raspberry,
+    node): SSH keys, password, root partition size (`partition_sizes`, 'full' first: the whole
+    `storage`, e.g. 'SD card') and host name."""
+    return (
+        PropertySpec("ssh_key", description="SSH public keys for the default user, one per line",
+                     check=check_ssh_keys),
+        PropertySpec("os_password", secret=True,
+                     description="Password of the default user (8 to 128 characters)",
+                     check=check_password),
+        PropertySpec("partition_size", values=partition_sizes,
+                     description=f"Size of the root partition; full uses the whole {storage}"),
+        PropertySpec("hostname", description="Host name of the deployed system (default: the node name)",
+                     check=check_hostname),
+    )

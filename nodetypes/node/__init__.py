@@ -2,47 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
-
-from edgebed.nodetypes.base import (
-    Environment,
-    NodeType,
-    PropertySpec,
-    check_hostname,
-    check_password,
-    check_ssh_keys,
-)
-from edgebed.nodetypes.node.sim import SimServerDriver
-from edgebed.nodetypes.node.states import PROCESSES
-from edgebed.nodetypes.node.steps import STEPS
-
-
-def sim_node_properties(index: int) -> dict[str, str]:
-    return {
-        "ip": str(ipaddress.IPv4Address("10.20.0.0") + index),
-        "bmc_ip": str(ipaddress.IPv4Address("10.21.0.0") + index),
-        "model": "Dell PowerEdge R650" if index % 2 else "HPE ProLiant DL360 Gen10",
-        "serial": f"SRV{index:06d}",
-        "cpus": "32",
-        "memory_gb": "128",
-    }
-
+from edgebed.nodetypes.base import Environment, NodeType, installed_system_properties
+from edgebed.nodetypes.node.states import PROCESSES, STATES
 
 NODE_TYPE = NodeType(
     name="node",
+    states=STATES,
     processes=PROCESSES,
-    steps=STEPS,
-    properties=(
-        PropertySpec("ssh_key", description="SSH public keys for the default user, one per line",
-                     check=check_ssh_keys),
-        PropertySpec("os_password", secret=True,
-                     description="Password of the default user (8 to 128 characters)",
-                     check=check_password),
-        PropertySpec("partition_size", values=("full", "50G", "100G", "200G"),
-                     description="Size of the root partition; full uses the whole disk"),
-        PropertySpec("hostname", description="Host name of the deployed system (default: the node name)",
-                     check=check_hostname),
-    ),
+    properties=installed_system_properties(("full", "50G", "100G", "200G"), "disk"),
     default_environments=(
         Environment(
             name="debian-12",
@@ -61,7 +28,5 @@ NODE_TYPE = NodeType(
             properties={"arch": "amd64"},
         ),
     ),
-    sim_node_properties=sim_node_properties,
-    drivers={"sim": SimServerDriver},
     driver_note="IPMI power and boot device, PXE and SSH",
 )

@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
-
-from edgebed.nodetypes.base import (
-    Environment,
-    NodeType,
-    PropertySpec,
-    check_hostname,
-    check_password,
-    check_ssh_keys,
-)
-from edgebed.nodetypes.raspberry.sim import SimRaspberryDriver
-from edgebed.nodetypes.raspberry.states import PROCESSES
-from edgebed.nodetypes.raspberry.steps import STEPS
-
-PORTS_PER_SWITCH = 48
-
-
-def sim_node_properties(index: int) -> dict[str, str]:
-    return {
-        "ip": str(ipaddress.IPv4Address("10.10.0.0") + index),
-        "model": "Raspberry Pi 4 Model B" if index % 4 else "Raspberry Pi 3 Model B+",
-        "serial": f"{0x1A2B0000 + index:08x}",
-        "switch": f"poe-switch-{(index - 1) // PORTS_PER_SWITCH + 1}",
-        "switch_port": str((index - 1) % PORTS_PER_SWITCH + 1),
-    }
-
+from edgebed.nodetypes.base import Environment, NodeType, installed_system_properties
+from edgebed.nodetypes.raspberry.states import PROCESSES, STATES
 
 NODE_TYPE = NodeType(
     name="raspberry",
+    states=STATES,
     processes=PROCESSES,
-    steps=STEPS,
-    properties=(
-        PropertySpec("ssh_key", description="SSH public keys for the default user, one per line",
-                     check=check_ssh_keys),
-        PropertySpec("os_password", secret=True,
-                     description="Password of the default user (8 to 128 characters)",
-                     check=check_password),
-        PropertySpec("partition_size", values=("full", "8G", "16G", "32G"),
-                     description="Size of the root partition; full uses the whole SD card"),
-        PropertySpec("hostname", description="Host name of the deployed system (default: the node name)",
-                     check=check_hostname),
-    ),
+    properties=installed_system_properties(("full", "8G", "16G", "32G"), "SD card"),
     default_environments=(
         Environment(
             name="raspios-lite-arm64",
@@ -62,7 +28,5 @@ NODE_TYPE = NodeType(
             properties={"arch": "arm64"},
         ),
     ),
-    sim_node_properties=sim_node_properties,
-    drivers={"sim": SimRaspberryDriver},
     driver_note="PoE over SNMP, network-boot files and SSH",
 )

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from edgebed.nodetypes.base import Environment, NodeType, PropertySpec
-from edgebed.nodetypes.sensor.sim import SimSensorDriver
-from edgebed.nodetypes.sensor.states import PROCESSES
-from edgebed.nodetypes.sensor.steps import STEPS
+from edgebed.nodetypes.sensor.states import PROCESSES, STATES
 
 # IEEE 802.15.4 channels in the 2.4 GHz band.
 RADIO_CHANNELS = tuple(str(channel) for channel in range(11, 27))
 
 
-def sim_node_properties(index: int) -> dict[str, str]:
-    return {
-        "ip": str(ipaddress.IPv4Address("10.30.0.0") + index),
-        "model": "nRF52840-DK" if index % 2 else "IoT-LAB M3",
-        "serial": f"SNS{index:06d}",
-        "probe": f"/dev/ttyACM{index - 1}",
-        "radio": "802.15.4",
-    }
-
-
 NODE_TYPE = NodeType(
     name="sensor",
+    states=STATES,
     processes=PROCESSES,
-    steps=STEPS,
     properties=(
         PropertySpec("radio_channel", values=RADIO_CHANNELS,
                      description="IEEE 802.15.4 channel written into the firmware (default 26)"),
@@ -47,7 +33,5 @@ NODE_TYPE = NodeType(
             properties={"format": "ihex"},
         ),
     ),
-    sim_node_properties=sim_node_properties,
-    drivers={"sim": SimSensorDriver},
     driver_note="board power and firmware flashing on the gateway",
 )

@@ -1,39 +1,49 @@
-"""The sensor processes: ordered states with their timeouts (seconds; 0 = none).
+"""The sensor states, each declared once with its step and timeouts (seconds; 0 = none), and the
+processes made of them.
 
-A deploy powers the board, flashes the firmware through the gateway's debug probe, reads it back,
-and resets the board into it.
+A deploy powers the board, flashes the firmware through the gateway's debug probe (an image
+write), reads it back, and resets the board into it. Sensors have no boot source to choose and
+nothing to set up on the firmware: their steps use the power, image and system interfaces only.
 """
 
 from __future__ import annotations
 
-from edgebed.nodetypes.base import StateSpec, process
+from collections.abc import Mapping
 
-# State name -> (before_reboot, lost).
-TIMEOUTS = {
-    "power_off": (0, 60),
-    "power_on": (0, 60),
-    "flash_firmware": (60, 900),
-    "verify_firmware": (60, 600),
-    "reset": (30, 300),
-    "check_alive": (30, 300),
-    "erase_flash": (60, 600),
-}
+from edgebed.nodetypes import steps
+from edgebed.nodetypes.base import DEPLOYED, DESTROYED, REBOOTED, State, StepContext, process
+from edgebed.nodetypes.interfaces import INSTALLED
+
+DEFAULT_RADIO_CHANNEL = "26"
 
 
-def _states(*names: str) -> list[StateSpec]:
-    return [StateSpec(name, *TIMEOUTS.get(name, (0, 0))) for name in names]
+def radio_channel(ctx: StepContext) -> Mapping[str, str]:
+    """The option written with the firmware: the IEEE 802.15.4 channel it uses."""
+    return {"radio_channel": ctx.prop("radio_channel", DEFAULT_RADIO_CHANNEL)}
 
+
+POWER_OFF = State("power_off", steps.power(False), lost=60)
+POWER_ON = State("power_on", steps.power(True), lost=60)
+FLASH_FIRMWARE = State(
+    "flash_firmware", steps.write_image(radio_channel), before_reboot=60, lost=900
+)
+VERIFY_FIRMWARE = State("verify_firmware", steps.VERIFY_IMAGE, before_reboot=60, lost=600)
+# A power cycle starts the flashed firmware.
+RESET = State("reset", steps.HARD_REBOOT, before_reboot=30, lost=300)
+# Alive: the firmware answers on the serial console.
+CHECK_ALIVE = State("check_alive", steps.wait_for_system(INSTALLED), before_reboot=30, lost=300)
+ERASE_FLASH = State("erase_flash", steps.WIPE, before_reboot=60, lost=600)
+
+STATES = (POWER_OFF, POWER_ON, FLASH_FIRMWARE, VERIFY_FIRMWARE, RESET, CHECK_ALIVE, ERASE_FLASH)
 
 PROCESSES = {
-    "deploy": process(
-        "deploy",
-        *_states(
-            "power_off", "power_on", "flash_firmware", "verify_firmware", "reset", "check_alive",
-            "deployed",
+    proc.name: proc
+    for proc in (
+        process(
+            "deploy",
+            POWER_OFF, POWER_ON, FLASH_FIRMWARE, VERIFY_FIRMWARE, RESET, CHECK_ALIVE, DEPLOYED,
         ),
-    ),
-    "reboot": process("reboot", *_states("power_off", "power_on", "check_alive", "rebooted")),
-    "destroy": process(
-        "destroy", *_states("power_on", "erase_flash", "power_off", "destroyed")
-    ),
+        process("reboot", POWER_OFF, POWER_ON, CHECK_ALIVE, REBOOTED),
+        process("destroy", POWER_ON, ERASE_FLASH, POWER_OFF, DESTROYED),
+    )
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -18,7 +19,8 @@ from edgebed.agent.store import SaveAction, Store
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from edgebed.nodetypes import load_node_type
-from edgebed.nodetypes.base import DONE, NodeRef, NodeType, Poll, StateSpec, Step, StepContext, process
+from edgebed.nodetypes.base import DEPLOYED, DONE, NodeRef, NodeType, Poll, State, Step, StepContext, process
+from edgebed.nodetypes.interfaces import Driver
 from tests.agent.conftest import AUTH, make_settings
 
 ENVIRONMENTS = {
@@ -29,11 +31,28 @@ ENVIRONMENTS = {
 FAST_TIMING = Timing(poll_seconds=0.005, retry_seconds=0.005, watchdog_seconds=0.005)
 
 
+class _Power:
+    """A power interface that counts hard reboots (the executor's only use of a driver)."""
+
+    def __init__(self) -> None:
+        self.reboots = 0
+
+    async def set_power(self, node, on):
+        pass
+
+    async def is_powered(self, node):
+        return True
+
+    async def hard_reboot(self, node):
+        self.reboots += 1
+
+
 class _ExecutorOnStore:
     """An executor writing through a real group committer into a SQLite store, as the agent
     runs it, for tests of the executor alone (its own node types, drivers and clocks)."""
 
     def __init__(self, path, node_type, driver=None, *, clock=None, wrap_write=None) -> None:
+        driver = driver or Driver(power=_Power())
         self.path = str(path)
         self.store = Store(self.path)
         self.worker = DbWorker("test")
@@ -118,21 +137,28 @@ async def test_deploy_reboot_destroy_reach_their_final_states(tmp_path, node_typ
             assert machines and all(m["disk_image"] == "" for m in machines.values())
 
 
-async def test_deploy_configures_the_simulated_card(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("node_type", "node", "environment", "size"),
+    [("raspberry", "rpi-001", "ubuntu-24.04-arm64", "16G"), ("node", "srv-001", "ubuntu-24.04", "50G")],
+)
+async def test_deploy_configures_the_simulated_storage(tmp_path, node_type, node, environment, size) -> None:
+    """The same partition and configure steps, under raspberry's partition, configure_system and
+    configure_user and node's partition and configure."""
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIh7Wd3pOX7sK0m7v6kq5r3cQ1bGxY0d0m4a2o8mYfJq me@lab"
-    async with open_agent(make_settings(tmp_path, sim_nodes=1)) as agent:
+    async with open_agent(make_settings(tmp_path, node_type, sim_nodes=1)) as agent:
         async with grpc.aio.insecure_channel(agent.address) as channel:
             stub = agent_pb2_grpc.AgentStub(channel)
             await _start_all(
-                stub, ["rpi-001"], "deploy", "ubuntu-24.04-arm64",
-                ssh_key=key, os_password="correct horse", partition_size="16G", hostname="exp-1",
+                stub, [node], "deploy", environment,
+                ssh_key=key, os_password="correct horse", partition_size=size, hostname="exp-1",
             )
             await asyncio.wait_for(agent.executor.wait_idle(), 20)
         machine = next(iter((await agent.db(agent.store.sim_machines)).values()))
-        action = await agent.db(agent.store.get_action, "rpi-001")
-    assert machine["disk_image"] == "ubuntu-24.04-arm64" and machine["powered"]
+        action = await agent.db(agent.store.get_action, node)
+    assert action.state == "deployed"
+    assert machine["disk_image"] == environment and machine["powered"]
     assert machine["disk_settings"] == {
-        "partition_size": "16G", "hostname": "exp-1", "password_set": "yes",
+        "partition_size": size, "hostname": "exp-1", "password_set": "yes",
         "user": "ubuntu", "ssh_keys": "1",
     }
     assert not machine["network_boot"]
@@ -220,19 +246,15 @@ def _recording_type(calls: list, check_committed) -> NodeType:
         calls.append(("slow", ctx.node.name))
         return Poll(done=len([c for c in calls if c[0] == "slow"]) >= 3, progress=50)
 
+    a = State("a", Step(exec=exec_, post=post))
+    b = State("b", Step(exec=exec_))
+    c = State("c", Step(post=slow_post))
     return NodeType(
         name="raspberry",
-        processes={
-            "deploy": process(
-                "deploy", StateSpec("a"), StateSpec("b"), StateSpec("a"), StateSpec("c"),
-                StateSpec("deployed"),
-            )
-        },
-        steps={"a": Step(exec=exec_, post=post), "b": Step(exec=exec_), "c": Step(post=slow_post)},
+        states=(a, b, c),
+        processes={"deploy": process("deploy", a, b, a, c, DEPLOYED)},
         properties=(),
         default_environments=(),
-        sim_node_properties=lambda i: {"ip": f"10.0.0.{i}"},
-        drivers={},
     )
 
 
@@ -284,11 +306,9 @@ async def test_progress_after_a_hard_reboot_counts_from_zero(tmp_path) -> None:
     clock = FastClock(1000)
     attempts: list[float] = []
 
-    class Driver:
-        reboots = 0
-
+    class Power(_Power):
         async def hard_reboot(self, node):
-            Driver.reboots += 1
+            await super().hard_reboot(node)
             attempts.append(time.monotonic())
 
     async def copy_post(ctx):
@@ -297,16 +317,16 @@ async def test_progress_after_a_hard_reboot_counts_from_zero(tmp_path) -> None:
         percent = int((time.monotonic() - attempts[-1]) / 0.05) * 10
         return Poll(done=percent >= 100, progress=min(percent, 100))
 
+    copy = State("copy", Step(post=copy_post), before_reboot=100)
     node_type = NodeType(
-        name="raspberry",
-        processes={"deploy": process("deploy", StateSpec("copy", before_reboot=100), StateSpec("deployed"))},
-        steps={"copy": Step(post=copy_post)},
-        properties=(), default_environments=(), sim_node_properties=lambda i: {}, drivers={},
+        name="raspberry", states=(copy,), processes={"deploy": process("deploy", copy, DEPLOYED)},
+        properties=(), default_environments=(),
     )
-    async with _ExecutorOnStore(tmp_path / "copy.sqlite", node_type, Driver(), clock=clock) as harness:
+    power = Power()
+    async with _ExecutorOnStore(tmp_path / "copy.sqlite", node_type, Driver(power=power), clock=clock) as harness:
         await harness.run_one("copy")
         final = await harness.action()
-    assert final.state == "deployed" and final.reboots == 1 and Driver.reboots == 1
+    assert final.state == "deployed" and final.reboots == 1 and power.reboots == 1
 
 
 async def test_a_start_whose_caller_is_cancelled_mid_commit_still_runs(tmp_path) -> None:
@@ -336,6 +356,37 @@ async def test_a_start_whose_caller_is_cancelled_mid_commit_still_runs(tmp_path)
     assert final.state == "deployed"
 
 
+async def test_the_started_line_is_logged_once_when_the_commit_lands_whoever_awaits_it(tmp_path, caplog) -> None:
+    """The caller is cancelled while the commit is in flight: the commit lands, the action runs,
+    and the log says it started, once."""
+    calls: list = []
+    node_type = _recording_type(calls, lambda name: asyncio.sleep(0))
+    write_started = asyncio.Event()
+
+    def slow(write):
+        async def slow_write(changes):
+            write_started.set()
+            await asyncio.sleep(0.1)
+            await write(changes)
+
+        return slow_write
+
+    caplog.set_level("INFO", logger="edgebed.agent.executor")
+    async with _ExecutorOnStore(tmp_path / "log.sqlite", node_type, wrap_write=slow) as harness:
+        caller = asyncio.create_task(harness.executor.start(_record("a"), NodeRef("n1", {})))
+        await write_started.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(harness.executor.wait_idle(), 10)
+        # A second action, whose caller waits: logged once too, not twice.
+        await harness.executor.start(replace(_record("a"), action_id=2), NodeRef("n1", {}))
+        await asyncio.wait_for(harness.executor.wait_idle(), 10)
+    started = [r.getMessage() for r in caplog.records if "started in state" in r.getMessage()]
+    assert started == ["n1: deploy started in state a", "n1: deploy started in state a"]
+
+
 def test_action_properties_stay_out_of_reprs() -> None:
     # Records and step contexts reach logs and tracebacks; os_password must not.
     record = ActionRecord(
@@ -344,7 +395,7 @@ def test_action_properties_stay_out_of_reprs() -> None:
     )
     ctx = StepContext(
         node=NodeRef("rpi-001", {}), process="deploy", environment=None,
-        properties=record.properties, driver=None,
+        properties=record.properties, driver=Driver(power=_Power()),
     )
     for shown in (repr(record), repr(SaveAction(record)), repr(ctx)):
         assert "rpi-001" in shown and "correct horse" not in shown
@@ -362,7 +413,7 @@ async def test_a_start_committed_after_stop_is_left_for_the_next_start() -> None
         await release.wait()
         committed.append(changes)
 
-    executor = Executor(node_type, driver=None, write=held_write, timing=FAST_TIMING)
+    executor = Executor(node_type, driver=Driver(power=_Power()), write=held_write, timing=FAST_TIMING)
     executor.start_watchdog()
     record = ActionRecord(
         node_name="n1", node_ip="", environment="", process="deploy", state="a", state_idx=0,
@@ -390,11 +441,10 @@ async def test_a_stalled_event_loop_does_not_count_against_the_timeouts(tmp_path
             return Poll(done=False)
         return Poll(done=time.monotonic() >= stall_ended[0] + 0.1)
 
+    wait = State("wait", Step(post=post), lost=30)
     node_type = NodeType(
-        name="raspberry",
-        processes={"deploy": process("deploy", StateSpec("wait", lost=30), StateSpec("deployed"))},
-        steps={"wait": Step(post=post)},
-        properties=(), default_environments=(), sim_node_properties=lambda i: {}, drivers={},
+        name="raspberry", states=(wait,), processes={"deploy": process("deploy", wait, DEPLOYED)},
+        properties=(), default_environments=(),
     )
     # 100x: the 30 s timeout lasts 0.3 real seconds, shorter than the 0.5 s stall.
     async with _ExecutorOnStore(tmp_path / "stall.sqlite", node_type, clock=FastClock(100)) as harness:

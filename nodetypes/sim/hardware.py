@@ -1,4 +1,4 @@
-"""Simulated hardware shared by the `sim` drivers of every node type.
+"""Simulated hardware under the `sim` driver's interfaces, shared by every node type.
 
 A simulated machine has a power state, boots (from the network or from its disk, SD card or
 flash) in a set time, accepts commands once it is up, and takes an image at a set bandwidth. With
@@ -28,7 +28,7 @@ SaveFunction = Callable[[str, dict], Awaitable[None]]
 
 @dataclass(frozen=True)
 class SimOptions:
-    """The `[sim]` settings and the saved machines, handed to a type's sim driver factory."""
+    """The `[sim]` settings and the saved machines, handed to a driver factory at start-up."""
 
     time_scale: float = 1.0
     failure_rate: float = 0.0
@@ -99,6 +99,10 @@ class SimHardware:
         self._machines = {hw: Machine.from_saved(state) for hw, state in options.saved.items()}
         self._transfers: dict[str, Transfer] = {}
         self._randoms: dict[str, random.Random] = {}
+
+    @property
+    def profile(self) -> SimProfile:
+        return self._profile
 
     # Time and chance.
 
@@ -199,15 +203,17 @@ class SimHardware:
         *,
         needs: str | None,
         change: Callable[[Machine], None],
+        seconds: float | None = None,
     ) -> None:
-        """Runs command `name` on the machine; `needs` is the system that must be up (None: the
+        """Runs command `name` on the machine, for the profile's command_seconds[name] or
+        `seconds` (before time_scale); `needs` is the system that must be up (None: the
         machine only needs power). May hang forever (failure_rate), like a stuck SSH session."""
         machine = self.machine(node)
         self._require(node, needs)
         if self._fails(node.hardware_id):
             await asyncio.Event().wait()
         powered_at = machine.powered_at
-        await self._spend(self._profile.command_seconds[name])
+        await self._spend(self._profile.command_seconds[name] if seconds is None else seconds)
         if not machine.powered or machine.powered_at != powered_at:
             raise DriverError(f"{node.name}: {name}: the machine was power cycled meanwhile")
         change(machine)

@@ -1,6 +1,7 @@
 """`edgebed demo`: a controller and three simulated agents on loopback, ready in one command.
 
-The three agents (raspberry, node, sensor; sim driver) run in this process, each with its own
+Composed here, beside the command line, from the three sides: the agents (edgebed.agent), the
+controller (edgebed.controller) and its web application (edgebed.web). The three agents (raspberry, node, sensor; sim driver) run in this process, each with its own
 database, thread and gRPC server, next to the controller. Everything lives under --data-dir
 (var/demo): the agents' databases, the controller's database and secret key, demo.json (the
 agents' ports and tokens) and the admin's password. Running the demo again reuses all of it:
