@@ -67,7 +67,7 @@ class _Followed:
 _LOGGED: Mapping[Transition, tuple[int, str]] = {
     Transition.ORPHAN: (logging.WARNING, "node %s left the inventory; ending %s's reservation without destroy"),
     Transition.ADOPT: (logging.INFO, "adopting the action on %s for %s: the agent runs it already"),
-    Transition.REMOVE: (logging.INFO, "reservation of %s by %s ended: node destroyed"),
+    Transition.REMOVE: (logging.INFO, "reservation of %s by %s ended: its destroy is over (destroyed or lost)"),
     Transition.ABANDON: (logging.ERROR, "reservation of %s by %s ends without destroy: the agent refused it"),
 }
 
