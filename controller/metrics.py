@@ -10,6 +10,8 @@ import threading
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from edgebed.controller.lifecycle import Status
+
 if TYPE_CHECKING:
     from edgebed.controller.store import Store
 
@@ -95,7 +97,8 @@ class Metrics:
                 "# HELP edgebed_reservations Reservations by status.",
                 "# TYPE edgebed_reservations gauge",
             ]
-            for status in sorted(set(statuses) | {"configuring", "ready", "in_progress"}):
+            # Every status is listed, at 0 when no reservation has it, so the series never vanish.
+            for status in sorted(set(statuses) | {status.value for status in Status}):
                 lines.append(f'edgebed_reservations{{status="{_label(status)}"}} {statuses.get(status, 0)}')
             lines += [
                 "# HELP edgebed_actions Reserved nodes by the state of their current action.",
