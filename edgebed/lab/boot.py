@@ -14,8 +14,9 @@ The spec (JSON, written by the firmware) is a `BootSpec`. Then, by `mode`:
   the host's tools are its tools. It execs sshd (root login with a key only).
 - "card" (the card's own system): the card must hold a DOS partition table whose first partition
   is FAT with start4.elf (checked with mtools) and whose second is ext4 with /etc/passwd and
-  /etc/hostname; it is mounted, and its /etc/passwd, /etc/shadow, /etc/group, /etc/hostname, /home
-  and /root are bound over the host's; the host name is the card's. When SSH is enabled on the card
+  /etc/hostname; it is mounted (and stays visible inside at <mount_dir>/card), and its /etc/passwd,
+  /etc/shadow, /etc/group, /etc/gshadow, /etc/hostname, /etc/hosts, /etc/os-release, /home and
+  /root are bound over the host's (each only when both exist); the host name is the card's. When SSH is enabled on the card
   (a `ssh` or `ssh.txt` file in the boot partition, which is consumed and turned into the systemd
   symlink as Raspberry Pi OS's first boot does, or that symlink itself) it execs sshd with the
   card's host key (created on the card at the first boot, as on a real Pi); otherwise it stays up
@@ -197,7 +198,7 @@ def boot_card(spec: BootSpec) -> None:
             _run("mdel", "-i", boot_part, f"::/{name}", env=mtools)
     ssh_enabled = os.path.lexists(unit)
 
-    for name in ("passwd", "shadow", "group", "gshadow", "hostname", "hosts"):
+    for name in ("passwd", "shadow", "group", "gshadow", "hostname", "hosts", "os-release"):
         if (etc / name).is_file() and Path("/etc", name).exists():
             _bind(etc / name, f"/etc/{name}")
     for folder in ("home", "root"):
