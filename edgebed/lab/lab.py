@@ -231,6 +231,10 @@ class Lab:
             raise LabError("the lab needs " + ", ".join(missing))
         start = time.monotonic()
         self.directory.mkdir(parents=True, exist_ok=True)
+        running = _read_state(self.directory).get("pid")
+        if isinstance(running, int) and running != os.getpid() and pid_alive(running) and _is_lab_up(running):
+            raise LabError(f"a lab already runs in {self.directory} (pid {running}): "
+                           "take it down first (python -m edgebed.lab down)")
         for line in await asyncio.to_thread(clean, self.directory):
             log.info("leftover of an earlier run: %s", line)
         self._slot = net.claim_slot(self.wanted_slot)
