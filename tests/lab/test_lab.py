@@ -207,6 +207,52 @@ async def _state_is(pi, system: str) -> bool:  # type: ignore[no-untyped-def]
     return pi_state(pi)["system"] == system
 
 
+async def test_a_card_without_ssh_enabled_boots_without_ssh(lab) -> None:  # type: ignore[no-untyped-def]
+    d = lab.description
+    pi = d.pis[1]
+    switch = Switch(d)
+    agent_pub = Path(d.ssh_key + ".pub").read_text().strip()
+    try:
+        conn, _ = await boot_maintenance(lab, switch, pi)
+        async with conn:
+            await write_image(lab, conn, pi, "")
+            await configure_card(conn, pi, "lab-node-2", agent_pub, agent_pub, enable_ssh=False)
+        netboot(d, pi, False)
+        await switch.power_cycle(pi.switch_port, off_seconds=2.0)
+        console = Path(pi.folder) / "console.log"
+        booted = await wait_until(lambda: _console_has(console, "lab-node-2 up without SSH"), BOOT_WITHIN)
+        assert booted, console.read_text()[-2000:]
+        assert pi_state(pi)["system"] == "card"
+        assert not await ssh_answers(pi.ip, key=Path(d.ssh_key))
+    finally:
+        await switch.power(pi.switch_port, False)
+        switch.close()
+
+
+async def _console_has(console: Path, text: str) -> bool:
+    return text in console.read_text()
+
+
+async def test_reboot_inside_a_pi_boots_it_again(lab) -> None:  # type: ignore[no-untyped-def]
+    d = lab.description
+    pi = d.pis[1]
+    switch = Switch(d)
+    try:
+        conn, _ = await boot_maintenance(lab, switch, pi)
+        async with conn:
+            await run(conn, "touch /tmp/before-reboot; reboot")
+        await wait_until(lambda: _console_has(Path(pi.folder) / "console.log", "reboot requested"), 5)
+        again, _ = await ssh_when_up(pi.ip, BOOT_WITHIN, key=Path(d.ssh_key))
+        async with again:
+            # A new boot: the maintenance system's /tmp starts empty; the port stayed on.
+            assert (await run(again, "ls -A /tmp")).strip() == ""
+        assert await switch.get(pi.switch_port) == 1
+    finally:
+        await switch.power(pi.switch_port, False)
+        netboot(d, pi, False)
+        switch.close()
+
+
 async def test_a_wrong_community_gets_no_answer(lab) -> None:  # type: ignore[no-untyped-def]
     d = lab.description
     wrong = Switch(d, community="public")
