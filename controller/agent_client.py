@@ -424,4 +424,4 @@ async def gather_agents(
             return exc
 
     results = await asyncio.gather(*(one(agent) for agent in agents))
-    return {agent.name: result for agent, result in zip(agents, results)}
+    return {agent.name: result for agent, result in zip(agents, results, strict=True)}

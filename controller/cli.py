@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgebed.config import ConfigError, redacted_url
 from edgebed.controller.errors import ServiceError
 from edgebed.controller.settings import Settings, load_settings
 from edgebed.controller.store import Store, StoreUnavailable
-from edgebed.config import ConfigError, redacted_url
 from edgebed.errors import UsageError
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from edgebed.controller import validation
 from edgebed.controller.agent_client import AgentClient, gather_agents
@@ -46,7 +47,9 @@ class Inventory:
 
     # -- refreshing the cache -----------------------------------------------------------
 
-    async def refresh(self, agents: Iterable[AgentRecord] | None = None, *, catalogs: bool = False) -> dict[str, ServiceError | None]:
+    async def refresh(
+        self, agents: Iterable[AgentRecord] | None = None, *, catalogs: bool = False
+    ) -> dict[str, ServiceError | None]:
         """Calls GetNodes (and, with catalogs, DescribeNodeType and ListEnvironments) on every
         connected agent concurrently and updates the cache: one hung agent costs one deadline.
 
@@ -56,8 +59,8 @@ class Inventory:
             agents = await self._store.agents.list_agents()
         usable = [agent for agent in agents if self._client.usable(agent)]
 
-        async def fetch(agent: AgentRecord):
-            calls = [self._client.get_nodes(agent)]
+        async def fetch(agent: AgentRecord) -> list[Any]:
+            calls: list[Awaitable[Any]] = [self._client.get_nodes(agent)]
             if catalogs:
                 calls += [self._client.describe(agent), self._client.environments(agent)]
             results = await asyncio.gather(*calls, return_exceptions=True)

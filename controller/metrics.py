@@ -75,7 +75,7 @@ class Metrics:
             ]
             for (agent, method), buckets in sorted(self._bucket_counts.items()):
                 labels = f'agent="{_label(agent)}",method="{method}"'
-                for bound, n in zip(LATENCY_BUCKETS, buckets):
+                for bound, n in zip(LATENCY_BUCKETS, buckets, strict=True):
                     lines.append(f'edgebed_agent_call_seconds_bucket{{{labels},le="{bound:g}"}} {n}')
                 total = self._counts[(agent, method)]
                 lines.append(f'edgebed_agent_call_seconds_bucket{{{labels},le="+Inf"}} {total}')

@@ -53,6 +53,7 @@ _END_ATTEMPTS = 5
 def node_matches(node: CachedNode | NodeInfo, wanted: Mapping[str, str]) -> bool:
     """A property filter: node properties, plus `type`, `agent` and `name` of the node itself."""
     for key, value in wanted.items():
+        have: str | None
         if key == "type":
             have = node.type
         elif key == "agent":
@@ -368,6 +369,8 @@ class Reservations:
 
     async def _start(self, record: ScheduleRecord, action: UserAction) -> ScheduleRecord:
         decision = lifecycle.on_user_action(record, action, self._now())
+        # None only for a destroy of an ending row; destroy goes through _end.
+        assert decision is not None, f"{action} always decides"
         [applied] = await self._store.schedule.update_schedule([decision])
         if not applied:
             raise Conflict(f"node {record.node_name} changed meanwhile; try again")

@@ -220,11 +220,13 @@ class Scheduler:
             if (decision := lifecycle.on_report(seen.row, seen.action, blocked=seen.key in blocked))
         ]
         applied = await self._write([decision for _, decision in decided], report)
-        return [
-            (seen.agent, lifecycle.after(seen.row, decision))
-            for (seen, decision), ok in zip(decided, applied)
-            if ok and decision.issues
-        ]
+        claimed = []
+        for (seen, decision), ok in zip(decided, applied, strict=True):
+            if ok and decision.issues:
+                row = lifecycle.after(seen.row, decision)
+                assert row is not None, "a claim keeps its row"
+                claimed.append((seen.agent, row))
+        return claimed
 
     async def _write(self, decisions: Sequence[Decision], report: PollReport) -> list[bool]:
         """Writes `decisions` in one transaction; whether each applied (a row that changed
@@ -232,7 +234,7 @@ class Scheduler:
         if not decisions:
             return []
         applied = await self._store.schedule.update_schedule(decisions)
-        for decision, ok in zip(decisions, applied):
+        for decision, ok in zip(decisions, applied, strict=True):
             if not ok:
                 continue
             if decision.delete:
@@ -253,7 +255,10 @@ class Scheduler:
         answers = await asyncio.gather(
             *(self._send(agent, row, props.get((row.node_name, row.owner), {})) for agent, row in claimed)
         )
-        decisions = [self._answered(row, lifecycle.start_result(answer), report) for (_, row), answer in zip(claimed, answers)]
+        decisions = [
+            self._answered(row, lifecycle.start_result(answer), report)
+            for (_, row), answer in zip(claimed, answers, strict=True)
+        ]
         await self._write([d for d in decisions if d is not None], report)
 
     def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
@@ -262,7 +267,9 @@ class Scheduler:
             report.started.append(f"{row.node_name}:{row.pending}")
             log.info("started %s on %s for %s", row.pending, row.node_name, row.owner)
         elif result.outcome is Outcome.REFUSED:
-            log.warning("%s on %s for %s refused by the agent: %s", row.pending, row.node_name, row.owner, result.message)
+            log.warning(
+                "%s on %s for %s refused by the agent: %s", row.pending, row.node_name, row.owner, result.message
+            )
         return lifecycle.after_start(row, result)
 
     async def _send(

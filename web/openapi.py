@@ -207,7 +207,7 @@ _AUTH = (401, 403)
 
 
 def _paths() -> dict[str, Any]:
-    act = {
+    act: dict[str, Any] = {
         action: {
             "post": {
                 "operationId": f"{action}Reservation",

@@ -16,9 +16,10 @@ The spec (JSON, written by the firmware) is a `BootSpec`. Then, by `mode`:
   is FAT with start4.elf (checked with mtools) and whose second is ext4 with /etc/passwd and
   /etc/hostname; it is mounted (and stays visible inside at <mount_dir>/card), and its /etc/passwd,
   /etc/shadow, /etc/group, /etc/gshadow, /etc/hostname, /etc/hosts, /etc/os-release, /home and
-  /root are bound over the host's (each only when both exist); the host name is the card's. When SSH is enabled on the card
-  (a `ssh` or `ssh.txt` file in the boot partition, which is consumed and turned into the systemd
-  symlink as Raspberry Pi OS's first boot does, or that symlink itself) it execs sshd with the
+  /root are bound over the host's (each only when both exist); the host name is the card's. When
+  SSH is enabled on the card (a `ssh` or `ssh.txt` file in the boot partition, which is consumed
+  and turned into the systemd symlink as Raspberry Pi OS's first boot does, or that symlink
+  itself) it execs sshd with the
   card's host key (created on the card at the first boot, as on a real Pi); otherwise it stays up
   without SSH, like a Pi whose SSH was never enabled.
 

@@ -404,7 +404,7 @@ def status(directory: Path) -> list[str]:
     state = _read_state(directory)
     pid = state.get("pid")
     running = isinstance(pid, int) and pid_alive(pid)
-    lines = [f"lab {directory}: {'running (pid %d)' % pid if running else 'not running'}",
+    lines = [f"lab {directory}: {f'running (pid {pid})' if running else 'not running'}",
              f"switch {description.switch.address} community {description.switch.community}",
              f"image server {description.image_url}"]
     for pi in description.pis:

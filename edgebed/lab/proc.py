@@ -41,7 +41,7 @@ async def run(*argv: str, check: bool = True, input: bytes | None = None,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise LabError(f"{' '.join(argv)}: no answer within {timeout:.0f} s") from None

@@ -120,7 +120,7 @@ class PoeReader:
         if error or status:
             return None
         values: dict[int, int] = {}
-        for port, (_name, value) in zip(self._ports, binds):
+        for port, (_name, value) in zip(self._ports, binds, strict=True):
             try:
                 values[port] = int(value)
             except (TypeError, ValueError):
