@@ -52,3 +52,12 @@ class AgentRejectedToken(AgentUnavailable):
     A subclass of AgentUnavailable so callers that only care "the agent cannot be used" need not
     know the difference, while the admin page can show the precise cause.
     """
+
+
+class BadReply(AgentUnavailable):
+    """An agent answered with something the controller refuses to store (502): a name, length,
+    range or count out of bounds, or a state its node type does not have (controller/replies.py).
+
+    A subclass of AgentUnavailable: whoever needed the answer cannot use this agent for it, as if
+    it had not answered; nothing of the reply was stored.
+    """

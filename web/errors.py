@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 from edgebed.controller.errors import (
     AgentUnavailable,
     AuthenticationFailed,
+    BadReply,
     Conflict,
     Forbidden,
     InvalidInput,
@@ -33,6 +34,7 @@ _STATUS = (
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (BadReply, 502),
     (AgentUnavailable, 503),
 )
 
@@ -45,6 +47,7 @@ _TITLES = {
     409: "Conflict",
     413: "Too large",
     429: "Too many attempts",
+    502: "Bad answer from the agent",
     503: "Agent unavailable",
 }
 
