@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from edgebed.controller import validation
+from edgebed.controller import replies, validation
 from edgebed.controller.agent_client import AgentClient, gather_agents
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
@@ -21,8 +21,8 @@ from edgebed.controller.domain import (
     NodeTypeInfo,
     User,
 )
-from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound, ServiceError
-from edgebed.controller.store import CachedNode, Store
+from edgebed.controller.errors import AgentUnavailable, BadReply, Conflict, InvalidInput, NotFound, ServiceError
+from edgebed.controller.store import WRITE_ERRORS, CachedNode, Store
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ class Inventory:
     ) -> dict[str, ServiceError | None]:
         """Calls GetNodes (and, with catalogs, DescribeNodeType and ListEnvironments) on every
         connected agent concurrently and updates the cache: one hung agent costs one deadline.
+        Each agent's answers are written in a transaction of their own, so one agent's bad reply
+        (refused by the client's checks) or data the database refuses leaves the others' cache
+        refreshed; the agent's last_error says what went wrong.
 
         Returns {agent: None on success, or the error}.
         """
@@ -71,25 +74,30 @@ class Inventory:
 
         fetched = await gather_agents(usable, fetch)
         outcome: dict[str, ServiceError | None] = {}
-        answered: list[AgentRecord] = []
-        nodes_by_agent = []
-        catalog_list = []
-        # Sorted, so when two agents newly claim one name the same agent keeps it every time.
+        # In name order, so when two agents newly claim one name the same agent keeps it every time.
         for agent in sorted(usable, key=lambda a: a.name):
             result = fetched[agent.name]
             if isinstance(result, ServiceError):
                 outcome[agent.name] = result
                 continue
+            catalog = AgentCatalog(agent.name, agent.type, result[1], result[2]) if catalogs else None
+            try:
+                duplicates = await self._store.inventory.save_inventory(
+                    agent.name, agent.type, result[0], catalog, self._now()
+                )
+            except WRITE_ERRORS as exc:
+                outcome[agent.name] = await self._not_stored(agent, exc)
+                continue
             outcome[agent.name] = None
-            answered.append(agent)
-            nodes_by_agent.append((agent.name, agent.type, result[0]))
-            if catalogs:
-                catalog_list.append(AgentCatalog(agent.name, agent.type, result[1], result[2]))
-        if answered:
-            duplicates = await self._store.inventory.save_inventory(nodes_by_agent, catalog_list, self._now())
-            for agent in answered:
-                await self._report_duplicates(agent, duplicates.get(agent.name, {}))
+            await self._report_duplicates(agent, duplicates)
         return outcome
+
+    async def _not_stored(self, agent: AgentRecord, exc: BaseException) -> BadReply:
+        message = replies.not_stored("its nodes and catalog", exc)
+        log.error("agent %s: the database refused its nodes and catalog", agent.name, exc_info=exc)
+        if agent.last_error != message:
+            await self._store.agents.set_agent_status(agent.name, last_error=message)
+        return BadReply(f"agent {agent.name}: {message}")
 
     async def _report_duplicates(self, agent: AgentRecord, duplicates: dict[str, str]) -> None:
         if duplicates:
@@ -99,7 +107,7 @@ class Inventory:
             log.error("agent %s claims node names another agent holds: %s%s", agent.name, listed, more)
             if agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
-        elif agent.last_error.startswith(DUPLICATE_PREFIX):
+        elif agent.last_error.startswith((DUPLICATE_PREFIX, replies.NOT_STORED_PREFIX)):
             await self._store.agents.set_agent_status(agent.name, last_error="")
 
     # -- reading -------------------------------------------------------------------------

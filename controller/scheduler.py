@@ -9,9 +9,16 @@ writes what they decide (each a compare-and-set), and talks to the agents. Each 
 2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
    number; the calls to different agents run concurrently.
 3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
-   issue). Its writes, the claims of the intentions to send among them, go in one transaction.
+   issue). Its writes, the claims of the intentions to send among them, go in one transaction
+   per agent.
 4. StartAction for every claim that was written, concurrently; `lifecycle.after_start` for
-   each answer, written in one transaction.
+   each answer, written in one transaction per agent.
+
+Each agent's rows are written in transactions of their own (`_write`), concurrently: a write the
+database refuses (a value it cannot hold, a lock lost) fails that agent's decisions only, which
+its next poll decides again, and says so in the agent's last_error; the other agents'
+reservations go on. What an agent answers was checked before (controller/replies.py, in the
+client): a bad reply leaves that agent's rows waiting, as if it had not answered.
 
 A claim (`pending_issued` and the `baseline`) is on disk before its StartAction is sent, so a
 controller killed at any moment resolves, on restart, every intention that may have been sent
@@ -27,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edgebed.controller import lifecycle
+from edgebed.controller import lifecycle, replies
 from edgebed.controller.agent_client import AgentClient, gather_agents
 from edgebed.controller.domain import ActionState, AgentRecord, ScheduleRecord
 from edgebed.controller.errors import ServiceError
@@ -35,9 +42,12 @@ from edgebed.controller.inventory import Inventory
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.settings import Settings
-from edgebed.controller.store import CachedNode, Store
+from edgebed.controller.store import WRITE_ERRORS, CachedNode, Store
 
 log = logging.getLogger(__name__)
+
+# What an agent's last_error says when the database refused its rows' updates (replies.not_stored).
+_NOT_STORED = "its reservations' updates"
 
 
 @dataclass
@@ -158,28 +168,41 @@ class Scheduler:
         if not rows:
             return report
         nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
-        rows = await self._apply_clock(rows, nodes, now, report)
-        followed = await self._follow(rows, nodes, report)
-        claimed = await self._apply_reports(rows, followed, report)
-        await self._issue(claimed, report)
+        agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
+        rows = await self._apply_clock(rows, nodes, agents, now, report)
+        followed = await self._follow(rows, nodes, agents, report)
+        claimed = await self._apply_reports(rows, followed, agents, report)
+        await self._issue(claimed, agents, report)
         return report
 
     async def _apply_clock(
-        self, rows: list[ScheduleRecord], nodes: Mapping[str, CachedNode], now: int, report: PollReport
+        self,
+        rows: list[ScheduleRecord],
+        nodes: Mapping[str, CachedNode],
+        agents: Mapping[str, AgentRecord],
+        now: int,
+        report: PollReport,
     ) -> list[ScheduleRecord]:
         """Writes what `lifecycle.on_time` decides; the rows as they are afterwards."""
-        timed = [d for row in rows if (d := lifecycle.on_time(row, now, in_inventory=row.node_name in nodes))]
+        timed = [
+            (node.agent if (node := nodes.get(row.node_name)) else "", decision)
+            for row in rows
+            if (decision := lifecycle.on_time(row, now, in_inventory=row.node_name in nodes))
+        ]
         if not timed:
             return rows
-        await self._write(timed, report)
+        await self._write(timed, agents, report)
         return await self._store.schedule.list_schedule(started_before=now)
 
     async def _follow(
-        self, rows: Sequence[ScheduleRecord], nodes: Mapping[str, CachedNode], report: PollReport
+        self,
+        rows: Sequence[ScheduleRecord],
+        nodes: Mapping[str, CachedNode],
+        agents: Mapping[str, AgentRecord],
+        report: PollReport,
     ) -> list[_Followed]:
         """The rows to follow (lifecycle.follows_agent) whose agent answered, each with the
         agent's report of its node: ONE GetActionState per usable agent, concurrently."""
-        agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
         tracked = self._by_usable_agent(filter(lifecycle.follows_agent, rows), nodes, agents)
         if not tracked:
             return []
@@ -190,7 +213,8 @@ class Scheduler:
         report.state_calls = {name: 1 for name in tracked}
         followed: list[_Followed] = []
         for name, result in states.items():
-            # An agent that did not answer was flagged by the client; its rows wait for it.
+            # An agent that did not answer, or whose reply was refused, was flagged by the
+            # client's observer; its rows wait for it.
             if not isinstance(result, ServiceError):
                 followed += [_Followed(agents[name], row, result.get(row.node_name)) for row in tracked[name]]
         return followed
@@ -209,17 +233,21 @@ class Scheduler:
         return tracked
 
     async def _apply_reports(
-        self, rows: Sequence[ScheduleRecord], followed: Sequence[_Followed], report: PollReport
+        self,
+        rows: Sequence[ScheduleRecord],
+        followed: Sequence[_Followed],
+        agents: Mapping[str, AgentRecord],
+        report: PollReport,
     ) -> list[tuple[AgentRecord, ScheduleRecord]]:
-        """Writes what `lifecycle.on_report` decides, claims included, in one transaction; the
-        claimed rows (as written) with their agent, for StartAction."""
+        """Writes what `lifecycle.on_report` decides, claims included, in one transaction per
+        agent; the claimed rows (as written) with their agent, for StartAction."""
         blocked = lifecycle.blocked_rows(rows)
         decided = [
             (seen, decision)
             for seen in followed
             if (decision := lifecycle.on_report(seen.row, seen.action, blocked=seen.key in blocked))
         ]
-        applied = await self._write([decision for _, decision in decided], report)
+        applied = await self._write([(seen.agent.name, decision) for seen, decision in decided], agents, report)
         claimed = []
         for (seen, decision), ok in zip(decided, applied, strict=True):
             if ok and decision.issues:
@@ -228,13 +256,27 @@ class Scheduler:
                 claimed.append((seen.agent, row))
         return claimed
 
-    async def _write(self, decisions: Sequence[Decision], report: PollReport) -> list[bool]:
-        """Writes `decisions` in one transaction; whether each applied (a row that changed
-        since it was read is left as it is: its next poll decides again)."""
+    async def _write(
+        self, decisions: Sequence[tuple[str, Decision]], agents: Mapping[str, AgentRecord], report: PollReport
+    ) -> list[bool]:
+        """Writes `decisions`, (agent name, decision) pairs, each agent's in one transaction of
+        its own, concurrently; whether each applied. A row that changed since it was read is
+        left as it is, and so are all of an agent's rows when the database refused its
+        transaction: their next poll decides again."""
         if not decisions:
             return []
-        applied = await self._store.schedule.update_schedule(decisions)
-        for decision, ok in zip(decisions, applied, strict=True):
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, (agent, _) in enumerate(decisions):
+            groups[agent].append(index)
+        results = await asyncio.gather(
+            *(self._write_agent(agent, [decisions[i][1] for i in indexes], agents.get(agent))
+              for agent, indexes in groups.items())
+        )
+        applied = [False] * len(decisions)
+        for indexes, result in zip(groups.values(), results, strict=True):
+            for index, ok in zip(indexes, result, strict=True):
+                applied[index] = ok
+        for (_, decision), ok in zip(decisions, applied, strict=True):
             if not ok:
                 continue
             if decision.delete:
@@ -246,7 +288,27 @@ class Scheduler:
                 log.log(level, message, decision.node_name, decision.owner)
         return applied
 
-    async def _issue(self, claimed: Sequence[tuple[AgentRecord, ScheduleRecord]], report: PollReport) -> None:
+    async def _write_agent(self, name: str, decisions: Sequence[Decision], agent: AgentRecord | None) -> list[bool]:
+        """One agent's decisions in one transaction; all False when the database refuses it
+        (logged, and said in the agent's last_error until one of its writes succeeds)."""
+        try:
+            applied = await self._store.schedule.update_schedule(decisions)
+        except WRITE_ERRORS as exc:
+            log.error("the database refused the updates of agent %s's reservations", name or "(none)", exc_info=exc)
+            message = replies.not_stored(_NOT_STORED, exc)
+            if agent is not None and agent.last_error != message:
+                await self._store.agents.set_agent_status(agent.name, last_error=message)
+            return [False] * len(decisions)
+        if agent is not None and replies.is_not_stored(agent.last_error, _NOT_STORED):
+            await self._store.agents.set_agent_status(agent.name, last_error="")
+        return applied
+
+    async def _issue(
+        self,
+        claimed: Sequence[tuple[AgentRecord, ScheduleRecord]],
+        agents: Mapping[str, AgentRecord],
+        report: PollReport,
+    ) -> None:
         """Sends StartAction for every claimed row (its claim is on disk), concurrently, and
         writes what `lifecycle.after_start` decides for each answer."""
         if not claimed:
@@ -256,10 +318,10 @@ class Scheduler:
             *(self._send(agent, row, props.get((row.node_name, row.owner), {})) for agent, row in claimed)
         )
         decisions = [
-            self._answered(row, lifecycle.start_result(answer), report)
-            for (_, row), answer in zip(claimed, answers, strict=True)
+            (agent.name, self._answered(row, lifecycle.start_result(answer), report))
+            for (agent, row), answer in zip(claimed, answers, strict=True)
         ]
-        await self._write([d for d in decisions if d is not None], report)
+        await self._write([(agent, d) for agent, d in decisions if d is not None], agents, report)
 
     def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
         """What StartAction's answer for the claimed `row` decides; reported and logged."""

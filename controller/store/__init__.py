@@ -18,7 +18,7 @@ which is what makes reservations race-safe.
 from __future__ import annotations
 
 from edgebed.controller.store.agents import AgentRepository
-from edgebed.controller.store.engine import OPEN_ERRORS, Engine, open_database
+from edgebed.controller.store.engine import OPEN_ERRORS, WRITE_ERRORS, Engine, open_database
 from edgebed.controller.store.inventory import InventoryRepository
 from edgebed.controller.store.migrations import SCHEMA_VERSION, migrate, schema_version
 from edgebed.controller.store.models import define_models
@@ -36,6 +36,7 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "UserRepository",
+    "WRITE_ERRORS",
     "migrate",
     "open_database",
 ]

@@ -263,7 +263,7 @@ async def test_concurrent_inventory_saves_of_new_nodes_never_collide(tmp_path, c
         for round_ in range(3):
             nodes = {f"new-{round_}-{i:03d}": {"ip": f"10.9.{round_}.{i}"} for i in range(40)}
             results = await asyncio.gather(
-                *(ctl.store.inventory.save_inventory([("rpi", "raspberry", nodes)], [], int(clock())) for _ in range(8)),
+                *(ctl.store.inventory.save_inventory("rpi", "raspberry", nodes, None, int(clock())) for _ in range(8)),
                 return_exceptions=True,
             )
             assert not [r for r in results if isinstance(r, Exception)], results
