@@ -85,12 +85,19 @@ def is_call_error(text: str) -> bool:
     return text.startswith(_REASON_PREFIXES)
 
 
+# A good reply to the key also clears a bad reply to these: they report the same things (an
+# action StartAction started is reported by GetActionState, an environment PutEnvironment stored
+# is listed by ListEnvironments).
+_ALSO_CLEARS = {"GetActionState": ("StartAction",), "ListEnvironments": ("PutEnvironment",)}
+
+
 def cleared_by(text: str, method: str) -> bool:
     """Whether a successful call of `method` clears the agent's last_error `text`: any success
-    clears a failed call's reason, but only a good reply to the same method clears a bad reply
-    (a good GetNodes says nothing about GetActionState)."""
+    clears a failed call's reason, but a bad reply is cleared only by a good reply to the same
+    method (or to one that reports the same things, _ALSO_CLEARS): a good GetNodes says nothing
+    about GetActionState."""
     if text.startswith(BAD_REPLY_PREFIX):
-        return text.startswith(f"{BAD_REPLY_PREFIX}{method}:")
+        return any(text.startswith(f"{BAD_REPLY_PREFIX}{m}:") for m in (method, *_ALSO_CLEARS.get(method, ())))
     return is_call_error(text)
 
 

@@ -92,7 +92,9 @@ async def test_n_nodes_matching_a_filter(testbed, clock):
     ctl, start = testbed, int(clock()) + HOUR
     reserve = ctl.reservations.reserve
     await reserve(ctl.bob, nodes=["rpi-001"], start_date=start, duration_hours=1)
-    got = await reserve(ctl.alice, filter={"model": "pi4", "type": "raspberry"}, count=3, start_date=start, duration_hours=1)
+    got = await reserve(
+        ctl.alice, filter={"model": "pi4", "type": "raspberry"}, count=3, start_date=start, duration_hours=1
+    )
     assert got == ["rpi-000", "rpi-002", "rpi-003"]
     with pytest.raises(Conflict, match="only 0 of the 1 requested nodes are free"):
         await reserve(ctl.admin, filter={"model": "pi4"}, count=1, start_date=start, duration_hours=1)
