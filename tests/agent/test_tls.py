@@ -20,11 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgebed.agent.app import is_loopback, open_agent, start_agent
 from edgebed.config import ConfigError
-from edgebed.tls import create_ca, issue
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN, make_settings
-from tests.agent.helpers import AgentProcess, write_config
+from tests.agent.helpers import AgentProcess, make_pki, write_config
 from tests.conftest import component_missing
 
 # Each channel its own subchannels, so that one refused handshake is not reused by the next.
@@ -48,16 +47,8 @@ def read(path: Path) -> bytes:
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Path:
-    """A CA with an agent certificate for 127.0.0.1 (agent.pem/key) and a client certificate
-    (controller.pem/key); a second, unrelated CA in other/ with its own client certificate."""
-    folder = tmp_path / "pki"
-    create_ca(folder)
-    issue(folder, "agent", ips=["127.0.0.1"], dns=["localhost"])
-    issue(folder, "controller", client=True)
-    create_ca(folder / "other")
-    issue(folder / "other", "controller", client=True)
-    issue(folder / "other", "agent", ips=["127.0.0.1"])
-    return folder
+    """A CA, agent and client certificates, and another CA: tests.agent.helpers.make_pki."""
+    return make_pki(tmp_path / "pki", agent_dns=("localhost",))
 
 
 def tls_settings(tmp_path: Path, pki: Path, *, mutual: bool = True, **overrides):
@@ -157,26 +148,27 @@ def test_the_tls_commands_make_a_ca_and_certificates_through_the_console_script(
 
 
 async def test_a_mutual_tls_agent_serves_a_client_with_a_certificate_and_refuses_others(tmp_path, pki):
+    client = (pki / "controller.pem", pki / "controller.key")
     async with open_agent(tls_settings(tmp_path, pki)) as agent:
-        nodes = await get_nodes(tls_channel(agent.address, pki / "ca.pem", pki / "controller.pem", pki / "controller.key"))
+        nodes = await get_nodes(tls_channel(agent.address, pki / "ca.pem", *client))
         assert nodes == [f"rpi-{i:03d}" for i in range(1, 7)]
         # Health needs no token, but it needs the client certificate like everything else.
-        async with tls_channel(agent.address, pki / "ca.pem", pki / "controller.pem", pki / "controller.key") as channel:
+        async with tls_channel(agent.address, pki / "ca.pem", *client) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
         # No client certificate, one from another CA, a server certificate as a client's, plaintext.
         await refused(tls_channel(agent.address, pki / "ca.pem"))
-        await refused(tls_channel(agent.address, pki / "ca.pem", pki / "other/controller.pem", pki / "other/controller.key"))
+        await refused(
+            tls_channel(agent.address, pki / "ca.pem", pki / "other/controller.pem", pki / "other/controller.key")
+        )
         await refused(tls_channel(agent.address, pki / "ca.pem", pki / "agent.pem", pki / "agent.key"))
         await refused(grpc.aio.insecure_channel(agent.address, options=OPTIONS))
         # The client refuses an agent whose certificate its CA did not issue.
-        details = await refused(
-            tls_channel(agent.address, pki / "other/ca.pem", pki / "controller.pem", pki / "controller.key")
-        )
+        details = await refused(tls_channel(agent.address, pki / "other/ca.pem", *client))
         assert "CERTIFICATE_VERIFY_FAILED" in details
         # Still serving the right client after all that.
-        assert len(await get_nodes(tls_channel(agent.address, pki / "ca.pem", pki / "controller.pem", pki / "controller.key"))) == 6
+        assert len(await get_nodes(tls_channel(agent.address, pki / "ca.pem", *client))) == 6
 
 
 async def test_a_tls_agent_without_client_ca_serves_any_tls_client_and_no_plaintext_one(tmp_path, pki):
@@ -250,7 +242,8 @@ async def test_listening_beyond_loopback_without_tls_warns_once_at_start_up(tmp_
     caplog.set_level(logging.INFO, logger="edgebed.agent")
 
     def warnings() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "without TLS" in r.getMessage()]
+        messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        return [m for m in messages if "without TLS" in m]
 
     async with open_agent(make_settings(tmp_path, listen="0.0.0.0:0")):
         pass
