@@ -1,6 +1,9 @@
 """The controller's side of the gRPC contract: the only code that touches the generated stubs.
 
-One grpc.aio channel per agent, with its own subchannel pool. A client interceptor on that
+One grpc.aio channel per agent, with its own subchannel pool: a TLS channel when the agent's
+record has a CA (`ca_pem`: its certificate must chain to it and name the agent's ip), presenting
+the controller's client identity (settings.client_identity()) to agents that ask for one; else a
+plaintext one. A client interceptor on that
 channel (`BearerDeadline`) attaches `authorization: Bearer <token>` and the deadline
 (settings.call_timeout_seconds, 6 s by default) to every call; the calls themselves are the
 stub's typed methods.
@@ -12,6 +15,7 @@ place when the caller sees the result. This module writes nothing itself. Failur
 
 - UNAVAILABLE or DEADLINE_EXCEEDED: AgentUnavailable; the agent is lost, and this client does
   not call it again until it is probed (an administrator reconnects it) or forgotten.
+  A failed TLS handshake is UNAVAILABLE too; its reason says so ("TLS handshake failed: ...").
 - UNAUTHENTICATED: AgentRejectedToken (the agent answered, so it is not lost).
 - NOT_FOUND, INVALID_ARGUMENT/OUT_OF_RANGE, FAILED_PRECONDITION/ALREADY_EXISTS: NotFound,
   InvalidInput, Conflict with the agent's message.
