@@ -15,6 +15,7 @@ Nothing is read through a pipe: a child that prints more than a pipe holds never
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
@@ -76,6 +77,17 @@ def write_toml(path: Path, keys: Mapping[str, Any]) -> Path:
     return path
 
 
+_children: list[ChildProcess] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    # A test that failed between start and stop must not leave an agent running after pytest.
+    for child in _children:
+        if child.running:
+            child.process.kill()
+
+
 class ChildProcess:
     """A child process whose stdout goes to a file that `wait_output` reads."""
 
@@ -90,6 +102,7 @@ class ChildProcess:
         self.log_path = directory / f"{name}.log"
         self.process: subprocess.Popen | None = None
         self._out_offset = 0
+        _children.append(self)
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -324,6 +337,14 @@ class AgentProcess(ChildProcess):
         """How many `process` actions the agent started on each node: actions (by action_id)
         whose first state was entered, from the durable transition log."""
         return started_actions(self.transitions(), process)
+
+
+def start_agents(directory: Path, wanted: Iterable[tuple[str, str, int]], **keys: Any) -> list[AgentProcess]:
+    """One agent per (name, type, nodes), started side by side; `keys` go to every AgentProcess
+    (time_scale=0.002, ...)."""
+    agents = [AgentProcess(directory, name, type=type, nodes=nodes, **keys) for name, type, nodes in wanted]
+    start_all(agents)
+    return agents
 
 
 def started_actions(transitions: Iterable, process: str) -> Counter[str]:

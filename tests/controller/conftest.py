@@ -21,7 +21,7 @@ from edgebed.controller.app import Controller, open_controller
 from edgebed.controller.settings import Settings
 from tests.conftest import component_missing, free_port
 from tests.controller.fake_agent import FakeAgent, ServedAgent
-from tests.processes import REPO, AgentProcess, stop_all
+from tests.processes import AgentProcess, stop_all
 
 
 def _postgres_bin() -> Path:

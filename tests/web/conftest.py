@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.web.harness import Client, Testbed, start_agents, stop_agents
+from tests.processes import start_agents, stop_all
+from tests.web.harness import Client, Testbed
 
 ADMIN = "admin@example.org"
 ALICE = "alice@example.org"
@@ -20,7 +21,7 @@ def sim_agents(tmp_path_factory):
         time_scale=0.002,
     )
     yield agents
-    stop_agents(agents)
+    stop_all(agents)
 
 
 @pytest.fixture(scope="module")
