@@ -66,6 +66,7 @@ def test_environment_variables_override_keys(tmp_path) -> None:
     assert "from-env" not in repr(settings)
 
 
+@pytest.mark.slow  # a child process
 def test_the_cli_reports_a_missing_key_in_one_line(tmp_path) -> None:
     path = write_toml(tmp_path / "agent.toml", _without("token"))
     result = subprocess.run(
@@ -77,6 +78,7 @@ def test_the_cli_reports_a_missing_key_in_one_line(tmp_path) -> None:
     assert result.stderr.strip() == f"edgebed: {path}: key 'token' is missing"
 
 
+@pytest.mark.slow  # a child process
 def test_the_cli_reports_a_missing_file(tmp_path) -> None:
     result = subprocess.run(
         edgebed_command("agent", "--config", str(tmp_path / "nope.toml")), cwd=REPO,

@@ -6,12 +6,16 @@ import asyncio
 import time
 
 import grpc
+import pytest
 
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from edgebed.nodetypes import load_node_type
 from tests.agent.conftest import AUTH, TOKEN
 from tests.processes import AgentProcess
+
+# Slow: real agent processes, 100 nodes deploying, SIGKILL and restart.
+pytestmark = pytest.mark.slow
 
 DEPLOY = load_node_type("raspberry").processes["deploy"].state_names
 

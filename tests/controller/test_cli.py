@@ -15,6 +15,9 @@ from tests.conftest import free_port
 from tests.controller.conftest import controller_for
 from tests.processes import REPO, CommandProcess, child_environment, edgebed_command
 
+# Slow: every test runs `edgebed` as child processes (about 1 s of start-up each).
+pytestmark = pytest.mark.slow
+
 
 def write_config(tmp_path: Path, **extra: str) -> Path:
     config = tmp_path / "controller.toml"

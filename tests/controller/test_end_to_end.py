@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from edgebed.controller.store import Store
 from tests.controller.conftest import controller_for, make_settings
 from tests.processes import HeadlessController, final_states, write_controller_config
+
+# Slow: real agent and controller processes, deploys of several seconds.
+pytestmark = pytest.mark.slow
 
 WAIT_SECONDS = 40
 

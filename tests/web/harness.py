@@ -1,6 +1,8 @@
 """A real testbed for the web tests: the real controller on a SQLite file and the real aiohttp
-application on a loopback port, with simulated agents as `edgebed agent` child processes
-(tests/processes.py).
+application on a loopback port, with simulated agents: either real agents served from the
+testbed's own event loop (`Testbed.start_agents`: the gRPC service on a loopback port, the sim
+driver, a SQLite file; no process start-up, so the web tests stay in the fast subset) or
+`edgebed agent` child processes from tests/processes.py (the browser test).
 
 The server runs in its own thread and event loop so that tests can drive it from plain
 synchronous code: Playwright's sync API, hypothesis, and a small cookie-keeping HTTP client.
@@ -14,6 +16,7 @@ import http.client
 import json as jsonlib
 import logging
 import re
+import secrets
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +27,8 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+from edgebed.agent.app import RunningAgent, open_agent
+from edgebed.agent.settings import AgentSettings
 from edgebed.controller.settings import Settings
 from edgebed.web.app import create_app
 from tests.processes import AgentProcess
@@ -33,6 +38,19 @@ PASSWORD = "correct horse battery"
 
 # ---------------------------------------------------------------------------------------------
 # the controller and web server, in a thread
+
+
+@dataclass
+class ServedAgent:
+    """A real agent (gRPC service, executor, sim driver, SQLite file) served from the testbed's
+    event loop; registered like an AgentProcess."""
+
+    name: str
+    type: str
+    token: str
+    host: str
+    port: int
+    running: RunningAgent
 
 
 class _ErrorCollector(logging.Handler):
@@ -62,10 +80,12 @@ class Testbed:
         }
         values.update(settings)
         self.settings = Settings(**values)
-        self.agents: list[AgentProcess] = []
+        self.agents: list[AgentProcess | ServedAgent] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="testbed", daemon=True)
         self._stack = contextlib.AsyncExitStack()
+        # Closed after the controller, so that its scheduler never calls a stopped agent.
+        self._agent_stack = contextlib.AsyncExitStack()
         self.controller = None
         self.app: web.Application | None = None
         self.url = ""
@@ -108,7 +128,10 @@ class Testbed:
     def stop(self) -> None:
         logging.getLogger("edgebed.web.errors").removeHandler(self._errors)
         try:
-            self.call(self._stack.aclose())
+            try:
+                self.call(self._stack.aclose())
+            finally:
+                self.call(self._agent_stack.aclose())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
@@ -124,7 +147,24 @@ class Testbed:
     def api_token(self, email: str) -> str:
         return self.call(self.controller.accounts.create_api_token(email, "tests"))
 
-    def register_agents(self, admin_email: str, agents: list[AgentProcess]) -> None:
+    def start_agents(self, wanted: Iterable[tuple[str, str, int]], *, time_scale: float) -> list[ServedAgent]:
+        """Serves one agent per (name, type, nodes) from the testbed's loop; stopped with it."""
+
+        async def start() -> list[ServedAgent]:
+            served = []
+            for name, agent_type, nodes in wanted:
+                settings = AgentSettings(
+                    name=name, type=agent_type, listen="127.0.0.1:0", token=secrets.token_urlsafe(16),
+                    database=str(self.directory / f"agent-{name}.sqlite"), driver="sim", sim_nodes=nodes,
+                    sim_time_scale=time_scale, sim_failure_rate=0.0, sim_seed=1,
+                )
+                running = await self._agent_stack.enter_async_context(open_agent(settings))
+                served.append(ServedAgent(name, agent_type, settings.token, running.host, running.port, running))
+            return served
+
+        return self.call(start())
+
+    def register_agents(self, admin_email: str, agents: list[AgentProcess | ServedAgent]) -> None:
         admin = self.call(self.controller.accounts.get_user(admin_email))
 
         async def register() -> None:

@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 from tests.web.conftest import ADMIN, ALICE
 from tests.web.harness import Client
 
+# Slow: hypothesis sends hundreds of generated forms and bodies through the server.
+pytestmark = pytest.mark.slow
+
 # Markup that would run or render if echoed as is; autoescaping turns each into entities.
 MARKUP = [
     "<script>alert(1)</script>",

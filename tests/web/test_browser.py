@@ -16,6 +16,9 @@ from tests.web.conftest import ADMIN
 from tests.processes import start_agents, stop_all
 from tests.web.harness import PASSWORD, Testbed
 
+# Slow: Chromium, and agent processes with deploys of several seconds.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -6,9 +6,14 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.conftest import free_port
 from tests.processes import CommandProcess, edgebed_command
 from tests.web.harness import Client
+
+# Slow: `edgebed demo` starts a controller and three agents, twice.
+pytestmark = pytest.mark.slow
 
 LINE = re.compile(r"^(url|admin|password): (.+)$")
 
