@@ -8,9 +8,9 @@ Nothing is read through a pipe: a child that prints more than a pipe holds never
     agent = AgentProcess(tmp_path, "rack", nodes=20, time_scale=0.03).start()
     ...
     agent.kill()                   # SIGKILL
-    agent.start()                  # the same config, database and log; a new port unless pinned
+    agent.start()                  # restart: the same config, database and log (port 0: a new port)
     agent.terminate()              # SIGTERM, returns the exit code
-    agent.deploys_started()        # from the agent's durable transition log, once it is stopped
+    agent.started("deploy")        # deploys started per node, from the transition log (once stopped)
 """
 
 from __future__ import annotations
@@ -293,19 +293,9 @@ class AgentProcess(ChildProcess):
         self.host, self.port = match.group(2), int(match.group(3))
         return self
 
-    def pin_port(self) -> None:
-        """Keeps the current port for every later start (callers registered this address)."""
-        assert self.port, "the agent has not started yet"
-        self.keys["listen"] = f"{self.host}:{self.port}"
-        write_toml(self.config_path, self.keys)
-
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),)
 
     # -- the agent's durable records, read once it is stopped --------------------------------
 
