@@ -52,9 +52,11 @@ class Inventory:
     ) -> dict[str, ServiceError | None]:
         """Calls GetNodes (and, with catalogs, DescribeNodeType and ListEnvironments) on every
         connected agent concurrently and updates the cache: one hung agent costs one deadline.
-        Each agent's answers are written in a transaction of their own, so one agent's bad reply
-        (refused by the client's checks) or data the database refuses leaves the others' cache
-        refreshed; the agent's last_error says what went wrong.
+        Each agent's answers are written as soon as they are in, in a transaction of their own,
+        so one agent's bad reply (refused by the client's checks) or data the database refuses
+        leaves the others' cache refreshed, and a slow agent delays no one's write; the agent's
+        last_error says what went wrong. Of two agents newly claiming one node name, the one
+        written first keeps it (and keeps it afterwards); the other reports the duplicate.
 
         Returns {agent: None on success, or the error}.
         """
@@ -62,7 +64,7 @@ class Inventory:
             agents = await self._store.agents.list_agents()
         usable = [agent for agent in agents if self._client.usable(agent)]
 
-        async def fetch(agent: AgentRecord) -> list[Any]:
+        async def fetch_and_save(agent: AgentRecord) -> None:
             calls: list[Awaitable[Any]] = [self._client.get_nodes(agent)]
             if catalogs:
                 calls += [self._client.describe(agent), self._client.environments(agent)]
@@ -70,27 +72,17 @@ class Inventory:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-            return results
-
-        fetched = await gather_agents(usable, fetch)
-        outcome: dict[str, ServiceError | None] = {}
-        # In name order, so when two agents newly claim one name the same agent keeps it every time.
-        for agent in sorted(usable, key=lambda a: a.name):
-            result = fetched[agent.name]
-            if isinstance(result, ServiceError):
-                outcome[agent.name] = result
-                continue
-            catalog = AgentCatalog(agent.name, agent.type, result[1], result[2]) if catalogs else None
+            catalog = AgentCatalog(agent.name, agent.type, results[1], results[2]) if catalogs else None
             try:
                 duplicates = await self._store.inventory.save_inventory(
-                    agent.name, agent.type, result[0], catalog, self._now()
+                    agent.name, agent.type, results[0], catalog, self._now()
                 )
             except WRITE_ERRORS as exc:
-                outcome[agent.name] = await self._not_stored(agent, exc)
-                continue
-            outcome[agent.name] = None
+                raise await self._not_stored(agent, exc) from None
             await self._report_duplicates(agent, duplicates)
-        return outcome
+
+        done = await gather_agents(usable, fetch_and_save)
+        return {name: result if isinstance(result, ServiceError) else None for name, result in done.items()}
 
     async def _not_stored(self, agent: AgentRecord, exc: BaseException) -> BadReply:
         message = replies.not_stored("its nodes and catalog", exc)
