@@ -48,7 +48,9 @@ async def open_controller(
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
     run_scheduler, the scheduler task; closes them all on exit."""
-    store = Store(settings.database, workers=db_workers)
+    # Read once: ConfigError (one line) for an unreadable or malformed key file.
+    secret_key = settings.secret_key()
+    store = Store(settings.database, secret_key=secret_key, workers=db_workers)
     await store.open()
     metrics = Metrics(store)
     client = AgentClient(AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds)
@@ -63,7 +65,7 @@ async def open_controller(
         accounts = Accounts(
             store,
             authz,
-            settings.secret_key(),
+            secret_key,
             end_reservations=reservations.end_all,
             clock=clock,
             hasher=password_hasher,
