@@ -48,12 +48,16 @@ async def open_controller(
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
     run_scheduler, the scheduler task; closes them all on exit."""
-    # Read once: ConfigError (one line) for an unreadable or malformed key file.
+    # Read first: a bad key file or TLS file stops the controller (one line) before anything is
+    # opened.
     secret_key = settings.secret_key()
+    identity = settings.client_identity()
     store = Store(settings.database, secret_key=secret_key, workers=db_workers)
     await store.open()
     metrics = Metrics(store)
-    client = AgentClient(AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds)
+    client = AgentClient(
+        AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds, identity=identity
+    )
     try:
         authz = Authz(store.users)
         inventory = Inventory(store, client, authz, clock=clock)

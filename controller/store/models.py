@@ -39,7 +39,7 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         is_authorized = pw.BooleanField(default=False)
         is_admin = pw.BooleanField(default=False)
         created_at = pw.BigIntegerField(default=0)
-        # Random; replaced when the password changes or the rights shrink (migrations/v003).
+        # Random; replaced when the password changes or the rights shrink (migrations/v004_sessions).
         credential_version = pw.CharField(max_length=64, default="")
 
         class Meta:
@@ -53,6 +53,9 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         status = pw.CharField(max_length=16)
         token = pw.TextField()
         last_error = pw.TextField(default="")
+        # PEM: the CA the agent's certificate must chain to (or the pinned certificate itself);
+        # "" = plaintext gRPC.
+        ca_pem = pw.TextField(default="")
 
         class Meta:
             table_name = "agent"

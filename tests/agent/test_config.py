@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgebed.agent.app import open_agent, start_agent
-from edgebed.agent.settings import load_settings
+from edgebed.agent.settings import EXAMPLE_TOKEN, load_settings
 from edgebed.config import ConfigError
 from tests.agent.conftest import make_settings
 from tests.agent.helpers import ROOT, edgebed_command, write_config
@@ -139,9 +139,21 @@ async def test_an_unusable_database_path_is_reported_as_the_database_key(tmp_pat
     assert str(caught.value).startswith("d.toml: key 'database'")
 
 
-def test_example_config_is_valid() -> None:
-    settings = load_settings(Path(ROOT, "scripts", "agent.example.toml"), env={})
+def test_example_config_is_valid_once_its_token_is_replaced() -> None:
+    settings = load_settings(Path(ROOT, "scripts", "agent.example.toml"), env={"EDGEBED_TOKEN": "a-real-token-4Qz"})
     assert settings.type in ("raspberry", "node", "sensor") and settings.driver == "sim"
+    assert not settings.tls
+
+
+def test_the_example_token_is_refused_in_one_line_naming_the_key() -> None:
+    example = Path(ROOT, "scripts", "agent.example.toml")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(example, env={})
+    message = str(caught.value)
+    assert message.startswith(f"{example}: key 'token' is the example token") and "\n" not in message
+    # Set through the environment, it is refused the same way, naming the variable.
+    with pytest.raises(ConfigError, match="overridden by EDGEBED_TOKEN.*key 'token' is the example token"):
+        load_settings(example, env={"EDGEBED_TOKEN": EXAMPLE_TOKEN})
 
 
 async def test_a_database_password_never_shows_in_settings_or_start_up_errors(tmp_path) -> None:

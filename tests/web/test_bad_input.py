@@ -54,7 +54,7 @@ FORMS = {
     "/manage/action": ["nodes", "action"],
     "/admin/users": ["email", "op"],
     "/admin/users/create": ["email", "password", "admin", "authorized"],
-    "/admin/agents": ["name", "type", "ip", "port", "token"],
+    "/admin/agents": ["name", "type", "ip", "port", "token", "ca_pem"],
     "/admin/agents/action": ["name", "op"],
     "/admin/nodes": ["op", "agent", "name", "new_name", "properties"],
     "/admin/environments": ["op", "agent", "name", "description", "image", "size_bytes",

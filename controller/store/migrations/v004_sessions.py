@@ -1,4 +1,4 @@
-"""Schema version 3: login sessions in the database, and a credential version per user.
+"""Schema version 4: login sessions in the database, and a credential version per user.
 
 - `user.credential_version`: random text, replaced whenever the account's password changes or its
   rights shrink (revocation, demotion). A session cookie carries the value it was issued under and
@@ -8,7 +8,7 @@
   the cookie carries. Logging out deletes the row; a cookie whose row is gone is refused, so every
   controller on the database sees an ended session as ended.
 
-Frozen: the column and the table are written out here as they were at version 3 and never change;
+Frozen: the column and the table are written out here as they were at version 4 and never change;
 the current models live in store/models.py.
 """
 
@@ -18,11 +18,11 @@ import secrets
 
 import peewee as pw
 
-VERSION = 3
+VERSION = 4
 
 
 def frozen_models(db: pw.Database) -> list[type[pw.Model]]:
-    """The table version 3 adds, as a model bound to `db` (a fresh class on each call)."""
+    """The table version 4 adds, as a model bound to `db` (a fresh class on each call)."""
     proxy = pw.DatabaseProxy()
     proxy.initialize(db)
 
