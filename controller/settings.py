@@ -110,6 +110,22 @@ class Settings:
             raise ConfigError(f"secret_key_file {path}: cannot read: {exc.strerror or exc}") from None
         return parse_secret_key(content, path)
 
+    def client_identity(self) -> Identity | None:
+        """The certificate and key the controller presents to agents (None when neither key is
+        set); ConfigError naming the key when only one is set or a file is unreadable, not PEM,
+        or the key is not the certificate's."""
+        if not self.tls_client_cert and not self.tls_client_key:
+            return None
+        if not self.tls_client_key:
+            raise ConfigError("key 'agents.tls_client_key' is missing: tls_client_cert needs its private key")
+        if not self.tls_client_cert:
+            raise ConfigError("key 'agents.tls_client_cert' is missing: tls_client_key needs its certificate")
+        try:
+            return load_identity(self.tls_client_cert, self.tls_client_key, cert_what="file", key_what="file")
+        except TlsError as exc:
+            key = "tls_client_key" if exc.role == "key" else "tls_client_cert"
+            raise ConfigError(f"key 'agents.{key}' {exc}") from None
+
 
 MIN_SECRET_KEY_BYTES = 32
 _KEY_FORMATS = (
@@ -159,22 +175,6 @@ def parse_secret_key(content: bytes, path: Path) -> bytes:
             f"key; it needs {_KEY_FORMATS}"
         )
     return key
-
-    def client_identity(self) -> Identity | None:
-        """The certificate and key the controller presents to agents (None when neither key is
-        set); ConfigError naming the key when only one is set or a file is unreadable, not PEM,
-        or the key is not the certificate's."""
-        if not self.tls_client_cert and not self.tls_client_key:
-            return None
-        if not self.tls_client_key:
-            raise ConfigError("key 'agents.tls_client_key' is missing: tls_client_cert needs its private key")
-        if not self.tls_client_cert:
-            raise ConfigError("key 'agents.tls_client_cert' is missing: tls_client_key needs its certificate")
-        try:
-            return load_identity(self.tls_client_cert, self.tls_client_key, cert_what="file", key_what="file")
-        except TlsError as exc:
-            key = "tls_client_key" if exc.role == "key" else "tls_client_cert"
-            raise ConfigError(f"key 'agents.{key}' {exc}") from None
 
 
 def _create_secret_key(path: Path) -> bytes:
