@@ -23,7 +23,8 @@ from edgebed.config import ConfigError
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN, make_settings
-from tests.agent.helpers import AgentProcess, make_pki, write_config
+from tests.pki import make_pki
+from tests.processes import AgentProcess, write_toml
 from tests.conftest import component_missing
 
 # Each channel its own subchannels, so that one refused handshake is not reused by the next.
@@ -197,7 +198,7 @@ def test_tls_keys_that_do_not_go_together_are_refused_naming_the_key(tmp_path, p
         ({"tls_client_ca": str(pki / "ca.pem")}, "key 'tls_client_ca' needs tls_cert and tls_key"),
     ]
     for extra, expected in cases:
-        config = write_config(tmp_path / "agent.toml", **base, **extra)
+        config = write_toml(tmp_path / "agent.toml", {**base, **extra})
         with pytest.raises(ConfigError) as caught:
             load_settings(config, env={})
         assert str(caught.value).startswith(f"{config}: {expected}"), caught.value
@@ -266,12 +267,10 @@ async def test_listening_beyond_loopback_without_tls_warns_once_at_start_up(tmp_
 @pytest.mark.slow
 async def test_grpcurl_with_cacert_and_a_client_certificate_talks_to_a_mutual_tls_agent_process(tmp_path, pki):
     grpcurl = console_script("grpcurl")
-    config = write_config(
-        tmp_path / "agent.toml", name="rpi", type="raspberry", listen="127.0.0.1:0", token=TOKEN,
-        database=str(tmp_path / "agent.sqlite"), tls_cert=str(pki / "agent.pem"), tls_key=str(pki / "agent.key"),
-        tls_client_ca=str(pki / "ca.pem"), sim={"nodes": 3, "time_scale": 0.0},
-    )
-    agent = AgentProcess(config, tmp_path / "agent.log")
+    agent = AgentProcess(
+        tmp_path, "rpi", token=TOKEN, nodes=3, tls_cert=str(pki / "agent.pem"), tls_key=str(pki / "agent.key"),
+        tls_client_ca=str(pki / "ca.pem"),
+    ).start()
 
     async def run(*args: str) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(

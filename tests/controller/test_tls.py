@@ -9,7 +9,8 @@ import pytest
 
 from edgebed.config import ConfigError
 from edgebed.controller.store import Store, migrate, open_database
-from tests.agent.helpers import AgentProcess, make_pki, write_config
+from tests.pki import make_pki
+from tests.processes import AgentProcess
 from tests.controller.conftest import controller_for, make_settings
 from tests.controller.test_cli import edgebed, one_line_error
 from tests.controller.test_cli import write_config as write_controller_config
@@ -26,12 +27,10 @@ def pki(tmp_path: Path) -> Path:
 def tls_agent(tmp_path: Path, pki: Path):
     """A mutual-TLS `edgebed agent` process with 4 simulated nodes, its certificate naming
     127.0.0.1 only."""
-    config = write_config(
-        tmp_path / "agent.toml", name="rpi", type="raspberry", listen="127.0.0.1:0", token=TOKEN,
-        database=str(tmp_path / "agent.sqlite"), tls_cert=str(pki / "agent.pem"), tls_key=str(pki / "agent.key"),
-        tls_client_ca=str(pki / "ca.pem"), sim={"nodes": 4, "time_scale": 0.0},
-    )
-    agent = AgentProcess(config, tmp_path / "agent.log")
+    agent = AgentProcess(
+        tmp_path, "rpi", token=TOKEN, nodes=4, tls_cert=str(pki / "agent.pem"), tls_key=str(pki / "agent.key"),
+        tls_client_ca=str(pki / "ca.pem"),
+    ).start()
     yield agent
     assert agent.terminate() == 0
 

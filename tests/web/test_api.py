@@ -128,7 +128,7 @@ def test_admin_calls_manage_users_and_agents_without_showing_tokens(clients, tes
         assert {"name", "type", "ip", "port", "status"} <= set(agent)
         assert "token" not in agent
     assert all(a["status"] == "connected" for a in agents if a["name"] in ("rpi", "srv", "sens"))
-    tokens = {agent.spec.token for agent in testbed.agents}
+    tokens = {agent.token for agent in testbed.agents}
     listing = admin.get("/api/v1/admin/agents").text
     assert not any(token in listing for token in tokens)
     reconnected = admin.request("POST", "/api/v1/admin/agents/rpi/reconnect")
