@@ -25,8 +25,3 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Also registered by tests/lab/conftest.py, which is not loaded when only one side runs.
-    config.addinivalue_line("markers", "slow: takes seconds, starts real processes")

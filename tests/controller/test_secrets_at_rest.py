@@ -144,6 +144,7 @@ async def test_a_token_sealed_under_another_secret_key_is_reported_and_never_sen
     assert any("rpi: its token cannot be decrypted" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow  # a child process
 def test_the_admin_command_registers_an_agent_with_a_sealed_token(tmp_path, fake_agents):
     served = fake_agents("rpi", nodes=3)
     config = write_config(tmp_path)
