@@ -16,8 +16,8 @@ import peewee as pw
 
 def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
     """The models of schema version migrations.SCHEMA_VERSION, bound to `proxy`: a namespace with
-    SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken and Catalog
-    (an agent's node type description and environments)."""
+    SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken, Catalog
+    (an agent's node type description and environments) and LoginSession."""
 
     class Base(pw.Model):
         class Meta:
@@ -39,6 +39,8 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         is_authorized = pw.BooleanField(default=False)
         is_admin = pw.BooleanField(default=False)
         created_at = pw.BigIntegerField(default=0)
+        # Random; replaced when the password changes or the rights shrink (migrations/v004_sessions).
+        credential_version = pw.CharField(max_length=64, default="")
 
         class Meta:
             table_name = "user"
@@ -124,6 +126,15 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         class Meta:
             table_name = "agent_catalog"
 
+    class LoginSessionRow(Base):
+        id_hash = pw.CharField(primary_key=True, max_length=64)
+        owner = pw.CharField(max_length=254, index=True)
+        created_at = pw.BigIntegerField()
+        expires_at = pw.BigIntegerField(index=True)
+
+        class Meta:
+            table_name = "login_session"
+
     return SimpleNamespace(
         SchemaVersion=SchemaVersion,
         User=UserRow,
@@ -133,4 +144,5 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         Node=NodeRow,
         ApiToken=ApiTokenRow,
         Catalog=CatalogRow,
+        LoginSession=LoginSessionRow,
     )
