@@ -68,14 +68,16 @@ class Inventory:
             calls: list[Awaitable[Any]] = [self._client.get_nodes(agent)]
             if catalogs:
                 calls += [self._client.describe(agent), self._client.environments(agent)]
-            results = await asyncio.gather(*calls, return_exceptions=True)
-            for result in results:
+            # Every call ends (and its outcome is recorded) before the first error is raised.
+            answers: list[Any] = []
+            for result in await asyncio.gather(*calls, return_exceptions=True):
                 if isinstance(result, BaseException):
                     raise result
-            catalog = AgentCatalog(agent.name, agent.type, results[1], results[2]) if catalogs else None
+                answers.append(result)
+            catalog = AgentCatalog(agent.name, agent.type, answers[1], answers[2]) if catalogs else None
             try:
                 duplicates = await self._store.inventory.save_inventory(
-                    agent.name, agent.type, results[0], catalog, self._now()
+                    agent.name, agent.type, answers[0], catalog, self._now()
                 )
             except WRITE_ERRORS as exc:
                 raise await self._not_stored(agent, exc) from None
