@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from edgebed.config import ConfigError, Key, Schema, check_host_port, in_range, load_config, redacted_url
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
+from edgebed.nodetypes.sim.hardware import COMMANDS
 
 
 def _check_agent_name(value: str) -> str | None:
@@ -28,6 +29,18 @@ def _check_token(value: str) -> str | None:
         return "must not contain spaces or control characters"
     if not value.isascii():
         return "must be printable ASCII: gRPC sends nothing else in a header"
+    return None
+
+
+def hang_commands(value: str) -> frozenset[str]:
+    """The `[sim] hang_commands` text ("wipe", "wipe, verify") as a set of names."""
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
+
+
+def _check_hang_commands(value: str) -> str | None:
+    unknown = sorted(hang_commands(value) - set(COMMANDS))
+    if unknown:
+        return f"names unknown commands {', '.join(map(repr, unknown))}; known: {', '.join(COMMANDS)}"
     return None
 
 
@@ -51,6 +64,9 @@ AGENT_SCHEMA: Schema = {
         "failure_rate": Key(float, default=0.0, check=in_range(0, 1),
                             help="chance that a simulated boot, command or copy hangs"),
         "seed": Key(int, default=-1, help="seed for the simulated failures; -1 = unpredictable"),
+        "hang_commands": Key(str, default="", check=_check_hang_commands,
+                             help="test aid: simulated commands that always hang, comma-separated "
+                                  "(e.g. \"wipe\": every destroy ends lost)"),
     },
 }
 
@@ -67,6 +83,7 @@ class AgentSettings:
     sim_time_scale: float = 1.0
     sim_failure_rate: float = 0.0
     sim_seed: int = -1
+    sim_hang_commands: frozenset[str] = frozenset()
     # Where the settings came from, for error messages that name the file.
     source: str = "<settings>"
 
@@ -98,5 +115,6 @@ def load_settings(
         sim_time_scale=sim["time_scale"],
         sim_failure_rate=sim["failure_rate"],
         sim_seed=sim["seed"],
+        sim_hang_commands=hang_commands(sim["hang_commands"]),
         source=str(path),
     )
