@@ -47,15 +47,17 @@ class AgentSpec:
 
 
 def write_agent_config(directory: Path, name: str, agent_type: str, *, nodes: int,
-                       time_scale: float, failure_rate: float = 0.0) -> AgentSpec:
-    """An agent TOML file (listen port 0: the agent picks one and prints it)."""
+                       time_scale: float, failure_rate: float = 0.0, hang_commands: str = "") -> AgentSpec:
+    """An agent TOML file (listen port 0: the agent picks one and prints it); `hang_commands`
+    is the `[sim]` test aid (e.g. "wipe": every destroy ends lost)."""
     directory.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(16)
     config_path = directory / f"{name}.toml"
     config_path.write_text(
         f'name = "{name}"\ntype = "{agent_type}"\nlisten = "127.0.0.1:0"\ntoken = "{token}"\n'
         f'database = "{directory / (name + ".sqlite")}"\ndriver = "sim"\n\n'
-        f"[sim]\nnodes = {nodes}\ntime_scale = {time_scale}\nfailure_rate = {failure_rate}\nseed = 1\n",
+        f"[sim]\nnodes = {nodes}\ntime_scale = {time_scale}\nfailure_rate = {failure_rate}\nseed = 1\n"
+        f'hang_commands = "{hang_commands}"\n',
         encoding="utf-8",
     )
     return AgentSpec(name, agent_type, token, config_path)
@@ -76,12 +78,13 @@ class AgentProcess:
 
 
 def start_agents(directory: Path, wanted: Iterable[tuple[str, str, int]], *, time_scale: float,
-                 timeout: float = 30.0) -> list[AgentProcess]:
+                 timeout: float = 30.0, hang_commands: Mapping[str, str] | None = None) -> list[AgentProcess]:
     """Starts one `edgebed agent` per (name, type, nodes), all at once, and waits until each says
-    it is listening."""
+    it is listening. `hang_commands` maps an agent's name to its `[sim] hang_commands`."""
     started = []
     for name, agent_type, nodes in wanted:
-        spec = write_agent_config(directory, name, agent_type, nodes=nodes, time_scale=time_scale)
+        spec = write_agent_config(directory, name, agent_type, nodes=nodes, time_scale=time_scale,
+                                  hang_commands=(hang_commands or {}).get(name, ""))
         log_path = directory / f"{name}.log"
         log = log_path.open("wb")
         process = subprocess.Popen(
