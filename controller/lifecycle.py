@@ -112,9 +112,9 @@ the other way round.
 The business rules of reserving live here too: `window_conflicts` (the turnaround gap between
 windows on one node), `choose_nodes` (which candidates a request gets, never a node in
 maintenance or being removed) and `configured_status` (ready once every required property is
-set). `choose_nodes`, `on_extend` and
-`status_after_configure` depend on other rows, so the reservation service hands them to the
-store, which calls them inside its write transaction on the rows it read there.
+set). `choose_nodes`, `on_extend`, `status_after_configure`, `on_move` and `count_final` depend
+on other rows, so the services hand them to the store, which calls them inside its write
+transaction on the rows it read there.
 """
 
 from __future__ import annotations

@@ -45,11 +45,12 @@ async def in_maintenance(ctl):
     return {m.node_name: m for m in await ctl.maintenance.list_maintenance(ctl.admin)}
 
 
+@pytest.mark.slow
 async def test_a_lost_destroy_ends_the_reservation_and_puts_the_node_in_maintenance_until_released(
-    tmp_path, clock, fake_agents, caplog
+    tmp_path, clock, fake_agents, caplog, database_url
 ):
     served = fake_agents("rpi", nodes=3)
-    async with controller_for(make_settings(tmp_path), clock) as ctl:
+    async with controller_for(make_settings(tmp_path, database=database_url), clock) as ctl:
         alice, bob = await setup(ctl, {"rpi": served})
         start = int(clock())
         await reserve_ready(ctl, alice, ["rpi-000"], start)
@@ -147,9 +148,12 @@ async def test_actions_lost_in_a_row_put_the_node_in_maintenance_and_a_success_s
         assert (await ctl.reservations.act(alice, "rpi-000", "deploy")).pending == "deploy"
 
 
-async def test_deleting_an_agent_with_reservations_is_refused_and_force_destroys_first(tmp_path, clock, fake_agents):
+@pytest.mark.slow
+async def test_deleting_an_agent_with_reservations_is_refused_and_force_destroys_first(
+    tmp_path, clock, fake_agents, database_url
+):
     served = fake_agents("rpi", nodes=3)
-    async with controller_for(make_settings(tmp_path), clock) as ctl:
+    async with controller_for(make_settings(tmp_path, database=database_url), clock) as ctl:
         alice, bob = await setup(ctl, {"rpi": served})
         now = int(clock())
         await reserve_ready(ctl, alice, ["rpi-000"], now)
@@ -235,9 +239,10 @@ async def test_removing_a_node_with_reservations_is_refused_and_force_removes_it
         assert await ctl.inventory.list_nodes() == []
 
 
-async def test_an_administrator_lists_ends_and_moves_anyones_reservations(tmp_path, clock, fake_agents):
+@pytest.mark.slow
+async def test_an_administrator_lists_ends_and_moves_anyones_reservations(tmp_path, clock, fake_agents, database_url):
     served = fake_agents("rpi", nodes=4)
-    async with controller_for(make_settings(tmp_path), clock) as ctl:
+    async with controller_for(make_settings(tmp_path, database=database_url), clock) as ctl:
         alice, bob = await setup(ctl, {"rpi": served})
         now = int(clock())
         await reserve_ready(ctl, alice, ["rpi-000"], now)
@@ -324,6 +329,7 @@ async def test_maintenance_is_for_administrators_and_needs_a_reason(tmp_path, cl
         assert list(await in_maintenance(ctl)) == ["rpi-100"]
 
 
+@pytest.mark.slow
 async def test_concurrent_reservations_never_take_a_node_entering_maintenance(
     tmp_path, clock, fake_agents, database_url
 ):

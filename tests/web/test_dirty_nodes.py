@@ -138,6 +138,7 @@ def test_a_destroy_that_ends_lost_puts_the_node_in_maintenance_until_an_administ
     assert "hang-001: destroy lost" in agents["hang"].log_path.read_text()
     [held] = admin.get("/api/v1/admin/maintenance").json()
     assert (held["node_name"], held["set_by"], held["agent"]) == ("hang-001", "edgebed", "hang")
+    assert "\nedgebed_nodes_in_maintenance 1\n" in Client(bed.url).get("/metrics").text
     assert held["reason"].startswith("a destroy ended lost")
     [ended] = [h for h in alice.get("/api/v1/reservations?state=ended").json() if h["node_name"] == "hang-001"]
     assert (ended["ended"], ended["outcome"], ended["end_reason"]) == ("lost", "lost", "owner")
@@ -170,6 +171,7 @@ def test_a_destroy_that_ends_lost_puts_the_node_in_maintenance_until_an_administ
     # Released: reserved by name and by filter again.
     assert admin.request("DELETE", "/api/v1/admin/nodes/hang-001/maintenance").status == 204
     assert admin.get("/api/v1/admin/maintenance").json() == []
+    assert "\nedgebed_nodes_in_maintenance 0\n" in Client(bed.url).get("/metrics").text
     assert bob.request("POST", "/api/v1/reservations", json={
         "nodes": ["hang-001"], "start_date": now, "duration_hours": 1}).status == 201
     assert alice.request("POST", "/api/v1/reservations", json={
