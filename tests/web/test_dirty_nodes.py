@@ -15,8 +15,9 @@ import time
 
 import pytest
 
+from tests.processes import AgentProcess, start_all, stop_all
 from tests.web.conftest import ADMIN, ALICE, BOB
-from tests.web.harness import Client, Testbed, start_agents, stop_agents
+from tests.web.harness import Client, Testbed
 
 pytestmark = pytest.mark.slow
 
@@ -27,14 +28,13 @@ WAIT = 60.0
 def agents(tmp_path_factory):
     # Sensor boards: a deploy takes well under a second at this scale; a wipe that hangs is
     # given up after its `lost` timeout (600 s, run 100 times faster by the agent's clock).
-    started = start_agents(
-        tmp_path_factory.mktemp("agents"),
-        [("clean", "sensor", 2), ("hang", "sensor", 2)],
-        time_scale=0.002,
-        hang_commands={"hang": "wipe"},
-    )
-    yield {agent.spec.name: agent for agent in started}
-    stop_agents(started)
+    directory = tmp_path_factory.mktemp("agents")
+    started = start_all([
+        AgentProcess(directory, "clean", type="sensor", nodes=2, time_scale=0.002),
+        AgentProcess(directory, "hang", type="sensor", nodes=2, time_scale=0.002, sim={"hang_commands": "wipe"}),
+    ])
+    yield {agent.name: agent for agent in started}
+    stop_all(started)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_deleting_an_agent_whose_node_is_deployed_is_refused_and_force_destroys_
 
     wait_for(lambda: [a["name"] for a in admin.get("/api/v1/admin/agents").json()] == ["hang"],
              "the agent to be removed once its node is destroyed")
-    log = agents["clean"].log_path.read_text()
+    log = agents["clean"].log()
     assert log.count("clean-001: destroy started") == 1
     assert "clean-001: destroy ended in destroyed" in log
     # The destroy ended before the controller forgot the agent: the history says destroyed.
@@ -121,7 +121,7 @@ def test_deleting_an_agent_whose_node_is_deployed_is_refused_and_force_destroys_
     # Registered again: the node was wiped, so it may be reserved.
     agent = agents["clean"]
     again = admin.request("POST", "/api/v1/admin/agents", json={
-        "name": "clean", "type": "sensor", "ip": agent.host, "port": agent.port, "token": agent.spec.token})
+        "name": "clean", "type": "sensor", "ip": agent.host, "port": agent.port, "token": agent.token})
     assert again.status == 201, again.text
     assert alice.request("POST", "/api/v1/reservations", json={
         "nodes": ["clean-001"], "start_date": int(time.time()) + 3600, "duration_hours": 1}).status == 201
@@ -135,7 +135,7 @@ def test_a_destroy_that_ends_lost_puts_the_node_in_maintenance_until_an_administ
 
     # The wipe hangs until the state's lost timeout: the reservation ends all the same.
     wait_for(lambda: alice.get("/api/v1/reservations/hang-001").status == 404, "the reservation to end")
-    assert "hang-001: destroy lost" in agents["hang"].log_path.read_text()
+    assert "hang-001: destroy lost" in agents["hang"].log()
     [held] = admin.get("/api/v1/admin/maintenance").json()
     assert (held["node_name"], held["set_by"], held["agent"]) == ("hang-001", "edgebed", "hang")
     assert "\nedgebed_nodes_in_maintenance 1\n" in Client(bed.url).get("/metrics").text

@@ -1,4 +1,4 @@
-"""Schema version 3: never hand out a dirty node (issue #10).
+"""Schema version 4: never hand out a dirty node (issue #10).
 
 - `schedule` gains why and by whom a reservation ends (`end_reason`, `ended_by`), the filter it
   was reserved with (`request_filter`, for an administrator's move) and a `notice` to its owner.
@@ -12,7 +12,7 @@
 - `retirement`: an administrator's removal of an agent or node that waits for its reservations
   to be destroyed.
 
-Frozen: written out as they were at version 3; the current models live in store/models.py.
+Frozen: written out as they were at version 4; the current models live in store/models.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import peewee as pw
 
-VERSION = 3
+VERSION = 4
 
 
 def _add_columns(db: pw.Database, table: str, columns: Sequence[tuple[str, str]]) -> None:
@@ -33,7 +33,7 @@ def _add_columns(db: pw.Database, table: str, columns: Sequence[tuple[str, str]]
 
 
 def frozen_models(db: pw.Database) -> list[type[pw.Model]]:
-    """The tables version 3 adds, as models bound to `db` (fresh classes on each call)."""
+    """The tables version 4 adds, as models bound to `db` (fresh classes on each call)."""
     proxy = pw.DatabaseProxy()
     proxy.initialize(db)
 
@@ -86,7 +86,7 @@ def frozen_models(db: pw.Database) -> list[type[pw.Model]]:
 
 
 def apply(db: pw.Database) -> None:
-    """Adds the version 3 columns (existing rows get '') and tables; runs inside the runner's
+    """Adds the version 4 columns (existing rows get '') and tables; runs inside the runner's
     transaction."""
     _add_columns(
         db,
