@@ -6,9 +6,9 @@ import os
 
 import pytest
 
+from edgebed.config import ConfigError
 from edgebed.controller.settings import Settings, load_settings
 from edgebed.controller.store import Store, StoreUnavailable
-from edgebed.config import ConfigError
 from tests.processes import REPO
 
 

@@ -9,11 +9,11 @@ import pytest
 
 from edgebed.config import ConfigError
 from edgebed.controller.store import Store, migrate, open_database
-from tests.pki import make_pki
-from tests.processes import AgentProcess
 from tests.controller.conftest import controller_for, make_settings
 from tests.controller.test_cli import edgebed, one_line_error
 from tests.controller.test_cli import write_config as write_controller_config
+from tests.pki import make_pki
+from tests.processes import AgentProcess
 
 TOKEN = "tls-test-token-8d2e"
 
