@@ -15,6 +15,7 @@ from edgebed.controller.agent_client import AgentClient
 from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.maintenance import Maintenance
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
 from edgebed.controller.scheduler import Scheduler
@@ -34,6 +35,7 @@ class Controller:
     agents: Agents
     inventory: Inventory
     reservations: Reservations
+    maintenance: Maintenance
     scheduler: Scheduler
 
 
@@ -66,6 +68,9 @@ async def open_controller(
         reservations = Reservations(
             store, inventory, authz, settings, clock=clock, wake_scheduler=scheduler.wake
         )
+        maintenance = Maintenance(
+            store, inventory, agents, reservations, authz, clock=clock, wake_scheduler=scheduler.wake
+        )
         accounts = Accounts(
             store,
             authz,
@@ -83,6 +88,7 @@ async def open_controller(
             agents=agents,
             inventory=inventory,
             reservations=reservations,
+            maintenance=maintenance,
             scheduler=scheduler,
         )
         if run_scheduler:

@@ -54,6 +54,12 @@ CONTROLLER_SCHEMA: Schema = {
         "turnaround_seconds": Key(int, 300, check=in_range(0, 86400)),
         "extend_cap_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
     },
+    "maintenance": {
+        "lost_in_a_row": Key(
+            int, 3, check=in_range(0, 1000),
+            help="a node goes into maintenance once this many actions in a row end lost; 0: never",
+        ),
+    },
     "agents": {
         "call_timeout_seconds": Key(float, 6.0, check=in_range(0.1, 600)),
         "refresh_seconds": Key(float, 60.0, check=in_range(1, 86400)),
@@ -81,6 +87,9 @@ class Settings:
     max_duration_hours: float = 168.0
     turnaround_seconds: int = 300
     extend_cap_hours: float = 168.0
+    # A node goes into maintenance once this many of its actions in a row end `lost` (0: never);
+    # a destroy that ends lost puts it there at once.
+    lost_in_a_row: int = 3
     call_timeout_seconds: float = 6.0
     # How often the scheduler refreshes the node cache and catalogs from connected agents.
     refresh_seconds: float = 60.0
@@ -200,6 +209,7 @@ def settings_from_config(config: Mapping) -> Settings:
         max_duration_hours=config["reservations"]["max_duration_hours"],
         turnaround_seconds=config["reservations"]["turnaround_seconds"],
         extend_cap_hours=config["reservations"]["extend_cap_hours"],
+        lost_in_a_row=config["maintenance"]["lost_in_a_row"],
         call_timeout_seconds=config["agents"]["call_timeout_seconds"],
         refresh_seconds=config["agents"]["refresh_seconds"],
         tls_client_cert=config["agents"]["tls_client_cert"],
