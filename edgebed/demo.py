@@ -30,10 +30,15 @@ import secrets
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from edgebed.errors import UsageError
+
+if TYPE_CHECKING:
+    # Imported where used at run time, so `edgebed demo --help` loads neither side.
+    from edgebed.agent.app import RunningAgent
 
 ADMIN_EMAIL = "admin@edgebed.local"
 # Simulated hardware: a few nodes per agent, durations shrunk so a deploy takes about a minute.
@@ -91,7 +96,7 @@ def agent_settings(data_dir: Path, entry: dict):
 
 
 @contextlib.asynccontextmanager
-async def running_agents(data_dir: Path) -> AsyncIterator[list[tuple[dict, object]]]:
+async def running_agents(data_dir: Path) -> AsyncIterator[list[tuple[dict, RunningAgent]]]:
     """Starts the three agents concurrently, records the ports they got, stops them on exit."""
     from edgebed.agent.app import start_agent
 
