@@ -237,12 +237,13 @@ def _spec_view(spec, environments) -> dict[str, Any]:
         values = [env.name for env in environments]
     return {
         "name": spec.name,
-        "label": spec.label or spec.name,
+        # The agent's words, cut so that one cannot fill the page.
+        "label": (spec.label or spec.name)[:100],
         "required": spec.required,
         "choices": values,
         "secret": spec.secret,
         "description": spec.description,
-        "help": spec.help,
+        "help": spec.help[:300],
         "multiline": spec.name == "ssh_key",
     }
 
