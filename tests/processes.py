@@ -266,6 +266,7 @@ class AgentProcess(ChildProcess):
         seed: int = 1,
         token: str | None = None,
         listen: str = "127.0.0.1:0",
+        sim: Mapping[str, Any] | None = None,
         **keys: Any,
     ) -> None:
         super().__init__(directory, name)
@@ -281,7 +282,10 @@ class AgentProcess(ChildProcess):
             "database": str(self.database),
             "driver": "sim",
             **keys,
-            "sim": {"nodes": nodes, "time_scale": time_scale, "failure_rate": failure_rate, "seed": seed},
+            # `sim` adds [sim] keys (hang_commands = "wipe": every destroy ends lost).
+            "sim": {
+                "nodes": nodes, "time_scale": time_scale, "failure_rate": failure_rate, "seed": seed, **(sim or {})
+            },
         }
         write_toml(self.config_path, self.keys)
         self.host = ""
