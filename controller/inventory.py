@@ -30,6 +30,8 @@ from edgebed.controller.store import WRITE_ERRORS, CachedNode, Store
 log = logging.getLogger(__name__)
 
 DUPLICATE_PREFIX = "duplicate node names"
+# An agent's property constraints the controller cannot apply (controller/validation.py).
+CONSTRAINTS_PREFIX = "property constraints ignored"
 
 
 def _node_info(node: CachedNode, maintenance: NodeMaintenance | None = None, retiring: bool = False) -> NodeInfo:
@@ -97,6 +99,8 @@ class Inventory:
         if agents is None:
             agents = await self._store.agents.list_agents()
         usable = [agent for agent in agents if self._client.usable(agent)]
+        # The node types the notes are about: the stored ones when this refresh asks for none.
+        stored = {} if catalogs else await self.catalogs()
 
         async def fetch_and_save(agent: AgentRecord) -> None:
             calls: list[Awaitable[Any]] = [self._client.get_nodes(agent)]
@@ -115,7 +119,8 @@ class Inventory:
                 )
             except WRITE_ERRORS as exc:
                 raise await self._not_stored(agent, exc) from None
-            await self._report_duplicates(agent, duplicates)
+            known = catalog if catalog is not None else stored.get(agent.name)
+            await self._report_notes(agent, duplicates, known.node_type if known is not None else None)
 
         done = await gather_agents(usable, fetch_and_save)
         return {name: result if isinstance(result, ServiceError) else None for name, result in done.items()}
@@ -127,15 +132,33 @@ class Inventory:
             await self._store.agents.set_agent_status(agent.name, last_error=message)
         return BadReply(f"agent {agent.name}: {message}")
 
-    async def _report_duplicates(self, agent: AgentRecord, duplicates: dict[str, str]) -> None:
+    async def _report_notes(
+        self, agent: AgentRecord, duplicates: dict[str, str], node_type: NodeTypeInfo | None
+    ) -> None:
+        """Says in the agent's last_error what of its answers the controller ignores: node names
+        another agent holds, and property constraints it cannot apply (the agent still applies
+        those at StartAction, so bad values are then refused late). Clears a note that no longer
+        holds; leaves other errors alone unless there is a note to write."""
+        notes = []
         if duplicates:
             listed = ", ".join(f"{node} (held by {other})" for node, other in sorted(duplicates.items())[:10])
             more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
-            message = f"{DUPLICATE_PREFIX}, ignored on this agent: {listed}{more}"
+            notes.append(f"{DUPLICATE_PREFIX}, ignored on this agent: {listed}{more}")
             log.error("agent %s claims node names another agent holds: %s%s", agent.name, listed, more)
+        ignored = [
+            f"{spec.name[:64]}: {reason}"
+            for spec in (node_type.properties if node_type is not None else ())
+            for reason in validation.ignored_constraints(spec)
+        ]
+        if ignored:
+            notes.append(f"{CONSTRAINTS_PREFIX}: {'; '.join(ignored)}")
+            if agent.last_error != "; ".join(notes):
+                log.warning("agent %s: property constraints ignored: %s", agent.name, "; ".join(ignored))
+        message = "; ".join(notes)[:1000]
+        if message:
             if agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
-        elif agent.last_error.startswith((DUPLICATE_PREFIX, replies.NOT_STORED_PREFIX)):
+        elif agent.last_error.startswith((DUPLICATE_PREFIX, CONSTRAINTS_PREFIX, replies.NOT_STORED_PREFIX)):
             await self._store.agents.set_agent_status(agent.name, last_error="")
 
     # -- reading -------------------------------------------------------------------------

@@ -47,6 +47,15 @@ MAX_PROPERTY_SPECS = 64
 # The values a property may take; "environment" lists every environment's name.
 MAX_SPEC_VALUES = limits.MAX_ENVIRONMENTS + 56
 MAX_SPEC_DESCRIPTION = 1024
+# A property's label (one line) and help text. Its pattern is refused beyond MAX_SPEC_PATTERN
+# characters; one of fewer characters that the controller cannot apply (longer than
+# edgebed.constraints.MAX_PATTERN_LENGTH, or unbounded) is kept and ignored, as
+# controller/validation.py says in the agent's last_error. Length bounds beyond any value the
+# controller stores are refused.
+MAX_SPEC_LABEL = 256
+MAX_SPEC_HELP = 1024
+MAX_SPEC_PATTERN = 4096
+MAX_SPEC_LENGTH_BOUND = INT32_MAX
 
 # Characters of an offending value shown in a message.
 SHOWN = 40
@@ -129,6 +138,11 @@ def _spec(spec: PropertySpec) -> PropertySpec:
     for value in spec.values:
         _text(value, f"{field} value", limits.MAX_PROPERTY_VALUE, line=True)
     _text(spec.description, f"{field} description", MAX_SPEC_DESCRIPTION, line=False)
+    _text(spec.label, f"{field} label", MAX_SPEC_LABEL, line=True)
+    _text(spec.help, f"{field} help", MAX_SPEC_HELP, line=False)
+    _text(spec.pattern, f"{field} pattern", MAX_SPEC_PATTERN, line=False)
+    _number(spec.min_length, f"{field} min_length", 0, MAX_SPEC_LENGTH_BOUND)
+    _number(spec.max_length, f"{field} max_length", 0, MAX_SPEC_LENGTH_BOUND)
     return spec
 
 

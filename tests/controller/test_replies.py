@@ -28,7 +28,10 @@ def described(type_name: str):
     """What the agent's DescribeNodeType gives for a real node type, checked."""
     node_type = load_node_type(type_name)
     specs = [
-        PropertySpec(s.name, s.required, list(s.values), s.secret, s.description)
+        PropertySpec(
+            s.name, s.required, list(s.values), s.secret, s.description,
+            label=s.label, help=s.help, min_length=s.min_length, max_length=s.max_length, pattern=s.pattern,
+        )
         for s in node_type.property_specs([e.name for e in node_type.default_environments])
     ]
     processes = [(name, proc.state_names) for name, proc in node_type.processes.items()]
@@ -171,6 +174,10 @@ def test_bad_node_type_descriptions_are_refused():
         (("raspberry", good, [PropertySpec("e\n", False, [], False, "")], FINALS), "is not a name"),
         (("raspberry", good, [dataclasses.replace(spec, values=["v"] * 300)], FINALS), "values: 300 of them"),
         (("raspberry", good, [dataclasses.replace(spec, description="d" * 2000)], FINALS), "description has 2000"),
+        (("raspberry", good, [dataclasses.replace(spec, label="L\n")], FINALS), "label 'L\\n' contains control"),
+        (("raspberry", good, [dataclasses.replace(spec, help="h" * 2000)], FINALS), "help has 2000 characters"),
+        (("raspberry", good, [dataclasses.replace(spec, pattern="a" * 5000)], FINALS), "pattern has 5000 characters"),
+        (("raspberry", good, [dataclasses.replace(spec, max_length=2**32 - 1)], FINALS), "max_length is 4294967295"),
     ]
     for args, message in cases:
         with pytest.raises(BadReply) as raised:
