@@ -7,9 +7,24 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edgebed.config import ConfigError, Key, Schema, check_host_port, in_range, load_config, redacted_url
+from edgebed.config import (
+    ConfigError,
+    Key,
+    KeyProblem,
+    Schema,
+    Table,
+    check_host_port,
+    in_range,
+    load_config,
+    load_table,
+    redacted_url,
+)
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
+from edgebed.nodetypes.real.config import RASPBERRY_REAL_SCHEMA, RealConfig
+
+# The node types that have a real driver, and so a [real] table.
+REAL_TYPES = ("raspberry",)
 
 
 def _check_agent_name(value: str) -> str | None:
@@ -52,6 +67,9 @@ AGENT_SCHEMA: Schema = {
                             help="chance that a simulated boot, command or copy hangs"),
         "seed": Key(int, default=-1, help="seed for the simulated failures; -1 = unpredictable"),
     },
+    # Only raspberry has a real driver so far, so [real] holds its keys; required with
+    # driver = "real" on a raspberry agent, checked whenever it is there.
+    "real": Table(RASPBERRY_REAL_SCHEMA),
 }
 
 
@@ -67,6 +85,8 @@ class AgentSettings:
     sim_time_scale: float = 1.0
     sim_failure_rate: float = 0.0
     sim_seed: int = -1
+    # The [real] table; None when the file has none. Its repr hides the communities.
+    real: RealConfig | None = None
     # Where the settings came from, for error messages that name the file.
     source: str = "<settings>"
 
@@ -75,7 +95,8 @@ class AgentSettings:
         return (
             f"AgentSettings(name={self.name!r}, type={self.type!r}, listen={self.listen!r}, "
             f"database={redacted_url(self.database)!r}, driver={self.driver!r}, sim_nodes={self.sim_nodes}, "
-            f"sim_time_scale={self.sim_time_scale}, sim_failure_rate={self.sim_failure_rate})"
+            f"sim_time_scale={self.sim_time_scale}, sim_failure_rate={self.sim_failure_rate}, "
+            f"real={self.real!r})"
         )
 
     def problem(self, key: str, text: str) -> ConfigError:
@@ -85,8 +106,22 @@ class AgentSettings:
 def load_settings(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 ) -> AgentSettings:
+    env = os.environ if env is None else env
     config = load_config(path, AGENT_SCHEMA, env)
     sim = config["sim"]
+    real_table = config["real"]
+    if real_table is not None and config["type"] not in REAL_TYPES:
+        raise ConfigError(
+            f"{path}: key 'real' is for a raspberry agent; a {config['type']} agent has no "
+            "real driver yet"
+        )
+    if real_table is None and config["driver"] == "real" and config["type"] in REAL_TYPES:
+        # Names the first key that is missing, as for any other table.
+        real_table = load_table({}, RASPBERRY_REAL_SCHEMA, env, str(path), "real.")
+    try:
+        real = None if real_table is None else RealConfig.from_table(real_table)
+    except KeyProblem as problem:
+        raise ConfigError(f"{path}: {problem}") from None
     return AgentSettings(
         name=config["name"],
         type=config["type"],
@@ -98,5 +133,6 @@ def load_settings(
         sim_time_scale=sim["time_scale"],
         sim_failure_rate=sim["failure_rate"],
         sim_seed=sim["seed"],
+        real=real,
         source=str(path),
     )
