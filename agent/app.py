@@ -105,7 +105,8 @@ class _DatabaseLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise settings.problem("database", f"{redacted_url(settings.database)!r} is in use by another agent") from None
+            in_use = f"{redacted_url(settings.database)!r} is in use by another agent"
+            raise settings.problem("database", in_use) from None
         self._file = handle
 
     def release(self) -> None:

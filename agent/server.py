@@ -1,7 +1,8 @@
 """The gRPC side of the agent: the servicer, the token interceptor, reflection and health.
 
 The servicer only converts protobuf messages to domain types and back and calls AgentService;
-AgentError subclasses become status codes. The token is checked in one interceptor.
+AgentError and its subclasses become status codes by class hierarchy (status_code). The token is
+checked in one interceptor.
 """
 
 from __future__ import annotations
@@ -25,12 +26,25 @@ SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 # Open without a token, so that operators' grpcurl and load balancers' health checks work.
 _OPEN_PREFIXES = ("/grpc.reflection.", "/grpc.health.v1.")
 
-_CODES = {
+# The status code of each error class; a subclass gets the code of its nearest listed ancestor
+# (status_code), so a new, more precise error needs no entry of its own.
+_CODES: dict[type[AgentError], grpc.StatusCode] = {
+    AgentError: grpc.StatusCode.UNKNOWN,
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Busy: grpc.StatusCode.FAILED_PRECONDITION,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
 }
+
+
+def status_code(error: AgentError) -> grpc.StatusCode:
+    """The status code for a service error: that of the first class in its MRO listed in _CODES
+    (AgentError itself answers UNKNOWN)."""
+    for cls in type(error).__mro__:
+        code = _CODES.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.UNKNOWN
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
@@ -77,7 +91,7 @@ def _maps_errors(method):
         try:
             return await method(self, request, context)
         except AgentError as exc:
-            await context.abort(_CODES[type(exc)], exc.message)
+            await context.abort(status_code(exc), exc.message)
 
     return wrapper
 

@@ -356,7 +356,9 @@ class Store:
             m.NodeProperty.update(node_name=new).where(m.NodeProperty.node_name == old).execute()
             m.Action.update(node_name=new).where(m.Action.node_name == old).execute()
             m.Transition.update(node_name=new).where(m.Transition.node_name == old).execute()
-            return self.get_node(new)
+            renamed = self.get_node(new)
+            assert renamed is not None, "renamed in this transaction"
+            return renamed
 
     # Environments.
 

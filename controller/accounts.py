@@ -1,4 +1,9 @@
-"""Accounts: sign-up, log-in, email confirmation, API tokens and the admin's user management."""
+"""Accounts: sign-up, log-in, email confirmation, API tokens and the admin's user management.
+
+Rights are checked by the shared Authz (controller/authz.py). Deleting an account first ends its
+reservations through the `end_reservations` callable given at construction (Reservations.end_all
+in controller/app.py): a required argument, so a composition cannot forget it.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +14,22 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from edgebed.controller import validation
+from edgebed.controller.authz import WAITING_FOR_APPROVAL, Authz, refuse_self
 from edgebed.controller.domain import ApiToken, User
-from edgebed.controller.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, NotAuthorized, NotFound
+from edgebed.controller.errors import AuthenticationFailed, InvalidInput, NotAuthorized, NotFound
 from edgebed.controller.store import Store
-
-if TYPE_CHECKING:
-    from edgebed.controller.reservations import Reservations
 
 log = logging.getLogger(__name__)
 
+__all__ = ["WAITING_FOR_APPROVAL", "Accounts", "EndReservations", "hash_api_token"]
+
 CONFIRMATION_SECONDS = 3 * 86400
-WAITING_FOR_APPROVAL = "your account is waiting for an administrator's approval"
 API_TOKEN_PREFIX = "edgebed_"
 
 
@@ -36,23 +39,31 @@ def hash_api_token(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+# Ends every reservation of the account with this email (destroying what was deployed);
+# awaited before the account is deleted.
+EndReservations = Callable[[str], Awaitable[None]]
+
+
 class Accounts:
     def __init__(
         self,
         store: Store,
+        authz: Authz,
         secret_key: bytes,
         *,
+        end_reservations: EndReservations,
         clock: Callable[[], float],
         hasher: PasswordHasher | None = None,
     ) -> None:
         self._store = store
+        self._authz = authz
+        self._end_reservations = end_reservations
         self._secret_key = secret_key
         self._clock = clock
         self._hasher = hasher or PasswordHasher()
         # Verified against when the email is unknown, so a failed log-in takes the same time
         # whether or not the account exists.
         self._dummy_hash: str | None = None
-        self.reservations: Reservations | None = None
 
     def _now(self) -> int:
         return int(self._clock())
@@ -98,7 +109,7 @@ class Accounts:
     ) -> User:
         """create_user on behalf of an administrator (the admin pages and API); the command line
         and the demo, which run on the controller's host, call create_user directly."""
-        creator = await self.require_admin(actor)
+        creator = await self._authz.require_admin(actor)
         user = await self.create_user(email, password, admin=admin, authorized=authorized)
         log.info("%s created account %s", creator.email, user.email)
         return user
@@ -215,23 +226,8 @@ class Accounts:
 
     # -- administration ---------------------------------------------------------------------
 
-    async def require_admin(self, actor: User) -> User:
-        """The actor as the database knows it now; Forbidden unless an authorized admin."""
-        current = await self._store.users.get_user(actor.email)
-        if current is None or not current.is_admin or not current.is_authorized:
-            raise Forbidden("only administrators may do this")
-        return current
-
-    async def require_authorized(self, user: User) -> User:
-        current = await self._store.users.get_user(user.email)
-        if current is None:
-            raise AuthenticationFailed("this account no longer exists")
-        if not current.is_authorized:
-            raise NotAuthorized(WAITING_FOR_APPROVAL)
-        return current
-
     async def list_users(self, actor: User) -> list[User]:
-        await self.require_admin(actor)
+        await self._authz.require_admin(actor)
         return await self._store.users.list_users()
 
     async def set_authorized(self, actor: User, email: str, authorized: bool) -> User:
@@ -245,16 +241,16 @@ class Accounts:
     ) -> User:
         """Authorizes/revokes and promotes/demotes in one write: every check passes first, so a
         refused change never leaves the other one applied."""
-        creator = await self.require_admin(actor)
+        creator = await self._authz.require_admin(actor)
         target = await self.get_user(email)
         changes: dict[str, bool] = {}
         if authorized is not None:
-            if target.email == creator.email and not authorized:
-                raise Conflict("you cannot revoke your own account")
+            if not authorized:
+                refuse_self(creator, target, "revoke your own account")
             changes["is_authorized"] = bool(authorized)
         if admin is not None:
-            if target.email == creator.email and not admin:
-                raise Conflict("you cannot demote yourself")
+            if not admin:
+                refuse_self(creator, target, "demote yourself")
             changes["is_admin"] = bool(admin)
         if not changes:
             return target
@@ -265,11 +261,11 @@ class Accounts:
         return user
 
     async def delete_user(self, actor: User, email: str) -> None:
-        admin = await self.require_admin(actor)
+        """Ends the account's reservations (end_reservations), then deletes it. Forbidden unless
+        the actor is an administrator; NotFound for an unknown email; Conflict for oneself."""
+        admin = await self._authz.require_admin(actor)
         target = await self.get_user(email)
-        if target.email == admin.email:
-            raise Conflict("you cannot delete your own account")
-        if self.reservations is not None:
-            await self.reservations.end_all(target.email)
+        refuse_self(admin, target, "delete your own account")
+        await self._end_reservations(target.email)
         await self._store.users.delete_user(target.email)
         log.info("%s deleted the account %s", admin.email, target.email)

@@ -1,14 +1,21 @@
 """The controller's side of the gRPC contract: the only code that touches the generated stubs.
 
-One grpc.aio channel per agent. Every call carries the deadline (settings.call_timeout_seconds,
-6 s by default) and `authorization: Bearer <token>`. Outcomes:
+One grpc.aio channel per agent, with its own subchannel pool. A client interceptor on that
+channel (`BearerDeadline`) attaches `authorization: Bearer <token>` and the deadline
+(settings.call_timeout_seconds, 6 s by default) to every call; the calls themselves are the
+stub's typed methods.
 
-- UNAVAILABLE or DEADLINE_EXCEEDED: the agent is flagged `disconnected` (with last_error) and is
-  not called again until an administrator reconnects it; AgentUnavailable is raised.
-- UNAUTHENTICATED: the agent answered, so it is not lost; last_error becomes "wrong token" and
-  AgentRejectedToken is raised. The status is left as it is.
-- NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION/ALREADY_EXISTS: NotFound, InvalidInput,
-  Conflict with the agent's message.
+Each call's outcome (agent, method, status code, latency) is reported to the `CallObserver` the
+client was built with, and awaited before the call returns or raises, so what the observer
+records (metrics, the agent's status and last_error: controller.agents.AgentCallRecorder) is in
+place when the caller sees the result. This module writes nothing itself. Failures are raised as:
+
+- UNAVAILABLE or DEADLINE_EXCEEDED: AgentUnavailable; the agent is lost, and this client does
+  not call it again until it is probed (an administrator reconnects it) or forgotten.
+- UNAUTHENTICATED: AgentRejectedToken (the agent answered, so it is not lost).
+- NOT_FOUND, INVALID_ARGUMENT/OUT_OF_RANGE, FAILED_PRECONDITION/ALREADY_EXISTS: NotFound,
+  InvalidInput, Conflict with the agent's message.
+- anything else: AgentUnavailable naming the code.
 
 Each raised ServiceError carries the gRPC code name in `.code` so the scheduler can branch on it.
 Calls to different agents run concurrently (`gather_agents`). Protobuf messages are converted
@@ -18,16 +25,15 @@ to domain types here and go no further.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 
 from edgebed.controller.domain import (
     CONNECTED,
-    DISCONNECTED,
     ActionState,
     AgentRecord,
     Environment,
@@ -42,22 +48,106 @@ from edgebed.controller.errors import (
     NotFound,
     ServiceError,
 )
-from edgebed.controller.metrics import Metrics
-from edgebed.controller.store import Store
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc as pb_grpc
 
-log = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
+OK = "OK"
 WRONG_TOKEN = "wrong token"
-# last_error texts this module writes; a later successful call clears them.
-_CLIENT_ERROR_PREFIXES = (WRONG_TOKEN, "no answer", "unavailable", "agent error")
+# Codes after which the agent is taken as lost (flagged disconnected).
+LOST_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+# Codes by which the agent answers about the request itself: the agent is fine.
+_REQUEST_ERRORS: dict[str, type[ServiceError]] = {
+    "NOT_FOUND": NotFound,
+    "INVALID_ARGUMENT": InvalidInput,
+    "OUT_OF_RANGE": InvalidInput,
+    "FAILED_PRECONDITION": Conflict,
+    "ALREADY_EXISTS": Conflict,
+}
+# Beginnings of the texts CallOutcome.reason gives; a later successful call clears them.
+_REASON_PREFIXES = (WRONG_TOKEN, "no answer", "unavailable", "agent error")
+_MAX_REASON = 500
 
 
-def _is_client_error(text: str) -> bool:
-    return text.startswith(_CLIENT_ERROR_PREFIXES)
+def is_call_error(text: str) -> bool:
+    """Whether an agent's last_error is one that CallOutcome.reason wrote (and a success clears)."""
+    return text.startswith(_REASON_PREFIXES)
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """How one call to an agent ended, as the transport reports it to its observer.
+
+    agent: the record the call was made with (status and last_error as read before the call).
+    method: the RPC name, e.g. "GetNodes".
+    code: the gRPC status code name: "OK", "UNAVAILABLE", "DEADLINE_EXCEEDED", ...
+    details: the status details from the agent or from gRPC ("" when OK).
+    seconds: the call's latency on the monotonic clock.
+    timeout: the deadline the call had, in seconds.
+    probe: True for a reconnect's probe, which was made whatever the agent's status.
+    """
+
+    agent: AgentRecord
+    method: str
+    code: str
+    details: str
+    seconds: float
+    timeout: float
+    probe: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.code == OK
+
+    @property
+    def lost(self) -> bool:
+        """The agent did not answer: it is to be flagged disconnected."""
+        return self.code in LOST_CODES
+
+    @property
+    def rejected_token(self) -> bool:
+        return self.code == "UNAUTHENTICATED"
+
+    @property
+    def refused_request(self) -> bool:
+        """The agent answered that the request is wrong (unknown node, busy, ...): it is fine."""
+        return self.code in _REQUEST_ERRORS
+
+    @property
+    def reason(self) -> str:
+        """The agent's last_error after this call: "" when OK or when the agent refused the
+        request; else a short text, at most 500 characters, that is_call_error recognizes."""
+        if self.ok or self.refused_request:
+            return ""
+        if self.rejected_token:
+            return WRONG_TOKEN
+        if self.code == "DEADLINE_EXCEEDED":
+            return f"no answer within {self.timeout:g} s ({self.method})"
+        if self.code == "UNAVAILABLE":
+            return f"unavailable: {self.details}"[:_MAX_REASON]
+        return f"agent error: {self.code}: {self.details}"[:_MAX_REASON]
+
+
+# Receives every call's outcome; awaited before the call returns or raises.
+CallObserver = Callable[[CallOutcome], Awaitable[None]]
+
+
+def error_for(outcome: CallOutcome) -> ServiceError:
+    """The ServiceError a failed call raises; `.code` holds the gRPC code name."""
+    name = outcome.agent.name
+    if outcome.lost:
+        return AgentUnavailable(
+            f"agent {name} did not answer ({outcome.reason}); it is now disconnected", code=outcome.code
+        )
+    if outcome.rejected_token:
+        return AgentRejectedToken(
+            f"agent {name} rejected the controller's token (wrong token)", code=outcome.code
+        )
+    request_error = _REQUEST_ERRORS.get(outcome.code)
+    if request_error is not None:
+        return request_error(outcome.details, code=outcome.code)
+    return AgentUnavailable(f"agent {name} failed: {outcome.code}: {outcome.details}", code=outcome.code)
 
 
 # -- protobuf -> domain ---------------------------------------------------------------------
@@ -122,27 +212,63 @@ def environment_to_pb(env: Environment) -> pb.Environment:
     )
 
 
+class BearerDeadline(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds `authorization: Bearer <token>` and the deadline to every call on one agent's channel.
+
+    The one place where both are attached: a call made on the channel without a timeout gets
+    `timeout` seconds; one with a shorter timeout keeps it.
+    """
+
+    def __init__(self, token: str, timeout: float) -> None:
+        self._bearer = f"Bearer {token}"
+        self._timeout = timeout
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> grpc.aio.UnaryUnaryCall:
+        timeout = client_call_details.timeout
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method,
+            timeout=self._timeout if timeout is None else min(timeout, self._timeout),
+            metadata=grpc.aio.Metadata(
+                *(client_call_details.metadata or ()), ("authorization", self._bearer)
+            ),
+            credentials=client_call_details.credentials,
+            wait_for_ready=client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
 class _Connection:
-    def __init__(self, address: str) -> None:
+    """One agent's channel and stub, for one address and token."""
+
+    def __init__(self, address: str, token: str, timeout: float) -> None:
         self.address = address
+        self.token = token
         # A channel of its own subchannels: from gRPC's shared pool, a new channel would inherit
         # the reconnect back-off of an earlier channel to the same address, and refuse an agent
         # that has just come back (a reconnect right after the agent was started).
         self.channel = grpc.aio.insecure_channel(
-            address, options=(("grpc.use_local_subchannel_pool", 1),)
+            address,
+            options=(("grpc.use_local_subchannel_pool", 1),),
+            interceptors=[BearerDeadline(token, timeout)],
         )
         self.stub = pb_grpc.AgentStub(self.channel)
 
 
 class AgentClient:
-    def __init__(self, store: Store, metrics: Metrics, *, timeout: float = 6.0) -> None:
-        self._store = store
-        self._metrics = metrics
+    """Calls agents; reports every call's outcome to `observer` (see CallOutcome)."""
+
+    def __init__(self, observer: CallObserver, *, timeout: float = 6.0) -> None:
+        self._observer = observer
         self.timeout = timeout
         self._connections: dict[str, _Connection] = {}
-        # Agents this client flagged since their record was read, so a poll that already holds
-        # an old record does not call them again.
-        self._flagged: set[str] = set()
+        # Agents lost (UNAVAILABLE, DEADLINE_EXCEEDED) since their record was read, so a poll
+        # that still holds an old `connected` record does not call them again.
+        self._lost: set[str] = set()
 
     async def close(self) -> None:
         connections, self._connections = self._connections, {}
@@ -151,131 +277,98 @@ class AgentClient:
     async def forget(self, name: str) -> None:
         """Closes the channel of an agent that was deleted or changed address."""
         connection = self._connections.pop(name, None)
-        self._flagged.discard(name)
+        self._lost.discard(name)
         if connection is not None:
             await connection.channel.close()
 
     def _stub(self, agent: AgentRecord) -> pb_grpc.AgentStub:
         connection = self._connections.get(agent.name)
-        if connection is None or connection.address != agent.address:
+        if connection is None or (connection.address, connection.token) != (agent.address, agent.token):
             if connection is not None:
-                # The address changed: the old channel closes in the background.
+                # The address or token changed: the old channel closes in the background.
                 asyncio.get_running_loop().create_task(connection.channel.close())
-            connection = _Connection(agent.address)
+            connection = _Connection(agent.address, agent.token, self.timeout)
             self._connections[agent.name] = connection
         return connection.stub
 
     def usable(self, agent: AgentRecord) -> bool:
-        return agent.status == CONNECTED and agent.name not in self._flagged
+        """Whether calls go to this agent: connected, and not lost since the record was read."""
+        return agent.status == CONNECTED and agent.name not in self._lost
 
-    async def _call(self, agent: AgentRecord, method: str, request: Any, *, force: bool = False) -> Any:
-        if not force and not self.usable(agent):
+    async def _call(
+        self,
+        agent: AgentRecord,
+        method: str,
+        invoke: Callable[[pb_grpc.AgentStub], Awaitable[T]],
+        *,
+        probe: bool = False,
+    ) -> T:
+        """Runs `invoke(stub)` (one typed stub call named `method`) and reports its outcome.
+
+        Raises AgentUnavailable at once, without a call, when the agent is not usable (unless
+        probing), and the ServiceError of error_for() when the call fails.
+        """
+        if not probe and not self.usable(agent):
             raise AgentUnavailable(
                 f"agent {agent.name} is disconnected; an administrator can reconnect it",
                 code="UNAVAILABLE",
             )
-        rpc = getattr(self._stub(agent), method)
+        stub = self._stub(agent)
         started = time.monotonic()
         try:
-            response = await rpc(
-                request,
-                timeout=self.timeout,
-                metadata=(("authorization", f"Bearer {agent.token}"),),
-            )
+            response = await invoke(stub)
         except grpc.aio.AioRpcError as exc:
-            self._metrics.record_call(
-                agent.name, method, exc.code().name.lower(), time.monotonic() - started
+            code = exc.code()
+            outcome = CallOutcome(
+                agent, method, code.name, exc.details() or code.name,
+                time.monotonic() - started, self.timeout, probe,
             )
-            raise await self._failure(agent, method, exc) from None
-        self._metrics.record_call(agent.name, method, "ok", time.monotonic() - started)
-        if _is_client_error(agent.last_error) and not force:
-            await self._store.agents.set_agent_status(agent.name, last_error="")
+            if outcome.lost:
+                self._lost.add(agent.name)
+            await self._observer(outcome)
+            raise error_for(outcome) from None
+        await self._observer(
+            CallOutcome(agent, method, OK, "", time.monotonic() - started, self.timeout, probe)
+        )
         return response
 
-    async def _failure(self, agent: AgentRecord, method: str, exc: grpc.aio.AioRpcError) -> ServiceError:
-        code = exc.code()
-        details = exc.details() or code.name
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                reason = f"no answer within {self.timeout:g} s ({method})"
-            else:
-                reason = f"unavailable: {details}"[:500]
-            self._flagged.add(agent.name)
-            await self._store.agents.set_agent_status(agent.name, status=DISCONNECTED, last_error=reason)
-            log.warning("agent %s flagged disconnected: %s", agent.name, reason)
-            return AgentUnavailable(
-                f"agent {agent.name} did not answer ({reason}); it is now disconnected",
-                code=code.name,
-            )
-        if code is grpc.StatusCode.UNAUTHENTICATED:
-            # Reported once, not at every poll while the token stays wrong.
-            if agent.last_error != WRONG_TOKEN:
-                await self._store.agents.set_agent_status(agent.name, last_error=WRONG_TOKEN)
-                log.warning("agent %s rejected the controller's token", agent.name)
-            return AgentRejectedToken(
-                f"agent {agent.name} rejected the controller's token (wrong token)",
-                code=code.name,
-            )
-        if code is grpc.StatusCode.NOT_FOUND:
-            return NotFound(details, code=code.name)
-        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
-            return InvalidInput(details, code=code.name)
-        if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
-            return Conflict(details, code=code.name)
-        reason = f"agent error: {code.name}: {details}"[:500]
-        if agent.last_error != reason:
-            await self._store.agents.set_agent_status(agent.name, last_error=reason)
-            log.warning("agent %s: %s failed: %s", agent.name, method, reason)
-        return AgentUnavailable(f"agent {agent.name} failed: {code.name}: {details}", code=code.name)
+    # -- the calls -------------------------------------------------------------------------
 
-    # -- connecting ----------------------------------------------------------------------
+    async def probe(self, agent: AgentRecord) -> NodeTypeInfo:
+        """DescribeNodeType on a fresh channel, whatever the agent's status (a reconnect).
 
-    async def probe(self, agent: AgentRecord) -> tuple[AgentRecord, NodeTypeInfo | None]:
-        """One call (DescribeNodeType), whatever the status: sets connected when it answers.
-
-        Returns the updated record and the node type description (None when it did not answer).
+        Raises like any call (AgentUnavailable, AgentRejectedToken, ...); on success the agent
+        is usable again once its record says `connected`.
         """
         # A fresh channel: the old one may sit in gRPC's reconnect back-off after failures,
         # and would refuse at once an agent that has just come back.
         await self.forget(agent.name)
-        try:
-            response = await self._call(agent, "DescribeNodeType", pb.DescribeNodeTypeRequest(), force=True)
-        except AgentUnavailable:
-            # _failure recorded the reason (no answer, or "wrong token" with the status kept).
-            record = await self._store.agents.get_agent(agent.name)
-            if record is None:
-                raise NotFound(f"no agent named {agent.name}") from None
-            return record, None
-        info = node_type_from_pb(response)
-        last_error = ""
-        if info.type and info.type != agent.type:
-            last_error = (
-                f"registered as type {agent.type} but the agent says it manages {info.type} nodes"
-            )
-        await self._store.agents.set_agent_status(agent.name, status=CONNECTED, last_error=last_error)
-        record = await self._store.agents.get_agent(agent.name)
-        if record is None:
-            raise NotFound(f"no agent named {agent.name}")
-        return record, info
-
-    # -- the calls -------------------------------------------------------------------------
+        request = pb.DescribeNodeTypeRequest()
+        response = await self._call(
+            agent, "DescribeNodeType", lambda stub: stub.DescribeNodeType(request), probe=True
+        )
+        return node_type_from_pb(response)
 
     async def get_nodes(self, agent: AgentRecord) -> dict[str, dict[str, str]]:
-        response = await self._call(agent, "GetNodes", pb.GetNodesRequest())
+        """{node name: properties} of every node of the agent."""
+        request = pb.GetNodesRequest()
+        response = await self._call(agent, "GetNodes", lambda stub: stub.GetNodes(request))
         return {node.name: dict(node.properties) for node in response.nodes}
 
     async def describe(self, agent: AgentRecord) -> NodeTypeInfo:
-        response = await self._call(agent, "DescribeNodeType", pb.DescribeNodeTypeRequest())
+        request = pb.DescribeNodeTypeRequest()
+        response = await self._call(agent, "DescribeNodeType", lambda stub: stub.DescribeNodeType(request))
         return node_type_from_pb(response)
 
     async def environments(self, agent: AgentRecord) -> list[Environment]:
-        response = await self._call(agent, "ListEnvironments", pb.ListEnvironmentsRequest())
+        request = pb.ListEnvironmentsRequest()
+        response = await self._call(agent, "ListEnvironments", lambda stub: stub.ListEnvironments(request))
         return [environment_from_pb(e, agent.name, agent.type) for e in response.environments]
 
     async def action_states(self, agent: AgentRecord, nodes: Iterable[str]) -> dict[str, ActionState]:
         """The current action of each named node that has one: ONE call for all of them."""
         request = pb.GetActionStateRequest(node_names=sorted(set(nodes)))
-        response = await self._call(agent, "GetActionState", request)
+        response = await self._call(agent, "GetActionState", lambda stub: stub.GetActionState(request))
         return {msg.node_name: action_from_pb(msg) for msg in response.actions}
 
     async def start_action(
@@ -290,28 +383,29 @@ class AgentClient:
         request = pb.StartActionRequest(
             node_name=node, process=process, environment=environment, properties=dict(properties or {})
         )
-        response = await self._call(agent, "StartAction", request)
+        response = await self._call(agent, "StartAction", lambda stub: stub.StartAction(request))
         return action_from_pb(response.action)
 
     async def put_environment(self, agent: AgentRecord, env: Environment) -> Environment:
-        response = await self._call(
-            agent, "PutEnvironment", pb.PutEnvironmentRequest(environment=environment_to_pb(env))
-        )
+        request = pb.PutEnvironmentRequest(environment=environment_to_pb(env))
+        response = await self._call(agent, "PutEnvironment", lambda stub: stub.PutEnvironment(request))
         return environment_from_pb(response.environment, agent.name, agent.type)
 
     async def remove_environment(self, agent: AgentRecord, name: str) -> None:
-        await self._call(agent, "RemoveEnvironment", pb.RemoveEnvironmentRequest(name=name))
+        request = pb.RemoveEnvironmentRequest(name=name)
+        await self._call(agent, "RemoveEnvironment", lambda stub: stub.RemoveEnvironment(request))
 
     async def add_node(self, agent: AgentRecord, node: str, properties: Mapping[str, str]) -> None:
-        await self._call(
-            agent, "AddNode", pb.AddNodeRequest(node_name=node, properties=dict(properties))
-        )
+        request = pb.AddNodeRequest(node_name=node, properties=dict(properties))
+        await self._call(agent, "AddNode", lambda stub: stub.AddNode(request))
 
     async def remove_node(self, agent: AgentRecord, node: str) -> None:
-        await self._call(agent, "RemoveNode", pb.RemoveNodeRequest(node_name=node))
+        request = pb.RemoveNodeRequest(node_name=node)
+        await self._call(agent, "RemoveNode", lambda stub: stub.RemoveNode(request))
 
     async def rename_node(self, agent: AgentRecord, node: str, new_name: str) -> None:
-        await self._call(agent, "RenameNode", pb.RenameNodeRequest(node_name=node, new_name=new_name))
+        request = pb.RenameNodeRequest(node_name=node, new_name=new_name)
+        await self._call(agent, "RenameNode", lambda stub: stub.RenameNode(request))
 
 
 async def gather_agents(
@@ -330,4 +424,4 @@ async def gather_agents(
             return exc
 
     results = await asyncio.gather(*(one(agent) for agent in agents))
-    return {agent.name: result for agent, result in zip(agents, results)}
+    return {agent.name: result for agent, result in zip(agents, results, strict=True)}

@@ -1,16 +1,18 @@
-"""Agents: registering, listing, reconnecting and deleting them (administrators only)."""
+"""Agents: registering, listing, reconnecting and deleting them (administrators only), and
+recording what every call to an agent ended with (AgentCallRecorder)."""
 
 from __future__ import annotations
 
 import logging
 
 from edgebed.controller import validation
-from edgebed.controller.accounts import Accounts
-from edgebed.controller.agent_client import AgentClient
+from edgebed.controller.agent_client import WRONG_TOKEN, AgentClient, CallOutcome, is_call_error
+from edgebed.controller.authz import Authz
 from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
-from edgebed.controller.errors import InvalidInput, NotFound
+from edgebed.controller.errors import AgentUnavailable, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory
-from edgebed.controller.store import Store
+from edgebed.controller.metrics import Metrics
+from edgebed.controller.store import AgentRepository, Store
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,48 @@ def _check_token(token: object) -> str:
     return token
 
 
+class AgentCallRecorder:
+    """The AgentClient's observer: records each call's outcome in the metrics, and the agent's
+    status and last_error in the store.
+
+    - OK: clears a last_error an earlier failed call left (a probe's success is recorded by
+      Agents, which also checks the agent's node type).
+    - UNAVAILABLE, DEADLINE_EXCEEDED: `disconnected`, with the reason.
+    - UNAUTHENTICATED: last_error "wrong token", written once while it stays wrong; the status is
+      kept (the agent answered).
+    - the agent refused the request (NOT_FOUND, INVALID_ARGUMENT, ...): nothing but the metrics.
+    - any other code: last_error "agent error: CODE: details", written when it changes.
+    """
+
+    def __init__(self, agents: AgentRepository, metrics: Metrics) -> None:
+        self._agents = agents
+        self._metrics = metrics
+
+    async def __call__(self, outcome: CallOutcome) -> None:
+        agent = outcome.agent
+        label = "ok" if outcome.ok else outcome.code.lower()
+        self._metrics.record_call(agent.name, outcome.method, label, outcome.seconds)
+        if outcome.ok:
+            if not outcome.probe and is_call_error(agent.last_error):
+                await self._agents.set_agent_status(agent.name, last_error="")
+        elif outcome.lost:
+            await self._agents.set_agent_status(agent.name, status=DISCONNECTED, last_error=outcome.reason)
+            log.warning("agent %s flagged disconnected: %s", agent.name, outcome.reason)
+        elif outcome.rejected_token:
+            if agent.last_error != WRONG_TOKEN:
+                await self._agents.set_agent_status(agent.name, last_error=WRONG_TOKEN)
+                log.warning("agent %s rejected the controller's token", agent.name)
+        elif not outcome.refused_request and agent.last_error != outcome.reason:
+            await self._agents.set_agent_status(agent.name, last_error=outcome.reason)
+            log.warning("agent %s: %s failed: %s", agent.name, outcome.method, outcome.reason)
+
+
 class Agents:
-    def __init__(self, store: Store, client: AgentClient, inventory: Inventory, accounts: Accounts) -> None:
+    def __init__(self, store: Store, client: AgentClient, inventory: Inventory, authz: Authz) -> None:
         self._store = store
         self._client = client
         self._inventory = inventory
-        self._accounts = accounts
+        self._authz = authz
 
     async def _info(self, name: str) -> AgentInfo:
         agent = await self._store.agents.get_agent(name)
@@ -63,12 +101,12 @@ class Agents:
         return _info(agent, counts.get(name, 0))
 
     async def list_agents(self, actor: User) -> list[AgentInfo]:
-        await self._accounts.require_admin(actor)
+        await self._authz.require_admin(actor)
         counts = await self._store.inventory.node_counts()
         return [_info(agent, counts.get(agent.name, 0)) for agent in await self._store.agents.list_agents()]
 
     async def add_agent(self, actor: User, name: str, type: str, ip: str, port: int, token: str) -> AgentInfo:
-        admin = await self._accounts.require_admin(actor)
+        admin = await self._authz.require_admin(actor)
         info = await self.register(name, type, ip, port, token)
         log.info("%s added agent %s (%s)", admin.email, info.name, info.status)
         return info
@@ -88,13 +126,30 @@ class Agents:
         return await self._info(name)
 
     async def _connect(self, agent: AgentRecord) -> AgentRecord:
-        record, _ = await self._client.probe(agent)
+        """Probes the agent: `connected` when it answers (then refreshes its nodes and catalog),
+        else left as the call recorder wrote it (disconnected, or "wrong token"). Returns the
+        record as stored afterwards; NotFound when it was deleted meanwhile."""
+        try:
+            info = await self._client.probe(agent)
+        except AgentUnavailable:
+            return await self._record(agent.name)
+        last_error = ""
+        if info.type and info.type != agent.type:
+            last_error = f"registered as type {agent.type} but the agent says it manages {info.type} nodes"
+        await self._store.agents.set_agent_status(agent.name, status=CONNECTED, last_error=last_error)
+        record = await self._record(agent.name)
         if record.status == CONNECTED:
             await self._inventory.refresh([record], catalogs=True)
         return record
 
+    async def _record(self, name: str) -> AgentRecord:
+        record = await self._store.agents.get_agent(name)
+        if record is None:
+            raise NotFound(f"no agent named {name}")
+        return record
+
     async def reconnect(self, actor: User, name: str) -> AgentInfo:
-        admin = await self._accounts.require_admin(actor)
+        admin = await self._authz.require_admin(actor)
         agent = await self._store.agents.get_agent(name)
         if agent is None:
             raise NotFound(f"no agent named {name}")
@@ -103,7 +158,7 @@ class Agents:
         return await self._info(name)
 
     async def delete_agent(self, actor: User, name: str) -> None:
-        admin = await self._accounts.require_admin(actor)
+        admin = await self._authz.require_admin(actor)
         if not await self._store.agents.delete_agent(name):
             raise NotFound(f"no agent named {name}")
         await self._client.forget(name)

@@ -12,7 +12,8 @@ from argon2 import PasswordHasher
 
 from edgebed.controller.accounts import Accounts
 from edgebed.controller.agent_client import AgentClient
-from edgebed.controller.agents import Agents
+from edgebed.controller.agents import AgentCallRecorder, Agents
+from edgebed.controller.authz import Authz
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
@@ -50,16 +51,23 @@ async def open_controller(
     store = Store(settings.database, workers=db_workers)
     await store.open()
     metrics = Metrics(store)
-    client = AgentClient(store, metrics, timeout=settings.call_timeout_seconds)
+    client = AgentClient(AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds)
     try:
-        accounts = Accounts(store, settings.secret_key(), clock=clock, hasher=password_hasher)
-        inventory = Inventory(store, client, accounts, clock=clock)
-        agents = Agents(store, client, inventory, accounts)
+        authz = Authz(store.users)
+        inventory = Inventory(store, client, authz, clock=clock)
+        agents = Agents(store, client, inventory, authz)
         scheduler = Scheduler(store, client, inventory, settings, metrics, clock=clock)
         reservations = Reservations(
-            store, inventory, accounts, settings, clock=clock, wake_scheduler=scheduler.wake
+            store, inventory, authz, settings, clock=clock, wake_scheduler=scheduler.wake
         )
-        accounts.reservations = reservations
+        accounts = Accounts(
+            store,
+            authz,
+            settings.secret_key(),
+            end_reservations=reservations.end_all,
+            clock=clock,
+            hasher=password_hasher,
+        )
         controller = Controller(
             settings=settings,
             store=store,

@@ -1,7 +1,9 @@
-"""`edgebed controller` and `edgebed admin ...`: the controller's command line handlers.
+"""`edgebed admin ...` and the start-up checks of `edgebed controller`.
 
-Each handler gets the parsed arguments from edgebed/cli.py and returns an exit code. Bad input
-raises UsageError or ConfigError, which edgebed/cli.py prints as one line (exit code 2).
+The serving command itself is composed with the web application in edgebed/serve.py: the
+controller package never imports the web package. Each handler gets the parsed arguments from
+edgebed/cli.py and returns an exit code. Bad input raises UsageError or ConfigError, which
+edgebed/cli.py prints as one line (exit code 2).
 """
 
 from __future__ import annotations
@@ -14,22 +16,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgebed.config import ConfigError, redacted_url
 from edgebed.controller.errors import ServiceError
 from edgebed.controller.settings import Settings, load_settings
 from edgebed.controller.store import Store, StoreUnavailable
-from edgebed.config import ConfigError, redacted_url, split_host_port
 from edgebed.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 
-def _setup_logging(level: int) -> None:
+def setup_logging(level: int) -> None:
+    """Log records of `level` and above go to stderr, one line each."""
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
 
 def database_error(settings: Settings, exc: Exception) -> ConfigError:
+    """The one-line ConfigError for a database that cannot be opened (its password hidden)."""
     return ConfigError(f"database {redacted_url(settings.database)}: cannot open: {exc}")
 
 
@@ -43,21 +47,11 @@ async def _check_database(settings: Settings) -> None:
     await store.close()
 
 
-def run_controller(args: Any) -> int:
-    """Loads the settings and runs the web application (pages, API, /metrics, scheduler)."""
-    settings = load_settings(args.config)
-    settings.secret_key()  # a bad key file stops start-up here, with its name
+def check_startup(settings: Settings) -> None:
+    """What must hold before the controller serves: a readable (or creatable) secret key file
+    and a database that opens and migrates. Raises ConfigError naming the file or database."""
+    settings.secret_key()
     asyncio.run(_check_database(settings))
-    _setup_logging(logging.INFO)
-    from aiohttp import web
-
-    try:
-        from edgebed.web.app import create_app
-    except ImportError as exc:
-        raise ConfigError(f"the web application cannot be loaded: {exc}") from None
-    host, port = split_host_port(settings.listen)
-    web.run_app(create_app(settings), host=host, port=port, access_log=None)
-    return 0
 
 
 # -- edgebed admin ------------------------------------------------------------------------------
@@ -121,5 +115,5 @@ async def _admin(settings: Settings, args: Any) -> int:
 
 def run_admin(args: Any) -> int:
     settings = load_settings(args.config)
-    _setup_logging(logging.WARNING)
+    setup_logging(logging.WARNING)
     return asyncio.run(_admin(settings, args))

@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 FINAL_STATES = ("deployed", "rebooted", "destroyed", "lost")
 PROCESSES = ("deploy", "reboot", "destroy")
 
-# Reservation statuses, from the seed.
-CONFIGURING = "configuring"
-READY = "ready"
-IN_PROGRESS = "in_progress"
+# Reservation statuses are `lifecycle.Status`, beside the state machine that moves them.
 
 # Agent statuses, from the seed.
 CONNECTED = "connected"
@@ -143,7 +140,8 @@ class ActionState:
     action_id: int = 0
 
     def fingerprint(self) -> str:
-        """Identifies this action at this point of its life; see Scheduler for its use."""
+        """Identifies this action at this point of its life: the `baseline` of a schedule row
+        (see controller/lifecycle.py for how a restart uses it)."""
         return f"{self.action_id}|{self.process}|{self.state}|{self.state_idx}|{self.updated_at}"
 
 

@@ -12,11 +12,11 @@ import logging
 import signal
 import sys
 
+from edgebed.config import ConfigError
 from edgebed.controller.app import open_controller
 from edgebed.controller.cli import database_error
 from edgebed.controller.settings import Settings, load_settings
 from edgebed.controller.store import StoreUnavailable
-from edgebed.config import ConfigError
 
 
 async def serve(settings: Settings) -> int:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from edgebed.controller import validation
 from edgebed.controller.agent_client import AgentClient, gather_agents
+from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
     AgentCatalog,
     AgentRecord,
@@ -22,9 +23,6 @@ from edgebed.controller.domain import (
 )
 from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound, ServiceError
 from edgebed.controller.store import CachedNode, Store
-
-if TYPE_CHECKING:
-    from edgebed.controller.accounts import Accounts
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +36,10 @@ def _node_info(node: CachedNode) -> NodeInfo:
 
 
 class Inventory:
-    def __init__(self, store: Store, client: AgentClient, accounts: Accounts, *, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, client: AgentClient, authz: Authz, *, clock: Callable[[], float]) -> None:
         self._store = store
         self._client = client
-        self._accounts = accounts
+        self._authz = authz
         self._clock = clock
 
     def _now(self) -> int:
@@ -49,7 +47,9 @@ class Inventory:
 
     # -- refreshing the cache -----------------------------------------------------------
 
-    async def refresh(self, agents: Iterable[AgentRecord] | None = None, *, catalogs: bool = False) -> dict[str, ServiceError | None]:
+    async def refresh(
+        self, agents: Iterable[AgentRecord] | None = None, *, catalogs: bool = False
+    ) -> dict[str, ServiceError | None]:
         """Calls GetNodes (and, with catalogs, DescribeNodeType and ListEnvironments) on every
         connected agent concurrently and updates the cache: one hung agent costs one deadline.
 
@@ -59,8 +59,8 @@ class Inventory:
             agents = await self._store.agents.list_agents()
         usable = [agent for agent in agents if self._client.usable(agent)]
 
-        async def fetch(agent: AgentRecord):
-            calls = [self._client.get_nodes(agent)]
+        async def fetch(agent: AgentRecord) -> list[Any]:
+            calls: list[Awaitable[Any]] = [self._client.get_nodes(agent)]
             if catalogs:
                 calls += [self._client.describe(agent), self._client.environments(agent)]
             results = await asyncio.gather(*calls, return_exceptions=True)
@@ -143,7 +143,7 @@ class Inventory:
         return result
 
     async def timeline(self, start: int, end: int, viewer: User) -> dict[str, list[Busy]]:
-        viewer = await self._accounts.require_authorized(viewer)
+        viewer = await self._authz.require_authorized(viewer)
         start = validation.epoch_seconds(start, "timeline start")
         end = validation.epoch_seconds(end, "timeline end")
         if end <= start:
@@ -174,7 +174,7 @@ class Inventory:
             raise Conflict(f"node {node_name} has reservations; they must end first")
 
     async def add_node(self, actor: User, agent_name: str, node_name: str, properties: dict[str, str]) -> NodeInfo:
-        await self._accounts.require_admin(actor)
+        await self._authz.require_admin(actor)
         node_name = validation.name(node_name, "node")
         if not isinstance(properties, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in properties.items()
@@ -193,7 +193,7 @@ class Inventory:
         return _node_info(node)
 
     async def rename_node(self, actor: User, node_name: str, new_name: str) -> NodeInfo:
-        await self._accounts.require_admin(actor)
+        await self._authz.require_admin(actor)
         new_name = validation.name(new_name, "node")
         agent = await self._node_agent(node_name)
         await self._refuse_if_reserved(node_name)
@@ -209,7 +209,7 @@ class Inventory:
         return _node_info(node)
 
     async def remove_node(self, actor: User, node_name: str) -> None:
-        await self._accounts.require_admin(actor)
+        await self._authz.require_admin(actor)
         agent = await self._node_agent(node_name)
         await self._refuse_if_reserved(node_name)
         await self._client.remove_node(agent, node_name)
@@ -217,7 +217,7 @@ class Inventory:
         log.info("%s removed node %s from agent %s", actor.email, node_name, agent.name)
 
     async def put_environment(self, actor: User, agent_name: str, env: Environment) -> Environment:
-        await self._accounts.require_admin(actor)
+        await self._authz.require_admin(actor)
         validation.name(env.name, "environment")
         agent = await self._connected_agent(agent_name)
         stored = await self._client.put_environment(agent, env)
@@ -226,7 +226,7 @@ class Inventory:
         return stored
 
     async def remove_environment(self, actor: User, agent_name: str, name: str) -> None:
-        await self._accounts.require_admin(actor)
+        await self._authz.require_admin(actor)
         agent = await self._connected_agent(agent_name)
         await self._client.remove_environment(agent, name)
         await self.refresh([agent], catalogs=True)

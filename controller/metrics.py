@@ -10,6 +10,8 @@ import threading
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from edgebed.controller.lifecycle import Status
+
 if TYPE_CHECKING:
     from edgebed.controller.store import Store
 
@@ -73,7 +75,7 @@ class Metrics:
             ]
             for (agent, method), buckets in sorted(self._bucket_counts.items()):
                 labels = f'agent="{_label(agent)}",method="{method}"'
-                for bound, n in zip(LATENCY_BUCKETS, buckets):
+                for bound, n in zip(LATENCY_BUCKETS, buckets, strict=True):
                     lines.append(f'edgebed_agent_call_seconds_bucket{{{labels},le="{bound:g}"}} {n}')
                 total = self._counts[(agent, method)]
                 lines.append(f'edgebed_agent_call_seconds_bucket{{{labels},le="+Inf"}} {total}')
@@ -95,7 +97,8 @@ class Metrics:
                 "# HELP edgebed_reservations Reservations by status.",
                 "# TYPE edgebed_reservations gauge",
             ]
-            for status in sorted(set(statuses) | {"configuring", "ready", "in_progress"}):
+            # Every status is listed, at 0 when no reservation has it, so the series never vanish.
+            for status in sorted(set(statuses) | {status.value for status in Status}):
                 lines.append(f'edgebed_reservations{{status="{_label(status)}"}} {statuses.get(status, 0)}')
             lines += [
                 "# HELP edgebed_actions Reserved nodes by the state of their current action.",

@@ -3,22 +3,26 @@
 A user only ever sees and acts on their own reservations; any other node name answers NotFound,
 so whether someone else holds it does not leak. The service never calls StartAction itself: it
 records the intention (`pending`) and wakes the scheduler, the one place that drives agents.
+
+It decides nothing about a reservation's life either: which nodes a request gets, the
+turnaround gap, READY or CONFIGURING, and what reboot, deploy, destroy and extend do are pure
+functions of controller/lifecycle.py. The service checks the request, hands those functions to
+the store where they must run inside its write transaction (reserve, extend, configure), and
+writes the others' decisions as compare-and-sets.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edgebed.controller import validation
-from edgebed.controller.accounts import Accounts
+from edgebed.controller import lifecycle, validation
+from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
-    CONFIGURING,
-    IN_PROGRESS,
-    READY,
     AgentCatalog,
     NodeInfo,
     Reservation,
@@ -28,8 +32,9 @@ from edgebed.controller.domain import (
 )
 from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.lifecycle import Status, UserAction, Window
 from edgebed.controller.settings import Settings
-from edgebed.controller.store import CachedNode, ScheduleChange, Store
+from edgebed.controller.store import CachedNode, Store
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ log = logging.getLogger(__name__)
 # says "now"); anything older is refused as being in the past.
 START_SLACK_SECONDS = 120
 MAX_NODES_PER_REQUEST = 1000
-USER_ACTIONS = ("reboot", "deploy", "destroy", "extend")
+USER_ACTIONS = tuple(action.value for action in UserAction)
 
 
 # How often ending a reservation re-reads a row the scheduler moved meanwhile before giving up;
@@ -48,6 +53,7 @@ _END_ATTEMPTS = 5
 def node_matches(node: CachedNode | NodeInfo, wanted: Mapping[str, str]) -> bool:
     """A property filter: node properties, plus `type`, `agent` and `name` of the node itself."""
     for key, value in wanted.items():
+        have: str | None
         if key == "type":
             have = node.type
         elif key == "agent":
@@ -66,7 +72,7 @@ class Reservations:
         self,
         store: Store,
         inventory: Inventory,
-        accounts: Accounts,
+        authz: Authz,
         settings: Settings,
         *,
         clock: Callable[[], float],
@@ -74,7 +80,7 @@ class Reservations:
     ) -> None:
         self._store = store
         self._inventory = inventory
-        self._accounts = accounts
+        self._authz = authz
         self._settings = settings
         self._clock = clock
         self.wake_scheduler = wake_scheduler
@@ -94,7 +100,7 @@ class Reservations:
         start_date: int,
         duration_hours: float,
     ) -> list[str]:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         now = self._now()
         start = validation.epoch_seconds(start_date, "start date")
         if start < now - START_SLACK_SECONDS:
@@ -113,16 +119,25 @@ class Reservations:
             all_or_nothing = False
 
         status_for, props_for = await self._initial_configuration(owner, candidates, cached)
-        chosen = await self._store.schedule.reserve(
-            owner.email,
-            candidates=candidates,
+        # Run by the store on the windows it reads inside its write transaction.
+        choose = functools.partial(
+            lifecycle.choose_nodes,
+            candidates,
+            owner=owner.email,
             count=count,
             start=start,
             end=end,
             turnaround=self._settings.turnaround_seconds,
+            all_or_nothing=all_or_nothing,
+        )
+        chosen = await self._store.schedule.reserve(
+            owner.email,
+            candidates=candidates,
+            start=start,
+            end=end,
+            choose=choose,
             status_for=status_for,
             props_for=props_for,
-            all_or_nothing=all_or_nothing,
         )
         log.info("%s reserved %s from %d to %d", owner.email, ", ".join(chosen), start, end)
         if start <= now:
@@ -184,12 +199,12 @@ class Reservations:
             node_type = types[agent]
             props: dict[str, str] = {}
             if node_type is None:
-                status_for[name] = CONFIGURING
+                status_for[name] = Status.CONFIGURING
             else:
                 if owner.ssh_key and node_type.property("ssh_key") is not None:
                     props["ssh_key"] = owner.ssh_key
                 required = {spec.name for spec in node_type.properties if spec.required}
-                status_for[name] = READY if required <= set(props) else CONFIGURING
+                status_for[name] = lifecycle.configured_status(required, props)
             props_for[name] = props
         return status_for, props_for
 
@@ -212,7 +227,6 @@ class Reservations:
                 for env in catalog.environments:
                     if env.name == properties.get("environment"):
                         default_user = env.default_user
-            final = bool(record.action_state) and record.status != IN_PROGRESS and not record.pending
             result.append(
                 Reservation(
                     node_name=record.node_name,
@@ -222,8 +236,10 @@ class Reservations:
                     end_date=record.end_date,
                     status=record.status,
                     action_state=record.action_state,
-                    progress=overall_progress(record.state_idx, record.state_count, record.progress, final),
-                    process=record.pending or record.process,
+                    progress=overall_progress(
+                        record.state_idx, record.state_count, record.progress, lifecycle.action_finished(record)
+                    ),
+                    process=lifecycle.shown_process(record),
                     state_idx=record.state_idx,
                     state_count=record.state_count,
                     properties=properties,
@@ -238,7 +254,7 @@ class Reservations:
         return result
 
     async def list_reservations(self, user: User) -> list[Reservation]:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         records = await self._store.schedule.list_schedule(owner=owner.email)
         return await self._to_domain(records, await self._store.schedule.action_props(owner=owner.email))
 
@@ -259,7 +275,7 @@ class Reservations:
         return (await self._to_domain([record], props))[0]
 
     async def get_reservation(self, user: User, node_name: str) -> Reservation:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         return await self._one(await self._record(owner.email, node_name))
 
     # -- configuring -----------------------------------------------------------------------
@@ -267,7 +283,7 @@ class Reservations:
     async def configure(
         self, user: User, node_name: str, *, bin: str | None = None, properties: dict[str, str]
     ) -> Reservation:
-        owner = await self._accounts.require_authorized(user)
+        owner = await self._authz.require_authorized(user)
         record = await self._record(owner.email, node_name)
         if bin is not None:
             bin = validation.bin_name(bin)
@@ -305,9 +321,14 @@ class Reservations:
             if prop == "ssh_key":
                 value = validation.ssh_keys(value)
             set_props[prop] = value
-        required = [spec.name for spec in node_type.properties if spec.required]
+        required = {spec.name for spec in node_type.properties if spec.required}
         updated = await self._store.schedule.configure(
-            record.node_name, owner.email, bin=bin, set_props=set_props, unset_props=unset, required=required
+            record.node_name,
+            owner.email,
+            bin=bin,
+            set_props=set_props,
+            unset_props=unset,
+            status_after=lambda row, have: lifecycle.status_after_configure(row, have, required),
         )
         if updated is None:
             raise NotFound(f"you have no reservation on node {record.node_name}")
@@ -316,146 +337,82 @@ class Reservations:
             "%s configured %s: set %s, unset %s -> %s",
             owner.email, record.node_name, sorted(set_props), sorted(unset), updated.status,
         )
-        if updated.status == READY and not updated.started and updated.start_date <= self._now():
+        if lifecycle.due_to_start(updated, self._now()):
             self.wake_scheduler()
         return await self._one(updated)
 
     # -- acting ----------------------------------------------------------------------------
 
     async def act(self, user: User, node_name: str, action: str) -> Reservation:
-        owner = await self._accounts.require_authorized(user)
+        """Reboot, deploy, destroy or extend the caller's reservation on `node_name`; the
+        reservation afterwards (a cancelled one as it was, ending now). InvalidInput for another
+        action, NotFound when the caller holds no reservation on the node, Conflict when the
+        reservation's state does not allow it (lifecycle says why)."""
+        owner = await self._authz.require_authorized(user)
         if action not in USER_ACTIONS:
             raise InvalidInput(f"unknown action; expected one of {', '.join(USER_ACTIONS)}")
         record = await self._record(owner.email, node_name)
-        if action == "extend":
+        if action == UserAction.EXTEND:
             return await self._one(await self._extend(record))
-        if action == "destroy":
+        if action == UserAction.DESTROY:
             remaining = await self._end(record)
             if remaining is None:
                 # Never started: the reservation is simply cancelled.
                 return await self._cancelled(record)
             return await self._one(remaining)
-        return await self._one(await self._start(record, action))
+        return await self._one(await self._start(record, UserAction(action)))
 
     async def _cancelled(self, record: ScheduleRecord) -> Reservation:
         """The reservation as it was, ending now: its rows are gone, it is no longer listed."""
         reservation = (await self._to_domain([record], {}))[0]
         return dataclasses.replace(reservation, end_date=min(record.end_date, self._now()))
 
-    async def _start(self, record: ScheduleRecord, process: str) -> ScheduleRecord:
-        now = self._now()
-        if now < record.start_date:
-            raise Conflict(f"the reservation of node {record.node_name} has not started yet")
-        if record.ending or now >= record.end_date:
-            raise Conflict(f"the reservation of node {record.node_name} is ending")
-        if record.pending:
-            raise Conflict(f"node {record.node_name} already has a {record.pending} waiting to start")
-        if record.status == IN_PROGRESS:
-            raise Conflict(
-                f"node {record.node_name} is busy with {record.process or 'an action'}; wait until it ends"
-            )
-        if process == "deploy" and record.status == CONFIGURING:
-            raise Conflict(f"node {record.node_name} is not configured yet")
-        if process == "reboot" and not record.process:
-            raise Conflict(f"node {record.node_name} has not been deployed yet")
-        applied = await self._store.schedule.update_schedule(
-            [
-                ScheduleChange(
-                    record.node_name,
-                    record.owner,
-                    expect={"pending": "", "status": record.status, "ending": False},
-                    changes={
-                        "pending": process,
-                        "pending_issued": False,
-                        "pending_since": now,
-                        "status": IN_PROGRESS,
-                        "last_error": "",
-                    },
-                )
-            ]
-        )
-        if not applied[0]:
+    async def _start(self, record: ScheduleRecord, action: UserAction) -> ScheduleRecord:
+        decision = lifecycle.on_user_action(record, action, self._now())
+        # None only for a destroy of an ending row; destroy goes through _end.
+        assert decision is not None, f"{action} always decides"
+        [applied] = await self._store.schedule.update_schedule([decision])
+        if not applied:
             raise Conflict(f"node {record.node_name} changed meanwhile; try again")
-        log.info("%s asked for %s on %s", record.owner, process, record.node_name)
+        log.info("%s asked for %s on %s", record.owner, action, record.node_name)
         self.wake_scheduler()
         return await self._record(record.owner, record.node_name)
 
     async def _end(self, record: ScheduleRecord) -> ScheduleRecord | None:
         """Ends a reservation now: cancels it if nothing ever ran, else destroys the node (the
-        scheduler removes the rows once destroyed). None when the rows are already gone."""
+        scheduler removes the rows once destroyed). What remains; None when the rows are gone."""
         for _ in range(_END_ATTEMPTS):
-            ended, outcome = await self._try_end(record)
-            if ended:
-                return outcome
-            # The scheduler moved the row between the read and the write (it sent an action or
-            # recorded an answer): ending is the user's last word, so end what is there now.
-            fresh = await self._store.schedule.get_schedule(record.node_name, record.owner)
-            if fresh is None:
+            decision = lifecycle.on_user_action(record, UserAction.DESTROY, self._now())
+            if decision is None:
+                return record  # already ending
+            [applied] = await self._store.schedule.update_schedule([decision])
+            if applied and decision.delete:
+                log.info("%s cancelled the reservation of %s", record.owner, record.node_name)
                 return None
+            if applied:
+                log.info("%s ended the reservation of %s", record.owner, record.node_name)
+                self.wake_scheduler()
+            # Applied: what remains. Missed: the scheduler moved the row between the read and
+            # the write (it sent an action or recorded an answer); ending is the user's last
+            # word, so decide again on what is there now.
+            fresh = await self._store.schedule.get_schedule(record.node_name, record.owner)
+            if fresh is None or applied:
+                return fresh
             record = fresh
         raise Conflict(f"node {record.node_name} keeps changing; try again")
 
-    async def _try_end(self, record: ScheduleRecord) -> tuple[bool, ScheduleRecord | None]:
-        """(True, what remains) when ended; (False, None) when the row changed under us."""
-        now = self._now()
-        if not record.started and not record.pending:
-            applied = await self._store.schedule.update_schedule(
-                [
-                    ScheduleChange(
-                        record.node_name,
-                        record.owner,
-                        expect={"pending": "", "process": "", "action_state": "", "pending_issued": False},
-                        changes={},
-                        delete=True,
-                    )
-                ]
-            )
-            if applied[0]:
-                log.info("%s cancelled the reservation of %s", record.owner, record.node_name)
-                return True, None
-            return False, None
-        if record.ending:
-            return True, record
-        changes: dict[str, Any] = {"ending": True, "end_date": min(record.end_date, now)}
-        if not record.pending_issued:
-            # An intention not sent yet is replaced by the destroy; one that may have been sent
-            # is resolved first, then the scheduler starts the destroy.
-            changes.update(pending="destroy", pending_issued=False, pending_since=now, status=IN_PROGRESS)
-        applied = await self._store.schedule.update_schedule(
-            [
-                ScheduleChange(
-                    record.node_name,
-                    record.owner,
-                    expect={"pending": record.pending, "pending_issued": record.pending_issued, "ending": False},
-                    changes=changes,
-                )
-            ]
-        )
-        if not applied[0]:
-            return False, None
-        log.info("%s ended the reservation of %s", record.owner, record.node_name)
-        self.wake_scheduler()
-        return True, await self._store.schedule.get_schedule(record.node_name, record.owner)
-
     async def _extend(self, record: ScheduleRecord) -> ScheduleRecord:
         now = self._now()
-        if record.ending or now >= record.end_date:
-            raise Conflict(f"the reservation of node {record.node_name} is ending")
-        duration = record.end_date - record.start_date
         cap = math.floor(self._settings.extend_cap_hours * 3600)
-        new_duration = min(2 * duration, cap)
-        if new_duration <= duration:
-            raise Conflict(
-                f"the reservation of node {record.node_name} already lasts the maximum of "
-                f"{self._settings.extend_cap_hours:g} hours"
-            )
-        updated = await self._store.schedule.extend(
-            record.node_name,
-            record.owner,
-            new_end=record.start_date + new_duration,
-            turnaround=self._settings.turnaround_seconds,
-            expect_end=record.end_date,
-        )
+        turnaround = self._settings.turnaround_seconds
+
+        def decide(row: ScheduleRecord, windows: Sequence[Window]) -> Mapping[str, Any]:
+            # Run by the store on the row and windows it reads inside its write transaction.
+            return lifecycle.on_extend(row, now, windows, cap_seconds=cap, turnaround=turnaround).changes
+
+        updated = await self._store.schedule.extend(record.node_name, record.owner, decide=decide)
+        if updated is None:
+            raise NotFound(f"you have no reservation on node {record.node_name}")
         log.info("%s extended %s to %d", record.owner, record.node_name, updated.end_date)
         return updated
 

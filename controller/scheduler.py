@@ -1,25 +1,21 @@
 """The scheduler: the background task that carries every reservation through its life.
 
-Each poll (every `poll_seconds`, or sooner when woken by a user's action):
+It decides nothing itself: every decision is a pure function of controller/lifecycle.py (the
+state table and the crash points are in its docstring); the scheduler gathers what they need,
+writes what they decide (each a compare-and-set), and talks to the agents. Each poll (every
+`poll_seconds`, or sooner when woken by a user's action):
 
-1. Time: a ready reservation whose start_date has come gets the intention `deploy`; one whose
-   end_date has come gets `destroy` (or, if nothing was ever sent to the agent, is simply
-   removed).
+1. The clock: `lifecycle.on_time` for every row (start at start_date, end at end_date).
 2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
    number; the calls to different agents run concurrently.
-3. Each row mirrors its node's action. A final state sets status back to ready; a final destroy
-   of an ending reservation removes its schedule and action_prop rows.
-4. Intentions are sent with StartAction.
+3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
+   issue). Its writes, the claims of the intentions to send among them, go in one transaction.
+4. StartAction for every claim that was written, concurrently; `lifecycle.after_start` for
+   each answer, written in one transaction.
 
-Crash safety. An intention is written (`pending`) before anything is sent. Just before
-StartAction, the row records `pending_issued` and `baseline`, the fingerprint of the node's
-action as the agent reported it in this poll. A controller killed at any moment finds, on
-restart, either an intention never sent (send it), or one that may have been sent: if the agent
-now reports an action of that process which differs from the baseline, the agent runs ours and
-it is adopted; otherwise it is sent again. A FAILED_PRECONDITION (node busy) keeps the
-intention and the baseline, so the next poll adopts or retries. Every write is a
-compare-and-set on the fields the decision was based on, so a user's concurrent action is never
-overwritten.
+A claim (`pending_issued` and the `baseline`) is on disk before its StartAction is sent, so a
+controller killed at any moment resolves, on restart, every intention that may have been sent
+by comparing the baseline with what the agent reports.
 """
 
 from __future__ import annotations
@@ -28,28 +24,20 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from edgebed.controller import lifecycle
 from edgebed.controller.agent_client import AgentClient, gather_agents
-from edgebed.controller.domain import (
-    CONFIGURING,
-    IN_PROGRESS,
-    READY,
-    ActionState,
-    AgentRecord,
-    ScheduleRecord,
-)
-from edgebed.controller.errors import AgentRejectedToken, Conflict, InvalidInput, NotFound, ServiceError
+from edgebed.controller.domain import ActionState, AgentRecord, ScheduleRecord
+from edgebed.controller.errors import ServiceError
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.settings import Settings
-from edgebed.controller.store import CachedNode, ScheduleChange, Store
+from edgebed.controller.store import CachedNode, Store
 
 log = logging.getLogger(__name__)
-
-NO_ACTION = "-"  # the baseline when the agent reported no action for the node
 
 
 @dataclass
@@ -57,30 +45,31 @@ class PollReport:
     """What one poll did; for tests and logs."""
 
     state_calls: dict[str, int] = field(default_factory=dict)  # agent -> GetActionState calls
-    started: list[str] = field(default_factory=list)  # "node:process" sent with StartAction
-    adopted: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # "node:process" accepted by StartAction
+    adopted: list[str] = field(default_factory=list)  # "node:process" found running after all
+    removed: list[str] = field(default_factory=list)  # nodes whose reservation's rows went
 
 
-def _fingerprint(action: ActionState | None) -> str:
-    return NO_ACTION if action is None else action.fingerprint()
+@dataclass(frozen=True)
+class _Followed:
+    """A row the scheduler follows, the agent of its node and that agent's report of it."""
+
+    agent: AgentRecord
+    row: ScheduleRecord
+    action: ActionState | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.row.node_name, self.row.owner)
 
 
-def _mirror(action: ActionState) -> dict[str, Any]:
-    return {
-        "action_state": action.state,
-        "process": action.process,
-        "state_idx": action.state_idx,
-        "state_count": action.state_count,
-        "progress": action.progress,
-        "node_ip": action.node_ip,
-        "action_updated_at": action.updated_at,
-        "status": READY if action.final else IN_PROGRESS,
-    }
-
-
-def _differs(row: ScheduleRecord, changes: dict[str, Any]) -> bool:
-    return any(getattr(row, name) != value for name, value in changes.items())
+# What the log says when a decision is written; transitions not listed are routine.
+_LOGGED: Mapping[Transition, tuple[int, str]] = {
+    Transition.ORPHAN: (logging.WARNING, "node %s left the inventory; ending %s's reservation without destroy"),
+    Transition.ADOPT: (logging.INFO, "adopting the action on %s for %s: the agent runs it already"),
+    Transition.REMOVE: (logging.INFO, "reservation of %s by %s ended: its destroy is over (destroyed or lost)"),
+    Transition.ABANDON: (logging.ERROR, "reservation of %s by %s ends without destroy: the agent refused it"),
+}
 
 
 class Scheduler:
@@ -161,237 +150,138 @@ class Scheduler:
     # -- one poll --------------------------------------------------------------------------
 
     async def poll(self) -> PollReport:
+        """One round: the clock, the agents' reports, then StartAction for the intentions."""
         report = PollReport()
         now = int(self._clock())
-        rows = await self._store.schedule.list_schedule(started_before=now)
         self._metrics.record_poll()
+        rows = await self._store.schedule.list_schedule(started_before=now)
         if not rows:
             return report
         nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
+        rows = await self._apply_clock(rows, nodes, now, report)
+        followed = await self._follow(rows, nodes, report)
+        claimed = await self._apply_reports(rows, followed, report)
+        await self._issue(claimed, report)
+        return report
 
-        timed = [c for row in rows if (c := self._timed_change(row, now, nodes)) is not None]
-        if timed:
-            applied = await self._store.schedule.update_schedule(timed)
-            report.removed += [c.node_name for c, ok in zip(timed, applied) if ok and c.delete]
-            rows = await self._store.schedule.list_schedule(started_before=now)
+    async def _apply_clock(
+        self, rows: list[ScheduleRecord], nodes: Mapping[str, CachedNode], now: int, report: PollReport
+    ) -> list[ScheduleRecord]:
+        """Writes what `lifecycle.on_time` decides; the rows as they are afterwards."""
+        timed = [d for row in rows if (d := lifecycle.on_time(row, now, in_inventory=row.node_name in nodes))]
+        if not timed:
+            return rows
+        await self._write(timed, report)
+        return await self._store.schedule.list_schedule(started_before=now)
 
+    async def _follow(
+        self, rows: Sequence[ScheduleRecord], nodes: Mapping[str, CachedNode], report: PollReport
+    ) -> list[_Followed]:
+        """The rows to follow (lifecycle.follows_agent) whose agent answered, each with the
+        agent's report of its node: ONE GetActionState per usable agent, concurrently."""
         agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
-        tracked: dict[str, list[ScheduleRecord]] = defaultdict(list)
-        for row in rows:
-            if not (row.pending or row.started):
-                continue
-            node = nodes.get(row.node_name)
-            agent = agents.get(node.agent) if node else None
-            if agent is not None and self._client.usable(agent):
-                tracked[agent.name].append(row)
+        tracked = self._by_usable_agent(filter(lifecycle.follows_agent, rows), nodes, agents)
         if not tracked:
-            return report
-
+            return []
         states = await gather_agents(
             [agents[name] for name in tracked],
             lambda agent: self._client.action_states(agent, {r.node_name for r in tracked[agent.name]}),
         )
         report.state_calls = {name: 1 for name in tracked}
+        followed: list[_Followed] = []
+        for name, result in states.items():
+            # An agent that did not answer was flagged by the client; its rows wait for it.
+            if not isinstance(result, ServiceError):
+                followed += [_Followed(agents[name], row, result.get(row.node_name)) for row in tracked[name]]
+        return followed
 
-        # A node whose previous reservation is still being ended is not handed to the next one.
-        ending_owners: dict[str, set[str]] = defaultdict(set)
+    def _by_usable_agent(
+        self, rows: Iterable[ScheduleRecord], nodes: Mapping[str, CachedNode], agents: Mapping[str, AgentRecord]
+    ) -> dict[str, list[ScheduleRecord]]:
+        """{agent name: its rows} for the agents the client may call now; rows of nodes that left
+        the inventory or of disconnected agents are left out until they are back."""
+        tracked: dict[str, list[ScheduleRecord]] = defaultdict(list)
         for row in rows:
-            if row.ending:
-                ending_owners[row.node_name].add(row.owner)
+            node = nodes.get(row.node_name)
+            agent = agents.get(node.agent) if node else None
+            if agent is not None and self._client.usable(agent):
+                tracked[agent.name].append(row)
+        return tracked
 
-        changes: list[ScheduleChange] = []
-        to_issue: list[tuple[AgentRecord, ScheduleRecord, ActionState | None]] = []
-        for agent_name, agent_rows in tracked.items():
-            result = states[agent_name]
-            if isinstance(result, ServiceError):
-                continue
-            for row in agent_rows:
-                action = result.get(row.node_name)
-                if row.pending:
-                    blocked = bool(ending_owners.get(row.node_name, set()) - {row.owner})
-                    change, issue = self._decide_pending(row, action, blocked)
-                    if issue:
-                        to_issue.append((agents[agent_name], row, action))
-                else:
-                    change = self._decide_mirror(row, action)
-                if change is not None:
-                    changes.append(change)
-                    if change.delete:
-                        report.removed.append(row.node_name)
-                    elif row.pending and change.changes.get("pending") == "":
-                        report.adopted.append(f"{row.node_name}:{row.pending}")
-        if changes:
-            await self._store.schedule.update_schedule(changes)
-        if to_issue:
-            await self._issue(to_issue, report)
-        return report
-
-    def _timed_change(self, row: ScheduleRecord, now: int, nodes: dict[str, CachedNode]) -> ScheduleChange | None:
-        key = (row.node_name, row.owner)
-        if row.end_date <= now and (not row.started or row.node_name not in nodes):
-            # Nothing was ever sent to the agent (or the node left the inventory): nothing to
-            # destroy, the reservation just ends.
-            if row.started:
-                log.warning("node %s left the inventory; ending %s's reservation without destroy", *key)
-            return ScheduleChange(
-                *key,
-                expect={"pending_issued": row.pending_issued, "process": row.process, "pending": row.pending},
-                changes={},
-                delete=True,
-            )
-        if row.end_date <= now and not row.ending:
-            changes: dict[str, Any] = {"ending": True}
-            if not row.pending_issued:
-                changes.update(pending="destroy", pending_since=now, status=IN_PROGRESS)
-            return ScheduleChange(
-                *key,
-                expect={"ending": False, "pending": row.pending, "pending_issued": row.pending_issued},
-                changes=changes,
-            )
-        if row.ending and not row.pending and row.process != "destroy":
-            # An intention that was in doubt at end_date has been resolved: now destroy.
-            return ScheduleChange(
-                *key,
-                expect={"ending": True, "pending": "", "process": row.process},
-                changes={"pending": "destroy", "pending_issued": False, "pending_since": now, "status": IN_PROGRESS},
-            )
-        if (
-            not row.ending
-            and row.status == READY
-            and not row.started
-            and not row.pending
-            and row.start_date <= now < row.end_date
-        ):
-            return ScheduleChange(
-                *key,
-                expect={"status": READY, "pending": "", "process": "", "action_state": "", "ending": False},
-                changes={"pending": "deploy", "pending_issued": False, "pending_since": now, "status": IN_PROGRESS},
-            )
-        return None
-
-    def _decide_pending(
-        self, row: ScheduleRecord, action: ActionState | None, blocked: bool
-    ) -> tuple[ScheduleChange | None, bool]:
-        """(change, send StartAction?) for a row with an intention."""
-        key = (row.node_name, row.owner)
-        expect = {"pending": row.pending, "pending_issued": row.pending_issued, "baseline": row.baseline}
-        if (
-            row.baseline
-            and action is not None
-            and action.process == row.pending
-            and action.fingerprint() != row.baseline
-        ):
-            # The agent runs (or ran) the action we sent before we could record it: adopt it.
-            changes = _mirror(action) | {"pending": "", "pending_issued": False, "baseline": "", "last_error": ""}
-            if action.final and row.ending and action.process == "destroy":
-                return ScheduleChange(*key, expect=expect, changes={}, delete=True), False
-            log.info("adopting %s on %s for %s", action.process, *key)
-            return ScheduleChange(*key, expect=expect, changes=changes), False
-        if action is not None and not action.final:
-            # Busy with another action: ours was not accepted; wait until that one ends.
-            changes = {}
-            if row.pending_issued:
-                changes["pending_issued"] = False
-            if row.started and action.process != row.pending:
-                changes |= {k: v for k, v in _mirror(action).items() if k != "status"}
-            if changes and _differs(row, changes):
-                return ScheduleChange(*key, expect=expect, changes=changes), False
-            return None, False
-        if blocked:
-            return None, False
-        return None, True
-
-    def _decide_mirror(self, row: ScheduleRecord, action: ActionState | None) -> ScheduleChange | None:
-        key = (row.node_name, row.owner)
-        if action is None:
-            return None
-        expect = {"pending": "", "action_updated_at": row.action_updated_at, "action_state": row.action_state}
-        if action.final and row.ending and action.process == "destroy":
-            log.info("reservation of %s by %s ended: node %s", row.node_name, row.owner, action.state)
-            return ScheduleChange(*key, expect=expect, changes={}, delete=True)
-        changes = _mirror(action)
-        if not _differs(row, changes):
-            return None
-        return ScheduleChange(*key, expect=expect, changes=changes)
-
-    async def _issue(
-        self,
-        batch: list[tuple[AgentRecord, ScheduleRecord, ActionState | None]],
-        report: PollReport,
-    ) -> None:
-        claims = [
-            ScheduleChange(
-                row.node_name,
-                row.owner,
-                expect={"pending": row.pending, "pending_issued": row.pending_issued, "baseline": row.baseline},
-                changes={"pending_issued": True, "baseline": _fingerprint(action)},
-            )
-            for _, row, action in batch
+    async def _apply_reports(
+        self, rows: Sequence[ScheduleRecord], followed: Sequence[_Followed], report: PollReport
+    ) -> list[tuple[AgentRecord, ScheduleRecord]]:
+        """Writes what `lifecycle.on_report` decides, claims included, in one transaction; the
+        claimed rows (as written) with their agent, for StartAction."""
+        blocked = lifecycle.blocked_rows(rows)
+        decided = [
+            (seen, decision)
+            for seen in followed
+            if (decision := lifecycle.on_report(seen.row, seen.action, blocked=seen.key in blocked))
         ]
-        # The baseline is on disk before anything is sent: a crash from here on is resolved by
-        # comparing it with what the agent reports.
-        applied = await self._store.schedule.update_schedule(claims)
-        claimed = [item for item, ok in zip(batch, applied) if ok]
+        applied = await self._write([decision for _, decision in decided], report)
+        claimed = []
+        for (seen, decision), ok in zip(decided, applied, strict=True):
+            if ok and decision.issues:
+                row = lifecycle.after(seen.row, decision)
+                assert row is not None, "a claim keeps its row"
+                claimed.append((seen.agent, row))
+        return claimed
+
+    async def _write(self, decisions: Sequence[Decision], report: PollReport) -> list[bool]:
+        """Writes `decisions` in one transaction; whether each applied (a row that changed
+        since it was read is left as it is: its next poll decides again)."""
+        if not decisions:
+            return []
+        applied = await self._store.schedule.update_schedule(decisions)
+        for decision, ok in zip(decisions, applied, strict=True):
+            if not ok:
+                continue
+            if decision.delete:
+                report.removed.append(decision.node_name)
+            if decision.transition is Transition.ADOPT:
+                report.adopted.append(f"{decision.node_name}:{decision.changes['process']}")
+            if decision.transition in _LOGGED:
+                level, message = _LOGGED[decision.transition]
+                log.log(level, message, decision.node_name, decision.owner)
+        return applied
+
+    async def _issue(self, claimed: Sequence[tuple[AgentRecord, ScheduleRecord]], report: PollReport) -> None:
+        """Sends StartAction for every claimed row (its claim is on disk), concurrently, and
+        writes what `lifecycle.after_start` decides for each answer."""
         if not claimed:
             return
-        props = await self._store.schedule.action_props_for([(row.node_name, row.owner) for _, row, _ in claimed])
+        props = await self._store.schedule.action_props_for([(row.node_name, row.owner) for _, row in claimed])
+        answers = await asyncio.gather(
+            *(self._send(agent, row, props.get((row.node_name, row.owner), {})) for agent, row in claimed)
+        )
+        decisions = [
+            self._answered(row, lifecycle.start_result(answer), report)
+            for (_, row), answer in zip(claimed, answers, strict=True)
+        ]
+        await self._write([d for d in decisions if d is not None], report)
 
-        async def send(agent: AgentRecord, row: ScheduleRecord) -> ActionState | ServiceError:
-            properties = props.get((row.node_name, row.owner), {})
-            try:
-                return await self._client.start_action(
-                    agent,
-                    row.node_name,
-                    row.pending,
-                    environment=properties.get("environment", ""),
-                    properties=properties,
-                )
-            except ServiceError as exc:
-                return exc
-
-        results = await asyncio.gather(*(send(agent, row) for agent, row, _ in claimed))
-        outcomes = []
-        for (agent, row, action), result in zip(claimed, results):
-            change = self._after_start(row, _fingerprint(action), result)
-            if change is not None:
-                outcomes.append(change)
-            if isinstance(result, ActionState):
-                report.started.append(f"{row.node_name}:{row.pending}")
-                log.info("started %s on %s for %s", row.pending, row.node_name, row.owner)
-        if outcomes:
-            await self._store.schedule.update_schedule(outcomes)
-
-    def _after_start(
-        self, row: ScheduleRecord, baseline: str, result: ActionState | ServiceError
-    ) -> ScheduleChange | None:
-        key = (row.node_name, row.owner)
-        expect = {"pending": row.pending, "pending_issued": True, "baseline": baseline}
-        if isinstance(result, ActionState):
-            if result.final and row.ending and result.process == "destroy":
-                return ScheduleChange(*key, expect=expect, changes={}, delete=True)
-            changes = _mirror(result) | {"pending": "", "pending_issued": False, "baseline": "", "last_error": ""}
-            return ScheduleChange(*key, expect=expect, changes=changes)
-        if isinstance(result, (Conflict, AgentRejectedToken)):
-            # Refused, so certainly not started: keep the intention, retry (or adopt) next poll.
-            return ScheduleChange(*key, expect=expect, changes={"pending_issued": False})
-        if isinstance(result, (InvalidInput, NotFound)):
-            log.warning("%s on %s for %s refused by the agent: %s", row.pending, *key, result.message)
-            if row.ending:
-                log.error("reservation of %s by %s ends without destroy: %s", *key, result.message)
-                return ScheduleChange(*key, expect=expect, changes={}, delete=True)
-            never_ran = not row.process and not row.action_state
-            return ScheduleChange(
-                *key,
-                expect=expect,
-                changes={
-                    "pending": "",
-                    "pending_issued": False,
-                    "baseline": "",
-                    "last_error": f"{row.pending} refused: {result.message}"[:500],
-                    # A deploy refused for its configuration waits for the user to fix it.
-                    "status": CONFIGURING if never_ran else READY,
-                },
+    def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
+        """What StartAction's answer for the claimed `row` decides; reported and logged."""
+        if result.outcome is Outcome.ACCEPTED:
+            report.started.append(f"{row.node_name}:{row.pending}")
+            log.info("started %s on %s for %s", row.pending, row.node_name, row.owner)
+        elif result.outcome is Outcome.REFUSED:
+            log.warning(
+                "%s on %s for %s refused by the agent: %s", row.pending, row.node_name, row.owner, result.message
             )
-        # No answer or an agent failure: it may have started. Keep it in doubt; the next poll
-        # after the agent is back compares with the baseline.
-        return None
+        return lifecycle.after_start(row, result)
+
+    async def _send(
+        self, agent: AgentRecord, row: ScheduleRecord, properties: Mapping[str, str]
+    ) -> ActionState | ServiceError:
+        try:
+            return await self._client.start_action(
+                agent,
+                row.node_name,
+                row.pending,
+                environment=properties.get("environment", ""),
+                properties=dict(properties),
+            )
+        except ServiceError as exc:
+            return exc

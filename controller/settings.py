@@ -13,6 +13,7 @@ from pathlib import Path
 from edgebed.config import (
     ConfigError,
     Key,
+    Schema,
     check_host_port,
     in_range,
     load_config,
@@ -37,7 +38,7 @@ def _check_public_url(value: str) -> str | None:
     return None
 
 
-CONTROLLER_SCHEMA = {
+CONTROLLER_SCHEMA: Schema = {
     "listen": Key(str, check=check_host_port, help="host:port of the web server"),
     "database": Key(str, check=_check_database, help="file path, sqlite:///... or postgresql://..."),
     "secret_key_file": Key(str, check=non_empty, help="created with 32 random bytes when absent"),

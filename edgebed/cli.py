@@ -20,8 +20,8 @@ __all__ = ["UsageError", "build_parser", "main"]
 # command -> "module:function"; the function takes the parsed arguments and returns an exit code.
 _HANDLERS = {
     "agent": "edgebed.agent.cli:run_agent",
-    "controller": "edgebed.controller.cli:run_controller",
-    "demo": "edgebed.web.demo:run_demo",
+    "controller": "edgebed.serve:run_controller",
+    "demo": "edgebed.demo:run_demo",
     "admin": "edgebed.controller.cli:run_admin",
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
@@ -16,6 +15,8 @@ from edgebed.web.forms import (
     json_bool,
     json_int,
     json_number,
+    json_optional_int,
+    json_optional_str,
     json_str,
     json_str_list,
     json_str_map,
@@ -92,7 +93,7 @@ async def create_reservation(request: web.Request) -> web.StreamResponse:
     duration = json_number(body, "duration_hours", minimum=0.0, maximum=24 * 366)
     names = json_str_list(body, "nodes")
     filters = json_str_map(body, "filter")
-    count = json_int(body, "count", minimum=1, maximum=1000, required=False)
+    count = json_optional_int(body, "count", minimum=1, maximum=1000)
     reservations = request.app[CONTROLLER].reservations
     if names is not None:
         if filters is not None or count is not None:
@@ -129,7 +130,7 @@ async def configure_reservation(request: web.Request) -> web.StreamResponse:
     user = await api_user(request)
     node = _node_name(request)
     body = await read_json(request)
-    bin_name = json_str(body, "bin", required=False, max_length=64)
+    bin_name = json_optional_str(body, "bin", max_length=64)
     if len(body) > 100:
         raise InvalidInput("too many properties (at most 100)")
     properties = {}

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from edgebed.controller.errors import InvalidInput
 
@@ -65,7 +66,7 @@ def field(
     return text
 
 
-def form_list(form: web.MultiDictProxy[Any] | Any, name: str, *, label: str | None = None) -> list[str]:
+def form_list(form: MultiDictProxy[Any] | Any, name: str, *, label: str | None = None) -> list[str]:
     """Every value of a repeated field (checkboxes), stripped, without blanks or duplicates."""
     label = label or name
     values = form.getall(name, [])
@@ -179,10 +180,17 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def json_str(body: Mapping[str, Any], key: str, *, required: bool = True, max_length: int = MAX_SHORT) -> str | None:
+def json_str(body: Mapping[str, Any], key: str, *, max_length: int = MAX_SHORT) -> str:
+    """The text at `key`; InvalidInput when it is missing, null or not clean text."""
+    value = json_optional_str(body, key, max_length=max_length)
+    if value is None:
+        raise InvalidInput(f"{key} is missing")
+    return value
+
+
+def json_optional_str(body: Mapping[str, Any], key: str, *, max_length: int = MAX_SHORT) -> str | None:
+    """The text at `key`, or None when it is missing or null."""
     if key not in body or body[key] is None:
-        if required:
-            raise InvalidInput(f"{key} is missing")
         return None
     return clean_text(body[key], key, max_length=max_length)
 
@@ -195,11 +203,18 @@ def json_bool(body: Mapping[str, Any], key: str) -> bool | None:
     return body[key]
 
 
-def json_int(body: Mapping[str, Any], key: str, *, minimum: int, maximum: int, required: bool = True) -> int | None:
+def json_int(body: Mapping[str, Any], key: str, *, minimum: int, maximum: int) -> int:
+    """The whole number at `key`, within [minimum, maximum]; InvalidInput when it is missing."""
+    value = json_optional_int(body, key, minimum=minimum, maximum=maximum)
+    if value is None:
+        raise InvalidInput(f"{key} is missing")
+    return value
+
+
+def json_optional_int(body: Mapping[str, Any], key: str, *, minimum: int, maximum: int) -> int | None:
+    """The whole number at `key`, within [minimum, maximum], or None when it is missing or null."""
     value = body.get(key)
     if value is None:
-        if required:
-            raise InvalidInput(f"{key} is missing")
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(f"{key} must be a whole number")

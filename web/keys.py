@@ -10,7 +10,6 @@ if TYPE_CHECKING:
     from edgebed.controller.app import Controller
     from edgebed.controller.domain import User
     from edgebed.controller.settings import Settings
-
     from edgebed.web.mail import ConfirmationMailer
     from edgebed.web.ratelimit import RateLimiter
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from edgebed.controller.lifecycle import Status
+
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 
 _SCHEMAS: dict[str, Any] = {
@@ -96,7 +98,7 @@ _SCHEMAS: dict[str, Any] = {
             "bin": {"type": "string"},
             "start_date": {"type": "integer", "format": "int64"},
             "end_date": {"type": "integer", "format": "int64"},
-            "status": {"type": "string", "enum": ["configuring", "ready", "in_progress"]},
+            "status": {"type": "string", "enum": [status.value for status in Status]},
             "action_state": {"type": "string"},
             "progress": {"type": "integer", "minimum": 0, "maximum": 100},
             "process": {"type": "string"},
@@ -205,7 +207,7 @@ _AUTH = (401, 403)
 
 
 def _paths() -> dict[str, Any]:
-    act = {
+    act: dict[str, Any] = {
         action: {
             "post": {
                 "operationId": f"{action}Reservation",

@@ -7,7 +7,7 @@ import hmac
 import secrets
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp_session import Session, get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
@@ -30,7 +30,7 @@ def session_key(secret_key: bytes) -> bytes:
     return hmac.new(secret_key, _SESSION_KEY_PURPOSE, hashlib.sha256).digest()
 
 
-def session_middleware_for(secret_key: bytes, *, secure: bool) -> web.middleware:
+def session_middleware_for(secret_key: bytes, *, secure: bool) -> Middleware:
     storage = EncryptedCookieStorage(
         session_key(secret_key),  # raw bytes: the storage base64-encodes them for Fernet
         cookie_name=SESSION_COOKIE,
@@ -69,7 +69,8 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "application/x-www-form-urlencoded",
             "multipart/form-data",
         ):
-            sent = (await request.post()).get(CSRF_FIELD)
+            posted = (await request.post()).get(CSRF_FIELD)
+            sent = posted if isinstance(posted, str) else None
         if (
             not isinstance(expected, str)
             or not isinstance(sent, str)

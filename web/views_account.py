@@ -77,7 +77,8 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     email = field(form, "email")
-    target = safe_next(form.get("next") if isinstance(form.get("next"), str) else None)
+    sent_next = form.get("next")
+    target = safe_next(sent_next if isinstance(sent_next, str) else None)
     request[FORM_TEMPLATE] = ("login.html", {"email": email, "next": target})
     password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
     address = request.remote or ""

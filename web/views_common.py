@@ -19,7 +19,7 @@ async def act_on_each(names: Iterable[str], act: Callable[[str], Awaitable[T]]) 
     outcomes = await asyncio.gather(*(act(name) for name in names), return_exceptions=True)
     done: list[T] = []
     failures: list[tuple[str, ServiceError]] = []
-    for name, outcome in zip(names, outcomes):
+    for name, outcome in zip(names, outcomes, strict=True):
         if isinstance(outcome, ServiceError):
             failures.append((name, outcome))
         elif isinstance(outcome, BaseException):

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from edgebed.controller.errors import InvalidInput
+from edgebed.controller.lifecycle import Status
 from edgebed.controller.reservations import USER_ACTIONS, node_matches
 from edgebed.web.auth import require_user
 from edgebed.web.forms import (
@@ -203,7 +204,7 @@ async def configure_page(request: web.Request) -> web.StreamResponse:
                 "selected": {
                     r.node_name
                     for r in members
-                    if (r.node_name in wanted if wanted else r.status == "configuring")
+                    if (r.node_name in wanted if wanted else r.status == Status.CONFIGURING)
                 },
             }
         )
@@ -247,8 +248,8 @@ async def configure(request: web.Request) -> web.StreamResponse:
         )
 
     done = await act_on_each(nodes, configure_one)
-    ready = [r.node_name for r in done if r.status != "configuring"]
-    waiting = [r.node_name for r in done if r.status == "configuring"]
+    ready = [r.node_name for r in done if r.status != Status.CONFIGURING]
+    waiting = [r.node_name for r in done if r.status == Status.CONFIGURING]
     if ready:
         await flash(request, f"Configured {', '.join(ready)}.", "success")
     if waiting:
@@ -280,7 +281,7 @@ def _state_text(r, tz) -> str:
     if r.action_state:
         step = f" ({r.state_idx + 1}/{r.state_count})" if r.state_count else ""
         return f"{r.process}: {r.action_state}{step} · {r.progress}%"
-    if r.status == "configuring":
+    if r.status == Status.CONFIGURING:
         return "waiting for configuration"
     return f"starts {format_epoch(r.start_date, tz)}"
 

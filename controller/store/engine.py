@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import peewee as pw
-from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from edgebed.config import redacted_url
 
@@ -133,9 +133,9 @@ class Engine:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        if self._db is not None:
+        if isinstance(self._db, PooledDatabase):
             self._db.close_all()
-            self._db = None
+        self._db = None
 
     @property
     def db(self) -> pw.Database:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from edgebed.controller.domain import CONNECTED
 
@@ -24,6 +24,21 @@ class CachedNode:
     @property
     def connected(self) -> bool:
         return self.agent_status == CONNECTED
+
+
+class CompareAndSet(Protocol):
+    """What ScheduleRepository.update_schedule applies: ScheduleChange, or a lifecycle.Decision."""
+
+    @property
+    def node_name(self) -> str: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def expect(self) -> Mapping[str, Any]: ...
+    @property
+    def changes(self) -> Mapping[str, Any]: ...
+    @property
+    def delete(self) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,27 @@
 """Reservations (tables `schedule` and `action_prop`): reserving, extending, configuring, the
 scheduler's compare-and-set updates, and the reads of the pages, the API and /metrics.
 
-Three lifecycle rules still live here, each marked `# lifecycle rule:`; they belong to the
-reservations service or the lifecycle module and move there next.
+No lifecycle rule lives here. Where a write depends on a rule (which nodes a request gets, how
+far a reservation may be extended, which status a configuration gives), the caller passes the
+rule in as a pure function (from controller/lifecycle.py); the repository reads what the rule
+needs inside its write transaction, calls it, and writes what it decided, so the decision and
+the write are atomic: SQLite's IMMEDIATE transaction holds the write lock from BEGIN, and on
+PostgreSQL the node rows (and the schedule row) are locked FOR UPDATE before the read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import peewee as pw
 
 from edgebed.controller.domain import ScheduleRecord
-from edgebed.controller.errors import Conflict
+from edgebed.controller.lifecycle import Window
 from edgebed.controller.store.conversions import SCHEDULE_FIELDS, schedule_from_row
 from edgebed.controller.store.engine import Engine
-from edgebed.controller.store.records import ScheduleChange
+from edgebed.controller.store.records import CompareAndSet
 
 # Node names per IN (...) list: SQLite allows 999 parameters per statement in older builds.
 _CHUNK = 500
@@ -31,37 +35,44 @@ class ScheduleRepository:
         self._engine = engine
         self.m = models
 
-    # lifecycle rule: windows on one node never come within `turnaround` seconds of each other.
-    def _window_taken(self, node: str, start: int, end: int, turnaround: int, exclude_owner: str | None = None) -> bool:
-        """True when [start, end) comes within `turnaround` seconds of a window on `node`: the
-        gap leaves room for the previous destroy before each start."""
+    def _windows(self, nodes: Sequence[str]) -> dict[str, list[Window]]:
+        """Every reservation's window on `nodes`, by node (inside the caller's transaction)."""
         S = self.m.Schedule
-        query = S.select(S.node_name).where(
-            (S.node_name == node) & (S.start_date < end + turnaround) & (S.end_date + turnaround > start)
-        )
-        if exclude_owner is not None:
-            query = query.where(S.owner != exclude_owner)
-        return query.exists()
+        result: dict[str, list[Window]] = {}
+        names = sorted(set(nodes))
+        for start in range(0, len(names), _CHUNK):
+            query = S.select(S.node_name, S.owner, S.start_date, S.end_date).where(
+                S.node_name.in_(names[start : start + _CHUNK])
+            )
+            for r in query:
+                result.setdefault(r.node_name, []).append(
+                    Window(r.node_name, r.owner, int(r.start_date), int(r.end_date))
+                )
+        return result
+
+    def _check_fields(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name not in SCHEDULE_FIELDS:
+                raise ValueError(f"unknown schedule field {name!r}")
 
     async def reserve(
         self,
         owner: str,
         *,
         candidates: Sequence[str],
-        count: int,
         start: int,
         end: int,
-        turnaround: int,
+        choose: Callable[[Mapping[str, Sequence[Window]]], list[str]],
         status_for: Mapping[str, str],
         props_for: Mapping[str, Mapping[str, str]],
-        all_or_nothing: bool,
     ) -> list[str]:
-        """Reserves `count` of `candidates` (in their order) for [start, end); the chosen names.
+        """Reserves for `owner` the candidates that `choose` picks, for [start, end); the chosen
+        names.
 
-        With all_or_nothing (nodes named by the user) every candidate must be free, else
-        Conflict names the first taken one. Otherwise the first `count` free candidates are
-        taken, or Conflict when fewer are free. Each new row gets status_for[node] and the
-        action properties props_for[node]. One transaction: all rows or none.
+        `choose` gets every reservation's window on the candidates, by node, as read inside the
+        transaction, and returns the names to reserve or raises (lifecycle.choose_nodes raises
+        Conflict); nothing is written then. Each new row gets status_for[node] and the action
+        properties props_for[node]. One transaction: all rows or none.
         """
 
         def work() -> list[str]:
@@ -70,31 +81,7 @@ class ScheduleRepository:
                 # Serializes reservations of the same nodes on PostgreSQL (sorted: no deadlock).
                 if not self._engine.is_sqlite:
                     list(self._engine.lock(Node.select(Node.name).where(Node.name.in_(sorted(candidates))).order_by(Node.name)))
-                mine = {
-                    row.node_name
-                    for row in S.select(S.node_name).where(
-                        (S.owner == owner) & S.node_name.in_(list(candidates))
-                    )
-                }
-                # lifecycle rule: node picking — one reservation per (node, owner), first free
-                # candidates in order, all-or-nothing for named nodes.
-                chosen: list[str] = []
-                for node in candidates:
-                    if node in mine:
-                        if all_or_nothing:
-                            raise Conflict(f"you already have a reservation on node {node}")
-                        continue
-                    if self._window_taken(node, start, end, turnaround):
-                        if all_or_nothing:
-                            raise Conflict(f"node {node} is already reserved during that time")
-                        continue
-                    chosen.append(node)
-                    if len(chosen) == count:
-                        break
-                if len(chosen) < count:
-                    raise Conflict(
-                        f"only {len(chosen)} of the {count} requested nodes are free during that time"
-                    )
+                chosen = choose(self._windows(candidates))
                 for node in chosen:
                     S.insert(
                         node_name=node,
@@ -114,26 +101,32 @@ class ScheduleRepository:
         return await self._engine.run(work)
 
     async def extend(
-        self, node: str, owner: str, *, new_end: int, turnaround: int, expect_end: int
-    ) -> ScheduleRecord:
-        """Moves the end of the reservation to `new_end` if it still ends at `expect_end` and is
-        not ending; the updated record. Conflict when it changed meanwhile or when the longer
-        window would come within `turnaround` of another reservation of the node."""
+        self,
+        node: str,
+        owner: str,
+        *,
+        decide: Callable[[ScheduleRecord, Sequence[Window]], Mapping[str, Any]],
+    ) -> ScheduleRecord | None:
+        """Extends the reservation of `owner` on `node` as `decide` says: it gets the row and
+        every window on the node (its own included), as read inside the transaction, and
+        returns the changes to write or raises (lifecycle.on_extend raises Conflict); nothing is
+        written then. The updated record; None when there is no such reservation."""
 
-        def work() -> ScheduleRecord:
+        def work() -> ScheduleRecord | None:
             S, Node = self.m.Schedule, self.m.Node
+            where = (S.node_name == node) & (S.owner == owner)
             with self._engine.write():
+                # The node's row lock serializes this with reservations of the node.
                 if not self._engine.is_sqlite:
                     list(self._engine.lock(Node.select(Node.name).where(Node.name == node)))
-                row = S.get_or_none((S.node_name == node) & (S.owner == owner))
-                if row is None or int(row.end_date) != expect_end or row.ending:
-                    raise Conflict(f"the reservation of node {node} changed meanwhile; try again")
-                if self._window_taken(node, int(row.start_date), new_end, turnaround, exclude_owner=owner):
-                    raise Conflict(
-                        f"node {node} cannot be extended: it would run into the next reservation"
-                    )
-                S.update(end_date=new_end).where((S.node_name == node) & (S.owner == owner)).execute()
-                return schedule_from_row(S.get((S.node_name == node) & (S.owner == owner)))
+                row = self._engine.lock(S.select().where(where)).first()
+                if row is None:
+                    return None
+                changes = dict(decide(schedule_from_row(row), self._windows([node]).get(node, [])))
+                self._check_fields(changes)
+                if changes:
+                    S.update(**changes).where(where).execute()
+                return schedule_from_row(S.get(where))
 
         return await self._engine.run(work)
 
@@ -216,12 +209,12 @@ class ScheduleRepository:
         bin: str | None,
         set_props: Mapping[str, str],
         unset_props: Iterable[str],
-        required: Iterable[str],
+        status_after: Callable[[ScheduleRecord, set[str]], Mapping[str, Any]],
     ) -> ScheduleRecord | None:
-        """Sets bin (unless None) and properties; moves status between configuring and ready by
-        whether every required property is set (a row with an action under way keeps its
-        status). The updated record; None when there is no such reservation."""
-        required_names = set(required)
+        """Sets bin (unless None) and properties, then the changes `status_after` returns for
+        the row and the names of every property it now has (lifecycle.status_after_configure:
+        the status and the error it clears), in one transaction. The updated record; None when
+        there is no such reservation."""
         unset = list(unset_props)
 
         def work() -> ScheduleRecord | None:
@@ -239,31 +232,22 @@ class ScheduleRepository:
                     if not updated:
                         A.insert(node_name=node, prop_name=prop, prop_value=value, owner=owner).execute()
                 have = {r.prop_name for r in A.select(A.prop_name).where(mine)}
-                changes: dict[str, Any] = {}
+                changes: dict[str, Any] = dict(status_after(schedule_from_row(row), have))
                 if bin is not None:
                     changes["bin"] = bin
-                # lifecycle rule: READY when every required property is set, else CONFIGURING;
-                # a row with an action pending or in progress keeps its status.
-                busy = row.pending != "" or row.status == "in_progress"
-                if not busy:
-                    complete = required_names <= have
-                    changes["status"] = "ready" if complete else "configuring"
-                    if complete and row.status == "configuring":
-                        # A new configuration clears the error that sent it back to configuring.
-                        changes["last_error"] = ""
+                self._check_fields(changes)
                 if changes:
                     S.update(**changes).where(where).execute()
                 return schedule_from_row(S.get(where))
 
         return await self._engine.run(work)
 
-    async def update_schedule(self, changes: Sequence[ScheduleChange]) -> list[bool]:
-        """Applies compare-and-set changes in one transaction; True for each one applied.
-        ValueError (before any write) for a field that is not a schedule column."""
+    async def update_schedule(self, changes: Sequence[CompareAndSet]) -> list[bool]:
+        """Applies compare-and-set changes (ScheduleChange, lifecycle.Decision) in one
+        transaction; True for each one applied. ValueError (before any write) for a field that
+        is not a schedule column."""
         for change in changes:
-            for name in list(change.expect) + list(change.changes):
-                if name not in SCHEDULE_FIELDS:
-                    raise ValueError(f"unknown schedule field {name!r}")
+            self._check_fields(list(change.expect) + list(change.changes))
 
         def work() -> list[bool]:
             S, A = self.m.Schedule, self.m.ActionProp

@@ -78,7 +78,7 @@ class Machine:
         }
 
     @classmethod
-    def from_saved(cls, saved: Mapping) -> "Machine":
+    def from_saved(cls, saved: Mapping) -> Machine:
         known = {name: saved[name] for name in cls.__dataclass_fields__ if name in saved}
         return cls(**known)
 

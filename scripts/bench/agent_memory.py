@@ -21,10 +21,10 @@ from pathlib import Path
 
 import grpc
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TOKEN = "bench-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

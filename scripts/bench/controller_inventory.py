@@ -43,7 +43,9 @@ async def run(agent_count: int, hung_count: int, nodes_per_agent: int) -> int:
             )
             hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
             async with open_controller(settings, run_scheduler=False, password_hasher=hasher) as ctl:
-                admin = await ctl.accounts.create_user("admin@example.org", "admin-password", admin=True, authorized=True)
+                admin = await ctl.accounts.create_user(
+                    "admin@example.org", "admin-password", admin=True, authorized=True
+                )
                 for agent in served:
                     info = await ctl.agents.add_agent(
                         admin, agent.fake.name, "raspberry", "127.0.0.1", agent.port, agent.fake.token
@@ -68,7 +70,9 @@ async def run(agent_count: int, hung_count: int, nodes_per_agent: int) -> int:
 
     total_nodes = agent_count * nodes_per_agent
     print(f"agents: {agent_count} ({hung_count} hung), nodes: {total_nodes}, call deadline: 6 s")
-    print(f"full inventory refresh: {full:.2f} s (goal <= {GOAL_SECONDS} s); healthy agents answered: {answered}/{agent_count - hung_count}")
+    healthy = agent_count - hung_count
+    print(f"full inventory refresh: {full:.2f} s (goal <= {GOAL_SECONDS} s); "
+          f"healthy agents answered: {answered}/{healthy}")
     print(f"hung agents flagged disconnected: {len(flagged)}")
     print(f"next refresh, hung agents skipped: {again:.3f} s")
     print(f"nodes in the cache: {len(nodes)}, of connected agents: {sum(n.connected for n in nodes)}")

@@ -116,7 +116,7 @@ async def _serve_with(directory: Path, agents, ready, stop) -> None:
 
         admin = await ctl.accounts.create_user("admin@example.org", PASSWORD, admin=True, authorized=True)
         user = await ctl.accounts.create_user(USER, PASSWORD, authorized=True)
-        for (name, agent_type, _), agent in zip(AGENTS, agents):
+        for (name, agent_type, _), agent in zip(AGENTS, agents, strict=True):
             info = await ctl.agents.add_agent(admin, name, agent_type, "127.0.0.1", agent.port, f"token-{name}")
             assert info.status == "connected", info
         nodes = await ctl.inventory.list_nodes(refresh=True)
@@ -185,7 +185,9 @@ async def measure(port: int, requests: int, concurrency: int) -> dict[str, dict[
             latencies: list[float] = []
             remaining = requests
 
-            async def worker() -> None:
+            # The path and the list are parameters: the closure outlives nothing, but binding them
+            # says which iteration's values it uses.
+            async def worker(path: str, latencies: list[float]) -> None:
                 nonlocal remaining
                 while remaining > 0:
                     remaining -= 1
@@ -196,7 +198,7 @@ async def measure(port: int, requests: int, concurrency: int) -> dict[str, dict[
                     latencies.append(time.perf_counter() - started)
 
             started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            await asyncio.gather(*(worker(path, latencies) for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
             latencies.sort()
             figures[label] = {

@@ -4,10 +4,12 @@ checks, and the race of 50 concurrent requests for one node on SQLite and Postgr
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import pytest
 
+from edgebed.controller import lifecycle
 from edgebed.controller.errors import AgentUnavailable, Conflict, Forbidden, InvalidInput, NotAuthorized, NotFound
 from tests.controller.conftest import controller_for, make_settings
 
@@ -232,13 +234,14 @@ async def test_of_50_concurrent_requests_for_one_node_and_window_exactly_one_win
                     ctl.store.schedule.reserve(
                         user.email,
                         candidates=["rpi-001"],
-                        count=1,
                         start=window + i,
                         end=window + HOUR,
-                        turnaround=0,
+                        choose=functools.partial(
+                            lifecycle.choose_nodes, ["rpi-001"], owner=user.email, count=1,
+                            start=window + i, end=window + HOUR, turnaround=0, all_or_nothing=True,
+                        ),
                         status_for={"rpi-001": "configuring"},
                         props_for={},
-                        all_or_nothing=True,
                     )
                     for i, user in enumerate(users)
                 ),

@@ -173,7 +173,7 @@ async def test_a_crash_after_start_action_was_sent_is_adopted_on_restart(tmp_pat
             raise Crash
 
         # The agent accepted the deploys; the controller dies before recording the answers.
-        ctl.scheduler._after_start = die
+        ctl.scheduler._answered = die
         with pytest.raises(Crash):
             await ctl.scheduler.poll()
     assert sorted(served.fake.started) == [(n, "deploy") for n in nodes]
@@ -208,7 +208,7 @@ async def test_a_new_action_that_looks_like_the_previous_one_is_adopted_after_a_
         def die(*args, **kwargs):
             raise Crash
 
-        ctl.scheduler._after_start = die
+        ctl.scheduler._answered = die
         with pytest.raises(Crash):
             await ctl.scheduler.poll()
     served.fake.finish_all()

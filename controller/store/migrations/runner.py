@@ -63,7 +63,7 @@ def migrate(db: pw.Database, target: int = SCHEMA_VERSION) -> int:
                 MIGRATIONS[version](db)
                 db.execute_sql('DELETE FROM "schema_version"')
                 db.execute_sql(
-                    'INSERT INTO "schema_version" ("version") VALUES (%s)' % int(version)
+                    f'INSERT INTO "schema_version" ("version") VALUES ({int(version)})'
                 )
                 log.info("database schema upgraded to version %d", version)
         return schema_version(db)

@@ -1,7 +1,9 @@
 """`edgebed demo`: a controller and three simulated agents on loopback, ready in one command.
 
-The three agents (raspberry, node, sensor; sim driver) run in this process, each with its own
-database, thread and gRPC server, next to the controller. Everything lives under --data-dir
+Composed here, beside the command line, from the three sides: the agents (edgebed.agent), the
+controller (edgebed.controller) and its web application (edgebed.web). The three agents
+(raspberry, node, sensor; sim driver) run in this process, each with its own database, thread and
+gRPC server, next to the controller. Everything lives under --data-dir
 (var/demo): the agents' databases, the controller's database and secret key, demo.json (the
 agents' ports and tokens) and the admin's password. Running the demo again reuses all of it:
 same ports, same tokens, same accounts and reservations.
@@ -86,10 +88,10 @@ async def running_agents(data_dir: Path) -> AsyncIterator[list[tuple[dict, objec
         for outcome in started:
             if isinstance(outcome, BaseException):
                 raise outcome
-        for entry, agent in zip(entries, running):
+        for entry, agent in zip(entries, running, strict=True):
             entry["port"] = agent.port
         save_demo_agents(data_dir, entries)
-        yield list(zip(entries, running))
+        yield list(zip(entries, running, strict=True))
     finally:
         await asyncio.gather(*(agent.stop() for agent in running), return_exceptions=True)
 

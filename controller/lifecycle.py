@@ -1,0 +1,640 @@
+"""The life of a reservation, as one explicit state machine of pure decisions.
+
+A reservation is one `schedule` row (`ScheduleRecord`), keyed by (node_name, owner). Its state is
+spread over a few columns: `status` (stored and shown: `Status`), `pending` (the process the
+controller intends to start, '' when none), `pending_issued` (StartAction may have been sent),
+`baseline` (the fingerprint of the node's action just before it was sent), `ending` (the window
+is over: destroy, then the rows go) and the mirror of the agent's action (`process`,
+`action_state`, ...). `phase(row)` names the combinations that occur:
+
+    CONFIGURING  status configuring, nothing pending: waits for the required properties
+    READY        status ready, nothing pending, nothing ever ran: waits for start_date
+    INTENDED     pending P, not sent yet (pending_issued 0)
+    IN_DOUBT     pending P, maybe sent (pending_issued 1, baseline recorded)
+    RUNNING      status in_progress, nothing pending: follows the agent's action
+    DONE         nothing pending, the last action reached a final state
+
+`ending` is a flag beside the phase. Every function below decides and never acts: it returns a
+`Decision` (a compare-and-set on one row: the fields it was based on, the changes, or delete),
+`None` when nothing is to be written, or raises `Conflict` with a message for the user. Nothing
+here reads a clock, a database or an agent. The scheduler (clock, reports, StartAction's
+answers) and the reservation service (the user's actions) apply the decisions: they gather the
+inputs, write the decisions with the store's compare-and-set, and talk to the agents.
+
+Transitions (`Transition`), by the event that causes them:
+
+    event (function)     phase (ending)        condition                          -> phase      writes
+    -------------------  --------------------  ---------------------------------  -----------  ------------------------------------
+    configure            CONFIGURING/READY/    every required property set        READY        status=ready (last_error='' if it
+     (status_after_        DONE                                                                  was configuring)
+      configure)         READY/DONE            a required property missing        CONFIGURING  status=configuring
+                         INTENDED..RUNNING     (an action under way)              unchanged    nothing
+    clock (on_time)      READY                 start_date <= now < end_date       INTENDED     START: pending=deploy,
+                                                                                               status=in_progress
+                         any, nothing sent     end_date <= now                    (gone)       EXPIRE: delete
+                         any, sent             end_date <= now, node gone from    (gone)       ORPHAN: delete (nothing to destroy)
+                                               the inventory
+                         any (0), sent         end_date <= now                    INTENDED(1)  END: ending=1, pending=destroy,
+                                                                                               status=in_progress
+                         IN_DOUBT (0)          end_date <= now                    IN_DOUBT(1)  END: ending=1 only; the doubt is
+                                                                                               resolved first
+                         DONE/RUNNING (1),     the doubt was resolved             INTENDED(1)  DESTROY_AFTER_DOUBT: pending=destroy
+                          process != destroy
+    report (on_report)   INTENDED/IN_DOUBT     agent reports P, fingerprint !=    RUNNING/DONE ADOPT: mirror, pending=''
+                                               baseline (our StartAction ran)
+                         INTENDED/IN_DOUBT     agent runs another action          INTENDED     WAIT_BUSY: pending_issued=0, mirror
+                                                                                               it (but not status) if we ran one
+                         INTENDED/IN_DOUBT     idle or final, another owner's     unchanged    nothing (the node is not handed over
+                                               reservation of the node ending                  before its destroy)
+                         INTENDED/IN_DOUBT     idle, final, or same as baseline   IN_DOUBT     ISSUE: pending_issued=1, baseline=
+                                                                                               fingerprint; then send StartAction
+                         RUNNING/DONE          agent's action differs from row    RUNNING/DONE MIRROR: process, action_state, ...,
+                                                                                               status=ready if final else in_progress
+                         any (1)               destroy final (mirrored, adopted)  (gone)       REMOVE: delete
+    StartAction answer   IN_DOUBT              accepted                           RUNNING/DONE ACCEPTED: mirror, pending=''
+     (after_start)       IN_DOUBT (1)          accepted, destroy already final    (gone)       REMOVE: delete
+                         IN_DOUBT              FAILED_PRECONDITION (busy) or      INTENDED     RETRY: pending_issued=0, baseline
+                                               token rejected: surely not started              kept (the next report adopts or
+                                                                                               sends again)
+                         IN_DOUBT (0)          refused (INVALID_ARGUMENT,         CONFIGURING  REFUSED: pending='', last_error;
+                                               NOT_FOUND)                         or DONE      configuring if nothing ever ran
+                         IN_DOUBT (1)          refused                            (gone)       ABANDON: delete without destroy
+                         IN_DOUBT              no answer (agent down, deadline)   IN_DOUBT     nothing: the next report decides
+    user (on_user_       READY/DONE (0),       deploy (once configured), reboot   INTENDED     REQUEST: pending=P,
+     action)              window open           (once deployed)                                status=in_progress, last_error=''
+                         CONFIGURING/READY,    destroy                            (gone)       CANCEL: delete
+                          nothing ever sent
+                         any other (0)         destroy                            INTENDED(1)  END_EARLY: ending=1, end_date=now,
+                                                                                   or IN_DOUBT  pending=destroy unless in doubt
+                         any (1)               destroy                            unchanged    nothing (already ending)
+    user (on_extend)     any (0)               duration doubled up to the cap,    unchanged    EXTEND: end_date
+                                               clear of the next window
+
+Crash points. A controller killed at any moment restarts from what the rows say:
+
+    killed after                          row on restart                       next poll
+    the intention was written            INTENDED, baseline ''                 ISSUE, sent once
+    the claim (ISSUE) was written        IN_DOUBT, agent still at baseline     ISSUE again, sent once
+    StartAction was accepted             IN_DOUBT, agent reports P != baseline ADOPT, never sent twice
+      (even a new action that differs from the previous only in action_id)
+    a FAILED_PRECONDITION (RETRY)        INTENDED with baseline                ADOPT if the agent now shows ours,
+                                                                               else WAIT_BUSY or ISSUE
+    StartAction got no answer            IN_DOUBT                              as after the claim
+    end_date passed while in doubt       IN_DOUBT, ending=1                    ADOPT/ISSUE, then
+                                                                               DESTROY_AFTER_DOUBT
+
+Every decision expects the fields it was based on, so a user's concurrent action (which writes
+`pending`, `status` or `ending`) makes the scheduler's write miss instead of overwriting it, and
+the other way round.
+
+The business rules of reserving live here too: `window_conflicts` (the turnaround gap between
+windows on one node), `choose_nodes` (which candidates a request gets) and `configured_status`
+(ready once every required property is set). `choose_nodes`, `on_extend` and
+`status_after_configure` depend on other rows, so the reservation service hands them to the
+store, which calls them inside its write transaction on the rows it read there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from edgebed.controller.domain import ActionState, ScheduleRecord
+from edgebed.controller.errors import AgentRejectedToken, Conflict, InvalidInput, NotFound, ServiceError
+
+
+class Status(StrEnum):
+    """The `status` column of a reservation: the seed's values, stored and shown as they are
+    (a StrEnum compares equal to its text, so rows read back as `str` match)."""
+
+    CONFIGURING = "configuring"  # waits for the properties the node type requires
+    READY = "ready"  # configured, nothing under way: before start_date, or after a final state
+    IN_PROGRESS = "in_progress"  # an action is intended, sent, or running on the agent
+
+
+class Process(StrEnum):
+    """The processes the controller starts on a node (StartAction's `process`)."""
+
+    DEPLOY = "deploy"
+    REBOOT = "reboot"
+    DESTROY = "destroy"
+
+
+class UserAction(StrEnum):
+    """What a user may do to one of their reservations (the API's /reservations/{node}/{action})."""
+
+    REBOOT = "reboot"
+    DEPLOY = "deploy"
+    DESTROY = "destroy"
+    EXTEND = "extend"
+
+
+class Phase(StrEnum):
+    """Where a row is in its life; derived from its columns by `phase`, never stored."""
+
+    CONFIGURING = "configuring"
+    READY = "ready"
+    INTENDED = "intended"
+    IN_DOUBT = "in_doubt"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class Transition(StrEnum):
+    """The rows of the table in this module's docstring; `Decision.transition` names one."""
+
+    # the clock
+    START = "start"
+    EXPIRE = "expire"
+    ORPHAN = "orphan"
+    END = "end"
+    DESTROY_AFTER_DOUBT = "destroy_after_doubt"
+    # the agent's report
+    ISSUE = "issue"
+    ADOPT = "adopt"
+    WAIT_BUSY = "wait_busy"
+    MIRROR = "mirror"
+    REMOVE = "remove"
+    # StartAction's answer
+    ACCEPTED = "accepted"
+    RETRY = "retry"
+    REFUSED = "refused"
+    ABANDON = "abandon"
+    # the user
+    REQUEST = "request"
+    CANCEL = "cancel"
+    END_EARLY = "end_early"
+    EXTEND = "extend"
+
+
+class Outcome(StrEnum):
+    """What StartAction's answer says about whether the action started."""
+
+    ACCEPTED = "accepted"  # started; the answer is the new action
+    NOT_STARTED = "not_started"  # FAILED_PRECONDITION (node busy) or token rejected: surely not
+    REFUSED = "refused"  # INVALID_ARGUMENT or NOT_FOUND: will not start as asked
+    NO_ANSWER = "no_answer"  # unavailable, deadline, agent error: may have started
+
+
+# The baseline when the agent reported no action for the node.
+NO_ACTION = "-"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One compare-and-set on the schedule row (node_name, owner): write `changes`, or delete
+    the row and its action properties when `delete`, only if the row still has every value in
+    `expect`. `transition` says which row of the state table it is (for logs and reports)."""
+
+    transition: Transition
+    node_name: str
+    owner: str
+    expect: Mapping[str, Any]
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    delete: bool = False
+
+    @property
+    def issues(self) -> bool:
+        """True when StartAction(row.pending) is to be sent once this claim is written."""
+        return self.transition is Transition.ISSUE
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """StartAction's answer, classified: `action` when accepted, `message` when refused."""
+
+    outcome: Outcome
+    action: ActionState | None = None
+    message: str = ""
+
+
+class Window(NamedTuple):
+    """One reservation's window on a node, as the turnaround rule sees it."""
+
+    node_name: str
+    owner: str
+    start_date: int
+    end_date: int
+
+
+# -- reading a row -----------------------------------------------------------------------------
+
+
+def phase(row: ScheduleRecord) -> Phase:
+    """The row's phase (see the module docstring)."""
+    if row.pending:
+        return Phase.IN_DOUBT if row.pending_issued else Phase.INTENDED
+    if row.status == Status.IN_PROGRESS:
+        return Phase.RUNNING
+    if row.process or row.action_state:
+        return Phase.DONE
+    return Phase.CONFIGURING if row.status == Status.CONFIGURING else Phase.READY
+
+
+def follows_agent(row: ScheduleRecord) -> bool:
+    """True when the scheduler must ask the node's agent about this row: an intention to send
+    or resolve, or an action to mirror."""
+    return bool(row.pending) or row.started
+
+
+def due_to_start(row: ScheduleRecord, now: int) -> bool:
+    """True when the clock starts the first deploy of this row now (transition START)."""
+    return (
+        not row.ending
+        and row.status == Status.READY
+        and not row.started
+        and not row.pending
+        and row.start_date <= now < row.end_date
+    )
+
+
+def action_finished(row: ScheduleRecord) -> bool:
+    """True when the row's last action reached a final state and nothing new is under way
+    (its progress is then 100%)."""
+    return phase(row) is Phase.DONE
+
+
+def shown_process(row: ScheduleRecord) -> str:
+    """The process to show: the intended one while it waits, else the agent's."""
+    return row.pending or row.process
+
+
+def blocked_rows(rows: Iterable[ScheduleRecord]) -> set[tuple[str, str]]:
+    """(node_name, owner) of the rows whose node is still being ended for another owner: their
+    intention is not sent before that destroy is over, so a node is never handed over unwiped."""
+    rows = list(rows)
+    ending: dict[str, set[str]] = {}
+    for row in rows:
+        if row.ending:
+            ending.setdefault(row.node_name, set()).add(row.owner)
+    return {
+        (row.node_name, row.owner)
+        for row in rows
+        if row.pending and ending.get(row.node_name, set()) - {row.owner}
+    }
+
+
+def after(row: ScheduleRecord, decision: Decision) -> ScheduleRecord | None:
+    """The row once `decision` is applied (None when it deletes the row). ValueError when the
+    row does not match the decision's expectations: the store would not apply it."""
+    if (row.node_name, row.owner) != (decision.node_name, decision.owner):
+        raise ValueError(f"decision for {decision.node_name}/{decision.owner} applied to {row.node_name}/{row.owner}")
+    differing = [name for name, value in decision.expect.items() if getattr(row, name) != value]
+    if differing:
+        raise ValueError(f"row no longer matches the decision on {', '.join(differing)}")
+    return None if decision.delete else dataclasses.replace(row, **decision.changes)
+
+
+def fingerprint(action: ActionState | None) -> str:
+    """The baseline recorded for an agent's report of one node (NO_ACTION when none)."""
+    return NO_ACTION if action is None else action.fingerprint()
+
+
+def _decide(
+    transition: Transition,
+    row: ScheduleRecord,
+    expect: Mapping[str, Any],
+    changes: Mapping[str, Any] | None = None,
+    *,
+    delete: bool = False,
+) -> Decision:
+    return Decision(transition, row.node_name, row.owner, dict(expect), dict(changes or {}), delete)
+
+
+def _mirror(action: ActionState) -> dict[str, Any]:
+    """The row's copy of the agent's action; status follows whether it is final."""
+    return {
+        "action_state": action.state,
+        "process": action.process,
+        "state_idx": action.state_idx,
+        "state_count": action.state_count,
+        "progress": action.progress,
+        "node_ip": action.node_ip,
+        "action_updated_at": action.updated_at,
+        "status": Status.READY if action.final else Status.IN_PROGRESS,
+    }
+
+
+# The intention is over (adopted, accepted or given up): what clears it.
+_NO_INTENTION = {"pending": "", "pending_issued": False, "baseline": ""}
+
+
+def _differs(row: ScheduleRecord, changes: Mapping[str, Any]) -> bool:
+    return any(getattr(row, name) != value for name, value in changes.items())
+
+
+def _destroy_done(row: ScheduleRecord, action: ActionState) -> bool:
+    """An ending row whose destroy reached a final state (`destroyed`, or `lost`): it goes."""
+    return row.ending and action.final and action.process == Process.DESTROY
+
+
+def _intend(process: Process, now: int) -> dict[str, Any]:
+    return {"pending": process, "pending_issued": False, "pending_since": now, "status": Status.IN_PROGRESS}
+
+
+# -- the clock ---------------------------------------------------------------------------------
+
+
+def on_time(row: ScheduleRecord, now: int, *, in_inventory: bool = True) -> Decision | None:
+    """What the clock does to `row` at `now` (epoch seconds): START at start_date; at end_date
+    END (destroy), or EXPIRE/ORPHAN when there is nothing to destroy; DESTROY_AFTER_DOUBT once an
+    ending row's intention in doubt is resolved. `in_inventory` is False when the node left the
+    controller's node cache (its agent no longer lists it)."""
+    if row.end_date <= now and (not row.started or not in_inventory):
+        return _decide(
+            Transition.ORPHAN if row.started else Transition.EXPIRE,
+            row,
+            expect={"pending_issued": row.pending_issued, "process": row.process, "pending": row.pending},
+            delete=True,
+        )
+    if row.end_date <= now and not row.ending:
+        changes: dict[str, Any] = {"ending": True}
+        if not row.pending_issued:
+            # An intention not sent yet is replaced by the destroy; one in doubt is resolved
+            # first (DESTROY_AFTER_DOUBT follows).
+            changes |= _intend(Process.DESTROY, now)
+        return _decide(
+            Transition.END,
+            row,
+            expect={"ending": False, "pending": row.pending, "pending_issued": row.pending_issued},
+            changes=changes,
+        )
+    if row.ending and not row.pending and row.process != Process.DESTROY:
+        return _decide(
+            Transition.DESTROY_AFTER_DOUBT,
+            row,
+            expect={"ending": True, "pending": "", "process": row.process},
+            changes=_intend(Process.DESTROY, now),
+        )
+    if due_to_start(row, now):
+        return _decide(
+            Transition.START,
+            row,
+            expect={"status": Status.READY, "pending": "", "process": "", "action_state": "", "ending": False},
+            changes=_intend(Process.DEPLOY, now),
+        )
+    return None
+
+
+# -- the agent's report ------------------------------------------------------------------------
+
+
+def on_report(row: ScheduleRecord, action: ActionState | None, *, blocked: bool = False) -> Decision | None:
+    """What the agent's report of the node (`action`, None when it has none) does to `row`.
+
+    For a row with an intention: ADOPT, WAIT_BUSY, or ISSUE (the claim to write before sending
+    StartAction; `Decision.issues`); nothing while `blocked` (see `blocked_rows`). For a row
+    without: MIRROR, or REMOVE once an ending row's destroy is final.
+    """
+    if row.pending:
+        return _on_report_pending(row, action, blocked)
+    if action is None:
+        return None
+    expect = {"pending": "", "action_updated_at": row.action_updated_at, "action_state": row.action_state}
+    if _destroy_done(row, action):
+        return _decide(Transition.REMOVE, row, expect, delete=True)
+    changes = _mirror(action)
+    if not _differs(row, changes):
+        return None
+    return _decide(Transition.MIRROR, row, expect, changes)
+
+
+def _on_report_pending(row: ScheduleRecord, action: ActionState | None, blocked: bool) -> Decision | None:
+    expect = {"pending": row.pending, "pending_issued": row.pending_issued, "baseline": row.baseline}
+    if row.baseline and action is not None and action.process == row.pending and action.fingerprint() != row.baseline:
+        # The agent runs (or ran) the action we sent before its answer was recorded.
+        if _destroy_done(row, action):
+            return _decide(Transition.REMOVE, row, expect, delete=True)
+        return _decide(Transition.ADOPT, row, expect, _mirror(action) | _NO_INTENTION | {"last_error": ""})
+    if action is not None and not action.final:
+        # Busy with another action: ours was not accepted; wait until that one ends.
+        changes: dict[str, Any] = {}
+        if row.pending_issued:
+            changes["pending_issued"] = False
+        if row.started and action.process != row.pending:
+            # Keep showing what the node does, but the row stays in_progress for our intention.
+            changes |= {k: v for k, v in _mirror(action).items() if k != "status"}
+        if changes and _differs(row, changes):
+            return _decide(Transition.WAIT_BUSY, row, expect, changes)
+        return None
+    if blocked:
+        return None
+    return before_issue(row, action)
+
+
+def before_issue(row: ScheduleRecord, action: ActionState | None) -> Decision:
+    """ISSUE: the claim written before StartAction(row.pending) is sent: `pending_issued` and
+    the `baseline` (the agent's `action` for the node in this poll), so a crash from then on is
+    resolved by comparing the baseline with what the agent reports."""
+    return _decide(
+        Transition.ISSUE,
+        row,
+        expect={"pending": row.pending, "pending_issued": row.pending_issued, "baseline": row.baseline},
+        changes={"pending_issued": True, "baseline": fingerprint(action)},
+    )
+
+
+# -- StartAction's answer ----------------------------------------------------------------------
+
+
+def start_result(answer: ActionState | ServiceError) -> StartResult:
+    """Classifies what StartAction returned or raised (the agent client's errors)."""
+    if isinstance(answer, ActionState):
+        return StartResult(Outcome.ACCEPTED, action=answer)
+    if isinstance(answer, (Conflict, AgentRejectedToken)):
+        return StartResult(Outcome.NOT_STARTED, message=answer.message)
+    if isinstance(answer, (InvalidInput, NotFound)):
+        return StartResult(Outcome.REFUSED, message=answer.message)
+    return StartResult(Outcome.NO_ANSWER, message=answer.message)
+
+
+def after_start(row: ScheduleRecord, result: StartResult) -> Decision | None:
+    """What StartAction's answer does to `row`, the row as claimed by ISSUE (pending_issued
+    set, baseline recorded): ACCEPTED (or REMOVE), RETRY, REFUSED (or ABANDON when ending), and
+    nothing when there was no answer: the row stays in doubt for the next report."""
+    expect = {"pending": row.pending, "pending_issued": True, "baseline": row.baseline}
+    if result.outcome is Outcome.ACCEPTED:
+        assert result.action is not None
+        if _destroy_done(row, result.action):
+            return _decide(Transition.REMOVE, row, expect, delete=True)
+        return _decide(Transition.ACCEPTED, row, expect, _mirror(result.action) | _NO_INTENTION | {"last_error": ""})
+    if result.outcome is Outcome.NOT_STARTED:
+        # Certainly not started: keep the intention and the baseline, so the next report either
+        # adopts an action the agent accepted earlier or sends it again.
+        return _decide(Transition.RETRY, row, expect, {"pending_issued": False})
+    if result.outcome is Outcome.REFUSED:
+        if row.ending:
+            return _decide(Transition.ABANDON, row, expect, delete=True)
+        never_ran = not row.process and not row.action_state
+        return _decide(
+            Transition.REFUSED,
+            row,
+            expect,
+            _NO_INTENTION
+            | {
+                "last_error": f"{row.pending} refused: {result.message}"[:500],
+                # A first deploy refused for its configuration waits for the user to fix it.
+                "status": Status.CONFIGURING if never_ran else Status.READY,
+            },
+        )
+    return None
+
+
+# -- the user ----------------------------------------------------------------------------------
+
+
+def on_user_action(row: ScheduleRecord, action: UserAction, now: int) -> Decision | None:
+    """What the user's reboot, deploy or destroy does to their `row` at `now`.
+
+    reboot/deploy: REQUEST, or Conflict when the window is not open, the row is ending, busy,
+    not configured (deploy) or never deployed (reboot). destroy: CANCEL when nothing was ever
+    sent, END_EARLY otherwise, None when it is already ending. ValueError for extend (see
+    `on_extend`).
+    """
+    if action is UserAction.DESTROY:
+        return _on_destroy(row, now)
+    if action is UserAction.EXTEND:
+        raise ValueError("extend depends on the neighbouring windows; use on_extend")
+    process = Process(action.value)
+    if now < row.start_date:
+        raise Conflict(f"the reservation of node {row.node_name} has not started yet")
+    if row.ending or now >= row.end_date:
+        raise Conflict(f"the reservation of node {row.node_name} is ending")
+    if row.pending:
+        raise Conflict(f"node {row.node_name} already has a {row.pending} waiting to start")
+    if row.status == Status.IN_PROGRESS:
+        raise Conflict(f"node {row.node_name} is busy with {row.process or 'an action'}; wait until it ends")
+    if process is Process.DEPLOY and row.status == Status.CONFIGURING:
+        raise Conflict(f"node {row.node_name} is not configured yet")
+    if process is Process.REBOOT and not row.process:
+        raise Conflict(f"node {row.node_name} has not been deployed yet")
+    return _decide(
+        Transition.REQUEST,
+        row,
+        expect={"pending": "", "status": row.status, "ending": False},
+        changes=_intend(process, now) | {"last_error": ""},
+    )
+
+
+def _on_destroy(row: ScheduleRecord, now: int) -> Decision | None:
+    if not row.started and not row.pending:
+        return _decide(
+            Transition.CANCEL,
+            row,
+            expect={"pending": "", "process": "", "action_state": "", "pending_issued": False},
+            delete=True,
+        )
+    if row.ending:
+        return None
+    changes: dict[str, Any] = {"ending": True, "end_date": min(row.end_date, now)}
+    if not row.pending_issued:
+        # As at end_date: an intention not sent is replaced; one in doubt is resolved first.
+        changes |= _intend(Process.DESTROY, now)
+    return _decide(
+        Transition.END_EARLY,
+        row,
+        expect={"pending": row.pending, "pending_issued": row.pending_issued, "ending": False},
+        changes=changes,
+    )
+
+
+def on_extend(
+    row: ScheduleRecord,
+    now: int,
+    neighbours: Iterable[Window],
+    *,
+    cap_seconds: int,
+    turnaround: int,
+) -> Decision:
+    """EXTEND: doubles the reservation's duration, up to `cap_seconds` in all. `neighbours` are
+    the other windows on the node. Conflict when the row is ending, already at the cap, or
+    when the longer window would come within `turnaround` seconds of a neighbour."""
+    if row.ending or now >= row.end_date:
+        raise Conflict(f"the reservation of node {row.node_name} is ending")
+    duration = row.end_date - row.start_date
+    new_duration = min(2 * duration, cap_seconds)
+    if new_duration <= duration:
+        raise Conflict(
+            f"the reservation of node {row.node_name} already lasts the maximum of {cap_seconds / 3600:g} hours"
+        )
+    new_end = row.start_date + new_duration
+    others = [w for w in neighbours if w.owner != row.owner]
+    if window_conflicts(others, row.start_date, new_end, turnaround):
+        raise Conflict(f"node {row.node_name} cannot be extended: it would run into the next reservation")
+    return _decide(
+        Transition.EXTEND,
+        row,
+        expect={"end_date": row.end_date, "ending": False},
+        changes={"end_date": new_end},
+    )
+
+
+# -- configuring -------------------------------------------------------------------------------
+
+
+def configured_status(required: Collection[str], have: Collection[str]) -> Status:
+    """READY when every required property is set, else CONFIGURING."""
+    return Status.READY if set(required) <= set(have) else Status.CONFIGURING
+
+
+def status_after_configure(row: ScheduleRecord, have: Collection[str], required: Collection[str]) -> dict[str, Any]:
+    """The status changes once the row's properties are `have`: READY or CONFIGURING by
+    `configured_status`; a row with an action pending or in progress keeps its status (its
+    status follows the action). Clears last_error when a configuring row becomes ready, since
+    that error is what sent it back to configuring. {} when nothing changes."""
+    if row.pending or row.status == Status.IN_PROGRESS:
+        return {}
+    status = configured_status(required, have)
+    changes: dict[str, Any] = {"status": status}
+    if status is Status.READY and row.status == Status.CONFIGURING:
+        changes["last_error"] = ""
+    return changes
+
+
+# -- reserving ---------------------------------------------------------------------------------
+
+
+def window_conflicts(windows: Iterable[Window], start: int, end: int, turnaround: int) -> bool:
+    """True when [start, end) comes within `turnaround` seconds of one of `windows`: the gap
+    before each start leaves room for the previous reservation's destroy."""
+    return any(w.start_date < end + turnaround and w.end_date + turnaround > start for w in windows)
+
+
+def choose_nodes(
+    candidates: Sequence[str],
+    windows: Mapping[str, Sequence[Window]],
+    *,
+    owner: str,
+    count: int,
+    start: int,
+    end: int,
+    turnaround: int,
+    all_or_nothing: bool,
+) -> list[str]:
+    """Which of `candidates` (in their order) a request of `owner` for [start, end) gets.
+
+    `windows` maps a candidate to every reservation on it (absent: none). One reservation per
+    (node, owner), and no window within `turnaround` of another. With `all_or_nothing` (nodes
+    named by the user) every candidate must be free, else Conflict names the first that is
+    not; otherwise the first `count` free ones, or Conflict when fewer are free.
+    """
+    chosen: list[str] = []
+    for node in candidates:
+        on_node = windows.get(node, ())
+        if any(w.owner == owner for w in on_node):
+            if all_or_nothing:
+                raise Conflict(f"you already have a reservation on node {node}")
+            continue
+        if window_conflicts(on_node, start, end, turnaround):
+            if all_or_nothing:
+                raise Conflict(f"node {node} is already reserved during that time")
+            continue
+        chosen.append(node)
+        if len(chosen) == count:
+            break
+    if len(chosen) < count:
+        raise Conflict(f"only {len(chosen)} of the {count} requested nodes are free during that time")
+    return chosen

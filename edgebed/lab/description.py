@@ -1,0 +1,121 @@
+"""What a running lab looks like from outside: `<lab>/lab.json` and the agent config it implies.
+
+A driver, a test or a user reads the description (`LabDescription.load(directory)`) and needs
+nothing else: the switch's address and community, each Pi's address, serial, PoE port and card
+device, the TFTP root, the netboot folder, the image server and the agent's SSH key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgebed.lab.firmware import PiHardware
+from edgebed.lab.image import TestImage
+
+DESCRIPTION_FILE = "lab.json"
+PI_MODEL = "Raspberry Pi 4 Model B"
+
+
+@dataclass(frozen=True)
+class SwitchDescription:
+    """The PoE switch: SNMP v2c at `address` ("127.0.0.1:<udp port>"); port N's power is the
+    INTEGER at `<poe_oid>.<N + port_offset>` (1 on, 2 off); `ports` ports exist."""
+
+    name: str
+    address: str
+    community: str
+    poe_oid: str
+    port_offset: int
+    ports: int
+
+
+@dataclass(frozen=True)
+class LabDescription:
+    directory: str
+    slot: int
+    bridge: str
+    host_ip: str
+    switch: SwitchDescription
+    pis: tuple[PiHardware, ...]
+    tftp_root: str
+    netboot_dir: str
+    netboot_hostname: str
+    image_dir: str
+    image_url: str  # base URL ending in "/": image_url + file name
+    ssh_key: str  # the agent's private key (ed25519); its public key is ssh_key + ".pub"
+    image: TestImage
+    boot_delay: float
+    model: str = PI_MODEL
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> LabDescription:
+        data = dict(data)
+        data["switch"] = SwitchDescription(**data["switch"])
+        data["pis"] = tuple(PiHardware(**pi) for pi in data["pis"])
+        data["image"] = TestImage.from_json(dict(data["image"]))
+        return cls(**data)
+
+    def save(self) -> None:
+        path = Path(self.directory) / DESCRIPTION_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, directory: Path) -> LabDescription:
+        """Raises FileNotFoundError when no lab was brought up in `directory`."""
+        return cls.from_json(json.loads((directory / DESCRIPTION_FILE).read_text()))
+
+    def image_url_for(self, compression: str = "zst") -> str:
+        """URL of the test image file with that compression ("" raw, "zst", "xz")."""
+        (file,) = [f for f in self.image.files if f.compression == compression]
+        return self.image_url + file.file
+
+    def node_properties(self, pi: PiHardware) -> dict[str, str]:
+        """The AddNode properties of a raspberry node for this Pi."""
+        return {"ip": pi.ip, "serial": pi.serial, "switch": self.switch.name,
+                "switch_port": str(pi.switch_port), "sd_device": pi.sd_device, "model": self.model}
+
+    def agent_config(self) -> str:
+        """A TOML agent configuration with driver = "real" for this lab, then each Pi's AddNode
+        properties as comments (`# <node name> <JSON object>`, one line per Pi)."""
+        def q(text: str) -> str:
+            return json.dumps(text)  # a TOML basic string is a JSON string for these values
+
+        lab = Path(self.directory)
+        lines = [
+            f"# edgebed agent for the hardware lab in {self.directory}",
+            'name = "lab"',
+            'type = "raspberry"',
+            'listen = "127.0.0.1:50051"',
+            f"token = {q('lab-token-change-me')}",
+            f"database = {q(str(lab / 'agent.sqlite'))}",
+            'driver = "real"',
+            "",
+            "[real]",
+            f"ssh_key = {q(self.ssh_key)}",
+            f"tftp_root = {q(self.tftp_root)}",
+            f"netboot_dir = {q(self.netboot_dir)}",
+            f"netboot_hostname = {q(self.netboot_hostname)}",
+            f"image_dir = {q(self.image_dir)}",
+            f"image_url = {q(self.image_url)}",
+            'serve_images = ""  # the lab\'s image server already serves image_dir at image_url',
+            'wipe = "quick"',
+            "",
+            "[[real.switches]]",
+            f"name = {q(self.switch.name)}",
+            f"address = {q(self.switch.address)}",
+            f"community = {q(self.switch.community)}",
+            f"poe_oid = {q(self.switch.poe_oid)}",
+            f"port_offset = {self.switch.port_offset}",
+            "",
+            "# Nodes (AddNode properties):",
+        ]
+        for pi in self.pis:
+            lines.append(f"# lab-{pi.name} {json.dumps(self.node_properties(pi))}")
+        return "\n".join(lines) + "\n"
