@@ -60,7 +60,7 @@ class Table:
     of its keys), it loads as None and its required keys are not asked for; present, it is
     checked like a nested dict."""
 
-    schema: "Schema"
+    schema: Schema
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Array:
     """An array of tables (`[[name]]` in TOML), each checked against `schema`; loads as a list of
     dicts. `min_items` tables at least (with 0, an absent array loads as an empty list)."""
 
-    schema: "Schema"
+    schema: Schema
     min_items: int = 0
 
 

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 from urllib.parse import quote
 
 from edgebed.nodetypes.base import DriverError, Environment
@@ -61,12 +61,16 @@ class ImageDigest:
     sha256: str
 
 
+class _Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def compression_of(name: str) -> str:
     return COMPRESSIONS.get(Path(name).suffix, "raw")
 
 
 @contextmanager
-def _raw_stream(path: Path, compression: str) -> Iterator[BinaryIO]:
+def _raw_stream(path: Path, compression: str) -> Iterator[_Reader]:
     """The decompressed bytes of `path`. zstd has no module in Python 3.11's standard library:
     the zstd program decompresses those, as it does on the node."""
     if compression == "xz":

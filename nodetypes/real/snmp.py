@@ -137,13 +137,14 @@ class PoePower:
             raise SnmpRefused(
                 where, f"{'GET' if value is None else 'SET'} of {oid} refused: {status.prettyPrint()}"
             )
-        answered = binds[0][1] if binds else None
+        if not binds:
+            raise SnmpRefused(where, f"{oid}: the answer holds no value")
+        answered = binds[0][1]
         try:
             return int(answered)
         except (TypeError, ValueError):
             # noSuchInstance / noSuchObject: the switch has no such port or OID.
-            shown = answered.prettyPrint() if answered is not None else "nothing"
-            raise SnmpRefused(where, f"{oid} answered {shown!r}, not an INTEGER") from None
+            raise SnmpRefused(where, f"{oid} answered {answered.prettyPrint()!r}, not an INTEGER") from None
 
     async def _read(self, node: NodeRef) -> tuple[SwitchConfig, str, int]:
         switch, oid = self._port(node)

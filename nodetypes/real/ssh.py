@@ -142,7 +142,7 @@ class SshPool:
                 raise Refused(f"{self.where(node)}: the server hung up: {exc.reason}") from None
             except asyncssh.Error as exc:
                 raise Refused(f"{self.where(node)}: {exc}") from None
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 raise Unreachable(
                     f"{self.where(node)}: no SSH answer within {self._timeout:g} s"
                 ) from None

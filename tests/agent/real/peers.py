@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.conftest import component_missing
 
 SSHD = "/usr/sbin/sshd"
 POE_OID = "1.3.6.1.2.1.105.1.1.1.3.1"
@@ -47,14 +47,10 @@ def missing(*needs: str) -> list[str]:
 
 def require(*needs: str) -> None:
     """Skips the calling test when the machine lacks one of `needs`, naming what; under CI=true
-    fails it instead: CI installs everything."""
+    fails it instead: CI installs everything (scripts/ci-lab-deps)."""
     absent = missing(*needs)
-    if not absent:
-        return
-    message = "needs " + ", ".join(absent)
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI must install it)")
-    pytest.skip(message)
+    if absent:
+        component_missing(", ".join(absent))
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -94,7 +94,9 @@ def test_the_scripts_pass_shellcheck(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("suffix,compression", [("", "raw"), (".zst", "zst"), (".xz", "xz")])
-def test_a_copy_job_writes_the_image_and_reports_the_cards_checksum(tmp_path, images, card, suffix, compression) -> None:
+def test_a_copy_job_writes_the_image_and_reports_the_cards_checksum(
+    tmp_path, images, card, suffix, compression
+) -> None:
     folder, url = images
     raw = folder / "pi.img"
     size = raw.stat().st_size
@@ -221,8 +223,8 @@ def test_partition_grows_the_root_partition_and_file_system_once(tmp_path, image
     assert start + sectors == 64 * MIB // 512
     # The file system grew with it.
     info = subprocess.run(["dumpe2fs", "-h", f"{card}p2"], capture_output=True, text=True).stdout
-    blocks = int(next(l.split()[-1] for l in info.splitlines() if l.startswith("Block count:")))
-    size = int(next(l.split()[-1] for l in info.splitlines() if l.startswith("Block size:")))
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    blocks, size = int(fields["Block count"]), int(fields["Block size"])
     assert blocks * size == sectors * 512
     # Again, or smaller: nothing changes; too large: refused, saying how much room there is.
     run("partition", HERE, card, "full", mount)
