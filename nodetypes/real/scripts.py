@@ -17,10 +17,31 @@ NAMES = (
 )
 
 
+def _code(text: str) -> str:
+    """`text` without its comment lines and blank lines: they would travel with every command
+    (the status script runs at every poll). No script has a here-document or a multi-line
+    string, so a line starting with '#' is always a comment."""
+    return "".join(
+        line for line in text.splitlines(keepends=True)
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+
+
 @functools.cache
 def script(name: str) -> str:
-    """The text of scripts/<name>.sh with common.sh before it. Raises ValueError for an unknown
-    name."""
+    """The code of scripts/<name>.sh with common.sh's before it, comments left out. Raises
+    ValueError for an unknown name."""
+    if name not in NAMES:
+        raise ValueError(f"no script named {name!r}")
+    folder = resources.files(__package__).joinpath("scripts")
+    common = folder.joinpath("common.sh").read_text(encoding="utf-8")
+    body = folder.joinpath(f"{name}.sh").read_text(encoding="utf-8")
+    return f"#!/bin/bash\n{_code(common)}{_code(body)}"
+
+
+@functools.cache
+def source(name: str) -> str:
+    """scripts/<name>.sh with common.sh before it, comments and all (for shellcheck)."""
     if name not in NAMES:
         raise ValueError(f"no script named {name!r}")
     folder = resources.files(__package__).joinpath("scripts")

@@ -100,6 +100,9 @@ class SshPool:
         self._user = user
         self._connections: dict[str, asyncssh.SSHClientConnection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # asyncssh logs every connection and command line at INFO: the scripts' text at every
+        # poll of every node. Its warnings and errors are kept.
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
     @property
     def public_key(self) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from edgebed.nodetypes.real.jobs import FINISHED, RUNNING, JobStatus, parse_status
 from edgebed.nodetypes.real.passwords import sha512_crypt
-from edgebed.nodetypes.real.scripts import NAMES, script
+from edgebed.nodetypes.real.scripts import NAMES, script, source
 from tests.agent.real.peers import MIB, build_image, http_server, loop_card, require
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,7 @@ def test_the_scripts_pass_shellcheck(tmp_path) -> None:
     require("shellcheck")
     for name in NAMES:
         path = tmp_path / f"{name}.sh"
-        path.write_text(script(name))
+        path.write_text(source(name))
         done = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True)
         assert done.returncode == 0, f"{name}:\n{done.stdout}"
 
