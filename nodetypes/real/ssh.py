@@ -156,13 +156,20 @@ class SshPool:
 
     async def run(self, node: NodeRef, line: str, *, input: str | None = None,
                   timeout: float = COMMAND_TIMEOUT, check: bool = True, what: str = "") -> Completed:
-        """Runs `line` (built with `command` or `bash`) on the node; `input` goes to its stdin.
+        """Runs `line` (built with `command` or `bash`) on the node; `input` goes to its stdin
+        (None or "": an empty stdin, closed at once).
         With `check`, a non-zero exit raises CommandFailed naming `what` and quoting the last
         line of stderr. A pooled connection found dead (the node rebooted) is replaced once."""
         for attempt in (1, 2):
             connection = await self._connect(node)
             try:
-                result = await connection.run(line, input=input, check=False, timeout=timeout)
+                if input:
+                    result = await connection.run(line, input=input, check=False, timeout=timeout)
+                else:
+                    # asyncssh closes stdin only after non-empty input: a script reading it
+                    # (`cat`) would wait forever for nothing.
+                    result = await connection.run(line, stdin=asyncssh.DEVNULL, check=False,
+                                                  timeout=timeout)
             except asyncssh.TimeoutError:
                 raise DriverError(
                     f"{self.where(node)}: {what or 'a command'} did not finish within {timeout:g} s"

@@ -134,7 +134,8 @@ async def test_deploy_reboot_and_destroy_end_to_end(lab, tmp_path, user_key) -> 
         with image.open("rb") as source, open(pi.sd_device, "rb") as card:
             source.seek(512)
             card.seek(512)
-            assert hashlib.sha256(source.read(20 * MIB - 512)).digest() == hashlib.sha256(card.read(20 * MIB - 512)).digest()
+            length = 20 * MIB - 512
+            assert hashlib.sha256(source.read(length)).digest() == hashlib.sha256(card.read(length)).digest()
 
         began = time.monotonic()
         await watch.start("lab-pi1", "reboot")
