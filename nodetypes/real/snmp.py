@@ -39,8 +39,9 @@ from edgebed.nodetypes.real.config import SwitchConfig
 log = logging.getLogger(__name__)
 
 # Seconds per SNMP request and tries after the first: a switch on the testbed network answers
-# in milliseconds; a lost UDP datagram gets one more chance.
-REQUEST_TIMEOUT = 2.0
+# in milliseconds; a lost UDP datagram gets one more chance. (pysnmp's first request in a process
+# spends about a second loading before it sends: that is not counted.)
+REQUEST_TIMEOUT = 1.0
 RETRIES = 1
 
 # Called when a node's power changes (the SSH pool drops its connection: whatever answers next is

@@ -239,9 +239,12 @@ async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_pa
         handle.write(os.urandom(MIB))
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))  # bound and never read: requests go unanswered
+    # Short timeouts, for a test: a copy is given up after 108 s instead of an hour. The switch
+    # failures get 12 s in poe_off, time for a few SNMP timeouts (2 s each) to be logged.
     scale = 0.03
-    config = AgentConfig(
-        lab, tmp_path, name="fail", timeout_scale=scale, image_dir=str(good_dir),
+    config = AgentConfig(lab, tmp_path, name="fail", timeout_scale=scale, image_dir=str(good_dir))
+    switches = AgentConfig(
+        lab, tmp_path, name="switches", timeout_scale=0.1,
         switches={"badcommunity": {"community": "not-the-community"},
                   "silent": {"address": f"127.0.0.1:{silent.getsockname()[1]}"}},
     )
@@ -251,33 +254,40 @@ async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_pa
                    check=True)
     refused = AgentConfig(lab, tmp_path, name="refused", timeout_scale=scale,
                           ssh_key=str(wrong_key_dir / "key"))
-    agent = AgentProcess(config.write(), tmp_path / "fail.log")
-    other = AgentProcess(refused.write(), tmp_path / "refused.log")
-    watch, watch_refused = Watch(agent.address), Watch(other.address)
-    pis = {name: lab.pis[index] for index, name in enumerate(("corrupt", "community", "silent", "refused"), start=2)}
+    agents = {
+        "fail": AgentProcess(config.write(), tmp_path / "fail.log"),
+        "switches": AgentProcess(switches.write(), tmp_path / "switches.log"),
+        "refused": AgentProcess(refused.write(), tmp_path / "refused.log"),
+    }
+    watches = {name: Watch(agent.address) for name, agent in agents.items()}
+    # node -> (agent, its switch, its environment)
+    nodes = {
+        "corrupt": ("fail", lab.switch.name, "corrupt"),
+        "community": ("switches", "badcommunity", "lab-test"),
+        "silent": ("switches", "silent", "lab-test"),
+        "refused": ("refused", lab.switch.name, "lab-test"),
+    }
     try:
-        await watch.put_environment("corrupt", "corrupt.img")
-        await watch_refused.put_environment("lab-test", "lab-test.img.zst")
-        for name, switch in (("corrupt", lab.switch.name), ("community", "badcommunity"), ("silent", "silent")):
-            await watch.add_node(name, {**lab.node_properties(pis[name]), "switch": switch})
-        await watch_refused.add_node("refused", lab.node_properties(pis["refused"]))
+        await watches["fail"].put_environment("corrupt", "corrupt.img")
+        for name in ("switches", "refused"):
+            await watches[name].put_environment("lab-test", "lab-test.img.zst")
+        for index, (node, (agent, switch, _)) in enumerate(nodes.items(), start=2):
+            await watches[agent].add_node(node, {**lab.node_properties(lab.pis[index]), "switch": switch})
         began = time.monotonic()
-        for name in ("corrupt", "community", "silent"):
-            await watch.start(name, "deploy", "corrupt")
-        await watch_refused.start("refused", "deploy", "lab-test")
-        finals = dict(zip(
-            ("corrupt", "community", "silent", "refused"),
-            await asyncio.gather(*(watch.final(name, within=300) for name in ("corrupt", "community", "silent")),
-                                 watch_refused.final("refused", within=300)), strict=True))
+        for node, (agent, _, environment) in nodes.items():
+            await watches[agent].start(node, "deploy", environment)
+        actions = await asyncio.gather(
+            *(watches[agent].final(node, within=300) for node, (agent, _, _) in nodes.items()))
+        finals = dict(zip(nodes, actions, strict=True))
         took = time.monotonic() - began
     finally:
-        await watch.close()
-        await watch_refused.close()
-        agent.terminate()
-        other.terminate()
+        for watch in watches.values():
+            await watch.close()
+        for agent in agents.values():
+            agent.terminate()
         silent.close()
         bad.unlink()
-    seen = {**watch.seen, **watch_refused.seen}
+    seen = {node: watches[agent].seen[node] for node, (agent, _, _) in nodes.items()}
     for name, final in finals.items():
         assert final.state == "lost", (name, seen[name])
         assert "deployed" not in seen[name], (name, seen[name])
@@ -285,16 +295,17 @@ async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_pa
     assert finals["corrupt"].state == "lost" and "copy_image" in seen["corrupt"]
     assert "partition" not in seen["corrupt"]
     failing, refusing = log_text(tmp_path / "fail.log"), log_text(tmp_path / "refused.log")
+    switching = log_text(tmp_path / "switches.log")
     assert "corrupt: copy failed: checksum mismatch: the card holds sha256" in failing
     assert "corrupt: deploy lost: state copy_image timed out" in failing
-    assert "switch badcommunity" in failing and "no answer" in failing
-    assert "community: deploy lost: state poe_off timed out" in failing
-    assert "switch silent" in failing and "silent: deploy lost: state poe_off timed out" in failing
+    assert "community: switch badcommunity (" in switching and "no answer" in switching
+    assert "community: deploy lost: state poe_off timed out" in switching
+    assert "silent: switch silent (" in switching and "silent: deploy lost: state poe_off timed out" in switching
     # The communities never reach the log.
-    assert "not-the-community" not in failing
+    assert "not-the-community" not in switching
     assert "the server refused the agent's key" in refusing
     assert "refused: deploy lost: state wait_netboot_ssh timed out" in refusing
-    figure(f"failures: 4 actions lost in {took:.0f} s (timeout_scale {scale})")
+    figure(f"failures: 4 actions lost in {took:.0f} s (timeout_scale {scale}; the switches' 0.1)")
 
 
 async def test_copy_throughput_against_raw_dd(lab, tmp_path) -> None:
