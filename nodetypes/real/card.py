@@ -1,7 +1,7 @@
 """The SD card of a Pi, written, checked and wiped from its maintenance system (ImageInterface and
 WipeProgress).
 
-Write: a `copy` job (scripts/copy.sh, see jobs.py) streams the image from image_url through its
+Write: a `copy` job (shell/copy.sh, see jobs.py) streams the image from image_url through its
 decompressor onto the card (property `sd_device`, default /dev/mmcblk0), then reads back exactly
 the raw image's size and records its sha256. The copy is done when that sha256 is the one the
 agent computed for the image (images.py); anything else (a failed download, a short write, a
@@ -13,7 +13,7 @@ Its job id names the image file, its raw size and sha256, and the device: a star
 same job running, or finished and verified, in the same boot leaves it alone (an agent killed
 during the copy finds it again after a restart); another job is replaced.
 
-Wipe: a `wipe` job (scripts/wipe.sh), `quick` (partition table, signatures, first and last MiB,
+Wipe: a `wipe` job (shell/wipe.sh), `quick` (partition table, signatures, first and last MiB,
 read back) or `full` (the whole card zeroed first, with progress), same protocol.
 """
 

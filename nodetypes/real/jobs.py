@@ -1,9 +1,9 @@
 """Long jobs on a node (an image copy, a full wipe) that outlive the SSH session that started them.
 
 A job runs in its own folder, `<work_dir>/<serial>/<name>` on the maintenance system, detached
-with setsid (scripts/job-start.sh), and leaves everything the agent needs in files there: its
+with setsid (shell/job-start.sh), and leaves everything the agent needs in files there: its
 id, the boot it ran in, its pid, dd's progress lines, and at the end its exit code (`rc`), an
-error line and a result (a sha256). The agent reads them with one command (scripts/job-status.sh)
+error line and a result (a sha256). The agent reads them with one command (shell/job-status.sh)
 whenever it polls, also after its SSH connection dropped or the agent itself restarted; nothing
 about a job lives only in the agent's memory.
 

@@ -6,7 +6,7 @@ with that name runs it, any other name is the card's system. A deployed card get
 public key in root's authorized_keys (configure's host part), so that the agent can tell after a
 reboot; a card whose system refuses the key is an error, not a silent wait.
 
-The setup scripts (scripts/partition.sh, configure-*.sh) check first that they run on the
+The setup scripts (shell/partition.sh, configure-*.sh) check first that they run on the
 maintenance system, mount the card's root partition (its last one) under
 `<work_dir>/<serial>/root`, and unmount it when they end.
 """

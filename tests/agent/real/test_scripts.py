@@ -26,7 +26,7 @@ TOOLS = ("root", "losetup", "partx", "sfdisk", "mkfs.ext4", "e2fsck", "resize2fs
 
 
 def run(name: str, *args: str, input: str = "", check: bool = True) -> subprocess.CompletedProcess:
-    """Runs scripts/<name>.sh as the driver does (bash -c TEXT NAME ARGS...)."""
+    """Runs shell/<name>.sh as the driver does (bash -c TEXT NAME ARGS...)."""
     done = subprocess.run(["bash", "-c", script(name), f"edgebed-{name}", *args], input=input,
                           capture_output=True, text=True, timeout=300, check=False)
     if check and done.returncode != 0:
