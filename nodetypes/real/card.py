@@ -67,15 +67,15 @@ class CardImage:
         self._catalog = catalog
         self._wipe_mode = wipe_mode
         self._maintenance = maintenance_hostname
-        # (hardware id, job name) -> (job id, start time) of the failed job last reported: each
-        # failed job is one error, then the step starts a new job.
-        self._reported: dict[tuple[str, str], tuple[str, int]] = {}
+        # (hardware id, job name) -> (job id, start time, pid) of the failed job last reported:
+        # each failed job is one error, then the step starts a new job.
+        self._reported: dict[tuple[str, str], tuple[str, int, int]] = {}
 
     # Failures.
 
     def _fail_once(self, node: NodeRef, name: str, status: JobStatus, problem: str) -> None:
         key = (node.hardware_id, name)
-        instance = (status.job_id, status.started)
+        instance = (status.job_id, status.started, status.pid)
         if self._reported.get(key) == instance:
             return
         self._reported[key] = instance

@@ -42,6 +42,8 @@ class JobStatus:
     state: str
     job_id: str = ""
     started: int = 0
+    # With `started`, tells one run of a job from the next (two may start within a second).
+    pid: int = 0
     exit_code: int | None = None
     result: str = ""
     error: str = ""
@@ -88,6 +90,7 @@ def parse_status(text: str) -> JobStatus:
         state=state,
         job_id=values.get("id", ""),
         started=int(started) if started.isdigit() else 0,
+        pid=int(values["pid"]) if values.get("pid", "").isdigit() else 0,
         exit_code=int(exit_code) if exit_code.lstrip("-").isdigit() else None,
         result=values.get("result", ""),
         error=values.get("error", "").strip(),

@@ -174,7 +174,8 @@ class PoePower:
         if on:
             self._off_since.pop(node.hardware_id, None)
         else:
-            self._off_since.setdefault(node.hardware_id, time.monotonic())
+            # From now: the port may have been on since this process last switched it off.
+            self._off_since[node.hardware_id] = time.monotonic()
 
     async def _keep_off(self, node: NodeRef) -> None:
         """Waits until the port has been off `min_off_seconds`. A port this process did not

@@ -1,5 +1,5 @@
 # job-status.sh DIR: the state of the job in DIR as key=value lines:
-#   now=EPOCH  state=none|stale|running|finished|dead  id=  started=  rc=  result=  error=
+#   now=EPOCH  state=none|stale|running|finished|dead  id=  started=  pid=  rc=  result=  error=
 #   total=BYTES (the job's whole work, when it wrote a `total` file)
 #   progress.STAGE=BYTES (one per STAGE.progress file)
 # stale: the job ran in an earlier boot (its card may have changed since); dead: it stopped
@@ -18,6 +18,7 @@ fi
 printf 'id=%s\n' "$(head -n 1 id)"
 printf 'started=%s\n' "$(cat started 2>/dev/null)"
 pid=$(cat pid 2>/dev/null || true)
+printf 'pid=%s\n' "$pid"
 if [ -s rc ]; then
   echo state=finished
   printf 'rc=%s\n' "$(head -n 1 rc)"
