@@ -22,6 +22,7 @@ from edgebed.config import (
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
 from edgebed.nodetypes.real.config import RASPBERRY_REAL_SCHEMA, RealConfig
+from edgebed.nodetypes.sim.hardware import COMMANDS
 
 # The node types that have a real driver, and so a [real] table.
 REAL_TYPES = ("raspberry",)
@@ -36,13 +37,34 @@ def _check_agent_name(value: str) -> str | None:
     return None
 
 
+# The token scripts/agent.example.toml ships with: anyone who read the example knows it.
+EXAMPLE_TOKEN = "change-me-to-a-long-random-token"
+
+
 def _check_token(value: str) -> str | None:
     if not value:
         return "must not be empty"
+    if value == EXAMPLE_TOKEN:
+        return (
+            "is the example token from scripts/agent.example.toml, which anyone can read; set a "
+            "long random one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     if re.search(r"\s", value) or not value.isprintable():
         return "must not contain spaces or control characters"
     if not value.isascii():
         return "must be printable ASCII: gRPC sends nothing else in a header"
+    return None
+
+
+def hang_commands(value: str) -> frozenset[str]:
+    """The `[sim] hang_commands` text ("wipe", "wipe, verify") as a set of names."""
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
+
+
+def _check_hang_commands(value: str) -> str | None:
+    unknown = sorted(hang_commands(value) - set(COMMANDS))
+    if unknown:
+        return f"names unknown commands {', '.join(map(repr, unknown))}; known: {', '.join(COMMANDS)}"
     return None
 
 
@@ -59,6 +81,11 @@ AGENT_SCHEMA: Schema = {
     ),
     "database": Key(str, check=_check_database, help="SQLite file path or Peewee URL"),
     "driver": Key(str, default="sim", choices=("sim", "real"), help="hardware driver"),
+    "tls_cert": Key(str, default="", help="PEM certificate (chain) the agent serves TLS with; with tls_key"),
+    "tls_key": Key(str, default="", help="PEM private key of tls_cert (unencrypted, mode 0600)"),
+    "tls_client_ca": Key(
+        str, default="", help="PEM CA bundle: callers must present a certificate it signed (mutual TLS)"
+    ),
     "sim": {
         "nodes": Key(int, default=8, check=in_range(0, 10_000), help="nodes created on first start"),
         "time_scale": Key(float, default=1.0, check=in_range(0, 100),
@@ -66,6 +93,9 @@ AGENT_SCHEMA: Schema = {
         "failure_rate": Key(float, default=0.0, check=in_range(0, 1),
                             help="chance that a simulated boot, command or copy hangs"),
         "seed": Key(int, default=-1, help="seed for the simulated failures; -1 = unpredictable"),
+        "hang_commands": Key(str, default="", check=_check_hang_commands,
+                             help="test aid: simulated commands that always hang, comma-separated "
+                                  "(e.g. \"wipe\": every destroy ends lost)"),
     },
     # Only raspberry has a real driver so far, so [real] holds its keys; required with
     # driver = "real" on a raspberry agent, checked whenever it is there.
@@ -85,6 +115,11 @@ class AgentSettings:
     sim_time_scale: float = 1.0
     sim_failure_rate: float = 0.0
     sim_seed: int = -1
+    sim_hang_commands: frozenset[str] = frozenset()
+    # TLS (file paths; "" = none): tls_cert and tls_key together, tls_client_ca only with them.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # The [real] table; None when the file has none. Its repr hides the communities.
     real: RealConfig | None = None
     # Where the settings came from, for error messages that name the file.
@@ -96,8 +131,13 @@ class AgentSettings:
             f"AgentSettings(name={self.name!r}, type={self.type!r}, listen={self.listen!r}, "
             f"database={redacted_url(self.database)!r}, driver={self.driver!r}, sim_nodes={self.sim_nodes}, "
             f"sim_time_scale={self.sim_time_scale}, sim_failure_rate={self.sim_failure_rate}, "
-            f"real={self.real!r})"
+            f"tls_cert={self.tls_cert!r}, tls_client_ca={self.tls_client_ca!r}, real={self.real!r})"
         )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the agent serves TLS (tls_cert and tls_key set)."""
+        return bool(self.tls_cert)
 
     def problem(self, key: str, text: str) -> ConfigError:
         return ConfigError(f"{self.source}: key '{key}' {text}")
@@ -122,7 +162,7 @@ def load_settings(
         real = None if real_table is None else RealConfig.from_table(real_table)
     except KeyProblem as problem:
         raise ConfigError(f"{path}: {problem}") from None
-    return AgentSettings(
+    settings = AgentSettings(
         name=config["name"],
         type=config["type"],
         listen=config["listen"],
@@ -133,6 +173,25 @@ def load_settings(
         sim_time_scale=sim["time_scale"],
         sim_failure_rate=sim["failure_rate"],
         sim_seed=sim["seed"],
+        sim_hang_commands=hang_commands(sim["hang_commands"]),
+        tls_cert=config["tls_cert"],
+        tls_key=config["tls_key"],
+        tls_client_ca=config["tls_client_ca"],
         real=real,
         source=str(path),
     )
+    check_tls_keys(settings)
+    return settings
+
+
+def check_tls_keys(settings: AgentSettings) -> None:
+    """ConfigError naming the key when the TLS keys do not go together: tls_cert and tls_key
+    both or neither; tls_client_ca only with them (mutual TLS is TLS first)."""
+    if settings.tls_cert and not settings.tls_key:
+        raise settings.problem("tls_key", "is missing: tls_cert needs the certificate's private key")
+    if settings.tls_key and not settings.tls_cert:
+        raise settings.problem("tls_cert", "is missing: tls_key needs its certificate")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise settings.problem(
+            "tls_client_ca", "needs tls_cert and tls_key: the agent checks client certificates over TLS only"
+        )

@@ -26,7 +26,8 @@ async def testbed(tmp_path, clock, fake_agents):
         ctl.admin = await ctl.accounts.create_user("admin@example.org", "admin-password", admin=True, authorized=True)
         ctl.alice = await ctl.accounts.create_user("alice@example.org", "alice-password", authorized=True)
         ctl.bob = await ctl.accounts.create_user("bob@example.org", "bob-password", authorized=True)
-        ctl.eve = await ctl.accounts.sign_up("eve@example.org", "eve-password")
+        await ctl.accounts.sign_up("eve@example.org", "eve-password")
+        ctl.eve = await ctl.accounts.get_user("eve@example.org")
         info = await ctl.agents.add_agent(ctl.admin, "rpi", "raspberry", "127.0.0.1", served.port, served.fake.token)
         assert info.status == "connected" and info.node_count == 4
         ctl.fake, ctl.served = served.fake, served
@@ -199,6 +200,7 @@ async def test_admin_actions_are_forbidden_to_other_users(testbed):
         await ctl.accounts.set_admin(ctl.admin, "admin@example.org", False)
 
 
+@pytest.mark.slow  # a load test: 50 concurrent requests, seconds on a busy machine
 async def test_of_50_concurrent_requests_for_one_node_and_window_exactly_one_wins(
     tmp_path, clock, fake_agents, database_url
 ):
