@@ -25,8 +25,8 @@ from edgebed.lab.description import LabDescription
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN
-from tests.agent.helpers import ROOT
 from tests.conftest import component_missing
+from tests.processes import REPO, AgentProcess, ChildProcess
 
 
 def require_lab() -> None:
@@ -46,7 +46,7 @@ def lab_process(directory: Path, pis: int, boot_delay: float = 0.5) -> Iterator[
     process = subprocess.Popen(
         [sys.executable, "-m", "edgebed.lab", "up", "--dir", str(directory), "--pis", str(pis),
          "--boot-delay", str(boot_delay)],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO,
     )
     try:
         deadline = time.monotonic() + 120
@@ -70,7 +70,7 @@ def lab_process(directory: Path, pis: int, boot_delay: float = 0.5) -> Iterator[
                 process.kill()
                 process.wait()
         subprocess.run([sys.executable, "-m", "edgebed.lab", "down", "--dir", str(directory)],
-                       cwd=ROOT, capture_output=True, check=False, timeout=120)
+                       cwd=REPO, capture_output=True, check=False, timeout=120)
         log.close()
 
 
@@ -100,6 +100,10 @@ class AgentConfig:
     @property
     def database(self) -> Path:
         return self.folder / f"{self.name}.sqlite"
+
+    def agent(self) -> RealAgent:
+        """An agent process with this configuration, not started yet."""
+        return RealAgent(self)
 
     def write(self) -> Path:
         lab = self.lab
@@ -133,6 +137,21 @@ class AgentConfig:
         path = self.folder / f"{self.name}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+class RealAgent(AgentProcess):
+    """`edgebed agent` with an AgentConfig's file (the harness's AgentProcess writes sim
+    configurations only): its log, stdout, restarts and transition log as the harness has them."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        ChildProcess.__init__(self, config.folder, config.name)
+        self.type = "raspberry"
+        self.token = TOKEN
+        self.database = config.database
+        self.config_path = config.write()
+        self.keys = {}
+        self.host = ""
+        self.port = 0
 
 
 class Watch:
@@ -187,10 +206,6 @@ class Watch:
 
     async def final(self, node: str, within: float) -> pb.ActionState:
         return await self.until(node, lambda action: action.final, within)
-
-
-def log_text(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def pids_in(netns: str) -> list[int]:

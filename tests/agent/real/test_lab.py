@@ -23,12 +23,11 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from edgebed.agent.store import Store
 from edgebed.lab.description import LabDescription
 from edgebed.nodetypes.real.ssh import load_key
-from tests.agent.helpers import ROOT, AgentProcess
-from tests.agent.real.lab import AgentConfig, Watch, lab_process, log_text
+from tests.agent.real.lab import AgentConfig, RealAgent, Watch, lab_process
 from tests.agent.real.peers import MIB
+from tests.processes import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.lab]
 
@@ -55,13 +54,11 @@ def user_key(tmp_path_factory) -> tuple[Path, str]:
     return key, (folder / "id_ed25519.pub").read_text().strip()
 
 
-def transitions(database: Path, node: str) -> list[tuple[str, str, float]]:
-    """(event, state, wall time) of the node's last action, from the agent's transition log."""
-    store = Store(str(database))
-    try:
-        rows = store.transitions(node)
-    finally:
-        store.close()
+def transitions(agent: RealAgent, node: str, process: str = "") -> list[tuple[str, str, float]]:
+    """(event, state, wall time) of the node's last action (of `process`, when given), from the
+    stopped agent's transition log."""
+    rows = [row for row in agent.transitions()
+            if row.node_name == node and process in ("", row.process)]
     last = rows[-1].action_id
     return [(row.event, row.state, row.at) for row in rows if row.action_id == last]
 
@@ -101,8 +98,7 @@ def rss_kib(pid: int) -> int:
 
 async def test_deploy_reboot_and_destroy_end_to_end(lab, tmp_path, user_key) -> None:
     key_path, public_key = user_key
-    config = AgentConfig(lab, tmp_path, name="e2e", timeout_scale=0.1)
-    agent = AgentProcess(config.write(), tmp_path / "agent.log")
+    agent = AgentConfig(lab, tmp_path, name="e2e", timeout_scale=0.1).agent().start()
     pi = lab.pis[0]
     watch = Watch(agent.address)
     try:
@@ -114,7 +110,7 @@ async def test_deploy_reboot_and_destroy_end_to_end(lab, tmp_path, user_key) -> 
                           os_password=PASSWORD, partition_size="full")
         deployed = await watch.final("lab-pi1", within=180)
         deploy_seconds = time.monotonic() - began
-        assert deployed.state == "deployed", (watch.seen["lab-pi1"], log_text(tmp_path / "agent.log")[-3000:])
+        assert deployed.state == "deployed", (watch.seen["lab-pi1"], agent.log()[-3000:])
         assert deployed.reboots == 0
 
         # The user logs in with their own key, on the host name they chose, and with their
@@ -159,11 +155,10 @@ async def test_deploy_reboot_and_destroy_end_to_end(lab, tmp_path, user_key) -> 
     finally:
         await watch.close()
         agent.terminate()
-    rows = transitions(config.database, "lab-pi1")
+    rows = transitions(agent, "lab-pi1")
     assert [state for event, state, _ in rows if event == "enter"][-1] == "destroyed"
-    text = log_text(tmp_path / "agent.log")
     # The user's password never reaches the log.
-    assert PASSWORD not in text
+    assert PASSWORD not in agent.log()
     figure(f"lab deploy {deploy_seconds:.1f} s, reboot {reboot_seconds:.1f} s, "
            f"destroy {destroy_seconds:.1f} s (64 MiB image, .zst; timeout_scale 0.1)")
 
@@ -174,7 +169,7 @@ def _slow_server(folder: str, host: str, rate: int) -> tuple[subprocess.Popen, s
         port = probe.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.agent.real.slow_http", folder, host, str(port), str(rate)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
     assert process.stdout is not None and b"serving" in process.stdout.readline()
     return process, f"http://{host}:{port}"
 
@@ -185,12 +180,10 @@ async def test_an_agent_killed_during_the_copy_finds_it_again_and_deploys(lab, t
     with a verified card."""
     _, public_key = user_key
     server, url = _slow_server(lab.image_dir, lab.host_ip, rate=8 * MIB)
-    config = AgentConfig(lab, tmp_path, name="kill", timeout_scale=0.1, image_url=url)
-    path = config.write()
+    agent = AgentConfig(lab, tmp_path, name="kill", timeout_scale=0.1, image_url=url).agent().start()
     pi = lab.pis[1]
-    first = AgentProcess(path, tmp_path / "agent-1.log")
     try:
-        watch = Watch(first.address)
+        watch = Watch(agent.address)
         await watch.add_node("lab-pi2", lab.node_properties(pi))
         # Raw: 64 MiB at 8 MiB/s, about 8 s of copy.
         await watch.put_environment("lab-raw", "lab-test.img")
@@ -198,25 +191,26 @@ async def test_an_agent_killed_during_the_copy_finds_it_again_and_deploys(lab, t
         copying = await watch.until(
             "lab-pi2", lambda a: a.state == "copy_image" and a.progress >= 10, within=120)
         await watch.close()
-        first.kill()
+        agent.kill()
         killed_at = copying.progress
 
-        second = AgentProcess(path, tmp_path / "agent-2.log")
-        watch = Watch(second.address)
+        agent.start()  # the same configuration, database and log
+        watch = Watch(agent.address)
         try:
             deployed = await watch.final("lab-pi2", within=180)
         finally:
             await watch.close()
-            second.terminate()
+            agent.terminate()
     finally:
+        agent.stop()
         server.terminate()
         server.wait()
-    logs = log_text(tmp_path / "agent-1.log") + log_text(tmp_path / "agent-2.log")
+    logs = agent.log()
     assert deployed.state == "deployed", logs[-3000:]
     # One copy job in all: the restarted agent found it running and left it alone.
     assert logs.count("copying lab-test.img") == 1, logs[-3000:]
-    assert "resumed 1 unfinished action" in log_text(tmp_path / "agent-2.log")
-    rows = transitions(config.database, "lab-pi2")
+    assert "resumed 1 unfinished action" in logs
+    rows = transitions(agent, "lab-pi2")
     assert [s for e, s, _ in rows if e == "enter"].count("copy_image") == 1
     assert not [s for e, s, _ in rows if e == "reboot"]
     figure(f"agent killed at {killed_at} % of the copy; deploy ended deployed without a new copy")
@@ -254,11 +248,8 @@ async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_pa
                    check=True)
     refused = AgentConfig(lab, tmp_path, name="refused", timeout_scale=scale,
                           ssh_key=str(wrong_key_dir / "key"))
-    agents = {
-        "fail": AgentProcess(config.write(), tmp_path / "fail.log"),
-        "switches": AgentProcess(switches.write(), tmp_path / "switches.log"),
-        "refused": AgentProcess(refused.write(), tmp_path / "refused.log"),
-    }
+    agents = {name: setting.agent().start()
+              for name, setting in (("fail", config), ("switches", switches), ("refused", refused))}
     watches = {name: Watch(agent.address) for name, agent in agents.items()}
     # node -> (agent, its switch, its environment)
     nodes = {
@@ -294,8 +285,7 @@ async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_pa
     # Where each one stopped, and what the log says about it.
     assert finals["corrupt"].state == "lost" and "copy_image" in seen["corrupt"]
     assert "partition" not in seen["corrupt"]
-    failing, refusing = log_text(tmp_path / "fail.log"), log_text(tmp_path / "refused.log")
-    switching = log_text(tmp_path / "switches.log")
+    failing, switching, refusing = (agents[name].log() for name in ("fail", "switches", "refused"))
     assert "corrupt: copy failed: checksum mismatch: the card holds sha256" in failing
     assert "corrupt: deploy lost: state copy_image timed out" in failing
     assert "community: switch badcommunity (" in switching and "no answer" in switching
@@ -317,8 +307,7 @@ async def test_copy_throughput_against_raw_dd(lab, tmp_path) -> None:
         out.write((Path(lab.image_dir) / "lab-test.img").read_bytes())
         out.write(os.urandom(128 * MIB))
     subprocess.run(["zstd", "-q", "-f", "-T1", "-1", str(big), "-o", f"{big}.zst"], check=True)
-    config = AgentConfig(lab, tmp_path, name="speed", timeout_scale=0.1)
-    agent = AgentProcess(config.write(), tmp_path / "agent.log")
+    agent = AgentConfig(lab, tmp_path, name="speed", timeout_scale=0.1).agent().start()
     pi = lab.pis[6]
     watch = Watch(agent.address)
     try:
@@ -329,7 +318,6 @@ async def test_copy_throughput_against_raw_dd(lab, tmp_path) -> None:
         assert (await watch.final("lab-pi7", within=300)).state == "deployed"
         await watch.start("lab-pi7", "deploy", "big")
         assert (await watch.final("lab-pi7", within=300)).state == "deployed"
-        copy_seconds = seconds_in(transitions(config.database, "lab-pi7"), "copy_image")
 
         # By hand on the maintenance system: network boot on, power cycle, then the pipeline.
         await watch.start("lab-pi7", "destroy")
@@ -337,6 +325,8 @@ async def test_copy_throughput_against_raw_dd(lab, tmp_path) -> None:
     finally:
         await watch.close()
         agent.terminate()
+    # The last deploy's copy: the image's digest was computed during the first.
+    copy_seconds = seconds_in(transitions(agent, "lab-pi7", "deploy"), "copy_image")
     key = load_key(lab.ssh_key)
     subprocess.run(["snmpset", "-v2c", "-c", lab.switch.community, lab.switch.address,
                     f"{lab.switch.poe_oid}.{pi.switch_port}", "i", "1"], check=True, capture_output=True)
@@ -375,21 +365,20 @@ async def test_eight_pis_deploy_at_once(lab, tmp_path, user_key) -> None:
     """All 8 lab Pis deployed by one agent at once, with the realistic timeouts; the agent's
     resident memory is sampled throughout."""
     _, public_key = user_key
-    config = AgentConfig(lab, tmp_path, name="eight", timeout_scale=1.0)
-    agent = AgentProcess(config.write(), tmp_path / "agent.log")
+    agent = AgentConfig(lab, tmp_path, name="eight", timeout_scale=1.0).agent().start()
     watch = Watch(agent.address)
     names = [f"lab-pi{pi.index}" for pi in lab.pis]
     try:
         for name, pi in zip(names, lab.pis, strict=True):
             await watch.add_node(name, lab.node_properties(pi))
         await watch.put_environment("lab-test", "lab-test.img.zst")
-        at_start = rss_kib(agent.proc.pid)
+        at_start = rss_kib(agent.pid)
         began = time.monotonic()
         for name in names:
             await watch.start(name, "deploy", "lab-test", ssh_key=public_key)
         peak = at_start
         while True:
-            peak = max(peak, rss_kib(agent.proc.pid))
+            peak = max(peak, rss_kib(agent.pid))
             states = await watch.states(*names)
             if all(action.final for action in states.values()):
                 break

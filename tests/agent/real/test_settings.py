@@ -19,8 +19,8 @@ from edgebed.config import ConfigError
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN
-from tests.agent.helpers import ROOT
 from tests.agent.real.peers import free_port, make_key
+from tests.processes import REPO
 
 COMMUNITY = "s3cret-community"
 
@@ -251,7 +251,7 @@ async def test_add_node_refuses_what_the_driver_could_not_drive(stub, properties
 
 def test_the_examples_real_section_uncommented_is_a_valid_table(tmp_path) -> None:
     """scripts/agent.example.toml documents [real] in comments; taken out of them, it loads."""
-    text = Path(ROOT, "scripts", "agent.example.toml").read_text()
+    text = Path(REPO, "scripts", "agent.example.toml").read_text()
     start = text.index("# [real]")
     kept = []
     for line in text[start:].splitlines():
@@ -260,6 +260,7 @@ def test_the_examples_real_section_uncommented_is_a_valid_table(tmp_path) -> Non
         elif line.startswith("# # ") and "=" in line:
             kept.append(line[4:])  # the optional keys, with their defaults
     head = text[:text.index('# driver = "real" (raspberry)')].replace('driver = "sim"', 'driver = "real"')
-    settings = load(tmp_path, head + "\n".join(kept) + "\n")
+    # The example's token is refused by design; an operator sets one, here through the environment.
+    settings = load(tmp_path, head + "\n".join(kept) + "\n", env={"EDGEBED_TOKEN": TOKEN})
     assert settings.real is not None and settings.real.switches[0].name == "sw1"
     assert settings.real.timeout_scale == 1.0 and settings.real.switches[0].off_value == 2
