@@ -224,3 +224,32 @@ def test_names_with_a_trailing_newline_or_other_junk_are_refused_on_both_sides(n
     assert validation.name("pi-001", "node") == "pi-001"
     with pytest.raises(InvalidInput):
         validation.email("alice@example.org\nbcc@evil.example")
+
+
+PRODUCT = ["agent", "controller", "nodetypes", "web", "edgebed"]
+
+
+def test_no_product_code_matches_a_pattern_from_the_start_only():
+    """`re.match`/`Pattern.match` with a `$` anchor lets a trailing newline through, and without
+    one accepts any suffix: product code uses fullmatch (or search on purpose, never match)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for folder in PRODUCT:
+        for path in sorted((root / folder).rglob("*.py")):
+            if "v1" in path.parts:
+                continue  # generated protobuf code
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "match":
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not found, f"use fullmatch: {found}"
+
+
+def test_the_real_drivers_names_are_matched_whole():
+    from edgebed.nodetypes.real import config
+
+    assert config._check_switch_name("poe-1") is None
+    assert config._check_switch_name("poe-1 and more") is not None
+    assert config._check_switch_name("poe-1\n") is not None
