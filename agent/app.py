@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -186,9 +187,15 @@ class RunningAgent:
 
 
 async def start_agent(
-    settings: AgentSettings, *, clock: Clock | None = None, timing: Timing | None = None
+    settings: AgentSettings,
+    *,
+    clock: Clock | None = None,
+    timing: Timing | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> RunningAgent:
-    """Starts an agent; `clock` and `timing` replace the ones derived from the settings (tests)."""
+    """Starts an agent; `clock` and `timing` replace the ones derived from the settings, and
+    `wall_clock` (epoch seconds) the one that stamps what is stored (tests: a clock that steps).
+    Durations never come from `wall_clock`."""
     node_type = load_node_type(settings.type)
     plugin = _driver_plugin(settings, node_type)
     lock = _DatabaseLock(settings)
@@ -218,6 +225,7 @@ async def start_agent(
             seed=None if settings.sim_seed < 0 else settings.sim_seed,
             saved=await worker.call(store.sim_machines),
             save=save_machine,
+            wall_clock=wall_clock,
         )
         driver = plugin.create(options)
         try:
@@ -233,10 +241,11 @@ async def start_agent(
             committer.write,
             clock=clock or sim_clock(settings.sim_time_scale),
             timing=timing or sim_timing(settings.sim_time_scale),
+            wall_clock=wall_clock,
         )
         service = AgentService(
             agent_name=settings.name, node_type=node_type, store=store, worker=worker,
-            executor=executor,
+            executor=executor, wall_clock=wall_clock,
         )
         try:
             server, port, health = await build_server(service, settings.token, settings.listen)
