@@ -14,6 +14,7 @@ from edgebed.controller.accounts import Accounts
 from edgebed.controller.agent_client import AgentClient
 from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
+from edgebed.controller.health import NodeHealthService
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
@@ -35,6 +36,7 @@ class Controller:
     inventory: Inventory
     reservations: Reservations
     scheduler: Scheduler
+    health: NodeHealthService
 
 
 @asynccontextmanager
@@ -78,6 +80,7 @@ async def open_controller(
             inventory=inventory,
             reservations=reservations,
             scheduler=scheduler,
+            health=NodeHealthService(store, authz),
         )
         if run_scheduler:
             scheduler.start()

@@ -31,6 +31,10 @@ Transitions (`Transition`), by the event that causes them:
                          INTENDED..RUNNING     (an action under way)              unchanged    nothing
     clock (on_time)      READY                 start_date <= now < end_date       INTENDED     START: pending=deploy,
                                                                                                status=in_progress
+                         READY, prestage on    start_date - lead <= now <         INTENDED     PRESTAGE: as START, only if still
+                                               start_date, no other owner's                    no other owner's window within
+                                               window within turnaround of                     turnaround (Decision.clear)
+                                               [now, start_date)
                          any, nothing sent     end_date <= now                    (gone)       EXPIRE: delete
                          any, sent             end_date <= now, node gone from    (gone)       ORPHAN: delete (nothing to destroy)
                                                the inventory
@@ -87,9 +91,19 @@ Every decision expects the fields it was based on, so a user's concurrent action
 `pending`, `status` or `ending`) makes the scheduler's write miss instead of overwriting it, and
 the other way round.
 
+Prestage (`[reservations] prestage`): a READY reservation's first deploy may start `lead`
+seconds before its start_date (the expected deploy duration of its node type and environment
+plus a margin, controller/health.py), so the node is `deployed` at start_date, when the node is
+free from now to then. From that moment the reservation occupies its node from when the deploy
+started (`occupied_from`: the intention's `pending_since`), so no reservation can be made, or
+extended, into the time of the early deploy; the PRESTAGE write itself checks, in its
+transaction, that no other owner's window came within turnaround of [now, start_date) since the
+rows were read (`Decision.clear`).
+
 The business rules of reserving live here too: `window_conflicts` (the turnaround gap between
-windows on one node), `choose_nodes` (which candidates a request gets) and `configured_status`
-(ready once every required property is set). `choose_nodes`, `on_extend` and
+windows on one node), `choose_nodes` (which candidates a request gets, the healthiest first when
+chosen by filter and count) and `configured_status` (ready once every required property is
+set). `choose_nodes`, `on_extend` and
 `status_after_configure` depend on other rows, so the reservation service hands them to the
 store, which calls them inside its write transaction on the rows it read there.
 """
@@ -148,6 +162,7 @@ class Transition(StrEnum):
 
     # the clock
     START = "start"
+    PRESTAGE = "prestage"
     EXPIRE = "expire"
     ORPHAN = "orphan"
     END = "end"
@@ -183,11 +198,42 @@ class Outcome(StrEnum):
 NO_ACTION = "-"
 
 
+class Window(NamedTuple):
+    """One reservation's window on a node, as the turnaround rule sees it: from when it occupies
+    the node (`occupied_from`) to its end_date."""
+
+    node_name: str
+    owner: str
+    start_date: int
+    end_date: int
+
+
+class Clearance(NamedTuple):
+    """A condition on the other rows of a decision's node: no window of another owner comes
+    within `turnaround` seconds of [start, end) (window_conflicts)."""
+
+    start: int
+    end: int
+    turnaround: int
+
+
+class Prestage(NamedTuple):
+    """What the clock needs to start a reservation's first deploy ahead of its start_date: the
+    `lead` in seconds (controller/health.py prestage_lead), the other windows on its node and
+    the turnaround gap."""
+
+    lead: int
+    others: tuple[Window, ...]
+    turnaround: int
+
+
 @dataclass(frozen=True)
 class Decision:
     """One compare-and-set on the schedule row (node_name, owner): write `changes`, or delete
     the row and its action properties when `delete`, only if the row still has every value in
-    `expect`. `transition` says which row of the state table it is (for logs and reports)."""
+    `expect` and, when `clear` is set, no other owner's window on the node breaks it (checked in
+    the same transaction). `transition` says which row of the state table it is (for logs and
+    reports)."""
 
     transition: Transition
     node_name: str
@@ -195,6 +241,7 @@ class Decision:
     expect: Mapping[str, Any]
     changes: Mapping[str, Any] = field(default_factory=dict)
     delete: bool = False
+    clear: Clearance | None = None
 
     @property
     def issues(self) -> bool:
@@ -209,15 +256,6 @@ class StartResult:
     outcome: Outcome
     action: ActionState | None = None
     message: str = ""
-
-
-class Window(NamedTuple):
-    """One reservation's window on a node, as the turnaround rule sees it."""
-
-    node_name: str
-    owner: str
-    start_date: int
-    end_date: int
 
 
 # -- reading a row -----------------------------------------------------------------------------
@@ -249,6 +287,29 @@ def due_to_start(row: ScheduleRecord, now: int) -> bool:
         and not row.pending
         and row.start_date <= now < row.end_date
     )
+
+
+def due_to_prestage(row: ScheduleRecord, now: int, prestage: Prestage) -> bool:
+    """True when the clock starts the first deploy of this row now, ahead of its start_date
+    (transition PRESTAGE): READY, within `prestage.lead` seconds of its start, and no other
+    owner's window (with the turnaround gap) over [now, start_date)."""
+    return (
+        not row.ending
+        and row.status == Status.READY
+        and not row.started
+        and not row.pending
+        and row.start_date - prestage.lead <= now < row.start_date
+        and not window_conflicts(
+            [w for w in prestage.others if w.owner != row.owner], now, row.start_date, prestage.turnaround
+        )
+    )
+
+
+def occupied_from(start_date: int, pending_since: int) -> int:
+    """When a reservation starts to occupy its node: its start_date, or earlier when its first
+    deploy was started ahead of it (PRESTAGE: the intention's `pending_since`, written then and
+    not again before start_date, since every other intention needs the window open)."""
+    return min(start_date, pending_since) if pending_since > 0 else start_date
 
 
 def action_finished(row: ScheduleRecord) -> bool:
@@ -300,8 +361,9 @@ def _decide(
     changes: Mapping[str, Any] | None = None,
     *,
     delete: bool = False,
+    clear: Clearance | None = None,
 ) -> Decision:
-    return Decision(transition, row.node_name, row.owner, dict(expect), dict(changes or {}), delete)
+    return Decision(transition, row.node_name, row.owner, dict(expect), dict(changes or {}), delete, clear)
 
 
 def _mirror(action: ActionState) -> dict[str, Any]:
@@ -338,11 +400,14 @@ def _intend(process: Process, now: int) -> dict[str, Any]:
 # -- the clock ---------------------------------------------------------------------------------
 
 
-def on_time(row: ScheduleRecord, now: int, *, in_inventory: bool = True) -> Decision | None:
-    """What the clock does to `row` at `now` (epoch seconds): START at start_date; at end_date
-    END (destroy), or EXPIRE/ORPHAN when there is nothing to destroy; DESTROY_AFTER_DOUBT once an
-    ending row's intention in doubt is resolved. `in_inventory` is False when the node left the
-    controller's node cache (its agent no longer lists it)."""
+def on_time(
+    row: ScheduleRecord, now: int, *, in_inventory: bool = True, prestage: Prestage | None = None
+) -> Decision | None:
+    """What the clock does to `row` at `now` (epoch seconds): START at start_date, or PRESTAGE
+    up to `prestage.lead` seconds before it (None: prestage is off); at end_date END (destroy),
+    or EXPIRE/ORPHAN when there is nothing to destroy; DESTROY_AFTER_DOUBT once an ending row's
+    intention in doubt is resolved. `in_inventory` is False when the node left the controller's
+    node cache (its agent no longer lists it)."""
     if row.end_date <= now and (not row.started or not in_inventory):
         return _decide(
             Transition.ORPHAN if row.started else Transition.EXPIRE,
@@ -369,12 +434,16 @@ def on_time(row: ScheduleRecord, now: int, *, in_inventory: bool = True) -> Deci
             expect={"ending": True, "pending": "", "process": row.process},
             changes=_intend(Process.DESTROY, now),
         )
+    unstarted = {"status": Status.READY, "pending": "", "process": "", "action_state": "", "ending": False}
     if due_to_start(row, now):
+        return _decide(Transition.START, row, expect=unstarted, changes=_intend(Process.DEPLOY, now))
+    if prestage is not None and due_to_prestage(row, now, prestage):
         return _decide(
-            Transition.START,
+            Transition.PRESTAGE,
             row,
-            expect={"status": Status.READY, "pending": "", "process": "", "action_state": "", "ending": False},
+            expect=unstarted,
             changes=_intend(Process.DEPLOY, now),
+            clear=Clearance(now, row.start_date, prestage.turnaround),
         )
     return None
 
@@ -613,14 +682,21 @@ def choose_nodes(
     end: int,
     turnaround: int,
     all_or_nothing: bool,
+    health: Mapping[str, float] | None = None,
 ) -> list[str]:
     """Which of `candidates` (in their order) a request of `owner` for [start, end) gets.
 
     `windows` maps a candidate to every reservation on it (absent: none). One reservation per
     (node, owner), and no window within `turnaround` of another. With `all_or_nothing` (nodes
     named by the user) every candidate must be free, else Conflict names the first that is
-    not; otherwise the first `count` free ones, or Conflict when fewer are free.
+    not; otherwise the first `count` free ones, the healthiest first: by descending `health`
+    score (NodeHealth.score, 0..1; a candidate without one counts as 1.0), in candidate order
+    among equals. Conflict when fewer are free.
     """
+    if not all_or_nothing and health:
+        scores = health
+        # sorted() is stable: equal scores keep the candidates' own order.
+        candidates = sorted(candidates, key=lambda node: -scores.get(node, 1.0))
     chosen: list[str] = []
     for node in candidates:
         on_node = windows.get(node, ())

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edgebed.controller import lifecycle, validation
+from edgebed.controller import health, lifecycle, validation
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
     AgentCatalog,
@@ -119,6 +119,11 @@ class Reservations:
             all_or_nothing = False
 
         status_for, props_for = await self._initial_configuration(owner, candidates, cached)
+        # Nodes chosen by filter and count: the healthiest first (read outside the transaction:
+        # a preference, not a rule that must hold at the write).
+        scores = None
+        if not all_or_nothing:
+            scores = health.health_scores(await self._store.health.health(candidates), candidates)
         # Run by the store on the windows it reads inside its write transaction.
         choose = functools.partial(
             lifecycle.choose_nodes,
@@ -129,6 +134,7 @@ class Reservations:
             end=end,
             turnaround=self._settings.turnaround_seconds,
             all_or_nothing=all_or_nothing,
+            health=scores,
         )
         chosen = await self._store.schedule.reserve(
             owner.email,

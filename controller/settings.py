@@ -50,6 +50,8 @@ CONTROLLER_SCHEMA: Schema = {
         "max_duration_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
         "turnaround_seconds": Key(int, 300, check=in_range(0, 86400)),
         "extend_cap_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
+        "prestage": Key(bool, False),
+        "prestage_margin_seconds": Key(int, 60, check=in_range(0, 86400)),
     },
     "agents": {
         "call_timeout_seconds": Key(float, 6.0, check=in_range(0.1, 600)),
@@ -76,6 +78,11 @@ class Settings:
     max_duration_hours: float = 168.0
     turnaround_seconds: int = 300
     extend_cap_hours: float = 168.0
+    # Start a reservation's first deploy ahead of its start_date, so that the node is deployed
+    # at start_date (off by default: the seed defines start_date as the start of the deploy).
+    prestage: bool = False
+    # Added to the expected deploy duration when prestaging.
+    prestage_margin_seconds: int = 60
     call_timeout_seconds: float = 6.0
     # How often the scheduler refreshes the node cache and catalogs from connected agents.
     refresh_seconds: float = 60.0
@@ -129,6 +136,8 @@ def settings_from_config(config: Mapping) -> Settings:
         max_duration_hours=config["reservations"]["max_duration_hours"],
         turnaround_seconds=config["reservations"]["turnaround_seconds"],
         extend_cap_hours=config["reservations"]["extend_cap_hours"],
+        prestage=config["reservations"]["prestage"],
+        prestage_margin_seconds=config["reservations"]["prestage_margin_seconds"],
         call_timeout_seconds=config["agents"]["call_timeout_seconds"],
         refresh_seconds=config["agents"]["refresh_seconds"],
         smtp_host=config["smtp"]["host"],

@@ -147,7 +147,8 @@ async def nodes_page(request: web.Request) -> web.StreamResponse:
         {"agent": agent, "nodes": sorted(by_agent.get(agent.name, []), key=lambda n: n.name)}
         for agent in agents
     ]
-    return await render(request, "admin/nodes.html", {"groups": groups, "agents": agents})
+    health = await ctl.health.node_health(admin)
+    return await render(request, "admin/nodes.html", {"groups": groups, "agents": agents, "health": health})
 
 
 async def node_action(request: web.Request) -> web.StreamResponse:

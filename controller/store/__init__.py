@@ -5,12 +5,12 @@
     migrations/    one module per schema version with its frozen models, and the runner
     conversions.py rows to domain records
     records.py     CachedNode and ScheduleChange
-    users.py, agents.py, inventory.py, schedule.py   one repository per aggregate
+    users.py, agents.py, inventory.py, schedule.py, health.py   one repository per aggregate
 
 `Store` opens the engine, brings the schema up to date and exposes the repositories:
-`store.users`, `store.agents`, `store.inventory`, `store.schedule`. Every repository method is a
-coroutine that runs in the store's own thread pool with a pooled connection, so the event loop
-never blocks on the database. Read-then-write transactions take the write lock up front
+`store.users`, `store.agents`, `store.inventory`, `store.schedule`, `store.health`. Every
+repository method is a coroutine that runs in the store's own thread pool with a pooled
+connection, so the event loop never blocks on the database. Read-then-write transactions take the write lock up front
 (`BEGIN IMMEDIATE` on SQLite; row locks with `FOR UPDATE` or an advisory lock on PostgreSQL),
 which is what makes reservations race-safe.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from edgebed.controller.store.agents import AgentRepository
 from edgebed.controller.store.engine import OPEN_ERRORS, Engine, open_database
+from edgebed.controller.store.health import HealthRepository
 from edgebed.controller.store.inventory import InventoryRepository
 from edgebed.controller.store.migrations import SCHEMA_VERSION, migrate, schema_version
 from edgebed.controller.store.models import define_models
@@ -30,6 +31,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AgentRepository",
     "CachedNode",
+    "HealthRepository",
     "InventoryRepository",
     "ScheduleChange",
     "ScheduleRepository",
@@ -46,7 +48,7 @@ class StoreUnavailable(Exception):
 
 
 class Store:
-    """The database of one controller: `users`, `agents`, `inventory` and `schedule`.
+    """The database of one controller: `users`, `agents`, `inventory`, `schedule` and `health`.
 
     Usable between `await open()` and `await close()`; a repository method called outside that
     raises RuntimeError. `workers` is the number of database threads (and pooled connections).
@@ -60,6 +62,7 @@ class Store:
         self.agents = AgentRepository(self._engine, models)
         self.inventory = InventoryRepository(self._engine, models)
         self.schedule = ScheduleRepository(self._engine, models)
+        self.health = HealthRepository(self._engine, models)
 
     async def open(self) -> None:
         """Opens the database and upgrades its schema in place to SCHEMA_VERSION (creating it

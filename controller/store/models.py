@@ -16,8 +16,8 @@ import peewee as pw
 
 def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
     """The models of schema version migrations.SCHEMA_VERSION, bound to `proxy`: a namespace with
-    SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken and Catalog
-    (an agent's node type description and environments)."""
+    SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken, Catalog
+    (an agent's node type description and environments) and NodeOutcome (finished actions)."""
 
     class Base(pw.Model):
         class Meta:
@@ -121,6 +121,26 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         class Meta:
             table_name = "agent_catalog"
 
+    class NodeOutcomeRow(Base):
+        id = pw.AutoField()
+        node_name = pw.CharField(max_length=64)
+        type = pw.CharField(max_length=32)
+        process = pw.CharField(max_length=32)
+        environment = pw.CharField(max_length=64, default="")
+        final_state = pw.CharField(max_length=64)
+        action_id = pw.BigIntegerField()
+        duration_seconds = pw.DoubleField(default=0.0)
+        reboots = pw.IntegerField(default=0)
+        finished_at = pw.BigIntegerField(default=0)
+        recorded_at = pw.BigIntegerField(default=0)
+
+        class Meta:
+            table_name = "node_outcome"
+            indexes = (
+                (("node_name", "action_id"), True),
+                (("process", "type", "environment", "id"), False),
+            )
+
     return SimpleNamespace(
         SchemaVersion=SchemaVersion,
         User=UserRow,
@@ -130,4 +150,5 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         Node=NodeRow,
         ApiToken=ApiTokenRow,
         Catalog=CatalogRow,
+        NodeOutcome=NodeOutcomeRow,
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgebed.controller.domain import CONNECTED
+from edgebed.controller.lifecycle import Clearance
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,20 @@ class CompareAndSet(Protocol):
     def changes(self) -> Mapping[str, Any]: ...
     @property
     def delete(self) -> bool: ...
+    @property
+    def clear(self) -> Clearance | None: ...
 
 
 @dataclass(frozen=True)
 class ScheduleChange:
     """One compare-and-set on a schedule row: apply `changes` only if the row still matches
-    `expect`; `delete=True` removes the row and its action properties instead. Keys of both
-    mappings are ScheduleRecord field names (conversions.SCHEDULE_FIELDS)."""
+    `expect` (and, with `clear`, no other owner's window on the node comes within its
+    turnaround of its interval); `delete=True` removes the row and its action properties
+    instead. Keys of both mappings are ScheduleRecord field names (conversions.SCHEDULE_FIELDS)."""
 
     node_name: str
     owner: str
     expect: Mapping[str, Any]
     changes: Mapping[str, Any]
     delete: bool = False
+    clear: Clearance | None = None

@@ -18,7 +18,7 @@ from typing import Any
 import peewee as pw
 
 from edgebed.controller.domain import ScheduleRecord
-from edgebed.controller.lifecycle import Window
+from edgebed.controller.lifecycle import Clearance, Window, occupied_from, window_conflicts
 from edgebed.controller.store.conversions import SCHEDULE_FIELDS, schedule_from_row
 from edgebed.controller.store.engine import Engine
 from edgebed.controller.store.records import CompareAndSet
@@ -36,19 +36,30 @@ class ScheduleRepository:
         self.m = models
 
     def _windows(self, nodes: Sequence[str]) -> dict[str, list[Window]]:
-        """Every reservation's window on `nodes`, by node (inside the caller's transaction)."""
+        """Every reservation's window on `nodes`, by node (inside the caller's transaction),
+        from when it occupies the node (lifecycle.occupied_from: earlier than start_date once a
+        deploy was started ahead of it)."""
         S = self.m.Schedule
         result: dict[str, list[Window]] = {}
         names = sorted(set(nodes))
         for start in range(0, len(names), _CHUNK):
-            query = S.select(S.node_name, S.owner, S.start_date, S.end_date).where(
+            query = S.select(S.node_name, S.owner, S.start_date, S.end_date, S.pending_since).where(
                 S.node_name.in_(names[start : start + _CHUNK])
             )
             for r in query:
-                result.setdefault(r.node_name, []).append(
-                    Window(r.node_name, r.owner, int(r.start_date), int(r.end_date))
-                )
+                begins = occupied_from(int(r.start_date), int(r.pending_since))
+                result.setdefault(r.node_name, []).append(Window(r.node_name, r.owner, begins, int(r.end_date)))
         return result
+
+    def _clear(self, node: str, owner: str, clearance: Clearance) -> bool:
+        """True when no other owner's window on `node` comes within the clearance's turnaround
+        of its interval (inside the caller's transaction). On PostgreSQL the node's row lock
+        serializes this with reserve and extend, which take it too."""
+        Node = self.m.Node
+        if not self._engine.is_sqlite:
+            list(self._engine.lock(Node.select(Node.name).where(Node.name == node)))
+        others = [w for w in self._windows([node]).get(node, []) if w.owner != owner]
+        return not window_conflicts(others, clearance.start, clearance.end, clearance.turnaround)
 
     def _check_fields(self, names: Iterable[str]) -> None:
         for name in names:
@@ -138,8 +149,9 @@ class ScheduleRepository:
         started_before: int | None = None,
     ) -> list[ScheduleRecord]:
         """Reservations by bin, node and owner, filtered by owner and node when given;
-        `started_before` keeps those started by then or with a pending action (the scheduler's
-        working set)."""
+        `started_before` keeps those starting by then, with a pending action, or with an action
+        under way or done (a deploy started ahead of its start_date): the scheduler's working
+        set."""
 
         def work() -> list[ScheduleRecord]:
             S = self.m.Schedule
@@ -149,7 +161,7 @@ class ScheduleRepository:
             if node is not None:
                 query = query.where(S.node_name == node)
             if started_before is not None:
-                query = query.where((S.start_date <= started_before) | (S.pending != ""))
+                query = query.where((S.start_date <= started_before) | (S.pending != "") | (S.process != ""))
             return [schedule_from_row(row) for row in query]
 
         return await self._engine.run(work)
@@ -244,8 +256,9 @@ class ScheduleRepository:
 
     async def update_schedule(self, changes: Sequence[CompareAndSet]) -> list[bool]:
         """Applies compare-and-set changes (ScheduleChange, lifecycle.Decision) in one
-        transaction; True for each one applied. ValueError (before any write) for a field that
-        is not a schedule column."""
+        transaction; True for each one applied: its row still had the `expect`ed values and,
+        when the change has a `clear`ance, no other owner's window on the node breaks it.
+        ValueError (before any write) for a field that is not a schedule column."""
         for change in changes:
             self._check_fields(list(change.expect) + list(change.changes))
 
@@ -257,6 +270,9 @@ class ScheduleRepository:
                     where = (S.node_name == change.node_name) & (S.owner == change.owner)
                     for name, value in change.expect.items():
                         where &= getattr(S, name) == value
+                    if change.clear is not None and not self._clear(change.node_name, change.owner, change.clear):
+                        results.append(False)
+                        continue
                     if change.delete:
                         done = S.delete().where(where).execute() > 0
                         if done:

@@ -38,6 +38,11 @@ class FakeAction:
     updated_at: int
     properties: dict[str, str]
     action_id: int = 0
+    # How the action ends: in its process's final state, or "lost" after `reboots` power cycles.
+    lost: bool = False
+    reboots: int = 0
+    # Reported once final.
+    duration_seconds: float = 0.0
 
     @property
     def states(self) -> list[str]:
@@ -45,6 +50,8 @@ class FakeAction:
 
     @property
     def state(self) -> str:
+        if self.lost and self.state_idx == len(self.states) - 1:
+            return "lost"
         return self.states[self.state_idx]
 
     @property
@@ -64,6 +71,8 @@ class FakeAction:
             state_count=len(self.states),
             final=self.final,
             action_id=self.action_id,
+            reboots=self.reboots,
+            duration_seconds=self.duration_seconds if self.final else 0.0,
         )
 
 
@@ -89,6 +98,8 @@ class FakeAgent(pb_grpc.AgentServicer):
         self.release = threading.Event()
         # How many states each action advances per GetActionState call.
         self.steps_per_call = 1
+        # node -> (lost, reboots, duration_seconds) of the actions it will be given from now on.
+        self.outcomes: dict[str, tuple[bool, int, float]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -203,6 +214,9 @@ class FakeAgent(pb_grpc.AgentServicer):
                 updated_at=int(time.time()),
                 properties=dict(request.properties),
                 action_id=len(self.started) + 1,
+            )
+            action.lost, action.reboots, action.duration_seconds = self.outcomes.get(
+                request.node_name, (False, 0, 0.0)
             )
             self.actions[request.node_name] = action
             self.started.append((request.node_name, request.process))
