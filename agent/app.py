@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,9 +28,9 @@ from edgebed.agent.dbworker import DbWorker, GroupCommitter
 from edgebed.agent.domain import NodeRecord
 from edgebed.agent.errors import AlreadyExists
 from edgebed.agent.executor import Executor, Timing
-from edgebed.agent.server import build_server
+from edgebed.agent.server import build_server, server_credentials
 from edgebed.agent.service import AgentService
-from edgebed.agent.settings import AgentSettings
+from edgebed.agent.settings import AgentSettings, check_tls_keys
 from edgebed.agent.store import DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
 from edgebed.config import ConfigError, redacted_url
 from edgebed.nodetypes import load_node_type
@@ -37,6 +38,7 @@ from edgebed.nodetypes.base import DriverUnavailable, NodeType
 from edgebed.nodetypes.drivers import DriverPlugin, driver_names, load_driver
 from edgebed.nodetypes.interfaces import Driver
 from edgebed.nodetypes.sim.hardware import SimOptions
+from edgebed.tls import TlsError, load_identity, read_ca_file
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,37 @@ def _check_driver(settings: AgentSettings, node_type: NodeType, driver: Driver) 
         )
 
 
+def _credentials(settings: AgentSettings) -> grpc.ServerCredentials | None:
+    """The server's TLS credentials from the files the settings name (None without tls_cert);
+    ConfigError naming the key of a file that is unreadable, not PEM, or does not fit."""
+    check_tls_keys(settings)
+    if not settings.tls:
+        return None
+    try:
+        identity = load_identity(settings.tls_cert, settings.tls_key, cert_what="file", key_what="file")
+    except TlsError as exc:
+        raise settings.problem("tls_key" if exc.role == "key" else "tls_cert", str(exc)) from None
+    client_ca = None
+    if settings.tls_client_ca:
+        try:
+            client_ca = read_ca_file(settings.tls_client_ca, "file")
+        except TlsError as exc:
+            raise settings.problem("tls_client_ca", str(exc)) from None
+    return server_credentials(identity.certificate_chain, identity.private_key, client_ca)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host reaches this machine only: 127.0.0.0/8, ::1 or localhost. An empty
+    host, 0.0.0.0, [::] and every other name or address are reachable from the network."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _first_start(
     store: Store, settings: AgentSettings, node_type: NodeType, plugin: DriverPlugin
 ) -> None:
@@ -198,6 +231,8 @@ async def start_agent(
     Durations never come from `wall_clock`."""
     node_type = load_node_type(settings.type)
     plugin = _driver_plugin(settings, node_type)
+    # Read before anything is opened: a bad certificate stops start-up with nothing to undo.
+    credentials = _credentials(settings)
     lock = _DatabaseLock(settings)
     worker = DbWorker(settings.name)
     try:
@@ -248,7 +283,7 @@ async def start_agent(
             executor=executor, wall_clock=wall_clock,
         )
         try:
-            server, port, health = await build_server(service, settings.token, settings.listen)
+            server, port, health = await build_server(service, settings.token, settings.listen, credentials)
         except RuntimeError as exc:
             await committer.close()
             await worker.call(store.close)
@@ -263,8 +298,14 @@ async def start_agent(
         lock.release()
         raise
     host = settings.listen.rpartition(":")[0]
-    log.info("agent %s (%s, %s driver) serving on %s:%d", settings.name, settings.type,
-             settings.driver, host, port)
+    transport = "plaintext" if not settings.tls else ("mutual TLS" if settings.tls_client_ca else "TLS")
+    log.info("agent %s (%s, %s driver) serving %s on %s:%d", settings.name, settings.type,
+             settings.driver, transport, host, port)
+    if not settings.tls and not is_loopback(host):
+        log.warning(
+            "agent %s listens on %s without TLS: its token and the nodes' passwords cross the network "
+            "in clear text; set tls_cert and tls_key (edgebed tls issue)", settings.name, settings.listen,
+        )
     return RunningAgent(
         settings=settings, host=host, port=port, service=service, executor=executor,
         store=store, committer=committer, _server=server, _health=health, _worker=worker,

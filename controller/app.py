@@ -50,10 +50,14 @@ async def open_controller(
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
     run_scheduler, the scheduler task; closes them all on exit."""
+    # Read first: a bad TLS file stops the controller before anything is opened.
+    identity = settings.client_identity()
     store = Store(settings.database, workers=db_workers)
     await store.open()
     metrics = Metrics(store)
-    client = AgentClient(AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds)
+    client = AgentClient(
+        AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds, identity=identity
+    )
     try:
         authz = Authz(store.users)
         inventory = Inventory(store, client, authz, clock=clock)

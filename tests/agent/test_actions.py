@@ -166,6 +166,7 @@ async def test_deploy_configures_the_simulated_storage(tmp_path, node_type, node
     assert "os_password" not in action.properties and action.properties["ssh_key"] == key
 
 
+@pytest.mark.slow  # seconds of simulated work
 async def test_progress_is_reported_during_the_copy(tmp_path) -> None:
     # time_scale 0.01: the 2.7 GB copy at 20 MB/s lasts about 1.35 s.
     async with open_agent(make_settings(tmp_path, sim_nodes=1, sim_time_scale=0.01)) as agent:
@@ -185,6 +186,7 @@ async def test_progress_is_reported_during_the_copy(tmp_path) -> None:
     assert any(0 < p < 100 for p in seen), seen
 
 
+@pytest.mark.slow  # seconds of simulated work
 async def test_hung_steps_are_hard_rebooted_and_still_deployed(tmp_path) -> None:
     # A fast clock makes the 120-300 s before_reboot timeouts last a few tenths of a second.
     settings = make_settings(tmp_path, sim_nodes=16, sim_failure_rate=0.25, sim_seed=11)
@@ -284,6 +286,7 @@ async def test_a_state_twice_in_a_process_and_each_transition_durable_before_the
     assert final.state == "deployed" and final.state_idx == 4
 
 
+@pytest.mark.slow  # seconds of simulated work
 async def test_a_restarted_agent_resumes_unfinished_actions(tmp_path) -> None:
     settings = make_settings(tmp_path, sim_nodes=5, sim_time_scale=0.01)
     async with open_agent(settings) as agent:

@@ -17,11 +17,6 @@ import pytest_asyncio
 from tests.conftest import component_missing
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "lab: needs the hardware lab (root, Linux, snmpsim, sshd)")
-    config.addinivalue_line("markers", "slow: takes seconds, starts real processes")
-
-
 def require_lab() -> None:
     """Fails (CI) or skips (elsewhere) when this machine cannot run a lab."""
     try:
