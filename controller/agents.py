@@ -9,7 +9,7 @@ from edgebed.controller import validation
 from edgebed.controller.agent_client import WRONG_TOKEN, AgentClient, CallOutcome, is_call_error
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
-from edgebed.controller.errors import AgentUnavailable, InvalidInput, NotFound
+from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.store import AgentRepository, Store
@@ -178,6 +178,10 @@ class Agents:
         agent = await self._store.agents.get_agent(name)
         if agent is None:
             raise NotFound(f"no agent named {name}")
+        if not agent.token:
+            # Its stored token cannot be opened (store.agents.UNREADABLE_TOKEN): a call would
+            # only be refused, and the reason replaced by "wrong token".
+            raise Conflict(f"agent {name}: {agent.last_error}")
         record = await self._connect(agent)
         log.info("%s reconnected agent %s: %s", admin.email, name, record.status)
         return await self._info(name)

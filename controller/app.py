@@ -50,9 +50,11 @@ async def open_controller(
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
     run_scheduler, the scheduler task; closes them all on exit."""
-    # Read first: a bad TLS file stops the controller before anything is opened.
+    # Read first: a bad key file or TLS file stops the controller (one line) before anything is
+    # opened.
+    secret_key = settings.secret_key()
     identity = settings.client_identity()
-    store = Store(settings.database, workers=db_workers)
+    store = Store(settings.database, secret_key=secret_key, workers=db_workers)
     await store.open()
     metrics = Metrics(store)
     client = AgentClient(
@@ -69,7 +71,7 @@ async def open_controller(
         accounts = Accounts(
             store,
             authz,
-            settings.secret_key(),
+            secret_key,
             end_reservations=reservations.end_all,
             clock=clock,
             hasher=password_hasher,

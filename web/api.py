@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
-from edgebed.controller.errors import InvalidInput
+from edgebed.controller.errors import AuthenticationFailed, InvalidInput
 from edgebed.controller.reservations import USER_ACTIONS
 from edgebed.tls import MAX_PEM
 from edgebed.web.auth import api_admin, api_user
@@ -161,6 +161,29 @@ def act_on_reservation(action: str):
 
 
 # ---------------------------------------------------------------------------------------------
+# the caller's account
+
+
+async def change_password(request: web.Request) -> web.StreamResponse:
+    """Every login session of the account ends; its API tokens too (this call's included) unless
+    "keep_api_tokens" is true."""
+    user = await api_user(request)
+    body = await read_json(request)
+    _allowed_keys(body, {"old_password", "new_password", "keep_api_tokens"})
+    old = json_str(body, "old_password", max_length=MAX_PASSWORD)
+    new = json_str(body, "new_password", max_length=MAX_PASSWORD)
+    keep = json_bool(body, "keep_api_tokens") or False
+    try:
+        change = await request.app[CONTROLLER].accounts.change_password(
+            user.email, old, new, keep_api_tokens=keep
+        )
+    except AuthenticationFailed as exc:
+        # 401 would say the bearer token is wrong; here it is the old password.
+        raise InvalidInput(exc.message) from None
+    return web.json_response({"api_tokens_revoked": change.api_tokens_revoked, "sessions_ended": True})
+
+
+# ---------------------------------------------------------------------------------------------
 # admin: users
 
 
@@ -270,6 +293,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put("/api/v1/reservations/{node}", configure_reservation)
     for action in USER_ACTIONS:
         app.router.add_post(f"/api/v1/reservations/{{node}}/{action}", act_on_reservation(action))
+    app.router.add_post("/api/v1/account/password", change_password)
     app.router.add_get("/api/v1/admin/users", admin_list_users)
     app.router.add_post("/api/v1/admin/users", admin_create_user)
     app.router.add_patch("/api/v1/admin/users/{email}", admin_update_user)

@@ -139,6 +139,28 @@ _SCHEMAS: dict[str, Any] = {
             "authorized": {"type": "boolean"},
         },
     },
+    "PasswordChange": {
+        "type": "object",
+        "required": ["old_password", "new_password"],
+        "properties": {
+            "old_password": {"type": "string"},
+            "new_password": {"type": "string", "minLength": 8},
+            "keep_api_tokens": {
+                "type": "boolean",
+                "default": False,
+                "description": "keep the account's API tokens; otherwise all are revoked, this call's too",
+            },
+        },
+        "additionalProperties": False,
+    },
+    "PasswordChanged": {
+        "type": "object",
+        "required": ["api_tokens_revoked", "sessions_ended"],
+        "properties": {
+            "api_tokens_revoked": {"type": "integer", "minimum": 0},
+            "sessions_ended": {"type": "boolean", "description": "every login session of the account ended"},
+        },
+    },
     "UserUpdate": {
         "type": "object",
         "properties": {"is_authorized": {"type": "boolean"}, "is_admin": {"type": "boolean"}},
@@ -325,6 +347,21 @@ def _paths() -> dict[str, Any]:
             },
         },
         **{f"/reservations/{{node}}/{action}": item for action, item in act.items()},
+        "/account/password": {
+            "post": {
+                "operationId": "changePassword",
+                "summary": (
+                    "change the caller's password; ends every login session and revokes the "
+                    "API tokens unless kept"
+                ),
+                "tags": ["account"],
+                "requestBody": _body("PasswordChange"),
+                "responses": {
+                    "200": _json(_ref("PasswordChanged"), "the password was changed"),
+                    **_errors(400, *_AUTH, 409),
+                },
+            }
+        },
         "/admin/users": {
             "get": {
                 "operationId": "listUsers",
@@ -432,6 +469,7 @@ def openapi_document() -> dict[str, Any]:
             "tags": [
                 {"name": "inventory"},
                 {"name": "reservations"},
+                {"name": "account", "description": "the caller's own account"},
                 {"name": "admin", "description": "administrators only"},
             ],
             "paths": _paths(),

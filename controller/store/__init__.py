@@ -4,6 +4,7 @@
     models.py      the current schema, bound to the engine's proxy when the store opens
     migrations/    one module per schema version with its frozen models, and the runner
     conversions.py rows to domain records
+    sealing.py     agent tokens encrypted at rest with a key derived from the secret key
     records.py     CachedNode and ScheduleChange
     users.py, agents.py, inventory.py, schedule.py, health.py   one repository per aggregate
 
@@ -25,6 +26,7 @@ from edgebed.controller.store.migrations import SCHEMA_VERSION, migrate, schema_
 from edgebed.controller.store.models import define_models
 from edgebed.controller.store.records import CachedNode, ScheduleChange
 from edgebed.controller.store.schedule import ScheduleRepository
+from edgebed.controller.store.sealing import Sealer
 from edgebed.controller.store.users import UserRepository
 
 __all__ = [
@@ -51,25 +53,30 @@ class Store:
     """The database of one controller: `users`, `agents`, `inventory`, `schedule` and `health`.
 
     Usable between `await open()` and `await close()`; a repository method called outside that
-    raises RuntimeError. `workers` is the number of database threads (and pooled connections).
+    raises RuntimeError. `secret_key` is the controller's (Settings.secret_key()): agent tokens
+    are sealed with a key derived from it. `workers` is the number of database threads (and
+    pooled connections).
     """
 
-    def __init__(self, url: str, *, workers: int = 8) -> None:
+    def __init__(self, url: str, *, secret_key: bytes, workers: int = 8) -> None:
         self.url = url
         self._engine = Engine(url, workers=workers)
         models = define_models(self._engine.proxy)
         self.users = UserRepository(self._engine, models)
-        self.agents = AgentRepository(self._engine, models)
+        # Agent tokens are stored sealed with a key derived from the controller's secret key.
+        self.agents = AgentRepository(self._engine, models, Sealer(secret_key))
         self.inventory = InventoryRepository(self._engine, models)
         self.schedule = ScheduleRepository(self._engine, models)
         self.health = HealthRepository(self._engine, models)
 
     async def open(self) -> None:
-        """Opens the database and upgrades its schema in place to SCHEMA_VERSION (creating it
-        when new). StoreUnavailable with the first line of the reason when it cannot."""
+        """Opens the database, upgrades its schema in place to SCHEMA_VERSION (creating it when
+        new) and seals the agent tokens an older controller stored in clear. StoreUnavailable
+        with the first line of the reason when it cannot."""
         try:
             self._engine.open()
             await self._engine.run(migrate, self._engine.db)
+            await self._engine.run(self.agents.seal_plaintext_tokens)
         except OPEN_ERRORS as exc:
             await self.close()
             lines = str(exc).strip().splitlines()

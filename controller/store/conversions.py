@@ -26,7 +26,7 @@ SCHEDULE_FIELDS = tuple(f.name for f in fields(ScheduleRecord))
 
 
 def user_from_row(row: Any) -> User:
-    """A user without the password hash (users.get_password_hash gives that separately)."""
+    """A user without the password hash (users.get_credentials gives that separately)."""
     return User(
         email=row.email,
         ssh_key=row.ssh_key,

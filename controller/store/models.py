@@ -17,7 +17,8 @@ import peewee as pw
 def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
     """The models of schema version migrations.SCHEMA_VERSION, bound to `proxy`: a namespace with
     SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken, Catalog
-    (an agent's node type description and environments) and NodeOutcome (finished actions)."""
+    (an agent's node type description and environments), LoginSession and NodeOutcome (finished
+    actions)."""
 
     class Base(pw.Model):
         class Meta:
@@ -39,6 +40,8 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         is_authorized = pw.BooleanField(default=False)
         is_admin = pw.BooleanField(default=False)
         created_at = pw.BigIntegerField(default=0)
+        # Random; replaced when the password changes or the rights shrink (migrations/v004_sessions).
+        credential_version = pw.CharField(max_length=64, default="")
 
         class Meta:
             table_name = "user"
@@ -124,6 +127,15 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         class Meta:
             table_name = "agent_catalog"
 
+    class LoginSessionRow(Base):
+        id_hash = pw.CharField(primary_key=True, max_length=64)
+        owner = pw.CharField(max_length=254, index=True)
+        created_at = pw.BigIntegerField()
+        expires_at = pw.BigIntegerField(index=True)
+
+        class Meta:
+            table_name = "login_session"
+
     class NodeOutcomeRow(Base):
         id = pw.AutoField()
         node_name = pw.CharField(max_length=64)
@@ -153,5 +165,6 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         Node=NodeRow,
         ApiToken=ApiTokenRow,
         Catalog=CatalogRow,
+        LoginSession=LoginSessionRow,
         NodeOutcome=NodeOutcomeRow,
     )

@@ -1,13 +1,14 @@
 """The store's own value types, beside the domain records (controller/domain.py) it returns:
-what a node cache read gives and what a schedule write takes. Plain dataclasses, no Peewee."""
+what a node cache read gives, what a schedule write takes, what a password check reads. Plain
+dataclasses, no Peewee."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from edgebed.controller.domain import CONNECTED
+from edgebed.controller.domain import CONNECTED, User
 from edgebed.controller.lifecycle import Clearance
 
 
@@ -57,3 +58,15 @@ class ScheduleChange:
     changes: Mapping[str, Any]
     delete: bool = False
     clear: Clearance | None = None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What checking a password needs, read in one go: the user, the stored argon2 hash and the
+    account's credential version. Whatever the check leads to (a session, a new password) is
+    written only if the credential version is still this one, so a password changed meanwhile
+    is never overtaken by a check against the old one."""
+
+    user: User
+    password_hash: str = field(repr=False)
+    credential_version: str = field(repr=False)

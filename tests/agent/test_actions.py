@@ -16,11 +16,11 @@ from edgebed.agent.dbworker import DbWorker, GroupCommitter
 from edgebed.agent.domain import ActionRecord
 from edgebed.agent.executor import Executor, Timing
 from edgebed.agent.store import SaveAction, Store
-from edgebed.v1 import agent_pb2 as pb
-from edgebed.v1 import agent_pb2_grpc
 from edgebed.nodetypes import load_node_type
 from edgebed.nodetypes.base import DEPLOYED, DONE, NodeRef, NodeType, Poll, State, Step, StepContext, process
 from edgebed.nodetypes.interfaces import Driver
+from edgebed.v1 import agent_pb2 as pb
+from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, make_settings
 
 ENVIRONMENTS = {
@@ -60,7 +60,7 @@ class _ExecutorOnStore:
         write = self.committer.write if wrap_write is None else wrap_write(self.committer.write)
         self.executor = Executor(node_type, driver, write, clock=clock, timing=FAST_TIMING, **executor_options)
 
-    async def __aenter__(self) -> "_ExecutorOnStore":
+    async def __aenter__(self) -> _ExecutorOnStore:
         await self.worker.call(self.store.open)
         self.committer.start()
         self.executor.start_watchdog()
@@ -72,9 +72,9 @@ class _ExecutorOnStore:
         await self.worker.call(self.store.close)
         self.worker.shutdown()
 
-    async def run_one(self, first_state: str, node=NodeRef("n1", {})) -> None:
-        """Starts a deploy on node n1 in `first_state` and waits until nothing runs."""
-        await self.executor.start(_record(first_state), node)
+    async def run_one(self, first_state: str, node: NodeRef | None = None) -> None:
+        """Starts a deploy on `node` (default n1) in `first_state` and waits until nothing runs."""
+        await self.executor.start(_record(first_state), node or NodeRef("n1", {}))
         await asyncio.wait_for(self.executor.wait_idle(), 10)
 
     async def action(self, name: str = "n1"):

@@ -8,9 +8,9 @@ import time
 import grpc
 import pytest
 
+from edgebed.nodetypes import load_node_type
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
-from edgebed.nodetypes import load_node_type
 from tests.agent.conftest import AUTH, TOKEN
 from tests.processes import AgentProcess
 

@@ -23,9 +23,9 @@ from edgebed.config import ConfigError
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN, make_settings
+from tests.conftest import component_missing
 from tests.pki import make_pki
 from tests.processes import AgentProcess, write_toml
-from tests.conftest import component_missing
 
 # Each channel its own subchannels, so that one refused handshake is not reused by the next.
 OPTIONS = (("grpc.use_local_subchannel_pool", 1),)

@@ -307,7 +307,7 @@ async def test_an_agent_lost_mid_deploy_is_followed_again_after_reconnect(tmp_pa
 
 
 async def _rows(settings):
-    store = Store(settings.database)
+    store = Store(settings.database, secret_key=settings.secret_key())
     await store.open()
     try:
         return await store.schedule.list_schedule()

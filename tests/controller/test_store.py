@@ -10,10 +10,12 @@ import pytest
 
 from edgebed.controller.store import SCHEMA_VERSION, Store, StoreUnavailable, migrate, open_database
 
+SECRET = bytes(range(32))
+
 
 async def test_a_new_sqlite_database_is_created_at_the_current_version_in_wal_mode(tmp_path):
     path = tmp_path / "controller.sqlite"
-    store = Store(str(path))
+    store = Store(str(path), secret_key=SECRET)
     await store.open()
     try:
         assert await store.schema_version() == SCHEMA_VERSION
@@ -53,7 +55,7 @@ def _seed_v1(url: str) -> None:
 
 async def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_data(database_url):
     _seed_v1(database_url)
-    store = Store(database_url)
+    store = Store(database_url, secret_key=SECRET)
     await store.open()
     try:
         assert await store.schema_version() == SCHEMA_VERSION
@@ -72,7 +74,7 @@ async def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_data(data
     finally:
         await store.close()
     # Opening again is a no-op: the migrations do not run twice.
-    store = Store(database_url)
+    store = Store(database_url, secret_key=SECRET)
     await store.open()
     assert await store.schema_version() == SCHEMA_VERSION
     await store.close()
@@ -80,13 +82,13 @@ async def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_data(data
 
 async def test_a_database_newer_than_the_code_is_refused(tmp_path):
     path = tmp_path / "future.sqlite"
-    store = Store(str(path))
+    store = Store(str(path), secret_key=SECRET)
     await store.open()
     await store.close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreUnavailable, match="newer than this controller"):
-        await Store(str(path)).open()
+        await Store(str(path), secret_key=SECRET).open()
 
 
 def test_only_the_store_package_imports_peewee():

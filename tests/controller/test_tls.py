@@ -9,11 +9,11 @@ import pytest
 
 from edgebed.config import ConfigError
 from edgebed.controller.store import Store, migrate, open_database
-from tests.pki import make_pki
-from tests.processes import AgentProcess
 from tests.controller.conftest import controller_for, make_settings
 from tests.controller.test_cli import edgebed, one_line_error
 from tests.controller.test_cli import write_config as write_controller_config
+from tests.pki import make_pki
+from tests.processes import AgentProcess
 
 TOKEN = "tls-test-token-8d2e"
 
@@ -180,7 +180,7 @@ async def test_a_version_2_database_gets_an_empty_ca_for_its_agents(database_url
             "VALUES ('rpi', 'raspberry', '10.0.0.1', 50051, 'connected', 'tok', '')"
         )
     db.close_all()
-    store = Store(database_url)
+    store = Store(database_url, secret_key=bytes(range(32)))
     await store.open()
     try:
         agent = await store.agents.get_agent("rpi")

@@ -30,7 +30,7 @@ def require_lab() -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator["Lab"]:  # noqa: F821
+async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lab]:  # noqa: F821
     require_lab()
     from edgebed.lab import Lab
 

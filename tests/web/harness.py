@@ -107,9 +107,9 @@ class Testbed:
         return self
 
     async def _start(self) -> None:
-        from edgebed.controller.app import open_controller
-
         from argon2 import PasswordHasher
+
+        from edgebed.controller.app import open_controller
 
         # Cheap argon2 parameters: the tests log in hundreds of times; the hashes stay argon2id.
         hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import component_missing
-from tests.web.conftest import ADMIN
 from tests.processes import start_agents, stop_all
+from tests.web.conftest import ADMIN
 from tests.web.harness import PASSWORD, Testbed
 
 # Slow: Chromium, and agent processes with deploys of several seconds.
