@@ -74,10 +74,11 @@ def test_a_stall_count_starts_at_one() -> None:
         DEFAULT_LADDER.rung(0)
 
 
+@pytest.mark.slow
 async def test_a_state_that_never_progresses_climbs_the_ladder_then_ends_lost(tmp_path) -> None:
     """Every before_reboot (10 s) without progress takes the next rung: retry, hard reboot,
-    power cut (off, 25 s on the executor's clock, on), the top rung again; `lost` (100 s) ends
-    it. Each rung is in the transition log; only power cycles count as reboots."""
+    power cut (off, 25 s on the executor's clock, on), the top rung again; `lost` (400 s, 2 s
+    real) ends it. Each rung is in the transition log; only power cycles count as reboots."""
     clock = FastClock(200)
     power = _RecordingPower(clock)
     execs: list[float] = []
@@ -89,7 +90,7 @@ async def test_a_state_that_never_progresses_climbs_the_ladder_then_ends_lost(tm
         return Poll(done=False, progress=0)
 
     ladder = Ladder((Rung.RETRY, Rung.HARD_REBOOT, Rung.POWER_CUT), power_cut_seconds=25)
-    hung = State("hung", Step(exec=start, post=stuck), before_reboot=10, lost=100, ladder=ladder)
+    hung = State("hung", Step(exec=start, post=stuck), before_reboot=10, lost=400, ladder=ladder)
     driver = Driver(power=power)
     async with _ExecutorOnStore(tmp_path / "ladder.sqlite", _one_state_type(hung), driver, clock=clock) as harness:
         await harness.run_one("hung")
@@ -98,8 +99,10 @@ async def test_a_state_that_never_progresses_climbs_the_ladder_then_ends_lost(tm
     events = [t.event for t in transitions]
     assert events[0] == "enter" and events[-1] == "lost"
     rungs = events[1:-1]
-    assert rungs[:3] == ["retry", "reboot", "power_cut"]
-    assert set(rungs[3:]) == {"power_cut"}, "past the top, the top rung again"
+    # How many rungs fit in `lost` depends on the machine's load (each is a commit); their
+    # order does not.
+    assert len(rungs) >= 4, rungs
+    assert rungs == ["retry", "reboot"] + ["power_cut"] * (len(rungs) - 2), "past the top, the top rung again"
     assert final.state == "lost"
     # A retry cycles no power; each hard reboot and power cut does.
     assert final.reboots == rungs.count("reboot") + rungs.count("power_cut")
