@@ -10,7 +10,7 @@ from edgebed.controller.agent_client import WRONG_TOKEN, AgentClient, CallOutcom
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
 from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
-from edgebed.controller.inventory import Inventory
+from edgebed.controller.inventory import Inventory, refuse_reserved
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.store import AgentRepository, Store
 from edgebed.tls import TlsError, normalized_ca_pem
@@ -187,7 +187,13 @@ class Agents:
         return await self._info(name)
 
     async def delete_agent(self, actor: User, name: str) -> None:
+        """Forgets an agent with its cached nodes. Conflict, saying which, while one of its
+        nodes has a reservation: the next user would get that node unwiped (controller/
+        maintenance.py removes one that has, once they are destroyed). NotFound for an unknown
+        agent."""
         admin = await self._authz.require_admin(actor)
+        nodes = [node.name for node in await self._store.inventory.list_nodes() if node.agent == name]
+        refuse_reserved(f"agent {name}", await self._store.schedule.list_schedule(nodes=nodes))
         if not await self._store.agents.delete_agent(name):
             raise NotFound(f"no agent named {name}")
         await self._client.forget(name)

@@ -16,6 +16,7 @@ from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
 from edgebed.controller.health import NodeHealthService
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.maintenance import Maintenance
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
 from edgebed.controller.scheduler import Scheduler
@@ -35,6 +36,7 @@ class Controller:
     agents: Agents
     inventory: Inventory
     reservations: Reservations
+    maintenance: Maintenance
     scheduler: Scheduler
     health: NodeHealthService
 
@@ -68,6 +70,9 @@ async def open_controller(
         reservations = Reservations(
             store, inventory, authz, settings, clock=clock, wake_scheduler=scheduler.wake
         )
+        maintenance = Maintenance(
+            store, inventory, agents, reservations, authz, clock=clock, wake_scheduler=scheduler.wake
+        )
         accounts = Accounts(
             store,
             authz,
@@ -85,6 +90,7 @@ async def open_controller(
             agents=agents,
             inventory=inventory,
             reservations=reservations,
+            maintenance=maintenance,
             scheduler=scheduler,
             health=NodeHealthService(store, authz),
         )

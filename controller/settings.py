@@ -56,6 +56,12 @@ CONTROLLER_SCHEMA: Schema = {
         "prestage": Key(bool, False),
         "prestage_margin_seconds": Key(int, 60, check=in_range(0, 86400)),
     },
+    "maintenance": {
+        "lost_in_a_row": Key(
+            int, 3, check=in_range(0, 1000),
+            help="a node goes into maintenance once this many actions in a row end lost; 0: never",
+        ),
+    },
     "agents": {
         "call_timeout_seconds": Key(float, 6.0, check=in_range(0.1, 600)),
         "refresh_seconds": Key(float, 60.0, check=in_range(1, 86400)),
@@ -88,6 +94,9 @@ class Settings:
     prestage: bool = False
     # Added to the expected deploy duration when prestaging.
     prestage_margin_seconds: int = 60
+    # A node goes into maintenance once this many of its actions in a row end `lost` (0: never);
+    # a destroy that ends lost puts it there at once.
+    lost_in_a_row: int = 3
     call_timeout_seconds: float = 6.0
     # How often the scheduler refreshes the node cache and catalogs from connected agents.
     refresh_seconds: float = 60.0
@@ -209,6 +218,7 @@ def settings_from_config(config: Mapping) -> Settings:
         extend_cap_hours=config["reservations"]["extend_cap_hours"],
         prestage=config["reservations"]["prestage"],
         prestage_margin_seconds=config["reservations"]["prestage_margin_seconds"],
+        lost_in_a_row=config["maintenance"]["lost_in_a_row"],
         call_timeout_seconds=config["agents"]["call_timeout_seconds"],
         refresh_seconds=config["agents"]["refresh_seconds"],
         tls_client_cert=config["agents"]["tls_client_cert"],

@@ -108,13 +108,22 @@ class AgentRepository:
         await self._engine.run(work)
 
     async def delete_agent(self, name: str) -> bool:
-        """Removes the agent with its cached nodes and catalog, in one transaction; False for an
-        unknown agent. The caller checks first that none of its nodes is reserved."""
+        """Removes the agent with its cached nodes, its catalog and a removal request waiting
+        for it, in one transaction; False for an unknown agent. Conflict, with nothing removed,
+        while one of its nodes has a reservation (the caller checks first and says which; this
+        is the check a reservation made meanwhile cannot slip past). Nodes in maintenance stay
+        there (node_maintenance is keyed by node name)."""
 
         def work() -> bool:
+            Node, S, R = self.m.Node, self.m.Schedule, self.m.Retirement
             with self._engine.write():
-                self.m.Node.delete().where(self.m.Node.agent == name).execute()
+                nodes = [row.name for row in self._engine.lock(Node.select(Node.name).where(Node.agent == name))]
+                for start in range(0, len(nodes), 500):
+                    if S.select().where(S.node_name.in_(nodes[start : start + 500])).exists():
+                        raise Conflict(f"agent {name} has reservations; they must end first")
+                Node.delete().where(Node.agent == name).execute()
                 self.m.Catalog.delete().where(self.m.Catalog.agent == name).execute()
+                R.delete().where((R.kind == "agent") & (R.name == name)).execute()
                 return self.m.Agent.delete().where(self.m.Agent.name == name).execute() > 0
 
         return await self._engine.run(work)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgebed.controller.domain import CONNECTED, User
-from edgebed.controller.lifecycle import Clearance
+
+if TYPE_CHECKING:
+    from edgebed.controller.lifecycle import Clearance, Ending, Finished
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class CompareAndSet(Protocol):
     @property
     def delete(self) -> bool: ...
     @property
+    def history(self) -> Ending | None: ...
+    @property
+    def maintenance(self) -> str: ...
+    @property
+    def finished(self) -> Finished | None: ...
+    @property
     def clear(self) -> Clearance | None: ...
 
 
@@ -50,13 +58,18 @@ class ScheduleChange:
     """One compare-and-set on a schedule row: apply `changes` only if the row still matches
     `expect` (and, with `clear`, no other owner's window on the node comes within its
     turnaround of its interval); `delete=True` removes the row and its action properties
-    instead. Keys of both mappings are ScheduleRecord field names (conversions.SCHEDULE_FIELDS)."""
+    instead, and writes the reservation's history row from `history` (required then). Keys of
+    both mappings are ScheduleRecord field names (conversions.SCHEDULE_FIELDS). `maintenance`
+    and `finished` act on the node as lifecycle.Decision's do."""
 
     node_name: str
     owner: str
     expect: Mapping[str, Any]
     changes: Mapping[str, Any]
     delete: bool = False
+    history: Ending | None = None
+    maintenance: str = ""
+    finished: Finished | None = None
     clear: Clearance | None = None
 
 

@@ -38,10 +38,10 @@ class FakeAction:
     updated_at: int
     properties: dict[str, str]
     action_id: int = 0
-    # How the action ends: in its process's final state, or "lost" after `reboots` power cycles.
+    # Ends in `lost` instead of its process's last state (a state outlived its timeout).
     lost: bool = False
+    # Power cycles and duration it reports (once final).
     reboots: int = 0
-    # Reported once final.
     duration_seconds: float = 0.0
 
     @property
@@ -98,6 +98,8 @@ class FakeAgent(pb_grpc.AgentServicer):
         self.release = threading.Event()
         # How many states each action advances per GetActionState call.
         self.steps_per_call = 1
+        # Processes whose actions end `lost` (e.g. {"destroy"}: the wipe never completes).
+        self.lose: set[str] = set()
         # node -> (lost, reboots, duration_seconds) of the actions it will be given from now on.
         self.outcomes: dict[str, tuple[bool, int, float]] = {}
 
@@ -214,10 +216,10 @@ class FakeAgent(pb_grpc.AgentServicer):
                 updated_at=int(time.time()),
                 properties=dict(request.properties),
                 action_id=len(self.started) + 1,
+                lost=request.process in self.lose,
             )
-            action.lost, action.reboots, action.duration_seconds = self.outcomes.get(
-                request.node_name, (False, 0, 0.0)
-            )
+            lost, action.reboots, action.duration_seconds = self.outcomes.get(request.node_name, (False, 0, 0.0))
+            action.lost = action.lost or lost
             self.actions[request.node_name] = action
             self.started.append((request.node_name, request.process))
             return pb.StartActionResponse(action=action.to_pb())

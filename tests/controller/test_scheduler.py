@@ -329,11 +329,11 @@ async def test_a_destroy_racing_the_scheduler_is_applied_not_refused(tmp_path, c
         real_update = store.schedule.update_schedule
         raced: list[bool] = []
 
-        async def racing_update(changes):
+        async def racing_update(changes, **kwargs):
             if not raced:
                 raced.append(True)
                 await ctl.scheduler.poll()  # sends the reboot and records it, under destroy's feet
-            return await real_update(changes)
+            return await real_update(changes, **kwargs)
 
         store.schedule.update_schedule = racing_update
         try:

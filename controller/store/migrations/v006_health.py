@@ -1,7 +1,7 @@
-"""Schema version 5: `node_outcome`, the outcome of each finished action per node (final state,
+"""Schema version 6: `node_outcome`, the outcome of each finished action per node (final state,
 duration, hard reboots), from which node health and expected deploy durations are computed.
 
-Frozen: the table is written out here as it was at version 5 and never changes; the current
+Frozen: the table is written out here as it was at version 6 and never changes; the current
 model lives in store/models.py.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import peewee as pw
 
-VERSION = 5
+VERSION = 6
 
 
 def frozen_models(db: pw.Database) -> list[type[pw.Model]]:
-    """The table version 5 adds, as a model bound to `db` (a fresh class on each call)."""
+    """The table version 6 adds, as a model bound to `db` (a fresh class on each call)."""
     proxy = pw.DatabaseProxy()
     proxy.initialize(db)
 
