@@ -86,6 +86,9 @@ class _Run:
     last_progress: float = 0.0
     verdict: str | None = None
     failures: int = 0
+    # Until then (executor clock) the state is deliberately waiting (a power cut's off time):
+    # no stall, whatever last_progress says.
+    held_until: float = 0.0
     # ActionRecord.elapsed when this run began to drive it, and the duration clock then.
     elapsed_base: float = 0.0
     driven_since: float = 0.0
@@ -341,7 +344,7 @@ class Executor:
             if spec.lost and now - run.state_entered >= spec.lost:
                 run.verdict = LOST
                 task.cancel()
-            elif spec.before_reboot and now - run.last_progress >= spec.before_reboot:
+            elif spec.before_reboot and now - max(run.last_progress, run.held_until) >= spec.before_reboot:
                 run.verdict = STALLED
                 task.cancel()
 
@@ -418,8 +421,8 @@ class Executor:
         wait is the work itself, so it counts as progress for the state's before_reboot timer;
         its `lost` timer still runs."""
         until = self._clock.monotonic() + seconds
+        run.held_until = until
         while (left := until - self._clock.monotonic()) > 0:
-            run.last_progress = self._clock.monotonic()
             # In real seconds, never more than a poll: a fast clock's seconds are shorter.
             await asyncio.sleep(min(left, self._timing.poll_seconds))
         run.last_progress = self._clock.monotonic()
