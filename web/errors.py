@@ -1,5 +1,6 @@
 """The one error middleware: the service's errors become HTTP statuses with a message that says
-what is wrong, as an HTML page for people and as {"error": "..."} under /api/."""
+what is wrong, as an HTML page for people and as {"error": "..."} under /api/ (with "fields":
+{name: what is wrong} when the error names inputs, as InvalidProperties does)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from edgebed.controller.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    InvalidProperties,
     NotAuthorized,
     NotFound,
     ServiceError,
@@ -61,10 +63,18 @@ def _is_api(request: web.Request) -> bool:
 
 
 async def _error_response(
-    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
+    request: web.Request,
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    fields: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     if _is_api(request):
-        response = web.json_response({"error": message}, status=status, headers=headers)
+        body: dict[str, object] = {"error": message}
+        if fields:
+            # Which input is wrong, by name: {"os_password": "must be 8 to 128 characters long"}.
+            body["fields"] = fields
+        response = web.json_response(body, status=status, headers=headers)
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="edgebed"'
         return response
@@ -93,7 +103,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ServiceError as error:
         message = getattr(error, "message", "") or str(error) or "the request failed"
-        return await _error_response(request, status_for(error), message)
+        fields = error.fields if isinstance(error, InvalidProperties) else None
+        return await _error_response(request, status_for(error), message, fields=fields)
     except RateLimited as error:
         return await _error_response(
             request, 429, error.message, {"Retry-After": str(error.retry_after)}

@@ -18,7 +18,16 @@ _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["error"],
-        "properties": {"error": {"type": "string", "description": "what is wrong"}},
+        "properties": {
+            "error": {"type": "string", "description": "what is wrong"},
+            "fields": {
+                **_STRING_MAP,
+                "description": (
+                    "when the error is about named inputs (PUT /reservations/{node}: action "
+                    "properties): input name -> what is wrong with it; the error names them all"
+                ),
+            },
+        },
     },
     "Node": {
         "type": "object",
@@ -67,8 +76,19 @@ _SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "required": {"type": "boolean"},
             "values": {"type": "array", "items": {"type": "string"}},
-            "secret": {"type": "boolean"},
+            "secret": {"type": "boolean", "description": "never shown back or logged (os_password)"},
             "description": {"type": "string"},
+            "label": {"type": "string", "description": "the form's name for it; empty: the name"},
+            "help": {"type": "string", "description": 'what a valid value looks like, after "must be"'},
+            "min_length": {"type": "integer", "minimum": 0, "description": "characters; 0 = no bound"},
+            "max_length": {"type": "integer", "minimum": 0, "description": "characters; 0 = no bound"},
+            "pattern": {
+                "type": "string",
+                "description": (
+                    "Python regular expression the whole value must match; empty = any. Applied "
+                    "when the value is set unless outside the safe subset (then only by the agent)"
+                ),
+            },
         },
     },
     "NodeType": {
@@ -126,6 +146,18 @@ _SCHEMAS: dict[str, Any] = {
             "agent": {"type": "string"},
             "type": {"type": "string"},
             "properties": _STRING_MAP,
+            "missing_properties": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "required properties not set yet: the reservation stays configuring until none",
+            },
+            "last_error": {
+                "type": "string",
+                "description": (
+                    "why the last action the controller asked the agent for was refused or failed "
+                    "(e.g. a deploy refused for a property); empty once a later one is accepted"
+                ),
+            },
             "owner": {"type": "string"},
             "pending": {"type": "string", "description": "the process intended and not yet started"},
             "ending": {"type": "boolean", "description": "the window is over or it was ended: being destroyed"},
@@ -201,7 +233,11 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Configuration": {
         "type": "object",
-        "description": "bin, environment and the node type's other properties (see /nodetypes)",
+        "description": (
+            "bin, environment and the node type's other properties (see /nodetypes); an empty "
+            "string unsets one. Each value is checked against its property's constraints: a 400 "
+            "then names every wrong property in `fields`, and nothing is changed"
+        ),
         "properties": {"bin": {"type": "string"}, "environment": {"type": "string"}},
         "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
     },
@@ -454,7 +490,10 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_NODE],
                 "requestBody": _body("Configuration"),
                 "responses": {
-                    "200": _json(_ref("Reservation"), "the reservation, ready when complete"),
+                    "200": _json(
+                        _ref("Reservation"),
+                        "the reservation: ready when complete, else configuring with missing_properties",
+                    ),
                     **_errors(400, *_AUTH, 404, 409),
                 },
             },
@@ -671,7 +710,7 @@ def openapi_document() -> dict[str, Any]:
                     "Reserve, configure, deploy and manage testbed nodes. Authenticate with "
                     "'Authorization: Bearer <api token>' (settings page or `edgebed admin "
                     "api-token`). Dates are epoch seconds, UTC. Errors are {\"error\": ...} "
-                    "with a 4xx status."
+                    "with a 4xx status (and \"fields\": {name: problem} when inputs are named)."
                 ),
             },
             "servers": [{"url": "/api/v1"}],

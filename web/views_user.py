@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from edgebed.controller.errors import InvalidInput
+from edgebed.controller.errors import InvalidInput, InvalidProperties
 from edgebed.controller.lifecycle import Status
 from edgebed.controller.reservations import USER_ACTIONS, node_matches
 from edgebed.web.auth import require_user
@@ -27,7 +27,7 @@ from edgebed.web.forms import (
     zone,
 )
 from edgebed.web.fragments import reserve_rows
-from edgebed.web.keys import CONTROLLER
+from edgebed.web.keys import CONTROLLER, FORM_TEMPLATE
 from edgebed.web.render import flash, render, viewer_zone
 from edgebed.web.views_common import act_on_each, reservation_json
 
@@ -184,13 +184,21 @@ async def reserve(request: web.Request) -> web.StreamResponse:
 # configure
 
 
-async def configure_page(request: web.Request) -> web.StreamResponse:
-    user = await require_user(request)
+async def _configure_context(
+    request: web.Request,
+    user,
+    wanted: set[str],
+    *,
+    errors: dict[str, dict[str, str]] | None = None,
+    entered: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The configure page: one form per node type. `errors` (node name -> property -> what is
+    wrong) and `entered` (what the refused form held, secrets left out) draw a refused form
+    again with each message beside its field."""
     ctl = request.app[CONTROLLER]
     reservations = await ctl.reservations.list_reservations(user)
     node_types = await ctl.inventory.node_types()
     environments = await ctl.inventory.environments()
-    wanted = set(request.query.getall("nodes", []))
     groups = []
     by_type: dict[str, list] = defaultdict(list)
     for reservation in reservations:
@@ -200,6 +208,9 @@ async def configure_page(request: web.Request) -> web.StreamResponse:
         info = node_types.get(type_name)
         env_list = environments.get(type_name, [])
         specs = list(info.properties) if info else []
+        field_errors: dict[str, str] = {}
+        for r in members:
+            field_errors.update((errors or {}).get(r.node_name, {}))
         groups.append(
             {
                 "type": type_name,
@@ -211,9 +222,18 @@ async def configure_page(request: web.Request) -> web.StreamResponse:
                     for r in members
                     if (r.node_name in wanted if wanted else r.status == Status.CONFIGURING)
                 },
+                "errors": field_errors,
+                # Only the refused form is filled in again.
+                "entered": (entered or {}) if field_errors else {},
             }
         )
-    return await render(request, "configure.html", {"groups": groups})
+    return {"groups": groups}
+
+
+async def configure_page(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    wanted = set(request.query.getall("nodes", []))
+    return await render(request, "configure.html", await _configure_context(request, user, wanted))
 
 
 def _spec_view(spec, environments) -> dict[str, Any]:
@@ -222,12 +242,29 @@ def _spec_view(spec, environments) -> dict[str, Any]:
         values = [env.name for env in environments]
     return {
         "name": spec.name,
+        # The agent's words, cut so that one cannot fill the page.
+        "label": (spec.label or spec.name)[:100],
         "required": spec.required,
         "choices": values,
         "secret": spec.secret,
         "description": spec.description,
+        "help": spec.help[:300],
         "multiline": spec.name == "ssh_key",
     }
+
+
+def _missing_text(done) -> str:
+    """'rpi-001, rpi-002 still miss environment; rpi-003 still misses ...': each configuring
+    node with the required properties it lacks."""
+    by_missing: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for r in done:
+        by_missing[tuple(r.missing)].append(r.node_name)
+    parts = []
+    for missing, names in by_missing.items():
+        verb = "misses" if len(names) == 1 else "miss"
+        what = ", ".join(missing) if missing else "required properties"
+        parts.append(f"{', '.join(names)} still {verb} {what}")
+    return "; ".join(parts) + "."
 
 
 async def configure(request: web.Request) -> web.StreamResponse:
@@ -246,23 +283,39 @@ async def configure(request: web.Request) -> web.StreamResponse:
             if name and value:
                 properties[name] = value
     ctl = request.app[CONTROLLER]
+    refused: dict[str, dict[str, str]] = {}
 
     async def configure_one(node: str):
-        return await ctl.reservations.configure(
-            user, node, bin=bin_name or None, properties=properties
-        )
+        try:
+            return await ctl.reservations.configure(
+                user, node, bin=bin_name or None, properties=properties
+            )
+        except InvalidProperties as error:
+            refused[node] = error.fields
+            raise
 
-    done = await act_on_each(nodes, configure_one)
+    try:
+        done = await act_on_each(nodes, configure_one)
+    except InvalidInput:
+        if refused:
+            # Drawn again by the error middleware, each message beside its field; what was
+            # typed stays, but a secret is never sent back.
+            node_types = await ctl.inventory.node_types()
+            secret = {spec.name for info in node_types.values() for spec in info.properties if spec.secret}
+            entered = {name: value for name, value in properties.items() if name not in secret}
+            if bin_name:
+                entered["bin"] = bin_name
+            context = await _configure_context(request, user, set(nodes), errors=refused, entered=entered)
+            request[FORM_TEMPLATE] = ("configure.html", context)
+        raise
     ready = [r.node_name for r in done if r.status != Status.CONFIGURING]
-    waiting = [r.node_name for r in done if r.status == Status.CONFIGURING]
+    waiting = [r for r in done if r.status == Status.CONFIGURING]
     if ready:
         await flash(request, f"Configured {', '.join(ready)}.", "success")
     if waiting:
-        await flash(
-            request, f"{', '.join(waiting)} still miss required properties.", "warning"
-        )
+        await flash(request, _missing_text(waiting), "warning")
     raise web.HTTPSeeOther("/manage" if not waiting else "/configure?" + urlencode(
-        [("nodes", name) for name in waiting]))
+        [("nodes", r.node_name) for r in waiting]))
 
 
 # ---------------------------------------------------------------------------------------------
