@@ -20,6 +20,9 @@ from edgebed.nodetypes.base import FINAL_STATES, NAME_PATTERN, NodeType, Propert
 
 MAX_PROPERTY_VALUE = 4096
 
+# The driver's check of a new node's properties: what is wrong, or None (DriverPlugin.check_node).
+NodeCheck = Callable[[Mapping[str, str]], "str | None"]
+
 
 @dataclass(frozen=True)
 class NodeTypeDescription:
@@ -57,6 +60,7 @@ class AgentService:
         store: Store,
         worker: DbWorker,
         executor: Executor,
+        check_node: NodeCheck | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.agent_name = agent_name
@@ -66,6 +70,7 @@ class AgentService:
         self._store = store
         self._db = worker
         self._executor = executor
+        self._check_node = check_node
         # Nodes that a request is changing right now (start, remove, rename): a second request on
         # the same node meanwhile is refused rather than interleaved.
         self._claimed: set[str] = set()
@@ -100,6 +105,10 @@ class AgentService:
         problem = check_ip(properties["ip"])
         if problem:
             raise InvalidArgument(f"property 'ip' {problem}")
+        # The driver's own needs: a real Pi must name its switch, port and serial.
+        problem = self._check_node(properties) if self._check_node is not None else None
+        if problem:
+            raise InvalidArgument(problem)
         node = NodeRecord(name, dict(properties))
         await self._db.call(self._store.add_nodes, [node])
         return node
