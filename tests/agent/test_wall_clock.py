@@ -140,3 +140,23 @@ async def test_a_boot_under_way_across_an_agent_restart(wall_step, until_up) -> 
 async def _power_on(driver) -> None:
     # set_power spends the profile's scaled power_seconds on asyncio's clock first.
     await asyncio.wait_for(driver.power.set_power(NODE, True), 5)
+
+
+@pytest.mark.parametrize(
+    "lines, elapsed",
+    [
+        # The Pi's wall clock stepped back an hour (NTP's first answer) since the job started.
+        ("started=2000000000\nnow=1999996400\nuptime=120.50\nstarted_uptime=100.25\n", 20.25),
+        ("started=2000000000\nuptime=100.00\nstarted_uptime=100.00\n", 0.0),
+        # A job started by an older script (no started_uptime): unknown, never a wall difference.
+        ("started=2000000000\nnow=2000000030\nuptime=120.50\n", None),
+        ("started=2000000000\nuptime=nan\nstarted_uptime=100.25\n", None),
+    ],
+    ids=["wall-stepped-back", "just-started", "older-job", "garbled"],
+)
+def test_a_real_nodes_job_is_timed_from_its_boot_not_its_wall_clock(lines, elapsed) -> None:
+    from edgebed.nodetypes.real.jobs import parse_status
+
+    status = parse_status(f"state=running\nid=copy x\n{lines}pid=42\n")
+    assert status.elapsed == elapsed
+    assert status.started == 2_000_000_000  # the stamp still tells two runs apart
