@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from edgebed.config import Array, Key, KeyProblem, Schema, check_host_port, in_range
-from edgebed.nodetypes.base import NAME_PATTERN, check_hostname
+from edgebed.nodetypes.base import HOSTNAME_PATTERN, NAME_PATTERN
 
 # RFC 3621 pethPsePortAdminEnable.<group 1>: 1 = on (true), 2 = off (false).
 PETH_PSE_PORT_ADMIN_ENABLE = "1.3.6.1.2.1.105.1.1.1.3.1"
@@ -95,8 +95,10 @@ def _check_serve(value: str) -> str | None:
 
 
 def _check_hostname(value: str) -> str | None:
-    problem = check_hostname(value)
-    return None if problem is None else f"{problem}, got {value!r}"
+    # The same rule as the deployed system's `hostname` property (nodetypes.base).
+    if len(value) > 63 or not re.fullmatch(HOSTNAME_PATTERN, value):
+        return f"must be a host name: letters, digits and '-', at most 63 characters, got {value!r}"
+    return None
 
 
 SWITCH_SCHEMA: Schema = {
