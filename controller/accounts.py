@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 __all__ = ["WAITING_FOR_APPROVAL", "Accounts", "EndReservations", "hash_api_token"]
 
 CONFIRMATION_SECONDS = 3 * 86400
+UNCONFIRMED_EMAIL = (
+    "your email address is not confirmed yet: follow the link in the confirmation mail, "
+    "or ask an administrator to confirm it"
+)
 API_TOKEN_PREFIX = "edgebed_"
 
 
@@ -54,8 +58,12 @@ class Accounts:
         end_reservations: EndReservations,
         clock: Callable[[], float],
         hasher: PasswordHasher | None = None,
+        require_confirmed_email: bool = False,
     ) -> None:
         self._store = store
+        # [accounts] require_confirmed_email: log-in and API tokens refused until the address is
+        # confirmed (by its link, or by an administrator).
+        self.require_confirmed_email = require_confirmed_email
         self._authz = authz
         self._end_reservations = end_reservations
         self._secret_key = secret_key
@@ -134,7 +142,12 @@ class Accounts:
             await self._store.users.update_user(email, password=await self._hash(password))
         if not user.is_authorized:
             raise NotAuthorized(WAITING_FOR_APPROVAL)
+        self._refuse_unconfirmed(user)
         return user
+
+    def _refuse_unconfirmed(self, user: User) -> None:
+        if self.require_confirmed_email and not user.confirmed_email:
+            raise NotAuthorized(UNCONFIRMED_EMAIL)
 
     async def get_user(self, email: str) -> User:
         try:
@@ -222,6 +235,7 @@ class Accounts:
             raise AuthenticationFailed("unknown API token")
         if not user.is_authorized:
             raise NotAuthorized(WAITING_FOR_APPROVAL)
+        self._refuse_unconfirmed(user)
         return user
 
     # -- administration ---------------------------------------------------------------------
@@ -237,10 +251,18 @@ class Accounts:
         return await self.update_flags(actor, email, admin=admin_flag)
 
     async def update_flags(
-        self, actor: User, email: str, *, authorized: bool | None = None, admin: bool | None = None
+        self,
+        actor: User,
+        email: str,
+        *,
+        authorized: bool | None = None,
+        admin: bool | None = None,
+        confirmed_email: bool | None = None,
     ) -> User:
-        """Authorizes/revokes and promotes/demotes in one write: every check passes first, so a
-        refused change never leaves the other one applied."""
+        """Authorizes/revokes, promotes/demotes and confirms (or unconfirms) the email address
+        in one write: every check passes first, so a refused change never leaves another one
+        applied. An administrator confirms an address they know to be right (no mail server,
+        or a lost mail)."""
         creator = await self._authz.require_admin(actor)
         target = await self.get_user(email)
         changes: dict[str, bool] = {}
@@ -252,6 +274,8 @@ class Accounts:
             if not admin:
                 refuse_self(creator, target, "demote yourself")
             changes["is_admin"] = bool(admin)
+        if confirmed_email is not None:
+            changes["confirmed_email"] = bool(confirmed_email)
         if not changes:
             return target
         user = await self._store.users.update_user(target.email, **changes)

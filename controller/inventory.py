@@ -143,14 +143,19 @@ class Inventory:
         return result
 
     async def timeline(self, start: int, end: int, viewer: User) -> dict[str, list[Busy]]:
+        """Every reserved window overlapping [start, end) (epoch seconds), by node, sorted by
+        start. The owner is named to administrators only."""
         viewer = await self._authz.require_authorized(viewer)
         start = validation.epoch_seconds(start, "timeline start")
         end = validation.epoch_seconds(end, "timeline end")
         if end <= start:
             raise InvalidInput("the timeline must end after it starts")
         result: dict[str, list[Busy]] = {}
+        admin = viewer.is_admin
         for node, owner, s, e in await self._store.schedule.timeline(start, end):
-            result.setdefault(node, []).append(Busy(node, s, e, owner == viewer.email))
+            result.setdefault(node, []).append(
+                Busy(node, s, e, owner == viewer.email, owner if admin else "")
+            )
         return result
 
     # -- administration through the agents -------------------------------------------------

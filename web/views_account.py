@@ -11,7 +11,16 @@ from aiohttp_session import get_session
 from edgebed.controller.errors import AuthenticationFailed, InvalidInput
 from edgebed.web.auth import current_user, require_user, safe_next
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
-from edgebed.web.keys import ADDRESS_LIMITER, CONTROLLER, FORM_TEMPLATE, LOGIN_LIMITER, MAILER, SETTINGS
+from edgebed.web.formpage import FormError, about, redraw_on_error
+from edgebed.web.keys import (
+    ADDRESS_LIMITER,
+    CONTROLLER,
+    ERROR_FIELD,
+    FORM_TEMPLATE,
+    LOGIN_LIMITER,
+    MAILER,
+    SETTINGS,
+)
 from edgebed.web.mail import MailNotSent
 from edgebed.web.render import flash, render
 from edgebed.web.security import start_session
@@ -46,18 +55,23 @@ async def signup(request: web.Request) -> web.StreamResponse:
     token = await accounts.confirmation_token(user.email)
     link = f"{public_base_url(request)}/confirm?token={quote(token, safe='')}"
     mailer = request.app[MAILER]
+    required = request.app[SETTINGS].require_confirmed_email
     try:
         await mailer.send_confirmation(user.email, link)
-        mailed = mailer.sends_mail
+        if mailer.sends_mail:
+            note = f"We sent a confirmation link to {user.email}. "
+        elif required:
+            # No mail server on this testbed: nothing failed, an administrator confirms.
+            note = "An administrator will confirm your email address. "
+        else:
+            note = ""
     except MailNotSent as exc:
         # The account exists; losing it over a mail server hiccup would be worse.
         log.warning("confirmation mail to %s not sent: %s", user.email, exc)
-        mailed = False
-    note = (
-        f"We sent a confirmation link to {user.email}. "
-        if mailed
-        else "The confirmation link could not be mailed; an administrator can confirm it. "
-    )
+        note = (
+            f"The confirmation mail to {user.email} could not be sent; "
+            "an administrator can confirm your address. "
+        )
     await flash(
         request,
         "Your account was created. " + note
@@ -109,13 +123,35 @@ async def confirm_email(request: web.Request) -> web.StreamResponse:
     return await render(request, "confirmed.html", {"confirmed": user.email})
 
 
+# The session key holding a new API token between its POST and the page that shows it once.
+NEW_TOKEN = "new_token"
+
+
 async def _settings_page(
-    request: web.Request, user, *, new_token: str | None = None, status: int = 200
+    request: web.Request,
+    user,
+    *,
+    values: dict[str, str] | None = None,
+    form_error: FormError | None = None,
+    status: int = 200,
 ) -> web.Response:
     tokens = await request.app[CONTROLLER].accounts.list_api_tokens(user.email)
+    session = await get_session(request)
+    # Popped: the secret is shown on one page, a reload no longer has it (nor makes another).
+    new_token = session.pop(NEW_TOKEN, None) if form_error is None else None
     return await render(
-        request, "settings.html", {"tokens": tokens, "new_token": new_token}, status=status
+        request,
+        "settings.html",
+        {"tokens": tokens, "new_token": new_token, "values": values or {}, "form_error": form_error},
+        status=status,
     )
+
+
+def _redraw_settings(request: web.Request, user, form: str, values: dict[str, str]) -> None:
+    async def draw(form_error: FormError, status: int) -> web.StreamResponse:
+        return await _settings_page(request, user, values=values, form_error=form_error, status=status)
+
+    redraw_on_error(request, draw, form)
 
 
 async def settings_page(request: web.Request) -> web.StreamResponse:
@@ -126,14 +162,26 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
 async def change_password(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
-    old = field(form, "old_password", max_length=MAX_PASSWORD, strip=False, label="current password")
-    new = field(form, "new_password", max_length=MAX_PASSWORD, strip=False, label="new password")
-    again = field(
-        form, "new_password_again", max_length=MAX_PASSWORD, strip=False, label="new password (again)"
-    )
-    if new != again:
-        raise InvalidInput("the two new passwords differ")
-    await request.app[CONTROLLER].accounts.change_password(user.email, old, new)
+    _redraw_settings(request, user, "password", {})
+    with about(request, "password.old_password"):
+        old = field(form, "old_password", max_length=MAX_PASSWORD, strip=False, label="current password")
+    with about(request, "password.new_password"):
+        new = field(form, "new_password", max_length=MAX_PASSWORD, strip=False, label="new password")
+    with about(request, "password.new_password_again"):
+        again = field(
+            form, "new_password_again", max_length=MAX_PASSWORD, strip=False, label="new password (again)"
+        )
+        if new != again:
+            raise InvalidInput("the two new passwords differ")
+    try:
+        await request.app[CONTROLLER].accounts.change_password(user.email, old, new)
+    except AuthenticationFailed as error:
+        # A wrong current password is the form's mistake, not a lost session: 400, not 401.
+        request[ERROR_FIELD] = "password.old_password"
+        raise InvalidInput(error.message) from None
+    except InvalidInput:
+        request[ERROR_FIELD] = "password.new_password"
+        raise
     await flash(request, "Your password was changed.", "success")
     raise web.HTTPSeeOther("/settings")
 
@@ -141,8 +189,11 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 async def set_ssh_key(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
-    ssh_key = field(form, "ssh_key", required=False, max_length=MAX_LONG, label="SSH key")
-    await request.app[CONTROLLER].accounts.set_ssh_key(user.email, ssh_key)
+    posted = form.get("ssh_key")
+    _redraw_settings(request, user, "ssh", {"ssh_key": posted if isinstance(posted, str) else ""})
+    with about(request, "ssh.ssh_key"):
+        ssh_key = field(form, "ssh_key", required=False, max_length=MAX_LONG, label="SSH key")
+        await request.app[CONTROLLER].accounts.set_ssh_key(user.email, ssh_key)
     await flash(request, "Your SSH key was saved." if ssh_key else "Your SSH key was removed.", "success")
     raise web.HTTPSeeOther("/settings")
 
@@ -150,15 +201,22 @@ async def set_ssh_key(request: web.Request) -> web.StreamResponse:
 async def create_token(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
-    label = field(form, "label", required=False, max_length=100)
+    posted = form.get("label")
+    _redraw_settings(request, user, "token", {"label": posted if isinstance(posted, str) else ""})
+    with about(request, "token.label"):
+        label = field(form, "label", required=False, max_length=100)
     secret = await request.app[CONTROLLER].accounts.create_api_token(user.email, label)
-    # Shown in this response only: it is stored hashed and never appears again.
-    return await _settings_page(request, user, new_token=secret, status=201)
+    # Kept in the (encrypted) session cookie until the page after the redirect shows it once: a
+    # reload of that page neither shows it again nor creates another token. Stored hashed.
+    session = await get_session(request)
+    session[NEW_TOKEN] = secret
+    raise web.HTTPSeeOther("/settings")
 
 
 async def revoke_token(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
+    _redraw_settings(request, user, "revoke", {})
     token_id = parse_int(field(form, "token_id", max_length=20), "token id", minimum=1, maximum=2**62)
     await request.app[CONTROLLER].accounts.revoke_api_token(user.email, token_id)
     await flash(request, "The API token was revoked.", "success")
