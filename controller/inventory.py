@@ -158,6 +158,16 @@ class Inventory:
             )
         return result
 
+    async def open_windows(self, actor: User, now: int) -> dict[str, str]:
+        """For administrators: {node name: reservation status} of every node whose reservation
+        window is open at `now` (epoch seconds); Forbidden for anyone else."""
+        await self._authz.require_admin(actor)
+        return {
+            r.node_name: r.status
+            for r in await self._store.schedule.list_schedule()
+            if r.start_date <= now < r.end_date
+        }
+
     # -- administration through the agents -------------------------------------------------
 
     async def _connected_agent(self, name: str) -> AgentRecord:

@@ -61,6 +61,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/manage/live", views_user.manage_live)
     r.add_post("/manage/action", views_user.manage_action)
 
+    r.add_get("/admin", views_admin.overview_page)
     r.add_get("/admin/users", views_admin.users_page)
     r.add_post("/admin/users", views_admin.user_action)
     r.add_post("/admin/users/create", views_admin.create_user)

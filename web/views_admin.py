@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -11,11 +12,12 @@ from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.domain import Environment
 from edgebed.controller.errors import InvalidInput, ServiceError
 from edgebed.tls import MAX_PEM
+from edgebed.web import charts
 from edgebed.web.auth import require_admin
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.keys import CONTROLLER, ERROR_FIELD
-from edgebed.web.render import flash, render
+from edgebed.web.render import flash, render, viewer_zone
 
 USER_OPS = ("authorize", "revoke", "promote", "demote", "delete", "confirm_email")
 
@@ -365,3 +367,72 @@ async def environment_action(request: web.Request) -> web.StreamResponse:
     else:
         raise InvalidInput("unknown operation; choose put or delete")
     raise web.HTTPSeeOther("/admin/environments")
+
+
+# ---------------------------------------------------------------------------------------------
+# overview
+
+# Days of utilisation the overview draws: four weeks back and the coming week.
+PAST_DAYS = 28
+COMING_DAYS = 7
+NODE_STATE_COLOURS = (
+    ("free", "Free", "#2e7d32"),
+    ("reserved", "Reserved, idle", "#8d9bb0"),
+    ("in_progress", "Deploying or wiping", "#1f5f8b"),
+    ("offline", "Agent offline", "#b3261e"),
+)
+
+
+async def overview_page(request: web.Request) -> web.StreamResponse:
+    """The administrators' overview: nodes by state now, agents by status, and the share of
+    node-hours reserved per day over the past four weeks and the coming one."""
+    admin = await require_admin(request)
+    ctl = request.app[CONTROLLER]
+    tz = viewer_zone(request)
+    now = int(time.time())
+    nodes = await ctl.inventory.list_nodes()
+    agents = await ctl.agents.list_agents(admin)
+    open_now = await ctl.inventory.open_windows(admin, now)
+    counts = dict.fromkeys((key for key, _, _ in NODE_STATE_COLOURS), 0)
+    for node in nodes:
+        if not node.connected:
+            counts["offline"] += 1
+        elif node.name not in open_now:
+            counts["free"] += 1
+        elif open_now[node.name] == "in_progress":
+            counts["in_progress"] += 1
+        else:
+            counts["reserved"] += 1
+    node_chart = charts.stacked_bar(
+        [charts.Part(label, counts[key], colour) for key, label, colour in NODE_STATE_COLOURS],
+        title="nodes by state now",
+    )
+    connected = sum(a.status == "connected" for a in agents)
+    agent_chart = charts.stacked_bar(
+        [charts.Part("Connected", connected, "#2e7d32"),
+         charts.Part("Disconnected", len(agents) - connected, "#b3261e")],
+        title="agents by status",
+    )
+    first_day = now - PAST_DAYS * 86400
+    busy = await ctl.inventory.timeline(first_day, now + (COMING_DAYS + 1) * 86400, admin)
+    # From the schedule: reservations that ended and were wiped are no longer in it (there is no
+    # history table yet), so the past weeks show only the windows still held.
+    windows = [(b.start_date, b.end_date) for windows in busy.values() for b in windows]
+    days = charts.daily_utilisation(windows, len(nodes), first_day, PAST_DAYS + COMING_DAYS + 1, tz)
+    utilisation = charts.utilisation_chart(days, now, tz, title="share of node-hours reserved per day")
+    past = [share for midnight, share in days if midnight <= now]
+    return await render(
+        request,
+        "admin/overview.html",
+        {
+            "node_chart": node_chart,
+            "agent_chart": agent_chart,
+            "utilisation": utilisation,
+            "node_total": len(nodes),
+            "agents": agents,
+            "average": sum(past) / len(past) if past else 0.0,
+            "past_days": PAST_DAYS,
+            "coming_days": COMING_DAYS,
+            "history_kept": False,
+        },
+    )

@@ -98,6 +98,7 @@ CASES = [
          body=lambda who: [("nodes", "rpi-001"), ("action", "extend")]),
     page("POST", "/settings/tokens/revoke", users="303 /settings", **NOT_FOUND_FOR_OTHERS,
          body=lambda who: {"token_id": MATRIX["alice_token_id"]}),
+    admin_page("GET", "/admin", 200),
     admin_page("GET", "/admin/users", 200),
     admin_page("GET", "/admin/agents", 200),
     admin_page("GET", "/admin/nodes", 200),
