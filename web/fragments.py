@@ -57,7 +57,7 @@ def reserve_rows(rows: Iterable[dict[str, Any]], checked: Collection[str] = ()) 
             f'<tr data-node="{name}"{row_class}><td><input type="checkbox" name="nodes" value="{name}" '
             f'aria-label="reserve {name}"{state}></td>'
             f'<td class="name" title="{escape(row["title"])}">{name}{badge}</td>{cells}'
-            f'<td class="avail {kind}">{escape(row["avail_text"])}</td>'
+            f'<td class="avail avail-{kind}">{escape(row["avail_text"])}</td>'
             f'<td class="timeline-cell"><div class="timeline">{bars}</div></td></tr>\n'
         )
     return Markup("".join(parts))

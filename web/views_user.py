@@ -109,7 +109,7 @@ def _compact_columns(members) -> tuple[list[str], list[tuple[str, str]]]:
     varying = sorted(
         (name for name in values if name not in common_names),
         key=lambda name: (
-            name not in PREFERRED_COLUMNS,
+            PREFERRED_COLUMNS.index(name) if name in PREFERRED_COLUMNS else len(PREFERRED_COLUMNS),
             len(values[name]) > MAX_FILTER_CHOICES,
             len(values[name]),
             name,
