@@ -146,7 +146,9 @@ class Accounts:
         return user
 
     def _refuse_unconfirmed(self, user: User) -> None:
-        if self.require_confirmed_email and not user.confirmed_email:
+        # Administrators are exempt: they confirm the others, and turning the setting on must
+        # not lock out the accounts that could confirm anyone.
+        if self.require_confirmed_email and not user.confirmed_email and not user.is_admin:
             raise NotAuthorized(UNCONFIRMED_EMAIL)
 
     async def get_user(self, email: str) -> User:

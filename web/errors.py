@@ -69,15 +69,16 @@ async def _error_response(
     request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.StreamResponse:
     if _is_api(request):
-        response = web.json_response({"error": message}, status=status, headers=headers)
+        answer = web.json_response({"error": message}, status=status, headers=headers)
         if status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="edgebed"'
-        return response
+            answer.headers["WWW-Authenticate"] = 'Bearer realm="edgebed"'
+        return answer
     try:
         await current_user(request)
     except ServiceError:
         pass  # the error page is drawn for an anonymous visitor then
-    redrawn = None
+    redrawn: web.StreamResponse | None = None
+    response: web.StreamResponse
     if status in _REDRAWN:
         try:
             redrawn = await redraw(request, message, status)

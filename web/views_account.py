@@ -10,8 +10,8 @@ from aiohttp_session import get_session
 
 from edgebed.controller.errors import AuthenticationFailed, InvalidInput
 from edgebed.web.auth import current_user, require_user, safe_next
-from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from edgebed.web.formpage import FormError, about, redraw_on_error
+from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from edgebed.web.keys import (
     ADDRESS_LIMITER,
     CONTROLLER,

@@ -14,8 +14,8 @@ from edgebed.controller.errors import InvalidInput, ServiceError
 from edgebed.tls import MAX_PEM
 from edgebed.web import charts
 from edgebed.web.auth import require_admin
-from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from edgebed.web.formpage import FormError, about, redraw_on_error
+from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from edgebed.web.keys import CONTROLLER, ERROR_FIELD
 from edgebed.web.render import flash, render, viewer_zone
 

@@ -15,7 +15,9 @@ from aiohttp import web
 from edgebed.controller.errors import Conflict, InvalidInput, ServiceError
 from edgebed.controller.lifecycle import Status
 from edgebed.controller.reservations import USER_ACTIONS, node_matches
+from edgebed.web import labels, timeline
 from edgebed.web.auth import require_user
+from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import (
     MAX_LIST,
     MAX_LONG,
@@ -29,8 +31,6 @@ from edgebed.web.forms import (
     zone,
     zone_or_utc,
 )
-from edgebed.web import labels, timeline
-from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.fragments import reserve_rows
 from edgebed.web.keys import CONTROLLER, ERROR_FIELD
 from edgebed.web.render import flash, render, viewer_zone
@@ -261,7 +261,8 @@ async def reserve(request: web.Request) -> web.StreamResponse:
         "count": form.get("count") if isinstance(form.get("count"), str) else "",
         "nodes": [v for v in form.getall("nodes", []) if isinstance(v, str)][:MAX_LIST],
     }
-    page_tz = zone_or_utc(form.get("tz") if isinstance(form.get("tz"), str) else "")
+    posted_tz = form.get("tz")
+    page_tz = zone_or_utc(posted_tz if isinstance(posted_tz, str) else "")
 
     async def draw(form_error: FormError, status: int) -> web.StreamResponse:
         return await _draw_reserve(request, user, form, page_tz, values=values,
@@ -519,7 +520,8 @@ async def manage_action(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
     ticked = [v for v in form.getall("nodes", []) if isinstance(v, str)][:MAX_LIST]
-    hours_text = form.get("hours") if isinstance(form.get("hours"), str) else ""
+    posted_hours = form.get("hours")
+    hours_text = posted_hours if isinstance(posted_hours, str) else ""
     node_errors: dict[str, str] = {}
 
     async def draw(form_error: FormError, status: int) -> web.StreamResponse:
