@@ -15,6 +15,7 @@ from edgebed.controller.agent_client import AgentClient
 from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.maintenance import Maintenance
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
 from edgebed.controller.scheduler import Scheduler
@@ -34,6 +35,7 @@ class Controller:
     agents: Agents
     inventory: Inventory
     reservations: Reservations
+    maintenance: Maintenance
     scheduler: Scheduler
 
 
@@ -48,9 +50,11 @@ async def open_controller(
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
     run_scheduler, the scheduler task; closes them all on exit."""
-    # Read first: a bad TLS file stops the controller before anything is opened.
+    # Read first: a bad key file or TLS file stops the controller (one line) before anything is
+    # opened.
+    secret_key = settings.secret_key()
     identity = settings.client_identity()
-    store = Store(settings.database, workers=db_workers)
+    store = Store(settings.database, secret_key=secret_key, workers=db_workers)
     await store.open()
     metrics = Metrics(store)
     client = AgentClient(
@@ -64,10 +68,13 @@ async def open_controller(
         reservations = Reservations(
             store, inventory, authz, settings, clock=clock, wake_scheduler=scheduler.wake
         )
+        maintenance = Maintenance(
+            store, inventory, agents, reservations, authz, clock=clock, wake_scheduler=scheduler.wake
+        )
         accounts = Accounts(
             store,
             authz,
-            settings.secret_key(),
+            secret_key,
             end_reservations=reservations.end_all,
             clock=clock,
             hasher=password_hasher,
@@ -82,6 +89,7 @@ async def open_controller(
             agents=agents,
             inventory=inventory,
             reservations=reservations,
+            maintenance=maintenance,
             scheduler=scheduler,
         )
         if run_scheduler:

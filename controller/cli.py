@@ -40,7 +40,7 @@ def database_error(settings: Settings, exc: Exception) -> ConfigError:
 
 async def _check_database(settings: Settings) -> None:
     """Opens (and migrates) the database once, so a bad one stops start-up with one line."""
-    store = Store(settings.database, workers=1)
+    store = Store(settings.database, secret_key=settings.secret_key(), workers=1)
     try:
         await store.open()
     except StoreUnavailable as exc:

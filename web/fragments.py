@@ -22,6 +22,14 @@ def escape(value: object) -> str:
 
 _OFFLINE_ROW = ' class="offline"'
 _OFFLINE_BADGE = ' <span class="badge warn">agent offline</span>'
+_RETIRING_BADGE = ' <span class="badge warn">being removed</span>'
+
+
+def _maintenance_badge(reason: str) -> str:
+    return (
+        f' <span class="badge warn maintenance" title="{escape(reason)}">maintenance</span>'
+        f' <small class="why">{escape(reason)}</small>'
+    )
 
 
 def _bar(bar: dict[str, Any]) -> str:
@@ -38,15 +46,24 @@ def _bar(bar: dict[str, Any]) -> str:
 
 def reserve_rows(rows: Iterable[dict[str, Any]], checked: Collection[str] = ()) -> Markup:
     """The rows of one node type's table: checkbox, name (every property in its tooltip), the
-    type's shown property cells, what the node does now, and its timeline of reserved windows."""
+    type's shown property cells, what the node does now, and its timeline of reserved windows.
+    A node that cannot be reserved now (agent offline, in maintenance, being removed) is greyed
+    out with a badge saying why, and its box cannot be ticked."""
     parts: list[str] = []
     for row in rows:
         raw_name = row["name"]
         name = escape(raw_name)
         offline = not row["connected"]
-        row_class = _OFFLINE_ROW if offline else ""
-        badge = _OFFLINE_BADGE if offline else ""
-        state = " disabled" if offline else " checked" if raw_name in checked else ""
+        maintenance = row.get("maintenance", "")
+        retiring = row.get("retiring", False)
+        unavailable = offline or bool(maintenance) or retiring
+        row_class = _OFFLINE_ROW if unavailable else ""
+        badge = (
+            (_OFFLINE_BADGE if offline else "")
+            + (_maintenance_badge(maintenance) if maintenance else "")
+            + (_RETIRING_BADGE if retiring else "")
+        )
+        state = " disabled" if unavailable else " checked" if raw_name in checked else ""
         cells = "".join(
             f'<td class="prop"><span class="cut" title="{value}">{value}</span></td>'
             for value in (escape(cell) for cell in row["cells"])

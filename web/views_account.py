@@ -23,16 +23,9 @@ from edgebed.web.keys import (
 )
 from edgebed.web.mail import MailNotSent
 from edgebed.web.render import flash, render
-from edgebed.web.security import start_session
+from edgebed.web.security import SESSION_ID, reissue_session, start_session
 
 log = logging.getLogger(__name__)
-
-
-def public_base_url(request: web.Request) -> str:
-    configured = getattr(request.app[SETTINGS], "public_url", "") or ""
-    if configured:
-        return configured.rstrip("/")
-    return f"{request.scheme}://{request.host}"
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -51,31 +44,37 @@ async def signup(request: web.Request) -> web.StreamResponse:
     request[FORM_TEMPLATE] = ("signup.html", {"email": email, "ssh_key": ssh_key})
     password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
     accounts = request.app[CONTROLLER].accounts
-    user = await accounts.sign_up(email, password, ssh_key)
-    token = await accounts.confirmation_token(user.email)
-    link = f"{public_base_url(request)}/confirm?token={quote(token, safe='')}"
+    outcome = await accounts.sign_up(email, password, ssh_key)
+    # Links come from the configured public URL only: the Host header is the client's to forge.
+    base_url = request.app[SETTINGS].base_url
     mailer = request.app[MAILER]
     required = request.app[SETTINGS].require_confirmed_email
     try:
-        await mailer.send_confirmation(user.email, link)
-        if mailer.sends_mail:
-            note = f"We sent a confirmation link to {user.email}. "
-        elif required:
-            # No mail server on this testbed: nothing failed, an administrator confirms.
-            note = "An administrator will confirm your email address. "
+        if outcome.created:
+            token = await accounts.confirmation_token(outcome.email)
+            link = f"{base_url}/confirm?token={quote(token, safe='')}"
+            await mailer.send_confirmation(outcome.email, link)
         else:
-            note = ""
+            # The page says the same as for a new account; only the address's owner learns.
+            await mailer.send_account_exists(outcome.email, f"{base_url}/login")
+        mailed, failed = mailer.sends_mail, False
     except MailNotSent as exc:
         # The account exists; losing it over a mail server hiccup would be worse.
-        log.warning("confirmation mail to %s not sent: %s", user.email, exc)
-        note = (
-            f"The confirmation mail to {user.email} could not be sent; "
-            "an administrator can confirm your address. "
-        )
+        log.warning("sign-up mail to %s not sent: %s", outcome.email, exc)
+        mailed, failed = False, True
+    if mailed:
+        note = f"We sent a mail to {outcome.email}: follow its link to confirm the address. "
+    elif failed:
+        note = "The confirmation mail could not be sent; an administrator can confirm the address. "
+    elif required:
+        # No mail server on this testbed: nothing failed, an administrator confirms.
+        note = "An administrator will confirm your email address. "
+    else:
+        note = ""
     await flash(
         request,
-        "Your account was created. " + note
-        + "An administrator must authorize it before you can log in.",
+        "Thank you for signing up. " + note
+        + "An administrator must authorize the account before you can log in.",
         "success",
     )
     raise web.HTTPSeeOther("/login")
@@ -102,17 +101,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     request.app[ADDRESS_LIMITER].check(address)
     request.app[LOGIN_LIMITER].attempt(key)
     try:
-        user = await request.app[CONTROLLER].accounts.authenticate(email, password)
+        grant = await request.app[CONTROLLER].accounts.log_in(email, password)
     except AuthenticationFailed:
         request.app[ADDRESS_LIMITER].attempt(address)
         raise
     request.app[LOGIN_LIMITER].reset(key)
-    await start_session(request, user.email)
+    await start_session(request, grant)
     raise web.HTTPSeeOther(target)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
+    # Ended on the server: a copy of this cookie taken earlier opens nothing either.
+    await request.app[CONTROLLER].accounts.end_session(session.get(SESSION_ID))
     session.invalidate()
     raise web.HTTPSeeOther("/login")
 
@@ -173,8 +174,11 @@ async def change_password(request: web.Request) -> web.StreamResponse:
         )
         if new != again:
             raise InvalidInput("the two new passwords differ")
+    keep_tokens = form.get("keep_api_tokens") == "on"
     try:
-        await request.app[CONTROLLER].accounts.change_password(user.email, old, new)
+        change = await request.app[CONTROLLER].accounts.change_password(
+            user.email, old, new, keep_api_tokens=keep_tokens, open_session=True
+        )
     except AuthenticationFailed as error:
         # A wrong current password is the form's mistake, not a lost session: 400, not 401.
         request[ERROR_FIELD] = "password.old_password"
@@ -182,7 +186,17 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     except InvalidInput:
         request[ERROR_FIELD] = "password.new_password"
         raise
-    await flash(request, "Your password was changed.", "success")
+    if change.session is not None:
+        await reissue_session(request, change.session)
+    tokens = (
+        "your API tokens were kept" if keep_tokens
+        else f"{change.api_tokens_revoked} API token(s) revoked"
+    )
+    await flash(
+        request,
+        f"Your password was changed. Your other sessions were ended and {tokens}.",
+        "success",
+    )
     raise web.HTTPSeeOther("/settings")
 
 

@@ -1,4 +1,5 @@
-"""Administrators' pages: users, agents, nodes and environments."""
+"""Administrators' pages: users, agents, nodes (with maintenance), environments, and everyone's
+reservations (current and ended)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from aiohttp import web
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.domain import Environment
 from edgebed.controller.errors import InvalidInput, ServiceError
+from edgebed.controller.reservations import ADMIN_STATUSES, HISTORY_LIMIT
 from edgebed.tls import MAX_PEM
 from edgebed.web import charts
 from edgebed.web.auth import require_admin
 from edgebed.web.formpage import FormError, about, redraw_on_error
-from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
+from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, clean_text, field, format_epoch, parse_int
 from edgebed.web.keys import CONTROLLER, ERROR_FIELD
 from edgebed.web.render import flash, render, viewer_zone
 
@@ -220,11 +222,23 @@ async def agent_action(request: web.Request) -> web.StreamResponse:
         else:
             await flash(request, f"Agent {name} still does not answer: {agent.last_error}", "warning")
     elif op == "delete":
-        await agents.delete_agent(admin, name)
-        await flash(request, f"Agent {name} deleted.", "success")
+        removal = await request.app[CONTROLLER].maintenance.delete_agent(
+            admin, name, force=form.get("force") == "on"
+        )
+        await _flash_removal(request, "Agent", removal)
     else:
         raise InvalidInput("unknown operation; choose reconnect or delete")
     raise web.HTTPSeeOther("/admin/agents")
+
+
+async def _flash_removal(request: web.Request, what: str, removal) -> None:
+    if removal.removed:
+        await flash(request, f"{what} {removal.name} deleted.", "success")
+        return
+    waiting = ", ".join(f"{node} ({owner})" for node, owner in removal.waiting_for)
+    await flash(
+        request, f"{what} {removal.name} is removed once these reservations are destroyed: {waiting}.", "warning"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,10 +269,19 @@ async def _nodes_page(
         {"agent": agent, "nodes": sorted(by_agent.get(agent.name, []), key=lambda n: n.name)}
         for agent in agents
     ]
+    maintenance = await ctl.maintenance.list_maintenance(admin)
     return await render(
         request,
         "admin/nodes.html",
-        {"groups": groups, "agents": agents, "values": values or {}, "form_error": form_error},
+        {
+            "groups": groups,
+            "agents": agents,
+            "maintenance": {m.node_name: m for m in maintenance},
+            # In maintenance but listed by no agent: still never handed out if it comes back.
+            "unlisted": [m for m in maintenance if not m.agent],
+            "values": values or {},
+            "form_error": form_error,
+        },
         status=status,
     )
 
@@ -292,10 +315,21 @@ async def node_action(request: web.Request) -> web.StreamResponse:
     elif op == "delete":
         name = field(form, "name", max_length=64)
         _redraw(request, _nodes_page, admin, f"rename.{name}", {})
-        await inventory.remove_node(admin, name)
-        await flash(request, f"Node {name} deleted.", "success")
+        removal = await request.app[CONTROLLER].maintenance.remove_node(
+            admin, name, force=form.get("force") == "on"
+        )
+        await _flash_removal(request, "Node", removal)
+    elif op == "maintenance":
+        name = field(form, "name", max_length=64)
+        reason = field(form, "reason", max_length=500)
+        await request.app[CONTROLLER].maintenance.enter(admin, name, reason)
+        await flash(request, f"Node {name} is in maintenance: no new reservation gets it.", "success")
+    elif op == "release":
+        name = field(form, "name", max_length=64)
+        await request.app[CONTROLLER].maintenance.release(admin, name)
+        await flash(request, f"Node {name} released from maintenance.", "success")
     else:
-        raise InvalidInput("unknown operation; choose add, rename or delete")
+        raise InvalidInput("unknown operation; choose add, rename, delete, maintenance or release")
     raise web.HTTPSeeOther("/admin/nodes")
 
 
@@ -375,6 +409,8 @@ async def environment_action(request: web.Request) -> web.StreamResponse:
 # Days of utilisation the overview draws: four weeks back and the coming week.
 PAST_DAYS = 28
 COMING_DAYS = 7
+# Pages of ended reservations read for the chart at most (HISTORY_LIMIT each).
+MAX_HISTORY_PAGES = 50
 NODE_STATE_COLOURS = (
     ("free", "Free", "#2e7d32"),
     ("reserved", "Reserved, idle", "#8d9bb0"),
@@ -415,9 +451,16 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
     )
     first_day = now - PAST_DAYS * 86400
     busy = await ctl.inventory.timeline(first_day, now + (COMING_DAYS + 1) * 86400, admin)
-    # From the schedule: reservations that ended and were wiped are no longer in it (there is no
-    # history table yet), so the past weeks show only the windows still held.
+    # The windows still in the schedule, and the ended ones from the history (newest first,
+    # paged until they ended before the chart starts).
     windows = [(b.start_date, b.end_date) for windows in busy.values() for b in windows]
+    before = None
+    for _ in range(MAX_HISTORY_PAGES):
+        page = await ctl.reservations.admin_history(admin, before=before, limit=HISTORY_LIMIT)
+        windows += [(h.start_date, h.end_date) for h in page if h.end_date > first_day]
+        if len(page) < HISTORY_LIMIT or page[-1].ended_at < first_day:
+            break
+        before = page[-1].id
     days = charts.daily_utilisation(windows, len(nodes), first_day, PAST_DAYS + COMING_DAYS + 1, tz)
     utilisation = charts.utilisation_chart(days, now, tz, title="share of node-hours reserved per day")
     past = [share for midnight, share in days if midnight <= now]
@@ -433,6 +476,71 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
             "average": sum(past) / len(past) if past else 0.0,
             "past_days": PAST_DAYS,
             "coming_days": COMING_DAYS,
-            "history_kept": False,
+            "history_kept": True,
         },
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# everyone's reservations
+
+RESERVATION_FILTERS = ("owner", "node", "agent", "status")
+HISTORY_PAGE = 100
+
+
+async def reservations_page(request: web.Request) -> web.StreamResponse:
+    """Current reservations (filtered by owner, node, agent, status) with end and move, or
+    with ?state=ended everyone's history (filtered by owner and node, paged by ?before=ID)."""
+    admin = await require_admin(request)
+    ctl = request.app[CONTROLLER]
+    tz = viewer_zone(request)
+    filters = {
+        key: clean_text(request.query[key], key, max_length=254)
+        for key in RESERVATION_FILTERS
+        if request.query.get(key, "").strip()
+    }
+    ended = request.query.get("state") == "ended"
+    context = {"filters": filters, "statuses": ADMIN_STATUSES, "ended": ended}
+    if ended:
+        before = request.query.get("before")
+        history = await ctl.reservations.admin_history(
+            admin,
+            owner=filters.get("owner"),
+            node=filters.get("node"),
+            before=parse_int(before, "before", minimum=1, maximum=2**62) if before else None,
+            limit=HISTORY_PAGE,
+        )
+        context |= {"history": history, "older": history[-1].id if len(history) == HISTORY_PAGE else None}
+        return await render(request, "admin/reservations.html", context)
+    reservations = await ctl.reservations.admin_list(
+        admin, owner=filters.get("owner"), node=filters.get("node"), agent=filters.get("agent"),
+        status=filters.get("status"),
+    )
+    rows = [
+        {
+            "r": r,
+            "window": f"{format_epoch(r.start_date, tz)} → {format_epoch(r.end_date, tz)}",
+            "state": f"{r.process}: {r.action_state}" if r.action_state else (r.pending or ""),
+        }
+        for r in reservations
+    ]
+    return await render(request, "admin/reservations.html", context | {"rows": rows})
+
+
+async def reservation_action(request: web.Request) -> web.StreamResponse:
+    admin = await require_admin(request)
+    form = await request.post()
+    op = field(form, "op", label="operation")
+    node = field(form, "node", max_length=64)
+    owner = field(form, "owner", max_length=254)
+    reservations = request.app[CONTROLLER].reservations
+    if op == "end":
+        await reservations.admin_end(admin, node, owner)
+        await flash(request, f"The reservation of {node} by {owner} ends: the node is destroyed.", "success")
+    elif op == "move":
+        to = field(form, "to", required=False, max_length=64) or None
+        moved = await reservations.admin_move(admin, node, owner, to=to)
+        await flash(request, f"The reservation of {node} by {owner} is now on {moved.node_name}.", "success")
+    else:
+        raise InvalidInput("unknown operation; choose end or move")
+    raise web.HTTPSeeOther("/admin/reservations")

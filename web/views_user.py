@@ -1,4 +1,5 @@
-"""The user's pages: reserve nodes, configure them, manage them while they run."""
+"""The user's pages: reserve nodes, configure them, manage them while they run, and the history
+of those that ended."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ TIMELINE_DAYS_DEFAULT = 7
 MAX_FILTER_CHOICES = 40
 # A start a few minutes back is a user who picked "now" on a minute-granular field.
 START_GRACE_SECONDS = 300
+# The manage page lists the reservations that ended this recently.
+RECENT_SECONDS = 24 * 3600
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +195,8 @@ async def _draw_reserve(
             rows.append({
                 "name": node.name,
                 "connected": node.connected,
+                "maintenance": node.maintenance,
+                "retiring": node.retiring,
                 "title": " · ".join(
                     f"{labels.prop(k)}: {v}" for k, v in properties.items() if v != ""
                 ),
@@ -411,6 +416,8 @@ def _passwords(reservations, node_types) -> dict[str, str]:
 
 
 def _state_text(r, tz) -> str:
+    if r.node_maintenance and not r.action_state and not r.ending:
+        return "waiting: the node is in maintenance"
     if r.action_state:
         step = f" ({r.state_idx + 1}/{r.state_count})" if r.state_count else ""
         return f"{labels.process(r.process)}: {labels.state(r.action_state)}{step} · {r.progress}%"
@@ -457,6 +464,39 @@ def _live_rows(reservations, node_types, tz) -> list[dict[str, Any]]:
     return rows
 
 
+# What the history page says for each end_reason.
+END_REASONS = {
+    "window": "its window ended",
+    "owner": "you ended it",
+    "admin": "ended by an administrator",
+    "moved": "moved to another node by an administrator",
+    "account_deleted": "the account was deleted",
+    "agent_removed": "its agent was removed",
+    "node_removed": "the node was removed",
+}
+HISTORY_PAGE = 100
+
+
+async def history_page(request: web.Request) -> web.StreamResponse:
+    """The user's ended reservations, newest first; ?before=ID pages on."""
+    user = await require_user(request)
+    before = request.query.get("before")
+    history = await request.app[CONTROLLER].reservations.history(
+        user,
+        before=parse_int(before, "before", minimum=1, maximum=2**62) if before else None,
+        limit=HISTORY_PAGE,
+    )
+    return await render(
+        request,
+        "history.html",
+        {
+            "history": history,
+            "reasons": END_REASONS,
+            "older": history[-1].id if len(history) == HISTORY_PAGE else None,
+        },
+    )
+
+
 async def manage_page(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     return await _draw_manage(request, user)
@@ -481,6 +521,12 @@ async def _draw_manage(
     for row in _live_rows(reservations, node_types, viewer_zone(request)):
         bins[row["bin"]].append(row)
     cap = ctl.settings.extend_cap_hours
+    # What ended lately, with how: a reservation an administrator ended or a destroy that
+    # ended lost is not a surprise found only on the history page.
+    recent = [
+        h for h in await ctl.reservations.history(user, limit=5)
+        if h.ended_at >= int(time.time()) - RECENT_SECONDS
+    ]
     return await render(
         request,
         "manage.html",
@@ -492,6 +538,8 @@ async def _draw_manage(
             "hours_value": hours_value,
             "extend_cap": cap,
             "form_error": form_error,
+            "recent": recent,
+            "reasons": END_REASONS,
         },
         status=status,
     )

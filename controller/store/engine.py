@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ import peewee as pw
 from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from edgebed.config import redacted_url
+from edgebed.database import hide_query_parameters, private_sqlite_file
 
 T = TypeVar("T")
 
@@ -43,7 +43,9 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
 
     Nothing connects yet. Raises ValueError for a PostgreSQL URL without a database name (the
     message shows the URL without its password) or for an in-memory SQLite database, which
-    would give every pooled connection its own empty database. Creates the SQLite file's folder.
+    would give every pooled connection its own empty database. Creates the SQLite file's folder,
+    and the file itself with mode 0600 (edgebed.database.private_sqlite_file); OSError when it
+    cannot.
     """
     if url.startswith(("postgresql://", "postgres://")):
         parsed = urlparse(url)
@@ -66,6 +68,8 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
     if not path or path == ":memory:":
         raise ValueError("the controller needs a database file, not an in-memory database")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # Agent tokens (sealed), hashes and users' os_password values: for the owner's eyes only.
+    private_sqlite_file(path)
     return PooledSqliteDatabase(
         path,
         max_connections=None,
@@ -80,23 +84,6 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
             ("foreign_keys", 1),
         ),
     )
-
-
-class _HideQueryParameters(logging.Filter):
-    """Peewee logs every query with its parameters at DEBUG; those carry password hashes, API
-    token hashes and secret action properties (os_password). Keep the SQL, drop the values."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, tuple) and len(record.msg) == 2:
-            record.msg = (record.msg[0], "<parameters hidden>")
-        return True
-
-
-def hide_query_parameters() -> None:
-    """Installs the filter above on the `peewee` logger, once however often it is called."""
-    peewee_log = logging.getLogger("peewee")
-    if not any(isinstance(f, _HideQueryParameters) for f in peewee_log.filters):
-        peewee_log.addFilter(_HideQueryParameters())
 
 
 def is_sqlite(db: pw.Database) -> bool:
