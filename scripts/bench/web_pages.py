@@ -101,7 +101,7 @@ async def _serve_with(directory: Path, agents, ready, stop) -> None:
         try:
             return await handler(request)
         finally:
-            timings.setdefault(request.path, []).append(time.perf_counter() - started)
+            timings.setdefault(request.path_qs, []).append(time.perf_counter() - started)
 
     async def report(request):
         return web.json_response(timings)
