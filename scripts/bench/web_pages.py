@@ -43,8 +43,7 @@ MANAGED = 200
 # Reservations in the reserve page's week view, the user's 200 included.
 IN_VIEW = 5000
 PAGES = {"manage (200 nodes)": "/manage", "reserve (1000 n, 5000 r)": "/reserve",
-         "reserve, day view": "/reserve?days=1", "manage/live JSON (200 nodes)": "/manage/live",
-         "admin overview": "/admin"}
+         "reserve, day view": "/reserve?days=1", "manage/live JSON (200 nodes)": "/manage/live"}
 
 
 # ---------------------------------------------------------------------------------------------
