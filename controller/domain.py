@@ -325,10 +325,14 @@ class Reservation:
 
 @dataclass(frozen=True)
 class Busy:
+    """A reserved window on the timeline. `owner` is filled in for administrators only; other
+    viewers learn that a node is taken, never by whom."""
+
     node_name: str
     start_date: int
     end_date: int
     mine: bool
+    owner: str = ""
 
 
 @dataclass(frozen=True)
