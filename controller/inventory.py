@@ -213,15 +213,30 @@ class Inventory:
         return result
 
     async def timeline(self, start: int, end: int, viewer: User) -> dict[str, list[Busy]]:
+        """Every reserved window overlapping [start, end) (epoch seconds), by node, sorted by
+        start. The owner is named to administrators only."""
         viewer = await self._authz.require_authorized(viewer)
         start = validation.epoch_seconds(start, "timeline start")
         end = validation.epoch_seconds(end, "timeline end")
         if end <= start:
             raise InvalidInput("the timeline must end after it starts")
         result: dict[str, list[Busy]] = {}
+        admin = viewer.is_admin
         for node, owner, s, e in await self._store.schedule.timeline(start, end):
-            result.setdefault(node, []).append(Busy(node, s, e, owner == viewer.email))
+            result.setdefault(node, []).append(
+                Busy(node, s, e, owner == viewer.email, owner if admin else "")
+            )
         return result
+
+    async def open_windows(self, actor: User, now: int) -> dict[str, str]:
+        """For administrators: {node name: reservation status} of every node whose reservation
+        window is open at `now` (epoch seconds); Forbidden for anyone else."""
+        await self._authz.require_admin(actor)
+        return {
+            r.node_name: r.status
+            for r in await self._store.schedule.list_schedule()
+            if r.start_date <= now < r.end_date
+        }
 
     # -- administration through the agents -------------------------------------------------
 

@@ -9,9 +9,10 @@ agent's last_error ("bad reply to GetActionState: ...").
 
 What is checked: names (the whole string: letters, digits, '-', '_', '.'), lengths (the store's
 column sizes below, and the contract's limits in edgebed.limits, which agents enforce on what
-they accept), ranges (progress 0..100, state_idx within its process, non-negative counts and
-dates), counts, duplicates, and every action's state against the agent's node type description
-(DescribeNodeType): a state must be the one at `state_idx` of its process, or a final state.
+they accept), ranges (progress 0..100, state_idx within its process, non-negative counts, dates
+and durations), counts, duplicates, and every action's state against the agent's node type
+description (DescribeNodeType): a state must be the one at `state_idx` of its process, or a
+final state.
 
 Messages name the field and say what is wrong with its value, showing at most SHOWN characters
 of it: a reply of megabytes never ends up in a log line or a last_error.
@@ -19,6 +20,7 @@ of it: a reply of megabytes never ends up in a log line or a last_error.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
 
 from edgebed import limits
@@ -38,6 +40,8 @@ INT32_MAX = 2**31 - 1  # schedule.state_idx, state_count, progress: IntegerField
 # Dates in epoch seconds: the range validation.epoch_seconds takes from users.
 MAX_EPOCH = 2**40
 INT64_MAX = 2**63 - 1
+# An action's duration: a year is far beyond any state's `lost` timeout.
+MAX_DURATION_SECONDS = 366 * 86400
 
 # DescribeNodeType: far above what any node type declares, small enough for the pages.
 MAX_PROCESSES = 16
@@ -227,6 +231,10 @@ def action(state: ActionState, described: NodeTypeInfo) -> ActionState:
     _number(state.reboots, f"{field} reboots", 0, INT32_MAX)
     _number(state.updated_at, f"{field} updated_at", 0, MAX_EPOCH)
     _number(state.action_id, f"{field} action_id", 0, INT64_MAX)
+    if not (math.isfinite(state.duration_seconds) and 0 <= state.duration_seconds <= MAX_DURATION_SECONDS):
+        raise BadReply(
+            f"{field} duration_seconds is {state.duration_seconds}, not between 0 and {MAX_DURATION_SECONDS}"
+        )
     states = described.processes.get(state.process)
     if states is None:
         raise BadReply(

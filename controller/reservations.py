@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edgebed.controller import lifecycle, validation
+from edgebed.controller import health, lifecycle, validation
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
     AgentCatalog,
@@ -132,6 +132,11 @@ class Reservations:
 
         status_for, props_for = await self._initial_configuration(owner, candidates, cached)
         turnaround = self._settings.turnaround_seconds
+        # Nodes chosen by filter and count: the healthiest first (read outside the transaction:
+        # a preference, not a rule that must hold at the write).
+        scores = None
+        if not all_or_nothing:
+            scores = health.health_scores(await self._store.health.health(candidates), candidates)
 
         def choose(windows: Mapping[str, Sequence[Window]], unavailable: Mapping[str, str]) -> list[str]:
             # Run by the store on the windows and the nodes in maintenance (or being removed)
@@ -139,6 +144,7 @@ class Reservations:
             return lifecycle.choose_nodes(
                 candidates, windows, owner=owner.email, count=count, start=start, end=end,
                 turnaround=turnaround, all_or_nothing=all_or_nothing, unavailable=unavailable,
+                health=scores,
             )
 
         chosen = await self._store.schedule.reserve(
@@ -387,17 +393,28 @@ class Reservations:
 
     # -- acting ----------------------------------------------------------------------------
 
-    async def act(self, user: User, node_name: str, action: str) -> Reservation:
+    async def act(
+        self, user: User, node_name: str, action: str, *, hours: float | None = None
+    ) -> Reservation:
         """Reboot, deploy, destroy or extend the caller's reservation on `node_name`; the
-        reservation afterwards (a cancelled one as it was, ending now). InvalidInput for another
-        action, NotFound when the caller holds no reservation on the node, Conflict when the
-        reservation's state does not allow it (lifecycle says why)."""
+        reservation afterwards (a cancelled one as it was, ending now). `hours` (extend only):
+        how much later the reservation ends; None doubles its duration. InvalidInput for another
+        action or hours that are not a positive number, NotFound when the caller holds no
+        reservation on the node, Conflict when the reservation's state does not allow it
+        (lifecycle says why)."""
         owner = await self._authz.require_authorized(user)
         if action not in USER_ACTIONS:
             raise InvalidInput(f"unknown action; expected one of {', '.join(USER_ACTIONS)}")
+        if hours is not None and action != UserAction.EXTEND:
+            raise InvalidInput("hours go with extend only")
+        by_seconds = None
+        if hours is not None:
+            by_seconds = max(1, math.floor(
+                validation.positive_hours(hours, self._settings.extend_cap_hours) * 3600
+            ))
         record = await self._record(owner.email, node_name)
         if action == UserAction.EXTEND:
-            return await self._one(await self._extend(record))
+            return await self._one(await self._extend(record, by_seconds))
         if action == UserAction.DESTROY:
             remaining = await self._end(record, EndReason.OWNER, owner.email)
             if remaining is None:
@@ -451,14 +468,16 @@ class Reservations:
             record = fresh
         raise Conflict(f"node {record.node_name} keeps changing; try again")
 
-    async def _extend(self, record: ScheduleRecord) -> ScheduleRecord:
+    async def _extend(self, record: ScheduleRecord, by_seconds: int | None = None) -> ScheduleRecord:
         now = self._now()
         cap = math.floor(self._settings.extend_cap_hours * 3600)
         turnaround = self._settings.turnaround_seconds
 
         def decide(row: ScheduleRecord, windows: Sequence[Window]) -> Mapping[str, Any]:
             # Run by the store on the row and windows it reads inside its write transaction.
-            return lifecycle.on_extend(row, now, windows, cap_seconds=cap, turnaround=turnaround).changes
+            return lifecycle.on_extend(
+                row, now, windows, cap_seconds=cap, turnaround=turnaround, by_seconds=by_seconds
+            ).changes
 
         updated = await self._store.schedule.extend(record.node_name, record.owner, decide=decide)
         if updated is None:

@@ -5,7 +5,8 @@ state table and the crash points are in its docstring); the scheduler gathers wh
 writes what they decide (each a compare-and-set), and talks to the agents. Each poll (every
 `poll_seconds`, or sooner when woken by a user's action):
 
-1. The clock: `lifecycle.on_time` for every row (start at start_date, end at end_date).
+1. The clock: `lifecycle.on_time` for every row (start at start_date, or ahead of it with
+   `[reservations] prestage`, controller/prestage.py; end at end_date).
 2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
    number; the calls to different agents run concurrently.
 3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
@@ -21,11 +22,16 @@ the history row of a reservation that ends, maintenance for a node whose destroy
 and the node's count of actions in a row that ended lost (`lifecycle.count_final` with the
 `[maintenance] lost_in_a_row` setting).
 
-Each agent's rows are written in transactions of their own (`_write`), concurrently: a write the
-database refuses (a value it cannot hold, a lock lost) fails that agent's decisions only, which
-its next poll decides again, and says so in the agent's last_error; the other agents'
-reservations go on. What an agent answers was checked before (controller/replies.py, in the
-client): a bad reply leaves that agent's rows waiting, as if it had not answered.
+Every action seen reaching a final state (in a report that led to a decision, or in
+StartAction's answer) is recorded as the node's outcome (controller/health.py) before the
+decisions are written, so a crash in between records it again, harmlessly, on the next poll.
+
+Each agent's rows (and its actions' outcomes) are written in transactions of their own,
+concurrently: a write the database refuses (a value it cannot hold, a lock lost) fails that
+agent's writes only, which its next poll decides again, and says so in the agent's last_error;
+the other agents' reservations go on. What an agent answers was checked before
+(controller/replies.py, in the client): a bad reply leaves that agent's rows waiting, as if it
+had not answered.
 
 A claim (`pending_issued` and the `baseline`) is on disk before its StartAction is sent, so a
 controller killed at any moment resolves, on restart, every intention that may have been sent
@@ -42,13 +48,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edgebed.controller import lifecycle, replies
+from edgebed.controller import health, lifecycle, replies
 from edgebed.controller.agent_client import AgentClient, gather_agents
-from edgebed.controller.domain import ActionState, AgentRecord, ScheduleRecord
+from edgebed.controller.domain import ActionState, AgentRecord, NodeOutcome, ScheduleRecord
 from edgebed.controller.errors import NotFound, ServiceError
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
+from edgebed.controller.prestage import Prestager
 from edgebed.controller.settings import Settings
 from edgebed.controller.store import WRITE_ERRORS, CachedNode, Store
 
@@ -66,6 +73,7 @@ class PollReport:
     started: list[str] = field(default_factory=list)  # "node:process" accepted by StartAction
     adopted: list[str] = field(default_factory=list)  # "node:process" found running after all
     removed: list[str] = field(default_factory=list)  # nodes whose reservation's rows went
+    finished: list[str] = field(default_factory=list)  # "node:final_state" outcomes recorded
     retired: list[str] = field(default_factory=list)  # "agent:NAME" or "node:NAME" removed
 
 
@@ -120,6 +128,7 @@ class Scheduler:
         self._task: asyncio.Task | None = None
         self._refresh_task: asyncio.Task | None = None
         self._next_refresh = 0.0
+        self._prestage = Prestager(store, settings)
 
     # -- the background task -------------------------------------------------------------
 
@@ -182,12 +191,14 @@ class Scheduler:
         report = PollReport()
         now = int(self._clock())
         self._metrics.record_poll()
-        rows = await self._store.schedule.list_schedule(started_before=now)
+        # With prestage, rows starting within the longest lead are due too.
+        until = now + await self._prestage.horizon()
+        rows = await self._store.schedule.list_schedule(started_before=until)
         if rows:
             nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
             maintained = await self._store.maintenance.active()
             agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
-            rows = await self._apply_clock(rows, nodes, maintained, agents, now, report)
+            rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, report)
             followed = await self._follow(rows, nodes, agents, report)
             claimed = await self._apply_reports(rows, followed, agents, now, report)
             await self._issue(claimed, agents, now, report)
@@ -201,22 +212,29 @@ class Scheduler:
         maintained: Mapping[str, str],
         agents: Mapping[str, AgentRecord],
         now: int,
+        until: int,
         report: PollReport,
     ) -> list[ScheduleRecord]:
-        """Writes what `lifecycle.on_time` decides; the rows as they are afterwards."""
+        """Writes what `lifecycle.on_time` decides; the rows (starting by `until`) as they are
+        afterwards."""
+        plans = await self._prestage.plans(rows, nodes, now)
         timed = [
             (node.agent if (node := nodes.get(row.node_name)) else "", decision)
             for row in rows
             if (
                 decision := lifecycle.on_time(
-                    row, now, in_inventory=row.node_name in nodes, in_maintenance=row.node_name in maintained
+                    row,
+                    now,
+                    in_inventory=row.node_name in nodes,
+                    in_maintenance=row.node_name in maintained,
+                    prestage=plans.get((row.node_name, row.owner)),
                 )
             )
         ]
         if not timed:
             return rows
         await self._write(timed, agents, now, report)
-        return await self._store.schedule.list_schedule(started_before=now)
+        return await self._store.schedule.list_schedule(started_before=until)
 
     async def _follow(
         self,
@@ -272,6 +290,7 @@ class Scheduler:
             for seen in followed
             if (decision := lifecycle.on_report(seen.row, seen.action, blocked=seen.key in blocked))
         ]
+        await self._record_outcomes([(seen.agent, seen.action) for seen, _ in decided], report)
         applied = await self._write(
             [(seen.agent.name, decision) for seen, decision in decided], agents, now, report
         )
@@ -355,7 +374,44 @@ class Scheduler:
             (agent.name, self._answered(row, lifecycle.start_result(answer), report))
             for (agent, row), answer in zip(claimed, answers, strict=True)
         ]
+        await self._record_outcomes(
+            [(agent, answer) for (agent, _), answer in zip(claimed, answers, strict=True)], report
+        )
         await self._write([(agent, d) for agent, d in decisions if d is not None], agents, now, report)
+
+    async def _record_outcomes(
+        self, seen: Sequence[tuple[AgentRecord, ActionState | ServiceError | None]], report: PollReport
+    ) -> None:
+        """Records the outcome of every action among `seen` that is in a final state (the node
+        type is its agent's); each action once, however often it is seen. Each agent's in a
+        transaction of its own, so the database refusing one agent's stops no other's."""
+        by_agent: dict[str, tuple[AgentRecord, list[NodeOutcome]]] = {}
+        for agent, action in seen:
+            if isinstance(action, ActionState) and (outcome := health.outcome_of(action, agent.type)):
+                by_agent.setdefault(agent.name, (agent, []))[1].append(outcome)
+        if not by_agent:
+            return
+        results = await asyncio.gather(
+            *(self._record_agent_outcomes(agent, outcomes) for agent, outcomes in by_agent.values())
+        )
+        added = [outcome for result in results for outcome in result]
+        if added:
+            self._prestage.forget()
+            report.finished += [f"{outcome.node_name}:{outcome.final_state}" for outcome in added]
+
+    async def _record_agent_outcomes(
+        self, agent: AgentRecord, outcomes: Sequence[NodeOutcome]
+    ) -> list[NodeOutcome]:
+        try:
+            return await self._store.health.record_outcomes(
+                outcomes, recorded_at=int(self._clock()), keep=health.OUTCOMES_PER_NODE
+            )
+        except WRITE_ERRORS as exc:
+            log.error("the database refused the action outcomes reported by agent %s", agent.name, exc_info=exc)
+            message = replies.not_stored(_NOT_STORED, exc)
+            if agent.last_error != message:
+                await self._store.agents.set_agent_status(agent.name, last_error=message)
+            return []
 
     def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
         """What StartAction's answer for the claimed `row` decides; reported and logged."""

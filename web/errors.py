@@ -22,6 +22,7 @@ from edgebed.controller.errors import (
     ServiceError,
 )
 from edgebed.web.auth import current_user
+from edgebed.web.formpage import redraw
 from edgebed.web.keys import FORM_TEMPLATE
 from edgebed.web.ratelimit import RateLimited
 from edgebed.web.render import render
@@ -54,6 +55,10 @@ _TITLES = {
 }
 
 
+# Errors shown on the page the form came from; 401/403 mean the page is not the viewer's to see.
+_REDRAWN = frozenset({400, 404, 409, 429, 503})
+
+
 def status_for(error: ServiceError) -> int:
     for error_type, status in _STATUS:
         if isinstance(error, error_type):
@@ -77,16 +82,26 @@ async def _error_response(
         if fields:
             # Which input is wrong, by name: {"os_password": "must be 8 to 128 characters long"}.
             body["fields"] = fields
-        response = web.json_response(body, status=status, headers=headers)
+        answer = web.json_response(body, status=status, headers=headers)
         if status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="edgebed"'
-        return response
+            answer.headers["WWW-Authenticate"] = 'Bearer realm="edgebed"'
+        return answer
     try:
         await current_user(request)
     except ServiceError:
         pass  # the error page is drawn for an anonymous visitor then
+    redrawn: web.StreamResponse | None = None
+    response: web.StreamResponse
+    if status in _REDRAWN:
+        try:
+            redrawn = await redraw(request, message, status)
+        except ServiceError as again:
+            # The page cannot be drawn either (an agent went away meanwhile): the plain page.
+            log.info("the form's page could not be drawn again: %s", again)
     form = request.get(FORM_TEMPLATE)
-    if form is not None:
+    if redrawn is not None:
+        response = redrawn
+    elif form is not None:
         template, context = form
         response = await render(request, template, {**context, "error": message}, status=status)
     else:

@@ -120,6 +120,18 @@ _SCHEMAS: dict[str, Any] = {
         },
         "additionalProperties": False,
     },
+    "ExtendRequest": {
+        "type": "object",
+        "properties": {
+            "hours": {
+                "type": "number",
+                "exclusiveMinimum": True,
+                "minimum": 0,
+                "description": "how many hours later the reservation ends (at least 0.01)",
+            },
+        },
+        "additionalProperties": False,
+    },
     "Reserved": {
         "type": "object",
         "required": ["nodes"],
@@ -287,7 +299,14 @@ _SCHEMAS: dict[str, Any] = {
     },
     "UserUpdate": {
         "type": "object",
-        "properties": {"is_authorized": {"type": "boolean"}, "is_admin": {"type": "boolean"}},
+        "properties": {
+            "is_authorized": {"type": "boolean"},
+            "is_admin": {"type": "boolean"},
+            "confirmed_email": {
+                "type": "boolean",
+                "description": "an administrator confirms the address (no mail server, lost mail)",
+            },
+        },
         "minProperties": 1,
     },
     "Agent": {
@@ -402,6 +421,18 @@ def _paths() -> dict[str, Any]:
             }
         }
         for action in ("reboot", "deploy", "destroy", "extend")
+    }
+    extend = act["extend"]["post"]
+    extend["summary"] = "extend one reserved node: by `hours`, or without a body double its duration"
+    extend["description"] = (
+        "With {\"hours\": N} the reservation ends N hours later; without a body (or without"
+        " hours) its duration doubles, as before. Either way the whole reservation lasts at most"
+        " [reservations] extend_cap_hours; 409 says how many hours are left, or that the next"
+        " reservation on the node is in the way. The new end is the answer's end_date."
+    )
+    extend["requestBody"] = {
+        "required": False,
+        "content": {"application/json": {"schema": _ref("ExtendRequest")}},
     }
     paths: dict[str, Any] = {
         "/openapi.json": {
