@@ -14,6 +14,7 @@ from edgebed.controller.accounts import Accounts
 from edgebed.controller.agent_client import AgentClient
 from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
+from edgebed.controller.health import NodeHealthService
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.maintenance import Maintenance
 from edgebed.controller.metrics import Metrics
@@ -37,6 +38,7 @@ class Controller:
     reservations: Reservations
     maintenance: Maintenance
     scheduler: Scheduler
+    health: NodeHealthService
 
 
 @asynccontextmanager
@@ -91,6 +93,7 @@ async def open_controller(
             reservations=reservations,
             maintenance=maintenance,
             scheduler=scheduler,
+            health=NodeHealthService(store, authz),
         )
         if run_scheduler:
             scheduler.start()
