@@ -228,6 +228,16 @@ class Inventory:
             )
         return result
 
+    async def next_starts(self, after: int, before: int, viewer: User) -> dict[str, int]:
+        """{node name: start (epoch seconds)} of each node's first reserved window starting in
+        [after, before), for "free until" beyond the windows a view has read; no owners."""
+        await self._authz.require_authorized(viewer)
+        after = validation.epoch_seconds(after, "next window start")
+        before = validation.epoch_seconds(before, "next window end")
+        if before <= after:
+            return {}
+        return await self._store.schedule.next_starts(after, before)
+
     async def open_windows(self, actor: User, now: int) -> dict[str, str]:
         """For administrators: {node name: reservation status} of every node whose reservation
         window is open at `now` (epoch seconds); Forbidden for anyone else."""
