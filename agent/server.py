@@ -176,6 +176,7 @@ def action_to_pb(view: ActionView) -> agent_pb2.ActionState:
         reboots=record.reboots,
         action_id=record.action_id,
         duration_seconds=record.elapsed,
+        last_error=record.last_error,
     )
 
 
