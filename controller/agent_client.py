@@ -243,6 +243,7 @@ def action_from_pb(msg: pb.ActionState) -> ActionState:
         reboots=msg.reboots,
         action_id=msg.action_id,
         duration_seconds=msg.duration_seconds,
+        last_error=msg.last_error,
     )
 
 

@@ -86,6 +86,7 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         ended_by = pw.TextField(default="")
         request_filter = pw.TextField(default="")
         notice = pw.TextField(default="")
+        action_error = pw.TextField(default="")
 
         class Meta:
             table_name = "schedule"
