@@ -95,6 +95,8 @@ class AgentConfig:
     image_dir: str | None = None
     image_url: str | None = None
     ssh_key: str | None = None
+    # The maintenance system's host keys the agent trusts (default: the lab's).
+    netboot_known_hosts: str | None = None
     switches: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
@@ -113,6 +115,7 @@ class AgentConfig:
             "tftp_root": lab.tftp_root,
             "netboot_dir": lab.netboot_dir,
             "netboot_hostname": lab.netboot_hostname,
+            "netboot_known_hosts": self.netboot_known_hosts or lab.netboot_host_key,
             "image_dir": self.image_dir or lab.image_dir,
             "image_url": self.image_url or lab.image_url,
             "wipe": "quick",

@@ -29,12 +29,14 @@ COMMUNITY = "s3cret-community"
 def machine(tmp_path) -> dict[str, Path]:
     """What a [real] table points at, present and usable."""
     key = make_key(tmp_path / "keys")
+    host = make_key(tmp_path / "keys", "netboot_host_ed25519")
     netboot = tmp_path / "tftp" / "netboot"
     netboot.mkdir(parents=True)
     (netboot / "start4.elf").write_text("firmware")
     images = tmp_path / "images"
     images.mkdir()
-    return {"ssh_key": key.private, "tftp_root": tmp_path / "tftp", "netboot_dir": netboot,
+    return {"ssh_key": key.private, "netboot_known_hosts": Path(f"{host.private}.pub"),
+            "tftp_root": tmp_path / "tftp", "netboot_dir": netboot,
             "image_dir": images, "database": tmp_path / "agent.sqlite"}
 
 
@@ -50,6 +52,7 @@ def real_toml(machine: dict[str, Path], *, real: dict | None = None, switches: l
     table = {
         "ssh_key": str(machine["ssh_key"]), "tftp_root": str(machine["tftp_root"]),
         "netboot_dir": str(machine["netboot_dir"]), "netboot_hostname": "nfspi",
+        "netboot_known_hosts": str(machine["netboot_known_hosts"]),
         "image_dir": str(machine["image_dir"]), "image_url": "http://10.0.0.1:8081",
         **(real or {}),
     }
@@ -170,6 +173,27 @@ async def test_a_missing_or_unusable_ssh_key_stops_start_up(tmp_path, machine) -
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(encrypted)], check=True)
     message = await start_problem(tmp_path, real_toml(machine, real={"ssh_key": str(encrypted)}))
     assert "key 'real.ssh_key'" in message and "not a usable unencrypted private key" in message
+
+
+async def test_missing_or_unusable_netboot_host_keys_stop_start_up(tmp_path, machine) -> None:
+    assert "key 'real.netboot_known_hosts' is missing" in problem(
+        tmp_path, real_toml(machine, drop=("real.netboot_known_hosts",)))
+    message = await start_problem(tmp_path, real_toml(machine, real={"netboot_known_hosts": str(tmp_path / "nope")}))
+    assert "key 'real.netboot_known_hosts' is" in message and "cannot be read: No such file" in message
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("# nothing yet\n")
+    message = await start_problem(tmp_path, real_toml(machine, real={"netboot_known_hosts": str(empty)}))
+    assert "key 'real.netboot_known_hosts'" in message and "holds no public key" in message
+    bad = tmp_path / "bad_known_hosts"
+    bad.write_text("nfspi ssh-ed25519 AAAAnot-base64\n")
+    message = await start_problem(tmp_path, real_toml(machine, real={"netboot_known_hosts": str(bad)}))
+    assert "key 'real.netboot_known_hosts'" in message and "line 1: not a usable public key" in message
+    # A known_hosts line (host patterns first) and a .pub line both do.
+    public = Path(machine["netboot_known_hosts"]).read_text().split()
+    good = tmp_path / "known_hosts"
+    good.write_text(f"# the NFS root's keys\n10.0.0.0/8,nfspi {public[0]} {public[1]}\n{' '.join(public)}\n")
+    async with open_agent(load(tmp_path, real_toml(machine, real={"netboot_known_hosts": str(good)}))):
+        pass
 
 
 async def test_missing_folders_stop_start_up(tmp_path, machine) -> None:
