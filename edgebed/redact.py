@@ -17,11 +17,14 @@ from edgebed.limits import MAX_LAST_ERROR
 
 HIDDEN = "***"
 
-# key=value or key: value where the key names a credential.
+# key=value where the key names a credential, and "key: value" for the words that introduce
+# one in prose (not "community: ...", which is as likely a node of that name as a community).
+_VALUE = r"(\"[^\"]*\"|'[^']*'|[^\s,;]+)"
 _ASSIGNED = re.compile(
     r"(?i)\b(password|passwd|passphrase|pwd|token|secret|community|api[_-]?key|private[_-]?key)"
-    r"(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;]+)"
+    r"(\s*=\s*)" + _VALUE
 )
+_STATED = re.compile(r"(?i)\b(password|passwd|passphrase|token|secret)(:\s*)" + _VALUE)
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=*-]+")
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _SEALED = re.compile(r"sealed:v1:\S+")
@@ -39,7 +42,8 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     credential replaced by HIDDEN."""
     for secret in sorted({value for value in secrets if value}, key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
-    text = _ASSIGNED.sub(lambda m: f"{m.group(1)}{m.group(2)}{HIDDEN}", text)
+    for pattern in (_ASSIGNED, _STATED):
+        text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{HIDDEN}", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {HIDDEN}", text)
     text = _USERINFO.sub(lambda m: f"{m.group(1)}{HIDDEN}@", text)
     return _SEALED.sub(HIDDEN, text)

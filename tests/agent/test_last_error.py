@@ -110,6 +110,9 @@ def test_scrub_hides_secrets_and_what_looks_like_credentials() -> None:
         f"password: {HIDDEN} community={HIDDEN} {HIDDEN} token {HIDDEN}"
     )
     assert error_line("a\r\n\tb\x00c") == "a b c"
+    # A node named like a credential keeps its messages.
+    assert scrub("community: switch sw1 (10.0.0.2:161) port 4: no answer") == (
+        "community: switch sw1 (10.0.0.2:161) port 4: no answer")
 
 
 def test_a_database_from_before_the_last_error_column_gets_it_and_keeps_its_actions(tmp_path) -> None:

@@ -216,6 +216,9 @@ async def test_an_agent_killed_during_the_copy_finds_it_again_and_deploys(lab, t
     figure(f"agent killed at {killed_at} % of the copy; deploy ended deployed without a new copy")
 
 
+# About two minutes of the states' timeouts (the copy's 108 s, the host key's 120 s), and the
+# lab's start when this test comes first: more than pytest's 300 s on a loaded machine.
+@pytest.mark.timeout(600)
 async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_path) -> None:
     """A corrupted image (checksum mismatch), a wrong community, a switch that does not answer,
     SSH refusing the agent's key, and a maintenance system showing a host key the agent does not
