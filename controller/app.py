@@ -14,6 +14,7 @@ from edgebed.controller.accounts import Accounts
 from edgebed.controller.agent_client import AgentClient
 from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
+from edgebed.controller.clock import ClockGuard, Clocks, boot_clock
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
@@ -35,6 +36,7 @@ class Controller:
     inventory: Inventory
     reservations: Reservations
     scheduler: Scheduler
+    clock: Clocks
 
 
 @asynccontextmanager
@@ -43,11 +45,15 @@ async def open_controller(
     run_scheduler: bool = True,
     *,
     clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = boot_clock,
     password_hasher: PasswordHasher | None = None,
     db_workers: int = 8,
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
-    run_scheduler, the scheduler task; closes them all on exit."""
+    run_scheduler, the scheduler task; closes them all on exit.
+
+    `clock` is the wall clock (epoch seconds) and `monotonic` the clock the scheduler checks it
+    against (controller.clock); tests inject both."""
     store = Store(settings.database, workers=db_workers)
     await store.open()
     metrics = Metrics(store)
@@ -56,7 +62,10 @@ async def open_controller(
         authz = Authz(store.users)
         inventory = Inventory(store, client, authz, clock=clock)
         agents = Agents(store, client, inventory, authz)
-        scheduler = Scheduler(store, client, inventory, settings, metrics, clock=clock)
+        guard = ClockGuard(
+            wall=clock, monotonic=monotonic, max_jump_seconds=settings.max_clock_jump_seconds, metrics=metrics
+        )
+        scheduler = Scheduler(store, client, inventory, settings, metrics, clock=clock, guard=guard)
         reservations = Reservations(
             store, inventory, authz, settings, clock=clock, wake_scheduler=scheduler.wake
         )
@@ -78,6 +87,7 @@ async def open_controller(
             inventory=inventory,
             reservations=reservations,
             scheduler=scheduler,
+            clock=Clocks(guard, authz),
         )
         if run_scheduler:
             scheduler.start()

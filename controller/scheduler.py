@@ -5,7 +5,9 @@ state table and the crash points are in its docstring); the scheduler gathers wh
 writes what they decide (each a compare-and-set), and talks to the agents. Each poll (every
 `poll_seconds`, or sooner when woken by a user's action):
 
-1. The clock: `lifecycle.on_time` for every row (start at start_date, end at end_date).
+1. The clock: `lifecycle.on_time` for every row (start at start_date, end at end_date),
+   unless the wall clock jumped (controller.clock pauses this step until the clocks agree again
+   or an administrator confirms the time).
 2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
    number; the calls to different agents run concurrently.
 3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 
 from edgebed.controller import lifecycle
 from edgebed.controller.agent_client import AgentClient, gather_agents
+from edgebed.controller.clock import ClockGuard
 from edgebed.controller.domain import ActionState, AgentRecord, ScheduleRecord
 from edgebed.controller.errors import ServiceError
 from edgebed.controller.inventory import Inventory
@@ -48,6 +51,7 @@ class PollReport:
     started: list[str] = field(default_factory=list)  # "node:process" accepted by StartAction
     adopted: list[str] = field(default_factory=list)  # "node:process" found running after all
     removed: list[str] = field(default_factory=list)  # nodes whose reservation's rows went
+    clock_paused: bool = False  # the wall clock jumped: nothing started or ended by the clock
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Scheduler:
         metrics: Metrics,
         *,
         clock: Callable[[], float],
+        guard: ClockGuard,
     ) -> None:
         self._store = store
         self._client = client
@@ -89,6 +94,7 @@ class Scheduler:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
+        self._guard = guard
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._refresh_task: asyncio.Task | None = None
@@ -150,15 +156,22 @@ class Scheduler:
     # -- one poll --------------------------------------------------------------------------
 
     async def poll(self) -> PollReport:
-        """One round: the clock, the agents' reports, then StartAction for the intentions."""
+        """One round: the clock, the agents' reports, then StartAction for the intentions.
+
+        While the clock guard is paused (the wall clock jumped), the clock step is skipped: no
+        reservation starts or ends, but the agents' reports are still followed and the users'
+        own actions still sent."""
         report = PollReport()
+        clocks = self._guard.check()
+        report.clock_paused = clocks.paused
         now = int(self._clock())
         self._metrics.record_poll()
         rows = await self._store.schedule.list_schedule(started_before=now)
         if not rows:
             return report
         nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
-        rows = await self._apply_clock(rows, nodes, now, report)
+        if not clocks.paused:
+            rows = await self._apply_clock(rows, nodes, now, report)
         followed = await self._follow(rows, nodes, report)
         claimed = await self._apply_reports(rows, followed, report)
         await self._issue(claimed, report)

@@ -27,6 +27,7 @@ from edgebed.web.keys import CONTROLLER
 from edgebed.web.openapi import openapi_document
 from edgebed.web.views_common import (
     agent_json,
+    clock_json,
     environment_json,
     node_json,
     nodetype_json,
@@ -246,6 +247,20 @@ async def admin_delete_agent(request: web.Request) -> web.StreamResponse:
 
 
 # ---------------------------------------------------------------------------------------------
+# admin: the clock
+
+
+async def admin_clock(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    return web.json_response(clock_json(await request.app[CONTROLLER].clock.status(admin)))
+
+
+async def admin_confirm_clock(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    return web.json_response(clock_json(await request.app[CONTROLLER].clock.confirm(admin)))
+
+
+# ---------------------------------------------------------------------------------------------
 # metrics
 
 
@@ -276,4 +291,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/admin/agents", admin_add_agent)
     app.router.add_post("/api/v1/admin/agents/{name}/reconnect", admin_reconnect_agent)
     app.router.add_delete("/api/v1/admin/agents/{name}", admin_delete_agent)
+    app.router.add_get("/api/v1/admin/clock", admin_clock)
+    app.router.add_post("/api/v1/admin/clock/confirm", admin_confirm_clock)
     app.router.add_get("/metrics", metrics)

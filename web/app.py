@@ -71,6 +71,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/admin/nodes", views_admin.node_action)
     r.add_get("/admin/environments", views_admin.environments_page)
     r.add_post("/admin/environments", views_admin.environment_action)
+    r.add_post("/admin/clock/confirm", views_admin.confirm_clock)
 
     api.add_routes(app)
     r.add_static("/static", HERE / "static", name="static", append_version=False)

@@ -168,6 +168,23 @@ _SCHEMAS: dict[str, Any] = {
             "token": {"type": "string", "description": "the agent's token (never shown back)"},
         },
     },
+    "ClockStatus": {
+        "type": "object",
+        "required": ["paused", "offset_seconds", "paused_since", "max_jump_seconds", "wall_time"],
+        "description": (
+            "The scheduler's clock guard: while paused (the wall clock jumped against the monotonic "
+            "clock by more than max_jump_seconds), no reservation starts or ends"
+        ),
+        "properties": {
+            "paused": {"type": "boolean"},
+            "offset_seconds": {"type": "number", "description": "positive: the wall clock jumped forward"},
+            "paused_since": {"type": "integer", "format": "int64", "nullable": True,
+                             "description": "epoch seconds (by the wall clock then); null when not paused"},
+            "max_jump_seconds": {"type": "number"},
+            "wall_time": {"type": "integer", "format": "int64", "description": "the wall clock, epoch seconds"},
+        },
+        "additionalProperties": False,
+    },
 }
 
 
@@ -396,6 +413,22 @@ def _paths() -> dict[str, Any]:
                 "tags": ["admin"],
                 "parameters": [_AGENT],
                 "responses": {"204": {"description": "deleted"}, **_errors(*_AUTH, 404, 409)},
+            }
+        },
+        "/admin/clock": {
+            "get": {
+                "operationId": "getClock",
+                "summary": "whether a wall clock jump pauses starting and ending reservations",
+                "tags": ["admin"],
+                "responses": {"200": _json(_ref("ClockStatus"), "the clock guard"), **_errors(*_AUTH)},
+            }
+        },
+        "/admin/clock/confirm": {
+            "post": {
+                "operationId": "confirmClock",
+                "summary": "confirm that the wall clock is right: reservations start and end by it again",
+                "tags": ["admin"],
+                "responses": {"200": _json(_ref("ClockStatus"), "the clock guard, not paused"), **_errors(*_AUTH)},
             }
         },
     }

@@ -9,7 +9,7 @@ from aiohttp import web
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.domain import Environment
 from edgebed.controller.errors import InvalidInput
-from edgebed.web.auth import require_admin
+from edgebed.web.auth import require_admin, safe_next
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from edgebed.web.keys import CONTROLLER
 from edgebed.web.render import flash, render
@@ -220,3 +220,17 @@ async def environment_action(request: web.Request) -> web.StreamResponse:
     else:
         raise InvalidInput("unknown operation; choose put or delete")
     raise web.HTTPSeeOther("/admin/environments")
+
+
+# ---------------------------------------------------------------------------------------------
+# the clock
+
+
+async def confirm_clock(request: web.Request) -> web.StreamResponse:
+    """The banner's button: the administrator says the wall clock is right (controller.clock)."""
+    admin = await require_admin(request)
+    form = await request.post()
+    back = safe_next(field(form, "next", required=False, max_length=1024))
+    await request.app[CONTROLLER].clock.confirm(admin)
+    await flash(request, "Clock confirmed: reservations start and end by it again.", "success")
+    raise web.HTTPSeeOther(back)
