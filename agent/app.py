@@ -11,12 +11,9 @@ runs three); each has its own database, thread and server.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlparse
 
 import grpc
 from grpc_health.v1 import health
@@ -29,13 +26,15 @@ from edgebed.agent.executor import Executor, Timing
 from edgebed.agent.server import build_server
 from edgebed.agent.service import AgentService
 from edgebed.agent.settings import AgentSettings
-from edgebed.agent.store import DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
+from edgebed.agent.store import DatabaseDamaged, DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
 from edgebed.config import ConfigError, redacted_url
+from edgebed.listen import listen_problem
 from edgebed.nodetypes import load_node_type
 from edgebed.nodetypes.base import DriverUnavailable, NodeType
 from edgebed.nodetypes.drivers import DriverPlugin, driver_names, load_driver
 from edgebed.nodetypes.interfaces import Driver
 from edgebed.nodetypes.sim.hardware import SimOptions
+from edgebed.storage import DatabaseInUse, DatabaseLock, damaged_message, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -55,44 +54,22 @@ def sim_timing(time_scale: float) -> Timing:
     return Timing(poll_seconds=poll, retry_seconds=poll)
 
 
-def _database_file(spec: str) -> Path | None:
-    if "://" not in spec:
-        return Path(spec).expanduser()
-    parsed = urlparse(spec)
-    if parsed.scheme.startswith("sqlite") and parsed.path[1:] not in ("", ":memory:"):
-        return Path(parsed.path[1:])
-    return None
-
-
-class _DatabaseLock:
+def _lock_database(settings: AgentSettings) -> DatabaseLock | None:
     """Refuses a second agent process on the same SQLite file: two executors would drive the
-    same actions twice."""
-
-    def __init__(self, settings: AgentSettings) -> None:
-        self._file = None
-        path = _database_file(settings.database)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(f"{path}.lock", "a+")
-        except OSError as exc:
-            raise settings.problem(
-                "database", f"{redacted_url(settings.database)!r} cannot be created: {exc.strerror}"
-            ) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            in_use = f"{redacted_url(settings.database)!r} is in use by another agent"
-            raise settings.problem("database", in_use) from None
-        self._file = handle
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+    same actions twice. None for a database server, which has no file to lock."""
+    path = sqlite_file(settings.database)
+    if path is None:
+        return None
+    try:
+        return DatabaseLock(path)
+    except DatabaseInUse as exc:
+        raise settings.problem(
+            "database", f"{redacted_url(settings.database)!r} is in use by another agent (which holds {exc.lock})"
+        ) from None
+    except OSError as exc:
+        raise settings.problem(
+            "database", f"{redacted_url(settings.database)!r} cannot be created: {exc.strerror}"
+        ) from None
 
 
 def _driver_plugin(settings: AgentSettings, node_type: NodeType) -> DriverPlugin:
@@ -158,7 +135,7 @@ class RunningAgent:
     _server: grpc.aio.Server
     _health: health.aio.HealthServicer
     _worker: DbWorker
-    _lock: _DatabaseLock
+    _lock: DatabaseLock | None
     _stopped: bool = False
 
     @property
@@ -181,7 +158,8 @@ class RunningAgent:
         await self.committer.close()
         await self._worker.call(self.store.close)
         self._worker.shutdown()
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
         log.info("agent %s stopped", self.settings.name)
 
 
@@ -191,12 +169,19 @@ async def start_agent(
     """Starts an agent; `clock` and `timing` replace the ones derived from the settings (tests)."""
     node_type = load_node_type(settings.type)
     plugin = _driver_plugin(settings, node_type)
-    lock = _DatabaseLock(settings)
-    worker = DbWorker(settings.name)
+    # Checked before gRPC binds: its core would log a line of its own before our one-line refusal.
+    problem = listen_problem(settings.listen)
+    if problem is not None:
+        raise settings.problem("listen", f"{settings.listen!r}: cannot listen there: {problem}")
+    lock = _lock_database(settings)
+    worker = DbWorker(settings.name, database=sqlite_file(settings.database))
     try:
         try:
             store = Store(settings.database)
             await worker.call(store.open)
+        except DatabaseDamaged as exc:
+            where = sqlite_file(settings.database) or redacted_url(settings.database)
+            raise ConfigError(damaged_message(where, str(exc))) from None
         except DatabaseSpecError as exc:
             raise settings.problem("database", f"is not usable: {exc}") from None
         except DatabaseUnavailable as exc:
@@ -251,7 +236,8 @@ async def start_agent(
         await server.start()
     except BaseException:
         worker.shutdown()
-        lock.release()
+        if lock is not None:
+            lock.release()
         raise
     host = settings.listen.rpartition(":")[0]
     log.info("agent %s (%s, %s driver) serving on %s:%d", settings.name, settings.type,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from edgebed.agent.clock import Clock, SystemClock
 from edgebed.agent.domain import ActionRecord, TransitionRecord
-from edgebed.agent.errors import Busy
+from edgebed.agent.errors import Busy, DiskFull
 from edgebed.agent.store import Change, LogTransition, SaveAction
 from edgebed.nodetypes.base import FINAL_STATES, LOST, NodeRef, NodeType, Poll, Process, State, StepContext
 from edgebed.nodetypes.interfaces import Driver, PowerInterface
@@ -230,7 +230,7 @@ class Executor:
                     continue
                 needs_reboot = False
                 run.record = replace(run.record, reboots=run.record.reboots + 1)
-                await self._write(
+                await self._commit(
                     [SaveAction(run.record), LogTransition(self._entry(run.record, "reboot"))]
                 )
             verdict = await self._watched(run, spec, self._perform(run, spec))
@@ -366,6 +366,17 @@ class Executor:
 
     # Commits.
 
+    async def _commit(self, changes: Sequence[Change]) -> None:
+        """Writes `changes` once they can be: while the disk is full (the database worker says so
+        in the log, once a minute) it waits and writes them again, so a step that is done is not
+        run again and nothing it did is lost; the action goes on when there is space."""
+        while True:
+            try:
+                await self._write(changes)
+                return
+            except DiskFull:
+                await asyncio.sleep(self._timing.retry_seconds)
+
     def _entry(self, record: ActionRecord, event: str) -> TransitionRecord:
         return TransitionRecord(
             node_name=record.node_name,
@@ -384,7 +395,7 @@ class Executor:
         )
         if state in FINAL_STATES:
             record = self._without_secrets(record)
-        await self._write([SaveAction(record), LogTransition(self._entry(record, "enter"))])
+        await self._commit([SaveAction(record), LogTransition(self._entry(record, "enter"))])
         run.record = record
         run.progress = 0
         if record.final:
@@ -396,7 +407,7 @@ class Executor:
         record = self._without_secrets(
             replace(run.record, state=LOST, updated_at=int(self._wall()), progress=run.progress)
         )
-        await self._write([SaveAction(record), LogTransition(self._entry(record, "lost"))])
+        await self._commit([SaveAction(record), LogTransition(self._entry(record, "lost"))])
         run.record = record
         self._release(run)
         log.error("%s: %s lost: %s", record.node_name, record.process, why)

@@ -20,7 +20,8 @@ from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
 from edgebed.controller.scheduler import Scheduler
 from edgebed.controller.settings import Settings
-from edgebed.controller.store import Store
+from edgebed.controller.store import Store, StoreInUse, StoreUnavailable
+from edgebed.storage import DatabaseInUse, DatabaseLock, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,26 @@ async def open_controller(
     monotonic: Callable[[], float] = boot_clock,
     password_hasher: PasswordHasher | None = None,
     db_workers: int = 8,
+    check_integrity: bool = False,
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
     run_scheduler, the scheduler task; closes them all on exit.
 
     `clock` is the wall clock (epoch seconds) and `monotonic` the clock the scheduler checks it
-    against (controller.clock); tests inject both."""
-    store = Store(settings.database, workers=db_workers)
-    await store.open()
+    against (controller.clock); tests inject both. `check_integrity` runs SQLite's quick_check
+    first (start-up).
+
+    With run_scheduler, a SQLite file is locked for the life of the controller (`<file>.lock`):
+    two schedulers would drive the same reservations. StoreInUse when another process holds it,
+    StoreDamaged when the file is damaged, StoreUnavailable when the database cannot be opened."""
+    lock = _lock(settings) if run_scheduler else None
+    try:
+        store = Store(settings.database, workers=db_workers)
+        await store.open(check_integrity=check_integrity)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     metrics = Metrics(store)
     client = AgentClient(AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds)
     try:
@@ -98,3 +111,22 @@ async def open_controller(
     finally:
         await client.close()
         await store.close()
+        if lock is not None:
+            lock.release()
+
+
+def _lock(settings: Settings) -> DatabaseLock | None:
+    """The lock of the SQLite file (None for PostgreSQL, where several controllers will share
+    the database once the scheduler takes turns there)."""
+    path = sqlite_file(settings.database)
+    if path is None:
+        return None
+    try:
+        return DatabaseLock(path)
+    except DatabaseInUse as exc:
+        raise StoreInUse(
+            f"database {path} is in use by another controller (which holds {exc.lock}); one SQLite "
+            f"file serves one controller"
+        ) from None
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create {path}.lock: {exc.strerror}") from None

@@ -52,3 +52,8 @@ class AgentRejectedToken(AgentUnavailable):
     A subclass of AgentUnavailable so callers that only care "the agent cannot be used" need not
     know the difference, while the admin page can show the precise cause.
     """
+
+
+class StorageFull(ServiceError):
+    """The disk holding the database is full (503): nothing of the request was written, and the
+    same request succeeds once there is space again."""

@@ -33,7 +33,7 @@ from edgebed.controller import lifecycle
 from edgebed.controller.agent_client import AgentClient, gather_agents
 from edgebed.controller.clock import ClockGuard
 from edgebed.controller.domain import ActionState, AgentRecord, ScheduleRecord
-from edgebed.controller.errors import ServiceError
+from edgebed.controller.errors import ServiceError, StorageFull
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
@@ -127,6 +127,10 @@ class Scheduler:
             self._maybe_refresh_inventory()
             try:
                 await self.poll()
+            except StorageFull:
+                # The store says so once a minute; the poll wrote nothing (each write is one
+                # transaction) and the next one starts over once there is space.
+                pass
             except Exception:
                 # A database or programming error in one poll must not stop the scheduler;
                 # every step is idempotent, so the next poll starts over cleanly.
@@ -150,6 +154,8 @@ class Scheduler:
     async def _refresh(self) -> None:
         try:
             await self._inventory.refresh(catalogs=True)
+        except StorageFull:
+            pass  # logged by the store, once a minute
         except Exception:
             log.exception("inventory refresh failed")
 

@@ -17,6 +17,7 @@ from edgebed.controller.errors import (
     NotAuthorized,
     NotFound,
     ServiceError,
+    StorageFull,
 )
 from edgebed.web.auth import current_user
 from edgebed.web.keys import FORM_TEMPLATE
@@ -34,6 +35,7 @@ _STATUS = (
     (NotFound, 404),
     (Conflict, 409),
     (AgentUnavailable, 503),
+    (StorageFull, 503),
 )
 
 _TITLES = {
@@ -61,7 +63,12 @@ def _is_api(request: web.Request) -> bool:
 
 
 async def _error_response(
-    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
+    request: web.Request,
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    title: str | None = None,
 ) -> web.StreamResponse:
     if _is_api(request):
         response = web.json_response({"error": message}, status=status, headers=headers)
@@ -77,7 +84,7 @@ async def _error_response(
         template, context = form
         response = await render(request, template, {**context, "error": message}, status=status)
     else:
-        title = _TITLES.get(status, "Error")
+        title = title or _TITLES.get(status, "Error")
         response = await render(
             request, "error.html", {"title": title, "message": message, "status": status},
             status=status,
@@ -91,6 +98,9 @@ async def _error_response(
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except StorageFull as error:
+        # Logged by the store, once a minute; the request wrote nothing and may be sent again.
+        return await _error_response(request, 503, error.message, {"Retry-After": "60"}, title="Disk full")
     except ServiceError as error:
         message = getattr(error, "message", "") or str(error) or "the request failed"
         return await _error_response(request, status_for(error), message)
