@@ -356,6 +356,10 @@ class Executor:
                 await asyncio.sleep(self._timing.retry_seconds)
 
     def _failed(self, run: _Run, what: str, exc: Exception) -> None:
+        if isinstance(exc, DiskFull):
+            # A driver that saves its state (the sim) on a full disk: the database worker says
+            # so once a minute for every node at once.
+            return
         run.failures += 1
         level = logging.INFO if run.failures == 1 else logging.DEBUG
         log.log(level, "%s: %s: %s (trying again)", run.record.node_name, what, exc)

@@ -83,8 +83,7 @@ class DatabaseLock:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, its causes and contexts, and exceptions wrapped in its args (Peewee keeps
-    the driver's exception as its first argument), each once."""
+    """The exception, its causes and contexts, and the exceptions it wraps, each once."""
     seen: set[int] = set()
     todo = [exc]
     while todo:
@@ -94,7 +93,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         todo += [arg for arg in current.args if isinstance(arg, BaseException)]
-        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        # Peewee keeps the driver's exception as `orig`.
+        todo += [e for e in (current.__cause__, current.__context__, getattr(current, "orig", None)) if e is not None]
 
 
 def _sqlite_code(exc: BaseException) -> int | None:
@@ -134,7 +134,14 @@ def damage(execute: Callable[[str], Iterable[Any]]) -> str | None:
     sound, otherwise the first problem it reports, on one line. quick_check reads every page but
     skips the index-content comparison of integrity_check: seconds for a large file, milliseconds
     for a usual one."""
-    rows = [str(row[0]) for row in execute("PRAGMA quick_check")]
+    try:
+        rows = [str(row[0]) for row in execute("PRAGMA quick_check")]
+    except Exception as exc:
+        # A page the check itself cannot read ("database disk image is malformed").
+        if not is_damage(exc):
+            raise
+        lines = str(exc).strip().splitlines()
+        return lines[0] if lines else "database disk image is malformed"
     if rows == ["ok"]:
         return None
     problems = [
