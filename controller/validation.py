@@ -32,6 +32,18 @@ MAX_PROPERTY_LENGTH = 16384
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
+# The reservation window's rules, defined once: the service checks them with the messages below,
+# the reserve form (its input attributes), the JSON API and the OpenAPI document
+# (web/openapi.py) state the same bounds. The longest duration is a setting
+# ([reservations] max_duration_hours).
+MIN_DURATION_HOURS = 0.25
+# The start date must be before 2100-01-01 00:00 UTC: beyond any reservation, below any overflow.
+LATEST_START = 4_102_444_800
+LATEST_START_TEXT = "2100-01-01 00:00 UTC"
+# A start this many seconds in the past still counts as "now": a form filled in a minute ago on
+# a minute-granular field, a script's clock a little behind.
+START_SLACK_SECONDS = 300
+
 
 def email(value: Any) -> str:
     if not isinstance(value, str):
@@ -109,14 +121,38 @@ def epoch_seconds(value: Any, what: str) -> int:
     return int(value)
 
 
-def positive_hours(value: Any, maximum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def start_date(value: Any) -> int:
+    """A start date in epoch seconds (UTC): a whole number from 0 to before LATEST_START."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
+    ):
+        raise InvalidInput("the start date must be a whole number of seconds since 1970-01-01 00:00 UTC")
+    if value < 0:
+        raise InvalidInput("the start date must not be before 1970-01-01 00:00 UTC")
+    if value >= LATEST_START:
+        raise InvalidInput(f"the start date must be before {LATEST_START_TEXT}")
+    return int(value)
+
+
+def duration_hours(value: Any, maximum: float) -> float:
+    """A duration in hours, from MIN_DURATION_HOURS to `maximum` ([reservations]
+    max_duration_hours)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput("the duration must be a number of hours")
-    if value <= 0:
-        raise InvalidInput("the duration must be positive")
-    if value > maximum:
+    try:
+        hours = float(value)
+    except OverflowError:
+        # A JSON integer of hundreds of digits: no float holds it.
+        hours = math.inf
+    if math.isnan(hours):
+        raise InvalidInput("the duration must be a number of hours")
+    if hours < MIN_DURATION_HOURS:
+        raise InvalidInput(f"the duration must be at least {MIN_DURATION_HOURS:g} hours")
+    if hours > maximum:
         raise InvalidInput(f"the duration must be at most {maximum:g} hours")
-    return float(value)
+    return hours
 
 
 def property_value(prop: str, value: Any, *, secret: bool) -> str:

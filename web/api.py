@@ -6,7 +6,7 @@ from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.errors import InvalidInput
-from edgebed.controller.reservations import USER_ACTIONS
+from edgebed.controller.reservations import MAX_NODES_PER_REQUEST, USER_ACTIONS
 from edgebed.web.auth import api_admin, api_user
 from edgebed.web.forms import (
     MAX_PASSWORD,
@@ -14,8 +14,6 @@ from edgebed.web.forms import (
     clean_text,
     json_bool,
     json_int,
-    json_number,
-    json_optional_int,
     json_optional_str,
     json_str,
     json_str_list,
@@ -23,7 +21,7 @@ from edgebed.web.forms import (
     read_json,
     scalar_text,
 )
-from edgebed.web.keys import CONTROLLER
+from edgebed.web.keys import CONTROLLER, SETTINGS
 from edgebed.web.openapi import openapi_document
 from edgebed.web.views_common import (
     agent_json,
@@ -34,9 +32,6 @@ from edgebed.web.views_common import (
     reservation_json,
     user_json,
 )
-
-# 2100-01-01: beyond any reservation, below any overflow.
-MAX_EPOCH = 4_102_444_800
 
 
 def _path_param(request: web.Request, name: str) -> str:
@@ -55,7 +50,7 @@ def _allowed_keys(body: dict, allowed: set[str]) -> None:
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
-    return web.json_response(openapi_document())
+    return web.json_response(openapi_document(max_duration_hours=request.app[SETTINGS].max_duration_hours))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,27 +81,38 @@ async def nodetypes(request: web.Request) -> web.StreamResponse:
 # reservations
 
 
+# What POST /api/v1/reservations takes; the OpenAPI document says the same (RESERVATION_FIELDS).
+RESERVATION_FIELDS = ("nodes", "filter", "count", "start_date", "duration_hours")
+
+
 async def create_reservation(request: web.Request) -> web.StreamResponse:
+    """Either "nodes", or "count" with an optional "filter" (never both), and the window. The
+    window's rules (controller.validation) are checked by the service, with the same messages as
+    the reserve form."""
     user = await api_user(request)
     body = await read_json(request)
-    _allowed_keys(body, {"nodes", "filter", "count", "start_date", "duration_hours"})
-    start = json_int(body, "start_date", minimum=0, maximum=MAX_EPOCH)
-    duration = json_number(body, "duration_hours", minimum=0.0, maximum=24 * 366)
-    names = json_str_list(body, "nodes")
-    filters = json_str_map(body, "filter")
-    count = json_optional_int(body, "count", minimum=1, maximum=1000)
+    _allowed_keys(body, set(RESERVATION_FIELDS))
+    for key in ("start_date", "duration_hours"):
+        if key not in body:
+            raise InvalidInput(f"{key} is missing")
+    start, duration = body["start_date"], body["duration_hours"]
     reservations = request.app[CONTROLLER].reservations
-    if names is not None:
-        if filters is not None or count is not None:
+    if "nodes" in body:
+        if "filter" in body or "count" in body:
             raise InvalidInput("give either nodes, or filter and count, not both")
+        names = json_str_list(body, "nodes")
+        if names is None:
+            raise InvalidInput("nodes must be a list of strings")
         if not names:
             raise InvalidInput("nodes is empty")
+        reserved = await reservations.reserve(user, nodes=names, start_date=start, duration_hours=duration)
+    elif "count" in body:
+        count = json_int(body, "count", minimum=1, maximum=MAX_NODES_PER_REQUEST)
+        filters = json_str_map(body, "filter") if "filter" in body else {}
+        if filters is None:
+            raise InvalidInput("filter must be an object of property names to values")
         reserved = await reservations.reserve(
-            user, nodes=names, start_date=start, duration_hours=duration
-        )
-    elif count is not None:
-        reserved = await reservations.reserve(
-            user, filter=filters or {}, count=count, start_date=start, duration_hours=duration
+            user, filter=filters, count=count, start_date=start, duration_hours=duration
         )
     else:
         raise InvalidInput('give "nodes": [names], or "count": N with an optional "filter"')

@@ -112,13 +112,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status < 400:
             raise
         message = error.reason
+        kept: dict[str, str] = {}
         if error.status == 404:
             message = "there is no page at this address"
         elif error.status == 405:
-            message = f"{request.method} is not allowed here"
+            # RFC 9110: a 405 lists the methods the resource takes.
+            allowed = error.headers.get("Allow", "")
+            message = f"{request.method} is not allowed here" + (f"; use {allowed}" if allowed else "")
+            kept["Allow"] = allowed
         elif error.status == 413:
             message = "the request is too large"
-        return await _error_response(request, error.status, message)
+        return await _error_response(request, error.status, message, kept or None)
     except Exception:
         # A bug, not bad input: logged with its traceback, shown without details.
         log.exception("unexpected error on %s %s", request.method, request.path)

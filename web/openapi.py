@@ -10,8 +10,21 @@ import copy
 from typing import Any
 
 from edgebed.controller.lifecycle import Status
+from edgebed.controller.reservations import MAX_NODES_PER_REQUEST
+from edgebed.controller.validation import (
+    LATEST_START,
+    LATEST_START_TEXT,
+    MAX_PASSWORD_LENGTH,
+    MIN_DURATION_HOURS,
+    MIN_PASSWORD_LENGTH,
+    START_SLACK_SECONDS,
+)
+from edgebed.web.forms import MAX_LIST, MAX_LONG, MAX_SHORT
 
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_FLAG = {"type": "boolean", "nullable": True}
+# A property's value: text, or a number (written out as text).
+_PROPERTY_VALUE = {"oneOf": [{"type": "string", "maxLength": MAX_LONG}, {"type": "number"}]}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -67,22 +80,6 @@ _SCHEMAS: dict[str, Any] = {
             "final_states": {"type": "array", "items": {"type": "string"}},
         },
     },
-    "ReservationRequest": {
-        "type": "object",
-        "required": ["start_date", "duration_hours"],
-        "description": 'Either "nodes", or "count" with an optional "filter".',
-        "properties": {
-            "nodes": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
-            "filter": {
-                **_STRING_MAP,
-                "description": "property -> wanted value; 'type' and 'agent' match the node's",
-            },
-            "count": {"type": "integer", "minimum": 1, "maximum": 1000},
-            "start_date": {"type": "integer", "format": "int64", "description": "epoch seconds, UTC"},
-            "duration_hours": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
-        },
-        "additionalProperties": False,
-    },
     "Reserved": {
         "type": "object",
         "required": ["nodes"],
@@ -113,9 +110,16 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Configuration": {
         "type": "object",
-        "description": "bin, environment and the node type's other properties (see /nodetypes)",
-        "properties": {"bin": {"type": "string"}, "environment": {"type": "string"}},
-        "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+        "description": (
+            "bin, environment and the node type's other properties (see /nodetypes); property "
+            "names of at most 64 characters"
+        ),
+        "properties": {
+            "bin": {"type": "string", "maxLength": 64, "nullable": True, "description": "null: unchanged"},
+            "environment": {**_PROPERTY_VALUE, "description": "the environment to deploy"},
+        },
+        "additionalProperties": _PROPERTY_VALUE,
+        "maxProperties": 100,
     },
     "User": {
         "type": "object",
@@ -132,17 +136,26 @@ _SCHEMAS: dict[str, Any] = {
     "UserCreate": {
         "type": "object",
         "required": ["email", "password"],
+        "description": "is_admin and is_authorized are the same as admin and authorized; null is false",
         "properties": {
-            "email": {"type": "string"},
-            "password": {"type": "string", "minLength": 8},
-            "admin": {"type": "boolean"},
-            "authorized": {"type": "boolean"},
+            "email": {"type": "string", "maxLength": MAX_SHORT},
+            "password": {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": MAX_PASSWORD_LENGTH},
+            **{flag: _FLAG for flag in ("admin", "authorized", "is_admin", "is_authorized")},
         },
+        "additionalProperties": False,
     },
     "UserUpdate": {
         "type": "object",
-        "properties": {"is_authorized": {"type": "boolean"}, "is_admin": {"type": "boolean"}},
-        "minProperties": 1,
+        "description": (
+            "admin and authorized are the same as is_admin and is_authorized (which win when both "
+            "are given); null leaves a flag as it is; at least one flag must be true or false"
+        ),
+        "properties": {flag: _FLAG for flag in ("is_authorized", "is_admin", "authorized", "admin")},
+        "additionalProperties": False,
+        "anyOf": [
+            {"required": [flag], "properties": {flag: {"type": "boolean"}}}
+            for flag in ("is_authorized", "is_admin", "authorized", "admin")
+        ],
     },
     "Agent": {
         "type": "object",
@@ -161,12 +174,13 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["name", "type", "ip", "port", "token"],
         "properties": {
-            "name": {"type": "string"},
+            "name": {"type": "string", "maxLength": 64},
             "type": {"type": "string", "enum": ["raspberry", "node", "sensor"]},
-            "ip": {"type": "string"},
+            "ip": {"type": "string", "maxLength": 255},
             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "token": {"type": "string", "description": "the agent's token (never shown back)"},
+            "token": {"type": "string", "maxLength": 1024, "description": "the agent's token (never shown back)"},
         },
+        "additionalProperties": False,
     },
     "ClockStatus": {
         "type": "object",
@@ -188,6 +202,49 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+def _reservation_request(max_duration_hours: float) -> dict[str, Any]:
+    """POST /reservations: the window's bounds are controller.validation's (and the setting's),
+    the same the service checks and the reserve form states."""
+    return {
+        "type": "object",
+        "required": ["start_date", "duration_hours"],
+        "description": 'Either "nodes", or "count" with an optional "filter"; never both.',
+        "properties": {
+            "nodes": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_LIST},
+            "filter": {
+                "type": "object",
+                "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+                "maxProperties": 100,
+                "description": "property -> wanted value; 'type', 'agent' and 'name' match the node's",
+            },
+            "count": {"type": "integer", "minimum": 1, "maximum": MAX_NODES_PER_REQUEST},
+            "start_date": {
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "maximum": LATEST_START,
+                "exclusiveMaximum": True,
+                "description": (
+                    f"epoch seconds, UTC; before {LATEST_START_TEXT}, and not more than "
+                    f"{START_SLACK_SECONDS} s in the past"
+                ),
+            },
+            "duration_hours": {
+                "type": "number",
+                "minimum": MIN_DURATION_HOURS,
+                "maximum": max_duration_hours,
+                "description": f"at least {MIN_DURATION_HOURS:g} hours, at most {max_duration_hours:g} "
+                "([reservations] max_duration_hours)",
+            },
+        },
+        "additionalProperties": False,
+        "oneOf": [
+            {"required": ["nodes"], "not": {"anyOf": [{"required": ["filter"]}, {"required": ["count"]}]}},
+            {"required": ["count"], "not": {"required": ["nodes"]}},
+        ],
+    }
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -203,7 +260,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         403: "not allowed (account awaiting approval, or not an administrator)",
         404: "no such thing (or not yours)",
         409: "conflict (taken, already exists, or not possible now)",
-        503: "the agent in charge does not answer",
+        503: "unavailable: the agent in charge does not answer, or the disk holding the database is full "
+        "(Retry-After); nothing was changed",
     }
     return {str(status): _json(_ref("Error"), text[status]) for status in statuses}
 
@@ -214,7 +272,7 @@ def _body(schema_name: str) -> dict[str, Any]:
 
 def _path_param(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": {"type": "string"}}
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SHORT}}
 
 
 _NODE = _path_param("node", "node name")
@@ -316,7 +374,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_NODE],
                 "responses": {
                     "200": _json(_ref("Reservation"), "the reservation"),
-                    **_errors(*_AUTH, 404),
+                    **_errors(400, *_AUTH, 404),
                 },
             },
             "put": {
@@ -327,7 +385,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("Configuration"),
                 "responses": {
                     "200": _json(_ref("Reservation"), "the reservation, ready when complete"),
-                    **_errors(400, *_AUTH, 404, 409),
+                    **_errors(400, *_AUTH, 404, 409, 503),
                 },
             },
         },
@@ -349,7 +407,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("UserCreate"),
                 "responses": {
                     "201": _json(_ref("User"), "the new account"),
-                    **_errors(400, *_AUTH, 409),
+                    **_errors(400, *_AUTH, 409, 503),
                 },
             },
         },
@@ -362,7 +420,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("UserUpdate"),
                 "responses": {
                     "200": _json(_ref("User"), "the account after the change"),
-                    **_errors(400, *_AUTH, 404, 409),
+                    **_errors(400, *_AUTH, 404, 409, 503),
                 },
             },
             "delete": {
@@ -370,7 +428,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "delete an account and its reservations",
                 "tags": ["admin"],
                 "parameters": [_EMAIL],
-                "responses": {"204": {"description": "deleted"}, **_errors(*_AUTH, 404, 409)},
+                "responses": {"204": {"description": "deleted"}, **_errors(400, *_AUTH, 404, 409, 503)},
             },
         },
         "/admin/agents": {
@@ -390,7 +448,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("AgentCreate"),
                 "responses": {
                     "201": _json(_ref("Agent"), "the agent"),
-                    **_errors(400, *_AUTH, 409),
+                    **_errors(400, *_AUTH, 409, 503),
                 },
             },
         },
@@ -402,7 +460,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_AGENT],
                 "responses": {
                     "200": _json(_ref("Agent"), "the agent, connected or with its last error"),
-                    **_errors(*_AUTH, 404),
+                    **_errors(400, *_AUTH, 404, 503),
                 },
             }
         },
@@ -412,7 +470,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "forget an agent",
                 "tags": ["admin"],
                 "parameters": [_AGENT],
-                "responses": {"204": {"description": "deleted"}, **_errors(*_AUTH, 404, 409)},
+                "responses": {"204": {"description": "deleted"}, **_errors(400, *_AUTH, 404, 409, 503)},
             }
         },
         "/admin/clock": {
@@ -435,8 +493,9 @@ def _paths() -> dict[str, Any]:
     return paths
 
 
-def openapi_document() -> dict[str, Any]:
-    """A fresh copy each call, so a caller changing it cannot change the next answer."""
+def openapi_document(*, max_duration_hours: float = 168.0) -> dict[str, Any]:
+    """The document for a controller whose longest reservation is `max_duration_hours` (its
+    setting); a fresh copy each call, so a caller changing it cannot change the next answer."""
     return copy.deepcopy(
         {
             "openapi": "3.0.3",
@@ -459,7 +518,7 @@ def openapi_document() -> dict[str, Any]:
             ],
             "paths": _paths(),
             "components": {
-                "schemas": _SCHEMAS,
+                "schemas": {**_SCHEMAS, "ReservationRequest": _reservation_request(max_duration_hours)},
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             },
         }

@@ -12,6 +12,7 @@ from aiohttp import web
 from edgebed.controller.errors import InvalidInput
 from edgebed.controller.lifecycle import Status
 from edgebed.controller.reservations import USER_ACTIONS, node_matches
+from edgebed.controller.validation import LATEST_START, MIN_DURATION_HOURS, START_SLACK_SECONDS
 from edgebed.web.auth import require_user
 from edgebed.web.forms import (
     MAX_LONG,
@@ -20,13 +21,13 @@ from edgebed.web.forms import (
     form_list,
     format_epoch,
     local_datetime_value,
-    parse_float,
     parse_int,
-    parse_local_datetime,
+    parse_number,
+    read_local_datetime,
     zone,
 )
 from edgebed.web.fragments import reserve_rows
-from edgebed.web.keys import CONTROLLER
+from edgebed.web.keys import CONTROLLER, SETTINGS
 from edgebed.web.render import flash, render, viewer_zone
 from edgebed.web.views_common import act_on_each, reservation_json
 
@@ -35,8 +36,6 @@ PROPERTY_PREFIX = "prop."
 TIMELINE_DAYS_DEFAULT = 7
 # A property with more distinct values than this (ip, serial) is not offered as a filter menu.
 MAX_FILTER_CHOICES = 40
-# A start a few minutes back is a user who picked "now" on a minute-granular field.
-START_GRACE_SECONDS = 300
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,21 +138,29 @@ async def reserve_page(request: web.Request) -> web.StreamResponse:
             "now_left": round((now - window_start) * 100 / span, 3),
             "days": days,
             "start_value": local_datetime_value(now, tz),
+            # The same bounds the service checks (controller.validation, the settings).
+            "latest_start": local_datetime_value(LATEST_START - 60, tz),
+            "min_duration": f"{MIN_DURATION_HOURS:g}",
+            "max_duration": f"{request.app[SETTINGS].max_duration_hours:g}",
             "total": len(nodes),
         },
     )
 
 
 async def reserve(request: web.Request) -> web.StreamResponse:
+    """The reserve form. The window's rules (controller.validation) are checked by the service,
+    with the same messages as the JSON API; a local start time that happens twice that day is
+    read as the first, and the next page says so."""
     user = await require_user(request)
     form = await request.post()
     tz = zone(field(form, "tz", required=False, max_length=64))
-    start = parse_local_datetime(field(form, "start", label="start date"), tz, "start date")
+    local = read_local_datetime(field(form, "start", label="start date"), tz, "start date")
+    start = local.epoch
     now = int(time.time())
-    if now - START_GRACE_SECONDS <= start < now:
+    if now - START_SLACK_SECONDS <= start < now:
+        # "Now" picked on a minute-granular field: the window starts now, not in the past.
         start = now
-    duration = parse_float(field(form, "duration_hours", label="duration"), "duration (hours)",
-                           minimum=0.01, maximum=24 * 366)
+    duration = parse_number(field(form, "duration_hours", label="duration"), "duration (hours)")
     nodes = form_list(form, "nodes")
     count_text = field(form, "count", required=False, max_length=10)
     ctl = request.app[CONTROLLER]
@@ -171,6 +178,8 @@ async def reserve(request: web.Request) -> web.StreamResponse:
         )
     else:
         raise InvalidInput("tick the nodes to reserve, or give a number of nodes")
+    if local.note:
+        await flash(request, local.note, "info")
     await flash(request, f"Reserved {', '.join(reserved)}. Now configure them.", "success")
     raise web.HTTPSeeOther("/configure?" + urlencode([("nodes", name) for name in reserved]))
 
