@@ -11,6 +11,7 @@ runs three); each has its own database, thread and server.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ from edgebed.agent.dbworker import DbWorker, GroupCommitter
 from edgebed.agent.domain import NodeRecord
 from edgebed.agent.errors import AlreadyExists
 from edgebed.agent.executor import Executor, Timing
-from edgebed.agent.server import build_server
+from edgebed.agent.server import build_server, server_credentials
 from edgebed.agent.service import AgentService
-from edgebed.agent.settings import AgentSettings
+from edgebed.agent.settings import AgentSettings, check_tls_keys
 from edgebed.agent.store import DatabaseDamaged, DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
 from edgebed.config import ConfigError, redacted_url
 from edgebed.listen import listen_problem
@@ -35,6 +36,7 @@ from edgebed.nodetypes.drivers import DriverPlugin, driver_names, load_driver
 from edgebed.nodetypes.interfaces import Driver
 from edgebed.nodetypes.sim.hardware import SimOptions
 from edgebed.storage import DatabaseInUse, DatabaseLock, damaged_message, sqlite_file
+from edgebed.tls import TlsError, load_identity, read_ca_file
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,37 @@ def _check_driver(settings: AgentSettings, node_type: NodeType, driver: Driver) 
             f"is {settings.driver!r}, but that {node_type.name} driver has no "
             f"{', '.join(missing)} interface, which {node_type.name} steps use",
         )
+
+
+def _credentials(settings: AgentSettings) -> grpc.ServerCredentials | None:
+    """The server's TLS credentials from the files the settings name (None without tls_cert);
+    ConfigError naming the key of a file that is unreadable, not PEM, or does not fit."""
+    check_tls_keys(settings)
+    if not settings.tls:
+        return None
+    try:
+        identity = load_identity(settings.tls_cert, settings.tls_key, cert_what="file", key_what="file")
+    except TlsError as exc:
+        raise settings.problem("tls_key" if exc.role == "key" else "tls_cert", str(exc)) from None
+    client_ca = None
+    if settings.tls_client_ca:
+        try:
+            client_ca = read_ca_file(settings.tls_client_ca, "file")
+        except TlsError as exc:
+            raise settings.problem("tls_client_ca", str(exc)) from None
+    return server_credentials(identity.certificate_chain, identity.private_key, client_ca)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host reaches this machine only: 127.0.0.0/8, ::1 or localhost. An empty
+    host, 0.0.0.0, [::] and every other name or address are reachable from the network."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _first_start(
@@ -169,6 +202,8 @@ async def start_agent(
     """Starts an agent; `clock` and `timing` replace the ones derived from the settings (tests)."""
     node_type = load_node_type(settings.type)
     plugin = _driver_plugin(settings, node_type)
+    # Read before anything is opened: a bad certificate stops start-up with nothing to undo.
+    credentials = _credentials(settings)
     # Checked before gRPC binds: its core would log a line of its own before our one-line refusal.
     problem = listen_problem(settings.listen)
     if problem is not None:
@@ -224,7 +259,7 @@ async def start_agent(
             executor=executor,
         )
         try:
-            server, port, health = await build_server(service, settings.token, settings.listen)
+            server, port, health = await build_server(service, settings.token, settings.listen, credentials)
         except RuntimeError as exc:
             await committer.close()
             await worker.call(store.close)
@@ -240,8 +275,14 @@ async def start_agent(
             lock.release()
         raise
     host = settings.listen.rpartition(":")[0]
-    log.info("agent %s (%s, %s driver) serving on %s:%d", settings.name, settings.type,
-             settings.driver, host, port)
+    transport = "plaintext" if not settings.tls else ("mutual TLS" if settings.tls_client_ca else "TLS")
+    log.info("agent %s (%s, %s driver) serving %s on %s:%d", settings.name, settings.type,
+             settings.driver, transport, host, port)
+    if not settings.tls and not is_loopback(host):
+        log.warning(
+            "agent %s listens on %s without TLS: its token and the nodes' passwords cross the network "
+            "in clear text; set tls_cert and tls_key (edgebed tls issue)", settings.name, settings.listen,
+        )
     return RunningAgent(
         settings=settings, host=host, port=port, service=service, executor=executor,
         store=store, committer=committer, _server=server, _health=health, _worker=worker,

@@ -224,10 +224,11 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
 
 
 async def build_server(
-    service: AgentService, token: str, listen: str
+    service: AgentService, token: str, listen: str, credentials: grpc.ServerCredentials | None = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Creates and binds the server (not started); returns it, the bound port and the health
-    servicer (set to NOT_SERVING when the agent stops)."""
+    servicer (set to NOT_SERVING when the agent stops). With `credentials` (server_credentials)
+    the port speaks TLS only; without, plaintext."""
     # Without SO_REUSEPORT a second agent configured on the same port fails to start instead of
     # silently sharing the port with the first.
     server = grpc.aio.server(
@@ -243,5 +244,21 @@ async def build_server(
          reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(listen)
+    if credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
     return server, port, health_servicer
+
+
+def server_credentials(
+    certificate_chain: bytes, private_key: bytes, client_ca: bytes | None = None
+) -> grpc.ServerCredentials:
+    """TLS credentials from PEM bytes; with `client_ca`, mutual TLS: a caller without a
+    certificate that client_ca signed is refused during the handshake, before any call (and so
+    before the token is even read)."""
+    return grpc.ssl_server_credentials(
+        [(private_key, certificate_chain)],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )

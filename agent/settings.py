@@ -21,9 +21,18 @@ def _check_agent_name(value: str) -> str | None:
     return None
 
 
+# The token scripts/agent.example.toml ships with: anyone who read the example knows it.
+EXAMPLE_TOKEN = "change-me-to-a-long-random-token"
+
+
 def _check_token(value: str) -> str | None:
     if not value:
         return "must not be empty"
+    if value == EXAMPLE_TOKEN:
+        return (
+            "is the example token from scripts/agent.example.toml, which anyone can read; set a "
+            "long random one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     if re.search(r"\s", value) or not value.isprintable():
         return "must not contain spaces or control characters"
     if not value.isascii():
@@ -44,6 +53,11 @@ AGENT_SCHEMA: Schema = {
     ),
     "database": Key(str, check=_check_database, help="SQLite file path or Peewee URL"),
     "driver": Key(str, default="sim", choices=("sim", "real"), help="hardware driver"),
+    "tls_cert": Key(str, default="", help="PEM certificate (chain) the agent serves TLS with; with tls_key"),
+    "tls_key": Key(str, default="", help="PEM private key of tls_cert (unencrypted, mode 0600)"),
+    "tls_client_ca": Key(
+        str, default="", help="PEM CA bundle: callers must present a certificate it signed (mutual TLS)"
+    ),
     "sim": {
         "nodes": Key(int, default=8, check=in_range(0, 10_000), help="nodes created on first start"),
         "time_scale": Key(float, default=1.0, check=in_range(0, 100),
@@ -67,6 +81,10 @@ class AgentSettings:
     sim_time_scale: float = 1.0
     sim_failure_rate: float = 0.0
     sim_seed: int = -1
+    # TLS (file paths; "" = none): tls_cert and tls_key together, tls_client_ca only with them.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # Where the settings came from, for error messages that name the file.
     source: str = "<settings>"
 
@@ -75,8 +93,14 @@ class AgentSettings:
         return (
             f"AgentSettings(name={self.name!r}, type={self.type!r}, listen={self.listen!r}, "
             f"database={redacted_url(self.database)!r}, driver={self.driver!r}, sim_nodes={self.sim_nodes}, "
-            f"sim_time_scale={self.sim_time_scale}, sim_failure_rate={self.sim_failure_rate})"
+            f"sim_time_scale={self.sim_time_scale}, sim_failure_rate={self.sim_failure_rate}, "
+            f"tls_cert={self.tls_cert!r}, tls_client_ca={self.tls_client_ca!r})"
         )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the agent serves TLS (tls_cert and tls_key set)."""
+        return bool(self.tls_cert)
 
     def problem(self, key: str, text: str) -> ConfigError:
         return ConfigError(f"{self.source}: key '{key}' {text}")
@@ -87,7 +111,7 @@ def load_settings(
 ) -> AgentSettings:
     config = load_config(path, AGENT_SCHEMA, env)
     sim = config["sim"]
-    return AgentSettings(
+    settings = AgentSettings(
         name=config["name"],
         type=config["type"],
         listen=config["listen"],
@@ -98,5 +122,23 @@ def load_settings(
         sim_time_scale=sim["time_scale"],
         sim_failure_rate=sim["failure_rate"],
         sim_seed=sim["seed"],
+        tls_cert=config["tls_cert"],
+        tls_key=config["tls_key"],
+        tls_client_ca=config["tls_client_ca"],
         source=str(path),
     )
+    check_tls_keys(settings)
+    return settings
+
+
+def check_tls_keys(settings: AgentSettings) -> None:
+    """ConfigError naming the key when the TLS keys do not go together: tls_cert and tls_key
+    both or neither; tls_client_ca only with them (mutual TLS is TLS first)."""
+    if settings.tls_cert and not settings.tls_key:
+        raise settings.problem("tls_key", "is missing: tls_cert needs the certificate's private key")
+    if settings.tls_key and not settings.tls_cert:
+        raise settings.problem("tls_cert", "is missing: tls_key needs its certificate")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise settings.problem(
+            "tls_client_ca", "needs tls_cert and tls_key: the agent checks client certificates over TLS only"
+        )

@@ -1,6 +1,9 @@
 """The controller's side of the gRPC contract: the only code that touches the generated stubs.
 
-One grpc.aio channel per agent, with its own subchannel pool. A client interceptor on that
+One grpc.aio channel per agent, with its own subchannel pool: a TLS channel when the agent's
+record has a CA (`ca_pem`: its certificate must chain to it and name the agent's ip), presenting
+the controller's client identity (settings.client_identity()) to agents that ask for one; else a
+plaintext one. A client interceptor on that
 channel (`BearerDeadline`) attaches `authorization: Bearer <token>` and the deadline
 (settings.call_timeout_seconds, 6 s by default) to every call; the calls themselves are the
 stub's typed methods.
@@ -12,6 +15,7 @@ place when the caller sees the result. This module writes nothing itself. Failur
 
 - UNAVAILABLE or DEADLINE_EXCEEDED: AgentUnavailable; the agent is lost, and this client does
   not call it again until it is probed (an administrator reconnects it) or forgotten.
+  A failed TLS handshake is UNAVAILABLE too; its reason says so ("TLS handshake failed: ...").
 - UNAUTHENTICATED: AgentRejectedToken (the agent answered, so it is not lost).
 - NOT_FOUND, INVALID_ARGUMENT/OUT_OF_RANGE, FAILED_PRECONDITION/ALREADY_EXISTS: NotFound,
   InvalidInput, Conflict with the agent's message.
@@ -48,6 +52,7 @@ from edgebed.controller.errors import (
     NotFound,
     ServiceError,
 )
+from edgebed.tls import Identity
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc as pb_grpc
 
@@ -66,7 +71,8 @@ _REQUEST_ERRORS: dict[str, type[ServiceError]] = {
     "ALREADY_EXISTS": Conflict,
 }
 # Beginnings of the texts CallOutcome.reason gives; a later successful call clears them.
-_REASON_PREFIXES = (WRONG_TOKEN, "no answer", "unavailable", "agent error")
+TLS_FAILED = "TLS handshake failed"
+_REASON_PREFIXES = (WRONG_TOKEN, "no answer", "unavailable", "agent error", TLS_FAILED)
 _MAX_REASON = 500
 
 
@@ -125,8 +131,40 @@ class CallOutcome:
         if self.code == "DEADLINE_EXCEEDED":
             return f"no answer within {self.timeout:g} s ({self.method})"
         if self.code == "UNAVAILABLE":
+            tls_problem = tls_failure(self.details, self.agent)
+            if tls_problem:
+                return f"{TLS_FAILED}: {tls_problem}"[:_MAX_REASON]
+            if _closed_while_connecting(self.details):
+                return f"unavailable: {self.details} (if the agent serves TLS, register its CA)"[:_MAX_REASON]
             return f"unavailable: {self.details}"[:_MAX_REASON]
         return f"agent error: {self.code}: {self.details}"[:_MAX_REASON]
+
+
+def _closed_while_connecting(details: str) -> bool:
+    # What gRPC says when the peer hangs up during the connection's set-up: a TLS agent does so
+    # on a plaintext caller, and a mutual-TLS agent on a caller whose certificate it refuses.
+    return "failed to connect" in details and "Socket closed" in details
+
+
+def tls_failure(details: str, agent: AgentRecord) -> str:
+    """What went wrong in the TLS handshake with `agent`, from an UNAVAILABLE call's details
+    (gRPC's text); "" when the failure was no TLS one."""
+    if "Hostname Verification" in details:
+        return f"the agent's certificate does not name {agent.ip} (issue it with --ip or --dns {agent.ip})"
+    marker = "CERTIFICATE_VERIFY_FAILED"
+    if marker in details:
+        why = details.split(marker, 1)[1].strip(": ").split(":", 1)[0].strip()
+        return f"the agent's certificate does not verify against its registered CA ({why or marker})"
+    if "WRONG_VERSION_NUMBER" in details:
+        return "the agent does not speak TLS (no tls_cert in its configuration?); register it without a CA"
+    if agent.tls and _closed_while_connecting(details):
+        return (
+            "the agent closed the connection: it requires a client certificate and refused the controller's, "
+            "or the controller has none ([agents] tls_client_cert, tls_client_key)"
+        )
+    if "andshake failed" in details:
+        return details
+    return ""
 
 
 # Receives every call's outcome; awaited before the call returns or raises.
@@ -243,28 +281,43 @@ class BearerDeadline(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 class _Connection:
-    """One agent's channel and stub, for one address and token."""
+    """One agent's channel and stub, for one address, token and CA."""
 
-    def __init__(self, address: str, token: str, timeout: float) -> None:
+    def __init__(
+        self, address: str, token: str, timeout: float, ca_pem: str = "", identity: Identity | None = None
+    ) -> None:
         self.address = address
         self.token = token
+        self.ca_pem = ca_pem
         # A channel of its own subchannels: from gRPC's shared pool, a new channel would inherit
         # the reconnect back-off of an earlier channel to the same address, and refuse an agent
         # that has just come back (a reconnect right after the agent was started).
-        self.channel = grpc.aio.insecure_channel(
-            address,
-            options=(("grpc.use_local_subchannel_pool", 1),),
-            interceptors=[BearerDeadline(token, timeout)],
-        )
+        options = (("grpc.use_local_subchannel_pool", 1),)
+        interceptors = [BearerDeadline(token, timeout)]
+        if ca_pem:
+            # gRPC checks the agent's certificate against ca_pem and the host part of `address`
+            # (the agent's registered ip or host name) against its subjectAltName, so no
+            # target-name override: the certificate must name the address the controller dials.
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca_pem.encode("ascii"),
+                private_key=identity.private_key if identity else None,
+                certificate_chain=identity.certificate_chain if identity else None,
+            )
+            self.channel = grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
+        else:
+            self.channel = grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
         self.stub = pb_grpc.AgentStub(self.channel)
 
 
 class AgentClient:
     """Calls agents; reports every call's outcome to `observer` (see CallOutcome)."""
 
-    def __init__(self, observer: CallObserver, *, timeout: float = 6.0) -> None:
+    def __init__(self, observer: CallObserver, *, timeout: float = 6.0, identity: Identity | None = None) -> None:
+        """`identity`: the client certificate and key presented to agents that have a CA set
+        (settings.client_identity()); agents without a CA are called in plaintext."""
         self._observer = observer
         self.timeout = timeout
+        self._identity = identity
         self._connections: dict[str, _Connection] = {}
         # Agents lost (UNAVAILABLE, DEADLINE_EXCEEDED) since their record was read, so a poll
         # that still holds an old `connected` record does not call them again.
@@ -283,11 +336,12 @@ class AgentClient:
 
     def _stub(self, agent: AgentRecord) -> pb_grpc.AgentStub:
         connection = self._connections.get(agent.name)
-        if connection is None or (connection.address, connection.token) != (agent.address, agent.token):
+        wanted = (agent.address, agent.token, agent.ca_pem)
+        if connection is None or (connection.address, connection.token, connection.ca_pem) != wanted:
             if connection is not None:
-                # The address or token changed: the old channel closes in the background.
+                # The address, token or CA changed: the old channel closes in the background.
                 asyncio.get_running_loop().create_task(connection.channel.close())
-            connection = _Connection(agent.address, agent.token, self.timeout)
+            connection = _Connection(agent.address, agent.token, self.timeout, agent.ca_pem, self._identity)
             self._connections[agent.name] = connection
         return connection.stub
 

@@ -13,6 +13,7 @@ from edgebed.controller.errors import AgentUnavailable, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.store import AgentRepository, Store
+from edgebed.tls import TlsError, normalized_ca_pem
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def _info(agent: AgentRecord, node_count: int) -> AgentInfo:
         status=agent.status,
         last_error=agent.last_error,
         node_count=node_count,
+        tls=agent.tls,
     )
 
 
@@ -48,6 +50,19 @@ def _check_token(token: object) -> str:
     if not all("!" <= char <= "~" for char in token):
         raise InvalidInput("the agent token must be printable ASCII without spaces")
     return token
+
+
+def _check_ca(ca_pem: object) -> str:
+    """'' (plaintext) or the PEM certificates, re-encoded, that the agent's certificate must
+    chain to (a CA bundle, or the agent's own certificate, pinned)."""
+    if ca_pem is None or (isinstance(ca_pem, str) and not ca_pem.strip()):
+        return ""
+    if not isinstance(ca_pem, str):
+        raise InvalidInput("the agent's CA must be PEM text")
+    try:
+        return normalized_ca_pem(ca_pem, "the agent's CA")
+    except TlsError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 class AgentCallRecorder:
@@ -105,21 +120,31 @@ class Agents:
         counts = await self._store.inventory.node_counts()
         return [_info(agent, counts.get(agent.name, 0)) for agent in await self._store.agents.list_agents()]
 
-    async def add_agent(self, actor: User, name: str, type: str, ip: str, port: int, token: str) -> AgentInfo:
+    async def add_agent(
+        self, actor: User, name: str, type: str, ip: str, port: int, token: str, ca_pem: str = ""
+    ) -> AgentInfo:
         admin = await self._authz.require_admin(actor)
-        info = await self.register(name, type, ip, port, token)
-        log.info("%s added agent %s (%s)", admin.email, info.name, info.status)
+        info = await self.register(name, type, ip, port, token, ca_pem)
+        log.info("%s added agent %s (%s%s)", admin.email, info.name, info.status, ", TLS" if info.tls else "")
         return info
 
-    async def register(self, name: str, type: str, ip: str, port: int, token: str) -> AgentInfo:
+    async def register(
+        self, name: str, type: str, ip: str, port: int, token: str, ca_pem: str = ""
+    ) -> AgentInfo:
         """Adds an agent and calls it once: `connected` if it answers, else kept `disconnected`
-        with the reason in last_error. For the CLI (trusted) and add_agent."""
+        with the reason in last_error. For the CLI (trusted) and add_agent.
+
+        `ca_pem`: "" to call the agent in plaintext, else PEM certificates (at most 64 KiB) the
+        agent's certificate must chain to — the CA that issued it, or that certificate itself —
+        and then every call goes over TLS, checking that the certificate names `ip`.
+        InvalidInput when it is no PEM certificate or one has expired."""
         name = validation.name(name, "agent")
         if type not in AGENT_TYPES:
             raise InvalidInput(f"the agent type must be one of {', '.join(AGENT_TYPES)}")
         ip, port = _check_address(ip, port)
         record = AgentRecord(
-            name=name, type=type, ip=ip, port=port, status=DISCONNECTED, token=_check_token(token), last_error=""
+            name=name, type=type, ip=ip, port=port, status=DISCONNECTED, token=_check_token(token), last_error="",
+            ca_pem=_check_ca(ca_pem),
         )
         await self._store.agents.add_agent(record)
         await self._connect(record)

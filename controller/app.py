@@ -61,6 +61,8 @@ async def open_controller(
     With run_scheduler, a SQLite file is locked for the life of the controller (`<file>.lock`):
     two schedulers would drive the same reservations. StoreInUse when another process holds it,
     StoreDamaged when the file is damaged, StoreUnavailable when the database cannot be opened."""
+    # Read first: a bad TLS file stops the controller before anything is opened.
+    identity = settings.client_identity()
     lock = _lock(settings) if run_scheduler else None
     try:
         store = Store(settings.database, workers=db_workers)
@@ -70,7 +72,9 @@ async def open_controller(
             lock.release()
         raise
     metrics = Metrics(store)
-    client = AgentClient(AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds)
+    client = AgentClient(
+        AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds, identity=identity
+    )
     try:
         authz = Authz(store.users)
         inventory = Inventory(store, client, authz, clock=clock)

@@ -22,6 +22,7 @@ from edgebed.controller.settings import Settings, load_settings
 from edgebed.controller.store import StoreDamaged, StoreInUse, StoreUnavailable
 from edgebed.errors import UsageError
 from edgebed.storage import damaged_message, sqlite_file
+from edgebed.tls import TlsError, read_ca_file
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,16 @@ def _read_token_file(path: str) -> str:
     return token
 
 
+def _read_ca_file(path: str | None) -> str:
+    """The PEM text of --ca-file, checked; "" without the option (the agent is called in plaintext)."""
+    if path is None:
+        return ""
+    try:
+        return read_ca_file(path, "--ca-file").decode("ascii")
+    except TlsError as exc:
+        raise UsageError(str(exc)) from None
+
+
 async def _admin(settings: Settings, args: Any) -> int:
     from edgebed.controller.app import open_controller
 
@@ -75,6 +86,7 @@ async def _admin(settings: Settings, args: Any) -> int:
     # Read input before opening anything, so bad input fails fast and leaves no trace.
     password, generated = _read_password() if command == "create-user" else ("", False)
     token = _read_token_file(args.token_file) if command == "add-agent" else ""
+    ca_pem = _read_ca_file(args.ca_file) if command == "add-agent" else ""
     async with contextlib.AsyncExitStack() as stack:
         try:
             controller = await stack.enter_async_context(open_controller(settings, run_scheduler=False))
@@ -90,7 +102,7 @@ async def _admin(settings: Settings, args: Any) -> int:
                 if generated:
                     print(f"password: {password}")
             elif command == "add-agent":
-                info = await controller.agents.register(args.name, args.type, args.ip, args.port, token)
+                info = await controller.agents.register(args.name, args.type, args.ip, args.port, token, ca_pem)
                 detail = f"{info.node_count} nodes" if info.status == "connected" else info.last_error
                 print(f"agent {info.name} added: {info.status} ({detail})")
             elif command == "api-token":

@@ -46,6 +46,8 @@ class AgentInfo:
     status: str
     last_error: str
     node_count: int
+    # Whether the controller speaks TLS to the agent (a CA is set for it).
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,13 @@ class AgentRecord:
     # Kept out of repr(): a record that ends up in a log or a traceback must not show it.
     token: str = field(repr=False)
     last_error: str = ""
+    # PEM: the CA the agent's certificate must chain to, or the agent's own (pinned)
+    # certificate; "" = plaintext. Long, hence out of repr().
+    ca_pem: str = field(default="", repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca_pem)
 
     @property
     def address(self) -> str:

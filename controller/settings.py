@@ -20,6 +20,7 @@ from edgebed.config import (
     non_empty,
     redacted_url,
 )
+from edgebed.tls import Identity, TlsError, load_identity
 
 
 def _check_database(value: str) -> str | None:
@@ -58,6 +59,8 @@ CONTROLLER_SCHEMA: Schema = {
     "agents": {
         "call_timeout_seconds": Key(float, 6.0, check=in_range(0.1, 600)),
         "refresh_seconds": Key(float, 60.0, check=in_range(1, 86400)),
+        "tls_client_cert": Key(str, "", help="PEM certificate the controller presents to mutual-TLS agents"),
+        "tls_client_key": Key(str, "", help="its PEM private key (unencrypted, mode 0600)"),
     },
     "smtp": {
         "host": Key(str, ""),
@@ -86,6 +89,10 @@ class Settings:
     call_timeout_seconds: float = 6.0
     # How often the scheduler refreshes the node cache and catalogs from connected agents.
     refresh_seconds: float = 60.0
+    # The controller's one TLS client identity, presented to every agent that has a CA set
+    # (file paths; both or neither; "" = none, enough for agents without tls_client_ca).
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_sender: str = "edgebed@localhost"
@@ -111,6 +118,22 @@ class Settings:
         if len(key) < 32:
             raise ConfigError(f"secret_key_file {path}: holds {len(key)} bytes, needs 32")
         return key
+
+    def client_identity(self) -> Identity | None:
+        """The certificate and key the controller presents to agents (None when neither key is
+        set); ConfigError naming the key when only one is set or a file is unreadable, not PEM,
+        or the key is not the certificate's."""
+        if not self.tls_client_cert and not self.tls_client_key:
+            return None
+        if not self.tls_client_key:
+            raise ConfigError("key 'agents.tls_client_key' is missing: tls_client_cert needs its private key")
+        if not self.tls_client_cert:
+            raise ConfigError("key 'agents.tls_client_cert' is missing: tls_client_key needs its certificate")
+        try:
+            return load_identity(self.tls_client_cert, self.tls_client_key, cert_what="file", key_what="file")
+        except TlsError as exc:
+            key = "tls_client_key" if exc.role == "key" else "tls_client_cert"
+            raise ConfigError(f"key 'agents.{key}' {exc}") from None
 
 
 def _create_secret_key(path: Path) -> bytes:
@@ -139,6 +162,8 @@ def settings_from_config(config: Mapping) -> Settings:
         extend_cap_hours=config["reservations"]["extend_cap_hours"],
         call_timeout_seconds=config["agents"]["call_timeout_seconds"],
         refresh_seconds=config["agents"]["refresh_seconds"],
+        tls_client_cert=config["agents"]["tls_client_cert"],
+        tls_client_key=config["agents"]["tls_client_key"],
         smtp_host=config["smtp"]["host"],
         smtp_port=config["smtp"]["port"],
         smtp_sender=config["smtp"]["sender"],

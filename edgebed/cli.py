@@ -23,6 +23,7 @@ _HANDLERS = {
     "controller": "edgebed.serve:run_controller",
     "demo": "edgebed.demo:run_demo",
     "admin": "edgebed.controller.cli:run_admin",
+    "tls": "edgebed.tls:run_tls",
 }
 
 
@@ -88,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent.add_argument(
         "--token-file", required=True, metavar="F", help="file holding the agent's token"
     )
+    add_agent.add_argument(
+        "--ca-file",
+        metavar="F",
+        help=(
+            "PEM CA that issued the agent's certificate (or that certificate itself, pinned): "
+            "calls then go over TLS; without, in plaintext"
+        ),
+    )
     add_agent.add_argument("--config", required=True, metavar="FILE")
 
     api_token = admin_commands.add_parser(
@@ -97,6 +106,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api_token.add_argument("email")
     api_token.add_argument("--config", required=True, metavar="FILE")
+
+    tls = commands.add_parser(
+        "tls",
+        help="make a small CA and the agents' and controller's certificates",
+        description=(
+            "A certificate authority for TLS between the controller and its agents: ECDSA P-256 "
+            "keys written with mode 0600, never overwritten."
+        ),
+    )
+    tls_commands = tls.add_subparsers(dest="tls_command", required=True, metavar="ACTION")
+    tls_ca = tls_commands.add_parser(
+        "ca", help="create the CA", description="Create DIR/ca.pem and DIR/ca.key (mode 0600)."
+    )
+    tls_ca.add_argument("--dir", required=True, metavar="DIR", help="where the CA lives (created mode 0700)")
+    tls_ca.add_argument("--days", type=int, metavar="N", help="validity in days (3650)")
+    tls_issue = tls_commands.add_parser(
+        "issue",
+        help="issue an agent's or the controller's certificate",
+        description=(
+            "Issue DIR/NAME.pem and DIR/NAME.key (mode 0600), signed by DIR/ca.pem: an agent's "
+            "server certificate naming the addresses the controller dials (--ip, --dns), or with "
+            "--client the controller's client certificate for agents that require one."
+        ),
+    )
+    tls_issue.add_argument("--dir", required=True, metavar="DIR", help="the CA's directory")
+    tls_issue.add_argument("--name", required=True, help="file name and common name, e.g. the agent's name")
+    tls_issue.add_argument(
+        "--ip", action="append", metavar="IP", help="an address the certificate is valid for (repeatable)"
+    )
+    tls_issue.add_argument(
+        "--dns", action="append", metavar="NAME", help="a host name the certificate is valid for (repeatable)"
+    )
+    tls_issue.add_argument("--client", action="store_true", help="a client certificate (the controller's)")
+    tls_issue.add_argument("--days", type=int, metavar="N", help="validity in days (825, at most the CA's)")
     return parser
 
 

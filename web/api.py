@@ -7,6 +7,7 @@ from aiohttp import web
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.errors import InvalidInput
 from edgebed.controller.reservations import MAX_NODES_PER_REQUEST, USER_ACTIONS
+from edgebed.tls import MAX_PEM
 from edgebed.web.auth import api_admin, api_user
 from edgebed.web.forms import (
     MAX_PASSWORD,
@@ -228,7 +229,7 @@ async def admin_list_agents(request: web.Request) -> web.StreamResponse:
 async def admin_add_agent(request: web.Request) -> web.StreamResponse:
     admin = await api_admin(request)
     body = await read_json(request)
-    _allowed_keys(body, {"name", "type", "ip", "port", "token"})
+    _allowed_keys(body, {"name", "type", "ip", "port", "token", "ca_pem"})
     name = json_str(body, "name", max_length=64)
     agent_type = json_str(body, "type")
     if agent_type not in AGENT_TYPES:
@@ -236,7 +237,8 @@ async def admin_add_agent(request: web.Request) -> web.StreamResponse:
     ip = json_str(body, "ip", max_length=255)
     port = json_int(body, "port", minimum=1, maximum=65535)
     token = json_str(body, "token", max_length=1024)
-    agent = await request.app[CONTROLLER].agents.add_agent(admin, name, agent_type, ip, port, token)
+    ca_pem = json_optional_str(body, "ca_pem", max_length=MAX_PEM) or ""
+    agent = await request.app[CONTROLLER].agents.add_agent(admin, name, agent_type, ip, port, token, ca_pem)
     return web.json_response(agent_json(agent), status=201)
 
 

@@ -168,6 +168,7 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["connected", "disconnected"]},
             "last_error": {"type": "string"},
             "node_count": {"type": "integer"},
+            "tls": {"type": "boolean", "description": "calls go over TLS (a CA is set for the agent)"},
         },
     },
     "AgentCreate": {
@@ -179,6 +180,16 @@ _SCHEMAS: dict[str, Any] = {
             "ip": {"type": "string", "maxLength": 255},
             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "token": {"type": "string", "maxLength": 1024, "description": "the agent's token (never shown back)"},
+            "ca_pem": {
+                "type": "string",
+                "maxLength": 65536,
+                "nullable": True,
+                "description": (
+                    "PEM certificate(s) the agent's TLS certificate must chain to: the CA that issued it "
+                    "(edgebed tls ca), or the agent's own certificate, pinned. Calls then go over TLS and "
+                    "the certificate must name `ip`; absent, null or empty: plaintext"
+                ),
+            },
         },
         "additionalProperties": False,
     },

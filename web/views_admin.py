@@ -9,6 +9,7 @@ from aiohttp import web
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.domain import Environment
 from edgebed.controller.errors import InvalidInput
+from edgebed.tls import MAX_PEM
 from edgebed.web.auth import require_admin, safe_next
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from edgebed.web.keys import CONTROLLER
@@ -100,7 +101,8 @@ async def add_agent(request: web.Request) -> web.StreamResponse:
     ip = field(form, "ip", max_length=255, label="address")
     port = parse_int(field(form, "port"), "port", minimum=1, maximum=65535)
     token = field(form, "token", max_length=1024)
-    agent = await request.app[CONTROLLER].agents.add_agent(admin, name, agent_type, ip, port, token)
+    ca_pem = field(form, "ca_pem", required=False, max_length=MAX_PEM, label="CA certificate")
+    agent = await request.app[CONTROLLER].agents.add_agent(admin, name, agent_type, ip, port, token, ca_pem)
     if agent.status == "connected":
         await flash(request, f"Agent {agent.name} added and connected.", "success")
     else:

@@ -76,6 +76,7 @@ def agent_json(a) -> dict[str, Any]:
         "status": a.status,
         "last_error": a.last_error,
         "node_count": a.node_count,
+        "tls": a.tls,
     }
 
 

@@ -56,6 +56,7 @@ def agent_from_row(row: Any) -> AgentRecord:
         status=row.status,
         token=row.token,
         last_error=row.last_error,
+        ca_pem=row.ca_pem,
     )
 
 

@@ -51,6 +51,9 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         status = pw.CharField(max_length=16)
         token = pw.TextField()
         last_error = pw.TextField(default="")
+        # PEM: the CA the agent's certificate must chain to (or the pinned certificate itself);
+        # "" = plaintext gRPC.
+        ca_pem = pw.TextField(default="")
 
         class Meta:
             table_name = "agent"

@@ -16,11 +16,11 @@ from edgebed.agent.dbworker import DbWorker, GroupCommitter
 from edgebed.agent.domain import ActionRecord
 from edgebed.agent.executor import Executor, Timing
 from edgebed.agent.store import SaveAction, Store
-from edgebed.v1 import agent_pb2 as pb
-from edgebed.v1 import agent_pb2_grpc
 from edgebed.nodetypes import load_node_type
 from edgebed.nodetypes.base import DEPLOYED, DONE, NodeRef, NodeType, Poll, State, Step, StepContext, process
 from edgebed.nodetypes.interfaces import Driver
+from edgebed.v1 import agent_pb2 as pb
+from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, make_settings
 
 ENVIRONMENTS = {
@@ -60,7 +60,7 @@ class _ExecutorOnStore:
         write = self.committer.write if wrap_write is None else wrap_write(self.committer.write)
         self.executor = Executor(node_type, driver, write, clock=clock, timing=FAST_TIMING)
 
-    async def __aenter__(self) -> "_ExecutorOnStore":
+    async def __aenter__(self) -> _ExecutorOnStore:
         await self.worker.call(self.store.open)
         self.committer.start()
         self.executor.start_watchdog()
@@ -72,9 +72,9 @@ class _ExecutorOnStore:
         await self.worker.call(self.store.close)
         self.worker.shutdown()
 
-    async def run_one(self, first_state: str, node=NodeRef("n1", {})) -> None:
-        """Starts a deploy on node n1 in `first_state` and waits until nothing runs."""
-        await self.executor.start(_record(first_state), node)
+    async def run_one(self, first_state: str, node: NodeRef | None = None) -> None:
+        """Starts a deploy on `node` (default n1) in `first_state` and waits until nothing runs."""
+        await self.executor.start(_record(first_state), node or NodeRef("n1", {}))
         await asyncio.wait_for(self.executor.wait_idle(), 10)
 
     async def action(self, name: str = "n1"):
@@ -166,6 +166,7 @@ async def test_deploy_configures_the_simulated_storage(tmp_path, node_type, node
     assert "os_password" not in action.properties and action.properties["ssh_key"] == key
 
 
+@pytest.mark.slow  # seconds of simulated work
 async def test_progress_is_reported_during_the_copy(tmp_path) -> None:
     # time_scale 0.01: the 2.7 GB copy at 20 MB/s lasts about 1.35 s.
     async with open_agent(make_settings(tmp_path, sim_nodes=1, sim_time_scale=0.01)) as agent:
@@ -185,6 +186,7 @@ async def test_progress_is_reported_during_the_copy(tmp_path) -> None:
     assert any(0 < p < 100 for p in seen), seen
 
 
+@pytest.mark.slow  # seconds of simulated work
 async def test_hung_steps_are_hard_rebooted_and_still_deployed(tmp_path) -> None:
     # A fast clock makes the 120-300 s before_reboot timeouts last a few tenths of a second.
     settings = make_settings(tmp_path, sim_nodes=16, sim_failure_rate=0.25, sim_seed=11)
@@ -281,6 +283,7 @@ async def test_a_state_twice_in_a_process_and_each_transition_durable_before_the
     assert final.state == "deployed" and final.state_idx == 4
 
 
+@pytest.mark.slow  # seconds of simulated work
 async def test_a_restarted_agent_resumes_unfinished_actions(tmp_path) -> None:
     settings = make_settings(tmp_path, sim_nodes=5, sim_time_scale=0.01)
     async with open_agent(settings) as agent:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from edgebed.agent.app import open_agent, start_agent
-from edgebed.agent.settings import load_settings
+from edgebed.agent.settings import EXAMPLE_TOKEN, load_settings
 from edgebed.config import ConfigError
 from tests.agent.conftest import make_settings
-from tests.agent.helpers import ROOT, edgebed_command, write_config
+from tests.processes import REPO, edgebed_command, write_toml
 
 GOOD = dict(
     name="rpi", type="raspberry", listen="127.0.0.1:0", token="t0ken", database="var/agent.sqlite"
@@ -49,7 +49,7 @@ def _without(key: str) -> dict:
     ],
 )
 def test_a_bad_key_is_named_with_the_file(tmp_path, keys, expected) -> None:
-    path = write_config(tmp_path / "agent.toml", **keys)
+    path = write_toml(tmp_path / "agent.toml", keys)
     with pytest.raises(ConfigError) as caught:
         load_settings(path, env={})
     message = str(caught.value)
@@ -58,7 +58,7 @@ def test_a_bad_key_is_named_with_the_file(tmp_path, keys, expected) -> None:
 
 
 def test_environment_variables_override_keys(tmp_path) -> None:
-    path = write_config(tmp_path / "agent.toml", **GOOD)
+    path = write_toml(tmp_path / "agent.toml", GOOD)
     settings = load_settings(
         path, env={"EDGEBED_TOKEN": "from-env", "EDGEBED_SIM_NODES": "3", "EDGEBED_SIM_TIME_SCALE": "0"}
     )
@@ -66,10 +66,11 @@ def test_environment_variables_override_keys(tmp_path) -> None:
     assert "from-env" not in repr(settings)
 
 
+@pytest.mark.slow  # a child process
 def test_the_cli_reports_a_missing_key_in_one_line(tmp_path) -> None:
-    path = write_config(tmp_path / "agent.toml", **_without("token"))
+    path = write_toml(tmp_path / "agent.toml", _without("token"))
     result = subprocess.run(
-        edgebed_command("agent", "--config", str(path)), cwd=ROOT, capture_output=True,
+        edgebed_command("agent", "--config", str(path)), cwd=REPO, capture_output=True,
         text=True, timeout=30,
     )
     assert result.returncode == 2
@@ -77,9 +78,10 @@ def test_the_cli_reports_a_missing_key_in_one_line(tmp_path) -> None:
     assert result.stderr.strip() == f"edgebed: {path}: key 'token' is missing"
 
 
+@pytest.mark.slow  # a child process
 def test_the_cli_reports_a_missing_file(tmp_path) -> None:
     result = subprocess.run(
-        edgebed_command("agent", "--config", str(tmp_path / "nope.toml")), cwd=ROOT,
+        edgebed_command("agent", "--config", str(tmp_path / "nope.toml")), cwd=REPO,
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 2
@@ -139,9 +141,21 @@ async def test_an_unusable_database_path_is_reported_as_the_database_key(tmp_pat
     assert str(caught.value).startswith("d.toml: key 'database'")
 
 
-def test_example_config_is_valid() -> None:
-    settings = load_settings(Path(ROOT, "scripts", "agent.example.toml"), env={})
+def test_example_config_is_valid_once_its_token_is_replaced() -> None:
+    settings = load_settings(Path(REPO, "scripts", "agent.example.toml"), env={"EDGEBED_TOKEN": "a-real-token-4Qz"})
     assert settings.type in ("raspberry", "node", "sensor") and settings.driver == "sim"
+    assert not settings.tls
+
+
+def test_the_example_token_is_refused_in_one_line_naming_the_key() -> None:
+    example = Path(REPO, "scripts", "agent.example.toml")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(example, env={})
+    message = str(caught.value)
+    assert message.startswith(f"{example}: key 'token' is the example token") and "\n" not in message
+    # Set through the environment, it is refused the same way, naming the variable.
+    with pytest.raises(ConfigError, match="overridden by EDGEBED_TOKEN.*key 'token' is the example token"):
+        load_settings(example, env={"EDGEBED_TOKEN": EXAMPLE_TOKEN})
 
 
 async def test_a_database_password_never_shows_in_settings_or_start_up_errors(tmp_path) -> None:

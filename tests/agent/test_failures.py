@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +21,7 @@ from edgebed.nodetypes import load_node_type
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN
-from tests.agent.helpers import ROOT, AgentProcess, edgebed_command, write_config
+from tests.processes import REPO, AgentProcess, child_environment, edgebed_command
 
 pytestmark = pytest.mark.slow
 
@@ -28,19 +29,15 @@ DEPLOY = load_node_type("raspberry").processes["deploy"].state_names
 ENVIRONMENT = "raspios-lite-arm64"
 
 
-def _config(directory: Path, database: Path, *, listen: str = "127.0.0.1:0", nodes: int = 4,
-            time_scale: float = 0.0) -> Path:
-    return write_config(
-        directory / "agent.toml", name="rack", type="raspberry", listen=listen, token=TOKEN,
-        database=str(database), sim={"nodes": nodes, "time_scale": time_scale, "failure_rate": 0.0},
-    )
+def _agent(directory: Path, **keys: Any) -> AgentProcess:
+    """The agent "rack" (raspberry, sim) with its config, log and stdout in `directory`."""
+    return AgentProcess(directory, "rack", token=TOKEN, **keys)
 
 
 def _run(config: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEBED_")}
     return subprocess.run(
-        edgebed_command("agent", "--config", str(config)), cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=60,
+        edgebed_command("agent", "--config", str(config)), cwd=REPO, env=child_environment(),
+        capture_output=True, text=True, timeout=60,
     )
 
 
@@ -52,10 +49,9 @@ def _one_line(result: subprocess.CompletedProcess) -> str:
 
 
 def test_a_damaged_database_stops_the_agent_with_one_line_naming_the_file(tmp_path) -> None:
-    database = tmp_path / "agent.sqlite"
-    config = _config(tmp_path, database, nodes=300)
-    agent = AgentProcess(config, tmp_path / "agent.log")
+    agent = _agent(tmp_path, nodes=300).start()
     assert agent.terminate() == 0
+    database, config = agent.database, agent.config_path
     size = database.stat().st_size
     assert size > 16384
     with database.open("r+b") as file:
@@ -71,7 +67,7 @@ def test_a_port_in_use_stops_the_agent_with_one_line(tmp_path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = _config(tmp_path, tmp_path / "agent.sqlite", listen=f"127.0.0.1:{port}")
+        config = _agent(tmp_path, listen=f"127.0.0.1:{port}").config_path
         line = _one_line(_run(config))
     # One line: not gRPC core's own "Failed to add port" line before ours.
     assert line == f"edgebed: {config}: key 'listen' '127.0.0.1:{port}': cannot listen there: address already in use"
@@ -108,10 +104,10 @@ def _big_environment(name: str) -> pb.Environment:
 
 
 async def test_a_full_disk_answers_resource_exhausted_logs_once_and_loses_nothing(tmp_path, small_disk) -> None:
+    # Only the database is on the small disk: the agent's log must still be written.
     database = small_disk.path / "agent.sqlite"
-    log_path = tmp_path / "agent.log"
     # time_scale 0.02: a deploy lasts about four seconds, long enough to fill the disk in the middle.
-    agent = AgentProcess(_config(tmp_path, database, time_scale=0.02), log_path)
+    agent = _agent(tmp_path, nodes=4, time_scale=0.02, database=str(database)).start()
     try:
         async with grpc.aio.insecure_channel(agent.address) as channel:
             stub = agent_pb2_grpc.AgentStub(channel)
@@ -141,7 +137,7 @@ async def test_a_full_disk_answers_resource_exhausted_logs_once_and_loses_nothin
                 none = await stub.GetActionState(pb.GetActionStateRequest(node_names=["rack-002"]), metadata=AUTH)
                 assert list(none.actions) == []  # the refused StartAction left nothing behind
                 await asyncio.sleep(0.05)
-            logged = log_path.read_text()
+            logged = agent.log()
             assert logged.count("is full") == 1, logged  # once a minute, whatever failed
             assert "Traceback" not in logged and "cannot rollback" not in logged
 
@@ -154,10 +150,9 @@ async def test_a_full_disk_answers_resource_exhausted_logs_once_and_loses_nothin
             assert (await _until_final(stub, "rack-002")).state == "deployed"
         assert agent.terminate() == 0
     finally:
-        if agent.proc.poll() is None:
-            agent.kill()
+        agent.stop()
 
-    logged = log_path.read_text()
+    logged = agent.log()
     assert "commits succeed again: the disk has space" in logged
     assert "Traceback" not in logged
     store = Store(str(database))

@@ -30,6 +30,7 @@ from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, make_settings
 
+
 def _type(*states: State, deploy: tuple[State, ...] | None = None) -> NodeType:
     return NodeType(
         name="raspberry",

@@ -1,14 +1,12 @@
 """Fixtures for the controller's tests: fake agents on loopback gRPC servers, real agent
-processes, a real PostgreSQL server for the session, settings and an injected clock."""
+processes (tests/processes.py), a real PostgreSQL server for the session, settings and an injected clock."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -23,8 +21,7 @@ from edgebed.controller.app import Controller, open_controller
 from edgebed.controller.settings import Settings
 from tests.conftest import component_missing, free_port
 from tests.controller.fake_agent import FakeAgent, ServedAgent
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.processes import AgentProcess, stop_all
 
 
 def _postgres_bin() -> Path:
@@ -180,7 +177,7 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.new_database()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The same test on a SQLite file and on a fresh PostgreSQL database."""
     if request.param == "sqlite":
@@ -191,76 +188,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 # -- real agent processes ----------------------------------------------------------------------
 
 
-@dataclass
-class AgentProcess:
-    name: str
-    host: str
-    port: int
-    token: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-def edgebed_command() -> list[str]:
-    """The installed console script, as users run it (`python -m edgebed.cli` would load
-    edgebed.cli twice, as __main__ and as itself, with two distinct UsageError classes)."""
-    script = Path(sys.executable).parent / "edgebed"
-    if not script.exists():
-        component_missing("the `edgebed` console script (pip install -e .)")
-    return [str(script)]
-
-
-def start_agent_process(
-    directory: Path, name: str, *, nodes: int, time_scale: float, token: str = "agent-token", type: str = "raspberry"
-) -> AgentProcess:
-    if not (REPO / "agent" / "cli.py").exists():
-        component_missing("the edgebed agent (agent/cli.py)")
-    directory.mkdir(parents=True, exist_ok=True)
-    config = directory / f"{name}.toml"
-    config.write_text(
-        f'name = "{name}"\ntype = "{type}"\nlisten = "127.0.0.1:0"\ntoken = "{token}"\n'
-        f'database = "{directory / (name + ".sqlite")}"\ndriver = "sim"\n'
-        f"[sim]\nnodes = {nodes}\ntime_scale = {time_scale}\nfailure_rate = 0.0\nseed = 1\n",
-        encoding="utf-8",
-    )
-    log_path = directory / f"{name}.log"
-    log_file = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - the child writes to it
-    process = subprocess.Popen(
-        [*edgebed_command(), "agent", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=log_file,
-        text=True,
-        cwd=REPO,
-    )
-    log_file.close()
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    prefix = f"edgebed agent {name} listening on "
-    if not line.startswith(prefix):
-        process.kill()
-        raise AssertionError(f"agent did not start: {line!r}\n{log_path.read_text()}")
-    host, _, port = line[len(prefix) :].rpartition(":")
-    return AgentProcess(name, host, int(port), token, process, log_path)
-
-
 @pytest.fixture
 def agent_processes(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """start(name, nodes=..., time_scale=..., type=...) -> a running `edgebed agent` (sim
+    driver) under tmp_path/agents; all stopped at the end."""
     started: list[AgentProcess] = []
 
     def start(name: str, **kwargs) -> AgentProcess:
-        agent = start_agent_process(tmp_path / "agents", name, **kwargs)
+        agent = AgentProcess(tmp_path / "agents", name, **kwargs)
         started.append(agent)
-        return agent
+        return agent.start()
 
     yield start
-    for agent in started:
-        if agent.process.poll() is None:
-            agent.process.send_signal(signal.SIGTERM)
-            try:
-                agent.process.wait(10)
-            except subprocess.TimeoutExpired:
-                agent.process.kill()
-                agent.process.wait()
+    stop_all(started)

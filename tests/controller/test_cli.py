@@ -3,8 +3,6 @@ messages on bad input."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -14,7 +12,11 @@ import pytest
 
 from edgebed.controller.settings import load_settings
 from tests.conftest import free_port
-from tests.controller.conftest import REPO, controller_for, edgebed_command
+from tests.controller.conftest import controller_for
+from tests.processes import REPO, CommandProcess, child_environment, edgebed_command
+
+# Slow: every test runs `edgebed` as child processes (about 1 s of start-up each).
+pytestmark = pytest.mark.slow
 
 
 def write_config(tmp_path: Path, **extra: str) -> Path:
@@ -31,11 +33,12 @@ def write_config(tmp_path: Path, **extra: str) -> Path:
 
 def edgebed(*args: str, stdin: str | None = "") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*edgebed_command(), *args],
+        edgebed_command(*args),
         input=stdin,
         capture_output=True,
         text=True,
         cwd=REPO,
+        env=child_environment(),
         timeout=60,
     )
 
@@ -130,14 +133,7 @@ def test_edgebed_controller_serves_the_web_application_on_listen(tmp_path):
         pytest.fail("web/app.py is missing: `edgebed controller` has nothing to serve")
     port = free_port()
     config = write_config(tmp_path, listen=f'"127.0.0.1:{port}"')
-    process = subprocess.Popen(
-        [*edgebed_command(), "controller", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    controller = CommandProcess(tmp_path, "controller", "controller", "--config", str(config)).spawn()
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -146,16 +142,12 @@ def test_edgebed_controller_serves_the_web_application_on_listen(tmp_path):
                     body = response.read().decode()
                 break
             except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError("the controller did not serve /metrics") from None
+                if time.monotonic() > deadline or not controller.running:
+                    raise AssertionError(f"the controller did not serve /metrics:\n{controller.log()}") from None
                 time.sleep(0.2)
         assert 'edgebed_reservations{status="ready"} 0' in body
         assert "edgebed_scheduler_polls_total" in body
+        assert controller.terminate() == 0
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        controller.stop()
     assert (tmp_path / "var" / "secret.key").stat().st_mode & 0o777 == 0o600

@@ -16,6 +16,9 @@ from edgebed.v1 import agent_pb2_grpc as pb_grpc
 from tests.controller.conftest import controller_for, make_settings
 from tests.controller.fake_agent import FakeAgent
 
+# Slow: waits out a real call deadline of several seconds.
+pytestmark = pytest.mark.slow
+
 # pytest-grpc's server has one worker by default; the hung call must not hold the only one.
 grpc_max_workers = 4
 

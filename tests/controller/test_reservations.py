@@ -201,6 +201,7 @@ async def test_admin_actions_are_forbidden_to_other_users(testbed):
         await ctl.accounts.set_admin(ctl.admin, "admin@example.org", False)
 
 
+@pytest.mark.slow  # a load test: 50 concurrent requests, seconds on a busy machine
 async def test_of_50_concurrent_requests_for_one_node_and_window_exactly_one_wins(
     tmp_path, clock, fake_agents, database_url
 ):

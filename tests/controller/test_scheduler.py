@@ -81,6 +81,7 @@ async def test_deploy_at_start_date_mirror_the_agent_destroy_at_end_date_then_ro
         ]
 
 
+@pytest.mark.slow
 async def test_one_get_action_state_per_agent_per_poll_with_200_nodes_in_progress(tmp_path, clock, fake_agents):
     served = {"east": fake_agents("east", nodes=100), "west": fake_agents("west", nodes=100)}
     async with controller_for(make_settings(tmp_path, max_duration_hours=10), clock) as ctl:

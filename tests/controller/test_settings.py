@@ -6,10 +6,10 @@ import os
 
 import pytest
 
+from edgebed.config import ConfigError
 from edgebed.controller.settings import Settings, load_settings
 from edgebed.controller.store import Store, StoreUnavailable
-from edgebed.config import ConfigError
-from tests.controller.conftest import REPO
+from tests.processes import REPO
 
 
 def test_the_example_file_loads_with_the_documented_defaults():

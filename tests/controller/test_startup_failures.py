@@ -16,8 +16,9 @@ import pytest
 from edgebed.controller.settings import load_settings
 from edgebed.controller.store import StoreInUse
 from tests.conftest import free_port
-from tests.controller.conftest import REPO, controller_for, edgebed_command, make_settings
+from tests.controller.conftest import controller_for, make_settings
 from tests.controller.test_cli import edgebed, one_line_error, write_config
+from tests.processes import REPO, child_environment, edgebed_command
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +34,8 @@ def damage_middle(path: Path) -> None:
 
 def _start(config: Path) -> subprocess.Popen:
     process = subprocess.Popen(
-        [*edgebed_command(), "controller", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        edgebed_command("controller", "--config", str(config)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=child_environment(),
     )
     port = load_settings(config).listen.rpartition(":")[2]
     deadline = time.monotonic() + 30

@@ -91,7 +91,7 @@ async def ssh_when_up(host: str, within: float, **kwargs) -> tuple[asyncssh.SSHC
     while time.monotonic() - began < within:
         try:
             return await ssh(host, **kwargs), time.monotonic() - began
-        except (OSError, asyncssh.Error, asyncio.TimeoutError) as failure:
+        except (TimeoutError, OSError, asyncssh.Error) as failure:
             last = failure
             await asyncio.sleep(0.2)
     raise TimeoutError(f"no SSH on {host} within {within} s: {last!r}")
@@ -100,7 +100,7 @@ async def ssh_when_up(host: str, within: float, **kwargs) -> tuple[asyncssh.SSHC
 async def ssh_answers(host: str, **kwargs) -> bool:
     try:
         conn = await ssh(host, **kwargs)
-    except (OSError, asyncssh.Error, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncssh.Error):
         return False
     conn.close()
     return True

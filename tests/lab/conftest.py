@@ -17,11 +17,6 @@ import pytest_asyncio
 from tests.conftest import component_missing
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "lab: needs the hardware lab (root, Linux, snmpsim, sshd)")
-    config.addinivalue_line("markers", "slow: takes seconds, starts real processes")
-
-
 def require_lab() -> None:
     """Fails (CI) or skips (elsewhere) when this machine cannot run a lab."""
     try:
@@ -35,7 +30,7 @@ def require_lab() -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator["Lab"]:  # noqa: F821
+async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lab]:  # noqa: F821
     require_lab()
     from edgebed.lab import Lab
 

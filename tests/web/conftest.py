@@ -1,37 +1,31 @@
-"""Fixtures of the web tests: simulated agents, the testbed (controller + web server), clients."""
+"""Fixtures of the web tests: the testbed (controller + web server + simulated agents), clients."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.web.harness import Client, Testbed, start_agents, stop_agents
+from tests.web.harness import Client, Testbed
 
 ADMIN = "admin@example.org"
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
 
 
-@pytest.fixture(scope="module")
-def sim_agents(tmp_path_factory):
-    """Three real agents with the sim driver; durations shrunk so a deploy takes a few seconds."""
-    agents = start_agents(
-        tmp_path_factory.mktemp("agents"),
-        [("rpi", "raspberry", 4), ("srv", "node", 3), ("sens", "sensor", 3)],
-        time_scale=0.002,
-    )
-    yield agents
-    stop_agents(agents)
+# The agents of the web tests: raspberry, node and sensor, durations shrunk so a deploy takes a
+# few seconds.
+SIM_AGENTS = [("rpi", "raspberry", 4), ("srv", "node", 3), ("sens", "sensor", 3)]
 
 
 @pytest.fixture(scope="module")
-def testbed(tmp_path_factory, sim_agents):
-    """The controller and web server with an admin and two authorized users, agents registered."""
+def testbed(tmp_path_factory):
+    """The controller and web server with an admin and two authorized users, and three real
+    agents (gRPC on loopback, sim driver) served from the testbed's loop, registered."""
     bed = Testbed(tmp_path_factory.mktemp("controller")).start()
     try:
         bed.create_user(ADMIN, admin=True)
         bed.create_user(ALICE)
         bed.create_user(BOB)
-        bed.register_agents(ADMIN, sim_agents)
+        bed.register_agents(ADMIN, bed.start_agents(SIM_AGENTS, time_scale=0.002))
         yield bed
         assert not bed.server_errors, "\n\n".join(bed.server_errors)
     finally:

@@ -1,5 +1,8 @@
-"""A real testbed for the web tests: simulated agents as `edgebed agent` child processes, the real
-controller on a SQLite file, and the real aiohttp application on a loopback port.
+"""A real testbed for the web tests: the real controller on a SQLite file and the real aiohttp
+application on a loopback port, with simulated agents: either real agents served from the
+testbed's own event loop (`Testbed.start_agents`: the gRPC service on a loopback port, the sim
+driver, a SQLite file; no process start-up, so the web tests stay in the fast subset) or
+`edgebed agent` child processes from tests/processes.py (the browser test).
 
 The server runs in its own thread and event loop so that tests can drive it from plain
 synchronous code: Playwright's sync API, hypothesis, and a small cookie-keeping HTTP client.
@@ -14,8 +17,6 @@ import json as jsonlib
 import logging
 import re
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,103 +28,30 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+from edgebed.agent.app import RunningAgent, open_agent
+from edgebed.agent.settings import AgentSettings
 from edgebed.controller.settings import Settings
 from edgebed.web.app import create_app
+from tests.processes import AgentProcess
 
-_LISTENING = re.compile(r"edgebed agent (\S+) listening on (\S+):(\d+)")
 PASSWORD = "correct horse battery"
 
 
 # ---------------------------------------------------------------------------------------------
-# agents
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    name: str
-    type: str
-    token: str
-    config_path: Path
-
-
-def write_agent_config(directory: Path, name: str, agent_type: str, *, nodes: int,
-                       time_scale: float, failure_rate: float = 0.0) -> AgentSpec:
-    """An agent TOML file (listen port 0: the agent picks one and prints it)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(16)
-    config_path = directory / f"{name}.toml"
-    config_path.write_text(
-        f'name = "{name}"\ntype = "{agent_type}"\nlisten = "127.0.0.1:0"\ntoken = "{token}"\n'
-        f'database = "{directory / (name + ".sqlite")}"\ndriver = "sim"\n\n'
-        f"[sim]\nnodes = {nodes}\ntime_scale = {time_scale}\nfailure_rate = {failure_rate}\nseed = 1\n",
-        encoding="utf-8",
-    )
-    return AgentSpec(name, agent_type, token, config_path)
-
-
-def agent_command(config_path: Path) -> list[str]:
-    # The console script next to the interpreter, as an operator runs it.
-    return [str(Path(sys.executable).with_name("edgebed")), "agent", "--config", str(config_path)]
+# the controller and web server, in a thread
 
 
 @dataclass
-class AgentProcess:
-    spec: AgentSpec
-    process: subprocess.Popen
+class ServedAgent:
+    """A real agent (gRPC service, executor, sim driver, SQLite file) served from the testbed's
+    event loop; registered like an AgentProcess."""
+
+    name: str
+    type: str
+    token: str
     host: str
     port: int
-    log_path: Path
-
-
-def start_agents(directory: Path, wanted: Iterable[tuple[str, str, int]], *, time_scale: float,
-                 timeout: float = 30.0) -> list[AgentProcess]:
-    """Starts one `edgebed agent` per (name, type, nodes), all at once, and waits until each says
-    it is listening."""
-    started = []
-    for name, agent_type, nodes in wanted:
-        spec = write_agent_config(directory, name, agent_type, nodes=nodes, time_scale=time_scale)
-        log_path = directory / f"{name}.log"
-        log = log_path.open("wb")
-        process = subprocess.Popen(
-            agent_command(spec.config_path), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        started.append((spec, process, log_path))
-    agents = []
-    deadline = time.monotonic() + timeout
-    try:
-        for spec, process, log_path in started:
-            while True:
-                match = _LISTENING.search(log_path.read_text(errors="replace"))
-                if match:
-                    agents.append(AgentProcess(spec, process, match.group(2), int(match.group(3)), log_path))
-                    break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"agent {spec.name} did not start: {log_path.read_text(errors='replace')[-2000:]}"
-                    )
-                time.sleep(0.05)
-    except BaseException:
-        stop_agents([AgentProcess(s, p, "", 0, lp) for s, p, lp in started])
-        raise
-    return agents
-
-
-def stop_agents(agents: Iterable[AgentProcess]) -> None:
-    agents = list(agents)
-    for agent in agents:
-        if agent.process.poll() is None:
-            agent.process.terminate()
-    for agent in agents:
-        try:
-            agent.process.wait(10)
-        except subprocess.TimeoutExpired:
-            agent.process.kill()
-            agent.process.wait()
-
-
-# ---------------------------------------------------------------------------------------------
-# the controller and web server, in a thread
+    running: RunningAgent
 
 
 class _ErrorCollector(logging.Handler):
@@ -155,10 +83,12 @@ class Testbed:
         }
         values.update(settings)
         self.settings = Settings(**values)
-        self.agents: list[AgentProcess] = []
+        self.agents: list[AgentProcess | ServedAgent] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="testbed", daemon=True)
         self._stack = contextlib.AsyncExitStack()
+        # Closed after the controller, so that its scheduler never calls a stopped agent.
+        self._agent_stack = contextlib.AsyncExitStack()
         self.controller = None
         self.app: web.Application | None = None
         self.url = ""
@@ -180,9 +110,9 @@ class Testbed:
         return self
 
     async def _start(self) -> None:
-        from edgebed.controller.app import open_controller
-
         from argon2 import PasswordHasher
+
+        from edgebed.controller.app import open_controller
 
         # Cheap argon2 parameters: the tests log in hundreds of times; the hashes stay argon2id.
         hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -201,7 +131,10 @@ class Testbed:
     def stop(self) -> None:
         logging.getLogger("edgebed.web.errors").removeHandler(self._errors)
         try:
-            self.call(self._stack.aclose())
+            try:
+                self.call(self._stack.aclose())
+            finally:
+                self.call(self._agent_stack.aclose())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
@@ -217,13 +150,30 @@ class Testbed:
     def api_token(self, email: str) -> str:
         return self.call(self.controller.accounts.create_api_token(email, "tests"))
 
-    def register_agents(self, admin_email: str, agents: list[AgentProcess]) -> None:
+    def start_agents(self, wanted: Iterable[tuple[str, str, int]], *, time_scale: float) -> list[ServedAgent]:
+        """Serves one agent per (name, type, nodes) from the testbed's loop; stopped with it."""
+
+        async def start() -> list[ServedAgent]:
+            served = []
+            for name, agent_type, nodes in wanted:
+                settings = AgentSettings(
+                    name=name, type=agent_type, listen="127.0.0.1:0", token=secrets.token_urlsafe(16),
+                    database=str(self.directory / f"agent-{name}.sqlite"), driver="sim", sim_nodes=nodes,
+                    sim_time_scale=time_scale, sim_failure_rate=0.0, sim_seed=1,
+                )
+                running = await self._agent_stack.enter_async_context(open_agent(settings))
+                served.append(ServedAgent(name, agent_type, settings.token, running.host, running.port, running))
+            return served
+
+        return self.call(start())
+
+    def register_agents(self, admin_email: str, agents: list[AgentProcess | ServedAgent]) -> None:
         admin = self.call(self.controller.accounts.get_user(admin_email))
 
         async def register() -> None:
             for agent in agents:
                 await self.controller.agents.add_agent(
-                    admin, agent.spec.name, agent.spec.type, agent.host, agent.port, agent.spec.token
+                    admin, agent.name, agent.type, agent.host, agent.port, agent.token
                 )
             await self.controller.inventory.list_nodes(refresh=True)
 

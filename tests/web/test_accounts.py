@@ -13,10 +13,10 @@ import pytest
 from aiosmtpd.controller import Controller as SmtpController
 
 from edgebed.controller.settings import Settings
+from edgebed.web.app import create_app
 from tests.conftest import free_port
 from tests.web.conftest import ADMIN, client_for
 from tests.web.harness import PASSWORD, Client, Testbed
-from edgebed.web.app import create_app
 
 
 class Inbox:

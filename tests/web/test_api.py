@@ -128,12 +128,32 @@ def test_admin_calls_manage_users_and_agents_without_showing_tokens(clients, tes
         assert {"name", "type", "ip", "port", "status"} <= set(agent)
         assert "token" not in agent
     assert all(a["status"] == "connected" for a in agents if a["name"] in ("rpi", "srv", "sens"))
-    tokens = {agent.spec.token for agent in testbed.agents}
+    tokens = {agent.token for agent in testbed.agents}
     listing = admin.get("/api/v1/admin/agents").text
     assert not any(token in listing for token in tokens)
     reconnected = admin.request("POST", "/api/v1/admin/agents/rpi/reconnect")
     assert reconnected.status == 200 and reconnected.json()["status"] == "connected"
     assert admin.request("POST", "/api/v1/admin/agents/nobody/reconnect").status == 404
+
+
+def test_an_agent_added_with_a_ca_is_called_over_tls_and_a_bad_ca_is_a_400(clients, tmp_path):
+    from edgebed.tls import create_ca
+    from tests.conftest import free_port
+
+    admin = clients[ADMIN]
+    ca_pem = create_ca(tmp_path / "ca")[0].read_text()
+    body = {"name": "tls-offline", "type": "sensor", "ip": "127.0.0.1", "port": free_port(), "token": "t-9f1"}
+    bad = admin.request("POST", "/api/v1/admin/agents", json={**body, "ca_pem": "-----BEGIN CERT"})
+    assert bad.status == 400 and bad.json()["error"].startswith("the agent's CA: no PEM certificate"), bad.text
+    assert admin.request("POST", "/api/v1/admin/agents", json={**body, "ca_pem": 7}).status == 400
+    assert all(a["name"] != "tls-offline" for a in admin.get("/api/v1/admin/agents").json())
+
+    added = admin.request("POST", "/api/v1/admin/agents", json={**body, "ca_pem": ca_pem})
+    assert added.status == 201, added.text
+    assert (added.json()["tls"], added.json()["status"]) == (True, "disconnected")
+    listed = {a["name"]: a for a in admin.get("/api/v1/admin/agents").json()}
+    assert listed["tls-offline"]["tls"] is True and listed["rpi"]["tls"] is False
+    assert admin.request("DELETE", "/api/v1/admin/agents/tls-offline").status == 204
 
 
 def test_metrics_are_prometheus_text(testbed):

@@ -54,7 +54,7 @@ FORMS = {
     "/manage/action": ["nodes", "action"],
     "/admin/users": ["email", "op"],
     "/admin/users/create": ["email", "password", "admin", "authorized"],
-    "/admin/agents": ["name", "type", "ip", "port", "token"],
+    "/admin/agents": ["name", "type", "ip", "port", "token", "ca_pem"],
     "/admin/agents/action": ["name", "op"],
     "/admin/nodes": ["op", "agent", "name", "new_name", "properties"],
     "/admin/environments": ["op", "agent", "name", "description", "image", "size_bytes",
@@ -103,6 +103,7 @@ def assert_clear_refusal_or_success(response, sent: list[str]) -> None:
                     assert marker not in body, f"{marker!r} echoed unescaped"
 
 
+@pytest.mark.slow  # hypothesis: 15 forms x 15 generated submissions
 @pytest.mark.parametrize("path", sorted(FORMS))
 @settings(
     max_examples=15,
@@ -124,6 +125,7 @@ def test_forms_refuse_bad_input_clearly(admin_client, path, data):
     assert_clear_refusal_or_success(response, sent)
 
 
+@pytest.mark.slow  # hypothesis: 40 generated bodies
 @SETTINGS
 @given(
     endpoint=st.sampled_from(JSON_ENDPOINTS),
@@ -146,6 +148,7 @@ def test_json_endpoints_refuse_bad_bodies_with_a_json_error(api_client, endpoint
         assert response.json()["error"].strip()
 
 
+@pytest.mark.slow  # hypothesis: 40 generated paths
 @SETTINGS
 @given(name=nasty_text.filter(lambda text: text.strip("/") != ""),
        suffix=st.sampled_from(["", "/reboot", "/deploy", "/destroy", "/extend", "/x"]))

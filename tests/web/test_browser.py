@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import component_missing
+from tests.processes import start_agents, stop_all
 from tests.web.conftest import ADMIN
-from tests.web.harness import PASSWORD, Testbed, start_agents, stop_agents
+from tests.web.harness import PASSWORD, Testbed
+
+# Slow: Chromium, and agent processes with deploys of several seconds.
+pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -61,7 +65,7 @@ def browser_testbed(tmp_path_factory):
         assert not bed.server_errors, "\n\n".join(bed.server_errors)
     finally:
         bed.stop()
-        stop_agents(agents)
+        stop_all(agents)
 
 
 def shoot(page, name: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.web.conftest import ADMIN, ALICE, client_for
-from tests.web.harness import PASSWORD, Client, Testbed, start_agents, stop_agents
+from tests.web.harness import PASSWORD, Client, Testbed
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,6 @@ def _wait(condition, what: str, timeout: float = 30.0):
 
 def test_a_full_disk_answers_503_logs_once_a_minute_and_loses_nothing(tmp_path, small_disk):
     database = small_disk.path / "controller.sqlite"
-    agents = start_agents(tmp_path / "agents", [("rpi", "raspberry", 2)], time_scale=0.002)
     bed = Testbed(tmp_path / "controller", database=str(database))
     lines = _Lines()
     for name in ("edgebed.controller", "edgebed.web"):
@@ -56,7 +55,8 @@ def test_a_full_disk_answers_503_logs_once_a_minute_and_loses_nothing(tmp_path, 
         bed.start()
         bed.create_user(ADMIN, admin=True)
         bed.create_user(ALICE)
-        bed.register_agents(ADMIN, agents)
+        # Agents in the testbed's folder, off the small disk: only the controller's is full.
+        bed.register_agents(ADMIN, bed.start_agents([("rpi", "raspberry", 2)], time_scale=0.002))
         admin_api = Client(bed.url, token=bed.api_token(ADMIN))
         alice_api = Client(bed.url, token=bed.api_token(ALICE))
         admin_page = client_for(bed, ADMIN)
@@ -116,4 +116,3 @@ def test_a_full_disk_answers_503_logs_once_a_minute_and_loses_nothing(tmp_path, 
             logging.getLogger(name).removeHandler(lines)
         if bed.app is not None:
             bed.stop()
-        stop_agents(agents)

@@ -67,7 +67,7 @@ def test_admin_manages_nodes_through_the_agent(testbed):
     assert 'data-node="srv-renamed"' not in admin.get("/admin/nodes").text
 
 
-def test_admin_manages_environments_and_agents(testbed):
+def test_admin_manages_environments_and_agents(testbed, tmp_path):
     admin = client_for(testbed, ADMIN)
     put = admin.post("/admin/environments", {
         "op": "put", "agent": "sens", "name": "contiki-test", "description": "Contiki <b>test</b>",
@@ -95,3 +95,18 @@ def test_admin_manages_environments_and_agents(testbed):
     assert "still does not answer" in admin.get("/admin/agents").text
     assert admin.post("/admin/agents/action", {"name": "offline", "op": "delete"}).status == 303
     assert 'data-agent="offline"' not in admin.get("/admin/agents").text
+
+    # With a CA pasted in the form, the agent is called over TLS; a bad CA is refused.
+    assert '<textarea name="ca_pem"' in page
+    tls_form = {"name": "tls-agent", "type": "sensor", "ip": "127.0.0.1", "port": str(free_port()),
+                "token": "secret-token-2"}
+    refused = admin.post("/admin/agents", {**tls_form, "ca_pem": "not a certificate"})
+    assert refused.status == 400 and "no PEM certificate" in refused.text
+    from edgebed.tls import create_ca
+
+    ca_pem = create_ca(tmp_path / "ca")[0].read_text()
+    assert admin.post("/admin/agents", {**tls_form, "ca_pem": ca_pem}).status == 303
+    page = admin.get("/admin/agents").text
+    row = re.search(r'<tr data-agent="tls-agent">.*?</tr>', page, re.S).group(0)
+    assert ">TLS</span>" in row and "disconnected" in row
+    assert admin.post("/admin/agents/action", {"name": "tls-agent", "op": "delete"}).status == 303

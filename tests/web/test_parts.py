@@ -3,6 +3,7 @@ document and the route table."""
 
 from __future__ import annotations
 
+import itertools
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -74,7 +75,7 @@ def test_local_dates_are_read_in_the_given_zone_across_daylight_saving():
     # The timeline's midnights stay at midnight on the day clocks change (2031-03-30 in Paris).
     noon = parse_local_datetime("2031-03-29T12:00", paris, "start")
     ticks = [epoch for epoch, _ in day_starts(noon, 3, paris)]
-    assert [b - a for a, b in zip(ticks, ticks[1:])] == [86400, 82800, 86400]
+    assert [b - a for a, b in itertools.pairwise(ticks)] == [86400, 82800, 86400]
 
 
 def test_openapi_document_is_valid_openapi_3():

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.web.conftest import ADMIN, ALICE
-from tests.web.harness import Client, Testbed, start_agents, stop_agents
+from tests.web.harness import Client, Testbed
 
 # Bounded in time as well as in examples: about a minute on a loaded two-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -38,17 +38,14 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory):
     """A testbed of its own: generated requests delete users and agents and take nodes."""
-    agents = start_agents(tmp_path_factory.mktemp("fuzz-agents"), [("rpi", "raspberry", 3)], time_scale=0.002)
-    bed = Testbed(tmp_path_factory.mktemp("fuzz"))
+    bed = Testbed(tmp_path_factory.mktemp("fuzz")).start()
     try:
-        bed.start()
         bed.create_user(ADMIN, admin=True)
         bed.create_user(ALICE)
-        bed.register_agents(ADMIN, agents)
+        bed.register_agents(ADMIN, bed.start_agents([("rpi", "raspberry", 3)], time_scale=0.002))
         yield bed
     finally:
         bed.stop()
-        stop_agents(agents)
 
 
 def _fuzz(operation, mode: GenerationMode, base_url: str, headers: dict[str, str], statuses: Counter) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import peewee as pw
 
-from edgebed.controller.store.migrations import v001, v002
+from edgebed.controller.store.migrations import v001, v002, v003_agent_tls
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
     v001.VERSION: v001.apply,
     v002.VERSION: v002.apply,
+    v003_agent_tls.VERSION: v003_agent_tls.apply,
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
