@@ -103,7 +103,9 @@ class Reservations:
         owner = await self._authz.require_authorized(user)
         now = self._now()
         start = validation.start_date(start_date)
-        hours = validation.duration_hours(duration_hours, self._settings.max_duration_hours)
+        hours = validation.duration_hours(
+            duration_hours, self._settings.min_duration_hours, self._settings.max_duration_hours
+        )
         if start < now - START_SLACK_SECONDS:
             raise InvalidInput("the start date is in the past")
         end = start + max(1, math.floor(hours * 3600))

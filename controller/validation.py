@@ -34,8 +34,8 @@ MAX_PASSWORD_LENGTH = 1024
 
 # The reservation window's rules, defined once: the service checks them with the messages below,
 # the reserve form (its input attributes), the JSON API and the OpenAPI document
-# (web/openapi.py) state the same bounds. The longest duration is a setting
-# ([reservations] max_duration_hours).
+# (web/openapi.py) state the same bounds. The shortest and longest durations are settings
+# ([reservations] min_duration_hours, max_duration_hours); this is the shortest's default.
 MIN_DURATION_HOURS = 0.25
 # The start date must be before 2100-01-01 00:00 UTC: beyond any reservation, below any overflow.
 LATEST_START = 4_102_444_800
@@ -136,8 +136,8 @@ def start_date(value: Any) -> int:
     return int(value)
 
 
-def duration_hours(value: Any, maximum: float) -> float:
-    """A duration in hours, from MIN_DURATION_HOURS to `maximum` ([reservations]
+def duration_hours(value: Any, minimum: float, maximum: float) -> float:
+    """A duration in hours, from `minimum` to `maximum` ([reservations] min_duration_hours and
     max_duration_hours)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput("the duration must be a number of hours")
@@ -148,8 +148,8 @@ def duration_hours(value: Any, maximum: float) -> float:
         hours = math.inf
     if math.isnan(hours):
         raise InvalidInput("the duration must be a number of hours")
-    if hours < MIN_DURATION_HOURS:
-        raise InvalidInput(f"the duration must be at least {MIN_DURATION_HOURS:g} hours")
+    if hours < minimum:
+        raise InvalidInput(f"the duration must be at least {minimum:g} hours")
     if hours > maximum:
         raise InvalidInput(f"the duration must be at most {maximum:g} hours")
     return hours

@@ -51,7 +51,12 @@ def _allowed_keys(body: dict, allowed: set[str]) -> None:
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
-    return web.json_response(openapi_document(max_duration_hours=request.app[SETTINGS].max_duration_hours))
+    settings = request.app[SETTINGS]
+    return web.json_response(
+        openapi_document(
+            min_duration_hours=settings.min_duration_hours, max_duration_hours=settings.max_duration_hours
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------

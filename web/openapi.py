@@ -213,7 +213,7 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def _reservation_request(max_duration_hours: float) -> dict[str, Any]:
+def _reservation_request(min_duration_hours: float, max_duration_hours: float) -> dict[str, Any]:
     """POST /reservations: the window's bounds are controller.validation's (and the setting's),
     the same the service checks and the reserve form states."""
     return {
@@ -242,10 +242,10 @@ def _reservation_request(max_duration_hours: float) -> dict[str, Any]:
             },
             "duration_hours": {
                 "type": "number",
-                "minimum": MIN_DURATION_HOURS,
+                "minimum": min_duration_hours,
                 "maximum": max_duration_hours,
-                "description": f"at least {MIN_DURATION_HOURS:g} hours, at most {max_duration_hours:g} "
-                "([reservations] max_duration_hours)",
+                "description": f"at least {min_duration_hours:g} hours, at most {max_duration_hours:g} "
+                "([reservations] min_duration_hours, max_duration_hours)",
             },
         },
         "additionalProperties": False,
@@ -504,9 +504,12 @@ def _paths() -> dict[str, Any]:
     return paths
 
 
-def openapi_document(*, max_duration_hours: float = 168.0) -> dict[str, Any]:
-    """The document for a controller whose longest reservation is `max_duration_hours` (its
-    setting); a fresh copy each call, so a caller changing it cannot change the next answer."""
+def openapi_document(
+    *, min_duration_hours: float = MIN_DURATION_HOURS, max_duration_hours: float = 168.0
+) -> dict[str, Any]:
+    """The document for a controller whose reservations last from `min_duration_hours` to
+    `max_duration_hours` (its settings); a fresh copy each call, so a caller changing it cannot
+    change the next answer."""
     return copy.deepcopy(
         {
             "openapi": "3.0.3",
@@ -529,7 +532,10 @@ def openapi_document(*, max_duration_hours: float = 168.0) -> dict[str, Any]:
             ],
             "paths": _paths(),
             "components": {
-                "schemas": {**_SCHEMAS, "ReservationRequest": _reservation_request(max_duration_hours)},
+                "schemas": {
+                    **_SCHEMAS,
+                    "ReservationRequest": _reservation_request(min_duration_hours, max_duration_hours),
+                },
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             },
         }

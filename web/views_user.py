@@ -12,7 +12,7 @@ from aiohttp import web
 from edgebed.controller.errors import InvalidInput
 from edgebed.controller.lifecycle import Status
 from edgebed.controller.reservations import USER_ACTIONS, node_matches
-from edgebed.controller.validation import LATEST_START, MIN_DURATION_HOURS, START_SLACK_SECONDS
+from edgebed.controller.validation import LATEST_START, START_SLACK_SECONDS
 from edgebed.web.auth import require_user
 from edgebed.web.forms import (
     MAX_LONG,
@@ -140,7 +140,7 @@ async def reserve_page(request: web.Request) -> web.StreamResponse:
             "start_value": local_datetime_value(now, tz),
             # The same bounds the service checks (controller.validation, the settings).
             "latest_start": local_datetime_value(LATEST_START - 60, tz),
-            "min_duration": f"{MIN_DURATION_HOURS:g}",
+            "min_duration": f"{request.app[SETTINGS].min_duration_hours:g}",
             "max_duration": f"{request.app[SETTINGS].max_duration_hours:g}",
             "total": len(nodes),
         },

@@ -12,7 +12,7 @@ import pytest
 from openapi_schema_validator import OAS30Validator
 
 from edgebed.controller.errors import InvalidInput
-from edgebed.controller.validation import LATEST_START, MIN_DURATION_HOURS
+from edgebed.controller.validation import LATEST_START
 from edgebed.web.forms import read_local_datetime
 from tests.web.conftest import ADMIN, ALICE, client_for
 from tests.web.harness import Client
@@ -45,12 +45,13 @@ def _form_error(response) -> str:
 def test_the_window_rules_and_their_messages_are_the_same_on_the_form_the_api_and_the_document(
     testbed, api, page, document
 ):
-    longest = testbed.settings.max_duration_hours
+    shortest, longest = testbed.settings.min_duration_hours, testbed.settings.max_duration_hours
+    assert shortest == 0.25  # the default
     soon = int(time.time()) + DAY
     cases = [
         # (duration in hours, start: epoch seconds for the API, local time in UTC for the form)
-        (MIN_DURATION_HOURS / 2, soon, time.strftime("%Y-%m-%dT%H:%M", time.gmtime(soon)),
-         f"the duration must be at least {MIN_DURATION_HOURS:g} hours"),
+        (shortest / 2, soon, time.strftime("%Y-%m-%dT%H:%M", time.gmtime(soon)),
+         f"the duration must be at least {shortest:g} hours"),
         (longest + 1, soon, time.strftime("%Y-%m-%dT%H:%M", time.gmtime(soon)),
          f"the duration must be at most {longest:g} hours"),
         (1, LATEST_START, "2100-01-01T00:00", "the start date must be before 2100-01-01 00:00 UTC"),
@@ -65,16 +66,16 @@ def test_the_window_rules_and_their_messages_are_the_same_on_the_form_the_api_an
 
     # The boundaries themselves pass, in both.
     assert api.request("POST", "/api/v1/reservations", json={
-        "nodes": ["sens-001"], "start_date": soon, "duration_hours": MIN_DURATION_HOURS}).status == 201
+        "nodes": ["sens-001"], "start_date": soon, "duration_hours": shortest}).status == 201
     assert api.request("POST", "/api/v1/reservations", json={
         "nodes": ["sens-002"], "start_date": LATEST_START - 3 * DAY, "duration_hours": longest}).status == 201
 
     # The document states the same bounds, and so does the form's markup.
     request = document["components"]["schemas"]["ReservationRequest"]["properties"]
-    assert (request["duration_hours"]["minimum"], request["duration_hours"]["maximum"]) == (MIN_DURATION_HOURS, longest)
+    assert (request["duration_hours"]["minimum"], request["duration_hours"]["maximum"]) == (shortest, longest)
     assert request["start_date"]["maximum"] == LATEST_START and request["start_date"]["exclusiveMaximum"] is True
     reserve = page.get("/reserve").text
-    assert f'min="{MIN_DURATION_HOURS:g}" max="{longest:g}"' in reserve
+    assert f'min="{shortest:g}" max="{longest:g}"' in reserve
     assert 'max="2099-12-31T23:59"' in reserve  # the viewer's zone is UTC here
 
 
