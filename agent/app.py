@@ -236,6 +236,7 @@ async def start_agent(
             time_scale=settings.sim_time_scale,
             failure_rate=settings.sim_failure_rate,
             seed=None if settings.sim_seed < 0 else settings.sim_seed,
+            hang_commands=settings.sim_hang_commands,
             saved=await worker.call(store.sim_machines),
             save=save_machine,
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from edgebed.config import ConfigError, Key, Schema, check_host_port, in_range, load_config, redacted_url
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
+from edgebed.nodetypes.sim.hardware import COMMANDS
 
 
 def _check_agent_name(value: str) -> str | None:
@@ -40,6 +41,18 @@ def _check_token(value: str) -> str | None:
     return None
 
 
+def hang_commands(value: str) -> frozenset[str]:
+    """The `[sim] hang_commands` text ("wipe", "wipe, verify") as a set of names."""
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
+
+
+def _check_hang_commands(value: str) -> str | None:
+    unknown = sorted(hang_commands(value) - set(COMMANDS))
+    if unknown:
+        return f"names unknown commands {', '.join(map(repr, unknown))}; known: {', '.join(COMMANDS)}"
+    return None
+
+
 def _check_database(value: str) -> str | None:
     return "must not be empty" if not value.strip() else None
 
@@ -65,6 +78,9 @@ AGENT_SCHEMA: Schema = {
         "failure_rate": Key(float, default=0.0, check=in_range(0, 1),
                             help="chance that a simulated boot, command or copy hangs"),
         "seed": Key(int, default=-1, help="seed for the simulated failures; -1 = unpredictable"),
+        "hang_commands": Key(str, default="", check=_check_hang_commands,
+                             help="test aid: simulated commands that always hang, comma-separated "
+                                  "(e.g. \"wipe\": every destroy ends lost)"),
     },
 }
 
@@ -81,6 +97,7 @@ class AgentSettings:
     sim_time_scale: float = 1.0
     sim_failure_rate: float = 0.0
     sim_seed: int = -1
+    sim_hang_commands: frozenset[str] = frozenset()
     # TLS (file paths; "" = none): tls_cert and tls_key together, tls_client_ca only with them.
     tls_cert: str = ""
     tls_key: str = ""
@@ -122,6 +139,7 @@ def load_settings(
         sim_time_scale=sim["time_scale"],
         sim_failure_rate=sim["failure_rate"],
         sim_seed=sim["seed"],
+        sim_hang_commands=hang_commands(sim["hang_commands"]),
         tls_cert=config["tls_cert"],
         tls_key=config["tls_key"],
         tls_client_ca=config["tls_client_ca"],

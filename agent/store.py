@@ -22,6 +22,7 @@ from playhouse import db_url
 
 from edgebed.agent.domain import ActionRecord, Environment, NodeRecord, TransitionRecord
 from edgebed.agent.errors import AlreadyExists, Busy, NotFound
+from edgebed.database import hide_query_parameters, private_sqlite_file
 from edgebed.storage import damage, is_damage
 
 # WAL lets GetActionState read while the executor writes. synchronous=NORMAL keeps every commit
@@ -49,17 +50,23 @@ class DatabaseDamaged(DatabaseUnavailable):
 
 
 def open_database(spec: str) -> peewee.Database:
-    """A file path (SQLite) or a Peewee URL (sqlite:///path, postgresql://user:pw@host/db)."""
+    """A file path (SQLite) or a Peewee URL (sqlite:///path, postgresql://user:pw@host/db).
+
+    A SQLite file is created with mode 0600 (and its folder when absent): it holds users'
+    os_password values. OSError when the file or its folder cannot be created."""
     if "://" not in spec:
-        Path(spec).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return peewee.SqliteDatabase(str(Path(spec).expanduser()), pragmas=SQLITE_PRAGMAS)
+        path = Path(spec).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(path)
+        return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS)
     scheme = urlparse(spec).scheme
     extra = {}
     if scheme.startswith("sqlite"):
         extra["pragmas"] = SQLITE_PRAGMAS
-        path = urlparse(spec).path[1:]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path_text = urlparse(spec).path[1:]
+        if path_text and path_text != ":memory:":
+            Path(path_text).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(path_text)
     try:
         return db_url.connect(spec, **extra)
     except (RuntimeError, ValueError) as exc:
@@ -270,6 +277,8 @@ class Store:
     def open(self) -> None:
         """Connects, checks a SQLite file's integrity (PRAGMA quick_check) and creates the tables.
         DatabaseDamaged when the file is damaged, DatabaseUnavailable when it cannot be opened."""
+        # Action rows carry os_password values: Peewee's DEBUG query log must not show them.
+        hide_query_parameters()
         try:
             self.database.connect(reuse_if_open=True)
             if isinstance(self.database, peewee.SqliteDatabase):

@@ -1,8 +1,15 @@
-"""Accounts: sign-up, log-in, email confirmation, API tokens and the admin's user management.
+"""Accounts: sign-up, log-in and login sessions, email confirmation, API tokens and the admin's
+user management.
 
 Rights are checked by the shared Authz (controller/authz.py). Deleting an account first ends its
 reservations through the `end_reservations` callable given at construction (Reservations.end_all
 in controller/app.py): a required argument, so a composition cannot forget it.
+
+Login sessions live in the database (store.users): a session is a random id, given to the
+browser inside its encrypted cookie and stored as its SHA-256, plus the account's credential
+version at log-in. A session ends when its row goes (logging out; every session of an account
+on a password change, a revocation, a demotion or a deletion) or when the credential version
+moves on, and after SESSION_SECONDS whatever happens.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -22,15 +30,29 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from edgebed.controller import validation
 from edgebed.controller.authz import WAITING_FOR_APPROVAL, Authz, refuse_self
 from edgebed.controller.domain import ApiToken, User
-from edgebed.controller.errors import AuthenticationFailed, InvalidInput, NotAuthorized, NotFound
+from edgebed.controller.errors import AuthenticationFailed, Conflict, InvalidInput, NotAuthorized, NotFound
 from edgebed.controller.store import Store
+from edgebed.controller.store.records import Credentials
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WAITING_FOR_APPROVAL", "Accounts", "EndReservations", "hash_api_token"]
+__all__ = [
+    "SESSION_SECONDS",
+    "WAITING_FOR_APPROVAL",
+    "Accounts",
+    "EndReservations",
+    "PasswordChange",
+    "SessionGrant",
+    "SignUp",
+    "hash_api_token",
+]
 
 CONFIRMATION_SECONDS = 3 * 86400
 API_TOKEN_PREFIX = "edgebed_"
+# A login session's whole life, from log-in, however active it is; the cookie lasts as long.
+SESSION_SECONDS = 7 * 24 * 3600
+# Longest session id or credential version a cookie may carry (ours are 43 and 32 characters).
+_MAX_SESSION_FIELD = 128
 
 
 def hash_api_token(secret: str) -> str:
@@ -39,9 +61,47 @@ def hash_api_token(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+def _hash_session_id(session_id: str) -> str:
+    # 256 random bits, as API tokens: a plain SHA-256 keeps a stolen database from giving
+    # live sessions away, and lets each request find its session by an index lookup.
+    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
+
+
 # Ends every reservation of the account with this email (destroying what was deployed);
 # awaited before the account is deleted.
 EndReservations = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    """A login session just opened, for the session cookie: the account, the session id (256
+    random bits; the database keeps only its SHA-256) and the credential version it was opened
+    under. `expires_at` is epoch seconds."""
+
+    user: User
+    session_id: str = field(repr=False)
+    credential_version: str = field(repr=False)
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    """What a password change did: every login session of the account ended, then `session`
+    opened in their place when one was asked for; `api_tokens_revoked` tokens deleted (0 when
+    they were kept)."""
+
+    session: SessionGrant | None
+    api_tokens_revoked: int
+
+
+@dataclass(frozen=True)
+class SignUp:
+    """What a sign-up did. `created` False: the email already had an account, which is left as
+    it was; the page must answer as for a new one and tell only the address's owner, by mail.
+    `email` is the address as normalized."""
+
+    email: str
+    created: bool
 
 
 class Accounts:
@@ -82,15 +142,24 @@ class Accounts:
 
     # -- accounts ----------------------------------------------------------------------------
 
-    async def sign_up(self, email: str, password: str, ssh_key: str = "") -> User:
+    async def sign_up(self, email: str, password: str, ssh_key: str = "") -> SignUp:
+        """A new account waiting for approval; InvalidInput for a malformed email, password or
+        SSH key. An email that already has an account gives SignUp(created=False) rather than
+        Conflict, after the same work (validation, an argon2 hash of the password, one write
+        transaction), so neither the answer nor its time tells whether the account exists."""
         email = validation.email(email)
         password = validation.password(password)
         ssh_key = validation.ssh_keys(ssh_key)
-        user = await self._store.users.create_user(
-            email, await self._hash(password), ssh_key=ssh_key, admin=False, authorized=False, now=self._now()
-        )
+        password_hash = await self._hash(password)
+        try:
+            await self._store.users.create_user(
+                email, password_hash, ssh_key=ssh_key, admin=False, authorized=False, now=self._now()
+            )
+        except Conflict:
+            log.info("sign-up with the email of the existing account %s; nothing changed", email)
+            return SignUp(email=email, created=False)
         log.info("new account %s is waiting for approval", email)
-        return user
+        return SignUp(email=email, created=True)
 
     async def create_user(
         self, email: str, password: str, *, admin: bool = False, authorized: bool = False, ssh_key: str = ""
@@ -114,27 +183,82 @@ class Accounts:
         log.info("%s created account %s", creator.email, user.email)
         return user
 
-    async def authenticate(self, email: str, password: str) -> User:
+    async def _check_password(self, email: str, password: str) -> Credentials:
+        """The account's credentials if `password` is its password and the account is
+        authorized; AuthenticationFailed (the same message, after the same work, whether or not
+        the email has an account) or NotAuthorized."""
         try:
             email = validation.email(email)
         except InvalidInput:
             raise AuthenticationFailed("wrong email or password") from None
         if not isinstance(password, str) or len(password) > validation.MAX_PASSWORD_LENGTH:
             raise AuthenticationFailed("wrong email or password")
-        found = await self._store.users.get_password_hash(email)
+        found = await self._store.users.get_credentials(email)
         if found is None:
             if self._dummy_hash is None:
                 self._dummy_hash = await self._hash(secrets.token_urlsafe(16))
             await self._verify(self._dummy_hash, password)
             raise AuthenticationFailed("wrong email or password")
-        user, password_hash = found
-        if not await self._verify(password_hash, password):
+        if not await self._verify(found.password_hash, password):
             raise AuthenticationFailed("wrong email or password")
-        if self._hasher.check_needs_rehash(password_hash):
+        if self._hasher.check_needs_rehash(found.password_hash):
+            # The same password under new parameters: the credential version stays.
             await self._store.users.update_user(email, password=await self._hash(password))
-        if not user.is_authorized:
+        if not found.user.is_authorized:
             raise NotAuthorized(WAITING_FOR_APPROVAL)
-        return user
+        return found
+
+    async def authenticate(self, email: str, password: str) -> User:
+        """The user whose email and password these are; AuthenticationFailed or NotAuthorized
+        (awaiting approval). Opens no session (log_in does)."""
+        return (await self._check_password(email, password)).user
+
+    async def log_in(self, email: str, password: str) -> SessionGrant:
+        """Checks the password as authenticate() does, then opens a login session, recorded in
+        the database, that lasts SESSION_SECONDS at most. AuthenticationFailed as well when the
+        password changed between the check and the opening."""
+        credentials = await self._check_password(email, password)
+        session_id = secrets.token_urlsafe(32)
+        now = self._now()
+        opened = await self._store.users.open_session(
+            credentials.user.email,
+            _hash_session_id(session_id),
+            expected_version=credentials.credential_version,
+            now=now,
+            expires_at=now + SESSION_SECONDS,
+        )
+        if not opened:
+            raise AuthenticationFailed("the account changed while you logged in; log in again")
+        return SessionGrant(
+            user=credentials.user,
+            session_id=session_id,
+            credential_version=credentials.credential_version,
+            expires_at=now + SESSION_SECONDS,
+        )
+
+    async def session_user(self, email: object, session_id: object, credential_version: object) -> User | None:
+        """The user of a login session, from what the session cookie carries; None when the
+        session was never opened, was ended (logged out, password changed, account revoked,
+        demoted or deleted), has expired, or its account is not authorized. The values come
+        from a cookie: anything that is not a short string is simply no session."""
+        fields = (email, session_id, credential_version)
+        if not all(isinstance(v, str) and 0 < len(v) <= _MAX_SESSION_FIELD for v in fields):
+            return None
+        assert isinstance(session_id, str) and isinstance(credential_version, str)
+        found = await self._store.users.session_user(_hash_session_id(session_id), self._now())
+        if found is None:
+            return None
+        user, current_version = found
+        if user.email != email or not current_version:
+            return None
+        if not hmac.compare_digest(current_version.encode(), credential_version.encode("utf-8", "replace")):
+            return None
+        return user if user.is_authorized else None
+
+    async def end_session(self, session_id: object) -> None:
+        """Ends one login session (logging out); nothing when there is no such session."""
+        if isinstance(session_id, str) and 0 < len(session_id) <= _MAX_SESSION_FIELD:
+            await self._store.users.end_session(_hash_session_id(session_id))
 
     async def get_user(self, email: str) -> User:
         try:
@@ -146,14 +270,42 @@ class Accounts:
             raise NotFound(f"no user with the email {email}")
         return user
 
-    async def change_password(self, email: str, old: str, new: str) -> None:
-        found = await self._store.users.get_password_hash(validation.email(email))
+    async def change_password(
+        self, email: str, old: str, new: str, *, keep_api_tokens: bool = False, open_session: bool = False
+    ) -> PasswordChange:
+        """Replaces the password once `old` is checked. In the same transaction every login
+        session of the account ends (with open_session, a new one is opened in their place, for
+        the browser that asked) and the account's API tokens are revoked unless keep_api_tokens.
+        AuthenticationFailed for a wrong `old`; InvalidInput for a bad `new`; Conflict when the
+        password changed meanwhile."""
+        found = await self._store.users.get_credentials(validation.email(email))
         if found is None:
             raise NotFound("no such user")
-        if not isinstance(old, str) or not await self._verify(found[1], old):
+        if not isinstance(old, str) or not await self._verify(found.password_hash, old):
             raise AuthenticationFailed("the current password is wrong")
         new = validation.password(new)
-        await self._store.users.update_user(found[0].email, password=await self._hash(new))
+        new_hash = await self._hash(new)
+        now = self._now()
+        session_id = secrets.token_urlsafe(32) if open_session else None
+        replaced = await self._store.users.replace_password(
+            found.user.email,
+            new_hash,
+            expected_version=found.credential_version,
+            keep_api_tokens=keep_api_tokens,
+            new_session=None if session_id is None else (_hash_session_id(session_id), now, now + SESSION_SECONDS),
+        )
+        if replaced is None:
+            raise Conflict("the password was changed meanwhile; log in again and retry")
+        version, revoked = replaced
+        log.info(
+            "%s changed their password: sessions ended, %s",
+            found.user.email,
+            "API tokens kept" if keep_api_tokens else f"{revoked} API token(s) revoked",
+        )
+        grant = None
+        if session_id is not None:
+            grant = SessionGrant(found.user, session_id, version, now + SESSION_SECONDS)
+        return PasswordChange(session=grant, api_tokens_revoked=revoked)
 
     async def set_ssh_key(self, email: str, ssh_key: str) -> User:
         user = await self._store.users.update_user(validation.email(email), ssh_key=validation.ssh_keys(ssh_key))
@@ -254,15 +406,23 @@ class Accounts:
             changes["is_admin"] = bool(admin)
         if not changes:
             return target
-        user = await self._store.users.update_user(target.email, **changes)
+        # Rights that shrink end the account's sessions: the user logs in again under them.
+        end_sessions = (target.is_authorized and changes.get("is_authorized") is False) or (
+            target.is_admin and changes.get("is_admin") is False
+        )
+        user = await self._store.users.update_user(target.email, end_sessions=end_sessions, **changes)
         if user is None:
             raise NotFound(f"no account with the email {target.email}")
-        log.info("%s set %s for %s", creator.email, changes, target.email)
+        log.info(
+            "%s set %s for %s%s", creator.email, changes, target.email,
+            "; its sessions ended" if end_sessions else "",
+        )
         return user
 
     async def delete_user(self, actor: User, email: str) -> None:
-        """Ends the account's reservations (end_reservations), then deletes it. Forbidden unless
-        the actor is an administrator; NotFound for an unknown email; Conflict for oneself."""
+        """Ends the account's reservations (end_reservations), then deletes it with its API
+        tokens and login sessions. Forbidden unless the actor is an administrator; NotFound for
+        an unknown email; Conflict for oneself."""
         admin = await self._authz.require_admin(actor)
         target = await self.get_user(email)
         refuse_self(admin, target, "delete your own account")

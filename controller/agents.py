@@ -9,8 +9,8 @@ from edgebed.controller import validation
 from edgebed.controller.agent_client import WRONG_TOKEN, AgentClient, CallOutcome, is_call_error
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
-from edgebed.controller.errors import AgentUnavailable, InvalidInput, NotFound
-from edgebed.controller.inventory import Inventory
+from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
+from edgebed.controller.inventory import Inventory, refuse_reserved
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.store import AgentRepository, Store
 from edgebed.tls import TlsError, normalized_ca_pem
@@ -178,12 +178,22 @@ class Agents:
         agent = await self._store.agents.get_agent(name)
         if agent is None:
             raise NotFound(f"no agent named {name}")
+        if not agent.token:
+            # Its stored token cannot be opened (store.agents.UNREADABLE_TOKEN): a call would
+            # only be refused, and the reason replaced by "wrong token".
+            raise Conflict(f"agent {name}: {agent.last_error}")
         record = await self._connect(agent)
         log.info("%s reconnected agent %s: %s", admin.email, name, record.status)
         return await self._info(name)
 
     async def delete_agent(self, actor: User, name: str) -> None:
+        """Forgets an agent with its cached nodes. Conflict, saying which, while one of its
+        nodes has a reservation: the next user would get that node unwiped (controller/
+        maintenance.py removes one that has, once they are destroyed). NotFound for an unknown
+        agent."""
         admin = await self._authz.require_admin(actor)
+        nodes = [node.name for node in await self._store.inventory.list_nodes() if node.agent == name]
+        refuse_reserved(f"agent {name}", await self._store.schedule.list_schedule(nodes=nodes))
         if not await self._store.agents.delete_agent(name):
             raise NotFound(f"no agent named {name}")
         await self._client.forget(name)

@@ -16,6 +16,7 @@ from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
 from edgebed.controller.clock import ClockGuard, Clocks, boot_clock
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.maintenance import Maintenance
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
 from edgebed.controller.scheduler import Scheduler
@@ -36,6 +37,7 @@ class Controller:
     agents: Agents
     inventory: Inventory
     reservations: Reservations
+    maintenance: Maintenance
     scheduler: Scheduler
     clock: Clocks
 
@@ -61,11 +63,13 @@ async def open_controller(
     With run_scheduler, a SQLite file is locked for the life of the controller (`<file>.lock`):
     two schedulers would drive the same reservations. StoreInUse when another process holds it,
     StoreDamaged when the file is damaged, StoreUnavailable when the database cannot be opened."""
-    # Read first: a bad TLS file stops the controller before anything is opened.
+    # Read first: a bad key file or TLS file stops the controller (one line) before anything is
+    # opened.
+    secret_key = settings.secret_key()
     identity = settings.client_identity()
     lock = _lock(settings) if run_scheduler else None
     try:
-        store = Store(settings.database, workers=db_workers)
+        store = Store(settings.database, secret_key=secret_key, workers=db_workers)
         await store.open(check_integrity=check_integrity)
     except BaseException:
         if lock is not None:
@@ -86,10 +90,13 @@ async def open_controller(
         reservations = Reservations(
             store, inventory, authz, settings, clock=clock, wake_scheduler=scheduler.wake
         )
+        maintenance = Maintenance(
+            store, inventory, agents, reservations, authz, clock=clock, wake_scheduler=scheduler.wake
+        )
         accounts = Accounts(
             store,
             authz,
-            settings.secret_key(),
+            secret_key,
             end_reservations=reservations.end_all,
             clock=clock,
             hasher=password_hasher,
@@ -103,6 +110,7 @@ async def open_controller(
             agents=agents,
             inventory=inventory,
             reservations=reservations,
+            maintenance=maintenance,
             scheduler=scheduler,
             clock=Clocks(guard, authz),
         )

@@ -83,6 +83,71 @@ class NodeInfo:
     type: str
     properties: dict[str, str]
     connected: bool
+    # Why the node is in maintenance ('' when it is not) and since when (epoch seconds, 0).
+    maintenance: str = ""
+    maintenance_since: int = 0
+    # True while an administrator's removal of the node or of its agent waits for its
+    # reservations to end (it takes no new one).
+    retiring: bool = False
+
+
+@dataclass(frozen=True)
+class NodeMaintenance:
+    """A node in maintenance: never handed to a new reservation until an administrator
+    releases it. `set_by` is the administrator's email, or "edgebed" when the controller put it
+    there (a destroy ended lost, or `lost_in_a_row` actions in a row did)."""
+
+    node_name: str
+    reason: str
+    since: int
+    set_by: str
+    lost_in_a_row: int
+    # The agent that lists the node now, '' when no agent does (removed, or its agent deleted).
+    agent: str = ""
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """An administrator's removal of an agent or node (`kind` "agent" or "node") that waits for
+    its reservations to end; the scheduler removes it once the last one is gone."""
+
+    kind: str
+    name: str
+    requested_by: str
+    requested_at: int
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What a removal request did: `removed` at once, or `waiting_for` these reservations
+    (node, owner) to be destroyed first (the agent or node is then retiring)."""
+
+    kind: str
+    name: str
+    removed: bool
+    waiting_for: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """An ended reservation (table reservation_history). `ended` says how (lifecycle.Ended),
+    `end_reason` why (lifecycle.EndReason), `ended_by` who ('' the clock), `outcome` the final
+    state of its last action ('' when nothing ran). Dates are epoch seconds; end_date is when
+    the window closed (earlier than planned when it was ended early)."""
+
+    id: int
+    node_name: str
+    owner: str
+    bin: str
+    start_date: int
+    end_date: int
+    environment: str
+    outcome: str
+    ended: str
+    end_reason: str
+    ended_by: str
+    ended_at: int
+    last_error: str
 
 
 @dataclass(frozen=True)
@@ -175,6 +240,14 @@ class Reservation:
     type: str
     pending: str = ""
     last_error: str = ""
+    # The window is over (or it was ended) and the node is being destroyed.
+    ending: bool = False
+    # What an administrator did to it (moved, ended): shown to the owner.
+    notice: str = ""
+    # Why its node is in maintenance, '' when it is not: a reservation not started yet waits
+    # until an administrator releases the node or moves it.
+    node_maintenance: str = ""
+    end_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -216,6 +289,14 @@ class ScheduleRecord:
     baseline: str = ""
     ending: bool = False
     last_error: str = ""
+    # Why and by whom it ends, once it does (lifecycle.EndReason; an email, '' for the clock).
+    end_reason: str = ""
+    ended_by: str = ""
+    # The property filter it was reserved with (JSON text), '' when nodes were named: an
+    # administrator moving it picks another node matching the same filter.
+    request_filter: str = ""
+    # What an administrator did to it (moved, ended), shown to the owner on the manage page.
+    notice: str = ""
 
     @property
     def started(self) -> bool:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from edgebed.controller import validation
@@ -18,7 +19,9 @@ from edgebed.controller.domain import (
     Busy,
     Environment,
     NodeInfo,
+    NodeMaintenance,
     NodeTypeInfo,
+    ScheduleRecord,
     User,
 )
 from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound, ServiceError
@@ -29,10 +32,41 @@ log = logging.getLogger(__name__)
 DUPLICATE_PREFIX = "duplicate node names"
 
 
-def _node_info(node: CachedNode) -> NodeInfo:
+def _node_info(node: CachedNode, maintenance: NodeMaintenance | None = None, retiring: bool = False) -> NodeInfo:
     return NodeInfo(
-        name=node.name, agent=node.agent, type=node.type, properties=node.properties, connected=node.connected
+        name=node.name,
+        agent=node.agent,
+        type=node.type,
+        properties=node.properties,
+        connected=node.connected,
+        maintenance=maintenance.reason if maintenance else "",
+        maintenance_since=maintenance.since if maintenance else 0,
+        retiring=retiring,
     )
+
+
+def _utc(epoch: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch))
+
+
+def reserved_text(records: Iterable[ScheduleRecord], limit: int = 10) -> str:
+    """"NODE (OWNER, START to END UTC), ..." for a refusal that says which reservations stand
+    in the way."""
+    records = list(records)
+    shown = ", ".join(
+        f"{r.node_name} ({r.owner}, {_utc(r.start_date)} to {_utc(r.end_date)} UTC)" for r in records[:limit]
+    )
+    more = f" and {len(records) - limit} more" if len(records) > limit else ""
+    return shown + more
+
+
+FORCE_HINT = "remove it with force to end them with a destroy first"
+
+
+def refuse_reserved(what: str, reserved: Sequence[ScheduleRecord], hint: str = FORCE_HINT) -> None:
+    """Conflict "<what> has reservations: <which>; <hint>" when `reserved` is not empty."""
+    if reserved:
+        raise Conflict(f"{what} has reservations: {reserved_text(reserved)}; {hint}")
 
 
 class Inventory:
@@ -105,9 +139,20 @@ class Inventory:
     # -- reading -------------------------------------------------------------------------
 
     async def list_nodes(self, *, refresh: bool = False) -> list[NodeInfo]:
+        """Every cached node, by name, with its maintenance and whether it is being removed
+        (it or its agent)."""
         if refresh:
             await self.refresh()
-        return [_node_info(node) for node in await self._store.inventory.list_nodes()]
+        maintained = {m.node_name: m for m in await self._store.maintenance.list_maintenance()}
+        retiring = {(r.kind, r.name) for r in await self._store.maintenance.list_retirements()}
+        return [
+            _node_info(
+                node,
+                maintained.get(node.name),
+                ("node", node.name) in retiring or ("agent", node.agent) in retiring,
+            )
+            for node in await self._store.inventory.list_nodes()
+        ]
 
     async def cached_nodes(self, names: Iterable[str] | None = None) -> dict[str, CachedNode]:
         return {node.name: node for node in await self._store.inventory.list_nodes(names)}
@@ -169,9 +214,8 @@ class Inventory:
             raise NotFound(f"no node named {node_name}")
         return await self._connected_agent(node.agent)
 
-    async def _refuse_if_reserved(self, node_name: str) -> None:
-        if await self._store.schedule.list_schedule(node=node_name):
-            raise Conflict(f"node {node_name} has reservations; they must end first")
+    async def _refuse_if_reserved(self, node_name: str, hint: str) -> None:
+        refuse_reserved(f"node {node_name}", await self._store.schedule.list_schedule(node=node_name), hint)
 
     async def add_node(self, actor: User, agent_name: str, node_name: str, properties: dict[str, str]) -> NodeInfo:
         await self._authz.require_admin(actor)
@@ -196,11 +240,13 @@ class Inventory:
         await self._authz.require_admin(actor)
         new_name = validation.name(new_name, "node")
         agent = await self._node_agent(node_name)
-        await self._refuse_if_reserved(node_name)
+        await self._refuse_if_reserved(node_name, "they must end before it is renamed")
         taken = (await self.cached_nodes([new_name])).get(new_name)
         if taken is not None:
             raise Conflict(f"node name {new_name} is already used by agent {taken.agent}")
         await self._client.rename_node(agent, node_name, new_name)
+        # The node's maintenance and lost count follow it to its new name.
+        await self._store.maintenance.rename(node_name, new_name)
         await self.refresh([agent])
         node = (await self.cached_nodes([new_name])).get(new_name)
         if node is None:
@@ -209,9 +255,12 @@ class Inventory:
         return _node_info(node)
 
     async def remove_node(self, actor: User, node_name: str) -> None:
+        """Removes the node on its agent. Conflict, saying which, while it has reservations
+        (controller/maintenance.py removes one that has, once they are destroyed). A node in
+        maintenance stays in maintenance: if it comes back, it is not handed out."""
         await self._authz.require_admin(actor)
         agent = await self._node_agent(node_name)
-        await self._refuse_if_reserved(node_name)
+        await self._refuse_if_reserved(node_name, FORCE_HINT)
         await self._client.remove_node(agent, node_name)
         await self.refresh([agent])
         log.info("%s removed node %s from agent %s", actor.email, node_name, agent.name)

@@ -29,11 +29,13 @@ Transitions (`Transition`), by the event that causes them:
      (status_after_        DONE                                                                  was configuring)
       configure)         READY/DONE            a required property missing        CONFIGURING  status=configuring
                          INTENDED..RUNNING     (an action under way)              unchanged    nothing
-    clock (on_time)      READY                 start_date <= now < end_date       INTENDED     START: pending=deploy,
-                                                                                               status=in_progress
+    clock (on_time)      READY                 start_date <= now < end_date,      INTENDED     START: pending=deploy,
+                                               node not in maintenance                         status=in_progress
+                         INTENDED (0), first   node in maintenance (entered after READY        HOLD: pending='', status=ready
+                          deploy not sent       START was decided)
                          any, nothing sent     end_date <= now                    (gone)       EXPIRE: delete
-                         any, sent             end_date <= now, node gone from    (gone)       ORPHAN: delete (nothing to destroy)
-                                               the inventory
+                         any, sent             end_date <= now, node gone from    (gone)       ORPHAN: delete (nothing to destroy),
+                                               the inventory                                   node into maintenance
                          any (0), sent         end_date <= now                    INTENDED(1)  END: ending=1, pending=destroy,
                                                                                                status=in_progress
                          IN_DOUBT (0)          end_date <= now                    IN_DOUBT(1)  END: ending=1 only; the doubt is
@@ -50,25 +52,45 @@ Transitions (`Transition`), by the event that causes them:
                                                                                                fingerprint; then send StartAction
                          RUNNING/DONE          agent's action differs from row    RUNNING/DONE MIRROR: process, action_state, ...,
                                                                                                status=ready if final else in_progress
-                         any (1)               destroy final (mirrored, adopted)  (gone)       REMOVE: delete
+                         any (1)               destroy `destroyed` (mirrored,     (gone)       REMOVE: delete
+                                               adopted)
+                         any (1)               destroy `lost` (the wipe never     (gone)       REMOVE_LOST: delete, node into
+                                               completed)                                      maintenance
     StartAction answer   IN_DOUBT              accepted                           RUNNING/DONE ACCEPTED: mirror, pending=''
-     (after_start)       IN_DOUBT (1)          accepted, destroy already final    (gone)       REMOVE: delete
+     (after_start)       IN_DOUBT (1)          accepted, destroy already final    (gone)       REMOVE or REMOVE_LOST
                          IN_DOUBT              FAILED_PRECONDITION (busy) or      INTENDED     RETRY: pending_issued=0, baseline
                                                token rejected: surely not started              kept (the next report adopts or
                                                                                                sends again)
                          IN_DOUBT (0)          refused (INVALID_ARGUMENT,         CONFIGURING  REFUSED: pending='', last_error;
                                                NOT_FOUND)                         or DONE      configuring if nothing ever ran
-                         IN_DOUBT (1)          refused                            (gone)       ABANDON: delete without destroy
+                         IN_DOUBT (1)          refused                            (gone)       ABANDON: delete without destroy,
+                                                                                               node into maintenance
                          IN_DOUBT              no answer (agent down, deadline)   IN_DOUBT     nothing: the next report decides
     user (on_user_       READY/DONE (0),       deploy (once configured), reboot   INTENDED     REQUEST: pending=P,
      action)              window open           (once deployed)                                status=in_progress, last_error=''
+                         READY, first deploy   the node is in maintenance         unchanged    Conflict (never handed out)
                          CONFIGURING/READY,    destroy                            (gone)       CANCEL: delete
                           nothing ever sent
                          any other (0)         destroy                            INTENDED(1)  END_EARLY: ending=1, end_date=now,
                                                                                    or IN_DOUBT  pending=destroy unless in doubt
                          any (1)               destroy                            unchanged    nothing (already ending)
+    ending (on_end)      as destroy above, for the owner, an administrator, a deleted account, a removed agent or node:
+                                               the reason and who are kept (end_reason, ended_by, notice)
+    admin (on_move)      nothing ever sent     moved to another free node         unchanged    MOVE: notice; the store re-keys the
+                          (0)                                                                  row and its properties to the node
+                         any other (0)         moved to another free node         INTENDED(1)  END_EARLY (reason moved); the store
+                                                                                               adds a row on the other node
+                         any (1)               moved                              unchanged    Conflict (ending)
     user (on_extend)     any (0)               duration doubled up to the cap,    unchanged    EXTEND: end_date
                                                clear of the next window
+
+Every decision that deletes a row says how the reservation ended (`Decision.history`, an
+`Ending`): the store writes its `reservation_history` row in the same transaction as the delete.
+A decision may also put the node in maintenance (`Decision.maintenance`, the reason) and one that
+records a final action (`Decision.finished`) counts toward the node's lost-in-a-row: the store
+applies `count_final` to the node's count inside the transaction and puts the node in maintenance
+when it says so. A node in maintenance is never handed to a new reservation: `choose_nodes` skips
+or refuses it (`unavailable`), START waits, and a first deploy is refused.
 
 Crash points. A controller killed at any moment restarts from what the rows say:
 
@@ -88,10 +110,11 @@ Every decision expects the fields it was based on, so a user's concurrent action
 the other way round.
 
 The business rules of reserving live here too: `window_conflicts` (the turnaround gap between
-windows on one node), `choose_nodes` (which candidates a request gets) and `configured_status`
-(ready once every required property is set). `choose_nodes`, `on_extend` and
-`status_after_configure` depend on other rows, so the reservation service hands them to the
-store, which calls them inside its write transaction on the rows it read there.
+windows on one node), `choose_nodes` (which candidates a request gets, never a node in
+maintenance or being removed) and `configured_status` (ready once every required property is
+set). `choose_nodes`, `on_extend`, `status_after_configure`, `on_move` and `count_final` depend
+on other rows, so the services hand them to the store, which calls them inside its write
+transaction on the rows it read there.
 """
 
 from __future__ import annotations
@@ -132,6 +155,30 @@ class UserAction(StrEnum):
     EXTEND = "extend"
 
 
+class Ended(StrEnum):
+    """How a reservation ended: the `ended` column of its history row."""
+
+    EXPIRED = "expired"  # its window passed before anything was sent to the node
+    CANCELLED = "cancelled"  # ended before anything was sent to the node
+    DESTROYED = "destroyed"  # its destroy completed: the node was wiped
+    LOST = "lost"  # its destroy ended lost: the node went into maintenance
+    ORPHANED = "orphaned"  # its node left the inventory: nothing destroyed, node into maintenance
+    ABANDONED = "abandoned"  # the agent refused the destroy: node into maintenance
+
+
+class EndReason(StrEnum):
+    """Why a reservation ends: the schedule's `end_reason` (written when it starts ending) and
+    the `end_reason` of its history row."""
+
+    WINDOW = "window"  # its end_date passed
+    OWNER = "owner"  # its owner destroyed it
+    ADMIN = "admin"  # an administrator ended it
+    MOVED = "moved"  # an administrator moved it to another node (this node is destroyed)
+    ACCOUNT_DELETED = "account_deleted"  # its owner's account was deleted
+    AGENT_REMOVED = "agent_removed"  # an administrator removed the node's agent (force)
+    NODE_REMOVED = "node_removed"  # an administrator removed the node (force)
+
+
 class Phase(StrEnum):
     """Where a row is in its life; derived from its columns by `phase`, never stored."""
 
@@ -168,6 +215,10 @@ class Transition(StrEnum):
     CANCEL = "cancel"
     END_EARLY = "end_early"
     EXTEND = "extend"
+    # the node in maintenance, and the administrator
+    REMOVE_LOST = "remove_lost"
+    HOLD = "hold"
+    MOVE = "move"
 
 
 class Outcome(StrEnum):
@@ -182,12 +233,40 @@ class Outcome(StrEnum):
 # The baseline when the agent reported no action for the node.
 NO_ACTION = "-"
 
+# The final state of an action that did not complete (a state outlived its `lost` timeout).
+LOST = "lost"
+
+
+@dataclass(frozen=True)
+class Ending:
+    """The history row a deleting decision writes with the delete. The store adds what the row
+    and its properties hold (bin, window, environment, last_error) and the time."""
+
+    ended: Ended
+    reason: EndReason
+    by: str = ""  # who ended it: a user's email, '' for the clock
+    outcome: str = ""  # the final state of its last action ('' when nothing ran)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A final action a decision records: it counts toward the node's lost-in-a-row once (the
+    store keeps the fingerprint of the last action it counted)."""
+
+    fingerprint: str
+    lost: bool
+
 
 @dataclass(frozen=True)
 class Decision:
     """One compare-and-set on the schedule row (node_name, owner): write `changes`, or delete
     the row and its action properties when `delete`, only if the row still has every value in
-    `expect`. `transition` says which row of the state table it is (for logs and reports)."""
+    `expect`. `transition` says which row of the state table it is (for logs and reports).
+
+    What the store does beside the row, in the same transaction and only when the write
+    applies: `history` (set on every delete) becomes the reservation's history row;
+    `maintenance` (a reason) puts the node in maintenance; `finished` counts toward the node's
+    lost-in-a-row (see `count_final`)."""
 
     transition: Transition
     node_name: str
@@ -195,6 +274,9 @@ class Decision:
     expect: Mapping[str, Any]
     changes: Mapping[str, Any] = field(default_factory=dict)
     delete: bool = False
+    history: Ending | None = None
+    maintenance: str = ""
+    finished: Finished | None = None
 
     @property
     def issues(self) -> bool:
@@ -299,9 +381,45 @@ def _decide(
     expect: Mapping[str, Any],
     changes: Mapping[str, Any] | None = None,
     *,
-    delete: bool = False,
+    history: Ending | None = None,
+    maintenance: str = "",
+    finished: Finished | None = None,
 ) -> Decision:
-    return Decision(transition, row.node_name, row.owner, dict(expect), dict(changes or {}), delete)
+    """A decision; it deletes the row exactly when it says how the reservation ended."""
+    return Decision(
+        transition,
+        row.node_name,
+        row.owner,
+        dict(expect),
+        dict(changes or {}),
+        delete=history is not None,
+        history=history,
+        maintenance=maintenance,
+        finished=finished,
+    )
+
+
+def _reason(row: ScheduleRecord) -> EndReason:
+    """Why the row ends: what was recorded when it started ending, else its window passed."""
+    return EndReason(row.end_reason) if row.end_reason else EndReason.WINDOW
+
+
+def _ending(row: ScheduleRecord, ended: Ended, outcome: str | None = None) -> Ending:
+    """The history of `row` ending `ended`; `outcome` defaults to the last state it mirrored."""
+    return Ending(ended, _reason(row), row.ended_by, row.action_state if outcome is None else outcome)
+
+
+def _finished(action: ActionState) -> Finished | None:
+    """What a report of `action` counts toward the node's lost-in-a-row: a final action only."""
+    return Finished(action.fingerprint(), action.state == LOST) if action.final else None
+
+
+# Why a node goes into maintenance when its reservation ends without a clean destroy. Shown to
+# users on the reserve page: they say what happened, never who held the node.
+LOST_DESTROY = "a destroy ended lost: the node may still hold the previous user's system"
+ORPHANED_NODE = "the node left the inventory while reserved and was never destroyed"
+# The notice on a started reservation an administrator moved: this node is destroyed.
+MOVED_AWAY = "moved to another node by an administrator; this node is being destroyed"
 
 
 def _mirror(action: ActionState) -> dict[str, Any]:
@@ -331,27 +449,52 @@ def _destroy_done(row: ScheduleRecord, action: ActionState) -> bool:
     return row.ending and action.final and action.process == Process.DESTROY
 
 
+def _removed(row: ScheduleRecord, action: ActionState, expect: Mapping[str, Any]) -> Decision:
+    """REMOVE once the destroy is `destroyed`; REMOVE_LOST when it ended `lost` (the wipe never
+    completed): the reservation ends all the same, and the node goes into maintenance."""
+    if action.state == LOST:
+        return _decide(
+            Transition.REMOVE_LOST,
+            row,
+            expect,
+            history=_ending(row, Ended.LOST, action.state),
+            maintenance=LOST_DESTROY,
+            finished=_finished(action),
+        )
+    return _decide(
+        Transition.REMOVE, row, expect, history=_ending(row, Ended.DESTROYED, action.state), finished=_finished(action)
+    )
+
+
 def _intend(process: Process, now: int) -> dict[str, Any]:
     return {"pending": process, "pending_issued": False, "pending_since": now, "status": Status.IN_PROGRESS}
+
+
+def _first_deploy_waiting(row: ScheduleRecord) -> bool:
+    """The first deploy is intended and not sent: nothing reached the node yet."""
+    return row.pending == Process.DEPLOY and not row.started and not row.ending
 
 
 # -- the clock ---------------------------------------------------------------------------------
 
 
-def on_time(row: ScheduleRecord, now: int, *, in_inventory: bool = True) -> Decision | None:
+def on_time(
+    row: ScheduleRecord, now: int, *, in_inventory: bool = True, in_maintenance: bool = False
+) -> Decision | None:
     """What the clock does to `row` at `now` (epoch seconds): START at start_date; at end_date
     END (destroy), or EXPIRE/ORPHAN when there is nothing to destroy; DESTROY_AFTER_DOUBT once an
     ending row's intention in doubt is resolved. `in_inventory` is False when the node left the
-    controller's node cache (its agent no longer lists it)."""
+    controller's node cache (its agent no longer lists it). A node `in_maintenance` is never
+    handed over: START waits, and a first deploy not sent yet is put back (HOLD)."""
     if row.end_date <= now and (not row.started or not in_inventory):
-        return _decide(
-            Transition.ORPHAN if row.started else Transition.EXPIRE,
-            row,
-            expect={"pending_issued": row.pending_issued, "process": row.process, "pending": row.pending},
-            delete=True,
-        )
+        expect = {"pending_issued": row.pending_issued, "process": row.process, "pending": row.pending}
+        if row.started:
+            return _decide(
+                Transition.ORPHAN, row, expect, history=_ending(row, Ended.ORPHANED), maintenance=ORPHANED_NODE
+            )
+        return _decide(Transition.EXPIRE, row, expect, history=_ending(row, Ended.EXPIRED, ""))
     if row.end_date <= now and not row.ending:
-        changes: dict[str, Any] = {"ending": True}
+        changes: dict[str, Any] = {"ending": True, "end_reason": EndReason.WINDOW}
         if not row.pending_issued:
             # An intention not sent yet is replaced by the destroy; one in doubt is resolved
             # first (DESTROY_AFTER_DOUBT follows).
@@ -369,7 +512,14 @@ def on_time(row: ScheduleRecord, now: int, *, in_inventory: bool = True) -> Deci
             expect={"ending": True, "pending": "", "process": row.process},
             changes=_intend(Process.DESTROY, now),
         )
-    if due_to_start(row, now):
+    if in_maintenance and _first_deploy_waiting(row) and not row.pending_issued:
+        return _decide(
+            Transition.HOLD,
+            row,
+            expect={"pending": Process.DEPLOY, "pending_issued": False, "process": "", "action_state": "", "ending": False},
+            changes=_NO_INTENTION | {"status": Status.READY},
+        )
+    if due_to_start(row, now) and not in_maintenance:
         return _decide(
             Transition.START,
             row,
@@ -387,7 +537,7 @@ def on_report(row: ScheduleRecord, action: ActionState | None, *, blocked: bool 
 
     For a row with an intention: ADOPT, WAIT_BUSY, or ISSUE (the claim to write before sending
     StartAction; `Decision.issues`); nothing while `blocked` (see `blocked_rows`). For a row
-    without: MIRROR, or REMOVE once an ending row's destroy is final.
+    without: MIRROR, or REMOVE (REMOVE_LOST) once an ending row's destroy is final.
     """
     if row.pending:
         return _on_report_pending(row, action, blocked)
@@ -395,11 +545,11 @@ def on_report(row: ScheduleRecord, action: ActionState | None, *, blocked: bool 
         return None
     expect = {"pending": "", "action_updated_at": row.action_updated_at, "action_state": row.action_state}
     if _destroy_done(row, action):
-        return _decide(Transition.REMOVE, row, expect, delete=True)
+        return _removed(row, action, expect)
     changes = _mirror(action)
     if not _differs(row, changes):
         return None
-    return _decide(Transition.MIRROR, row, expect, changes)
+    return _decide(Transition.MIRROR, row, expect, changes, finished=_finished(action))
 
 
 def _on_report_pending(row: ScheduleRecord, action: ActionState | None, blocked: bool) -> Decision | None:
@@ -407,8 +557,14 @@ def _on_report_pending(row: ScheduleRecord, action: ActionState | None, blocked:
     if row.baseline and action is not None and action.process == row.pending and action.fingerprint() != row.baseline:
         # The agent runs (or ran) the action we sent before its answer was recorded.
         if _destroy_done(row, action):
-            return _decide(Transition.REMOVE, row, expect, delete=True)
-        return _decide(Transition.ADOPT, row, expect, _mirror(action) | _NO_INTENTION | {"last_error": ""})
+            return _removed(row, action, expect)
+        return _decide(
+            Transition.ADOPT,
+            row,
+            expect,
+            _mirror(action) | _NO_INTENTION | {"last_error": ""},
+            finished=_finished(action),
+        )
     if action is not None and not action.final:
         # Busy with another action: ours was not accepted; wait until that one ends.
         changes: dict[str, Any] = {}
@@ -453,21 +609,34 @@ def start_result(answer: ActionState | ServiceError) -> StartResult:
 
 def after_start(row: ScheduleRecord, result: StartResult) -> Decision | None:
     """What StartAction's answer does to `row`, the row as claimed by ISSUE (pending_issued
-    set, baseline recorded): ACCEPTED (or REMOVE), RETRY, REFUSED (or ABANDON when ending), and
-    nothing when there was no answer: the row stays in doubt for the next report."""
+    set, baseline recorded): ACCEPTED (or REMOVE/REMOVE_LOST), RETRY, REFUSED (or ABANDON when
+    ending, which puts the node in maintenance: it was never wiped), and nothing when there was
+    no answer: the row stays in doubt for the next report."""
     expect = {"pending": row.pending, "pending_issued": True, "baseline": row.baseline}
     if result.outcome is Outcome.ACCEPTED:
         assert result.action is not None
         if _destroy_done(row, result.action):
-            return _decide(Transition.REMOVE, row, expect, delete=True)
-        return _decide(Transition.ACCEPTED, row, expect, _mirror(result.action) | _NO_INTENTION | {"last_error": ""})
+            return _removed(row, result.action, expect)
+        return _decide(
+            Transition.ACCEPTED,
+            row,
+            expect,
+            _mirror(result.action) | _NO_INTENTION | {"last_error": ""},
+            finished=_finished(result.action),
+        )
     if result.outcome is Outcome.NOT_STARTED:
         # Certainly not started: keep the intention and the baseline, so the next report either
         # adopts an action the agent accepted earlier or sends it again.
         return _decide(Transition.RETRY, row, expect, {"pending_issued": False})
     if result.outcome is Outcome.REFUSED:
         if row.ending:
-            return _decide(Transition.ABANDON, row, expect, delete=True)
+            return _decide(
+                Transition.ABANDON,
+                row,
+                expect,
+                history=_ending(row, Ended.ABANDONED),
+                maintenance=f"the agent refused the destroy: {result.message}"[:500],
+            )
         never_ran = not row.process and not row.action_state
         return _decide(
             Transition.REFUSED,
@@ -486,16 +655,18 @@ def after_start(row: ScheduleRecord, result: StartResult) -> Decision | None:
 # -- the user ----------------------------------------------------------------------------------
 
 
-def on_user_action(row: ScheduleRecord, action: UserAction, now: int) -> Decision | None:
+def on_user_action(
+    row: ScheduleRecord, action: UserAction, now: int, *, in_maintenance: bool = False
+) -> Decision | None:
     """What the user's reboot, deploy or destroy does to their `row` at `now`.
 
     reboot/deploy: REQUEST, or Conflict when the window is not open, the row is ending, busy,
-    not configured (deploy) or never deployed (reboot). destroy: CANCEL when nothing was ever
-    sent, END_EARLY otherwise, None when it is already ending. ValueError for extend (see
+    not configured (deploy), never deployed (reboot), or when its first deploy would hand over
+    a node `in_maintenance`. destroy: as `on_end` by the owner. ValueError for extend (see
     `on_extend`).
     """
     if action is UserAction.DESTROY:
-        return _on_destroy(row, now)
+        return on_end(row, now, reason=EndReason.OWNER, by=row.owner)
     if action is UserAction.EXTEND:
         raise ValueError("extend depends on the neighbouring windows; use on_extend")
     process = Process(action.value)
@@ -511,6 +682,11 @@ def on_user_action(row: ScheduleRecord, action: UserAction, now: int) -> Decisio
         raise Conflict(f"node {row.node_name} is not configured yet")
     if process is Process.REBOOT and not row.process:
         raise Conflict(f"node {row.node_name} has not been deployed yet")
+    if process is Process.DEPLOY and in_maintenance and not row.started:
+        raise Conflict(
+            f"node {row.node_name} is in maintenance; it is deployed once an administrator releases it "
+            "or moves your reservation"
+        )
     return _decide(
         Transition.REQUEST,
         row,
@@ -519,17 +695,29 @@ def on_user_action(row: ScheduleRecord, action: UserAction, now: int) -> Decisio
     )
 
 
-def _on_destroy(row: ScheduleRecord, now: int) -> Decision | None:
+def on_end(
+    row: ScheduleRecord, now: int, *, reason: EndReason, by: str, notice: str = ""
+) -> Decision | None:
+    """Ends the reservation now, for `reason`, by `by` (an email): CANCEL when nothing was ever
+    sent (its history row says so), END_EARLY otherwise (destroy; the rows go once destroyed),
+    None when it is already ending. `notice` is shown to the owner while it ends."""
     if not row.started and not row.pending:
         return _decide(
             Transition.CANCEL,
             row,
             expect={"pending": "", "process": "", "action_state": "", "pending_issued": False},
-            delete=True,
+            history=Ending(Ended.CANCELLED, reason, by),
         )
     if row.ending:
         return None
-    changes: dict[str, Any] = {"ending": True, "end_date": min(row.end_date, now)}
+    changes: dict[str, Any] = {
+        "ending": True,
+        "end_date": min(row.end_date, now),
+        "end_reason": reason,
+        "ended_by": by,
+    }
+    if notice:
+        changes["notice"] = notice[:500]
     if not row.pending_issued:
         # As at end_date: an intention not sent is replaced; one in doubt is resolved first.
         changes |= _intend(Process.DESTROY, now)
@@ -539,6 +727,36 @@ def _on_destroy(row: ScheduleRecord, now: int) -> Decision | None:
         expect={"pending": row.pending, "pending_issued": row.pending_issued, "ending": False},
         changes=changes,
     )
+
+
+def on_move(row: ScheduleRecord, now: int, *, by: str, notice: str) -> Decision:
+    """An administrator (`by`) moves the reservation to another node; `notice` tells the owner
+    (on the reservation where it continues; the one destroyed here says MOVED_AWAY).
+
+    MOVE when nothing was ever sent to the node: the row keeps its window and properties and
+    the store re-keys it to the other node (an intended first deploy is taken back, so it
+    starts there). Otherwise END_EARLY (reason MOVED): this node is destroyed, and the store
+    adds the reservation on the other node with the rest of its window (`moved_status`).
+    Conflict when the reservation is already ending.
+    """
+    if row.ending or now >= row.end_date:
+        raise Conflict(f"the reservation of node {row.node_name} by {row.owner} is ending")
+    if not row.started:
+        return _decide(
+            Transition.MOVE,
+            row,
+            expect={"pending": row.pending, "pending_issued": False, "process": "", "action_state": "", "ending": False},
+            changes=_NO_INTENTION | {"status": moved_status(row), "notice": notice[:500]},
+        )
+    decision = on_end(row, now, reason=EndReason.MOVED, by=by, notice=MOVED_AWAY)
+    assert decision is not None and not decision.delete, "a started row that is not ending ends early"
+    return decision
+
+
+def moved_status(row: ScheduleRecord) -> Status:
+    """The status of the reservation once on its new node: still CONFIGURING if it was, else
+    READY (its configuration was complete), so the clock starts it there."""
+    return Status.CONFIGURING if row.status == Status.CONFIGURING else Status.READY
 
 
 def on_extend(
@@ -606,6 +824,7 @@ def window_conflicts(windows: Iterable[Window], start: int, end: int, turnaround
 def choose_nodes(
     candidates: Sequence[str],
     windows: Mapping[str, Sequence[Window]],
+    unavailable: Mapping[str, str] | None = None,
     *,
     owner: str,
     count: int,
@@ -616,13 +835,22 @@ def choose_nodes(
 ) -> list[str]:
     """Which of `candidates` (in their order) a request of `owner` for [start, end) gets.
 
-    `windows` maps a candidate to every reservation on it (absent: none). One reservation per
-    (node, owner), and no window within `turnaround` of another. With `all_or_nothing` (nodes
-    named by the user) every candidate must be free, else Conflict names the first that is
-    not; otherwise the first `count` free ones, or Conflict when fewer are free.
+    `windows` maps a candidate to every reservation on it (absent: none); `unavailable` maps a
+    candidate that is never handed out to why ("in maintenance: ...", "being removed"). One
+    reservation per (node, owner), and no window within `turnaround` of another. With
+    `all_or_nothing` (nodes named by the user) every candidate must be free, else Conflict
+    names the first that is not; otherwise the first `count` free ones, or Conflict when fewer
+    are free.
     """
+    unavailable = unavailable or {}
     chosen: list[str] = []
+    held = 0
     for node in candidates:
+        if node in unavailable:
+            if all_or_nothing:
+                raise Conflict(f"node {node} is {unavailable[node]}")
+            held += 1
+            continue
         on_node = windows.get(node, ())
         if any(w.owner == owner for w in on_node):
             if all_or_nothing:
@@ -636,5 +864,19 @@ def choose_nodes(
         if len(chosen) == count:
             break
     if len(chosen) < count:
-        raise Conflict(f"only {len(chosen)} of the {count} requested nodes are free during that time")
+        aside = f" ({held} more are in maintenance or being removed)" if held else ""
+        raise Conflict(f"only {len(chosen)} of the {count} requested nodes are free during that time{aside}")
     return chosen
+
+
+# -- the node's condition ------------------------------------------------------------------------
+
+
+def count_final(lost_in_a_row: int, lost: bool, *, limit: int) -> tuple[int, str]:
+    """The node's count of actions in a row that ended `lost` once one more action ended
+    (`lost` or not), and the maintenance reason when that count reaches `limit` ('' otherwise;
+    `limit` 0: never). Any other final state starts the count again."""
+    count = lost_in_a_row + 1 if lost else 0
+    if lost and limit and count >= limit:
+        return count, f"{count} actions in a row ended lost"
+    return count, ""

@@ -121,5 +121,12 @@ class Metrics:
             for state, n in sorted(states.items()):
                 if state:
                     lines.append(f'edgebed_actions{{state="{_label(state)}"}} {n}')
+            # An alert on this is the operator's cue that a node waits for them.
+            held = await self._store.maintenance.active()
+            lines += [
+                "# HELP edgebed_nodes_in_maintenance Nodes never handed out until an administrator releases them.",
+                "# TYPE edgebed_nodes_in_maintenance gauge",
+                f"edgebed_nodes_in_maintenance {len(held)}",
+            ]
         lines += self._render_calls()
         return "\n".join(lines) + "\n"

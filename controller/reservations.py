@@ -5,16 +5,21 @@ so whether someone else holds it does not leak. The service never calls StartAct
 records the intention (`pending`) and wakes the scheduler, the one place that drives agents.
 
 It decides nothing about a reservation's life either: which nodes a request gets, the
-turnaround gap, READY or CONFIGURING, and what reboot, deploy, destroy and extend do are pure
-functions of controller/lifecycle.py. The service checks the request, hands those functions to
-the store where they must run inside its write transaction (reserve, extend, configure), and
-writes the others' decisions as compare-and-sets.
+turnaround gap, READY or CONFIGURING, and what reboot, deploy, destroy, extend, an
+administrator's end and move do are pure functions of controller/lifecycle.py. The service
+checks the request, hands those functions to the store where they must run inside its write
+transaction (reserve, extend, configure, move), and writes the others' decisions as
+compare-and-sets.
+
+Administrators see and act on every reservation (`admin_*`): list them with filters, end one
+(with destroy) or move one to another node; the owner sees what was done in the reservation's
+`notice`. Ended reservations are kept as history: each user reads theirs, administrators all.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +29,7 @@ from edgebed.controller import lifecycle, validation
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
     AgentCatalog,
+    HistoryEntry,
     NodeInfo,
     Reservation,
     ScheduleRecord,
@@ -32,7 +38,7 @@ from edgebed.controller.domain import (
 )
 from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory
-from edgebed.controller.lifecycle import Status, UserAction, Window
+from edgebed.controller.lifecycle import EndReason, Status, UserAction, Window
 from edgebed.controller.settings import Settings
 from edgebed.controller.store import CachedNode, Store
 
@@ -48,6 +54,12 @@ USER_ACTIONS = tuple(action.value for action in UserAction)
 # How often ending a reservation re-reads a row the scheduler moved meanwhile before giving up;
 # the scheduler changes a row at most a couple of times per poll, so a few tries always do.
 _END_ATTEMPTS = 5
+
+# What an administrator's filter on the current reservations may ask for: a status, or those
+# ending (being destroyed).
+ENDING = "ending"
+ADMIN_STATUSES = (*(status.value for status in Status), ENDING)
+HISTORY_LIMIT = 1000
 
 
 def node_matches(node: CachedNode | NodeInfo, wanted: Mapping[str, str]) -> bool:
@@ -121,17 +133,16 @@ class Reservations:
             all_or_nothing = False
 
         status_for, props_for = await self._initial_configuration(owner, candidates, cached)
-        # Run by the store on the windows it reads inside its write transaction.
-        choose = functools.partial(
-            lifecycle.choose_nodes,
-            candidates,
-            owner=owner.email,
-            count=count,
-            start=start,
-            end=end,
-            turnaround=self._settings.turnaround_seconds,
-            all_or_nothing=all_or_nothing,
-        )
+        turnaround = self._settings.turnaround_seconds
+
+        def choose(windows: Mapping[str, Sequence[Window]], unavailable: Mapping[str, str]) -> list[str]:
+            # Run by the store on the windows and the nodes in maintenance (or being removed)
+            # it reads inside its write transaction.
+            return lifecycle.choose_nodes(
+                candidates, windows, owner=owner.email, count=count, start=start, end=end,
+                turnaround=turnaround, all_or_nothing=all_or_nothing, unavailable=unavailable,
+            )
+
         chosen = await self._store.schedule.reserve(
             owner.email,
             candidates=candidates,
@@ -140,6 +151,7 @@ class Reservations:
             choose=choose,
             status_for=status_for,
             props_for=props_for,
+            request_filter="" if nodes is not None else json.dumps(dict(sorted((filter or {}).items()))),
         )
         log.info("%s reserved %s from %d to %d", owner.email, ", ".join(chosen), start, end)
         if start <= now:
@@ -219,6 +231,10 @@ class Reservations:
     ) -> list[Reservation]:
         nodes = await self._inventory.cached_nodes({r.node_name for r in records})
         catalogs: dict[str, AgentCatalog] = await self._inventory.catalogs() if records else {}
+        maintained = {
+            m.node_name: m.reason
+            for m in await self._store.maintenance.list_maintenance({r.node_name for r in records})
+        }
         result = []
         for record in records:
             node = nodes.get(record.node_name)
@@ -251,6 +267,10 @@ class Reservations:
                     type=node.type if node else "",
                     pending=record.pending,
                     last_error=record.last_error,
+                    ending=record.ending,
+                    notice=record.notice,
+                    node_maintenance=maintained.get(record.node_name, ""),
+                    end_reason=record.end_reason,
                 )
             )
         return result
@@ -357,7 +377,7 @@ class Reservations:
         if action == UserAction.EXTEND:
             return await self._one(await self._extend(record))
         if action == UserAction.DESTROY:
-            remaining = await self._end(record)
+            remaining = await self._end(record, EndReason.OWNER, owner.email)
             if remaining is None:
                 # Never started: the reservation is simply cancelled.
                 return await self._cancelled(record)
@@ -370,7 +390,8 @@ class Reservations:
         return dataclasses.replace(reservation, end_date=min(record.end_date, self._now()))
 
     async def _start(self, record: ScheduleRecord, action: UserAction) -> ScheduleRecord:
-        decision = lifecycle.on_user_action(record, action, self._now())
+        in_maintenance = bool(await self._store.maintenance.list_maintenance([record.node_name]))
+        decision = lifecycle.on_user_action(record, action, self._now(), in_maintenance=in_maintenance)
         # None only for a destroy of an ending row; destroy goes through _end.
         assert decision is not None, f"{action} always decides"
         [applied] = await self._store.schedule.update_schedule([decision])
@@ -380,23 +401,28 @@ class Reservations:
         self.wake_scheduler()
         return await self._record(record.owner, record.node_name)
 
-    async def _end(self, record: ScheduleRecord) -> ScheduleRecord | None:
-        """Ends a reservation now: cancels it if nothing ever ran, else destroys the node (the
-        scheduler removes the rows once destroyed). What remains; None when the rows are gone."""
+    async def _end(
+        self, record: ScheduleRecord, reason: EndReason, by: str, notice: str = ""
+    ) -> ScheduleRecord | None:
+        """Ends a reservation now (lifecycle.on_end): cancels it if nothing ever ran, else
+        destroys the node (the scheduler removes the rows once destroyed). What remains; None
+        when the rows are gone."""
         for _ in range(_END_ATTEMPTS):
-            decision = lifecycle.on_user_action(record, UserAction.DESTROY, self._now())
+            decision = lifecycle.on_end(record, self._now(), reason=reason, by=by, notice=notice)
             if decision is None:
                 return record  # already ending
-            [applied] = await self._store.schedule.update_schedule([decision])
+            [applied] = await self._store.schedule.update_schedule([decision], now=self._now())
             if applied and decision.delete:
-                log.info("%s cancelled the reservation of %s", record.owner, record.node_name)
+                log.info("%s cancelled the reservation of %s by %s (%s)", by or "edgebed", record.node_name,
+                         record.owner, reason)
                 return None
             if applied:
-                log.info("%s ended the reservation of %s", record.owner, record.node_name)
+                log.info("%s ended the reservation of %s by %s (%s)", by or "edgebed", record.node_name,
+                         record.owner, reason)
                 self.wake_scheduler()
             # Applied: what remains. Missed: the scheduler moved the row between the read and
-            # the write (it sent an action or recorded an answer); ending is the user's last
-            # word, so decide again on what is there now.
+            # the write (it sent an action or recorded an answer); ending is the last word, so
+            # decide again on what is there now.
             fresh = await self._store.schedule.get_schedule(record.node_name, record.owner)
             if fresh is None or applied:
                 return fresh
@@ -421,4 +447,155 @@ class Reservations:
     async def end_all(self, owner: str) -> None:
         """Ends every reservation of an account being deleted."""
         for record in await self._store.schedule.list_schedule(owner=owner):
-            await self._end(record)
+            await self._end(record, EndReason.ACCOUNT_DELETED, "")
+
+    async def end_on_nodes(self, nodes: Sequence[str], reason: EndReason, by: str) -> list[ScheduleRecord]:
+        """Ends every reservation on `nodes` (an administrator `by` removes them or their
+        agent): those never started are cancelled, the others destroyed. The reservations that
+        remain until their destroy is over."""
+        remaining = []
+        for record in await self._store.schedule.list_schedule(nodes=nodes):
+            left = await self._end(record, reason, by, notice=f"ended: an administrator removes {record.node_name}")
+            if left is not None:
+                remaining.append(left)
+        return remaining
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def history(
+        self, user: User, *, before: Any = None, limit: Any = 100
+    ) -> list[HistoryEntry]:
+        """The caller's ended reservations, newest first (see `_history_page`)."""
+        owner = await self._authz.require_authorized(user)
+        return await self._history_page(owner=owner.email, node=None, before=before, limit=limit)
+
+    async def admin_history(
+        self, actor: User, *, owner: str | None = None, node: str | None = None, before: Any = None, limit: Any = 100
+    ) -> list[HistoryEntry]:
+        """Everyone's ended reservations, newest first, filtered by owner and node."""
+        await self._authz.require_admin(actor)
+        return await self._history_page(owner=owner or None, node=node or None, before=before, limit=limit)
+
+    async def _history_page(
+        self, *, owner: str | None, node: str | None, before: Any, limit: Any
+    ) -> list[HistoryEntry]:
+        """At most `limit` (1..HISTORY_LIMIT) entries older than the entry id `before` (None:
+        from the newest). InvalidInput for a limit or id that is not a positive whole number."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= HISTORY_LIMIT:
+            raise InvalidInput(f"the limit must be a whole number between 1 and {HISTORY_LIMIT}")
+        if before is not None and (isinstance(before, bool) or not isinstance(before, int) or before < 1):
+            raise InvalidInput("before must be the id of a history entry (a positive whole number)")
+        return await self._store.schedule.list_history(owner=owner, node=node, before=before, limit=limit)
+
+    # -- administrators --------------------------------------------------------------------
+
+    async def admin_list(
+        self,
+        actor: User,
+        *,
+        owner: str | None = None,
+        node: str | None = None,
+        agent: str | None = None,
+        status: str | None = None,
+    ) -> list[Reservation]:
+        """Every current reservation, filtered by owner, node, agent and status (a Status, or
+        ENDING for those being destroyed); InvalidInput for another status."""
+        await self._authz.require_admin(actor)
+        if status and status not in ADMIN_STATUSES:
+            raise InvalidInput(f"the status must be one of {', '.join(ADMIN_STATUSES)}")
+        records = await self._store.schedule.list_schedule(owner=owner or None, node=node or None)
+        if status == ENDING:
+            records = [r for r in records if r.ending]
+        elif status:
+            records = [r for r in records if r.status == status and not r.ending]
+        reservations = await self._to_domain(records, await self._store.schedule.action_props())
+        if agent:
+            reservations = [r for r in reservations if r.agent == agent]
+        return sorted(reservations, key=lambda r: (r.start_date, r.node_name, r.owner))
+
+    async def _any_record(self, node_name: Any, owner: Any) -> ScheduleRecord:
+        record = None
+        if isinstance(node_name, str) and isinstance(owner, str) and len(node_name) <= 64 and len(owner) <= 254:
+            record = await self._store.schedule.get_schedule(node_name, owner)
+        if record is None:
+            raise NotFound(f"{str(owner)[:254]} has no reservation on node {str(node_name)[:64]}")
+        return record
+
+    async def admin_end(self, actor: User, node_name: str, owner: str) -> Reservation:
+        """Ends anyone's reservation now, with destroy (cancelled when nothing ran); the owner
+        sees it ended by an administrator. The reservation afterwards (a cancelled one as it
+        was, ending now). NotFound when there is no such reservation."""
+        admin = await self._authz.require_admin(actor)
+        record = await self._any_record(node_name, owner)
+        remaining = await self._end(record, EndReason.ADMIN, admin.email, notice="ended by an administrator")
+        if remaining is None:
+            return await self._cancelled(record)
+        return await self._one(remaining)
+
+    async def admin_move(self, actor: User, node_name: str, owner: str, to: str | None = None) -> Reservation:
+        """Moves anyone's reservation to node `to`, or to the first free node of the same type
+        matching the filter it was reserved with (any node of its type when it named its
+        node). Not started yet: the reservation itself moves, with its window and properties.
+        Started: this node is destroyed, and the reservation continues on the other node with
+        the rest of its window (deployed there at once, if configured). The owner is told in
+        the reservation's notice. The reservation on its new node.
+
+        NotFound when there is no such reservation; InvalidInput for an unknown node, the same
+        node, or a node of another type; Conflict when the reservation is ending, or the node
+        (or every candidate) is taken, in maintenance or being removed.
+        """
+        admin = await self._authz.require_admin(actor)
+        record = await self._any_record(node_name, owner)
+        cached = await self._inventory.cached_nodes()
+        current = cached.get(record.node_name)
+        if current is None:
+            raise Conflict(f"node {record.node_name} left the inventory; end the reservation instead")
+        if to is not None:
+            to = validation.name(to, "node")
+            target = cached.get(to)
+            if target is None:
+                raise InvalidInput(f"unknown node: {to!r}")
+            if target.name == record.node_name:
+                raise InvalidInput(f"the reservation is on node {to} already")
+            if target.type != current.type:
+                raise InvalidInput(f"node {to} is a {target.type} node; the reservation is for a {current.type} node")
+            if not target.connected:
+                raise AgentUnavailable(f"node {to} belongs to agent {target.agent}, which is disconnected")
+            candidates = [to]
+        else:
+            wanted = json.loads(record.request_filter) if record.request_filter else {}
+            candidates = sorted(
+                node.name
+                for node in cached.values()
+                if node.type == current.type and node.name != record.node_name and node.connected
+                and node_matches(node, wanted)
+            )
+            if not candidates:
+                raise Conflict(f"no other connected {current.type} node matches the reservation's filter")
+        now = self._now()
+        turnaround = self._settings.turnaround_seconds
+        maintenance = await self._store.maintenance.list_maintenance([record.node_name])
+        why = f": {record.node_name} is in maintenance ({maintenance[0].reason})" if maintenance else ""
+        notice = f"moved here from node {record.node_name} by an administrator{why}"
+
+        def decide(row: ScheduleRecord) -> lifecycle.Decision:
+            return lifecycle.on_move(row, now, by=admin.email, notice=notice)
+
+        def choose(
+            row: ScheduleRecord, windows: Mapping[str, Sequence[Window]], unavailable: Mapping[str, str]
+        ) -> list[str]:
+            return lifecycle.choose_nodes(
+                candidates, windows, owner=row.owner, count=1, start=max(row.start_date, now), end=row.end_date,
+                turnaround=turnaround, all_or_nothing=to is not None, unavailable=unavailable,
+            )
+
+        moved = await self._store.schedule.move(
+            record.node_name, record.owner, candidates=candidates, decide=decide, choose=choose,
+            status_after=lifecycle.moved_status, notice=notice, now=now,
+        )
+        if moved is None:
+            raise NotFound(f"{owner} has no reservation on node {node_name}")
+        target_name, updated = moved
+        log.info("%s moved the reservation of %s by %s to %s", admin.email, record.node_name, record.owner, target_name)
+        self.wake_scheduler()
+        return await self._one(updated)

@@ -14,6 +14,13 @@ writes what they decide (each a compare-and-set), and talks to the agents. Each 
    issue). Its writes, the claims of the intentions to send among them, go in one transaction.
 4. StartAction for every claim that was written, concurrently; `lifecycle.after_start` for
    each answer, written in one transaction.
+5. Removals waiting for reservations to end (an administrator's forced removal of an agent or
+   node): each whose last reservation is gone is carried out.
+
+Every write also applies the decision's effect on its node (store.schedule.update_schedule):
+the history row of a reservation that ends, maintenance for a node whose destroy ended lost,
+and the node's count of actions in a row that ended lost (`lifecycle.count_final` with the
+`[maintenance] lost_in_a_row` setting).
 
 A claim (`pending_issued` and the `baseline`) is on disk before its StartAction is sent, so a
 controller killed at any moment resolves, on restart, every intention that may have been sent
@@ -23,6 +30,7 @@ by comparing the baseline with what the agent reports.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -33,7 +41,7 @@ from edgebed.controller import lifecycle
 from edgebed.controller.agent_client import AgentClient, gather_agents
 from edgebed.controller.clock import ClockGuard
 from edgebed.controller.domain import ActionState, AgentRecord, ScheduleRecord
-from edgebed.controller.errors import ServiceError, StorageFull
+from edgebed.controller.errors import NotFound, ServiceError, StorageFull
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
@@ -52,6 +60,7 @@ class PollReport:
     adopted: list[str] = field(default_factory=list)  # "node:process" found running after all
     removed: list[str] = field(default_factory=list)  # nodes whose reservation's rows went
     clock_paused: bool = False  # the wall clock jumped: nothing started or ended by the clock
+    retired: list[str] = field(default_factory=list)  # "agent:NAME" or "node:NAME" removed
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,15 @@ class _Followed:
 _LOGGED: Mapping[Transition, tuple[int, str]] = {
     Transition.ORPHAN: (logging.WARNING, "node %s left the inventory; ending %s's reservation without destroy"),
     Transition.ADOPT: (logging.INFO, "adopting the action on %s for %s: the agent runs it already"),
-    Transition.REMOVE: (logging.INFO, "reservation of %s by %s ended: its destroy is over (destroyed or lost)"),
-    Transition.ABANDON: (logging.ERROR, "reservation of %s by %s ends without destroy: the agent refused it"),
+    Transition.REMOVE: (logging.INFO, "reservation of %s by %s ended: the node is destroyed"),
+    Transition.REMOVE_LOST: (
+        logging.ERROR, "reservation of %s by %s ended: its destroy ended lost; the node is in maintenance",
+    ),
+    Transition.ABANDON: (
+        logging.ERROR,
+        "reservation of %s by %s ends without destroy: the agent refused it; the node is in maintenance",
+    ),
+    Transition.HOLD: (logging.WARNING, "node %s is in maintenance: the first deploy for %s waits"),
 }
 
 
@@ -95,6 +111,7 @@ class Scheduler:
         self._metrics = metrics
         self._clock = clock
         self._guard = guard
+        self._count_final = functools.partial(lifecycle.count_final, limit=settings.lost_in_a_row)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._refresh_task: asyncio.Task | None = None
@@ -162,7 +179,8 @@ class Scheduler:
     # -- one poll --------------------------------------------------------------------------
 
     async def poll(self) -> PollReport:
-        """One round: the clock, the agents' reports, then StartAction for the intentions.
+        """One round: the clock, the agents' reports, StartAction for the intentions, then the
+        removals whose reservations are all gone.
 
         While the clock guard is paused (the wall clock jumped), the clock step is skipped: no
         reservation starts or ends, but the agents' reports are still followed and the users'
@@ -173,24 +191,38 @@ class Scheduler:
         now = int(self._clock())
         self._metrics.record_poll()
         rows = await self._store.schedule.list_schedule(started_before=now)
-        if not rows:
-            return report
-        nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
-        if not clocks.paused:
-            rows = await self._apply_clock(rows, nodes, now, report)
-        followed = await self._follow(rows, nodes, report)
-        claimed = await self._apply_reports(rows, followed, report)
-        await self._issue(claimed, report)
+        if rows:
+            nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
+            if not clocks.paused:
+                maintained = await self._store.maintenance.active()
+                rows = await self._apply_clock(rows, nodes, maintained, now, report)
+            followed = await self._follow(rows, nodes, report)
+            claimed = await self._apply_reports(rows, followed, now, report)
+            await self._issue(claimed, now, report)
+        await self._retire(report)
         return report
 
     async def _apply_clock(
-        self, rows: list[ScheduleRecord], nodes: Mapping[str, CachedNode], now: int, report: PollReport
+        self,
+        rows: list[ScheduleRecord],
+        nodes: Mapping[str, CachedNode],
+        maintained: Mapping[str, str],
+        now: int,
+        report: PollReport,
     ) -> list[ScheduleRecord]:
         """Writes what `lifecycle.on_time` decides; the rows as they are afterwards."""
-        timed = [d for row in rows if (d := lifecycle.on_time(row, now, in_inventory=row.node_name in nodes))]
+        timed = [
+            d
+            for row in rows
+            if (
+                d := lifecycle.on_time(
+                    row, now, in_inventory=row.node_name in nodes, in_maintenance=row.node_name in maintained
+                )
+            )
+        ]
         if not timed:
             return rows
-        await self._write(timed, report)
+        await self._write(timed, now, report)
         return await self._store.schedule.list_schedule(started_before=now)
 
     async def _follow(
@@ -228,7 +260,7 @@ class Scheduler:
         return tracked
 
     async def _apply_reports(
-        self, rows: Sequence[ScheduleRecord], followed: Sequence[_Followed], report: PollReport
+        self, rows: Sequence[ScheduleRecord], followed: Sequence[_Followed], now: int, report: PollReport
     ) -> list[tuple[AgentRecord, ScheduleRecord]]:
         """Writes what `lifecycle.on_report` decides, claims included, in one transaction; the
         claimed rows (as written) with their agent, for StartAction."""
@@ -238,7 +270,7 @@ class Scheduler:
             for seen in followed
             if (decision := lifecycle.on_report(seen.row, seen.action, blocked=seen.key in blocked))
         ]
-        applied = await self._write([decision for _, decision in decided], report)
+        applied = await self._write([decision for _, decision in decided], now, report)
         claimed = []
         for (seen, decision), ok in zip(decided, applied, strict=True):
             if ok and decision.issues:
@@ -247,12 +279,13 @@ class Scheduler:
                 claimed.append((seen.agent, row))
         return claimed
 
-    async def _write(self, decisions: Sequence[Decision], report: PollReport) -> list[bool]:
-        """Writes `decisions` in one transaction; whether each applied (a row that changed
-        since it was read is left as it is: its next poll decides again)."""
+    async def _write(self, decisions: Sequence[Decision], now: int, report: PollReport) -> list[bool]:
+        """Writes `decisions` in one transaction, with their effects on the nodes; whether each
+        applied (a row that changed since it was read is left as it is: its next poll decides
+        again)."""
         if not decisions:
             return []
-        applied = await self._store.schedule.update_schedule(decisions)
+        applied = await self._store.schedule.update_schedule(decisions, now=now, count_final=self._count_final)
         for decision, ok in zip(decisions, applied, strict=True):
             if not ok:
                 continue
@@ -265,7 +298,9 @@ class Scheduler:
                 log.log(level, message, decision.node_name, decision.owner)
         return applied
 
-    async def _issue(self, claimed: Sequence[tuple[AgentRecord, ScheduleRecord]], report: PollReport) -> None:
+    async def _issue(
+        self, claimed: Sequence[tuple[AgentRecord, ScheduleRecord]], now: int, report: PollReport
+    ) -> None:
         """Sends StartAction for every claimed row (its claim is on disk), concurrently, and
         writes what `lifecycle.after_start` decides for each answer."""
         if not claimed:
@@ -278,7 +313,7 @@ class Scheduler:
             self._answered(row, lifecycle.start_result(answer), report)
             for (_, row), answer in zip(claimed, answers, strict=True)
         ]
-        await self._write([d for d in decisions if d is not None], report)
+        await self._write([d for d in decisions if d is not None], now, report)
 
     def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
         """What StartAction's answer for the claimed `row` decides; reported and logged."""
@@ -304,3 +339,53 @@ class Scheduler:
             )
         except ServiceError as exc:
             return exc
+
+    # -- removals waiting for reservations to end -----------------------------------------
+
+    async def _retire(self, report: PollReport) -> None:
+        """Carries out each forced removal of an agent or node whose reservations are all gone
+        (their destroys are over); the others wait for a later poll. A node is removed through
+        its agent, which must answer; an agent is removed from the controller only."""
+        retirements = await self._store.maintenance.list_retirements()
+        if not retirements:
+            return
+        cached = await self._inventory.cached_nodes()
+        for retirement in retirements:
+            if retirement.kind == "agent":
+                nodes = [node.name for node in cached.values() if node.agent == retirement.name]
+            else:
+                nodes = [retirement.name]
+            if await self._store.schedule.list_schedule(nodes=nodes):
+                continue
+            try:
+                if retirement.kind == "agent":
+                    await self._retire_agent(retirement.name)
+                else:
+                    await self._retire_node(retirement.name, cached.get(retirement.name))
+            except ServiceError as exc:
+                # A reservation made meanwhile (refused: it cannot be) or an agent that does not
+                # answer: tried again at the next poll.
+                log.warning("removing %s %s waits: %s", retirement.kind, retirement.name, exc.message)
+                continue
+            report.retired.append(f"{retirement.kind}:{retirement.name}")
+            log.info(
+                "%s %s removed as %s asked: its reservations are over",
+                retirement.kind, retirement.name, retirement.requested_by,
+            )
+
+    async def _retire_agent(self, name: str) -> None:
+        if await self._store.agents.delete_agent(name):
+            await self._client.forget(name)
+        await self._store.maintenance.end_retirement("agent", name)
+
+    async def _retire_node(self, name: str, node: CachedNode | None) -> None:
+        agent = await self._store.agents.get_agent(node.agent) if node is not None else None
+        if agent is not None:
+            if not self._client.usable(agent):
+                raise ServiceError(f"agent {agent.name} is disconnected")
+            try:
+                await self._client.remove_node(agent, name)
+            except NotFound:
+                pass  # removed on the agent already
+            await self._inventory.refresh([agent])
+        await self._store.maintenance.end_retirement("node", name)

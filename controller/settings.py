@@ -43,7 +43,9 @@ def _check_public_url(value: str) -> str | None:
 CONTROLLER_SCHEMA: Schema = {
     "listen": Key(str, check=check_host_port, help="host:port of the web server"),
     "database": Key(str, check=_check_database, help="file path, sqlite:///... or postgresql://..."),
-    "secret_key_file": Key(str, check=non_empty, help="created with 32 random bytes when absent"),
+    "secret_key_file": Key(
+        str, check=non_empty, help="base64 text or 32+ raw bytes; created (base64 text, 0600) when absent"
+    ),
     "public_url": Key(str, "", check=_check_public_url, help="base URL for links in mails"),
     "scheduler": {
         "poll_seconds": Key(float, 2.0, check=in_range(0.05, 3600)),
@@ -59,6 +61,12 @@ CONTROLLER_SCHEMA: Schema = {
         "max_duration_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
         "turnaround_seconds": Key(int, 300, check=in_range(0, 86400)),
         "extend_cap_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
+    },
+    "maintenance": {
+        "lost_in_a_row": Key(
+            int, 3, check=in_range(0, 1000),
+            help="a node goes into maintenance once this many actions in a row end lost; 0: never",
+        ),
     },
     "agents": {
         "call_timeout_seconds": Key(float, 6.0, check=in_range(0.1, 600)),
@@ -91,6 +99,9 @@ class Settings:
     max_duration_hours: float = 168.0
     turnaround_seconds: int = 300
     extend_cap_hours: float = 168.0
+    # A node goes into maintenance once this many of its actions in a row end `lost` (0: never);
+    # a destroy that ends lost puts it there at once.
+    lost_in_a_row: int = 3
     call_timeout_seconds: float = 6.0
     # How often the scheduler refreshes the node cache and catalogs from connected agents.
     refresh_seconds: float = 60.0
@@ -108,21 +119,17 @@ class Settings:
         return self.public_url.rstrip("/") if self.public_url else f"http://{self.listen}"
 
     def secret_key(self) -> bytes:
-        """The key for signed tokens and session cookies; created (mode 0600) when absent."""
+        """The key for signed tokens, session cookies and sealed agent tokens (parse_secret_key);
+        created when the file is absent. ConfigError (one line naming the file) when it cannot be
+        read or holds no usable key."""
         path = Path(self.secret_key_file)
         try:
-            text = path.read_text(encoding="ascii").strip()
+            content = path.read_bytes()
         except FileNotFoundError:
             return _create_secret_key(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"secret_key_file {path}: cannot read: {exc}") from None
-        try:
-            key = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ConfigError(f"secret_key_file {path}: not base64 text") from None
-        if len(key) < 32:
-            raise ConfigError(f"secret_key_file {path}: holds {len(key)} bytes, needs 32")
-        return key
+        except OSError as exc:
+            raise ConfigError(f"secret_key_file {path}: cannot read: {exc.strerror or exc}") from None
+        return parse_secret_key(content, path)
 
     def client_identity(self) -> Identity | None:
         """The certificate and key the controller presents to agents (None when neither key is
@@ -141,14 +148,64 @@ class Settings:
             raise ConfigError(f"key 'agents.{key}' {exc}") from None
 
 
+MIN_SECRET_KEY_BYTES = 32
+_KEY_FORMATS = (
+    "base64 text of 32 or more random bytes (`head -c 32 /dev/urandom | base64`, as edgebed "
+    "writes it) or 32 or more raw random bytes"
+)
+_BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=")
+
+
+def parse_secret_key(content: bytes, path: Path) -> bytes:
+    """The key in a secret_key_file's `content`, in one of two formats:
+
+    - text (printable ASCII and whitespace only): base64 of the key (standard or URL-safe
+      alphabet, padding optional, over one line or several); it must decode to 32 bytes or
+      more. This is what edgebed writes.
+    - anything else: the raw key, every byte of the file, 32 or more. 32 random bytes are almost
+      never all printable ASCII (a chance of about 1 in 10^14), so the two never mix up.
+
+    ConfigError naming the file and the formats it takes otherwise.
+    """
+    text_bytes = all(32 <= byte < 127 or byte in b"\t\n\r" for byte in content)
+    if not text_bytes:
+        if len(content) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(
+                f"secret_key_file {path}: holds {len(content)} raw bytes, too short for a key; "
+                f"it needs {_KEY_FORMATS}"
+            )
+        return content
+    # Line breaks are allowed (`base64` wraps at 76 columns); spaces inside a line are not.
+    text = b"".join(line.strip() for line in content.splitlines())
+    if not text:
+        raise ConfigError(f"secret_key_file {path}: is empty; it needs {_KEY_FORMATS}")
+    if not set(text) <= _BASE64_CHARS:
+        raise ConfigError(f"secret_key_file {path}: holds text that is not base64; it needs {_KEY_FORMATS}")
+    # Either alphabet (`openssl rand -base64`, Python's token_urlsafe), padding optional.
+    standard = text.translate(bytes.maketrans(b"-_", b"+/")).rstrip(b"=")
+    try:
+        key = base64.b64decode(standard + b"=" * (-len(standard) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(
+            f"secret_key_file {path}: holds malformed base64 (a character too many or too few); "
+            f"it needs {_KEY_FORMATS}"
+        ) from None
+    if len(key) < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"secret_key_file {path}: its base64 text decodes to {len(key)} bytes, too short for a "
+            f"key; it needs {_KEY_FORMATS}"
+        )
+    return key
+
+
 def _create_secret_key(path: Path) -> bytes:
-    key = secrets.token_bytes(32)
+    key = secrets.token_bytes(MIN_SECRET_KEY_BYTES)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         # Another process created it between our read and our create: use theirs.
-        return base64.b64decode(path.read_text(encoding="ascii").strip())
+        return parse_secret_key(path.read_bytes(), path)
     with os.fdopen(fd, "w", encoding="ascii") as out:
         out.write(base64.b64encode(key).decode("ascii") + "\n")
     return key
@@ -166,6 +223,7 @@ def settings_from_config(config: Mapping) -> Settings:
         max_duration_hours=config["reservations"]["max_duration_hours"],
         turnaround_seconds=config["reservations"]["turnaround_seconds"],
         extend_cap_hours=config["reservations"]["extend_cap_hours"],
+        lost_in_a_row=config["maintenance"]["lost_in_a_row"],
         call_timeout_seconds=config["agents"]["call_timeout_seconds"],
         refresh_seconds=config["agents"]["refresh_seconds"],
         tls_client_cert=config["agents"]["tls_client_cert"],

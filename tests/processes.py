@@ -263,6 +263,7 @@ class AgentProcess(ChildProcess):
         seed: int = 1,
         token: str | None = None,
         listen: str = "127.0.0.1:0",
+        sim: Mapping[str, Any] | None = None,
         **keys: Any,
     ) -> None:
         super().__init__(directory, name)
@@ -278,7 +279,10 @@ class AgentProcess(ChildProcess):
             "database": str(self.database),
             "driver": "sim",
             **keys,
-            "sim": {"nodes": nodes, "time_scale": time_scale, "failure_rate": failure_rate, "seed": seed},
+            # `sim` adds [sim] keys (hang_commands = "wipe": every destroy ends lost).
+            "sim": {
+                "nodes": nodes, "time_scale": time_scale, "failure_rate": failure_rate, "seed": seed, **(sim or {})
+            },
         }
         write_toml(self.config_path, self.keys)
         self.host = ""

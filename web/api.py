@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
-from edgebed.controller.errors import InvalidInput
+from edgebed.controller.errors import AuthenticationFailed, InvalidInput
 from edgebed.controller.reservations import MAX_NODES_PER_REQUEST, USER_ACTIONS
 from edgebed.tls import MAX_PEM
 from edgebed.web.auth import api_admin, api_user
@@ -28,8 +28,11 @@ from edgebed.web.views_common import (
     agent_json,
     clock_json,
     environment_json,
+    history_json,
+    maintenance_json,
     node_json,
     nodetype_json,
+    removal_json,
     reservation_json,
     user_json,
 )
@@ -48,6 +51,50 @@ def _allowed_keys(body: dict, allowed: set[str]) -> None:
     if unknown:
         shown = ", ".join(repr(key[:40]) for key in unknown[:5])
         raise InvalidInput(f"unknown field(s) {shown}; expected {', '.join(sorted(allowed))}")
+
+
+# -- query parameters: a misspelt one is refused, never silently ignored --------------------
+
+STATES = ("current", "ended")
+HISTORY_PAGE = 100
+
+
+def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
+    """The query parameters, each given once, none unknown; InvalidInput says which is wrong."""
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        shown = ", ".join(repr(key[:40]) for key in unknown[:5])
+        raise InvalidInput(f"unknown query parameter(s) {shown}; expected {', '.join(sorted(allowed))}")
+    values = {}
+    for key in request.query:
+        given = request.query.getall(key)
+        if len(given) > 1:
+            raise InvalidInput(f"query parameter {key!r} is given more than once")
+        values[key] = clean_text(given[0], key)
+    return values
+
+
+def _query_int(query: dict[str, str], key: str, *, minimum: int, maximum: int) -> int | None:
+    if key not in query:
+        return None
+    text = query[key]
+    if not text.isdigit() or not minimum <= int(text) <= maximum:
+        raise InvalidInput(f"{key} must be a whole number between {minimum} and {maximum}")
+    return int(text)
+
+
+def _query_state(query: dict[str, str]) -> str:
+    state = query.get("state", "current")
+    if state not in STATES:
+        raise InvalidInput(f"state must be one of {', '.join(STATES)}")
+    return state
+
+
+def _query_bool(query: dict[str, str], key: str) -> bool:
+    value = query.get(key, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"{key} must be true or false")
+    return value in ("true", "1")
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
@@ -126,8 +173,21 @@ async def create_reservation(request: web.Request) -> web.StreamResponse:
 
 
 async def list_reservations(request: web.Request) -> web.StreamResponse:
+    """?state=current (default): the caller's reservations; ?state=ended: their history,
+    newest first, `limit` entries (default 100) older than the entry id `before`."""
     user = await api_user(request)
-    listed = await request.app[CONTROLLER].reservations.list_reservations(user)
+    query = _query(request, {"state", "limit", "before"})
+    reservations = request.app[CONTROLLER].reservations
+    if _query_state(query) == "ended":
+        history = await reservations.history(
+            user,
+            before=_query_int(query, "before", minimum=1, maximum=2**62),
+            limit=_query_int(query, "limit", minimum=1, maximum=1000) or HISTORY_PAGE,
+        )
+        return web.json_response([history_json(h) for h in history])
+    if set(query) - {"state"}:
+        raise InvalidInput("limit and before apply to state=ended only")
+    listed = await reservations.list_reservations(user)
     return web.json_response([reservation_json(r) for r in listed])
 
 
@@ -170,6 +230,29 @@ def act_on_reservation(action: str):
         return web.json_response(reservation_json(reservation))
 
     return handler
+
+
+# ---------------------------------------------------------------------------------------------
+# the caller's account
+
+
+async def change_password(request: web.Request) -> web.StreamResponse:
+    """Every login session of the account ends; its API tokens too (this call's included) unless
+    "keep_api_tokens" is true."""
+    user = await api_user(request)
+    body = await read_json(request)
+    _allowed_keys(body, {"old_password", "new_password", "keep_api_tokens"})
+    old = json_str(body, "old_password", max_length=MAX_PASSWORD)
+    new = json_str(body, "new_password", max_length=MAX_PASSWORD)
+    keep = json_bool(body, "keep_api_tokens") or False
+    try:
+        change = await request.app[CONTROLLER].accounts.change_password(
+            user.email, old, new, keep_api_tokens=keep
+        )
+    except AuthenticationFailed as exc:
+        # 401 would say the bearer token is wrong; here it is the old password.
+        raise InvalidInput(exc.message) from None
+    return web.json_response({"api_tokens_revoked": change.api_tokens_revoked, "sessions_ended": True})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,9 +337,103 @@ async def admin_reconnect_agent(request: web.Request) -> web.StreamResponse:
 
 
 async def admin_delete_agent(request: web.Request) -> web.StreamResponse:
+    """204 when removed; 409 (saying which) while its nodes have reservations; with ?force=true
+    202 and the removal: its reservations end with a destroy and the agent goes once they are
+    gone (it is retiring meanwhile)."""
     admin = await api_admin(request)
-    await request.app[CONTROLLER].agents.delete_agent(admin, _path_param(request, "name"))
+    force = _query_bool(_query(request, {"force"}), "force")
+    removal = await request.app[CONTROLLER].maintenance.delete_agent(
+        admin, _path_param(request, "name"), force=force
+    )
+    if removal.removed:
+        return web.Response(status=204)
+    return web.json_response(removal_json(removal), status=202)
+
+
+# ---------------------------------------------------------------------------------------------
+# admin: nodes and maintenance
+
+
+async def admin_delete_node(request: web.Request) -> web.StreamResponse:
+    """As admin_delete_agent, for one node (removed on its agent)."""
+    admin = await api_admin(request)
+    force = _query_bool(_query(request, {"force"}), "force")
+    removal = await request.app[CONTROLLER].maintenance.remove_node(admin, _node_name(request), force=force)
+    if removal.removed:
+        return web.Response(status=204)
+    return web.json_response(removal_json(removal), status=202)
+
+
+async def admin_list_maintenance(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    listed = await request.app[CONTROLLER].maintenance.list_maintenance(admin)
+    return web.json_response([maintenance_json(m) for m in listed])
+
+
+async def admin_enter_maintenance(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    body = await read_json(request)
+    _allowed_keys(body, {"reason"})
+    entry = await request.app[CONTROLLER].maintenance.enter(
+        admin, _node_name(request), json_str(body, "reason", max_length=500)
+    )
+    return web.json_response(maintenance_json(entry))
+
+
+async def admin_release_maintenance(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    await request.app[CONTROLLER].maintenance.release(admin, _node_name(request))
     return web.Response(status=204)
+
+
+# ---------------------------------------------------------------------------------------------
+# admin: everyone's reservations
+
+
+async def admin_list_reservations(request: web.Request) -> web.StreamResponse:
+    """?state=current (default): every current reservation, filtered by owner, node, agent and
+    status; ?state=ended: everyone's history, filtered by owner and node, paged by limit and
+    before."""
+    admin = await api_admin(request)
+    query = _query(request, {"state", "owner", "node", "agent", "status", "limit", "before"})
+    reservations = request.app[CONTROLLER].reservations
+    if _query_state(query) == "ended":
+        if {"agent", "status"} & set(query):
+            raise InvalidInput("agent and status apply to state=current only")
+        history = await reservations.admin_history(
+            admin,
+            owner=query.get("owner"),
+            node=query.get("node"),
+            before=_query_int(query, "before", minimum=1, maximum=2**62),
+            limit=_query_int(query, "limit", minimum=1, maximum=1000) or HISTORY_PAGE,
+        )
+        return web.json_response([history_json(h) for h in history])
+    if {"limit", "before"} & set(query):
+        raise InvalidInput("limit and before apply to state=ended only")
+    listed = await reservations.admin_list(
+        admin, owner=query.get("owner"), node=query.get("node"), agent=query.get("agent"), status=query.get("status")
+    )
+    return web.json_response([reservation_json(r) for r in listed])
+
+
+async def admin_end_reservation(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    reservation = await request.app[CONTROLLER].reservations.admin_end(
+        admin, _node_name(request), _path_param(request, "owner")
+    )
+    return web.json_response(reservation_json(reservation))
+
+
+async def admin_move_reservation(request: web.Request) -> web.StreamResponse:
+    """Body {"to": NODE} names the node; {} (or no body) takes the first free node of the same
+    type matching the filter the reservation was made with."""
+    admin = await api_admin(request)
+    body = await read_json(request) if request.can_read_body else {}
+    _allowed_keys(body, {"to"})
+    reservation = await request.app[CONTROLLER].reservations.admin_move(
+        admin, _node_name(request), _path_param(request, "owner"), to=json_optional_str(body, "to", max_length=64)
+    )
+    return web.json_response(reservation_json(reservation))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +473,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put("/api/v1/reservations/{node}", configure_reservation)
     for action in USER_ACTIONS:
         app.router.add_post(f"/api/v1/reservations/{{node}}/{action}", act_on_reservation(action))
+    app.router.add_post("/api/v1/account/password", change_password)
     app.router.add_get("/api/v1/admin/users", admin_list_users)
     app.router.add_post("/api/v1/admin/users", admin_create_user)
     app.router.add_patch("/api/v1/admin/users/{email}", admin_update_user)
@@ -304,6 +482,13 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/admin/agents", admin_add_agent)
     app.router.add_post("/api/v1/admin/agents/{name}/reconnect", admin_reconnect_agent)
     app.router.add_delete("/api/v1/admin/agents/{name}", admin_delete_agent)
+    app.router.add_delete("/api/v1/admin/nodes/{node}", admin_delete_node)
+    app.router.add_get("/api/v1/admin/maintenance", admin_list_maintenance)
+    app.router.add_put("/api/v1/admin/nodes/{node}/maintenance", admin_enter_maintenance)
+    app.router.add_delete("/api/v1/admin/nodes/{node}/maintenance", admin_release_maintenance)
+    app.router.add_get("/api/v1/admin/reservations", admin_list_reservations)
+    app.router.add_post("/api/v1/admin/reservations/{node}/{owner}/end", admin_end_reservation)
+    app.router.add_post("/api/v1/admin/reservations/{node}/{owner}/move", admin_move_reservation)
     app.router.add_get("/api/v1/admin/clock", admin_clock)
     app.router.add_post("/api/v1/admin/clock/confirm", admin_confirm_clock)
     app.router.add_get("/metrics", metrics)

@@ -60,6 +60,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/manage", views_user.manage_page)
     r.add_get("/manage/live", views_user.manage_live)
     r.add_post("/manage/action", views_user.manage_action)
+    r.add_get("/history", views_user.history_page)
 
     r.add_get("/admin/users", views_admin.users_page)
     r.add_post("/admin/users", views_admin.user_action)
@@ -72,6 +73,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/admin/environments", views_admin.environments_page)
     r.add_post("/admin/environments", views_admin.environment_action)
     r.add_post("/admin/clock/confirm", views_admin.confirm_clock)
+    r.add_get("/admin/reservations", views_admin.reservations_page)
+    r.add_post("/admin/reservations", views_admin.reservation_action)
 
     api.add_routes(app)
     r.add_static("/static", HERE / "static", name="static", append_version=False)

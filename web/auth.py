@@ -8,29 +8,29 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from edgebed.controller.domain import User
-from edgebed.controller.errors import AuthenticationFailed, Forbidden, NotFound
+from edgebed.controller.errors import AuthenticationFailed, Forbidden
 from edgebed.web.keys import CONTROLLER, USER
+from edgebed.web.security import SESSION_EMAIL, SESSION_ID, SESSION_VERSION, forget_login
 
 
 async def current_user(request: web.Request) -> User | None:
     """The signed-in, still authorized user, or None.
 
-    Looked up on every request, so that an account that an administrator revoked or deleted
-    loses its pages at once rather than when its cookie expires.
+    Looked up on every request: the login session the cookie names must still be open in the
+    database under the account's current credential version, so that logging out, a password
+    change, a revocation, a demotion or a deletion ends every copy of the cookie at once rather
+    than when it expires.
     """
     if USER in request:
         return request[USER]
     session = await get_session(request)
-    email = session.get("email")
     user: User | None = None
-    if isinstance(email, str):
-        try:
-            user = await request.app[CONTROLLER].accounts.get_user(email)
-        except NotFound:
-            user = None
-        if user is None or not user.is_authorized:
-            user = None
-            session.pop("email", None)
+    if SESSION_EMAIL in session or SESSION_ID in session:
+        user = await request.app[CONTROLLER].accounts.session_user(
+            session.get(SESSION_EMAIL), session.get(SESSION_ID), session.get(SESSION_VERSION)
+        )
+        if user is None:
+            forget_login(session)
     request[USER] = user
     return user
 

@@ -22,16 +22,33 @@ def escape(value: object) -> str:
 
 _OFFLINE_ROW = ' class="offline"'
 _OFFLINE_BADGE = ' <span class="badge warn">agent offline</span>'
+_RETIRING_BADGE = ' <span class="badge warn">being removed</span>'
+
+
+def _maintenance_badge(reason: str) -> str:
+    return (
+        f' <span class="badge warn maintenance" title="{escape(reason)}">maintenance</span>'
+        f' <small class="why">{escape(reason)}</small>'
+    )
 
 
 def reserve_rows(rows: Iterable[dict[str, Any]]) -> Markup:
+    """A row per node; one that cannot be reserved now (agent offline, in maintenance, being
+    removed) is greyed out with a badge saying why, and its box cannot be ticked."""
     parts: list[str] = []
     for row in rows:
         name = escape(row["name"])
         offline = not row["connected"]
-        row_class = _OFFLINE_ROW if offline else ""
-        badge = _OFFLINE_BADGE if offline else ""
-        disabled = " disabled" if offline else ""
+        maintenance = row.get("maintenance", "")
+        retiring = row.get("retiring", False)
+        unavailable = offline or bool(maintenance) or retiring
+        row_class = _OFFLINE_ROW if unavailable else ""
+        badge = (
+            (_OFFLINE_BADGE if offline else "")
+            + (_maintenance_badge(maintenance) if maintenance else "")
+            + (_RETIRING_BADGE if retiring else "")
+        )
+        disabled = " disabled" if unavailable else ""
         cells = "".join(f"<td>{escape(cell)}</td>" for cell in row["cells"])
         bars = "".join(
             f'<span class="busy{" mine" if bar["mine"] else ""}" '

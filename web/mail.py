@@ -1,4 +1,9 @@
-"""The sign-up confirmation mail: sent over SMTP when a host is configured, logged otherwise."""
+"""The sign-up mails: sent over SMTP when a host is configured, logged otherwise.
+
+A sign-up sends one mail whether or not the address has an account: the confirmation link for a
+new account, a notice for an existing one. Links are built by the caller from the configured
+public URL (Settings.base_url), never from a request's Host header.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,27 @@ class ConfirmationMailer:
             "An administrator still has to authorize the account before you can log in.\n"
         )
         # smtplib blocks; a thread keeps the pages responsive while a slow server answers.
+        await asyncio.to_thread(self._send, message)
+
+    async def send_account_exists(self, recipient: str, login_link: str) -> None:
+        """Tells the owner of an existing account that someone signed up with their address
+        (the sign-up page answered as for a new account, so only they learn it)."""
+        if not self.sends_mail:
+            log.warning(
+                "no SMTP host configured; sign-up with the address of the existing account %s "
+                "(nothing changed; notice not mailed)", recipient,
+            )
+            return
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = recipient
+        message["Subject"] = "Sign-up with your edgebed address"
+        message.set_content(
+            "Someone (perhaps you) tried to sign up on edgebed with this address, which already "
+            "has an account. Nothing was changed.\n\n"
+            f"If it was you, log in with your password:\n\n    {login_link}\n\n"
+            "If it was not, you can ignore this mail.\n"
+        )
         await asyncio.to_thread(self._send, message)
 
     def _send(self, message: EmailMessage) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from edgebed.controller.lifecycle import Status
-from edgebed.controller.reservations import MAX_NODES_PER_REQUEST
+from edgebed.controller.lifecycle import Ended, EndReason, Status
+from edgebed.controller.reservations import ADMIN_STATUSES, MAX_NODES_PER_REQUEST
 from edgebed.controller.validation import (
     LATEST_START,
     LATEST_START_TEXT,
@@ -41,6 +41,22 @@ _SCHEMAS: dict[str, Any] = {
             "type": {"type": "string", "enum": ["raspberry", "node", "sensor"]},
             "properties": _STRING_MAP,
             "connected": {"type": "boolean"},
+            "maintenance": {
+                "type": "object",
+                "nullable": True,
+                "description": "null, or why the node is in maintenance (never given to a new "
+                "reservation until an administrator releases it) and since when",
+                "required": ["reason", "since"],
+                "properties": {
+                    "reason": {"type": "string"},
+                    "since": {"type": "integer", "format": "int64", "description": "epoch seconds"},
+                },
+            },
+            "retiring": {
+                "type": "boolean",
+                "description": "an administrator removes the node or its agent once its reservations are "
+                "destroyed; it takes no new reservation",
+            },
         },
     },
     "Environment": {
@@ -106,6 +122,77 @@ _SCHEMAS: dict[str, Any] = {
             "agent": {"type": "string"},
             "type": {"type": "string"},
             "properties": _STRING_MAP,
+            "owner": {"type": "string"},
+            "pending": {"type": "string", "description": "the process intended and not yet started"},
+            "ending": {"type": "boolean", "description": "the window is over or it was ended: being destroyed"},
+            "notice": {"type": "string", "description": "what an administrator did to it (moved, ended)"},
+            "node_maintenance": {
+                "type": "string",
+                "description": "why its node is in maintenance ('' when not): a reservation not started "
+                "yet is not deployed until an administrator releases the node or moves it",
+            },
+        },
+    },
+    "EndedReservation": {
+        "type": "object",
+        "description": "an ended reservation, kept as history",
+        "required": ["id", "node_name", "owner", "start_date", "end_date", "ended", "end_reason", "ended_at"],
+        "properties": {
+            "id": {"type": "integer", "format": "int64", "description": "pass as `before` for older ones"},
+            "node_name": {"type": "string"},
+            "owner": {"type": "string"},
+            "bin": {"type": "string"},
+            "start_date": {"type": "integer", "format": "int64"},
+            "end_date": {"type": "integer", "format": "int64", "description": "when the window closed"},
+            "environment": {"type": "string"},
+            "outcome": {"type": "string", "description": "final state of its last action ('' none ran)"},
+            "ended": {"type": "string", "enum": [e.value for e in Ended], "description": "how it ended"},
+            "end_reason": {"type": "string", "enum": [r.value for r in EndReason], "description": "why"},
+            "ended_by": {"type": "string", "description": "who ended it ('' its window ended)"},
+            "ended_at": {"type": "integer", "format": "int64"},
+            "last_error": {"type": "string"},
+        },
+    },
+    "Maintenance": {
+        "type": "object",
+        "required": ["node_name", "reason", "since", "set_by", "lost_in_a_row"],
+        "properties": {
+            "node_name": {"type": "string"},
+            "reason": {"type": "string"},
+            "since": {"type": "integer", "format": "int64"},
+            "set_by": {"type": "string", "description": "an administrator's email, or edgebed"},
+            "lost_in_a_row": {"type": "integer", "description": "its last actions that ended lost"},
+            "agent": {"type": "string", "description": "the agent listing it ('' none does)"},
+        },
+    },
+    "MaintenanceRequest": {
+        "type": "object",
+        "required": ["reason"],
+        "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 500}},
+        "additionalProperties": False,
+    },
+    "Move": {
+        "type": "object",
+        "description": "{} or no body: the first free node of the same type matching the filter the "
+        "reservation was made with",
+        "properties": {"to": {"type": "string", "description": "the node to move it to"}},
+        "additionalProperties": False,
+    },
+    "Removal": {
+        "type": "object",
+        "required": ["kind", "name", "removed", "waiting_for"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["agent", "node"]},
+            "name": {"type": "string"},
+            "removed": {"type": "boolean"},
+            "waiting_for": {
+                "type": "array",
+                "description": "the reservations being destroyed first",
+                "items": {
+                    "type": "object",
+                    "properties": {"node_name": {"type": "string"}, "owner": {"type": "string"}},
+                },
+            },
         },
     },
     "Configuration": {
@@ -143,6 +230,28 @@ _SCHEMAS: dict[str, Any] = {
             **{flag: _FLAG for flag in ("admin", "authorized", "is_admin", "is_authorized")},
         },
         "additionalProperties": False,
+    },
+    "PasswordChange": {
+        "type": "object",
+        "required": ["old_password", "new_password"],
+        "properties": {
+            "old_password": {"type": "string"},
+            "new_password": {"type": "string", "minLength": 8},
+            "keep_api_tokens": {
+                "type": "boolean",
+                "default": False,
+                "description": "keep the account's API tokens; otherwise all are revoked, this call's too",
+            },
+        },
+        "additionalProperties": False,
+    },
+    "PasswordChanged": {
+        "type": "object",
+        "required": ["api_tokens_revoked", "sessions_ended"],
+        "properties": {
+            "api_tokens_revoked": {"type": "integer", "minimum": 0},
+            "sessions_ended": {"type": "boolean", "description": "every login session of the account ended"},
+        },
     },
     "UserUpdate": {
         "type": "object",
@@ -286,10 +395,34 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SHORT}}
 
 
+def _query_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
 _NODE = _path_param("node", "node name")
 _EMAIL = _path_param("email", "the user's email")
 _AGENT = _path_param("name", "agent name")
+_OWNER = _path_param("owner", "the owner's email")
 _AUTH = (401, 403)
+_STATE = _query_param(
+    "state", "current (default): reservations now; ended: the history, newest first",
+    {"type": "string", "enum": ["current", "ended"]},
+)
+_LIMIT = _query_param("limit", "state=ended: at most this many (default 100)",
+                      {"type": "integer", "minimum": 1, "maximum": 1000})
+_BEFORE = _query_param("before", "state=ended: only entries older than this entry id",
+                       {"type": "integer", "minimum": 1})
+_FORCE = _query_param(
+    "force", "true: end its reservations with a destroy first (202) instead of refusing (409)",
+    {"type": "boolean"},
+)
+_CURRENT_OR_ENDED = {
+    "oneOf": [
+        {"type": "array", "items": {"$ref": "#/components/schemas/Reservation"}},
+        {"type": "array", "items": {"$ref": "#/components/schemas/EndedReservation"}},
+    ]
+}
 
 
 def _paths() -> dict[str, Any]:
@@ -359,11 +492,12 @@ def _paths() -> dict[str, Any]:
         "/reservations": {
             "get": {
                 "operationId": "listReservations",
-                "summary": "the caller's reservations",
+                "summary": "the caller's reservations, or with state=ended their ended ones",
                 "tags": ["reservations"],
+                "parameters": [_STATE, _LIMIT, _BEFORE],
                 "responses": {
-                    "200": _json({"type": "array", "items": _ref("Reservation")}, "reservations"),
-                    **_errors(*_AUTH),
+                    "200": _json(_CURRENT_OR_ENDED, "Reservation objects, or EndedReservation with state=ended"),
+                    **_errors(400, *_AUTH),
                 },
             },
             "post": {
@@ -401,6 +535,21 @@ def _paths() -> dict[str, Any]:
             },
         },
         **{f"/reservations/{{node}}/{action}": item for action, item in act.items()},
+        "/account/password": {
+            "post": {
+                "operationId": "changePassword",
+                "summary": (
+                    "change the caller's password; ends every login session and revokes the "
+                    "API tokens unless kept"
+                ),
+                "tags": ["account"],
+                "requestBody": _body("PasswordChange"),
+                "responses": {
+                    "200": _json(_ref("PasswordChanged"), "the password was changed"),
+                    **_errors(400, *_AUTH, 409, 503),
+                },
+            }
+        },
         "/admin/users": {
             "get": {
                 "operationId": "listUsers",
@@ -478,10 +627,107 @@ def _paths() -> dict[str, Any]:
         "/admin/agents/{name}": {
             "delete": {
                 "operationId": "deleteAgent",
-                "summary": "forget an agent",
+                "summary": "forget an agent; refused (409, saying which) while its nodes have reservations",
                 "tags": ["admin"],
-                "parameters": [_AGENT],
-                "responses": {"204": {"description": "deleted"}, **_errors(400, *_AUTH, 404, 409, 503)},
+                "parameters": [_AGENT, _FORCE],
+                "responses": {
+                    "204": {"description": "deleted"},
+                    "202": _json(_ref("Removal"), "force: its reservations are being destroyed; the agent is "
+                                 "removed once they are gone"),
+                    **_errors(400, *_AUTH, 404, 409, 503),
+                },
+            }
+        },
+        "/admin/nodes/{node}": {
+            "delete": {
+                "operationId": "deleteNode",
+                "summary": "remove a node on its agent; refused (409, saying which) while it has reservations",
+                "tags": ["admin"],
+                "parameters": [_NODE, _FORCE],
+                "responses": {
+                    "204": {"description": "removed"},
+                    "202": _json(_ref("Removal"), "force: its reservations are being destroyed; the node is "
+                                 "removed once they are gone"),
+                    **_errors(400, *_AUTH, 404, 409, 503),
+                },
+            }
+        },
+        "/admin/maintenance": {
+            "get": {
+                "operationId": "listMaintenance",
+                "summary": "the nodes in maintenance",
+                "tags": ["admin"],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Maintenance")}, "nodes in maintenance"),
+                    **_errors(*_AUTH),
+                },
+            }
+        },
+        "/admin/nodes/{node}/maintenance": {
+            "put": {
+                "operationId": "enterMaintenance",
+                "summary": "put a node in maintenance: no new reservation gets it until it is released",
+                "tags": ["admin"],
+                "parameters": [_NODE],
+                "requestBody": _body("MaintenanceRequest"),
+                "responses": {
+                    "200": _json(_ref("Maintenance"), "the node's maintenance"),
+                    **_errors(400, *_AUTH, 404, 503),
+                },
+            },
+            "delete": {
+                "operationId": "releaseMaintenance",
+                "summary": "take a node out of maintenance",
+                "tags": ["admin"],
+                "parameters": [_NODE],
+                "responses": {"204": {"description": "released"}, **_errors(400, *_AUTH, 404, 503)},
+            },
+        },
+        "/admin/reservations": {
+            "get": {
+                "operationId": "listAllReservations",
+                "summary": "every current reservation (filtered), or with state=ended everyone's history",
+                "tags": ["admin"],
+                "parameters": [
+                    _STATE,
+                    _query_param("owner", "only this owner's"),
+                    _query_param("node", "only on this node"),
+                    _query_param("agent", "state=current: only on this agent's nodes"),
+                    _query_param("status", "state=current: only these (ending: being destroyed)",
+                                 {"type": "string", "enum": list(ADMIN_STATUSES)}),
+                    _LIMIT,
+                    _BEFORE,
+                ],
+                "responses": {
+                    "200": _json(_CURRENT_OR_ENDED, "Reservation objects, or EndedReservation with state=ended"),
+                    **_errors(400, *_AUTH),
+                },
+            }
+        },
+        "/admin/reservations/{node}/{owner}/end": {
+            "post": {
+                "operationId": "endReservation",
+                "summary": "end anyone's reservation now, with destroy (cancelled if nothing ran)",
+                "tags": ["admin"],
+                "parameters": [_NODE, _OWNER],
+                "responses": {
+                    "200": _json(_ref("Reservation"), "the reservation, ending"),
+                    **_errors(400, *_AUTH, 404, 409, 503),
+                },
+            }
+        },
+        "/admin/reservations/{node}/{owner}/move": {
+            "post": {
+                "operationId": "moveReservation",
+                "summary": "move anyone's reservation to another free node of the same type; a started one "
+                "is destroyed here and deployed there",
+                "tags": ["admin"],
+                "parameters": [_NODE, _OWNER],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("Move")}}},
+                "responses": {
+                    "200": _json(_ref("Reservation"), "the reservation on its new node"),
+                    **_errors(400, *_AUTH, 404, 409, 503),
+                },
             }
         },
         "/admin/clock": {
@@ -528,6 +774,7 @@ def openapi_document(
             "tags": [
                 {"name": "inventory"},
                 {"name": "reservations"},
+                {"name": "account", "description": "the caller's own account"},
                 {"name": "admin", "description": "administrators only"},
             ],
             "paths": _paths(),

@@ -1,4 +1,10 @@
-"""Sessions in encrypted cookies, the CSRF check on every form post, and protective headers."""
+"""Sessions in encrypted cookies, the CSRF check on every form post, and protective headers.
+
+The cookie (aiohttp-session's EncryptedCookieStorage) carries the CSRF token, flash messages and,
+once logged in, the account's email, the session id and the credential version the session was
+opened under. Whether that session is still open is the database's answer, on every request
+(Accounts.session_user, called by web/auth.py): the cookie alone never decides.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,15 @@ from aiohttp.typedefs import Handler, Middleware
 from aiohttp_session import Session, get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
+from edgebed.controller.accounts import SESSION_SECONDS, SessionGrant
 from edgebed.controller.errors import Forbidden
 
 SESSION_COOKIE = "edgebed_session"
-SESSION_MAX_AGE = 7 * 24 * 3600
+SESSION_MAX_AGE = SESSION_SECONDS
+# What the cookie carries about the login session (see web/auth.py).
+SESSION_EMAIL = "email"
+SESSION_ID = "sid"
+SESSION_VERSION = "cv"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 _SESSION_KEY_PURPOSE = b"edgebed web session cookie v1"
@@ -51,12 +62,31 @@ def csrf_token(session: Session) -> str:
     return token
 
 
-async def start_session(request: web.Request, email: str) -> Session:
-    """A fresh session for a user who just logged in (never reuse the anonymous one: fixation)."""
+def _carry(session: Session, grant: SessionGrant) -> None:
+    session[SESSION_EMAIL] = grant.user.email
+    session[SESSION_ID] = grant.session_id
+    session[SESSION_VERSION] = grant.credential_version
+
+
+async def start_session(request: web.Request, grant: SessionGrant) -> Session:
+    """A fresh cookie session for a login session just opened (never reuse the anonymous one:
+    fixation)."""
     session = await new_session(request)
-    session["email"] = email
+    _carry(session, grant)
     csrf_token(session)
     return session
+
+
+async def reissue_session(request: web.Request, grant: SessionGrant) -> None:
+    """Puts a login session opened in place of the current one (a password change) into this
+    browser's cookie, keeping its CSRF token and messages; copies of the old cookie stay ended."""
+    _carry(await get_session(request), grant)
+
+
+def forget_login(session: Session) -> None:
+    """Drops an ended login session from the cookie (its CSRF token and messages stay)."""
+    for key in (SESSION_EMAIL, SESSION_ID, SESSION_VERSION):
+        session.pop(key, None)
 
 
 @web.middleware

@@ -14,16 +14,9 @@ from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from edgebed.web.keys import ADDRESS_LIMITER, CONTROLLER, FORM_TEMPLATE, LOGIN_LIMITER, MAILER, SETTINGS
 from edgebed.web.mail import MailNotSent
 from edgebed.web.render import flash, render
-from edgebed.web.security import start_session
+from edgebed.web.security import SESSION_ID, reissue_session, start_session
 
 log = logging.getLogger(__name__)
-
-
-def public_base_url(request: web.Request) -> str:
-    configured = getattr(request.app[SETTINGS], "public_url", "") or ""
-    if configured:
-        return configured.rstrip("/")
-    return f"{request.scheme}://{request.host}"
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -42,26 +35,32 @@ async def signup(request: web.Request) -> web.StreamResponse:
     request[FORM_TEMPLATE] = ("signup.html", {"email": email, "ssh_key": ssh_key})
     password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
     accounts = request.app[CONTROLLER].accounts
-    user = await accounts.sign_up(email, password, ssh_key)
-    token = await accounts.confirmation_token(user.email)
-    link = f"{public_base_url(request)}/confirm?token={quote(token, safe='')}"
+    outcome = await accounts.sign_up(email, password, ssh_key)
+    # Links come from the configured public URL only: the Host header is the client's to forge.
+    base_url = request.app[SETTINGS].base_url
     mailer = request.app[MAILER]
     try:
-        await mailer.send_confirmation(user.email, link)
+        if outcome.created:
+            token = await accounts.confirmation_token(outcome.email)
+            link = f"{base_url}/confirm?token={quote(token, safe='')}"
+            await mailer.send_confirmation(outcome.email, link)
+        else:
+            # The page says the same as for a new account; only the address's owner learns.
+            await mailer.send_account_exists(outcome.email, f"{base_url}/login")
         mailed = mailer.sends_mail
     except MailNotSent as exc:
         # The account exists; losing it over a mail server hiccup would be worse.
-        log.warning("confirmation mail to %s not sent: %s", user.email, exc)
+        log.warning("sign-up mail to %s not sent: %s", outcome.email, exc)
         mailed = False
     note = (
-        f"We sent a confirmation link to {user.email}. "
+        f"We sent a mail to {outcome.email}: follow its link to confirm the address. "
         if mailed
-        else "The confirmation link could not be mailed; an administrator can confirm it. "
+        else "The confirmation mail could not be sent; an administrator can confirm the address. "
     )
     await flash(
         request,
-        "Your account was created. " + note
-        + "An administrator must authorize it before you can log in.",
+        "Thank you for signing up. " + note
+        + "An administrator must authorize the account before you can log in.",
         "success",
     )
     raise web.HTTPSeeOther("/login")
@@ -88,17 +87,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     request.app[ADDRESS_LIMITER].check(address)
     request.app[LOGIN_LIMITER].attempt(key)
     try:
-        user = await request.app[CONTROLLER].accounts.authenticate(email, password)
+        grant = await request.app[CONTROLLER].accounts.log_in(email, password)
     except AuthenticationFailed:
         request.app[ADDRESS_LIMITER].attempt(address)
         raise
     request.app[LOGIN_LIMITER].reset(key)
-    await start_session(request, user.email)
+    await start_session(request, grant)
     raise web.HTTPSeeOther(target)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
+    # Ended on the server: a copy of this cookie taken earlier opens nothing either.
+    await request.app[CONTROLLER].accounts.end_session(session.get(SESSION_ID))
     session.invalidate()
     raise web.HTTPSeeOther("/login")
 
@@ -133,8 +134,21 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     )
     if new != again:
         raise InvalidInput("the two new passwords differ")
-    await request.app[CONTROLLER].accounts.change_password(user.email, old, new)
-    await flash(request, "Your password was changed.", "success")
+    keep_tokens = form.get("keep_api_tokens") == "on"
+    change = await request.app[CONTROLLER].accounts.change_password(
+        user.email, old, new, keep_api_tokens=keep_tokens, open_session=True
+    )
+    if change.session is not None:
+        await reissue_session(request, change.session)
+    tokens = (
+        "your API tokens were kept" if keep_tokens
+        else f"{change.api_tokens_revoked} API token(s) revoked"
+    )
+    await flash(
+        request,
+        f"Your password was changed. Your other sessions were ended and {tokens}.",
+        "success",
+    )
     raise web.HTTPSeeOther("/settings")
 
 

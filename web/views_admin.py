@@ -1,4 +1,5 @@
-"""Administrators' pages: users, agents, nodes and environments."""
+"""Administrators' pages: users, agents, nodes (with maintenance), environments, and everyone's
+reservations (current and ended)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from aiohttp import web
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.domain import Environment
 from edgebed.controller.errors import InvalidInput
+from edgebed.controller.reservations import ADMIN_STATUSES
 from edgebed.tls import MAX_PEM
 from edgebed.web.auth import require_admin, safe_next
-from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
+from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, clean_text, field, format_epoch, parse_int
 from edgebed.web.keys import CONTROLLER
-from edgebed.web.render import flash, render
+from edgebed.web.render import flash, render, viewer_zone
 
 USER_OPS = ("authorize", "revoke", "promote", "demote", "delete")
 
@@ -125,11 +127,23 @@ async def agent_action(request: web.Request) -> web.StreamResponse:
         else:
             await flash(request, f"Agent {name} still does not answer: {agent.last_error}", "warning")
     elif op == "delete":
-        await agents.delete_agent(admin, name)
-        await flash(request, f"Agent {name} deleted.", "success")
+        removal = await request.app[CONTROLLER].maintenance.delete_agent(
+            admin, name, force=form.get("force") == "on"
+        )
+        await _flash_removal(request, "Agent", removal)
     else:
         raise InvalidInput("unknown operation; choose reconnect or delete")
     raise web.HTTPSeeOther("/admin/agents")
+
+
+async def _flash_removal(request: web.Request, what: str, removal) -> None:
+    if removal.removed:
+        await flash(request, f"{what} {removal.name} deleted.", "success")
+        return
+    waiting = ", ".join(f"{node} ({owner})" for node, owner in removal.waiting_for)
+    await flash(
+        request, f"{what} {removal.name} is removed once these reservations are destroyed: {waiting}.", "warning"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +163,18 @@ async def nodes_page(request: web.Request) -> web.StreamResponse:
         {"agent": agent, "nodes": sorted(by_agent.get(agent.name, []), key=lambda n: n.name)}
         for agent in agents
     ]
-    return await render(request, "admin/nodes.html", {"groups": groups, "agents": agents})
+    maintenance = await ctl.maintenance.list_maintenance(admin)
+    return await render(
+        request,
+        "admin/nodes.html",
+        {
+            "groups": groups,
+            "agents": agents,
+            "maintenance": {m.node_name: m for m in maintenance},
+            # In maintenance but listed by no agent: still never handed out if it comes back.
+            "unlisted": [m for m in maintenance if not m.agent],
+        },
+    )
 
 
 async def node_action(request: web.Request) -> web.StreamResponse:
@@ -170,10 +195,21 @@ async def node_action(request: web.Request) -> web.StreamResponse:
         await flash(request, f"Node {name} is now {new_name}.", "success")
     elif op == "delete":
         name = field(form, "name", max_length=64)
-        await inventory.remove_node(admin, name)
-        await flash(request, f"Node {name} deleted.", "success")
+        removal = await request.app[CONTROLLER].maintenance.remove_node(
+            admin, name, force=form.get("force") == "on"
+        )
+        await _flash_removal(request, "Node", removal)
+    elif op == "maintenance":
+        name = field(form, "name", max_length=64)
+        reason = field(form, "reason", max_length=500)
+        await request.app[CONTROLLER].maintenance.enter(admin, name, reason)
+        await flash(request, f"Node {name} is in maintenance: no new reservation gets it.", "success")
+    elif op == "release":
+        name = field(form, "name", max_length=64)
+        await request.app[CONTROLLER].maintenance.release(admin, name)
+        await flash(request, f"Node {name} released from maintenance.", "success")
     else:
-        raise InvalidInput("unknown operation; choose add, rename or delete")
+        raise InvalidInput("unknown operation; choose add, rename, delete, maintenance or release")
     raise web.HTTPSeeOther("/admin/nodes")
 
 
@@ -222,6 +258,71 @@ async def environment_action(request: web.Request) -> web.StreamResponse:
     else:
         raise InvalidInput("unknown operation; choose put or delete")
     raise web.HTTPSeeOther("/admin/environments")
+
+
+# ---------------------------------------------------------------------------------------------
+# everyone's reservations
+
+RESERVATION_FILTERS = ("owner", "node", "agent", "status")
+HISTORY_PAGE = 100
+
+
+async def reservations_page(request: web.Request) -> web.StreamResponse:
+    """Current reservations (filtered by owner, node, agent, status) with end and move, or
+    with ?state=ended everyone's history (filtered by owner and node, paged by ?before=ID)."""
+    admin = await require_admin(request)
+    ctl = request.app[CONTROLLER]
+    tz = viewer_zone(request)
+    filters = {
+        key: clean_text(request.query[key], key, max_length=254)
+        for key in RESERVATION_FILTERS
+        if request.query.get(key, "").strip()
+    }
+    ended = request.query.get("state") == "ended"
+    context = {"filters": filters, "statuses": ADMIN_STATUSES, "ended": ended}
+    if ended:
+        before = request.query.get("before")
+        history = await ctl.reservations.admin_history(
+            admin,
+            owner=filters.get("owner"),
+            node=filters.get("node"),
+            before=parse_int(before, "before", minimum=1, maximum=2**62) if before else None,
+            limit=HISTORY_PAGE,
+        )
+        context |= {"history": history, "older": history[-1].id if len(history) == HISTORY_PAGE else None}
+        return await render(request, "admin/reservations.html", context)
+    reservations = await ctl.reservations.admin_list(
+        admin, owner=filters.get("owner"), node=filters.get("node"), agent=filters.get("agent"),
+        status=filters.get("status"),
+    )
+    rows = [
+        {
+            "r": r,
+            "window": f"{format_epoch(r.start_date, tz)} → {format_epoch(r.end_date, tz)}",
+            "state": f"{r.process}: {r.action_state}" if r.action_state else (r.pending or ""),
+        }
+        for r in reservations
+    ]
+    return await render(request, "admin/reservations.html", context | {"rows": rows})
+
+
+async def reservation_action(request: web.Request) -> web.StreamResponse:
+    admin = await require_admin(request)
+    form = await request.post()
+    op = field(form, "op", label="operation")
+    node = field(form, "node", max_length=64)
+    owner = field(form, "owner", max_length=254)
+    reservations = request.app[CONTROLLER].reservations
+    if op == "end":
+        await reservations.admin_end(admin, node, owner)
+        await flash(request, f"The reservation of {node} by {owner} ends: the node is destroyed.", "success")
+    elif op == "move":
+        to = field(form, "to", required=False, max_length=64) or None
+        moved = await reservations.admin_move(admin, node, owner, to=to)
+        await flash(request, f"The reservation of {node} by {owner} is now on {moved.node_name}.", "success")
+    else:
+        raise InvalidInput("unknown operation; choose end or move")
+    raise web.HTTPSeeOther("/admin/reservations")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ async def act_on_each(names: Iterable[str], act: Callable[[str], Awaitable[T]]) 
 def reservation_json(r) -> dict[str, Any]:
     return {
         "node_name": r.node_name,
+        "owner": r.owner,
         "bin": r.bin,
         "start_date": r.start_date,
         "end_date": r.end_date,
@@ -53,6 +54,48 @@ def reservation_json(r) -> dict[str, Any]:
         "agent": r.agent,
         "type": r.type,
         "properties": dict(r.properties),
+        "pending": r.pending,
+        "ending": r.ending,
+        "notice": r.notice,
+        "node_maintenance": r.node_maintenance,
+    }
+
+
+def history_json(h) -> dict[str, Any]:
+    return {
+        "id": h.id,
+        "node_name": h.node_name,
+        "owner": h.owner,
+        "bin": h.bin,
+        "start_date": h.start_date,
+        "end_date": h.end_date,
+        "environment": h.environment,
+        "outcome": h.outcome,
+        "ended": h.ended,
+        "end_reason": h.end_reason,
+        "ended_by": h.ended_by,
+        "ended_at": h.ended_at,
+        "last_error": h.last_error,
+    }
+
+
+def maintenance_json(m) -> dict[str, Any]:
+    return {
+        "node_name": m.node_name,
+        "reason": m.reason,
+        "since": m.since,
+        "set_by": m.set_by,
+        "lost_in_a_row": m.lost_in_a_row,
+        "agent": m.agent,
+    }
+
+
+def removal_json(r) -> dict[str, Any]:
+    return {
+        "kind": r.kind,
+        "name": r.name,
+        "removed": r.removed,
+        "waiting_for": [{"node_name": node, "owner": owner} for node, owner in r.waiting_for],
     }
 
 
@@ -87,6 +130,10 @@ def node_json(n) -> dict[str, Any]:
         "type": n.type,
         "properties": dict(n.properties),
         "connected": n.connected,
+        "maintenance": (
+            {"reason": n.maintenance, "since": n.maintenance_since} if n.maintenance else None
+        ),
+        "retiring": n.retiring,
     }
 
 

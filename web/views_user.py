@@ -1,4 +1,5 @@
-"""The user's pages: reserve nodes, configure them, manage them while they run."""
+"""The user's pages: reserve nodes, configure them, manage them while they run, and the history
+of those that ended."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ PROPERTY_PREFIX = "prop."
 TIMELINE_DAYS_DEFAULT = 7
 # A property with more distinct values than this (ip, serial) is not offered as a filter menu.
 MAX_FILTER_CHOICES = 40
+# The manage page lists the reservations that ended this recently.
+RECENT_SECONDS = 24 * 3600
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +117,8 @@ async def reserve_page(request: web.Request) -> web.StreamResponse:
             "type": node.type,
             "agent": node.agent,
             "connected": node.connected,
+            "maintenance": node.maintenance,
+            "retiring": node.retiring,
             "cells": [node.properties.get(column, "") for column in columns],
             "bars": _timeline_bars(timeline.get(node.name, ()), window_start, window_end, tz),
         }
@@ -287,6 +292,8 @@ def _passwords(reservations, node_types) -> dict[str, str]:
 
 
 def _state_text(r, tz) -> str:
+    if r.node_maintenance and not r.action_state and not r.ending:
+        return "waiting: the node is in maintenance"
     if r.action_state:
         step = f" ({r.state_idx + 1}/{r.state_count})" if r.state_count else ""
         return f"{r.process}: {r.action_state}{step} · {r.progress}%"
@@ -317,6 +324,39 @@ def _live_rows(reservations, node_types, tz) -> list[dict[str, Any]]:
     return rows
 
 
+# What the history page says for each end_reason.
+END_REASONS = {
+    "window": "its window ended",
+    "owner": "you ended it",
+    "admin": "ended by an administrator",
+    "moved": "moved to another node by an administrator",
+    "account_deleted": "the account was deleted",
+    "agent_removed": "its agent was removed",
+    "node_removed": "the node was removed",
+}
+HISTORY_PAGE = 100
+
+
+async def history_page(request: web.Request) -> web.StreamResponse:
+    """The user's ended reservations, newest first; ?before=ID pages on."""
+    user = await require_user(request)
+    before = request.query.get("before")
+    history = await request.app[CONTROLLER].reservations.history(
+        user,
+        before=parse_int(before, "before", minimum=1, maximum=2**62) if before else None,
+        limit=HISTORY_PAGE,
+    )
+    return await render(
+        request,
+        "history.html",
+        {
+            "history": history,
+            "reasons": END_REASONS,
+            "older": history[-1].id if len(history) == HISTORY_PAGE else None,
+        },
+    )
+
+
 async def manage_page(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     ctl = request.app[CONTROLLER]
@@ -325,12 +365,20 @@ async def manage_page(request: web.Request) -> web.StreamResponse:
     bins: dict[str, list] = defaultdict(list)
     for row in _live_rows(reservations, node_types, viewer_zone(request)):
         bins[row["bin"]].append(row)
+    # What ended lately, with how: a reservation an administrator ended or a destroy that
+    # ended lost is not a surprise found only on the history page.
+    recent = [
+        h for h in await ctl.reservations.history(user, limit=5)
+        if h.ended_at >= int(time.time()) - RECENT_SECONDS
+    ]
     return await render(
         request,
         "manage.html",
         {
             "bins": sorted(bins.items(), key=lambda item: (item[0] == "", item[0])),
             "count": len(reservations),
+            "recent": recent,
+            "reasons": END_REASONS,
         },
     )
 

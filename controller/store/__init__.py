@@ -4,11 +4,14 @@
     models.py      the current schema, bound to the engine's proxy when the store opens
     migrations/    one module per schema version with its frozen models, and the runner
     conversions.py rows to domain records
+    sealing.py     agent tokens encrypted at rest with a key derived from the secret key
     records.py     CachedNode and ScheduleChange
-    users.py, agents.py, inventory.py, schedule.py   one repository per aggregate
+    users.py, agents.py, inventory.py, schedule.py, maintenance.py   one repository per aggregate
 
 `Store` opens the engine, brings the schema up to date and exposes the repositories:
-`store.users`, `store.agents`, `store.inventory`, `store.schedule`. Every repository method is a
+`store.users`, `store.agents`, `store.inventory`, `store.schedule` (reservations and their
+history), `store.maintenance` (nodes in maintenance, removals waiting for reservations to end).
+Every repository method is a
 coroutine that runs in the store's own thread pool with a pooled connection, so the event loop
 never blocks on the database. Read-then-write transactions take the write lock up front
 (`BEGIN IMMEDIATE` on SQLite; row locks with `FOR UPDATE` or an advisory lock on PostgreSQL),
@@ -23,10 +26,12 @@ from edgebed.controller.errors import StorageFull
 from edgebed.controller.store.agents import AgentRepository
 from edgebed.controller.store.engine import OPEN_ERRORS, Engine, open_database
 from edgebed.controller.store.inventory import InventoryRepository
+from edgebed.controller.store.maintenance import MaintenanceRepository
 from edgebed.controller.store.migrations import SCHEMA_VERSION, migrate, schema_version
 from edgebed.controller.store.models import define_models
 from edgebed.controller.store.records import CachedNode, ScheduleChange
 from edgebed.controller.store.schedule import ScheduleRepository
+from edgebed.controller.store.sealing import Sealer
 from edgebed.controller.store.users import UserRepository
 from edgebed.storage import is_damage, sqlite_file
 
@@ -35,6 +40,7 @@ __all__ = [
     "AgentRepository",
     "CachedNode",
     "InventoryRepository",
+    "MaintenanceRepository",
     "ScheduleChange",
     "ScheduleRepository",
     "Store",
@@ -61,25 +67,31 @@ class StoreDamaged(StoreUnavailable):
 
 
 class Store:
-    """The database of one controller: `users`, `agents`, `inventory` and `schedule`.
+    """The database of one controller: `users`, `agents`, `inventory`, `schedule` and
+    `maintenance`.
 
     Usable between `await open()` and `await close()`; a repository method called outside that
-    raises RuntimeError. `workers` is the number of database threads (and pooled connections).
+    raises RuntimeError. `secret_key` is the controller's (Settings.secret_key()): agent tokens
+    are sealed with a key derived from it. `workers` is the number of database threads (and
+    pooled connections).
     """
 
-    def __init__(self, url: str, *, workers: int = 8) -> None:
+    def __init__(self, url: str, *, secret_key: bytes, workers: int = 8) -> None:
         self.url = url
         self._engine = Engine(url, workers=workers)
         models = define_models(self._engine.proxy)
         self.users = UserRepository(self._engine, models)
-        self.agents = AgentRepository(self._engine, models)
+        # Agent tokens are stored sealed with a key derived from the controller's secret key.
+        self.agents = AgentRepository(self._engine, models, Sealer(secret_key))
         self.inventory = InventoryRepository(self._engine, models)
         self.schedule = ScheduleRepository(self._engine, models)
+        self.maintenance = MaintenanceRepository(self._engine, models)
 
     async def open(self, *, check_integrity: bool = False) -> None:
-        """Opens the database and upgrades its schema in place to SCHEMA_VERSION (creating it
-        when new); with `check_integrity`, first runs SQLite's quick_check over the whole file
-        (start-up: a damaged file stops the controller instead of answering 500s).
+        """Opens the database, upgrades its schema in place to SCHEMA_VERSION (creating it when
+        new) and seals the agent tokens an older controller stored in clear; with
+        `check_integrity`, first runs SQLite's quick_check over the whole file (start-up: a
+        damaged file stops the controller instead of answering 500s).
 
         StoreDamaged when the file is damaged, StoreUnavailable with the first line of the reason
         when the database cannot be opened."""
@@ -90,6 +102,7 @@ class Store:
                 if problem is not None:
                     raise StoreDamaged(problem)
             await self._engine.run(migrate, self._engine.db)
+            await self._engine.run(self.agents.seal_plaintext_tokens)
         except StoreDamaged:
             await self.close()
             raise

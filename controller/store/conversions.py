@@ -13,8 +13,11 @@ from edgebed.controller.domain import (
     AgentRecord,
     ApiToken,
     Environment,
+    HistoryEntry,
+    NodeMaintenance,
     NodeTypeInfo,
     PropertySpec,
+    Retirement,
     ScheduleRecord,
     User,
 )
@@ -26,7 +29,7 @@ SCHEDULE_FIELDS = tuple(f.name for f in fields(ScheduleRecord))
 
 
 def user_from_row(row: Any) -> User:
-    """A user without the password hash (users.get_password_hash gives that separately)."""
+    """A user without the password hash (users.get_credentials gives that separately)."""
     return User(
         email=row.email,
         ssh_key=row.ssh_key,
@@ -133,4 +136,39 @@ def catalog_from_row(row: Any) -> AgentCatalog:
         type=row.type,
         node_type=node_type_from_json(row.node_type),
         environments=envs,
+    )
+
+
+def history_from_row(row: Any) -> HistoryEntry:
+    return HistoryEntry(
+        id=int(row.id),
+        node_name=row.node_name,
+        owner=row.owner,
+        bin=row.bin,
+        start_date=int(row.start_date),
+        end_date=int(row.end_date),
+        environment=row.environment,
+        outcome=row.outcome,
+        ended=row.ended,
+        end_reason=row.end_reason,
+        ended_by=row.ended_by,
+        ended_at=int(row.ended_at),
+        last_error=row.last_error,
+    )
+
+
+def maintenance_from_row(row: Any, agent: str = "") -> NodeMaintenance:
+    return NodeMaintenance(
+        node_name=row.node_name,
+        reason=row.reason,
+        since=int(row.since),
+        set_by=row.set_by,
+        lost_in_a_row=int(row.lost_in_a_row),
+        agent=agent,
+    )
+
+
+def retirement_from_row(row: Any) -> Retirement:
+    return Retirement(
+        kind=row.kind, name=row.name, requested_by=row.requested_by, requested_at=int(row.requested_at)
     )

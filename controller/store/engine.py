@@ -24,6 +24,7 @@ from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase, PooledSqlit
 
 from edgebed.config import redacted_url
 from edgebed.controller.errors import StorageFull
+from edgebed.database import hide_query_parameters, private_sqlite_file
 from edgebed.ratelog import RateLimitedLog
 from edgebed.storage import damage, disk_full_log, disk_full_message, is_disk_full, sqlite_file
 
@@ -48,7 +49,9 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
 
     Nothing connects yet. Raises ValueError for a PostgreSQL URL without a database name (the
     message shows the URL without its password) or for an in-memory SQLite database, which
-    would give every pooled connection its own empty database. Creates the SQLite file's folder.
+    would give every pooled connection its own empty database. Creates the SQLite file's folder,
+    and the file itself with mode 0600 (edgebed.database.private_sqlite_file); OSError when it
+    cannot.
     """
     if url.startswith(("postgresql://", "postgres://")):
         parsed = urlparse(url)
@@ -71,6 +74,8 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
     if not path or path == ":memory:":
         raise ValueError("the controller needs a database file, not an in-memory database")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # Agent tokens (sealed), hashes and users' os_password values: for the owner's eyes only.
+    private_sqlite_file(path)
     return PooledSqliteDatabase(
         path,
         max_connections=None,
@@ -85,23 +90,6 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
             ("foreign_keys", 1),
         ),
     )
-
-
-class _HideQueryParameters(logging.Filter):
-    """Peewee logs every query with its parameters at DEBUG; those carry password hashes, API
-    token hashes and secret action properties (os_password). Keep the SQL, drop the values."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, tuple) and len(record.msg) == 2:
-            record.msg = (record.msg[0], "<parameters hidden>")
-        return True
-
-
-def hide_query_parameters() -> None:
-    """Installs the filter above on the `peewee` logger, once however often it is called."""
-    peewee_log = logging.getLogger("peewee")
-    if not any(isinstance(f, _HideQueryParameters) for f in peewee_log.filters):
-        peewee_log.addFilter(_HideQueryParameters())
 
 
 def is_sqlite(db: pw.Database) -> bool:

@@ -16,8 +16,9 @@ import peewee as pw
 
 def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
     """The models of schema version migrations.SCHEMA_VERSION, bound to `proxy`: a namespace with
-    SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken and Catalog
-    (an agent's node type description and environments)."""
+    SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken, Catalog
+    (an agent's node type description and environments), LoginSession, NodeMaintenance, History
+    (ended reservations) and Retirement (removals waiting for reservations to end)."""
 
     class Base(pw.Model):
         class Meta:
@@ -39,6 +40,8 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         is_authorized = pw.BooleanField(default=False)
         is_admin = pw.BooleanField(default=False)
         created_at = pw.BigIntegerField(default=0)
+        # Random; replaced when the password changes or the rights shrink (migrations/v004_sessions).
+        credential_version = pw.CharField(max_length=64, default="")
 
         class Meta:
             table_name = "user"
@@ -78,6 +81,10 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         baseline = pw.TextField(default="")
         ending = pw.BooleanField(default=False)
         last_error = pw.TextField(default="")
+        end_reason = pw.TextField(default="")
+        ended_by = pw.TextField(default="")
+        request_filter = pw.TextField(default="")
+        notice = pw.TextField(default="")
 
         class Meta:
             table_name = "schedule"
@@ -124,6 +131,55 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         class Meta:
             table_name = "agent_catalog"
 
+    class LoginSessionRow(Base):
+        id_hash = pw.CharField(primary_key=True, max_length=64)
+        owner = pw.CharField(max_length=254, index=True)
+        created_at = pw.BigIntegerField()
+        expires_at = pw.BigIntegerField(index=True)
+
+        class Meta:
+            table_name = "login_session"
+
+    class NodeMaintenanceRow(Base):
+        node_name = pw.CharField(primary_key=True, max_length=64)
+        active = pw.BooleanField(default=False)
+        reason = pw.TextField(default="")
+        since = pw.BigIntegerField(default=0)
+        set_by = pw.CharField(max_length=254, default="")
+        lost_in_a_row = pw.IntegerField(default=0)
+        last_counted = pw.TextField(default="")
+
+        class Meta:
+            table_name = "node_maintenance"
+
+    class HistoryRow(Base):
+        id = pw.AutoField()
+        node_name = pw.CharField(max_length=64, index=True)
+        owner = pw.CharField(max_length=254, index=True)
+        bin = pw.CharField(max_length=64, default="")
+        start_date = pw.BigIntegerField()
+        end_date = pw.BigIntegerField()
+        environment = pw.CharField(max_length=64, default="")
+        outcome = pw.CharField(max_length=64, default="")
+        ended = pw.CharField(max_length=16)
+        end_reason = pw.CharField(max_length=32)
+        ended_by = pw.CharField(max_length=254, default="")
+        ended_at = pw.BigIntegerField(index=True)
+        last_error = pw.TextField(default="")
+
+        class Meta:
+            table_name = "reservation_history"
+
+    class RetirementRow(Base):
+        kind = pw.CharField(max_length=16)
+        name = pw.CharField(max_length=64)
+        requested_by = pw.CharField(max_length=254)
+        requested_at = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "retirement"
+            primary_key = pw.CompositeKey("kind", "name")
+
     return SimpleNamespace(
         SchemaVersion=SchemaVersion,
         User=UserRow,
@@ -133,4 +189,8 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         Node=NodeRow,
         ApiToken=ApiTokenRow,
         Catalog=CatalogRow,
+        LoginSession=LoginSessionRow,
+        NodeMaintenance=NodeMaintenanceRow,
+        History=HistoryRow,
+        Retirement=RetirementRow,
     )

@@ -17,10 +17,11 @@ from typing import Any
 
 import peewee as pw
 
-from edgebed.controller.domain import ScheduleRecord
-from edgebed.controller.lifecycle import Window
-from edgebed.controller.store.conversions import SCHEDULE_FIELDS, schedule_from_row
+from edgebed.controller.domain import HistoryEntry, ScheduleRecord
+from edgebed.controller.lifecycle import Decision, Transition, Window
+from edgebed.controller.store.conversions import SCHEDULE_FIELDS, history_from_row, schedule_from_row
 from edgebed.controller.store.engine import Engine
+from edgebed.controller.store.maintenance import CountFinal, apply_node_effects, unavailable
 from edgebed.controller.store.records import CompareAndSet
 
 # Node names per IN (...) list: SQLite allows 999 parameters per statement in older builds.
@@ -62,17 +63,20 @@ class ScheduleRepository:
         candidates: Sequence[str],
         start: int,
         end: int,
-        choose: Callable[[Mapping[str, Sequence[Window]]], list[str]],
+        choose: Callable[[Mapping[str, Sequence[Window]], Mapping[str, str]], list[str]],
         status_for: Mapping[str, str],
         props_for: Mapping[str, Mapping[str, str]],
+        request_filter: str = "",
     ) -> list[str]:
         """Reserves for `owner` the candidates that `choose` picks, for [start, end); the chosen
         names.
 
-        `choose` gets every reservation's window on the candidates, by node, as read inside the
+        `choose` gets every reservation's window on the candidates, by node, and the candidates
+        never handed out ({node: why}: in maintenance, being removed), as read inside the
         transaction, and returns the names to reserve or raises (lifecycle.choose_nodes raises
-        Conflict); nothing is written then. Each new row gets status_for[node] and the action
-        properties props_for[node]. One transaction: all rows or none.
+        Conflict); nothing is written then. Each new row gets status_for[node], the action
+        properties props_for[node] and `request_filter` (the filter's JSON text, '' for named
+        nodes). One transaction: all rows or none.
         """
 
         def work() -> list[str]:
@@ -81,7 +85,7 @@ class ScheduleRepository:
                 # Serializes reservations of the same nodes on PostgreSQL (sorted: no deadlock).
                 if not self._engine.is_sqlite:
                     list(self._engine.lock(Node.select(Node.name).where(Node.name.in_(sorted(candidates))).order_by(Node.name)))
-                chosen = choose(self._windows(candidates))
+                chosen = choose(self._windows(candidates), unavailable(self.m, candidates))
                 for node in chosen:
                     S.insert(
                         node_name=node,
@@ -91,6 +95,7 @@ class ScheduleRepository:
                         end_date=end,
                         status=status_for[node],
                         action_state="",
+                        request_filter=request_filter,
                     ).execute()
                     for prop, value in props_for.get(node, {}).items():
                         self.m.ActionProp.insert(
@@ -135,11 +140,13 @@ class ScheduleRepository:
         *,
         owner: str | None = None,
         node: str | None = None,
+        nodes: Iterable[str] | None = None,
         started_before: int | None = None,
     ) -> list[ScheduleRecord]:
-        """Reservations by bin, node and owner, filtered by owner and node when given;
-        `started_before` keeps those started by then or with a pending action (the scheduler's
-        working set)."""
+        """Reservations by bin, node and owner, filtered by owner, node and the set of `nodes`
+        when given; `started_before` keeps those started by then or with a pending action (the
+        scheduler's working set)."""
+        among = None if nodes is None else sorted(set(nodes))
 
         def work() -> list[ScheduleRecord]:
             S = self.m.Schedule
@@ -150,7 +157,12 @@ class ScheduleRepository:
                 query = query.where(S.node_name == node)
             if started_before is not None:
                 query = query.where((S.start_date <= started_before) | (S.pending != ""))
-            return [schedule_from_row(row) for row in query]
+            if among is None:
+                return [schedule_from_row(row) for row in query]
+            rows = []
+            for start in range(0, len(among), _CHUNK):
+                rows += [schedule_from_row(r) for r in query.where(S.node_name.in_(among[start : start + _CHUNK]))]
+            return sorted(rows, key=lambda r: (r.bin, r.node_name, r.owner))
 
         return await self._engine.run(work)
 
@@ -242,31 +254,152 @@ class ScheduleRepository:
 
         return await self._engine.run(work)
 
-    async def update_schedule(self, changes: Sequence[CompareAndSet]) -> list[bool]:
+    async def update_schedule(
+        self, changes: Sequence[CompareAndSet], *, now: int = 0, count_final: CountFinal | None = None
+    ) -> list[bool]:
         """Applies compare-and-set changes (ScheduleChange, lifecycle.Decision) in one
         transaction; True for each one applied. ValueError (before any write) for a field that
-        is not a schedule column."""
+        is not a schedule column, or a delete that does not say how the reservation ended.
+
+        With each change that applies, in the same transaction: a delete writes the
+        reservation's history row (ended at `now`, epoch seconds) from the row and its
+        environment property before they go; the change's effect on its node is applied (a
+        final action counted with `count_final`, lifecycle.count_final, when given; the node put
+        in maintenance when the change says so)."""
         for change in changes:
             self._check_fields(list(change.expect) + list(change.changes))
+            if change.delete and change.history is None:
+                raise ValueError(f"deleting the reservation of {change.node_name} must say how it ended")
 
         def work() -> list[bool]:
-            S, A = self.m.Schedule, self.m.ActionProp
             results = []
             with self._engine.write():
                 for change in changes:
-                    where = (S.node_name == change.node_name) & (S.owner == change.owner)
-                    for name, value in change.expect.items():
-                        where &= getattr(S, name) == value
-                    if change.delete:
-                        done = S.delete().where(where).execute() > 0
-                        if done:
-                            A.delete().where(
-                                (A.node_name == change.node_name) & (A.owner == change.owner)
-                            ).execute()
-                    else:
-                        done = S.update(**change.changes).where(where).execute() > 0
+                    done = self._apply(change, now)
+                    if done:
+                        apply_node_effects(self._engine, self.m, change, now, count_final)
                     results.append(done)
             return results
+
+        return await self._engine.run(work)
+
+    def _apply(self, change: CompareAndSet, now: int) -> bool:
+        """Inside a write transaction: one compare-and-set; a delete also writes the history."""
+        S, A = self.m.Schedule, self.m.ActionProp
+        where = (S.node_name == change.node_name) & (S.owner == change.owner)
+        for name, value in change.expect.items():
+            where &= getattr(S, name) == value
+        if not change.delete:
+            return S.update(**change.changes).where(where).execute() > 0
+        row = self._engine.lock(S.select().where(where)).first()
+        if row is None:
+            return False
+        mine = (A.node_name == change.node_name) & (A.owner == change.owner)
+        environment = A.select(A.prop_value).where(mine & (A.prop_name == "environment")).first()
+        ending = change.history
+        assert ending is not None, "checked before the transaction"
+        self.m.History.insert(
+            node_name=row.node_name,
+            owner=row.owner,
+            bin=row.bin,
+            start_date=row.start_date,
+            end_date=row.end_date,
+            environment=(environment.prop_value if environment else "")[:64],
+            outcome=ending.outcome[:64],
+            ended=ending.ended,
+            end_reason=ending.reason,
+            ended_by=ending.by,
+            ended_at=now,
+            last_error=row.last_error,
+        ).execute()
+        S.delete().where(where).execute()
+        A.delete().where(mine).execute()
+        return True
+
+    async def move(
+        self,
+        node: str,
+        owner: str,
+        *,
+        candidates: Sequence[str],
+        decide: Callable[[ScheduleRecord], Decision],
+        choose: Callable[[ScheduleRecord, Mapping[str, Sequence[Window]], Mapping[str, str]], list[str]],
+        status_after: Callable[[ScheduleRecord], str],
+        notice: str,
+        now: int,
+    ) -> tuple[str, ScheduleRecord] | None:
+        """Moves the reservation of `owner` on `node` to one of `candidates`, in one transaction.
+
+        `decide` gets the row as read in the transaction and returns lifecycle.on_move's
+        decision (or raises Conflict); `choose` gets the row, every window on the candidates
+        and the unavailable ones, and returns [the target] (lifecycle.choose_nodes). A MOVE
+        re-keys the row and its properties to the target; an END_EARLY ends the row here (its
+        destroy follows) and adds the reservation on the target with its window, bin, filter
+        and properties, the status `status_after` gives for the row (lifecycle.moved_status)
+        and `notice`. The target and the reservation there; None when there is no such
+        reservation.
+        """
+
+        def work() -> tuple[str, ScheduleRecord] | None:
+            S, A, Node = self.m.Schedule, self.m.ActionProp, self.m.Node
+            where = (S.node_name == node) & (S.owner == owner)
+            with self._engine.write():
+                if not self._engine.is_sqlite:
+                    names = sorted({node, *candidates})
+                    list(self._engine.lock(Node.select(Node.name).where(Node.name.in_(names)).order_by(Node.name)))
+                found = self._engine.lock(S.select().where(where)).first()
+                if found is None:
+                    return None
+                row = schedule_from_row(found)
+                decision = decide(row)
+                [target] = choose(row, self._windows(candidates), unavailable(self.m, candidates))
+                self._check_fields(list(decision.changes))
+                mine = (A.node_name == node) & (A.owner == owner)
+                if decision.transition is Transition.MOVE:
+                    S.update(**decision.changes, node_name=target).where(where).execute()
+                    A.update(node_name=target).where(mine).execute()
+                else:
+                    props = [(r.prop_name, r.prop_value) for r in A.select().where(mine)]
+                    applied = self._apply(decision, now)
+                    assert applied, "the row was read and locked in this transaction"
+                    S.insert(
+                        node_name=target,
+                        owner=owner,
+                        bin=row.bin,
+                        start_date=row.start_date,
+                        end_date=row.end_date,
+                        status=status_after(row),
+                        action_state="",
+                        request_filter=row.request_filter,
+                        notice=notice,
+                    ).execute()
+                    for prop, value in props:
+                        A.insert(node_name=target, prop_name=prop, prop_value=value, owner=owner).execute()
+                return target, schedule_from_row(S.get((S.node_name == target) & (S.owner == owner)))
+
+        return await self._engine.run(work)
+
+    async def list_history(
+        self,
+        *,
+        owner: str | None = None,
+        node: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[HistoryEntry]:
+        """Ended reservations, newest first, filtered by owner and node when given; `before`
+        (an entry's id) pages on to older ones; at most `limit`."""
+
+        def work() -> list[HistoryEntry]:
+            H = self.m.History
+            query = H.select().order_by(H.id.desc()).limit(limit)
+            if owner is not None:
+                query = query.where(H.owner == owner)
+            if node is not None:
+                query = query.where(H.node_name == node)
+            if before is not None:
+                query = query.where(H.id < before)
+            return [history_from_row(row) for row in query]
 
         return await self._engine.run(work)
 

@@ -5,6 +5,10 @@ flash) in a set time, accepts commands once it is up, and takes an image at a se
 `failure_rate` > 0 a boot, a command or an image transfer hangs until the machine is power
 cycled, which is what the executor's hard reboot does. `time_scale` multiplies every duration.
 
+`hang_commands` (a test aid) names commands that hang every time, whatever `failure_rate`
+says: `wipe` makes every destroy end `lost` once its wipe state outlives its timeout, which is how
+the end-to-end tests show what the controller does with a node whose wipe never completed.
+
 What real hardware keeps across an agent restart (power, network-boot setting, disk contents) is
 saved through `save` after each change; what dies with the agent (an image transfer run over SSH)
 is kept in memory only, so a resumed action starts it again.
@@ -25,6 +29,9 @@ DISK = "disk"
 
 SaveFunction = Callable[[str, dict], Awaitable[None]]
 
+# The commands a simulated machine runs (SimHardware.command): the names `hang_commands` takes.
+COMMANDS = ("configure", "partition", "verify", "wipe")
+
 
 @dataclass(frozen=True)
 class SimOptions:
@@ -34,6 +41,8 @@ class SimOptions:
     failure_rate: float = 0.0
     # Seeds each machine's own random generator (with its hardware id); None: unpredictable.
     seed: int | None = None
+    # Commands (of COMMANDS) that hang every time on every machine: a test aid.
+    hang_commands: frozenset[str] = frozenset()
     # hardware id -> saved state, as written by `save` during an earlier run.
     saved: Mapping[str, dict] = field(default_factory=dict)
     save: SaveFunction | None = None
@@ -207,10 +216,11 @@ class SimHardware:
     ) -> None:
         """Runs command `name` on the machine, for the profile's command_seconds[name] or
         `seconds` (before time_scale); `needs` is the system that must be up (None: the
-        machine only needs power). May hang forever (failure_rate), like a stuck SSH session."""
+        machine only needs power). May hang forever (failure_rate, or always when `name` is in
+        hang_commands), like a stuck SSH session."""
         machine = self.machine(node)
         self._require(node, needs)
-        if self._fails(node.hardware_id):
+        if name in self._options.hang_commands or self._fails(node.hardware_id):
             await asyncio.Event().wait()
         powered_at = machine.powered_at
         await self._spend(self._profile.command_seconds[name] if seconds is None else seconds)

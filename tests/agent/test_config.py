@@ -46,6 +46,8 @@ def _without(key: str) -> dict:
         ({**GOOD, "sim": {"time_scale": -0.5}}, "key 'sim.time_scale' must be between"),
         ({**GOOD, "sim": {"failure_rate": 1.5}}, "key 'sim.failure_rate' must be between"),
         ({**GOOD, "sim": {"colour": 1}}, "unknown key 'sim.colour'"),
+        ({**GOOD, "sim": {"hang_commands": "wipe, wash"}},
+         "key 'sim.hang_commands' names unknown commands 'wash'; known: configure, partition, verify, wipe"),
     ],
 )
 def test_a_bad_key_is_named_with_the_file(tmp_path, keys, expected) -> None:
@@ -55,6 +57,12 @@ def test_a_bad_key_is_named_with_the_file(tmp_path, keys, expected) -> None:
     message = str(caught.value)
     assert message.startswith(str(path)) and expected in message
     assert "\n" not in message
+
+
+def test_hang_commands_is_a_comma_separated_list(tmp_path) -> None:
+    path = write_toml(tmp_path / "agent.toml", {**GOOD, "sim": {"hang_commands": "wipe, verify"}})
+    assert load_settings(path, env={}).sim_hang_commands == {"wipe", "verify"}
+    assert load_settings(write_toml(tmp_path / "b.toml", GOOD), env={}).sim_hang_commands == set()
 
 
 def test_environment_variables_override_keys(tmp_path) -> None:

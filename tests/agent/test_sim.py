@@ -192,3 +192,18 @@ async def test_renaming_a_node_keeps_its_hardware() -> None:
     driver = sim_node.create(SimOptions(time_scale=0))
     await driver.power.set_power(NodeRef("srv-001", {"serial": "SRV1"}), True)
     assert await driver.power.is_powered(NodeRef("renamed", {"serial": "SRV1"}))
+
+
+async def test_a_command_in_hang_commands_hangs_every_time_even_after_a_power_cycle() -> None:
+    """The test aid behind the end-to-end lost destroy: wipe never completes, other commands do."""
+    hardware = SimHardware(sim_raspberry.PROFILE, SimOptions(time_scale=0, hang_commands=frozenset({"wipe"})))
+    driver = network_booted_driver(hardware)
+    assert driver.boot and driver.image and driver.setup
+    await driver.boot.set_boot_source(NODE, NETWORK)
+    await driver.power.set_power(NODE, True)
+    for _ in range(2):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(driver.image.wipe(NODE), 0.2)
+        await driver.power.hard_reboot(NODE)
+    await driver.setup.partition(NODE, "full")
+    assert hardware.machine(NODE).disk_settings == {"partition_size": "full"}

@@ -38,6 +38,8 @@ class FakeAction:
     updated_at: int
     properties: dict[str, str]
     action_id: int = 0
+    # Ends in `lost` instead of its process's last state (a state outlived its timeout).
+    lost: bool = False
 
     @property
     def states(self) -> list[str]:
@@ -45,6 +47,8 @@ class FakeAction:
 
     @property
     def state(self) -> str:
+        if self.lost and self.state_idx == len(self.states) - 1:
+            return "lost"
         return self.states[self.state_idx]
 
     @property
@@ -89,6 +93,8 @@ class FakeAgent(pb_grpc.AgentServicer):
         self.release = threading.Event()
         # How many states each action advances per GetActionState call.
         self.steps_per_call = 1
+        # Processes whose actions end `lost` (e.g. {"destroy"}: the wipe never completes).
+        self.lose: set[str] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -203,6 +209,7 @@ class FakeAgent(pb_grpc.AgentServicer):
                 updated_at=int(time.time()),
                 properties=dict(request.properties),
                 action_id=len(self.started) + 1,
+                lost=request.process in self.lose,
             )
             self.actions[request.node_name] = action
             self.started.append((request.node_name, request.process))

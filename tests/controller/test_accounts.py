@@ -29,10 +29,16 @@ async def test_sign_up_waits_for_approval_and_stores_an_argon2id_hash(ctl, tmp_p
         await accounts.sign_up("alice@example.org", "short")
     with pytest.raises(InvalidInput, match="SSH key line 1: unknown key type"):
         await accounts.sign_up("alice@example.org", "long-password", "ssh-foo AAAA")
-    user = await accounts.sign_up("Alice@Example.org", "long-password", ED25519)
+    signed_up = await accounts.sign_up("Alice@Example.org", "long-password", ED25519)
+    assert (signed_up.email, signed_up.created) == ("alice@example.org", True)
+    user = await accounts.get_user("alice@example.org")
     assert (user.email, user.is_authorized, user.is_admin, user.ssh_key) == ("alice@example.org", False, False, ED25519)
-    with pytest.raises(Conflict, match="already exists"):
-        await accounts.sign_up("alice@example.org", "other-password")
+    # The same email again changes nothing, and says so only to the caller (the page answers
+    # as for a new account and mails the owner).
+    again = await accounts.sign_up("alice@example.org", "other-password")
+    assert (again.email, again.created) == ("alice@example.org", False)
+    with pytest.raises(InvalidInput, match="at least 8 characters"):
+        await accounts.sign_up("alice@example.org", "short")
     with pytest.raises(NotAuthorized, match="waiting for an administrator's approval"):
         await accounts.authenticate("alice@example.org", "long-password")
     with pytest.raises(AuthenticationFailed):

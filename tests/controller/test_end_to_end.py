@@ -106,7 +106,7 @@ async def test_a_controller_sigkilled_during_the_deployment_of_20_nodes_loses_an
         for node in nodes:
             await ctl.reservations.configure(user, node, properties={"environment": environment})
 
-    store = Store(str(database), workers=2)
+    store = Store(str(database), secret_key=settings.secret_key(), workers=2)
     await store.open()
     controller = HeadlessController(config)
 

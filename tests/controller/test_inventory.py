@@ -72,6 +72,7 @@ async def test_the_timeline_shows_windows_and_hides_other_owners(tmp_path, clock
         assert not hasattr(timeline["rpi-000"][0], "owner")
         with pytest.raises(InvalidInput, match="end after it starts"):
             await ctl.inventory.timeline(now, now, user)
-        waiting = await ctl.accounts.sign_up("new@example.org", "new-password")
+        await ctl.accounts.sign_up("new@example.org", "new-password")
+        waiting = await ctl.accounts.get_user("new@example.org")
         with pytest.raises(NotAuthorized):
             await ctl.inventory.timeline(now, now + 86400, waiting)

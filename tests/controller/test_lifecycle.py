@@ -22,7 +22,17 @@ from edgebed.controller.errors import (
     NotFound,
     ServiceError,
 )
-from edgebed.controller.lifecycle import Phase, Status, Transition, UserAction, Window
+from edgebed.controller.lifecycle import (
+    Ended,
+    Ending,
+    EndReason,
+    Finished,
+    Phase,
+    Status,
+    Transition,
+    UserAction,
+    Window,
+)
 
 NODE, ALICE, BOB = "rpi-000", "alice@example.org", "bob@example.org"
 NOW = 1_800_000_000
@@ -62,6 +72,9 @@ def shown(row: ScheduleRecord, action: ActionState) -> ScheduleRecord:
 
 
 CLEARED = {"pending": "", "pending_issued": False, "baseline": "", "last_error": ""}
+END = {"ending": True, "end_reason": "window"}
+# What the owner's destroy writes beside the destroy it intends.
+BY_OWNER = {"ending": True, "end_date": NOW, "end_reason": "owner", "ended_by": ALICE}
 
 
 def intend(process: str, at: int = NOW) -> dict:
@@ -81,6 +94,7 @@ HARD_REBOOTING = act("reboot", "power_off", action_id=9, updated_at=NOW - 4)  # 
 WIPING = act("destroy", "wipe", action_id=11, state_idx=2)
 DESTROYED = act("destroy", "destroyed", final=True, action_id=11, state_idx=4, updated_at=NOW - 1)
 DESTROY_LOST = act("destroy", "lost", final=True, action_id=11, state_idx=2, updated_at=NOW - 1)
+DEPLOY_LOST = act("deploy", "lost", final=True, action_id=8, state_idx=3, updated_at=NOW - 1)
 
 # Rows, one per phase (and ending variant).
 CONFIGURING = rec(status="configuring")
@@ -174,12 +188,12 @@ ON_TIME = [
     ("done-at-end-node-gone-orphaned", DONE, NOW + HOUR, False, Transition.ORPHAN, {}, GONE),
     ("destroying-node-gone-orphaned", DESTROYING, NOW, False, Transition.ORPHAN, {}, GONE),
     ("done-at-end-destroys", DONE, NOW + HOUR, True, Transition.END,
-     {"ending": True} | intend("destroy", NOW + HOUR), Phase.INTENDED),
+     END | intend("destroy", NOW + HOUR), Phase.INTENDED),
     ("running-at-end-destroys-after-it", RUNNING, NOW + HOUR, True, Transition.END,
-     {"ending": True} | intend("destroy", NOW + HOUR), Phase.INTENDED),
+     END | intend("destroy", NOW + HOUR), Phase.INTENDED),
     ("intended-reboot-at-end-replaced-by-destroy", REBOOT_INTENDED, NOW + HOUR, True, Transition.END,
-     {"ending": True} | intend("destroy", NOW + HOUR), Phase.INTENDED),
-    ("in-doubt-at-end-only-ending", REBOOT_IN_DOUBT, NOW + HOUR, True, Transition.END, {"ending": True}, Phase.IN_DOUBT),
+     END | intend("destroy", NOW + HOUR), Phase.INTENDED),
+    ("in-doubt-at-end-only-ending", REBOOT_IN_DOUBT, NOW + HOUR, True, Transition.END, END, Phase.IN_DOUBT),
     ("doubt-resolved-then-destroy", dataclasses.replace(shown(rec(), REBOOTED), **PAST, ending=True), NOW, True,
      Transition.DESTROY_AFTER_DOUBT, intend("destroy"), Phase.INTENDED),
     ("ending-destroy-running-nothing", DESTROYING, NOW, True, None, None, None),
@@ -199,6 +213,34 @@ def test_on_time(row, now, in_inventory, transition, changes, phase):
 def test_a_start_expects_what_it_saw_so_a_users_cancel_or_deploy_wins():
     decision = lifecycle.on_time(DUE, NOW)
     assert decision.expect == {"status": "ready", "pending": "", "process": "", "action_state": "", "ending": False}
+
+
+ON_TIME_IN_MAINTENANCE = [
+    # id, row, now, transition, changes, phase after (the node is in maintenance)
+    ("ready-at-start-waits", DUE, NOW, None, None, None),
+    ("intended-first-deploy-held-back", INTENDED, NOW, Transition.HOLD,
+     {"pending": "", "pending_issued": False, "baseline": "", "status": "ready"}, Phase.READY),
+    ("users-first-deploy-held-back", RETRYING, NOW, Transition.HOLD,
+     {"pending": "", "pending_issued": False, "baseline": "", "status": "ready"}, Phase.READY),
+    ("first-deploy-in-doubt-not-held", IN_DOUBT, NOW, None, None, None),
+    ("a-redeploy-of-the-holder-not-held", dataclasses.replace(DONE, **intend("deploy")), NOW, None, None, None),
+    ("ready-at-end-still-expires", DUE, NOW + HOUR, Transition.EXPIRE, {}, GONE),
+    ("done-at-end-still-destroyed", DONE, NOW + HOUR, Transition.END, END | intend("destroy", NOW + HOUR),
+     Phase.INTENDED),
+]
+
+
+@pytest.mark.parametrize(
+    "row, now, transition, changes, phase",
+    [c[1:] for c in ON_TIME_IN_MAINTENANCE],
+    ids=[c[0] for c in ON_TIME_IN_MAINTENANCE],
+)
+def test_on_time_never_hands_out_a_node_in_maintenance(row, now, transition, changes, phase):
+    decision = lifecycle.on_time(row, now, in_maintenance=True)
+    check(row, decision, transition, changes=changes, delete=phase is GONE and transition is not None, phase=phase)
+    if transition is Transition.HOLD:
+        # Released again: the clock starts it as any other.
+        assert lifecycle.on_time(lifecycle.after(row, decision), now).transition is Transition.START
 
 
 # -- the agent's report ----------------------------------------------------------------------
@@ -249,7 +291,10 @@ ON_REPORT = [
     ("done-not-ending-destroyed-only-mirrored", DONE, DESTROYED, False, Transition.MIRROR, mirrored(DESTROYED),
      Phase.DONE),
     ("ending-destroyed-removed", DESTROYING, DESTROYED, False, Transition.REMOVE, {}, GONE),
-    ("ending-destroy-lost-removed", DESTROYING, DESTROY_LOST, False, Transition.REMOVE, {}, GONE),
+    ("ending-destroy-lost-removed-node-in-maintenance", DESTROYING, DESTROY_LOST, False, Transition.REMOVE_LOST,
+     {}, GONE),
+    ("ending-destroy-in-doubt-already-lost-removed", DESTROY_IN_DOUBT, DESTROY_LOST, False, Transition.REMOVE_LOST,
+     {}, GONE),
 ]
 
 
@@ -281,6 +326,7 @@ AFTER_START = [
     ("accepted-ending-destroy-running", DESTROY_IN_DOUBT, WIPING, Transition.ACCEPTED, mirrored(WIPING) | CLEARED,
      Phase.RUNNING),
     ("accepted-ending-destroy-instantly-done-removed", DESTROY_IN_DOUBT, DESTROYED, Transition.REMOVE, {}, GONE),
+    ("accepted-ending-destroy-instantly-lost", DESTROY_IN_DOUBT, DESTROY_LOST, Transition.REMOVE_LOST, {}, GONE),
     ("busy-failed-precondition-retried", IN_DOUBT, Conflict("node rpi-000 is busy", code="FAILED_PRECONDITION"),
      Transition.RETRY, {"pending_issued": False}, Phase.INTENDED),
     ("token-rejected-retried", IN_DOUBT, AgentRejectedToken("agent rpi rejected the token"), Transition.RETRY,
@@ -339,6 +385,7 @@ CRASHES = [
     ("killed-while-the-agent-did-not-answer", IN_DOUBT, None, Transition.ISSUE),
     ("killed-after-an-ending-destroy-was-accepted", DESTROY_IN_DOUBT, WIPING, Transition.ADOPT),
     ("killed-after-the-destroy-finished", DESTROY_IN_DOUBT, DESTROYED, Transition.REMOVE),
+    ("killed-after-the-destroy-ended-lost", DESTROY_IN_DOUBT, DESTROY_LOST, Transition.REMOVE_LOST),
 ]
 
 
@@ -410,15 +457,15 @@ USER = [
     ("destroy-a-waiting-reservation-cancels", WAITING, UserAction.DESTROY, Transition.CANCEL, {}, GONE),
     ("destroy-a-configuring-reservation-cancels", CONFIGURING, UserAction.DESTROY, Transition.CANCEL, {}, GONE),
     ("destroy-a-deployed-node-ends-now", DONE, UserAction.DESTROY, Transition.END_EARLY,
-     {"ending": True, "end_date": NOW} | intend("destroy"), Phase.INTENDED),
+     BY_OWNER | intend("destroy"), Phase.INTENDED),
     ("destroy-while-deploying-ends-after-it", RUNNING, UserAction.DESTROY, Transition.END_EARLY,
-     {"ending": True, "end_date": NOW} | intend("destroy"), Phase.INTENDED),
+     BY_OWNER | intend("destroy"), Phase.INTENDED),
     ("destroy-replaces-an-unsent-reboot", REBOOT_INTENDED, UserAction.DESTROY, Transition.END_EARLY,
-     {"ending": True, "end_date": NOW} | intend("destroy"), Phase.INTENDED),
+     BY_OWNER | intend("destroy"), Phase.INTENDED),
     ("destroy-while-in-doubt-waits-for-the-doubt", REBOOT_IN_DOUBT, UserAction.DESTROY, Transition.END_EARLY,
-     {"ending": True, "end_date": NOW}, Phase.IN_DOUBT),
+     BY_OWNER, Phase.IN_DOUBT),
     ("destroy-of-an-unsent-first-deploy-ends-it", INTENDED, UserAction.DESTROY, Transition.END_EARLY,
-     {"ending": True, "end_date": NOW} | intend("destroy"), Phase.INTENDED),
+     BY_OWNER | intend("destroy"), Phase.INTENDED),
     ("destroy-when-already-ending-nothing", DESTROYING, UserAction.DESTROY, None, None, None),
 ]
 
@@ -530,7 +577,12 @@ CHOOSE = [
     ("filtered-first-free-in-order", NODES, 2, False, ["n0", "n3"]),
     ("filtered-skips-taken-and-mine", NODES, 1, False, ["n0"]),
     ("filtered-too-few-free", NODES, 3, False, "only 2 of the 3 requested nodes are free during that time"),
+    ("named-in-maintenance", ["n0", "n4"], 2, True, "node n4 is in maintenance: wipe lost"),
+    ("filtered-skips-maintenance", ["n4", "n0"], 1, False, ["n0"]),
+    ("filtered-maintenance-counted-apart", ["n4", "n0"], 2, False,
+     r"only 1 of the 2 requested nodes are free during that time \(1 more are in maintenance or being removed\)"),
 ]
+HELD = {"n4": "in maintenance: wipe lost"}
 
 
 @pytest.mark.parametrize("candidates, count, all_or_nothing, outcome", [c[1:] for c in CHOOSE], ids=[c[0] for c in CHOOSE])
@@ -538,7 +590,7 @@ def test_choose_nodes(candidates, count, all_or_nothing, outcome):
     def choose():
         return lifecycle.choose_nodes(
             candidates, BUSY, owner=ALICE, count=count, start=1500, end=2500, turnaround=0,
-            all_or_nothing=all_or_nothing,
+            all_or_nothing=all_or_nothing, unavailable=HELD,
         )
 
     if isinstance(outcome, str):
@@ -546,6 +598,142 @@ def test_choose_nodes(candidates, count, all_or_nothing, outcome):
             choose()
     else:
         assert choose() == outcome
+
+
+# -- how a reservation ends, and what it does to its node -------------------------------------
+
+ENDED_BY_ALICE = dataclasses.replace(DESTROYING, end_reason="owner", ended_by=ALICE)
+HISTORY = [
+    # id, decide, how it ended, why, by, outcome, the maintenance reason ('' none)
+    ("expired", lambda: lifecycle.on_time(DUE, NOW + HOUR), Ended.EXPIRED, EndReason.WINDOW, "", "", ""),
+    ("cancelled-by-the-owner", lambda: lifecycle.on_user_action(WAITING, UserAction.DESTROY, NOW),
+     Ended.CANCELLED, EndReason.OWNER, ALICE, "", ""),
+    ("cancelled-by-an-admin", lambda: lifecycle.on_end(WAITING, NOW, reason=EndReason.ADMIN, by="root@x"),
+     Ended.CANCELLED, EndReason.ADMIN, "root@x", "", ""),
+    ("destroyed-at-the-end-of-its-window", lambda: lifecycle.on_report(DESTROYING, DESTROYED),
+     Ended.DESTROYED, EndReason.WINDOW, "", "destroyed", ""),
+    ("destroyed-after-the-owner-ended-it", lambda: lifecycle.on_report(ENDED_BY_ALICE, DESTROYED),
+     Ended.DESTROYED, EndReason.OWNER, ALICE, "destroyed", ""),
+    ("destroy-lost", lambda: lifecycle.on_report(ENDED_BY_ALICE, DESTROY_LOST),
+     Ended.LOST, EndReason.OWNER, ALICE, "lost", lifecycle.LOST_DESTROY),
+    ("destroy-lost-as-starting-it",
+     lambda: lifecycle.after_start(DESTROY_IN_DOUBT, lifecycle.start_result(DESTROY_LOST)),
+     Ended.LOST, EndReason.WINDOW, "", "lost", lifecycle.LOST_DESTROY),
+    ("orphaned", lambda: lifecycle.on_time(DONE, NOW + HOUR, in_inventory=False),
+     Ended.ORPHANED, EndReason.WINDOW, "", "deployed", lifecycle.ORPHANED_NODE),
+    ("abandoned", lambda: lifecycle.after_start(DESTROY_IN_DOUBT, lifecycle.start_result(NotFound("no node rpi-000"))),
+     Ended.ABANDONED, EndReason.WINDOW, "", "deployed", "the agent refused the destroy: no node rpi-000"),
+]
+
+
+@pytest.mark.parametrize("decide, ended, reason, by, outcome, maintenance", [c[1:] for c in HISTORY],
+                         ids=[c[0] for c in HISTORY])
+def test_every_delete_says_how_the_reservation_ended(decide, ended, reason, by, outcome, maintenance):
+    decision = decide()
+    assert decision.delete and decision.history == Ending(ended, reason, by, outcome)
+    assert decision.maintenance == maintenance
+
+
+def test_no_decision_deletes_without_a_history_and_only_lost_or_skipped_destroys_touch_the_node():
+    """Over every table: a delete always carries its history; maintenance only where the node
+    may hold the previous user's system (lost, orphaned, abandoned)."""
+    decisions = [c[1]() for c in HISTORY] + [
+        lifecycle.on_report(c[1], c[2], blocked=c[3]) for c in ON_REPORT
+    ]
+    for decision in filter(None, decisions):
+        assert decision.delete == (decision.history is not None)
+        dirty = decision.transition in (Transition.REMOVE_LOST, Transition.ORPHAN, Transition.ABANDON)
+        assert bool(decision.maintenance) == dirty, decision.transition
+
+
+FINISHED = [
+    # id, decide, what it counts toward the node's lost-in-a-row (None: nothing)
+    ("a-final-deploy-mirrored", lambda: lifecycle.on_report(RUNNING, DEPLOYED),
+     Finished(DEPLOYED.fingerprint(), False)),
+    ("progress-counts-nothing", lambda: lifecycle.on_report(RUNNING, COPYING_ON), None),
+    ("a-deploy-lost", lambda: lifecycle.on_report(RUNNING, DEPLOY_LOST), Finished(DEPLOY_LOST.fingerprint(), True)),
+    ("adopted-final", lambda: lifecycle.on_report(REDEPLOY_IN_DOUBT, DEPLOYED),
+     Finished(DEPLOYED.fingerprint(), False)),
+    ("accepted-final", lambda: lifecycle.after_start(REBOOT_IN_DOUBT, lifecycle.start_result(REBOOTED_AGAIN)),
+     Finished(REBOOTED_AGAIN.fingerprint(), False)),
+    ("destroyed", lambda: lifecycle.on_report(DESTROYING, DESTROYED), Finished(DESTROYED.fingerprint(), False)),
+    ("destroy-lost", lambda: lifecycle.on_report(DESTROYING, DESTROY_LOST), Finished(DESTROY_LOST.fingerprint(), True)),
+    ("issue-counts-nothing", lambda: lifecycle.on_report(REBOOT_INTENDED, DEPLOYED_BEFORE), None),
+]
+
+
+@pytest.mark.parametrize("decide, finished", [c[1:] for c in FINISHED], ids=[c[0] for c in FINISHED])
+def test_a_final_action_counts_toward_the_nodes_lost_in_a_row(decide, finished):
+    assert decide().finished == finished
+
+
+COUNT = [
+    # id, count before, lost, limit, count after, enters maintenance
+    ("first-lost", 0, True, 3, 1, False),
+    ("third-lost-in-a-row", 2, True, 3, 3, True),
+    ("beyond-the-limit", 5, True, 3, 6, True),
+    ("a-success-starts-again", 2, False, 3, 0, False),
+    ("limit-zero-never", 99, True, 0, 100, False),
+    ("limit-one-at-once", 0, True, 1, 1, True),
+]
+
+
+@pytest.mark.parametrize("before, lost, limit, after, enters", [c[1:] for c in COUNT], ids=[c[0] for c in COUNT])
+def test_count_final(before, lost, limit, after, enters):
+    count, reason = lifecycle.count_final(before, lost, limit=limit)
+    assert count == after
+    assert (reason == f"{after} actions in a row ended lost") if enters else reason == ""
+
+
+ADMIN_END = [
+    # id, row, transition, changes, phase after
+    ("ends-a-deployed-node-with-destroy", DONE, Transition.END_EARLY,
+     {"ending": True, "end_date": NOW, "end_reason": "admin", "ended_by": "root@x", "notice": "ended by root"}
+     | intend("destroy"), Phase.INTENDED),
+    ("cancels-one-not-started", WAITING, Transition.CANCEL, {}, GONE),
+    ("already-ending-nothing", DESTROYING, None, None, None),
+]
+
+
+@pytest.mark.parametrize("row, transition, changes, phase", [c[1:] for c in ADMIN_END], ids=[c[0] for c in ADMIN_END])
+def test_on_end_by_an_administrator(row, transition, changes, phase):
+    decision = lifecycle.on_end(row, NOW, reason=EndReason.ADMIN, by="root@x", notice="ended by root")
+    check(row, decision, transition, changes=changes, delete=phase is GONE and transition is not None, phase=phase)
+
+
+MOVED = {"pending": "", "pending_issued": False, "baseline": "", "notice": "moved here"}
+MOVE = [
+    # id, row, transition, changes, phase after (of the row it decides on)
+    ("waiting-moves-itself", WAITING, Transition.MOVE, MOVED | {"status": "ready"}, Phase.READY),
+    ("configuring-stays-configuring", CONFIGURING, Transition.MOVE, MOVED | {"status": "configuring"},
+     Phase.CONFIGURING),
+    ("held-first-deploy-moves-and-starts-there", INTENDED, Transition.MOVE, MOVED | {"status": "ready"}, Phase.READY),
+    ("deployed-is-destroyed-here", DONE, Transition.END_EARLY,
+     {"ending": True, "end_date": NOW, "end_reason": "moved", "ended_by": "root@x", "notice": lifecycle.MOVED_AWAY}
+     | intend("destroy"), Phase.INTENDED),
+    ("first-deploy-in-doubt-is-destroyed-here", IN_DOUBT, Transition.END_EARLY,
+     {"ending": True, "end_date": NOW, "end_reason": "moved", "ended_by": "root@x", "notice": lifecycle.MOVED_AWAY},
+     Phase.IN_DOUBT),
+]
+
+
+@pytest.mark.parametrize("row, transition, changes, phase", [c[1:] for c in MOVE], ids=[c[0] for c in MOVE])
+def test_on_move(row, transition, changes, phase):
+    decision = lifecycle.on_move(row, NOW, by="root@x", notice="moved here")
+    check(row, decision, transition, changes=changes, phase=phase)
+    assert lifecycle.moved_status(row) == ("configuring" if row.status == "configuring" else "ready")
+
+
+def test_a_reservation_that_ends_cannot_be_moved():
+    for row, now in ((DESTROYING, NOW), (DONE, NOW + HOUR)):
+        with pytest.raises(Conflict, match="is ending"):
+            lifecycle.on_move(row, now, by="root@x", notice="")
+
+
+def test_a_first_deploy_is_refused_on_a_node_in_maintenance_but_the_holder_may_deploy_again():
+    with pytest.raises(Conflict, match="rpi-000 is in maintenance"):
+        lifecycle.on_user_action(DUE, UserAction.DEPLOY, NOW, in_maintenance=True)
+    assert lifecycle.on_user_action(DONE, UserAction.DEPLOY, NOW, in_maintenance=True).transition is Transition.REQUEST
 
 
 # -- a whole life ----------------------------------------------------------------------------
@@ -587,7 +775,8 @@ def test_a_reservation_through_its_whole_life():
 def test_every_transition_is_in_a_table():
     expected = (
         {case[4] for case in ON_TIME + ON_REPORT}
-        | {case[3] for case in AFTER_START + USER + CRASHES}
+        | {case[3] for case in AFTER_START + USER + CRASHES + ON_TIME_IN_MAINTENANCE}
+        | {case[2] for case in ADMIN_END + MOVE}
         | {Transition.EXTEND for case in EXTEND if not isinstance(case[-1], str)}
     )
     assert set(Transition) - expected == set()

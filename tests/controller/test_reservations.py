@@ -26,7 +26,8 @@ async def testbed(tmp_path, clock, fake_agents):
         ctl.admin = await ctl.accounts.create_user("admin@example.org", "admin-password", admin=True, authorized=True)
         ctl.alice = await ctl.accounts.create_user("alice@example.org", "alice-password", authorized=True)
         ctl.bob = await ctl.accounts.create_user("bob@example.org", "bob-password", authorized=True)
-        ctl.eve = await ctl.accounts.sign_up("eve@example.org", "eve-password")
+        await ctl.accounts.sign_up("eve@example.org", "eve-password")
+        ctl.eve = await ctl.accounts.get_user("eve@example.org")
         info = await ctl.agents.add_agent(ctl.admin, "rpi", "raspberry", "127.0.0.1", served.port, served.fake.token)
         assert info.status == "connected" and info.node_count == 4
         ctl.fake, ctl.served = served.fake, served

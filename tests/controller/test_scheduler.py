@@ -307,7 +307,7 @@ async def test_an_agent_lost_mid_deploy_is_followed_again_after_reconnect(tmp_pa
 
 
 async def _rows(settings):
-    store = Store(settings.database)
+    store = Store(settings.database, secret_key=settings.secret_key())
     await store.open()
     try:
         return await store.schedule.list_schedule()
@@ -329,11 +329,11 @@ async def test_a_destroy_racing_the_scheduler_is_applied_not_refused(tmp_path, c
         real_update = store.schedule.update_schedule
         raced: list[bool] = []
 
-        async def racing_update(changes):
+        async def racing_update(changes, **kwargs):
             if not raced:
                 raced.append(True)
                 await ctl.scheduler.poll()  # sends the reboot and records it, under destroy's feet
-            return await real_update(changes)
+            return await real_update(changes, **kwargs)
 
         store.schedule.update_schedule = racing_update
         try:

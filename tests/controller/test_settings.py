@@ -52,5 +52,5 @@ async def test_a_bad_database_url_is_refused_without_showing_its_password(tmp_pa
         load_settings(config, env={})
     assert "hunter2" not in str(refused.value) and "root:***@db" in str(refused.value)
     with pytest.raises(StoreUnavailable, match="names no database") as refused:
-        await Store("postgresql://root:hunter2@127.0.0.1:1/").open()
+        await Store("postgresql://root:hunter2@127.0.0.1:1/", secret_key=bytes(32)).open()
     assert "hunter2" not in str(refused.value)

@@ -10,10 +10,12 @@ import pytest
 
 from edgebed.controller.store import SCHEMA_VERSION, Store, StoreUnavailable, migrate, open_database
 
+SECRET = bytes(range(32))
+
 
 async def test_a_new_sqlite_database_is_created_at_the_current_version_in_wal_mode(tmp_path):
     path = tmp_path / "controller.sqlite"
-    store = Store(str(path))
+    store = Store(str(path), secret_key=SECRET)
     await store.open()
     try:
         assert await store.schema_version() == SCHEMA_VERSION
@@ -53,7 +55,7 @@ def _seed_v1(url: str) -> None:
 
 async def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_data(database_url):
     _seed_v1(database_url)
-    store = Store(database_url)
+    store = Store(database_url, secret_key=SECRET)
     await store.open()
     try:
         assert await store.schema_version() == SCHEMA_VERSION
@@ -72,7 +74,7 @@ async def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_data(data
     finally:
         await store.close()
     # Opening again is a no-op: the migrations do not run twice.
-    store = Store(database_url)
+    store = Store(database_url, secret_key=SECRET)
     await store.open()
     assert await store.schema_version() == SCHEMA_VERSION
     await store.close()
@@ -80,13 +82,13 @@ async def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_data(data
 
 async def test_a_database_newer_than_the_code_is_refused(tmp_path):
     path = tmp_path / "future.sqlite"
-    store = Store(str(path))
+    store = Store(str(path), secret_key=SECRET)
     await store.open()
     await store.close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreUnavailable, match="newer than this controller"):
-        await Store(str(path)).open()
+        await Store(str(path), secret_key=SECRET).open()
 
 
 def test_only_the_store_package_imports_peewee():
@@ -108,3 +110,54 @@ def test_only_the_store_package_imports_peewee():
                 if any(name.split(".")[0] in ("peewee", "playhouse") for name in names):
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
+
+
+async def test_a_version_2_database_gets_the_maintenance_and_history_tables_and_keeps_its_reservations(
+    database_url,
+):
+    db = open_database(database_url, max_connections=2)
+    assert migrate(db, target=2) == 2
+    with db.connection_context():
+        db.execute_sql(
+            'INSERT INTO "schedule" (node_name, owner, bin, start_date, end_date, status, action_state, '
+            "process, state_idx, state_count, progress, node_ip, action_updated_at, pending, pending_issued, "
+            "pending_since, baseline, ending, last_error) VALUES ('rpi-001', 'old@example.org', 'b', 100, 200, "
+            "'ready', 'deployed', 'deploy', 6, 7, 0, '10.0.0.1', 150, '', %s, 0, '', %s, '')"
+            % (("0", "0") if not database_url.startswith("postgres") else ("FALSE", "FALSE"))
+        )
+    db.close_all()
+    store = Store(database_url, secret_key=SECRET)
+    await store.open()
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION >= 3
+        [row] = await store.schedule.list_schedule()
+        assert (row.action_state, row.end_reason, row.ended_by, row.request_filter, row.notice) == (
+            "deployed", "", "", "", ""
+        )
+        assert await store.maintenance.list_maintenance() == []
+        assert await store.schedule.list_history() == []
+        assert await store.maintenance.list_retirements() == []
+    finally:
+        await store.close()
+
+
+async def test_the_migrated_schema_has_exactly_the_models_columns(database_url):
+    """Each table as the migrations leave it has the columns models.py declares: a model
+    changed without a migration (or the other way round) fails here."""
+    import peewee
+
+    from edgebed.controller.store.models import define_models
+
+    store = Store(database_url, secret_key=SECRET)
+    await store.open()
+    await store.close()
+    db = open_database(database_url, max_connections=2)
+    proxy = peewee.DatabaseProxy()
+    proxy.initialize(db)
+    models = define_models(proxy)
+    with db.connection_context():
+        for name, model in vars(models).items():
+            table = model._meta.table_name
+            columns = {column.name for column in db.get_columns(table)}
+            assert columns == {f.column_name for f in model._meta.sorted_fields}, name
+    db.close_all()

@@ -180,7 +180,7 @@ async def test_a_version_2_database_gets_an_empty_ca_for_its_agents(database_url
             "VALUES ('rpi', 'raspberry', '10.0.0.1', 50051, 'connected', 'tok', '')"
         )
     db.close_all()
-    store = Store(database_url)
+    store = Store(database_url, secret_key=bytes(range(32)))
     await store.open()
     try:
         agent = await store.agents.get_agent("rpi")

@@ -44,15 +44,20 @@ def smtp_server():
 def test_sign_up_mails_a_link_that_confirms_and_the_account_waits_for_approval(tmp_path, smtp_server):
     server, inbox = smtp_server
     bed = Testbed(tmp_path, smtp_host="127.0.0.1", smtp_port=server.port,
-                  smtp_sender="testbed@example.org").start()
+                  smtp_sender="testbed@example.org", public_url="https://testbed.example.org/").start()
     try:
         bed.create_user(ADMIN, admin=True)
         visitor = Client(bed.url)
-        signed_up = visitor.post("/signup", {"email": "carol@example.org", "password": PASSWORD})
+        # The link is built from public_url, whatever Host the request claims.
+        signed_up = visitor.request(
+            "POST", "/signup",
+            form={"email": "carol@example.org", "password": PASSWORD, "csrf_token": visitor.csrf_token()},
+            headers={"Host": "evil.example"},
+        )
         assert signed_up.status == 303 and signed_up.location == "/login"
         page = visitor.get("/login").text
-        assert "administrator must authorize it" in page
-        assert "We sent a confirmation link to carol@example.org" in page
+        assert "administrator must authorize the account" in page
+        assert "We sent a mail to carol@example.org" in page
 
         assert len(inbox.envelopes) == 1
         envelope = inbox.envelopes[0]
@@ -60,8 +65,9 @@ def test_sign_up_mails_a_link_that_confirms_and_the_account_waits_for_approval(t
         assert envelope.mail_from == "testbed@example.org"
         mail = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert mail["Subject"] == "Confirm your edgebed account"
-        link = re.search(r"(http://\S+/confirm\?token=\S+)", mail.get_content()).group(1)
-        assert urlsplit(link).netloc == urlsplit(bed.url).netloc
+        assert "evil.example" not in mail.get_content()
+        link = re.search(r"(https?://\S+/confirm\?token=\S+)", mail.get_content()).group(1)
+        assert link.startswith("https://testbed.example.org/confirm?token=")
 
         # Not confirmed, not authorized: the log-in page says why it refuses.
         refused = visitor.post("/login", {"email": "carol@example.org", "password": PASSWORD})
@@ -86,6 +92,55 @@ def test_sign_up_mails_a_link_that_confirms_and_the_account_waits_for_approval(t
         bed.stop()
 
 
+def test_a_sign_up_with_a_taken_email_answers_as_for_a_new_one_and_mails_the_owner(tmp_path, smtp_server):
+    server, inbox = smtp_server
+    bed = Testbed(tmp_path, smtp_host="127.0.0.1", smtp_port=server.port,
+                  smtp_sender="testbed@example.org", public_url="https://testbed.example.org").start()
+    try:
+        bed.create_user("owner@example.org")
+        pages = {}
+        for address in ("owner@example.org", "newcomer@example.org"):
+            visitor = Client(bed.url)
+            form = {"email": address, "password": "someone else's password", "csrf_token": visitor.csrf_token()}
+            response = visitor.request("POST", "/signup", form=form, headers={"Host": "evil.example"})
+            assert (response.status, response.location) == (303, "/login")
+            pages[address] = visitor.get("/login").text.replace(visitor.csrf_token(), "CSRF")
+        assert pages["owner@example.org"].replace("owner@", "newcomer@") == pages["newcomer@example.org"]
+        assert "We sent a mail to owner@example.org" in pages["owner@example.org"]
+
+        mails = {e.rcpt_tos[0]: email.message_from_bytes(e.content, policy=email.policy.default)
+                 for e in inbox.envelopes}
+        assert set(mails) == {"owner@example.org", "newcomer@example.org"}
+        notice = mails["owner@example.org"]
+        assert notice["Subject"] == "Sign-up with your edgebed address"
+        text = notice.get_content()
+        assert "already has an account. Nothing was changed." in text
+        assert "https://testbed.example.org/login" in text and "evil.example" not in text
+        assert "confirm?token=" not in text
+        # The owner's password and account are as they were.
+        assert bed.call(bed.controller.accounts.authenticate("owner@example.org", PASSWORD))
+    finally:
+        bed.stop()
+
+
+def test_without_smtp_the_logged_link_is_built_from_public_url_not_the_host_header(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="edgebed.web.mail")
+    bed = Testbed(tmp_path, public_url="https://beds.example.org/").start()
+    try:
+        visitor = Client(bed.url)
+        form = {"email": "ivan@example.org", "password": PASSWORD, "csrf_token": visitor.csrf_token()}
+        response = visitor.request("POST", "/signup", form=form,
+                                   headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"})
+        assert response.status == 303
+        [logged] = [
+            r.getMessage() for r in caplog.records if "confirmation link for ivan@example.org" in r.getMessage()
+        ]
+        assert logged.split(": ", 1)[1].startswith("https://beds.example.org/confirm?token=")
+        assert "evil.example" not in caplog.text
+    finally:
+        bed.stop()
+
+
 def test_without_smtp_the_confirmation_link_is_logged(accounts_testbed, caplog):
     caplog.set_level(logging.WARNING, logger="edgebed.web.mail")
     visitor = Client(accounts_testbed.url)
@@ -104,8 +159,17 @@ def test_sign_up_refuses_bad_input_and_keeps_the_form(accounts_testbed):
     short = visitor.post("/signup", {"email": "erin@example.org", "password": "short"})
     assert short.status == 400
     assert 'value="erin@example.org"' in short.text  # the form comes back filled
-    twice = visitor.post("/signup", {"email": ADMIN, "password": PASSWORD})
-    assert twice.status == 409
+    # An email that has an account is answered as a new one would be (the mail tells its owner).
+    fresh = Client(accounts_testbed.url)
+    new = fresh.post("/signup", {"email": "erin@example.org", "password": PASSWORD})
+    new_page = fresh.get("/login").text
+    taken = Client(accounts_testbed.url)
+    twice = taken.post("/signup", {"email": ADMIN, "password": PASSWORD})
+    taken_page = taken.get("/login").text
+    assert (twice.status, twice.location) == (new.status, new.location) == (303, "/login")
+    assert taken_page.replace(ADMIN, "erin@example.org") == new_page.replace(
+        fresh.csrf_token(), taken.csrf_token()
+    )
 
 
 def test_every_state_changing_form_needs_the_session_csrf_token(accounts_testbed):

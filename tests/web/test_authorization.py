@@ -19,6 +19,8 @@ from tests.web.harness import PASSWORD, Client, Testbed
 PENDING = "pending@example.org"
 VICTIM = "victim@example.org"
 DOOMED = "doomed@example.org"
+# Holds the reservations administrators end and move (rpi-003, rpi-004).
+CAROL = "carol@example.org"
 # The owner acts last, so that the others try her reservation while it is still there.
 IDENTITIES = ("anonymous", "pending", "bob", "admin", "alice")
 USERS = ("bob", "admin", "alice")
@@ -83,6 +85,7 @@ CASES = [
     page("GET", "/manage"),
     page("GET", "/manage/live"),
     page("GET", "/settings"),
+    page("GET", "/history"),
     page("POST", "/settings/ssh-key", users="303 /settings", body=lambda who: {"ssh_key": ""}),
     page("POST", "/settings/tokens", users=201, body=lambda who: {"label": f"matrix-{who}"}),
     page("POST", "/settings/password", users=400,
@@ -102,6 +105,10 @@ CASES = [
     admin_page("GET", "/admin/agents", 200),
     admin_page("GET", "/admin/nodes", 200),
     admin_page("GET", "/admin/environments", 200),
+    admin_page("GET", "/admin/reservations", 200),
+    admin_page("GET", "/admin/reservations?state=ended", 200),
+    admin_page("POST", "/admin/reservations", "303 /admin/reservations",
+               body=lambda who: {"op": "end", "node": "rpi-003", "owner": CAROL}),
     admin_page("POST", "/admin/users", "303 /admin/users", body=lambda who: {"email": VICTIM, "op": "revoke"}),
     admin_page("POST", "/admin/users/create", "303 /admin/users",
                body=lambda who: {"email": unique_email(who), "password": PASSWORD}),
@@ -118,6 +125,10 @@ CASES = [
     api("GET", "/api/v1/environments", users=200),
     api("GET", "/api/v1/nodetypes", users=200),
     api("GET", "/api/v1/reservations", users=200),
+    api("GET", "/api/v1/reservations?state=ended", users=200),
+    # A too-short new password: every signed-in caller reaches the check (400), nobody changes it.
+    api("POST", "/api/v1/account/password", users=400,
+        body=lambda who: {"old_password": PASSWORD, "new_password": "a"}),
     api("POST", "/api/v1/reservations", users=201,
         body=lambda who: {"nodes": [{"bob": "srv-001", "admin": "srv-002", "alice": "srv-003"}
                                     .get(who, "srv-001")],
@@ -141,6 +152,14 @@ CASES = [
                                 "port": MATRIX["dead_port"], "token": "t"}),
     admin_api("POST", "/api/v1/admin/agents/ghost/reconnect", 200),
     admin_api("DELETE", "/api/v1/admin/agents/ghost2", 204),
+    admin_api("GET", "/api/v1/admin/reservations", 200),
+    admin_api("GET", "/api/v1/admin/reservations?state=ended", 200),
+    admin_api("POST", f"/api/v1/admin/reservations/rpi-004/{CAROL}/move", 200, body=lambda who: {"to": "rpi-001"}),
+    admin_api("POST", f"/api/v1/admin/reservations/rpi-001/{CAROL}/end", 200),
+    admin_api("GET", "/api/v1/admin/maintenance", 200),
+    admin_api("PUT", "/api/v1/admin/nodes/srv-003/maintenance", 200, body=lambda who: {"reason": "matrix"}),
+    admin_api("DELETE", "/api/v1/admin/nodes/srv-003/maintenance", 204),
+    admin_api("DELETE", "/api/v1/admin/nodes/no-such-node", 404),
 ]
 
 # Filled by the fixture: values the cases need that exist only once the testbed runs.
@@ -171,9 +190,12 @@ def identities(testbed: Testbed):
         clients[name][0].login(email)
     alice, bob = clients["alice"][1], clients["bob"][1]
     start = int(time.time()) + 3600 * 20
-    for api_client, node in ((alice, "rpi-001"), (bob, "rpi-002")):
+    bed.create_user(CAROL)
+    carol = Client(bed.url, token=bed.api_token(CAROL))
+    for api_client, node, when in ((alice, "rpi-001", start), (bob, "rpi-002", start),
+                                   (carol, "rpi-003", start), (carol, "rpi-004", start + 3600 * 10)):
         reserved = api_client.request("POST", "/api/v1/reservations", json={
-            "nodes": [node], "start_date": start, "duration_hours": 2})
+            "nodes": [node], "start_date": when, "duration_hours": 2})
         assert reserved.status == 201, reserved.text
     bed.api_token(ALICE)
     tokens = bed.call(bed.controller.accounts.list_api_tokens(ALICE))
@@ -235,3 +257,29 @@ def test_the_owner_can_end_her_reservation_and_then_it_is_gone_for_her_too(testb
     alice_api = identities["alice"][1]
     assert alice_api.request("POST", "/api/v1/reservations/rpi-001/destroy").status == 200
     assert alice_api.get("/api/v1/reservations/rpi-001").status == 404
+
+
+# Open to anyone by design, and they change the session the other cases run in: signing up,
+# logging in and out are tried in tests/web/test_accounts.py.
+SESSION_ROUTES = {("POST", "/signup"), ("POST", "/login"), ("POST", "/logout")}
+
+
+def test_the_matrix_covers_every_route(tmp_path):
+    """A route added without its row in CASES fails here: each is tried by every identity."""
+    from edgebed.controller.settings import Settings
+    from edgebed.web.app import create_app
+
+    app = create_app(Settings(listen="127.0.0.1:0", database=str(tmp_path / "db.sqlite"),
+                              secret_key_file=str(tmp_path / "secret.key")))
+    tried = {(case.method, case.path.split("?")[0]) for case in CASES} | SESSION_ROUTES
+    missing = []
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        info = route.resource.get_info() if route.resource else {}
+        pattern = info.get("path") or info.get("formatter") or info.get("prefix", "")
+        regex = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(pattern))
+                           + ("/.*" if "prefix" in info else "") + "$")
+        if not any(method == route.method and regex.match(path) for method, path in tried):
+            missing.append(f"{route.method} {pattern}")
+    assert missing == []

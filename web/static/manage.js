@@ -60,6 +60,13 @@
       drawProgress(tr.querySelector('[data-field="progress"]'), r);
       text(tr.querySelector('[data-field="state"]'), r.state_text);
       text(tr.querySelector('[data-field="error"]'), r.last_error || "");
+      // What an administrator did (moved, ended) and a node gone into maintenance show at once.
+      text(tr.querySelector('[data-field="notice"]'), r.notice || "");
+      var flag = tr.querySelector('[data-field="maintenance"]');
+      if (flag) flag.hidden = !r.node_maintenance;
+      text(tr.querySelector('[data-field="maintenance-reason"]'), r.node_maintenance
+        ? r.node_maintenance + "; it is not deployed until an administrator releases it or moves your reservation"
+        : "");
       var when = tr.querySelector('[data-field="window"]');
       var span = r.start_text + "|" + r.end_text;
       if (when.getAttribute("data-drawn") !== span) {

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import peewee as pw
 
-from edgebed.controller.store.migrations import v001, v002, v003_agent_tls
+from edgebed.controller.store.migrations import v001, v002, v003_agent_tls, v004_sessions, v005_maintenance
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,8 @@ MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
     v001.VERSION: v001.apply,
     v002.VERSION: v002.apply,
     v003_agent_tls.VERSION: v003_agent_tls.apply,
+    v004_sessions.VERSION: v004_sessions.apply,
+    v005_maintenance.VERSION: v005_maintenance.apply,
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
