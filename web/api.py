@@ -6,7 +6,7 @@ from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.errors import AuthenticationFailed, InvalidInput
-from edgebed.controller.reservations import MAX_NODES_PER_REQUEST, USER_ACTIONS
+from edgebed.controller.reservations import ADMIN_STATUSES, MAX_NODES_PER_REQUEST, USER_ACTIONS
 from edgebed.tls import MAX_PEM
 from edgebed.web.auth import api_admin, api_user
 from edgebed.web.forms import (
@@ -410,6 +410,9 @@ async def admin_list_reservations(request: web.Request) -> web.StreamResponse:
         return web.json_response([history_json(h) for h in history])
     if {"limit", "before"} & set(query):
         raise InvalidInput("limit and before apply to state=ended only")
+    if "status" in query and query["status"] not in ADMIN_STATUSES:
+        # An empty one too: the document's enum has no "" (the admin page's "any" sends none).
+        raise InvalidInput(f"status must be one of {', '.join(ADMIN_STATUSES)}")
     listed = await reservations.admin_list(
         admin, owner=query.get("owner"), node=query.get("node"), agent=query.get("agent"), status=query.get("status")
     )

@@ -417,8 +417,9 @@ _FORCE = _query_param(
     "force", "true: end its reservations with a destroy first (202) instead of refusing (409)",
     {"type": "boolean"},
 )
+# anyOf, not oneOf: an empty list is both (schemathesis found it).
 _CURRENT_OR_ENDED = {
-    "oneOf": [
+    "anyOf": [
         {"type": "array", "items": {"$ref": "#/components/schemas/Reservation"}},
         {"type": "array", "items": {"$ref": "#/components/schemas/EndedReservation"}},
     ]

@@ -118,7 +118,9 @@ def test_the_document_refuses_unknown_fields_exactly_where_the_server_does(testb
                 continue
             ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
             name = ref.rsplit("/", 1)[1]
-            url = "/api/v1" + path.replace("{node}", "sens-003").replace("{email}", "x@example.org")
+            url = "/api/v1" + path.replace("{node}", "sens-003").replace("{email}", "x@example.org").replace(
+                "{owner}", "x@example.org"
+            )
             closed = document["components"]["schemas"][name].get("additionalProperties") is False
             answer = admin.request(method.upper(), url, json={"zz_unknown": "1"})
             refused = answer.status == 400 and "unknown field(s) 'zz_unknown'" in answer.json()["error"]
