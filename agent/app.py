@@ -11,9 +11,10 @@ runs three); each has its own database, thread and server.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -28,11 +29,11 @@ from edgebed.agent.server import build_server, server_credentials
 from edgebed.agent.service import AgentService
 from edgebed.agent.settings import AgentSettings, check_tls_keys
 from edgebed.agent.store import DatabaseDamaged, DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
-from edgebed.config import ConfigError, redacted_url
+from edgebed.config import ConfigError, KeyProblem, redacted_url
 from edgebed.listen import listen_problem
 from edgebed.nodetypes import load_node_type
 from edgebed.nodetypes.base import DriverUnavailable, NodeType
-from edgebed.nodetypes.drivers import DriverPlugin, driver_names, load_driver
+from edgebed.nodetypes.drivers import DriverOptions, DriverPlugin, driver_names, load_driver
 from edgebed.nodetypes.interfaces import Driver
 from edgebed.nodetypes.sim.hardware import SimOptions
 from edgebed.storage import DatabaseInUse, DatabaseLock, damaged_message, sqlite_file
@@ -54,6 +55,26 @@ def sim_clock(time_scale: float) -> Clock:
 def sim_timing(time_scale: float) -> Timing:
     poll = min(2.0, max(2.0 * time_scale, 0.005))
     return Timing(poll_seconds=poll, retry_seconds=poll)
+
+
+def real_clock(timeout_scale: float) -> Clock:
+    """The executor's clock for real hardware: its state timeouts ([real] timeout_scale) shrink
+    or grow by running the clock faster or slower; the hardware keeps its own pace."""
+    return SystemClock() if timeout_scale == 1.0 else FastClock(1.0 / timeout_scale)
+
+
+def real_timing(timeout_scale: float) -> Timing:
+    # Shorter timeouts need closer polls to be met; real hardware is never polled more than
+    # five times a second (each poll is an SSH command or an SNMP request).
+    poll = min(2.0, max(2.0 * timeout_scale, 0.2))
+    return Timing(poll_seconds=poll, retry_seconds=poll)
+
+
+def _clock_and_timing(settings: AgentSettings) -> tuple[Clock, Timing]:
+    if settings.driver == "real" and settings.real is not None:
+        scale = settings.real.timeout_scale
+        return real_clock(scale), real_timing(scale)
+    return sim_clock(settings.sim_time_scale), sim_timing(settings.sim_time_scale)
 
 
 def _lock_database(settings: AgentSettings) -> DatabaseLock | None:
@@ -85,6 +106,32 @@ def _driver_plugin(settings: AgentSettings, node_type: NodeType) -> DriverPlugin
             f"is {settings.driver!r}, but the {settings.driver} {node_type.name} driver "
             f"({node_type.driver_note}) is not available yet; use {installed}",
         ) from None
+
+
+async def _create_driver(
+    settings: AgentSettings, plugin: DriverPlugin, options: DriverOptions
+) -> Driver:
+    """The plugin's driver; what the machine finds wrong with a setting (KeyProblem) becomes a
+    ConfigError naming the key and the file."""
+    try:
+        created = plugin.create(options)
+        if inspect.isawaitable(created):
+            created = await created
+    except KeyProblem as problem:
+        raise settings.problem(problem.key, problem.text) from None
+    return created
+
+
+def _node_checker(plugin: DriverPlugin, options: DriverOptions):
+    """AddNode's driver-specific check of a node's properties, or None."""
+    check = plugin.check_node
+    if check is None:
+        return None
+
+    def check_node(properties: Mapping[str, str]) -> str | None:
+        return check(options, properties)
+
+    return check_node
 
 
 def _check_driver(settings: AgentSettings, node_type: NodeType, driver: Driver) -> None:
@@ -169,6 +216,8 @@ class RunningAgent:
     _health: health.aio.HealthServicer
     _worker: DbWorker
     _lock: DatabaseLock | None
+    # What the driver opened (SSH connections, an image server): closed after the executor.
+    _driver_resources: contextlib.AsyncExitStack
     _stopped: bool = False
 
     @property
@@ -188,6 +237,7 @@ class RunningAgent:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         await self.executor.stop()
+        await self._driver_resources.aclose()
         await self.committer.close()
         await self._worker.call(self.store.close)
         self._worker.shutdown()
@@ -210,6 +260,8 @@ async def start_agent(
         raise settings.problem("listen", f"{settings.listen!r}: cannot listen there: {problem}")
     lock = _lock_database(settings)
     worker = DbWorker(settings.name, database=sqlite_file(settings.database))
+    # What the driver opens; closed here when the start fails, by RunningAgent.stop otherwise.
+    driver_resources = contextlib.AsyncExitStack()
     try:
         try:
             store = Store(settings.database)
@@ -232,32 +284,46 @@ async def start_agent(
         async def save_machine(hardware_id: str, state: dict) -> None:
             await committer.write([SaveMachine(hardware_id, state)])
 
-        options = SimOptions(
-            time_scale=settings.sim_time_scale,
-            failure_rate=settings.sim_failure_rate,
-            seed=None if settings.sim_seed < 0 else settings.sim_seed,
-            hang_commands=settings.sim_hang_commands,
-            saved=await worker.call(store.sim_machines),
-            save=save_machine,
+        async def load_state(key: str) -> str | None:
+            return await worker.call(store.get_meta, f"driver.{key}")
+
+        async def save_state(key: str, value: str) -> None:
+            await worker.call(store.set_meta, f"driver.{key}", value)
+
+        options = DriverOptions(
+            sim=SimOptions(
+                time_scale=settings.sim_time_scale,
+                failure_rate=settings.sim_failure_rate,
+                seed=None if settings.sim_seed < 0 else settings.sim_seed,
+                hang_commands=settings.sim_hang_commands,
+                saved=await worker.call(store.sim_machines),
+                save=save_machine,
+            ),
+            real=settings.real,
+            agent_name=settings.name,
+            load_state=load_state,
+            save_state=save_state,
+            closing=driver_resources,
         )
-        driver = plugin.create(options)
         try:
+            driver = await _create_driver(settings, plugin, options)
             _check_driver(settings, node_type, driver)
         except ConfigError:
             await worker.call(store.close)
             raise
         # Started only now: nothing is written before the driver is known to fit the type.
         committer.start()
+        default_clock, default_timing = _clock_and_timing(settings)
         executor = Executor(
             node_type,
             driver,
             committer.write,
-            clock=clock or sim_clock(settings.sim_time_scale),
-            timing=timing or sim_timing(settings.sim_time_scale),
+            clock=clock or default_clock,
+            timing=timing or default_timing,
         )
         service = AgentService(
             agent_name=settings.name, node_type=node_type, store=store, worker=worker,
-            executor=executor,
+            executor=executor, check_node=_node_checker(plugin, options),
         )
         try:
             server, port, health = await build_server(service, settings.token, settings.listen, credentials)
@@ -271,6 +337,7 @@ async def start_agent(
         executor.resume(unfinished, nodes)
         await server.start()
     except BaseException:
+        await driver_resources.aclose()
         worker.shutdown()
         if lock is not None:
             lock.release()
@@ -287,7 +354,7 @@ async def start_agent(
     return RunningAgent(
         settings=settings, host=host, port=port, service=service, executor=executor,
         store=store, committer=committer, _server=server, _health=health, _worker=worker,
-        _lock=lock,
+        _lock=lock, _driver_resources=driver_resources,
     )
 
 

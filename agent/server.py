@@ -182,6 +182,11 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
                     values=list(spec.values),
                     secret=spec.secret,
                     description=spec.description,
+                    label=spec.label,
+                    help=spec.help,
+                    min_length=spec.min_length,
+                    max_length=spec.max_length,
+                    pattern=spec.pattern,
                 )
                 for spec in description.properties
             ],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from edgebed.agent.dbworker import DbWorker
@@ -19,6 +19,9 @@ from edgebed.agent.store import Store
 from edgebed.nodetypes.base import FINAL_STATES, NAME_PATTERN, NodeType, PropertySpec, check_ip
 
 MAX_PROPERTY_VALUE = 4096
+
+# The driver's check of a new node's properties: what is wrong, or None (DriverPlugin.check_node).
+NodeCheck = Callable[[Mapping[str, str]], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,14 @@ class AgentService:
         store: Store,
         worker: DbWorker,
         executor: Executor,
+        check_node: NodeCheck | None = None,
     ) -> None:
         self.agent_name = agent_name
         self.node_type = node_type
         self._store = store
         self._db = worker
         self._executor = executor
+        self._check_node = check_node
         # Nodes that a request is changing right now (start, remove, rename): a second request on
         # the same node meanwhile is refused rather than interleaved.
         self._claimed: set[str] = set()
@@ -97,6 +102,10 @@ class AgentService:
         problem = check_ip(properties["ip"])
         if problem:
             raise InvalidArgument(f"property 'ip' {problem}")
+        # The driver's own needs: a real Pi must name its switch, port and serial.
+        problem = self._check_node(properties) if self._check_node is not None else None
+        if problem:
+            raise InvalidArgument(problem)
         node = NodeRecord(name, dict(properties))
         await self._db.call(self._store.add_nodes, [node])
         return node

@@ -7,10 +7,25 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edgebed.config import ConfigError, Key, Schema, check_host_port, in_range, load_config, redacted_url
+from edgebed.config import (
+    ConfigError,
+    Key,
+    KeyProblem,
+    Schema,
+    Table,
+    check_host_port,
+    in_range,
+    load_config,
+    load_table,
+    redacted_url,
+)
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
+from edgebed.nodetypes.real.config import RASPBERRY_REAL_SCHEMA, RealConfig
 from edgebed.nodetypes.sim.hardware import COMMANDS
+
+# The node types that have a real driver, and so a [real] table.
+REAL_TYPES = ("raspberry",)
 
 
 def _check_agent_name(value: str) -> str | None:
@@ -82,6 +97,9 @@ AGENT_SCHEMA: Schema = {
                              help="test aid: simulated commands that always hang, comma-separated "
                                   "(e.g. \"wipe\": every destroy ends lost)"),
     },
+    # Only raspberry has a real driver so far, so [real] holds its keys; required with
+    # driver = "real" on a raspberry agent, checked whenever it is there.
+    "real": Table(RASPBERRY_REAL_SCHEMA),
 }
 
 
@@ -102,6 +120,8 @@ class AgentSettings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # The [real] table; None when the file has none. Its repr hides the communities.
+    real: RealConfig | None = None
     # Where the settings came from, for error messages that name the file.
     source: str = "<settings>"
 
@@ -111,7 +131,7 @@ class AgentSettings:
             f"AgentSettings(name={self.name!r}, type={self.type!r}, listen={self.listen!r}, "
             f"database={redacted_url(self.database)!r}, driver={self.driver!r}, sim_nodes={self.sim_nodes}, "
             f"sim_time_scale={self.sim_time_scale}, sim_failure_rate={self.sim_failure_rate}, "
-            f"tls_cert={self.tls_cert!r}, tls_client_ca={self.tls_client_ca!r})"
+            f"tls_cert={self.tls_cert!r}, tls_client_ca={self.tls_client_ca!r}, real={self.real!r})"
         )
 
     @property
@@ -126,8 +146,22 @@ class AgentSettings:
 def load_settings(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 ) -> AgentSettings:
+    env = os.environ if env is None else env
     config = load_config(path, AGENT_SCHEMA, env)
     sim = config["sim"]
+    real_table = config["real"]
+    if real_table is not None and config["type"] not in REAL_TYPES:
+        raise ConfigError(
+            f"{path}: key 'real' is for a raspberry agent; a {config['type']} agent has no "
+            "real driver yet"
+        )
+    if real_table is None and config["driver"] == "real" and config["type"] in REAL_TYPES:
+        # Names the first key that is missing, as for any other table.
+        real_table = load_table({}, RASPBERRY_REAL_SCHEMA, env, str(path), "real.")
+    try:
+        real = None if real_table is None else RealConfig.from_table(real_table)
+    except KeyProblem as problem:
+        raise ConfigError(f"{path}: {problem}") from None
     settings = AgentSettings(
         name=config["name"],
         type=config["type"],
@@ -143,6 +177,7 @@ def load_settings(
         tls_cert=config["tls_cert"],
         tls_key=config["tls_key"],
         tls_client_ca=config["tls_client_ca"],
+        real=real,
         source=str(path),
     )
     check_tls_keys(settings)

@@ -48,6 +48,10 @@ __all__ = [
 ]
 
 CONFIRMATION_SECONDS = 3 * 86400
+UNCONFIRMED_EMAIL = (
+    "your email address is not confirmed yet: follow the link in the confirmation mail, "
+    "or ask an administrator to confirm it"
+)
 API_TOKEN_PREFIX = "edgebed_"
 # A login session's whole life, from log-in, however active it is; the cookie lasts as long.
 SESSION_SECONDS = 7 * 24 * 3600
@@ -114,8 +118,12 @@ class Accounts:
         end_reservations: EndReservations,
         clock: Callable[[], float],
         hasher: PasswordHasher | None = None,
+        require_confirmed_email: bool = False,
     ) -> None:
         self._store = store
+        # [accounts] require_confirmed_email: log-in and API tokens refused until the address is
+        # confirmed (by its link, or by an administrator).
+        self.require_confirmed_email = require_confirmed_email
         self._authz = authz
         self._end_reservations = end_reservations
         self._secret_key = secret_key
@@ -206,6 +214,7 @@ class Accounts:
             await self._store.users.update_user(email, password=await self._hash(password))
         if not found.user.is_authorized:
             raise NotAuthorized(WAITING_FOR_APPROVAL)
+        self._refuse_unconfirmed(found.user)
         return found
 
     async def authenticate(self, email: str, password: str) -> User:
@@ -259,6 +268,12 @@ class Accounts:
         """Ends one login session (logging out); nothing when there is no such session."""
         if isinstance(session_id, str) and 0 < len(session_id) <= _MAX_SESSION_FIELD:
             await self._store.users.end_session(_hash_session_id(session_id))
+
+    def _refuse_unconfirmed(self, user: User) -> None:
+        # Administrators are exempt: they confirm the others, and turning the setting on must
+        # not lock out the accounts that could confirm anyone.
+        if self.require_confirmed_email and not user.confirmed_email and not user.is_admin:
+            raise NotAuthorized(UNCONFIRMED_EMAIL)
 
     async def get_user(self, email: str) -> User:
         try:
@@ -374,6 +389,7 @@ class Accounts:
             raise AuthenticationFailed("unknown API token")
         if not user.is_authorized:
             raise NotAuthorized(WAITING_FOR_APPROVAL)
+        self._refuse_unconfirmed(user)
         return user
 
     # -- administration ---------------------------------------------------------------------
@@ -389,10 +405,18 @@ class Accounts:
         return await self.update_flags(actor, email, admin=admin_flag)
 
     async def update_flags(
-        self, actor: User, email: str, *, authorized: bool | None = None, admin: bool | None = None
+        self,
+        actor: User,
+        email: str,
+        *,
+        authorized: bool | None = None,
+        admin: bool | None = None,
+        confirmed_email: bool | None = None,
     ) -> User:
-        """Authorizes/revokes and promotes/demotes in one write: every check passes first, so a
-        refused change never leaves the other one applied."""
+        """Authorizes/revokes, promotes/demotes and confirms (or unconfirms) the email address
+        in one write: every check passes first, so a refused change never leaves another one
+        applied. An administrator confirms an address they know to be right (no mail server,
+        or a lost mail)."""
         creator = await self._authz.require_admin(actor)
         target = await self.get_user(email)
         changes: dict[str, bool] = {}
@@ -404,6 +428,8 @@ class Accounts:
             if not admin:
                 refuse_self(creator, target, "demote yourself")
             changes["is_admin"] = bool(admin)
+        if confirmed_email is not None:
+            changes["confirmed_email"] = bool(confirmed_email)
         if not changes:
             return target
         # Rights that shrink end the account's sessions: the user logs in again under them.

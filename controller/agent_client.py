@@ -219,6 +219,11 @@ def node_type_from_pb(msg: pb.DescribeNodeTypeResponse) -> NodeTypeInfo:
                 values=list(p.values),
                 secret=p.secret,
                 description=p.description,
+                label=p.label,
+                help=p.help,
+                min_length=p.min_length,
+                max_length=p.max_length,
+                pattern=p.pattern,
             )
             for p in msg.properties
         ],

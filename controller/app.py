@@ -100,6 +100,7 @@ async def open_controller(
             end_reservations=reservations.end_all,
             clock=clock,
             hasher=password_hasher,
+            require_confirmed_email=settings.require_confirmed_email,
         )
         controller = Controller(
             settings=settings,

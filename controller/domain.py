@@ -152,11 +152,25 @@ class HistoryEntry:
 
 @dataclass(frozen=True)
 class PropertySpec:
+    """An action property as the agent describes it (DescribeNodeType), constraints included.
+
+    The constraints come from the agent and are untrusted: controller/validation.py applies
+    them (`property_problem`) and says which it ignores (`ignored_constraints`)."""
+
     name: str
     required: bool
     values: list[str]
     secret: bool
     description: str
+    # The form's name for the property ("" = name) and what a valid value looks like, in words
+    # that follow "must be".
+    label: str = ""
+    help: str = ""
+    # Characters; 0 = no bound.
+    min_length: int = 0
+    max_length: int = 0
+    # Python `re` syntax, matched against the whole value; "" = any.
+    pattern: str = ""
 
 
 @dataclass(frozen=True)
@@ -239,7 +253,12 @@ class Reservation:
     agent: str
     type: str
     pending: str = ""
+    # Why the last action the controller asked for was refused or failed ("deploy refused:
+    # property 'os_password' ..."); "" once a later one is accepted.
     last_error: str = ""
+    # The required properties not set yet, in the node type's order (the reservation stays
+    # configuring until there are none).
+    missing: list[str] = field(default_factory=list)
     # The window is over (or it was ended) and the node is being destroyed.
     ending: bool = False
     # What an administrator did to it (moved, ended): shown to the owner.
@@ -252,10 +271,14 @@ class Reservation:
 
 @dataclass(frozen=True)
 class Busy:
+    """A reserved window on the timeline. `owner` is filled in for administrators only; other
+    viewers learn that a node is taken, never by whom."""
+
     node_name: str
     start_date: int
     end_date: int
     mine: bool
+    owner: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ each class to an HTTP status.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class ServiceError(Exception):
     """Base class; `message` is shown to the user as is."""
@@ -20,6 +22,19 @@ class ServiceError(Exception):
 
 class InvalidInput(ServiceError):
     """The request itself is wrong (400)."""
+
+
+class InvalidProperties(InvalidInput):
+    """Action properties that cannot be set (400). `fields` maps each wrong property's name to
+    what is wrong with it ("must be 8 to 128 characters long"); the message names them all."""
+
+    def __init__(self, message: str, *, fields: Mapping[str, str] | None = None, code: str = "") -> None:
+        super().__init__(message, code=code)
+        self.fields = dict(fields or {})
+
+    @classmethod
+    def of(cls, fields: Mapping[str, str]) -> InvalidProperties:
+        return cls("; ".join(f"{name}: {problem}" for name, problem in fields.items()), fields=fields)
 
 
 class AuthenticationFailed(ServiceError):

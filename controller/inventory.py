@@ -30,6 +30,8 @@ from edgebed.controller.store import CachedNode, Store
 log = logging.getLogger(__name__)
 
 DUPLICATE_PREFIX = "duplicate node names"
+# An agent's property constraints the controller cannot apply (controller/validation.py).
+CONSTRAINTS_PREFIX = "property constraints ignored"
 
 
 def _node_info(node: CachedNode, maintenance: NodeMaintenance | None = None, retiring: bool = False) -> NodeInfo:
@@ -121,19 +123,40 @@ class Inventory:
                 catalog_list.append(AgentCatalog(agent.name, agent.type, result[1], result[2]))
         if answered:
             duplicates = await self._store.inventory.save_inventory(nodes_by_agent, catalog_list, self._now())
+            stored = await self.catalogs()
             for agent in answered:
-                await self._report_duplicates(agent, duplicates.get(agent.name, {}))
+                catalog = stored.get(agent.name)
+                node_type = catalog.node_type if catalog is not None else None
+                await self._report_notes(agent, duplicates.get(agent.name, {}), node_type)
         return outcome
 
-    async def _report_duplicates(self, agent: AgentRecord, duplicates: dict[str, str]) -> None:
+    async def _report_notes(
+        self, agent: AgentRecord, duplicates: dict[str, str], node_type: NodeTypeInfo | None
+    ) -> None:
+        """Says in the agent's last_error what of its answers the controller ignores: node names
+        another agent holds, and property constraints it cannot apply (the agent still applies
+        those at StartAction, so bad values are then refused late). Clears a note that no longer
+        holds; leaves other errors alone unless there is a note to write."""
+        notes = []
         if duplicates:
             listed = ", ".join(f"{node} (held by {other})" for node, other in sorted(duplicates.items())[:10])
             more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
-            message = f"{DUPLICATE_PREFIX}, ignored on this agent: {listed}{more}"
+            notes.append(f"{DUPLICATE_PREFIX}, ignored on this agent: {listed}{more}")
             log.error("agent %s claims node names another agent holds: %s%s", agent.name, listed, more)
+        ignored = [
+            f"{spec.name[:64]}: {reason}"
+            for spec in (node_type.properties if node_type is not None else ())
+            for reason in validation.ignored_constraints(spec)
+        ]
+        if ignored:
+            notes.append(f"{CONSTRAINTS_PREFIX}: {'; '.join(ignored)}")
+            if agent.last_error != "; ".join(notes):
+                log.warning("agent %s: property constraints ignored: %s", agent.name, "; ".join(ignored))
+        message = "; ".join(notes)[:1000]
+        if message:
             if agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
-        elif agent.last_error.startswith(DUPLICATE_PREFIX):
+        elif agent.last_error.startswith((DUPLICATE_PREFIX, CONSTRAINTS_PREFIX)):
             await self._store.agents.set_agent_status(agent.name, last_error="")
 
     # -- reading -------------------------------------------------------------------------
@@ -188,15 +211,30 @@ class Inventory:
         return result
 
     async def timeline(self, start: int, end: int, viewer: User) -> dict[str, list[Busy]]:
+        """Every reserved window overlapping [start, end) (epoch seconds), by node, sorted by
+        start. The owner is named to administrators only."""
         viewer = await self._authz.require_authorized(viewer)
         start = validation.epoch_seconds(start, "timeline start")
         end = validation.epoch_seconds(end, "timeline end")
         if end <= start:
             raise InvalidInput("the timeline must end after it starts")
         result: dict[str, list[Busy]] = {}
+        admin = viewer.is_admin
         for node, owner, s, e in await self._store.schedule.timeline(start, end):
-            result.setdefault(node, []).append(Busy(node, s, e, owner == viewer.email))
+            result.setdefault(node, []).append(
+                Busy(node, s, e, owner == viewer.email, owner if admin else "")
+            )
         return result
+
+    async def open_windows(self, actor: User, now: int) -> dict[str, str]:
+        """For administrators: {node name: reservation status} of every node whose reservation
+        window is open at `now` (epoch seconds); Forbidden for anyone else."""
+        await self._authz.require_admin(actor)
+        return {
+            r.node_name: r.status
+            for r in await self._store.schedule.list_schedule()
+            if r.start_date <= now < r.end_date
+        }
 
     # -- administration through the agents -------------------------------------------------
 

@@ -766,22 +766,39 @@ def on_extend(
     *,
     cap_seconds: int,
     turnaround: int,
+    by_seconds: int | None = None,
 ) -> Decision:
-    """EXTEND: doubles the reservation's duration, up to `cap_seconds` in all. `neighbours` are
-    the other windows on the node. Conflict when the row is ending, already at the cap, or
-    when the longer window would come within `turnaround` seconds of a neighbour."""
+    """EXTEND: moves the reservation's end `by_seconds` later, or without it doubles its
+    duration (what extend always did), up to `cap_seconds` in all. `neighbours` are the other
+    windows on the node. Conflict when the row is ending, already at the cap, asked to go past
+    the cap (the message says how much is left), or when the longer window would come within
+    `turnaround` seconds of a neighbour (the message says until when it can go)."""
     if row.ending or now >= row.end_date:
         raise Conflict(f"the reservation of node {row.node_name} is ending")
     duration = row.end_date - row.start_date
-    new_duration = min(2 * duration, cap_seconds)
-    if new_duration <= duration:
+    left = cap_seconds - duration
+    if left <= 0:
         raise Conflict(
             f"the reservation of node {row.node_name} already lasts the maximum of {cap_seconds / 3600:g} hours"
         )
+    if by_seconds is None:
+        new_duration = min(2 * duration, cap_seconds)
+    else:
+        if by_seconds <= 0:
+            raise Conflict("extend by a positive number of hours")
+        if by_seconds > left:
+            raise Conflict(
+                f"node {row.node_name} can be extended by at most {left / 3600:.4g} more hours "
+                f"(a reservation lasts at most {cap_seconds / 3600:g} hours)"
+            )
+        new_duration = duration + by_seconds
     new_end = row.start_date + new_duration
     others = [w for w in neighbours if w.owner != row.owner]
     if window_conflicts(others, row.start_date, new_end, turnaround):
-        raise Conflict(f"node {row.node_name} cannot be extended: it would run into the next reservation")
+        blocking = [w.start_date - turnaround for w in others if w.start_date >= row.end_date]
+        room = (min(blocking) - row.end_date) / 3600 if blocking else 0
+        more = f"; at most {room:.4g} more hours fit" if room > 0 else ""
+        raise Conflict(f"node {row.node_name} cannot be extended: it would run into the next reservation{more}")
     return _decide(
         Transition.EXTEND,
         row,

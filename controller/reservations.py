@@ -36,7 +36,7 @@ from edgebed.controller.domain import (
     User,
     overall_progress,
 )
-from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
+from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, InvalidProperties, NotFound
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.lifecycle import EndReason, Status, UserAction, Window
 from edgebed.controller.settings import Settings
@@ -240,11 +240,17 @@ class Reservations:
             node = nodes.get(record.node_name)
             properties = dict(props.get((record.node_name, record.owner), {}))
             default_user = ""
+            missing: list[str] = []
             catalog = catalogs.get(node.agent) if node else None
             if catalog is not None:
                 for env in catalog.environments:
                     if env.name == properties.get("environment"):
                         default_user = env.default_user
+                if catalog.node_type is not None:
+                    missing = [
+                        spec.name for spec in catalog.node_type.properties
+                        if spec.required and spec.name not in properties
+                    ]
             result.append(
                 Reservation(
                     node_name=record.node_name,
@@ -267,6 +273,7 @@ class Reservations:
                     type=node.type if node else "",
                     pending=record.pending,
                     last_error=record.last_error,
+                    missing=missing,
                     ending=record.ending,
                     notice=record.notice,
                     node_maintenance=maintained.get(record.node_name, ""),
@@ -305,6 +312,15 @@ class Reservations:
     async def configure(
         self, user: User, node_name: str, *, bin: str | None = None, properties: dict[str, str]
     ) -> Reservation:
+        """Sets the bin and action properties of the caller's reservation on `node_name` ("" unsets
+        a property); READY once every required property is set (`missing` names the others).
+
+        Each value is checked against the constraints its agent declared (allowed values, length,
+        pattern; SSH keys parsed), so a bad one is refused now rather than by the agent when the
+        deploy starts: InvalidProperties naming every wrong property, and nothing is written.
+        NotFound when the caller holds no reservation on the node; AgentUnavailable when the
+        node type is unknown while its agent is disconnected.
+        """
         owner = await self._authz.require_authorized(user)
         record = await self._record(owner.email, node_name)
         if bin is not None:
@@ -326,23 +342,31 @@ class Reservations:
 
         set_props: dict[str, str] = {}
         unset: list[str] = []
+        # Every wrong property is named at once, not the first only.
+        problems: dict[str, str] = {}
         for prop, raw in properties.items():
             spec = node_type.property(prop)
             if spec is None:
                 known = ", ".join(p.name for p in node_type.properties)
-                raise InvalidInput(f"{node.type} nodes have no property {prop[:64]!r} (known: {known})")
-            value = validation.property_value(prop, raw, secret=spec.secret)
-            if value == "":
-                unset.append(prop)
+                problems[prop[:64]] = f"{node.type} nodes have no such property (known: {known})"
                 continue
-            allowed = environment_names if prop == "environment" and environment_names else spec.values
-            if allowed and value not in allowed:
-                if spec.secret:
-                    raise InvalidInput(f"this value is not allowed for {prop}")
-                raise InvalidInput(f"{prop} must be one of: {', '.join(allowed)}")
-            if prop == "ssh_key":
-                value = validation.ssh_keys(value)
+            try:
+                value = validation.property_value(raw, secret=spec.secret)
+                if value == "":
+                    unset.append(prop)
+                    continue
+                allowed = environment_names if prop == "environment" and environment_names else None
+                problem = validation.property_problem(spec, value, allowed)
+                if problem:
+                    raise InvalidInput(problem)
+                if prop == "ssh_key":
+                    value = validation.ssh_keys(value)
+            except InvalidInput as error:
+                problems[prop] = error.message
+                continue
             set_props[prop] = value
+        if problems:
+            raise InvalidProperties.of(problems)
         required = {spec.name for spec in node_type.properties if spec.required}
         updated = await self._store.schedule.configure(
             record.node_name,
@@ -365,17 +389,28 @@ class Reservations:
 
     # -- acting ----------------------------------------------------------------------------
 
-    async def act(self, user: User, node_name: str, action: str) -> Reservation:
+    async def act(
+        self, user: User, node_name: str, action: str, *, hours: float | None = None
+    ) -> Reservation:
         """Reboot, deploy, destroy or extend the caller's reservation on `node_name`; the
-        reservation afterwards (a cancelled one as it was, ending now). InvalidInput for another
-        action, NotFound when the caller holds no reservation on the node, Conflict when the
-        reservation's state does not allow it (lifecycle says why)."""
+        reservation afterwards (a cancelled one as it was, ending now). `hours` (extend only):
+        how much later the reservation ends; None doubles its duration. InvalidInput for another
+        action or hours that are not a positive number, NotFound when the caller holds no
+        reservation on the node, Conflict when the reservation's state does not allow it
+        (lifecycle says why)."""
         owner = await self._authz.require_authorized(user)
         if action not in USER_ACTIONS:
             raise InvalidInput(f"unknown action; expected one of {', '.join(USER_ACTIONS)}")
+        if hours is not None and action != UserAction.EXTEND:
+            raise InvalidInput("hours go with extend only")
+        by_seconds = None
+        if hours is not None:
+            by_seconds = max(1, math.floor(
+                validation.positive_hours(hours, self._settings.extend_cap_hours) * 3600
+            ))
         record = await self._record(owner.email, node_name)
         if action == UserAction.EXTEND:
-            return await self._one(await self._extend(record))
+            return await self._one(await self._extend(record, by_seconds))
         if action == UserAction.DESTROY:
             remaining = await self._end(record, EndReason.OWNER, owner.email)
             if remaining is None:
@@ -429,14 +464,16 @@ class Reservations:
             record = fresh
         raise Conflict(f"node {record.node_name} keeps changing; try again")
 
-    async def _extend(self, record: ScheduleRecord) -> ScheduleRecord:
+    async def _extend(self, record: ScheduleRecord, by_seconds: int | None = None) -> ScheduleRecord:
         now = self._now()
         cap = math.floor(self._settings.extend_cap_hours * 3600)
         turnaround = self._settings.turnaround_seconds
 
         def decide(row: ScheduleRecord, windows: Sequence[Window]) -> Mapping[str, Any]:
             # Run by the store on the row and windows it reads inside its write transaction.
-            return lifecycle.on_extend(row, now, windows, cap_seconds=cap, turnaround=turnaround).changes
+            return lifecycle.on_extend(
+                row, now, windows, cap_seconds=cap, turnaround=turnaround, by_seconds=by_seconds
+            ).changes
 
         updated = await self._store.schedule.extend(record.node_name, record.owner, decide=decide)
         if updated is None:

@@ -82,6 +82,11 @@ CONTROLLER_SCHEMA: Schema = {
     "web": {
         "secure_cookies": Key(bool, False),
     },
+    "accounts": {
+        "require_confirmed_email": Key(
+            bool, False, help="log-in waits until the email address is confirmed (link or administrator)"
+        ),
+    },
 }
 
 
@@ -113,6 +118,8 @@ class Settings:
     smtp_port: int = 25
     smtp_sender: str = "edgebed@localhost"
     secure_cookies: bool = False
+    # Log-in (and API tokens) refused until the account's email address is confirmed.
+    require_confirmed_email: bool = False
 
     @property
     def base_url(self) -> str:
@@ -232,6 +239,7 @@ def settings_from_config(config: Mapping) -> Settings:
         smtp_port=config["smtp"]["port"],
         smtp_sender=config["smtp"]["sender"],
         secure_cookies=config["web"]["secure_cookies"],
+        require_confirmed_email=config["accounts"]["require_confirmed_email"],
     )
 
 

@@ -1,15 +1,20 @@
 """Checks of user input shared by the services. Each returns the cleaned value or raises
-InvalidInput with a message that says what is wrong (never echoing a secret)."""
+InvalidInput with a message that says what is wrong (never echoing a secret); action property
+values are checked against the constraints their agent declared (`property_problem`)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import re
 import struct
+from collections.abc import Sequence
 from typing import Any
 
+from edgebed.constraints import MAX_VALUE_LENGTH, UnsafePattern, compile_pattern, value_problem
+from edgebed.controller.domain import PropertySpec
 from edgebed.controller.errors import InvalidInput
 
 _EMAIL = re.compile(
@@ -28,7 +33,7 @@ _SSH_KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 MAX_SSH_KEYS_LENGTH = 16384
-MAX_PROPERTY_LENGTH = 16384
+MAX_PROPERTY_LENGTH = MAX_VALUE_LENGTH
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
@@ -121,6 +126,17 @@ def epoch_seconds(value: Any, what: str) -> int:
     return int(value)
 
 
+def positive_hours(value: Any, maximum: float) -> float:
+    """A positive number of hours up to `maximum` (extend by hours)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput("the duration must be a number of hours")
+    if value <= 0:
+        raise InvalidInput("the duration must be positive")
+    if value > maximum:
+        raise InvalidInput(f"the duration must be at most {maximum:g} hours")
+    return float(value)
+
+
 def start_date(value: Any) -> int:
     """A start date in epoch seconds (UTC): a whole number from 0 to before LATEST_START."""
     if (
@@ -155,13 +171,66 @@ def duration_hours(value: Any, minimum: float, maximum: float) -> float:
     return hours
 
 
-def property_value(prop: str, value: Any, *, secret: bool) -> str:
+def property_value(value: Any, *, secret: bool) -> str:
+    """An action property's value as given by a user, cleaned (stripped, unless secret).
+    InvalidInput with a phrase to put after the property's name ("must be text")."""
     if not isinstance(value, str):
-        raise InvalidInput(f"the value of {prop} must be text")
+        raise InvalidInput("must be text")
     if len(value) > MAX_PROPERTY_LENGTH:
-        raise InvalidInput(f"the value of {prop} must fit in {MAX_PROPERTY_LENGTH} characters")
+        raise InvalidInput(f"must fit in {MAX_PROPERTY_LENGTH} characters")
     if "\x00" in value:
-        raise InvalidInput(f"the value of {prop} contains a NUL character")
+        raise InvalidInput("contains a NUL character")
     if not secret:
         value = value.strip()
     return value
+
+
+# Agents' patterns, compiled once each: the compiled pattern, or why it is not applied.
+@functools.lru_cache(maxsize=512)
+def _agent_pattern(pattern: str, max_length: int) -> re.Pattern[str] | str:
+    try:
+        return compile_pattern(pattern, max_length)
+    except UnsafePattern as exc:
+        return str(exc)
+
+
+def _constraints(spec: PropertySpec) -> tuple[int, int, re.Pattern[str] | None, list[str]]:
+    """The constraints of an agent's spec that the controller applies: (min_length, max_length,
+    pattern), and why the others are not (they come from the agent, and are untrusted)."""
+    ignored = []
+    min_length, max_length = max(0, spec.min_length), max(0, spec.max_length)
+    if max_length and min_length > max_length:
+        ignored.append(f"min_length {min_length} is above max_length {max_length}")
+        min_length = max_length = 0
+    pattern = None
+    if spec.pattern:
+        compiled = _agent_pattern(spec.pattern, max_length)
+        if isinstance(compiled, str):
+            ignored.append(f"pattern {compiled}")
+        else:
+            pattern = compiled
+    return min_length, max_length, pattern, ignored
+
+
+def ignored_constraints(spec: PropertySpec) -> list[str]:
+    """Why some constraints of an agent's property spec are not applied ("pattern uses a
+    backreference"); [] when all are. The agent still applies them at StartAction."""
+    return _constraints(spec)[3]
+
+
+def property_problem(spec: PropertySpec, value: str, allowed: Sequence[str] | None = None) -> str | None:
+    """What is wrong with `value` (cleaned by `property_value`) under the constraints the agent
+    declared for it, as a phrase to put after the property's name ("must be 8 to 128 characters
+    long"), or None. `allowed` replaces the spec's values (the environments' names for
+    "environment"). A secret value is never repeated."""
+    min_length, max_length, pattern, _ = _constraints(spec)
+    return value_problem(
+        value,
+        values=spec.values if allowed is None else allowed,
+        min_length=min_length,
+        max_length=max_length,
+        pattern=pattern,
+        # The agent's words; long ones are cut so one cannot fill the page.
+        help=spec.help[:300],
+        secret=spec.secret,
+    )

@@ -1,9 +1,14 @@
 """TOML configuration with EDGEBED_* environment overrides, checked against a schema.
 
-A schema maps key names to `Key` (a scalar) or to a nested dict (a TOML table). Every key can be
-overridden by an environment variable: `EDGEBED_<KEY>` for a top-level key and
-`EDGEBED_<TABLE>_<KEY>` inside a table (`EDGEBED_SIM_NODES`, `EDGEBED_SCHEDULER_POLL_SECONDS`).
-Any problem raises `ConfigError` whose message names the key and the file, in one line.
+A schema maps key names to `Key` (a scalar), to a nested dict (a TOML table whose absence means
+every key takes its default), to `Table` (a table that may be absent as a whole: it loads as
+None) or to `Array` (an array of tables, `[[real.switches]]`, each checked against one schema).
+Every key can be overridden by an environment variable: `EDGEBED_<KEY>` for a top-level key,
+`EDGEBED_<TABLE>_<KEY>` inside a table (`EDGEBED_SIM_NODES`, `EDGEBED_SCHEDULER_POLL_SECONDS`)
+and `EDGEBED_<TABLE>_<ARRAY>_<N>_<KEY>` inside the N-th table of an array, counted from 1
+(`EDGEBED_REAL_SWITCHES_1_COMMUNITY`: only for tables the file has).
+Any problem raises `ConfigError` whose message names the key and the file, in one line; a key of
+an array element is named with its position, counted from 1: `real.switches[2].community`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,17 @@ class ConfigError(Exception):
     """A configuration file is unreadable, or a key is missing, unknown or has a wrong value."""
 
 
+class KeyProblem(Exception):
+    """A key's value that only the running program can find wrong (a file that is not there, an
+    address that cannot be served): raised where the file is unknown, turned into a ConfigError
+    naming the file by whoever knows it. `text` follows the key: "is not readable: ..."."""
+
+    def __init__(self, key: str, text: str) -> None:
+        super().__init__(f"key '{key}' {text}")
+        self.key = key
+        self.text = text
+
+
 @dataclass(frozen=True)
 class Key:
     kind: type
@@ -38,7 +54,25 @@ class Key:
         return self.default is _MISSING
 
 
-Schema = Mapping[str, "Key | Schema"]
+@dataclass(frozen=True)
+class Table:
+    """A table that may be left out: absent from the file (and no EDGEBED_ variable naming one
+    of its keys), it loads as None and its required keys are not asked for; present, it is
+    checked like a nested dict."""
+
+    schema: Schema
+
+
+@dataclass(frozen=True)
+class Array:
+    """An array of tables (`[[name]]` in TOML), each checked against `schema`; loads as a list of
+    dicts. `min_items` tables at least (with 0, an absent array loads as an empty list)."""
+
+    schema: Schema
+    min_items: int = 0
+
+
+Schema = Mapping[str, "Key | Table | Array | Schema"]
 
 
 def _describe(kind: type) -> str:
@@ -74,6 +108,45 @@ def _coerce(value: Any, key: Key) -> Any:
     return value
 
 
+def env_name(dotted: str) -> str:
+    """The environment variable overriding key `dotted`: real.switches[1].community ->
+    EDGEBED_REAL_SWITCHES_1_COMMUNITY."""
+    flat = dotted.replace("[", ".").replace("]", "").replace(".", "_")
+    return "EDGEBED_" + flat.upper()
+
+
+def _overridden(env: Mapping[str, str], dotted: str) -> bool:
+    """Whether an environment variable names a key inside table `dotted`."""
+    prefix = env_name(dotted) + "_"
+    return any(name.startswith(prefix) for name in env)
+
+
+def _load_array(
+    data: Any, spec: Array, env: Mapping[str, str], source: str, dotted: str
+) -> list[dict[str, Any]]:
+    if data is None:
+        data = []
+    if not isinstance(data, list) or not all(isinstance(item, Mapping) for item in data):
+        raise ConfigError(f"{source}: key '{dotted}' must be an array of tables ([[{dotted}]])")
+    if len(data) < spec.min_items:
+        raise ConfigError(
+            f"{source}: key '{dotted}' is missing: at least {spec.min_items} [[{dotted}]] "
+            f"table{'s' if spec.min_items > 1 else ''} needed"
+        )
+    return [
+        _load_table(item, spec.schema, env, source, f"{dotted}[{index}].")
+        for index, item in enumerate(data, start=1)
+    ]
+
+
+def load_table(
+    data: Mapping[str, Any], schema: Schema, env: Mapping[str, str], source: str, prefix: str = ""
+) -> dict[str, Any]:
+    """Checks one table's `data` against `schema`; `prefix` names the table in messages and
+    environment variables ("real." for [real]). Raises ConfigError."""
+    return _load_table(data, schema, env, source, prefix)
+
+
 def _load_table(
     data: Mapping[str, Any], schema: Schema, env: Mapping[str, str], source: str, prefix: str
 ) -> dict[str, Any]:
@@ -83,22 +156,30 @@ def _load_table(
     result: dict[str, Any] = {}
     for name, spec in schema.items():
         dotted = f"{prefix}{name}"
-        env_name = "EDGEBED_" + dotted.replace(".", "_").upper()
+        if isinstance(spec, Array):
+            result[name] = _load_array(data.get(name), spec, env, source, dotted)
+            continue
+        if isinstance(spec, Table):
+            if name not in data and not _overridden(env, dotted):
+                result[name] = None
+                continue
+            spec = spec.schema
         if not isinstance(spec, Key):
             table = data.get(name, {})
             if not isinstance(table, Mapping):
                 raise ConfigError(f"{source}: key '{dotted}' must be a table")
             result[name] = _load_table(table, spec, env, source, dotted + ".")
             continue
+        var = env_name(dotted)
         where = source
-        if env_name in env:
-            where = f"{source} (overridden by {env_name})"
+        if var in env:
+            where = f"{source} (overridden by {var})"
             try:
-                value = _from_env(env[env_name], spec)
+                value = _from_env(env[var], spec)
             except ValueError:
                 raise ConfigError(
                     f"{where}: key '{dotted}' must be {_describe(spec.kind)}, "
-                    f"got {_shown(env[env_name], spec)}"
+                    f"got {_shown(env[var], spec)}"
                 ) from None
         elif name in data:
             value = data[name]

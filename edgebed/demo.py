@@ -3,10 +3,20 @@
 Composed here, beside the command line, from the three sides: the agents (edgebed.agent), the
 controller (edgebed.controller) and its web application (edgebed.web). The three agents
 (raspberry, node, sensor; sim driver) run in this process, each with its own database, thread and
-gRPC server, next to the controller. Everything lives under --data-dir
-(var/demo): the agents' databases, the controller's database and secret key, demo.json (the
-agents' ports and tokens) and the admin's password. Running the demo again reuses all of it:
-same ports, same tokens, same accounts and reservations.
+gRPC server, next to the controller. Everything lives under --data-dir (var/demo):
+
+- agents/NAME.sqlite and agents/NAME.token: each agent's database and token (mode 0600, for
+  `grpcurl -H "authorization: Bearer $(cat ...)"`);
+- demo.json: the agents' names, types, ports and tokens;
+- controller.sqlite, secret.key: the controller's database and key;
+- controller.toml: a controller configuration naming that database and key, which the
+  `edgebed admin ... --config` commands accept while the demo runs;
+- admin-password and api-token (mode 0600): the admin's password and an API token of the admin.
+
+It prints, one per line: `url: `, `admin: `, `password: `, `api-token: `, one
+`agent: NAME TYPE HOST:PORT` per agent, `config: ` (controller.toml) and `data: `. Running the
+demo again reuses all of it: same ports, tokens, accounts and reservations (a new API token only
+when the stored one was revoked).
 """
 
 from __future__ import annotations
@@ -20,16 +30,22 @@ import secrets
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from edgebed.errors import UsageError
+
+if TYPE_CHECKING:
+    # Imported where used at run time, so `edgebed demo --help` loads neither side.
+    from edgebed.agent.app import RunningAgent
 
 ADMIN_EMAIL = "admin@edgebed.local"
 # Simulated hardware: a few nodes per agent, durations shrunk so a deploy takes about a minute.
 DEMO_AGENTS = (("raspberry", 8), ("node", 4), ("sensor", 6))
 DEMO_TIME_SCALE = 0.05
 STATE_FILE = "demo.json"
+CONFIG_FILE = "controller.toml"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -54,6 +70,13 @@ def demo_agents(data_dir: Path) -> list[dict]:
 
 def save_demo_agents(data_dir: Path, agents: list[dict]) -> None:
     _write_private(data_dir / STATE_FILE, json.dumps({"agents": agents}, indent=2) + "\n")
+    # One file per token, as an operator keeps them (add-agent --token-file, grpcurl examples).
+    for entry in agents:
+        _write_private(token_file(data_dir, entry["name"]), entry["token"] + "\n")
+
+
+def token_file(data_dir: Path, agent_name: str) -> Path:
+    return data_dir / "agents" / f"{agent_name}.token"
 
 
 def agent_settings(data_dir: Path, entry: dict):
@@ -73,7 +96,7 @@ def agent_settings(data_dir: Path, entry: dict):
 
 
 @contextlib.asynccontextmanager
-async def running_agents(data_dir: Path) -> AsyncIterator[list[tuple[dict, object]]]:
+async def running_agents(data_dir: Path) -> AsyncIterator[list[tuple[dict, RunningAgent]]]:
     """Starts the three agents concurrently, records the ports they got, stops them on exit."""
     from edgebed.agent.app import start_agent
 
@@ -144,6 +167,50 @@ def demo_settings(data_dir: Path, port: int):
     )
 
 
+def _toml_string(value: str) -> str:
+    # A JSON string is a TOML basic string: quotes, backslashes and control characters escaped.
+    return json.dumps(value)
+
+
+def write_controller_config(data_dir: Path, settings) -> Path:
+    """controller.toml: the demo controller's own settings (the same database and secret key),
+    for `edgebed admin ... --config` beside the running demo. Absolute paths, so it works from
+    any directory; no secret in it (the key stays in its own file)."""
+    path = data_dir / CONFIG_FILE
+    text = (
+        "# Written by `edgebed demo` at each start: the running demo's controller settings, for\n"
+        "# `edgebed admin ... --config` beside it. Changes are overwritten.\n"
+        f"listen = {_toml_string(settings.listen)}\n"
+        f"database = {_toml_string(settings.database)}\n"
+        f"secret_key_file = {_toml_string(settings.secret_key_file)}\n"
+        "\n[scheduler]\n"
+        f"poll_seconds = {settings.poll_seconds!r}\n"
+        "\n[reservations]\n"
+        f"turnaround_seconds = {settings.turnaround_seconds!r}\n"
+    )
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def demo_api_token(controller, data_dir: Path, email: str) -> str:
+    """The admin's API token kept in data_dir/api-token (mode 0600): the stored one while it
+    still works, else a new one (labelled "demo"), stored."""
+    from edgebed.controller.errors import ServiceError
+
+    path = data_dir / "api-token"
+    if path.exists():
+        token = path.read_text(encoding="utf-8").strip()
+        try:
+            user = await controller.accounts.user_for_api_token(token)
+        except ServiceError:
+            user = None  # revoked from the settings page, or the database was reset
+        if user is not None and user.email == email:
+            return token
+    token = await controller.accounts.create_api_token(email, label="demo")
+    _write_private(path, token + "\n")
+    return token
+
+
 async def _serve(args, stop: asyncio.Event) -> int:
     from edgebed.web.app import create_app
     from edgebed.web.keys import CONTROLLER
@@ -165,14 +232,18 @@ async def _serve(args, stop: asyncio.Event) -> int:
             password = _admin_password(data_dir)
             admin = await ensure_admin(controller, ADMIN_EMAIL, password)
             await register_agents(controller, admin, agents)
-            print(f"url: http://127.0.0.1:{args.port}", flush=True)
-            print(f"admin: {admin.email}", flush=True)
-            print(f"password: {password}", flush=True)
-            print(
-                f"data: {data_dir} (agents: {', '.join(e['name'] for e, _ in agents)}); "
-                "Ctrl-C stops the demo",
-                flush=True,
-            )
+            token = await demo_api_token(controller, data_dir, admin.email)
+            config = write_controller_config(data_dir, settings)
+            lines = [
+                f"url: http://127.0.0.1:{args.port}",
+                f"admin: {admin.email}",
+                f"password: {password}",
+                f"api-token: {token}",
+                *(f"agent: {entry['name']} {entry['type']} {agent.host}:{agent.port}" for entry, agent in agents),
+                f"config: {config}",
+                f"data: {data_dir} (agent tokens in {data_dir / 'agents'}/NAME.token); Ctrl-C stops the demo",
+            ]
+            print("\n".join(lines), flush=True)
             await stop.wait()
         finally:
             await runner.cleanup()

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from edgebed.constraints import UnsafePattern, compile_pattern, value_problem
+
 if TYPE_CHECKING:
     # interfaces.py builds on the values below; only the annotations here need it.
     from edgebed.nodetypes.interfaces import Driver
@@ -203,25 +205,59 @@ def process(name: str, *states: State) -> Process:
 
 @dataclass(frozen=True)
 class PropertySpec:
-    """An action property users set before a deploy (DescribeNodeType)."""
+    """An action property users set before a deploy (DescribeNodeType).
+
+    The declarative constraints (`values`, `min_length`, `max_length`, `pattern`) are sent to
+    the controller, which applies them when the user sets the value; the agent applies them
+    again at StartAction, with `check` for what they cannot say (SSH keys that decode). `label`
+    is the form's name for the property, `help` what a valid value looks like, in words that
+    follow "must be" (the message when the pattern does not match). ValueError at definition for a pattern outside
+    the subset both sides accept (edgebed/constraints.py) or lengths that contradict.
+    """
 
     name: str
     required: bool = False
     values: tuple[str, ...] = ()
     secret: bool = False
     description: str = ""
-    # Returns what is wrong with a value, or None. `values`, when set, is checked first.
+    label: str = ""
+    help: str = ""
+    # Characters; 0 means no bound.
+    min_length: int = 0
+    max_length: int = 0
+    # Python `re` syntax, matched against the whole value.
+    pattern: str = ""
+    # Returns what is wrong with a value, or None; run after the declarative constraints.
     check: Callable[[str], str | None] | None = None
+    _compiled: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.min_length < 0 or self.max_length < 0:
+            raise ValueError(f"property {self.name!r}: lengths must be >= 0")
+        if self.max_length and self.min_length > self.max_length:
+            raise ValueError(f"property {self.name!r}: min_length {self.min_length} > max_length {self.max_length}")
+        if self.pattern:
+            try:
+                compiled = compile_pattern(self.pattern, self.max_length)
+            except UnsafePattern as exc:
+                raise ValueError(f"property {self.name!r}: pattern {exc}") from None
+            object.__setattr__(self, "_compiled", compiled)
 
     def problem(self, value: str) -> str | None:
-        if self.values and value not in self.values:
-            shown = "<hidden>" if self.secret else repr(value)
-            return f"property {self.name!r} must be one of {', '.join(self.values)}; got {shown}"
-        if self.check is not None:
+        """What is wrong with `value` ("property 'os_password' must be 8 to 128 characters
+        long"), or None; a secret value is never repeated."""
+        problem = value_problem(
+            value,
+            values=self.values,
+            min_length=self.min_length,
+            max_length=self.max_length,
+            pattern=self._compiled,
+            help=self.help,
+            secret=self.secret,
+        )
+        if problem is None and self.check is not None:
             problem = self.check(value)
-            if problem:
-                return f"property {self.name!r} {problem}"
-        return None
+        return f"property {self.name!r} {problem}" if problem else None
 
 
 @dataclass(frozen=True)
@@ -304,26 +340,18 @@ def check_ssh_keys(value: str) -> str | None:
     return None
 
 
-def check_password(value: str) -> str | None:
-    if not 8 <= len(value) <= 128:
-        return "must be 8 to 128 characters long"
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        return "must not contain control characters"
-    return None
-
-
-def check_hostname(value: str) -> str | None:
-    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", value):
-        return "must be a host name: letters, digits and '-', at most 63 characters"
-    return None
-
-
 def check_ip(value: str) -> str | None:
     try:
         ipaddress.ip_address(value)
     except ValueError:
         return f"must be an IP address, got {value!r}"
     return None
+
+
+# Host names of the deployed systems: one DNS label (RFC 1123).
+HOSTNAME_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# Anything but ASCII control characters, which a password prompt or chpasswd would mangle.
+NO_CONTROL_CHARACTERS = r"[^\x00-\x1f\x7f]*"
 
 
 def installed_system_properties(
@@ -333,13 +361,19 @@ def installed_system_properties(
     node): SSH keys, password, root partition size (`partition_sizes`, 'full' first: the whole
     `storage`, e.g. 'SD card') and host name."""
     return (
-        PropertySpec("ssh_key", description="SSH public keys for the default user, one per line",
-                     check=check_ssh_keys),
-        PropertySpec("os_password", secret=True,
+        PropertySpec("ssh_key", label="SSH public keys",
+                     description="SSH public keys for the default user, one per line",
+                     help="OpenSSH public keys ('ssh-ed25519 AAAA... comment'), one per line",
+                     max_length=16384, check=check_ssh_keys),
+        PropertySpec("os_password", secret=True, label="Password of the default user",
                      description="Password of the default user (8 to 128 characters)",
-                     check=check_password),
-        PropertySpec("partition_size", values=partition_sizes,
+                     help="8 to 128 characters without control characters",
+                     min_length=8, max_length=128, pattern=NO_CONTROL_CHARACTERS),
+        PropertySpec("partition_size", values=partition_sizes, label="Root partition size",
                      description=f"Size of the root partition; full uses the whole {storage}"),
-        PropertySpec("hostname", description="Host name of the deployed system (default: the node name)",
-                     check=check_hostname),
+        PropertySpec("hostname", label="Host name",
+                     description="Host name of the deployed system (default: the node name)",
+                     help=("a host name: letters, digits and '-', at most 63 characters, "
+                           "not starting or ending with '-'"),
+                     max_length=63, pattern=HOSTNAME_PATTERN),
     )

@@ -12,15 +12,58 @@ checks the driver it creates against the interfaces the node type's steps need.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 from edgebed.nodetypes.base import DriverUnavailable
 from edgebed.nodetypes.interfaces import Driver
+from edgebed.nodetypes.real.config import RealConfig
 from edgebed.nodetypes.sim.hardware import SimOptions
 
 ENTRY_POINT_GROUP = "edgebed.drivers"
+
+# async load(key) -> the value saved under key, or None; async save(key, value). Backed by the
+# agent's database; keys are the driver's own ("real.image_sums").
+LoadState = Callable[[str], Awaitable[str | None]]
+SaveState = Callable[[str, str], Awaitable[None]]
+
+
+async def _nothing_saved(key: str) -> str | None:
+    return None
+
+
+async def _save_nowhere(key: str, value: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class DriverOptions:
+    """What a driver factory gets at agent start-up: the agent's settings tables, the driver's
+    state from the agent's database, and an exit stack the agent closes when it stops."""
+
+    # The [sim] settings and the simulated machines saved during earlier runs.
+    sim: SimOptions = field(default_factory=SimOptions)
+    # The checked [real] table; None when the configuration has none.
+    real: RealConfig | None = None
+    # The agent's name (for what a driver names after it, such as log lines).
+    agent_name: str = ""
+    load_state: LoadState = _nothing_saved
+    save_state: SaveState = _save_nowhere
+    # Connections, servers and tasks the driver opens are closed through this stack when the
+    # agent stops (push_async_callback); a driver that creates something starts it here.
+    closing: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+
+# Builds a driver; may be a coroutine function (a driver that starts a server). Raises
+# edgebed.config.KeyProblem naming the settings key for what the machine says is wrong (a missing
+# key file, a folder that is not there, an address that cannot be served).
+CreateDriver = Callable[[DriverOptions], "Driver | Awaitable[Driver]"]
+
+# The properties of a node an administrator adds (AddNode) -> what is wrong with them, or None.
+# Gets the same options as `create`, so that it can check names the settings define (switches).
+CheckNode = Callable[[DriverOptions, Mapping[str, str]], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -29,13 +72,15 @@ class DriverPlugin:
 
     node_type: str
     name: str
-    # Builds the driver at agent start-up. The options carry the [sim] settings and the state
-    # the driver saved in the agent's store during earlier runs.
-    create: Callable[[SimOptions], Driver]
+    # Builds the driver at agent start-up.
+    create: CreateDriver
     # Properties of the index-th node (1, 2, ...) the agent puts in its inventory on its very
     # first start ([sim] nodes): made-up machines for the simulation. None: the driver creates
     # no nodes; an administrator adds the real ones.
     node_properties: Callable[[int], dict[str, str]] | None = None
+    # Checks a node's properties before AddNode stores them (INVALID_ARGUMENT with the text);
+    # None: the agent's own checks only.
+    check_node: CheckNode | None = None
 
 
 def driver_names(node_type: str) -> list[str]:

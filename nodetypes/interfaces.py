@@ -88,6 +88,17 @@ class ImageInterface(Protocol):
 
 
 @runtime_checkable
+class WipeProgress(Protocol):
+    """What an ImageInterface adds when its wipe runs on its own on the node (a whole card
+    overwritten takes minutes): `wipe` then only starts it, idempotently, and the wipe step polls
+    this until done, with progress. Optional: a driver without it is done when `wipe` returns."""
+
+    async def wipe_status(self, node: NodeRef) -> CopyStatus:
+        """Where the wipe stands; running=False and done=False when none runs (it died with a
+        reboot) and it must be started again. DriverError when it failed."""
+
+
+@runtime_checkable
 class SystemInterface(Protocol):
     async def running_system(self, node: NodeRef) -> str | None:
         """MAINTENANCE or INSTALLED: the system that answers (SSH, serial console); None when
@@ -104,6 +115,9 @@ class HostConfig:
     hostname: str
     # The default user's password; "" keeps the image's. Out of repr(): it reaches logs.
     os_password: str = field(default="", repr=False)
+    # Whose password that is: the environment's default user; "" lets the driver find the
+    # image's default user itself.
+    user: str = ""
 
 
 @dataclass(frozen=True)

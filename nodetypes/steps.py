@@ -29,6 +29,7 @@ from edgebed.nodetypes.interfaces import (
     PowerInterface,
     SetupInterface,
     SystemInterface,
+    WipeProgress,
 )
 
 # Options written with an image (ImageInterface.start_write), from the action's properties.
@@ -156,8 +157,23 @@ async def _wipe(ctx: StepContext) -> None:
     await _image(ctx).wipe(ctx.node)
 
 
+async def _wiped(ctx: StepContext) -> Poll:
+    """A wipe that runs on its own (WipeProgress) is polled like a write: progress, and started
+    again when it died; any other wipe was over when `wipe` returned."""
+    driver = _image(ctx)
+    if not isinstance(driver, WipeProgress):
+        return DONE
+    status = await driver.wipe_status(ctx.node)
+    if status.done:
+        return DONE
+    if not status.running:
+        await driver.wipe(ctx.node)
+        return Poll(done=False, progress=0)
+    return Poll(done=False, progress=status.percent, retry_after=status.eta)
+
+
 VERIFY_IMAGE = Step(exec=_verify, needs=frozenset({IMAGE}))
-WIPE = Step(exec=_wipe, needs=frozenset({IMAGE}))
+WIPE = Step(exec=_wipe, post=_wiped, needs=frozenset({IMAGE}))
 
 
 # Setup of the written system.
@@ -178,11 +194,11 @@ def configure(*, host: bool, login: bool, fallback_user: str = "root") -> Step:
 
     async def configure_(ctx: StepContext) -> None:
         host_config = login_config = None
+        default_user = ctx.environment.default_user if ctx.environment else ""
         if host:
-            host_config = HostConfig(ctx.hostname(), ctx.prop("os_password"))
+            host_config = HostConfig(ctx.hostname(), ctx.prop("os_password"), user=default_user)
         if login:
-            user = (ctx.environment.default_user if ctx.environment else "") or fallback_user
-            login_config = LoginConfig(user, ctx.prop("ssh_key"))
+            login_config = LoginConfig(default_user or fallback_user, ctx.prop("ssh_key"))
         await _setup(ctx).configure(ctx.node, host=host_config, login=login_config)
 
     return Step(exec=configure_, needs=frozenset({SETUP}))

@@ -89,10 +89,13 @@ def _kill_leftovers() -> None:
 
 
 class ChildProcess:
-    """A child process whose stdout goes to a file that `wait_output` reads."""
+    """A child process whose stdout goes to a file that `wait_output` reads. It runs in `cwd`
+    (the project's root unless set: `edgebed demo` keeps its data under the directory it is
+    started from)."""
 
     name: str
     directory: Path
+    cwd: Path = REPO
 
     def __init__(self, directory: Path, name: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -119,7 +122,7 @@ class ChildProcess:
         with open(self.out_path, "ab") as out, open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=out, stderr=log, stdin=subprocess.DEVNULL,
-                cwd=REPO, env=self.environment(),
+                cwd=self.cwd, env=self.environment(),
             )
         return self
 

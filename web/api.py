@@ -15,6 +15,7 @@ from edgebed.web.forms import (
     clean_text,
     json_bool,
     json_int,
+    json_number,
     json_optional_str,
     json_str,
     json_str_list,
@@ -224,8 +225,16 @@ def act_on_reservation(action: str):
 
     async def handler(request: web.Request) -> web.StreamResponse:
         user = await api_user(request)
+        hours = None
+        if action == "extend" and request.can_read_body:
+            # {"hours": N}: end N hours later; no body: double the duration (as before).
+            body = await read_json(request)
+            _allowed_keys(body, {"hours"})
+            if body.get("hours") is not None:
+                cap = request.app[CONTROLLER].settings.extend_cap_hours
+                hours = json_number(body, "hours", minimum=0.01, maximum=cap)
         reservation = await request.app[CONTROLLER].reservations.act(
-            user, _node_name(request), action
+            user, _node_name(request), action, hours=hours
         )
         return web.json_response(reservation_json(reservation))
 
@@ -283,17 +292,18 @@ async def admin_update_user(request: web.Request) -> web.StreamResponse:
     admin = await api_admin(request)
     email = _path_param(request, "email")
     body = await read_json(request)
-    _allowed_keys(body, {"is_authorized", "is_admin", "authorized", "admin"})
+    _allowed_keys(body, {"is_authorized", "is_admin", "authorized", "admin", "confirmed_email"})
     authorized = json_bool(body, "is_authorized")
     if authorized is None:
         authorized = json_bool(body, "authorized")
     promoted = json_bool(body, "is_admin")
     if promoted is None:
         promoted = json_bool(body, "admin")
-    if authorized is None and promoted is None:
-        raise InvalidInput('give "is_authorized" and/or "is_admin" (true or false)')
+    confirmed = json_bool(body, "confirmed_email")
+    if authorized is None and promoted is None and confirmed is None:
+        raise InvalidInput('give "is_authorized", "is_admin" and/or "confirmed_email" (true or false)')
     user = await request.app[CONTROLLER].accounts.update_flags(
-        admin, email, authorized=authorized, admin=promoted
+        admin, email, authorized=authorized, admin=promoted, confirmed_email=confirmed
     )
     return web.json_response(user_json(user))
 

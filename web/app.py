@@ -16,7 +16,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from edgebed.web import api, views_account, views_admin, views_user
+from edgebed.web import api, labels, views_account, views_admin, views_user
 from edgebed.web.errors import error_middleware
 from edgebed.web.forms import format_epoch
 from edgebed.web.keys import ADDRESS_LIMITER, CONTROLLER, LOGIN_LIMITER, MAILER, SETTINGS
@@ -62,6 +62,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/manage/action", views_user.manage_action)
     r.add_get("/history", views_user.history_page)
 
+    r.add_get("/admin", views_admin.overview_page)
     r.add_get("/admin/users", views_admin.users_page)
     r.add_post("/admin/users", views_admin.user_action)
     r.add_post("/admin/users/create", views_admin.create_user)
@@ -103,6 +104,10 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> w
         lstrip_blocks=True,
     )
     environment.filters["when"] = format_epoch
+    environment.filters["prop_label"] = labels.prop
+    environment.filters["status_label"] = labels.status
+    environment.filters["state_label"] = labels.state
+    environment.filters["agent_status_label"] = labels.agent_status
 
     if controller is not None:
         app[CONTROLLER] = controller

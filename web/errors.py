@@ -1,5 +1,6 @@
 """The one error middleware: the service's errors become HTTP statuses with a message that says
-what is wrong, as an HTML page for people and as {"error": "..."} under /api/."""
+what is wrong, as an HTML page for people and as {"error": "..."} under /api/ (with "fields":
+{name: what is wrong} when the error names inputs, as InvalidProperties does)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from edgebed.controller.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    InvalidProperties,
     NotAuthorized,
     NotFound,
     ServiceError,
     StorageFull,
 )
 from edgebed.web.auth import current_user
+from edgebed.web.formpage import redraw
 from edgebed.web.keys import FORM_TEMPLATE
 from edgebed.web.ratelimit import RateLimited
 from edgebed.web.render import render
@@ -51,6 +54,10 @@ _TITLES = {
 }
 
 
+# Errors shown on the page the form came from; 401/403 mean the page is not the viewer's to see.
+_REDRAWN = frozenset({400, 404, 409, 429, 503})
+
+
 def status_for(error: ServiceError) -> int:
     for error_type, status in _STATUS:
         if isinstance(error, error_type):
@@ -67,20 +74,35 @@ async def _error_response(
     status: int,
     message: str,
     headers: dict[str, str] | None = None,
+    fields: dict[str, str] | None = None,
     *,
     title: str | None = None,
 ) -> web.StreamResponse:
     if _is_api(request):
-        response = web.json_response({"error": message}, status=status, headers=headers)
+        body: dict[str, object] = {"error": message}
+        if fields:
+            # Which input is wrong, by name: {"os_password": "must be 8 to 128 characters long"}.
+            body["fields"] = fields
+        answer = web.json_response(body, status=status, headers=headers)
         if status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="edgebed"'
-        return response
+            answer.headers["WWW-Authenticate"] = 'Bearer realm="edgebed"'
+        return answer
     try:
         await current_user(request)
     except ServiceError:
         pass  # the error page is drawn for an anonymous visitor then
+    redrawn: web.StreamResponse | None = None
+    response: web.StreamResponse
+    if status in _REDRAWN:
+        try:
+            redrawn = await redraw(request, message, status)
+        except ServiceError as again:
+            # The page cannot be drawn either (an agent went away meanwhile): the plain page.
+            log.info("the form's page could not be drawn again: %s", again)
     form = request.get(FORM_TEMPLATE)
-    if form is not None:
+    if redrawn is not None:
+        response = redrawn
+    elif form is not None:
         template, context = form
         response = await render(request, template, {**context, "error": message}, status=status)
     else:
@@ -103,7 +125,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await _error_response(request, 503, error.message, {"Retry-After": "60"}, title="Disk full")
     except ServiceError as error:
         message = getattr(error, "message", "") or str(error) or "the request failed"
-        return await _error_response(request, status_for(error), message)
+        fields = error.fields if isinstance(error, InvalidProperties) else None
+        return await _error_response(request, status_for(error), message, fields=fields)
     except RateLimited as error:
         return await _error_response(
             request, 429, error.message, {"Retry-After": str(error.retry_after)}

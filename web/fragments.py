@@ -8,7 +8,7 @@ replaces), and the page around the rows stays a template.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from html import escape as _html_escape
 from typing import Any
 
@@ -32,12 +32,27 @@ def _maintenance_badge(reason: str) -> str:
     )
 
 
-def reserve_rows(rows: Iterable[dict[str, Any]]) -> Markup:
-    """A row per node; one that cannot be reserved now (agent offline, in maintenance, being
-    removed) is greyed out with a badge saying why, and its box cannot be ticked."""
+def _bar(bar: dict[str, Any]) -> str:
+    classes = "busy mine" if bar["mine"] else "busy"
+    if bar["side"]:
+        classes += f" narrow {bar['side']}"
+    label = f'<span class="who">{escape(bar["label"])}</span>' if bar["label"] else ""
+    return (
+        f'<span class="{classes}" style="left:{float(bar["left"])}%;width:{float(bar["width"])}%" '
+        f'data-start="{int(bar["start"])}" data-end="{int(bar["end"])}" '
+        f'title="{escape(bar["title"])}">{label}</span>'
+    )
+
+
+def reserve_rows(rows: Iterable[dict[str, Any]], checked: Collection[str] = ()) -> Markup:
+    """The rows of one node type's table: checkbox, name (every property in its tooltip), the
+    type's shown property cells, what the node does now, and its timeline of reserved windows.
+    A node that cannot be reserved now (agent offline, in maintenance, being removed) is greyed
+    out with a badge saying why, and its box cannot be ticked."""
     parts: list[str] = []
     for row in rows:
-        name = escape(row["name"])
+        raw_name = row["name"]
+        name = escape(raw_name)
         offline = not row["connected"]
         maintenance = row.get("maintenance", "")
         retiring = row.get("retiring", False)
@@ -48,18 +63,18 @@ def reserve_rows(rows: Iterable[dict[str, Any]]) -> Markup:
             + (_maintenance_badge(maintenance) if maintenance else "")
             + (_RETIRING_BADGE if retiring else "")
         )
-        disabled = " disabled" if unavailable else ""
-        cells = "".join(f"<td>{escape(cell)}</td>" for cell in row["cells"])
-        bars = "".join(
-            f'<span class="busy{" mine" if bar["mine"] else ""}" '
-            f'style="left:{float(bar["left"])}%;width:{float(bar["width"])}%" '
-            f'title="{escape(bar["title"])}"></span>'
-            for bar in row["bars"]
+        state = " disabled" if unavailable else " checked" if raw_name in checked else ""
+        cells = "".join(
+            f'<td class="prop"><span class="cut" title="{value}">{value}</span></td>'
+            for value in (escape(cell) for cell in row["cells"])
         )
+        bars = "".join(_bar(bar) for bar in row["bars"])
+        kind = row["avail_kind"]
         parts.append(
-            f'<tr{row_class}><td><input type="checkbox" name="nodes" value="{name}" '
-            f'aria-label="reserve {name}"{disabled}></td><td class="name">{name}{badge}</td>'
-            f"<td>{escape(row['type'])}</td><td>{escape(row['agent'])}</td>{cells}"
+            f'<tr data-node="{name}"{row_class}><td><input type="checkbox" name="nodes" value="{name}" '
+            f'aria-label="reserve {name}"{state}></td>'
+            f'<td class="name" title="{escape(row["title"])}">{name}{badge}</td>{cells}'
+            f'<td class="avail avail-{kind}">{escape(row["avail_text"])}</td>'
             f'<td class="timeline-cell"><div class="timeline">{bars}</div></td></tr>\n'
         )
     return Markup("".join(parts))

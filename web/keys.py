@@ -25,3 +25,9 @@ USER: web.RequestKey[User | None] = web.RequestKey("edgebed_user")
 # A handler that reads a form sets this before calling the service, so that the error middleware
 # shows the same form again with the message instead of a bare error page: (template, context).
 FORM_TEMPLATE: web.RequestKey[tuple[str, dict[str, Any]]] = web.RequestKey("edgebed_form")
+# A handler that reads a form sets this (web.formpage.redraw_on_error) so that the error
+# middleware draws the page the form was posted from again, with the values kept and the message
+# beside the field it is about, under the error's own HTTP status.
+FORM_PAGE: web.RequestKey[Any] = web.RequestKey("edgebed_form_page")
+# Which field of that form the error is about ("reserve.start"), or which form ("reserve").
+ERROR_FIELD: web.RequestKey[str] = web.RequestKey("edgebed_error_field")

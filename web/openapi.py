@@ -23,6 +23,7 @@ from edgebed.web.forms import MAX_LIST, MAX_LONG, MAX_SHORT
 
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _FLAG = {"type": "boolean", "nullable": True}
+_USER_UPDATE_FLAGS = ("is_authorized", "is_admin", "authorized", "admin", "confirmed_email")
 # A property's value: text, or a number (written out as text).
 _PROPERTY_VALUE = {"oneOf": [{"type": "string", "maxLength": MAX_LONG}, {"type": "number"}]}
 
@@ -30,7 +31,16 @@ _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["error"],
-        "properties": {"error": {"type": "string", "description": "what is wrong"}},
+        "properties": {
+            "error": {"type": "string", "description": "what is wrong"},
+            "fields": {
+                **_STRING_MAP,
+                "description": (
+                    "when the error is about named inputs (PUT /reservations/{node}: action "
+                    "properties): input name -> what is wrong with it; the error names them all"
+                ),
+            },
+        },
     },
     "Node": {
         "type": "object",
@@ -79,8 +89,19 @@ _SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "required": {"type": "boolean"},
             "values": {"type": "array", "items": {"type": "string"}},
-            "secret": {"type": "boolean"},
+            "secret": {"type": "boolean", "description": "never shown back or logged (os_password)"},
             "description": {"type": "string"},
+            "label": {"type": "string", "description": "the form's name for it; empty: the name"},
+            "help": {"type": "string", "description": 'what a valid value looks like, after "must be"'},
+            "min_length": {"type": "integer", "minimum": 0, "description": "characters; 0 = no bound"},
+            "max_length": {"type": "integer", "minimum": 0, "description": "characters; 0 = no bound"},
+            "pattern": {
+                "type": "string",
+                "description": (
+                    "Python regular expression the whole value must match; empty = any. Applied "
+                    "when the value is set unless outside the safe subset (then only by the agent)"
+                ),
+            },
         },
     },
     "NodeType": {
@@ -95,6 +116,19 @@ _SCHEMAS: dict[str, Any] = {
             "properties": {"type": "array", "items": {"$ref": "#/components/schemas/PropertySpec"}},
             "final_states": {"type": "array", "items": {"type": "string"}},
         },
+    },
+    "ExtendRequest": {
+        "type": "object",
+        "properties": {
+            "hours": {
+                "type": "number",
+                "minimum": 0.01,
+                "nullable": True,
+                "description": "how many hours later the reservation ends (at least 0.01, at most "
+                "[reservations] extend_cap_hours); absent or null: the duration doubles",
+            },
+        },
+        "additionalProperties": False,
     },
     "Reserved": {
         "type": "object",
@@ -122,6 +156,18 @@ _SCHEMAS: dict[str, Any] = {
             "agent": {"type": "string"},
             "type": {"type": "string"},
             "properties": _STRING_MAP,
+            "missing_properties": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "required properties not set yet: the reservation stays configuring until none",
+            },
+            "last_error": {
+                "type": "string",
+                "description": (
+                    "why the last action the controller asked the agent for was refused or failed "
+                    "(e.g. a deploy refused for a property); empty once a later one is accepted"
+                ),
+            },
             "owner": {"type": "string"},
             "pending": {"type": "string", "description": "the process intended and not yet started"},
             "ending": {"type": "boolean", "description": "the window is over or it was ended: being destroyed"},
@@ -199,7 +245,9 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": (
             "bin, environment and the node type's other properties (see /nodetypes); property "
-            "names of at most 64 characters"
+            "names of at most 64 characters; an empty string unsets one. Each value is checked "
+            "against its property's constraints: a 400 then names every wrong property in "
+            "`fields`, and nothing is changed"
         ),
         "properties": {
             "bin": {"type": "string", "maxLength": 64, "nullable": True, "description": "null: unchanged"},
@@ -257,14 +305,12 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": (
             "admin and authorized are the same as is_admin and is_authorized (which win when both "
-            "are given); null leaves a flag as it is; at least one flag must be true or false"
+            "are given); null leaves a flag as it is; at least one flag must be true or false. "
+            "confirmed_email: an administrator confirms the address (no mail server, lost mail)"
         ),
-        "properties": {flag: _FLAG for flag in ("is_authorized", "is_admin", "authorized", "admin")},
+        "properties": {flag: _FLAG for flag in _USER_UPDATE_FLAGS},
         "additionalProperties": False,
-        "anyOf": [
-            {"required": [flag], "properties": {flag: {"type": "boolean"}}}
-            for flag in ("is_authorized", "is_admin", "authorized", "admin")
-        ],
+        "anyOf": [{"required": [flag], "properties": {flag: {"type": "boolean"}}} for flag in _USER_UPDATE_FLAGS],
     },
     "Agent": {
         "type": "object",
@@ -442,6 +488,18 @@ def _paths() -> dict[str, Any]:
         }
         for action in ("reboot", "deploy", "destroy", "extend")
     }
+    extend = act["extend"]["post"]
+    extend["summary"] = "extend one reserved node: by `hours`, or without a body double its duration"
+    extend["description"] = (
+        "With {\"hours\": N} the reservation ends N hours later; without a body (or without"
+        " hours) its duration doubles, as before. Either way the whole reservation lasts at most"
+        " [reservations] extend_cap_hours; 409 says how many hours are left, or that the next"
+        " reservation on the node is in the way. The new end is the answer's end_date."
+    )
+    extend["requestBody"] = {
+        "required": False,
+        "content": {"application/json": {"schema": _ref("ExtendRequest")}},
+    }
     paths: dict[str, Any] = {
         "/openapi.json": {
             "get": {
@@ -530,7 +588,10 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_NODE],
                 "requestBody": _body("Configuration"),
                 "responses": {
-                    "200": _json(_ref("Reservation"), "the reservation, ready when complete"),
+                    "200": _json(
+                        _ref("Reservation"),
+                        "the reservation: ready when complete, else configuring with missing_properties",
+                    ),
                     **_errors(400, *_AUTH, 404, 409, 503),
                 },
             },
@@ -767,7 +828,7 @@ def openapi_document(
                     "Reserve, configure, deploy and manage testbed nodes. Authenticate with "
                     "'Authorization: Bearer <api token>' (settings page or `edgebed admin "
                     "api-token`). Dates are epoch seconds, UTC. Errors are {\"error\": ...} "
-                    "with a 4xx status."
+                    "with a 4xx status (and \"fields\": {name: problem} when inputs are named)."
                 ),
             },
             "servers": [{"url": "/api/v1"}],

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from edgebed.web.forms import zone_or_utc
-from edgebed.web.keys import CONTROLLER, USER
+from edgebed.web.keys import CONTROLLER, SETTINGS, USER
 from edgebed.web.security import csrf_token
 
 TZ_COOKIE = "tz"  # the browser's IANA zone, set by static/edgebed.js
@@ -21,6 +21,11 @@ TZ_COOKIE = "tz"  # the browser's IANA zone, set by static/edgebed.js
 def viewer_zone(request: web.Request) -> ZoneInfo:
     # The script writes the zone URL-encoded ("Europe%2FParis").
     return zone_or_utc(unquote(request.cookies.get(TZ_COOKIE, ""))[:64])
+
+
+def confirmations_in_use(request: web.Request) -> bool:
+    settings = request.app[SETTINGS]
+    return bool(settings.require_confirmed_email or settings.smtp_host)
 
 
 async def flash(request: web.Request, message: str, kind: str = "info") -> None:
@@ -47,6 +52,11 @@ async def render(
         "flashes": flashes,
         "tz": viewer_zone(request),
         "path": request.path,
+        # A refused form's message and field (web/formpage.py); None on a page drawn normally.
+        "form_error": None,
+        # Whether email confirmation means anything here (required for log-in, or links are
+        # mailed): the pages show confirmation badges and actions only then.
+        "confirmations": confirmations_in_use(request),
     }
     page.update(context)
     return aiohttp_jinja2.render_template(template, request, page, status=status)

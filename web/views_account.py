@@ -10,8 +10,17 @@ from aiohttp_session import get_session
 
 from edgebed.controller.errors import AuthenticationFailed, InvalidInput
 from edgebed.web.auth import current_user, require_user, safe_next
+from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
-from edgebed.web.keys import ADDRESS_LIMITER, CONTROLLER, FORM_TEMPLATE, LOGIN_LIMITER, MAILER, SETTINGS
+from edgebed.web.keys import (
+    ADDRESS_LIMITER,
+    CONTROLLER,
+    ERROR_FIELD,
+    FORM_TEMPLATE,
+    LOGIN_LIMITER,
+    MAILER,
+    SETTINGS,
+)
 from edgebed.web.mail import MailNotSent
 from edgebed.web.render import flash, render
 from edgebed.web.security import SESSION_ID, reissue_session, start_session
@@ -39,6 +48,7 @@ async def signup(request: web.Request) -> web.StreamResponse:
     # Links come from the configured public URL only: the Host header is the client's to forge.
     base_url = request.app[SETTINGS].base_url
     mailer = request.app[MAILER]
+    required = request.app[SETTINGS].require_confirmed_email
     try:
         if outcome.created:
             token = await accounts.confirmation_token(outcome.email)
@@ -47,16 +57,20 @@ async def signup(request: web.Request) -> web.StreamResponse:
         else:
             # The page says the same as for a new account; only the address's owner learns.
             await mailer.send_account_exists(outcome.email, f"{base_url}/login")
-        mailed = mailer.sends_mail
+        mailed, failed = mailer.sends_mail, False
     except MailNotSent as exc:
         # The account exists; losing it over a mail server hiccup would be worse.
         log.warning("sign-up mail to %s not sent: %s", outcome.email, exc)
-        mailed = False
-    note = (
-        f"We sent a mail to {outcome.email}: follow its link to confirm the address. "
-        if mailed
-        else "The confirmation mail could not be sent; an administrator can confirm the address. "
-    )
+        mailed, failed = False, True
+    if mailed:
+        note = f"We sent a mail to {outcome.email}: follow its link to confirm the address. "
+    elif failed:
+        note = "The confirmation mail could not be sent; an administrator can confirm the address. "
+    elif required:
+        # No mail server on this testbed: nothing failed, an administrator confirms.
+        note = "An administrator will confirm your email address. "
+    else:
+        note = ""
     await flash(
         request,
         "Thank you for signing up. " + note
@@ -110,13 +124,35 @@ async def confirm_email(request: web.Request) -> web.StreamResponse:
     return await render(request, "confirmed.html", {"confirmed": user.email})
 
 
+# The session key holding a new API token between its POST and the page that shows it once.
+NEW_TOKEN = "new_token"
+
+
 async def _settings_page(
-    request: web.Request, user, *, new_token: str | None = None, status: int = 200
+    request: web.Request,
+    user,
+    *,
+    values: dict[str, str] | None = None,
+    form_error: FormError | None = None,
+    status: int = 200,
 ) -> web.Response:
     tokens = await request.app[CONTROLLER].accounts.list_api_tokens(user.email)
+    session = await get_session(request)
+    # Popped: the secret is shown on one page, a reload no longer has it (nor makes another).
+    new_token = session.pop(NEW_TOKEN, None) if form_error is None else None
     return await render(
-        request, "settings.html", {"tokens": tokens, "new_token": new_token}, status=status
+        request,
+        "settings.html",
+        {"tokens": tokens, "new_token": new_token, "values": values or {}, "form_error": form_error},
+        status=status,
     )
+
+
+def _redraw_settings(request: web.Request, user, form: str, values: dict[str, str]) -> None:
+    async def draw(form_error: FormError, status: int) -> web.StreamResponse:
+        return await _settings_page(request, user, values=values, form_error=form_error, status=status)
+
+    redraw_on_error(request, draw, form)
 
 
 async def settings_page(request: web.Request) -> web.StreamResponse:
@@ -127,17 +163,29 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
 async def change_password(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
-    old = field(form, "old_password", max_length=MAX_PASSWORD, strip=False, label="current password")
-    new = field(form, "new_password", max_length=MAX_PASSWORD, strip=False, label="new password")
-    again = field(
-        form, "new_password_again", max_length=MAX_PASSWORD, strip=False, label="new password (again)"
-    )
-    if new != again:
-        raise InvalidInput("the two new passwords differ")
+    _redraw_settings(request, user, "password", {})
+    with about(request, "password.old_password"):
+        old = field(form, "old_password", max_length=MAX_PASSWORD, strip=False, label="current password")
+    with about(request, "password.new_password"):
+        new = field(form, "new_password", max_length=MAX_PASSWORD, strip=False, label="new password")
+    with about(request, "password.new_password_again"):
+        again = field(
+            form, "new_password_again", max_length=MAX_PASSWORD, strip=False, label="new password (again)"
+        )
+        if new != again:
+            raise InvalidInput("the two new passwords differ")
     keep_tokens = form.get("keep_api_tokens") == "on"
-    change = await request.app[CONTROLLER].accounts.change_password(
-        user.email, old, new, keep_api_tokens=keep_tokens, open_session=True
-    )
+    try:
+        change = await request.app[CONTROLLER].accounts.change_password(
+            user.email, old, new, keep_api_tokens=keep_tokens, open_session=True
+        )
+    except AuthenticationFailed as error:
+        # A wrong current password is the form's mistake, not a lost session: 400, not 401.
+        request[ERROR_FIELD] = "password.old_password"
+        raise InvalidInput(error.message) from None
+    except InvalidInput:
+        request[ERROR_FIELD] = "password.new_password"
+        raise
     if change.session is not None:
         await reissue_session(request, change.session)
     tokens = (
@@ -155,8 +203,11 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 async def set_ssh_key(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
-    ssh_key = field(form, "ssh_key", required=False, max_length=MAX_LONG, label="SSH key")
-    await request.app[CONTROLLER].accounts.set_ssh_key(user.email, ssh_key)
+    posted = form.get("ssh_key")
+    _redraw_settings(request, user, "ssh", {"ssh_key": posted if isinstance(posted, str) else ""})
+    with about(request, "ssh.ssh_key"):
+        ssh_key = field(form, "ssh_key", required=False, max_length=MAX_LONG, label="SSH key")
+        await request.app[CONTROLLER].accounts.set_ssh_key(user.email, ssh_key)
     await flash(request, "Your SSH key was saved." if ssh_key else "Your SSH key was removed.", "success")
     raise web.HTTPSeeOther("/settings")
 
@@ -164,15 +215,22 @@ async def set_ssh_key(request: web.Request) -> web.StreamResponse:
 async def create_token(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
-    label = field(form, "label", required=False, max_length=100)
+    posted = form.get("label")
+    _redraw_settings(request, user, "token", {"label": posted if isinstance(posted, str) else ""})
+    with about(request, "token.label"):
+        label = field(form, "label", required=False, max_length=100)
     secret = await request.app[CONTROLLER].accounts.create_api_token(user.email, label)
-    # Shown in this response only: it is stored hashed and never appears again.
-    return await _settings_page(request, user, new_token=secret, status=201)
+    # Kept in the (encrypted) session cookie until the page after the redirect shows it once: a
+    # reload of that page neither shows it again nor creates another token. Stored hashed.
+    session = await get_session(request)
+    session[NEW_TOKEN] = secret
+    raise web.HTTPSeeOther("/settings")
 
 
 async def revoke_token(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
+    _redraw_settings(request, user, "revoke", {})
     token_id = parse_int(field(form, "token_id", max_length=20), "token id", minimum=1, maximum=2**62)
     await request.app[CONTROLLER].accounts.revoke_api_token(user.email, token_id)
     await flash(request, "The API token was revoked.", "success")

@@ -3,21 +3,25 @@ reservations (current and ended)."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from typing import Any
 
 from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.domain import Environment
-from edgebed.controller.errors import InvalidInput
-from edgebed.controller.reservations import ADMIN_STATUSES
+from edgebed.controller.errors import InvalidInput, ServiceError
+from edgebed.controller.reservations import ADMIN_STATUSES, HISTORY_LIMIT
 from edgebed.tls import MAX_PEM
+from edgebed.web import charts
 from edgebed.web.auth import require_admin, safe_next
+from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, clean_text, field, format_epoch, parse_int
-from edgebed.web.keys import CONTROLLER
+from edgebed.web.keys import CONTROLLER, ERROR_FIELD
 from edgebed.web.render import flash, render, viewer_zone
 
-USER_OPS = ("authorize", "revoke", "promote", "demote", "delete")
+USER_OPS = ("authorize", "revoke", "promote", "demote", "delete", "confirm_email")
 
 
 def parse_properties(text: str, label: str = "properties") -> dict[str, str]:
@@ -43,17 +47,51 @@ def parse_properties(text: str, label: str = "properties") -> dict[str, str]:
 
 async def users_page(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
+    return await _users_page(request, admin)
+
+
+async def _users_page(
+    request: web.Request,
+    admin,
+    *,
+    values: dict[str, Any] | None = None,
+    form_error: FormError | None = None,
+    status: int = 200,
+) -> web.Response:
     users = await request.app[CONTROLLER].accounts.list_users(admin)
-    return await render(request, "admin/users.html", {"users": users})
+    return await render(
+        request,
+        "admin/users.html",
+        {"users": users, "values": values or {}, "form_error": form_error},
+        status=status,
+    )
+
+
+def _redraw(request: web.Request, page, admin, form: str, values: dict[str, Any]) -> None:
+    """Draw `page` again with the posted values and the message when the form is refused."""
+
+    async def draw(form_error: FormError, status: int) -> web.StreamResponse:
+        return await page(request, admin, values=values, form_error=form_error, status=status)
+
+    redraw_on_error(request, draw, form)
+
+
+def _posted(form, *names: str) -> dict[str, str]:
+    """The posted text fields, to fill the form again (never a password or token)."""
+    return {name: value for name in names if isinstance(value := form.get(name), str)}
 
 
 async def user_action(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
     form = await request.post()
     email = field(form, "email")
+    # A refusal is shown beside the account's row.
+    _redraw(request, _users_page, admin, f"user.{email}", {})
     op = field(form, "op", label="operation")
     accounts = request.app[CONTROLLER].accounts
-    if op == "authorize":
+    if op == "confirm_email":
+        await accounts.update_flags(admin, email, confirmed_email=True)
+    elif op == "authorize":
         await accounts.set_authorized(admin, email, True)
     elif op == "revoke":
         await accounts.set_authorized(admin, email, False)
@@ -65,20 +103,36 @@ async def user_action(request: web.Request) -> web.StreamResponse:
         await accounts.delete_user(admin, email)
     else:
         raise InvalidInput(f"unknown operation; choose one of {', '.join(USER_OPS)}")
-    past = {"authorize": "authorized", "revoke": "revoked", "promote": "promoted",
-            "demote": "demoted", "delete": "deleted"}[op]
-    await flash(request, f"{email} {past}.", "success")
+    done = {"authorize": "authorized", "revoke": "revoked", "promote": "promoted",
+            "demote": "demoted", "delete": "deleted", "confirm_email": "has a confirmed address"}[op]
+    await flash(request, f"{email} {done}.", "success")
     raise web.HTTPSeeOther("/admin/users")
 
 
 async def create_user(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
     form = await request.post()
-    email = field(form, "email")
-    password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
-    user = await request.app[CONTROLLER].accounts.add_user(
-        admin, email, password, admin=form.get("admin") == "on", authorized=form.get("authorized") == "on"
-    )
+    values: dict[str, Any] = {
+        **_posted(form, "email"),
+        "admin": form.get("admin") == "on",
+        "authorized": form.get("authorized") == "on",
+        "confirmed": form.get("confirmed") == "on",
+    }
+    _redraw(request, _users_page, admin, "create", values)
+    with about(request, "create.email"):
+        email = field(form, "email")
+    with about(request, "create.password"):
+        password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
+    accounts = request.app[CONTROLLER].accounts
+    try:
+        user = await accounts.add_user(
+            admin, email, password, admin=values["admin"], authorized=values["authorized"]
+        )
+    except ServiceError as error:
+        request[ERROR_FIELD] = "create.password" if "password" in error.message else "create.email"
+        raise
+    if values["confirmed"]:
+        user = await accounts.update_flags(admin, user.email, confirmed_email=True)
     await flash(request, f"{user.email} created.", "success")
     raise web.HTTPSeeOther("/admin/users")
 
@@ -89,22 +143,62 @@ async def create_user(request: web.Request) -> web.StreamResponse:
 
 async def agents_page(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
+    return await _agents_page(request, admin)
+
+
+async def _agents_page(
+    request: web.Request,
+    admin,
+    *,
+    values: dict[str, Any] | None = None,
+    form_error: FormError | None = None,
+    status: int = 200,
+) -> web.Response:
     agents = await request.app[CONTROLLER].agents.list_agents(admin)
-    return await render(request, "admin/agents.html", {"agents": agents, "types": AGENT_TYPES})
+    return await render(
+        request,
+        "admin/agents.html",
+        {"agents": agents, "types": AGENT_TYPES, "values": values or {}, "form_error": form_error},
+        status=status,
+    )
+
+
+def _agent_field(message: str) -> str:
+    """The add-agent field a refusal is about, from what it says."""
+    lowered = message.lower()
+    for key, words in (("ca_pem", ("pem", "certificate", "ca ", "tls")), ("token", ("token",)),
+                       ("port", ("port",)), ("ip", ("address", " ip", "host")),
+                       ("name", ("name", "exists", "already"))):
+        if any(word in lowered for word in words):
+            return f"agent.{key}"
+    return "agent"
 
 
 async def add_agent(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
     form = await request.post()
-    name = field(form, "name", max_length=64)
-    agent_type = field(form, "type")
-    if agent_type not in AGENT_TYPES:
-        raise InvalidInput(f"type must be one of {', '.join(AGENT_TYPES)}")
-    ip = field(form, "ip", max_length=255, label="address")
-    port = parse_int(field(form, "port"), "port", minimum=1, maximum=65535)
-    token = field(form, "token", max_length=1024)
-    ca_pem = field(form, "ca_pem", required=False, max_length=MAX_PEM, label="CA certificate")
-    agent = await request.app[CONTROLLER].agents.add_agent(admin, name, agent_type, ip, port, token, ca_pem)
+    _redraw(request, _agents_page, admin, "agent", _posted(form, "name", "type", "ip", "port", "ca_pem"))
+    with about(request, "agent.name"):
+        name = field(form, "name", max_length=64)
+    with about(request, "agent.type"):
+        agent_type = field(form, "type")
+        if agent_type not in AGENT_TYPES:
+            raise InvalidInput(f"type must be one of {', '.join(AGENT_TYPES)}")
+    with about(request, "agent.ip"):
+        ip = field(form, "ip", max_length=255, label="address")
+    with about(request, "agent.port"):
+        port = parse_int(field(form, "port"), "port", minimum=1, maximum=65535)
+    with about(request, "agent.token"):
+        token = field(form, "token", max_length=1024)
+    with about(request, "agent.ca_pem"):
+        ca_pem = field(form, "ca_pem", required=False, max_length=MAX_PEM, label="CA certificate")
+    try:
+        agent = await request.app[CONTROLLER].agents.add_agent(
+            admin, name, agent_type, ip, port, token, ca_pem
+        )
+    except ServiceError as error:
+        request.setdefault(ERROR_FIELD, _agent_field(error.message))
+        raise
     if agent.status == "connected":
         await flash(request, f"Agent {agent.name} added and connected.", "success")
     else:
@@ -118,6 +212,7 @@ async def agent_action(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
     form = await request.post()
     name = field(form, "name", max_length=64)
+    _redraw(request, _agents_page, admin, f"agent-row.{name}", {})
     op = field(form, "op", label="operation")
     agents = request.app[CONTROLLER].agents
     if op == "reconnect":
@@ -152,8 +247,19 @@ async def _flash_removal(request: web.Request, what: str, removal) -> None:
 
 async def nodes_page(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
+    return await _nodes_page(request, admin, refresh=request.query.get("refresh") == "1")
+
+
+async def _nodes_page(
+    request: web.Request,
+    admin,
+    *,
+    refresh: bool = False,
+    values: dict[str, Any] | None = None,
+    form_error: FormError | None = None,
+    status: int = 200,
+) -> web.Response:
     ctl = request.app[CONTROLLER]
-    refresh = request.query.get("refresh") == "1"
     nodes = await ctl.inventory.list_nodes(refresh=refresh)
     agents = await ctl.agents.list_agents(admin)
     by_agent: dict[str, list] = defaultdict(list)
@@ -173,7 +279,10 @@ async def nodes_page(request: web.Request) -> web.StreamResponse:
             "maintenance": {m.node_name: m for m in maintenance},
             # In maintenance but listed by no agent: still never handed out if it comes back.
             "unlisted": [m for m in maintenance if not m.agent],
+            "values": values or {},
+            "form_error": form_error,
         },
+        status=status,
     )
 
 
@@ -183,18 +292,29 @@ async def node_action(request: web.Request) -> web.StreamResponse:
     op = field(form, "op", label="operation")
     inventory = request.app[CONTROLLER].inventory
     if op == "add":
+        _redraw(request, _nodes_page, admin, "add", _posted(form, "agent", "name", "properties"))
         agent = field(form, "agent", max_length=64)
-        name = field(form, "name", max_length=64)
-        properties = parse_properties(field(form, "properties", required=False, max_length=MAX_LONG))
-        await inventory.add_node(admin, agent, name, properties)
+        with about(request, "add.name"):
+            name = field(form, "name", max_length=64)
+        with about(request, "add.properties"):
+            properties = parse_properties(field(form, "properties", required=False, max_length=MAX_LONG))
+        try:
+            await inventory.add_node(admin, agent, name, properties)
+        except ServiceError as error:
+            request.setdefault(ERROR_FIELD, "add.properties" if "propert" in error.message else "add.name")
+            raise
         await flash(request, f"Node {name} added to {agent}.", "success")
     elif op == "rename":
         name = field(form, "name", max_length=64)
-        new_name = field(form, "new_name", max_length=64, label="new name")
-        await inventory.rename_node(admin, name, new_name)
+        # Beside the node's own rename field, with what was typed.
+        _redraw(request, _nodes_page, admin, f"rename.{name}", {f"rename.{name}": form.get("new_name", "")})
+        with about(request, f"rename.{name}"):
+            new_name = field(form, "new_name", max_length=64, label="new name")
+            await inventory.rename_node(admin, name, new_name)
         await flash(request, f"Node {name} is now {new_name}.", "success")
     elif op == "delete":
         name = field(form, "name", max_length=64)
+        _redraw(request, _nodes_page, admin, f"rename.{name}", {})
         removal = await request.app[CONTROLLER].maintenance.remove_node(
             admin, name, force=form.get("force") == "on"
         )
@@ -219,13 +339,26 @@ async def node_action(request: web.Request) -> web.StreamResponse:
 
 async def environments_page(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
+    return await _environments_page(request, admin)
+
+
+async def _environments_page(
+    request: web.Request,
+    admin,
+    *,
+    values: dict[str, Any] | None = None,
+    form_error: FormError | None = None,
+    status: int = 200,
+) -> web.Response:
     ctl = request.app[CONTROLLER]
     environments = await ctl.inventory.environments()
     agents = await ctl.agents.list_agents(admin)
     return await render(
         request,
         "admin/environments.html",
-        {"environments": sorted(environments.items()), "agents": agents},
+        {"environments": sorted(environments.items()), "agents": agents, "values": values or {},
+         "form_error": form_error},
+        status=status,
     )
 
 
@@ -233,22 +366,32 @@ async def environment_action(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
     form = await request.post()
     op = field(form, "op", label="operation")
+    form_name = "env" if op == "put" else "env-row"
+    _redraw(request, _environments_page, admin, form_name, _posted(
+        form, "agent", "name", "description", "image", "size_bytes", "default_user", "properties"))
     agent = field(form, "agent", max_length=64)
-    name = field(form, "name", max_length=64)
+    with about(request, "env.name"):
+        name = field(form, "name", max_length=64)
     inventory = request.app[CONTROLLER].inventory
     if op == "put":
-        environment = Environment(
-            name=name,
-            description=field(form, "description", required=False, max_length=1024),
-            image=field(form, "image", max_length=1024),
-            size_bytes=parse_int(
+        with about(request, "env.description"):
+            description = field(form, "description", required=False, max_length=1024)
+        with about(request, "env.image"):
+            image = field(form, "image", max_length=1024)
+        with about(request, "env.size_bytes"):
+            size_bytes = parse_int(
                 field(form, "size_bytes", label="size"), "size (bytes)", minimum=0, maximum=2**53
-            ),
-            default_user=field(form, "default_user", required=False, max_length=64,
-                               label="default user"),
-            properties=parse_properties(
+            )
+        with about(request, "env.default_user"):
+            default_user = field(form, "default_user", required=False, max_length=64,
+                                 label="default user")
+        with about(request, "env.properties"):
+            properties = parse_properties(
                 field(form, "properties", required=False, max_length=MAX_LONG)
-            ),
+            )
+        environment = Environment(
+            name=name, description=description, image=image, size_bytes=size_bytes,
+            default_user=default_user, properties=properties,
         )
         await inventory.put_environment(admin, agent, environment)
         await flash(request, f"Environment {name} saved on {agent}.", "success")
@@ -258,6 +401,84 @@ async def environment_action(request: web.Request) -> web.StreamResponse:
     else:
         raise InvalidInput("unknown operation; choose put or delete")
     raise web.HTTPSeeOther("/admin/environments")
+
+
+# ---------------------------------------------------------------------------------------------
+# overview
+
+# Days of utilisation the overview draws: four weeks back and the coming week.
+PAST_DAYS = 28
+COMING_DAYS = 7
+# Pages of ended reservations read for the chart at most (HISTORY_LIMIT each).
+MAX_HISTORY_PAGES = 50
+NODE_STATE_COLOURS = (
+    ("free", "Free", "#2e7d32"),
+    ("reserved", "Reserved, idle", "#8d9bb0"),
+    ("in_progress", "Deploying or wiping", "#1f5f8b"),
+    ("offline", "Agent offline", "#b3261e"),
+)
+
+
+async def overview_page(request: web.Request) -> web.StreamResponse:
+    """The administrators' overview: nodes by state now, agents by status, and the share of
+    node-hours reserved per day over the past four weeks and the coming one."""
+    admin = await require_admin(request)
+    ctl = request.app[CONTROLLER]
+    tz = viewer_zone(request)
+    now = int(time.time())
+    nodes = await ctl.inventory.list_nodes()
+    agents = await ctl.agents.list_agents(admin)
+    open_now = await ctl.inventory.open_windows(admin, now)
+    counts = dict.fromkeys((key for key, _, _ in NODE_STATE_COLOURS), 0)
+    for node in nodes:
+        if not node.connected:
+            counts["offline"] += 1
+        elif node.name not in open_now:
+            counts["free"] += 1
+        elif open_now[node.name] == "in_progress":
+            counts["in_progress"] += 1
+        else:
+            counts["reserved"] += 1
+    node_chart = charts.stacked_bar(
+        [charts.Part(label, counts[key], colour) for key, label, colour in NODE_STATE_COLOURS],
+        title="nodes by state now",
+    )
+    connected = sum(a.status == "connected" for a in agents)
+    agent_chart = charts.stacked_bar(
+        [charts.Part("Connected", connected, "#2e7d32"),
+         charts.Part("Disconnected", len(agents) - connected, "#b3261e")],
+        title="agents by status",
+    )
+    first_day = now - PAST_DAYS * 86400
+    busy = await ctl.inventory.timeline(first_day, now + (COMING_DAYS + 1) * 86400, admin)
+    # The windows still in the schedule, and the ended ones from the history (newest first,
+    # paged until they ended before the chart starts).
+    windows = [(b.start_date, b.end_date) for windows in busy.values() for b in windows]
+    before = None
+    for _ in range(MAX_HISTORY_PAGES):
+        page = await ctl.reservations.admin_history(admin, before=before, limit=HISTORY_LIMIT)
+        windows += [(h.start_date, h.end_date) for h in page if h.end_date > first_day]
+        if len(page) < HISTORY_LIMIT or page[-1].ended_at < first_day:
+            break
+        before = page[-1].id
+    days = charts.daily_utilisation(windows, len(nodes), first_day, PAST_DAYS + COMING_DAYS + 1, tz)
+    utilisation = charts.utilisation_chart(days, now, tz, title="share of node-hours reserved per day")
+    past = [share for midnight, share in days if midnight <= now]
+    return await render(
+        request,
+        "admin/overview.html",
+        {
+            "node_chart": node_chart,
+            "agent_chart": agent_chart,
+            "utilisation": utilisation,
+            "node_total": len(nodes),
+            "agents": agents,
+            "average": sum(past) / len(past) if past else 0.0,
+            "past_days": PAST_DAYS,
+            "coming_days": COMING_DAYS,
+            "history_kept": True,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------

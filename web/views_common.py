@@ -54,6 +54,8 @@ def reservation_json(r) -> dict[str, Any]:
         "agent": r.agent,
         "type": r.type,
         "properties": dict(r.properties),
+        "missing_properties": list(r.missing),
+        "last_error": r.last_error,
         "pending": r.pending,
         "ending": r.ending,
         "notice": r.notice,
@@ -159,6 +161,11 @@ def nodetype_json(t) -> dict[str, Any]:
                 "values": list(p.values),
                 "secret": p.secret,
                 "description": p.description,
+                "label": p.label,
+                "help": p.help,
+                "min_length": p.min_length,
+                "max_length": p.max_length,
+                "pattern": p.pattern,
             }
             for p in t.properties
         ],

@@ -3,32 +3,40 @@ of those that ended."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from edgebed.controller.errors import InvalidInput
+from edgebed.controller.errors import Conflict, InvalidInput, InvalidProperties, ServiceError
 from edgebed.controller.lifecycle import Status
 from edgebed.controller.reservations import USER_ACTIONS, node_matches
-from edgebed.controller.validation import LATEST_START, START_SLACK_SECONDS
+from edgebed.controller.validation import START_SLACK_SECONDS
+from edgebed.web import labels, timeline
 from edgebed.web.auth import require_user
+from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import (
+    MAX_LIST,
     MAX_LONG,
-    day_starts,
     field,
     form_list,
     format_epoch,
     local_datetime_value,
+    parse_float,
     parse_int,
+    parse_local_datetime,
     parse_number,
     read_local_datetime,
     zone,
+    zone_or_utc,
 )
 from edgebed.web.fragments import reserve_rows
-from edgebed.web.keys import CONTROLLER, SETTINGS
+from edgebed.web.keys import CONTROLLER, ERROR_FIELD, FORM_TEMPLATE, SETTINGS
 from edgebed.web.render import flash, render, viewer_zone
 from edgebed.web.views_common import act_on_each, reservation_json
 
@@ -72,84 +80,184 @@ def _filter_choices(nodes) -> dict[str, list[str]]:
     return {
         name: sorted(values)
         for name, values in sorted(seen.items())
-        if len(values) <= MAX_FILTER_CHOICES and (len(values) < holders[name] or holders[name] == 1)
+        # One value everywhere filters nothing (the tables say it above their rows).
+        if 2 <= len(values) <= MAX_FILTER_CHOICES and len(values) < holders[name]
     }
 
 
-def _timeline_bars(busy, start: int, end: int, tz) -> list[dict[str, Any]]:
-    span = end - start
-    bars = []
-    for window in busy:
-        left = max(window.start_date, start)
-        right = min(window.end_date, end)
-        if right <= left:
-            continue
-        bars.append(
-            {
-                "left": round((left - start) * 100 / span, 3),
-                "width": max(round((right - left) * 100 / span, 3), 0.3),
-                "mine": window.mine,
-                "title": f"{format_epoch(window.start_date, tz)} – {format_epoch(window.end_date, tz)}",
-            }
-        )
-    return bars
+# Property columns per node type on the reserve page; the others are in the name's tooltip.
+MAX_COLUMNS = 3
+# Shown first when they vary: what people pick nodes by.
+PREFERRED_COLUMNS = ("model", "ip")
+
+
+def _compact_columns(members) -> tuple[list[str], list[tuple[str, str]]]:
+    """(columns, common) for the nodes of one type: the properties (and agent) whose values
+    differ between them, at most MAX_COLUMNS, preferred and low-variety first; and those every
+    node has with one same value, said once above the table. Empty values count as absent."""
+    values: dict[str, set[str]] = defaultdict(set)
+    holders: dict[str, int] = defaultdict(int)
+    for node in members:
+        values["agent"].add(node.agent)
+        holders["agent"] += 1
+        for name, value in node.properties.items():
+            if value != "":
+                values[name].add(value)
+                holders[name] += 1
+    common = sorted(
+        (name, next(iter(seen)))
+        for name, seen in values.items()
+        if len(seen) == 1 and holders[name] == len(members)
+    )
+    common_names = {name for name, _ in common}
+    varying = sorted(
+        (name for name in values if name not in common_names),
+        key=lambda name: (
+            PREFERRED_COLUMNS.index(name) if name in PREFERRED_COLUMNS else len(PREFERRED_COLUMNS),
+            len(values[name]) > MAX_FILTER_CHOICES,
+            len(values[name]),
+            name,
+        ),
+    )
+    return varying[:MAX_COLUMNS], common
+
+
+def _view_params(params, tz, now: int) -> tuple[int, int | None]:
+    """(days, start) of the timeline from the query (or the posted form): `days` 1..60 (7 by
+    default), `from` a local date or date and time in the viewer's zone (None: the default)."""
+    days = parse_int(params.get("days") or str(TIMELINE_DAYS_DEFAULT), "days", minimum=1,
+                     maximum=timeline.MAX_DAYS)
+    start = None
+    text = params.get("from")
+    if isinstance(text, str) and text.strip():
+        start = parse_local_datetime(text if "T" in text else text + "T00:00", tz, "from")
+    return days, start
+
+
+def _reserve_link(filters: dict[str, str], days: int, start: int | None, tz) -> str:
+    query = [(FILTER_PREFIX + name, value) for name, value in filters.items()]
+    query.append(("days", str(days)))
+    if start is not None:
+        query.append(("from", local_datetime_value(start, tz)))
+    return "/reserve?" + urlencode(query)
 
 
 async def reserve_page(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
+    return await _draw_reserve(request, user, request.query, viewer_zone(request))
+
+
+async def _draw_reserve(
+    request: web.Request,
+    user,
+    params,
+    tz,
+    *,
+    values: dict[str, Any] | None = None,
+    form_error: FormError | None = None,
+    status: int = 200,
+) -> web.StreamResponse:
+    """The reserve page: filters, the reservation form (with `values` when a refused one is
+    drawn again) and one table per node type with each node's timeline over the view."""
     ctl = request.app[CONTROLLER]
-    tz = viewer_zone(request)
-    days = parse_int(request.query.get("days", str(TIMELINE_DAYS_DEFAULT)), "days", minimum=1, maximum=60)
-    filters = _filters_from(request.query)
     now = int(time.time())
-    # The timeline runs from today's midnight to the midnight `days` later, in the viewer's zone.
-    midnights = day_starts(now, days, tz)
-    window_start, window_end = midnights[0][0], midnights[-1][0]
-    span = window_end - window_start
+    if form_error is None:
+        days, from_start = _view_params(params, tz, now)
+    else:
+        try:
+            days, from_start = _view_params(params, tz, now)
+        except InvalidInput:
+            days, from_start = TIMELINE_DAYS_DEFAULT, None
+    view = timeline.view_for(now, days, tz, from_start)
+    filters = _filters_from(params)
     nodes = await ctl.inventory.list_nodes()
-    timeline = await ctl.inventory.timeline(window_start, window_end, user)
+    # One read covers the view and, for "free until", the weeks after now.
+    busy = await ctl.inventory.timeline(
+        min(view.start, now), max(view.end, now + timeline.LOOKAHEAD_SECONDS), user
+    )
     shown = [node for node in nodes if node_matches(node, filters)]
-    # The table shows the properties that the shown nodes have, in a stable order.
-    columns = sorted({name for node in shown for name in node.properties})[:8]
-    rows = [
-        {
-            "name": node.name,
-            "type": node.type,
-            "agent": node.agent,
-            "connected": node.connected,
-            "maintenance": node.maintenance,
-            "retiring": node.retiring,
-            "cells": [node.properties.get(column, "") for column in columns],
-            "bars": _timeline_bars(timeline.get(node.name, ()), window_start, window_end, tz),
-        }
-        for node in shown
-    ]
-    ticks = [
-        {"left": round((t - window_start) * 100 / span, 3), "label": label}
-        for t, label in midnights[:-1]
-    ]
+    by_type: dict[str, list] = defaultdict(list)
+    for node in shown:
+        by_type[node.type].append(node)
+    values = values or {}
+    checked = set(values.get("nodes", ()))
+    tables = []
+    for type_name in sorted(by_type):
+        members = by_type[type_name]
+        columns, common = _compact_columns(members)
+        rows = []
+        for node in members:
+            windows = [
+                timeline.Window(b.start_date, b.end_date, b.mine, b.owner)
+                for b in busy.get(node.name, ())
+            ]
+            kind, text = timeline.availability(windows, now, tz)
+            properties = {"agent": node.agent, **node.properties}
+            rows.append({
+                "name": node.name,
+                "connected": node.connected,
+                "maintenance": node.maintenance,
+                "retiring": node.retiring,
+                "title": " · ".join(
+                    f"{labels.prop(k)}: {v}" for k, v in properties.items() if v != ""
+                ),
+                "cells": [properties.get(column, "") for column in columns],
+                "avail_kind": kind,
+                "avail_text": text,
+                "bars": timeline.bars(windows, view, now),
+            })
+        tables.append({
+            "type": type_name,
+            "count": len(members),
+            "columns": [labels.prop(column) for column in columns],
+            "common": [(labels.prop(name), value) for name, value in common],
+            # Built by web.fragments, not the template: a thousand rows (scripts/bench/web_pages.py).
+            "rows_html": reserve_rows(rows, checked),
+        })
+    shift = 12 * 3600 if days == 1 else max(1, days // 2) * 86400
     return await render(
         request,
         "reserve.html",
         {
-            # Built by web.fragments, not the template: a thousand rows (scripts/bench/web_pages.py).
-            "rows_html": reserve_rows(rows),
-            "shown": len(rows),
-            "columns": columns,
+            "tables": tables,
+            "shown": len(shown),
             "filters": filters,
             "choices": _filter_choices(nodes),
-            "ticks": ticks,
-            "day_width": round(100 / days, 4),
-            "now_left": round((now - window_start) * 100 / span, 3),
+            "axis": timeline.axis(view),
+            "view": view,
+            "now": now,
+            "now_left": view.percent(now) if view.start <= now < view.end else None,
             "days": days,
-            "start_value": local_datetime_value(now, tz),
+            "from_value": local_datetime_value(from_start, tz) if from_start is not None else "",
+            "zooms": [
+                (label, zoom_days, _reserve_link(filters, zoom_days, from_start, tz))
+                for zoom_days, label in timeline.ZOOMS
+            ],
+            "earlier": _reserve_link(filters, days, view.start - shift, tz),
+            "later": _reserve_link(filters, days, view.start + shift, tz),
+            "today": _reserve_link(filters, days, None, tz),
+            "start_value": values.get("start") or local_datetime_value(now, tz).replace("T", " "),
+            "duration_value": values.get("duration_hours") or "2",
+            "count_value": values.get("count", ""),
+            "form_tz": tz.key,
             # The same bounds the service checks (controller.validation, the settings).
-            "latest_start": local_datetime_value(LATEST_START - 60, tz),
             "min_duration": f"{request.app[SETTINGS].min_duration_hours:g}",
             "max_duration": f"{request.app[SETTINGS].max_duration_hours:g}",
             "total": len(nodes),
+            "form_error": form_error,
         },
+        status=status,
     )
+
+
+def _reserve_field(error: InvalidInput | Conflict | Exception, mode: str) -> str:
+    """Which field a refusal of the service is about, from what it says."""
+    message = getattr(error, "message", "")
+    if "start date" in message:
+        return "reserve.start"
+    if "duration" in message:
+        return "reserve.duration_hours"
+    return f"reserve.{mode}"
 
 
 async def reserve(request: web.Request) -> web.StreamResponse:
@@ -158,31 +266,58 @@ async def reserve(request: web.Request) -> web.StreamResponse:
     read as the first, and the next page says so."""
     user = await require_user(request)
     form = await request.post()
+    # What was posted, kept to draw the form again when the reservation is refused.
+    values = {
+        "start": form.get("start") if isinstance(form.get("start"), str) else "",
+        "duration_hours": form.get("duration_hours") if isinstance(form.get("duration_hours"), str) else "",
+        "count": form.get("count") if isinstance(form.get("count"), str) else "",
+        "nodes": [v for v in form.getall("nodes", []) if isinstance(v, str)][:MAX_LIST],
+    }
+    posted_tz = form.get("tz")
+    page_tz = zone_or_utc(posted_tz if isinstance(posted_tz, str) else "")
+
+    async def draw(form_error: FormError, status: int) -> web.StreamResponse:
+        return await _draw_reserve(request, user, form, page_tz, values=values,
+                                   form_error=form_error, status=status)
+
+    redraw_on_error(request, draw, "reserve")
     tz = zone(field(form, "tz", required=False, max_length=64))
-    local = read_local_datetime(field(form, "start", label="start date"), tz, "start date")
+    with about(request, "reserve.start"):
+        local = read_local_datetime(field(form, "start", label="start date"), tz, "start date")
     start = local.epoch
     now = int(time.time())
     if now - START_SLACK_SECONDS <= start < now:
         # "Now" picked on a minute-granular field: the window starts now, not in the past.
         start = now
-    duration = parse_number(field(form, "duration_hours", label="duration"), "duration (hours)")
-    nodes = form_list(form, "nodes")
+    with about(request, "reserve.duration_hours"):
+        # Its range is the service's to check, with the JSON API's message.
+        duration = parse_number(field(form, "duration_hours", label="duration"), "duration (hours)")
+    with about(request, "reserve.nodes"):
+        nodes = form_list(form, "nodes")
     count_text = field(form, "count", required=False, max_length=10)
     ctl = request.app[CONTROLLER]
     if nodes and count_text:
-        raise InvalidInput("either tick nodes or give a number of nodes, not both")
-    if nodes:
-        reserved = await ctl.reservations.reserve(
-            user, nodes=nodes, start_date=start, duration_hours=duration
-        )
-    elif count_text:
-        count = parse_int(count_text, "number of nodes", minimum=1, maximum=1000)
-        reserved = await ctl.reservations.reserve(
-            user, filter=_filters_from(form), count=count, start_date=start,
-            duration_hours=duration,
-        )
-    else:
-        raise InvalidInput("tick the nodes to reserve, or give a number of nodes")
+        with about(request, "reserve.count"):
+            raise InvalidInput("either tick nodes or give a number of nodes, not both")
+    mode = "nodes" if nodes else "count"
+    try:
+        if nodes:
+            reserved = await ctl.reservations.reserve(
+                user, nodes=nodes, start_date=start, duration_hours=duration
+            )
+        elif count_text:
+            with about(request, "reserve.count"):
+                count = parse_int(count_text, "number of nodes", minimum=1, maximum=1000)
+            reserved = await ctl.reservations.reserve(
+                user, filter=_filters_from(form), count=count, start_date=start,
+                duration_hours=duration,
+            )
+        else:
+            with about(request, "reserve.nodes"):
+                raise InvalidInput("tick the nodes to reserve, or give a number of nodes")
+    except ServiceError as error:
+        request.setdefault(ERROR_FIELD, _reserve_field(error, mode))
+        raise
     if local.note:
         await flash(request, local.note, "info")
     await flash(request, f"Reserved {', '.join(reserved)}. Now configure them.", "success")
@@ -193,13 +328,21 @@ async def reserve(request: web.Request) -> web.StreamResponse:
 # configure
 
 
-async def configure_page(request: web.Request) -> web.StreamResponse:
-    user = await require_user(request)
+async def _configure_context(
+    request: web.Request,
+    user,
+    wanted: set[str],
+    *,
+    errors: dict[str, dict[str, str]] | None = None,
+    entered: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The configure page: one form per node type. `errors` (node name -> property -> what is
+    wrong) and `entered` (what the refused form held, secrets left out) draw a refused form
+    again with each message beside its field."""
     ctl = request.app[CONTROLLER]
     reservations = await ctl.reservations.list_reservations(user)
     node_types = await ctl.inventory.node_types()
     environments = await ctl.inventory.environments()
-    wanted = set(request.query.getall("nodes", []))
     groups = []
     by_type: dict[str, list] = defaultdict(list)
     for reservation in reservations:
@@ -209,6 +352,9 @@ async def configure_page(request: web.Request) -> web.StreamResponse:
         info = node_types.get(type_name)
         env_list = environments.get(type_name, [])
         specs = list(info.properties) if info else []
+        field_errors: dict[str, str] = {}
+        for r in members:
+            field_errors.update((errors or {}).get(r.node_name, {}))
         groups.append(
             {
                 "type": type_name,
@@ -220,9 +366,18 @@ async def configure_page(request: web.Request) -> web.StreamResponse:
                     for r in members
                     if (r.node_name in wanted if wanted else r.status == Status.CONFIGURING)
                 },
+                "errors": field_errors,
+                # Only the refused form is filled in again.
+                "entered": (entered or {}) if field_errors else {},
             }
         )
-    return await render(request, "configure.html", {"groups": groups})
+    return {"groups": groups}
+
+
+async def configure_page(request: web.Request) -> web.StreamResponse:
+    user = await require_user(request)
+    wanted = set(request.query.getall("nodes", []))
+    return await render(request, "configure.html", await _configure_context(request, user, wanted))
 
 
 def _spec_view(spec, environments) -> dict[str, Any]:
@@ -231,12 +386,29 @@ def _spec_view(spec, environments) -> dict[str, Any]:
         values = [env.name for env in environments]
     return {
         "name": spec.name,
+        # The agent's words, cut so that one cannot fill the page.
+        "label": (spec.label or spec.name)[:100],
         "required": spec.required,
         "choices": values,
         "secret": spec.secret,
         "description": spec.description,
+        "help": spec.help[:300],
         "multiline": spec.name == "ssh_key",
     }
+
+
+def _missing_text(done) -> str:
+    """'rpi-001, rpi-002 still miss environment; rpi-003 still misses ...': each configuring
+    node with the required properties it lacks."""
+    by_missing: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for r in done:
+        by_missing[tuple(r.missing)].append(r.node_name)
+    parts = []
+    for missing, names in by_missing.items():
+        verb = "misses" if len(names) == 1 else "miss"
+        what = ", ".join(missing) if missing else "required properties"
+        parts.append(f"{', '.join(names)} still {verb} {what}")
+    return "; ".join(parts) + "."
 
 
 async def configure(request: web.Request) -> web.StreamResponse:
@@ -255,23 +427,39 @@ async def configure(request: web.Request) -> web.StreamResponse:
             if name and value:
                 properties[name] = value
     ctl = request.app[CONTROLLER]
+    refused: dict[str, dict[str, str]] = {}
 
     async def configure_one(node: str):
-        return await ctl.reservations.configure(
-            user, node, bin=bin_name or None, properties=properties
-        )
+        try:
+            return await ctl.reservations.configure(
+                user, node, bin=bin_name or None, properties=properties
+            )
+        except InvalidProperties as error:
+            refused[node] = error.fields
+            raise
 
-    done = await act_on_each(nodes, configure_one)
+    try:
+        done = await act_on_each(nodes, configure_one)
+    except InvalidInput:
+        if refused:
+            # Drawn again by the error middleware, each message beside its field; what was
+            # typed stays, but a secret is never sent back.
+            node_types = await ctl.inventory.node_types()
+            secret = {spec.name for info in node_types.values() for spec in info.properties if spec.secret}
+            entered = {name: value for name, value in properties.items() if name not in secret}
+            if bin_name:
+                entered["bin"] = bin_name
+            context = await _configure_context(request, user, set(nodes), errors=refused, entered=entered)
+            request[FORM_TEMPLATE] = ("configure.html", context)
+        raise
     ready = [r.node_name for r in done if r.status != Status.CONFIGURING]
-    waiting = [r.node_name for r in done if r.status == Status.CONFIGURING]
+    waiting = [r for r in done if r.status == Status.CONFIGURING]
     if ready:
         await flash(request, f"Configured {', '.join(ready)}.", "success")
     if waiting:
-        await flash(
-            request, f"{', '.join(waiting)} still miss required properties.", "warning"
-        )
+        await flash(request, _missing_text(waiting), "warning")
     raise web.HTTPSeeOther("/manage" if not waiting else "/configure?" + urlencode(
-        [("nodes", name) for name in waiting]))
+        [("nodes", r.node_name) for r in waiting]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,16 +484,30 @@ def _state_text(r, tz) -> str:
         return "waiting: the node is in maintenance"
     if r.action_state:
         step = f" ({r.state_idx + 1}/{r.state_count})" if r.state_count else ""
-        return f"{r.process}: {r.action_state}{step} · {r.progress}%"
+        return f"{labels.process(r.process)}: {labels.state(r.action_state)}{step} · {r.progress}%"
     if r.status == Status.CONFIGURING:
         return "waiting for configuration"
     return f"starts {format_epoch(r.start_date, tz)}"
+
+
+def _allowed_actions(r, now: int) -> list[str]:
+    """The actions that can succeed on this row now (lifecycle.on_user_action decides; this
+    mirrors its refusals so the page offers no button that can only fail)."""
+    allowed = ["extend", "destroy"]
+    idle = not r.pending and r.status != Status.IN_PROGRESS
+    if r.start_date <= now < r.end_date and idle:
+        if r.status != Status.CONFIGURING:
+            allowed.append("deploy")
+        if r.process:
+            allowed.append("reboot")
+    return allowed
 
 
 def _live_rows(reservations, node_types, tz) -> list[dict[str, Any]]:
     """What the manage page shows per node, drawn by the template at first and by manage.js
     from /manage/live afterwards, from the same fields."""
     passwords = _passwords(reservations, node_types)
+    now = int(time.time())
     rows = []
     for r in sorted(reservations, key=lambda r: r.node_name):
         info = node_types.get(r.type)
@@ -314,11 +516,13 @@ def _live_rows(reservations, node_types, tz) -> list[dict[str, Any]]:
             {
                 **reservation_json(r),
                 "password": passwords.get(r.node_name, ""),
-                "states": states,
+                "states": [labels.state(state) for state in states],
+                "status_text": labels.status(r.status),
                 "state_text": _state_text(r, tz),
                 "start_text": format_epoch(r.start_date, tz),
                 "end_text": format_epoch(r.end_date, tz),
                 "last_error": getattr(r, "last_error", ""),
+                "actions": _allowed_actions(r, now),
             }
         )
     return rows
@@ -359,12 +563,28 @@ async def history_page(request: web.Request) -> web.StreamResponse:
 
 async def manage_page(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
+    return await _draw_manage(request, user)
+
+
+async def _draw_manage(
+    request: web.Request,
+    user,
+    *,
+    ticked: Collection[str] = (),
+    node_errors: dict[str, str] | None = None,
+    hours_value: str = "",
+    form_error: FormError | None = None,
+    status: int = 200,
+) -> web.StreamResponse:
+    """The manage page; after a refused action, with the ticked nodes still ticked and each
+    node's refusal beside its row."""
     ctl = request.app[CONTROLLER]
     reservations = await ctl.reservations.live_states(user)
     node_types = await ctl.inventory.node_types()
     bins: dict[str, list] = defaultdict(list)
     for row in _live_rows(reservations, node_types, viewer_zone(request)):
         bins[row["bin"]].append(row)
+    cap = ctl.settings.extend_cap_hours
     # What ended lately, with how: a reservation an administrator ended or a destroy that
     # ended lost is not a surprise found only on the history page.
     recent = [
@@ -377,9 +597,15 @@ async def manage_page(request: web.Request) -> web.StreamResponse:
         {
             "bins": sorted(bins.items(), key=lambda item: (item[0] == "", item[0])),
             "count": len(reservations),
+            "ticked": set(ticked),
+            "node_errors": node_errors or {},
+            "hours_value": hours_value,
+            "extend_cap": cap,
+            "form_error": form_error,
             "recent": recent,
             "reasons": END_REASONS,
         },
+        status=status,
     )
 
 
@@ -389,10 +615,14 @@ async def manage_live(request: web.Request) -> web.StreamResponse:
     ctl = request.app[CONTROLLER]
     reservations = await ctl.reservations.live_states(user)
     node_types = await ctl.inventory.node_types()
+    tz = viewer_zone(request)
+    now = int(time.time())
     return web.json_response(
         {
-            "reservations": _live_rows(reservations, node_types, viewer_zone(request)),
-            "now": int(time.time()),
+            "reservations": _live_rows(reservations, node_types, tz),
+            "now": now,
+            # The page's clock, 24-hour in the viewer's zone like every time the pages show.
+            "now_text": datetime.fromtimestamp(now, tz).strftime("%H:%M:%S"),
         },
         headers={"Cache-Control": "no-store"},
     )
@@ -401,6 +631,16 @@ async def manage_live(request: web.Request) -> web.StreamResponse:
 async def manage_action(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
     form = await request.post()
+    ticked = [v for v in form.getall("nodes", []) if isinstance(v, str)][:MAX_LIST]
+    posted_hours = form.get("hours")
+    hours_text = posted_hours if isinstance(posted_hours, str) else ""
+    node_errors: dict[str, str] = {}
+
+    async def draw(form_error: FormError, status: int) -> web.StreamResponse:
+        return await _draw_manage(request, user, ticked=ticked, node_errors=node_errors,
+                                  hours_value=hours_text, form_error=form_error, status=status)
+
+    redraw_on_error(request, draw, "manage")
     action = field(form, "action")
     if action not in USER_ACTIONS:
         raise InvalidInput(f"unknown action; choose one of {', '.join(USER_ACTIONS)}")
@@ -408,13 +648,46 @@ async def manage_action(request: web.Request) -> web.StreamResponse:
     if not nodes:
         raise InvalidInput("tick at least one node")
     ctl = request.app[CONTROLLER]
+    hours = None
+    if action == "extend" and hours_text.strip():
+        with about(request, "manage.hours"):
+            hours = parse_float(hours_text, "hours", minimum=0.25,
+                                maximum=ctl.settings.extend_cap_hours)
 
     async def act_one(node: str):
-        return await ctl.reservations.act(user, node, action)
+        return await ctl.reservations.act(user, node, action, hours=hours)
 
-    await act_on_each(nodes, act_one)
-    verb = {"reboot": "Rebooting", "deploy": "Deploying", "destroy": "Destroying",
-            "extend": "Extended"}[action]
-    await flash(request, f"{verb} {', '.join(nodes)}.", "success")
+    # Every node is tried (nodes of different agents do not wait on each other); the refusals
+    # are shown beside their rows, the others are done.
+    outcomes = await asyncio.gather(*(act_one(node) for node in nodes), return_exceptions=True)
+    done = []
+    first: ServiceError | None = None
+    for node, outcome in zip(nodes, outcomes, strict=True):
+        if isinstance(outcome, ServiceError):
+            node_errors[node] = outcome.message
+            first = first or outcome
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            done.append(outcome)
+    tz = viewer_zone(request)
+    if action == "extend":
+        for end, names in _by_end(done):
+            await flash(request, f"Extended {', '.join(names)} until {format_epoch(end, tz)}.", "success")
+    elif done:
+        verb = {"reboot": "Rebooting", "deploy": "Deploying", "destroy": "Destroying"}[action]
+        await flash(request, f"{verb} {', '.join(r.node_name for r in done)}.", "success")
+    if first is not None:
+        failed = ", ".join(node_errors)
+        raise type(first)(
+            f"{action} was refused for {failed}: see beside {'each node' if len(node_errors) > 1 else 'the node'}"
+            + (f" ({len(done)} done)" if done else "")
+        )
     raise web.HTTPSeeOther("/manage")
 
+
+def _by_end(reservations) -> list[tuple[int, list[str]]]:
+    by_end: dict[int, list[str]] = defaultdict(list)
+    for r in reservations:
+        by_end[r.end_date].append(r.node_name)
+    return sorted(by_end.items())

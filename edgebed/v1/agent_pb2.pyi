@@ -111,18 +111,28 @@ class Process(_message.Message):
     def __init__(self, name: _Optional[str] = ..., states: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PropertySpec(_message.Message):
-    __slots__ = ("name", "required", "values", "secret", "description")
+    __slots__ = ("name", "required", "values", "secret", "description", "label", "help", "min_length", "max_length", "pattern")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     SECRET_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    HELP_FIELD_NUMBER: _ClassVar[int]
+    MIN_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
     name: str
     required: bool
     values: _containers.RepeatedScalarFieldContainer[str]
     secret: bool
     description: str
-    def __init__(self, name: _Optional[str] = ..., required: _Optional[bool] = ..., values: _Optional[_Iterable[str]] = ..., secret: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+    label: str
+    help: str
+    min_length: int
+    max_length: int
+    pattern: str
+    def __init__(self, name: _Optional[str] = ..., required: _Optional[bool] = ..., values: _Optional[_Iterable[str]] = ..., secret: _Optional[bool] = ..., description: _Optional[str] = ..., label: _Optional[str] = ..., help: _Optional[str] = ..., min_length: _Optional[int] = ..., max_length: _Optional[int] = ..., pattern: _Optional[str] = ...) -> None: ...
 
 class DescribeNodeTypeResponse(_message.Message):
     __slots__ = ("agent_name", "type", "processes", "properties", "final_states")

@@ -14,7 +14,7 @@ NODE_TYPE = NodeType(
     states=STATES,
     processes=PROCESSES,
     properties=(
-        PropertySpec("radio_channel", values=RADIO_CHANNELS,
+        PropertySpec("radio_channel", values=RADIO_CHANNELS, label="Radio channel",
                      description="IEEE 802.15.4 channel written into the firmware (default 26)"),
     ),
     default_environments=(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from edgebed.nodetypes.drivers import DriverPlugin
+from edgebed.nodetypes.drivers import DriverOptions, DriverPlugin
 from edgebed.nodetypes.interfaces import Driver
 from edgebed.nodetypes.sim.hardware import DISK, NETWORK, SimHardware, SimOptions, SimProfile
 from edgebed.nodetypes.sim.interfaces import network_booted_driver
@@ -42,4 +42,8 @@ def create(options: SimOptions) -> Driver:
     return network_booted_driver(SimHardware(PROFILE, options))
 
 
-PLUGIN = DriverPlugin(node_type="raspberry", name="sim", create=create, node_properties=node_properties)
+def from_agent(options: DriverOptions) -> Driver:
+    return create(options.sim)
+
+
+PLUGIN = DriverPlugin(node_type="raspberry", name="sim", create=from_agent, node_properties=node_properties)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from edgebed.nodetypes.drivers import DriverPlugin
+from edgebed.nodetypes.drivers import DriverOptions, DriverPlugin
 from edgebed.nodetypes.interfaces import Driver
 from edgebed.nodetypes.sim.hardware import DISK, SimHardware, SimOptions, SimProfile
 from edgebed.nodetypes.sim.interfaces import SimImage, SimPower, SimSystem
@@ -40,4 +40,8 @@ def create(options: SimOptions) -> Driver:
     )
 
 
-PLUGIN = DriverPlugin(node_type="sensor", name="sim", create=create, node_properties=node_properties)
+def from_agent(options: DriverOptions) -> Driver:
+    return create(options.sim)
+
+
+PLUGIN = DriverPlugin(node_type="sensor", name="sim", create=from_agent, node_properties=node_properties)

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Benchmark: the manage page with 200 nodes and the reserve page with 1000 nodes.
+"""Benchmark: the manage page with 200 nodes and the reserve page with 1000 nodes and 5000
+reservations in view.
 
 A server process runs three real agents (sim driver, 1000 nodes in all), the real controller on
 a SQLite file and the web application on a loopback port. It seeds one user with 200 reserved
-and deployed nodes (the manage page) and other users' reservations over the coming week (bars
-on the reserve page's timeline). This process then logs in like a browser and measures:
+and deployed nodes (the manage page) and other users' reservations over the coming week, 5000
+in all with the user's (bars on the reserve page's week view, written straight into the
+schedule table: reserving them one by one through the service would take minutes). This
+process then logs in like a browser and measures:
 
   - server-side time per page (a timing middleware around the handlers: database, service
     calls and template rendering), on sequential requests;
   - requests per second and latency under concurrent load (an aiohttp client on loopback,
     a bounded number of requests).
 
-Goal: under 100 ms server-side per page. Prints the figures; exit code 1 when the goal is missed.
+Goal: under 100 ms server-side per page at p95. Prints the figures with the load average (the
+machine is shared: a loaded one shows it); exit code 1 when the goal is missed.
 
 Usage: .venv/bin/python -m scripts.bench.web_pages [--requests 300] [--concurrency 8]
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import re
 import statistics
 import sys
@@ -35,8 +40,10 @@ PASSWORD = "bench-password-1"
 USER = "bench@example.org"
 AGENTS = (("rpi", "raspberry", 600), ("srv", "node", 250), ("sens", "sensor", 150))
 MANAGED = 200
-PAGES = {"manage (200 nodes)": "/manage", "reserve (1000 nodes)": "/reserve",
-         "manage/live JSON (200 nodes)": "/manage/live"}
+# Reservations in the reserve page's week view, the user's 200 included.
+IN_VIEW = 5000
+PAGES = {"manage (200 nodes)": "/manage", "reserve (1000 n, 5000 r)": "/reserve",
+         "reserve, day view": "/reserve?days=1", "manage/live JSON (200 nodes)": "/manage/live"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,7 +100,7 @@ async def _serve_with(directory: Path, agents, ready, stop) -> None:
         try:
             return await handler(request)
         finally:
-            timings.setdefault(request.path, []).append(time.perf_counter() - started)
+            timings.setdefault(request.path_qs, []).append(time.perf_counter() - started)
 
     async def report(request):
         return web.json_response(timings)
@@ -135,12 +142,14 @@ async def _serve_with(directory: Path, agents, ready, stop) -> None:
             if node_types[node_type].property("os_password") is not None:
                 properties["os_password"] = "bench-os-password"
             await ctl.reservations.configure(user, node, bin=f"experiment-{index % 4}", properties=properties)
-        # Others' reservations over the week, for the timeline.
-        for number in range(10):
-            other = await ctl.accounts.create_user(f"other{number}@example.org", PASSWORD, authorized=True)
-            start = now + 3600 * (6 + 12 * number)
-            free = [n.name for n in nodes if n.name not in set(mine)][number * 60:(number + 1) * 60]
-            await ctl.reservations.reserve(other, nodes=free, start_date=start, duration_hours=8)
+        # Others' reservations over the week, for the timeline: through the service for a few,
+        # then straight into the table for the rest (the page reads them the same way).
+        others = [await ctl.accounts.create_user(f"other{number}@example.org", PASSWORD, authorized=True)
+                  for number in range(10)]
+        free = [n.name for n in nodes if n.name not in set(mine)]
+        await ctl.reservations.reserve(others[0], nodes=free[:60], start_date=now + 6 * 3600,
+                                       duration_hours=8)
+        await _seed_schedule(ctl, free, [o.email for o in others], now, IN_VIEW - MANAGED - 60)
         # Wait for the 200 deploys to finish, so the page shows what a user mostly sees.
         for _ in range(600):
             states = await ctl.reservations.live_states(user)
@@ -154,6 +163,33 @@ async def _serve_with(directory: Path, agents, ready, stop) -> None:
                 await asyncio.sleep(0.2)
         finally:
             await runner.cleanup()
+
+
+async def _seed_schedule(ctl, free: list[str], owners: list[str], now: int, count: int) -> None:
+    """`count` more reservations in the coming week on the nodes not the user's: about six per
+    node, each a few hours, spread so that none overlaps another on its node."""
+    rows = []
+    per_node = -(-count // len(free))
+    assert per_node < len(owners), "more reservations per node than owners"
+    slot = 6 * 86400 // per_node
+    for index in range(count):
+        node = free[index % len(free)]
+        k = index // len(free)
+        start = now + 16 * 3600 + k * slot + (index * 37 % 7) * 600
+        # One reservation per (node, owner): the k-th on a node is owner k+1's (owner 0 already
+        # holds a reservation on the first nodes).
+        rows.append({"node_name": node, "owner": owners[(k + 1) % len(owners)], "bin": "",
+                     "start_date": start, "end_date": start + slot - 1800, "status": "configuring"})
+    # The repository's engine and models (a benchmark may reach in; the product never does).
+    repository = ctl.store.schedule
+    engine = repository._engine
+
+    def work() -> None:
+        with engine.write():
+            for first in range(0, len(rows), 200):
+                repository.m.Schedule.insert_many(rows[first:first + 200]).execute()
+
+    await engine.run(work)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +269,7 @@ def main() -> int:
                 print(f"the server process failed:\n{deployed}", file=sys.stderr)
                 return 2
             print(f"seeded in {time.perf_counter() - started:.1f} s: 1000 nodes on 3 agents, "
-                  f"{deployed}/{MANAGED} of the user's nodes deployed, 600 others' reservations")
+                  f"{deployed}/{MANAGED} of the user's nodes deployed, {IN_VIEW} reservations in view")
             figures = asyncio.run(measure(port, args.requests, args.concurrency))
         finally:
             stop.set()
@@ -248,8 +284,10 @@ def main() -> int:
     for label, f in figures.items():
         print(f"{label:30} {f['bytes'] / 1024:7.0f}K {f['server_mean_ms']:10.1f}ms {f['server_p50_ms']:5.1f}ms "
               f"{f['server_p95_ms']:5.1f}ms {f['rps']:7.1f} {f['load_p50_ms']:7.1f}ms {f['load_p95_ms']:5.1f}ms")
-        missed |= f["server_p50_ms"] > GOAL_MS
-    print(f"goal: server-side under {GOAL_MS:.0f} ms per page: {'MISSED' if missed else 'met'}")
+        missed |= f["server_p95_ms"] > GOAL_MS
+    load = os.getloadavg()
+    print(f"goal: server-side p95 under {GOAL_MS:.0f} ms per page: {'MISSED' if missed else 'met'}"
+          f"   (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs)")
     return 1 if missed else 0
 
 

@@ -20,7 +20,7 @@ from edgebed.nodetypes.base import (
     StepContext,
     process,
 )
-from edgebed.nodetypes.drivers import DriverPlugin, driver_names, load_driver
+from edgebed.nodetypes.drivers import DriverOptions, DriverPlugin, driver_names, load_driver
 from edgebed.nodetypes.interfaces import INSTALLED, NETWORK, Driver
 from edgebed.nodetypes.raspberry import states as raspberry
 from edgebed.nodetypes.sim import raspberry as sim_raspberry
@@ -105,9 +105,9 @@ def test_the_sim_driver_of_each_type_is_an_entry_point(type_name) -> None:
 
 
 def test_an_uninstalled_driver_is_unavailable() -> None:
-    assert "real" not in driver_names("raspberry")
-    with pytest.raises(DriverUnavailable, match="no 'real' driver for raspberry"):
-        load_driver("raspberry", "real")
+    assert "real" not in driver_names("node")
+    with pytest.raises(DriverUnavailable, match="no 'real' driver for node"):
+        load_driver("node", "real")
 
 
 def test_missing_names_unknown_interfaces() -> None:
@@ -139,8 +139,8 @@ async def test_an_agent_refuses_a_driver_lacking_an_interface_its_type_needs(tmp
     """A real driver written one interface at a time is refused at start-up, by name, rather
     than failing in the middle of the first deploy; the database is left usable."""
 
-    def power_only(options: SimOptions) -> Driver:
-        return Driver(power=SimPower(SimHardware(sim_raspberry.PROFILE, options)))
+    def power_only(options: DriverOptions) -> Driver:
+        return Driver(power=SimPower(SimHardware(sim_raspberry.PROFILE, options.sim)))
 
     partial = DriverPlugin("raspberry", "sim", create=power_only)
     monkeypatch.setattr(app, "load_driver", lambda node_type, name: partial)

@@ -10,7 +10,7 @@ import pytest
 
 from edgebed.nodetypes import TYPE_NAMES, load_node_type
 from edgebed.nodetypes.base import DriverError, Environment, NodeRef
-from edgebed.nodetypes.drivers import load_driver
+from edgebed.nodetypes.drivers import DriverOptions, load_driver
 from edgebed.nodetypes.interfaces import (
     INSTALLED,
     INTERFACES,
@@ -47,7 +47,7 @@ def test_each_sim_driver_implements_the_interfaces_its_type_needs(type_name) -> 
     """Checked as a real driver would be: through its entry point, against the same protocols,
     method by method (name, parameters, async or not)."""
     node_type = load_node_type(type_name)
-    driver = load_driver(type_name, "sim").create(SimOptions(time_scale=0))
+    driver = load_driver(type_name, "sim").create(DriverOptions(sim=SimOptions(time_scale=0)))
     assert driver.missing(node_type.needs) == []
     for name in node_type.needs:
         protocol, implementation = INTERFACES[name], getattr(driver, name)
@@ -61,7 +61,7 @@ def test_each_sim_driver_implements_the_interfaces_its_type_needs(type_name) -> 
 
 
 def test_the_sensor_sim_has_no_boot_or_setup_and_its_type_needs_none() -> None:
-    driver = load_driver("sensor", "sim").create(SimOptions(time_scale=0))
+    driver = load_driver("sensor", "sim").create(DriverOptions(sim=SimOptions(time_scale=0)))
     assert driver.boot is None and driver.setup is None
     assert driver.missing(["boot", "setup"]) == ["boot", "setup"]
     assert load_node_type("sensor").needs == {"power", "image", "system"}
@@ -90,7 +90,7 @@ async def test_an_unknown_boot_source_is_refused() -> None:
 
 
 async def test_verify_finds_a_storage_without_the_image() -> None:
-    driver = load_driver("sensor", "sim").create(SimOptions(time_scale=0))
+    driver = load_driver("sensor", "sim").create(DriverOptions(sim=SimOptions(time_scale=0)))
     assert driver.image
     await driver.power.set_power(NODE, True)
     with pytest.raises(DriverError, match="does not hold img"):

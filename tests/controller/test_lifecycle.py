@@ -524,6 +524,29 @@ def test_on_extend(row, neighbours, cap, turnaround, outcome):
     assert decision.expect == {"end_date": row.end_date, "ending": False}
 
 
+EXTEND_BY = [
+    # id, row, neighbours, cap hours, hours asked, new end or the Conflict's message
+    ("by-three-hours", DONE, [], 24, 3, NOW + 4 * HOUR),
+    ("up-to-the-cap-exactly", DONE, [], 24, 22, NOW - HOUR + 24 * HOUR),
+    ("past-the-cap", DONE, [], 24, 23, "at most 22 more hours"),
+    ("at-the-cap", rec(end_date=NOW - HOUR + 24 * HOUR), [], 24, 1, "already lasts the maximum"),
+    ("into-the-next-window", DONE, [Window(NODE, BOB, NOW + 3 * HOUR, NOW + 4 * HOUR)], 24, 5,
+     "at most 2 more hours fit"),
+    ("up-to-the-next-window", DONE, [Window(NODE, BOB, NOW + 3 * HOUR, NOW + 4 * HOUR)], 24, 2, NOW + 3 * HOUR),
+]
+
+
+@pytest.mark.parametrize("row, neighbours, cap, hours, outcome", [c[1:] for c in EXTEND_BY], ids=[c[0] for c in EXTEND_BY])
+def test_on_extend_by_hours(row, neighbours, cap, hours, outcome):
+    extend = dict(cap_seconds=cap * HOUR, turnaround=0, by_seconds=hours * HOUR)
+    if isinstance(outcome, str):
+        with pytest.raises(Conflict, match=outcome):
+            lifecycle.on_extend(row, NOW, neighbours, **extend)
+        return
+    decision = lifecycle.on_extend(row, NOW, neighbours, **extend)
+    check(row, decision, Transition.EXTEND, changes={"end_date": outcome}, phase=lifecycle.phase(row))
+
+
 # -- configuring -----------------------------------------------------------------------------
 
 CONFIGURE = [

@@ -10,7 +10,15 @@ import logging
 import pytest
 
 from edgebed.controller import lifecycle
-from edgebed.controller.errors import AgentUnavailable, Conflict, Forbidden, InvalidInput, NotAuthorized, NotFound
+from edgebed.controller.errors import (
+    AgentUnavailable,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidProperties,
+    NotAuthorized,
+    NotFound,
+)
 from tests.controller.conftest import controller_for, make_settings
 
 HOUR = 3600
@@ -126,14 +134,20 @@ async def test_configure_checks_properties_and_makes_the_node_ready(testbed, clo
     [reservation] = await ctl.reservations.list_reservations(ctl.alice)
     assert reservation.status == "configuring"
     configure = ctl.reservations.configure
-    with pytest.raises(InvalidInput, match="raspberry nodes have no property 'colour'"):
+    with pytest.raises(InvalidInput, match="colour: raspberry nodes have no such property"):
         await configure(ctl.alice, "rpi-000", properties={"colour": "red"})
-    with pytest.raises(InvalidInput, match="environment must be one of: raspios-lite, ubuntu-22.04"):
+    with pytest.raises(InvalidInput, match="environment: must be one of raspios-lite, ubuntu-22.04; got 'windows'"):
         await configure(ctl.alice, "rpi-000", properties={"environment": "windows"})
-    with pytest.raises(InvalidInput, match="partition_size must be one of"):
+    with pytest.raises(InvalidInput, match="partition_size: must be one of"):
         await configure(ctl.alice, "rpi-000", properties={"partition_size": "1T"})
-    with pytest.raises(InvalidInput, match="SSH key line 1"):
+    with pytest.raises(InvalidInput, match="ssh_key: SSH key line 1"):
         await configure(ctl.alice, "rpi-000", properties={"ssh_key": "not a key"})
+    # Every wrong property at once, each by name, and nothing is set.
+    with pytest.raises(InvalidProperties) as refused:
+        await configure(ctl.alice, "rpi-000", bin="x", properties={"partition_size": "1T", "ssh_key": "no", "environment": "ubuntu-22.04"})
+    assert set(refused.value.fields) == {"partition_size", "ssh_key"}
+    unchanged = await ctl.reservations.get_reservation(ctl.alice, "rpi-000")
+    assert unchanged.bin == "" and unchanged.properties == {} and unchanged.missing == ["environment"]
     secret = "s3cret-Hunter2"
     with caplog.at_level(logging.DEBUG):
         configured = await configure(

@@ -293,8 +293,13 @@ def test_settings_change_password_ssh_key_and_api_tokens(accounts_testbed):
     assert bad_key.status == 400 and "<script>alert(1)" not in bad_key.text
 
     created = grace.post("/settings/tokens", {"label": "laptop"})
-    assert created.status == 201
-    secret = re.search(r'id="new-token"[^>]*>([^<]+)<', created.text).group(1)
+    # Shown on the page after the redirect: a reload of that page creates no other token.
+    assert created.status == 303 and created.location == "/settings"
+    shown = grace.get("/settings")
+    secret = re.search(r'id="new-token"[^>]*>([^<]+)<', shown.text).group(1)
+    reloaded = grace.get("/settings").text
+    assert secret not in reloaded and 'id="new-token"' not in reloaded
+    assert len(bed.call(bed.controller.accounts.list_api_tokens("grace@example.org"))) == 1
     api = Client(bed.url, token=secret)
     assert api.get("/api/v1/reservations").status == 200
     # The secret is shown once: the settings page lists the token without it.

@@ -87,7 +87,7 @@ CASES = [
     page("GET", "/settings"),
     page("GET", "/history"),
     page("POST", "/settings/ssh-key", users="303 /settings", body=lambda who: {"ssh_key": ""}),
-    page("POST", "/settings/tokens", users=201, body=lambda who: {"label": f"matrix-{who}"}),
+    page("POST", "/settings/tokens", users="303 /settings", body=lambda who: {"label": f"matrix-{who}"}),
     page("POST", "/settings/password", users=400,
          body=lambda who: {"old_password": PASSWORD, "new_password": "a", "new_password_again": "b"}),
     # Each reserves a node of its own; the owner's node is rpi-001, bob's rpi-002.
@@ -101,6 +101,7 @@ CASES = [
          body=lambda who: [("nodes", "rpi-001"), ("action", "extend")]),
     page("POST", "/settings/tokens/revoke", users="303 /settings", **NOT_FOUND_FOR_OTHERS,
          body=lambda who: {"token_id": MATRIX["alice_token_id"]}),
+    admin_page("GET", "/admin", 200),
     admin_page("GET", "/admin/users", 200),
     admin_page("GET", "/admin/agents", 200),
     admin_page("GET", "/admin/nodes", 200),
@@ -253,7 +254,7 @@ def test_no_user_sees_another_users_reservations(testbed, identities):
         assert not re.search(r'data-node="rpi-001"|value="rpi-001"', bob_html), path
     # The reserve page's timeline shows that a node is taken, never by whom.
     reserve = bob_page.get("/reserve").text
-    assert ALICE not in reserve and 'class="busy"' in reserve and 'class="busy mine"' in reserve
+    assert ALICE not in reserve and 'class="busy"' in reserve and 'class="busy mine' in reserve
 
 
 def test_the_owner_can_end_her_reservation_and_then_it_is_gone_for_her_too(testbed, identities):

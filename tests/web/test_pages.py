@@ -88,7 +88,7 @@ def test_admin_manages_environments_and_agents(testbed, tmp_path):
     assert added.status == 303
     page = admin.get("/admin/agents").text
     row = re.search(r'<tr data-agent="offline">.*?</tr>', page, re.S).group(0)
-    assert "disconnected" in row and "secret-token-1" not in page
+    assert "Disconnected" in row and "secret-token-1" not in page
     assert re.search(r'class="error-text">[^<]+<', row), row  # the last error is shown
     reconnect = admin.post("/admin/agents/action", {"name": "offline", "op": "reconnect"})
     assert reconnect.status == 303
@@ -108,5 +108,5 @@ def test_admin_manages_environments_and_agents(testbed, tmp_path):
     assert admin.post("/admin/agents", {**tls_form, "ca_pem": ca_pem}).status == 303
     page = admin.get("/admin/agents").text
     row = re.search(r'<tr data-agent="tls-agent">.*?</tr>', page, re.S).group(0)
-    assert ">TLS</span>" in row and "disconnected" in row
+    assert ">TLS</span>" in row and "Disconnected" in row
     assert admin.post("/admin/agents/action", {"name": "tls-agent", "op": "delete"}).status == 303

@@ -53,9 +53,10 @@
       var tr = row(r.node_name);
       if (!tr) return;
       var status = tr.querySelector('[data-field="status"]');
-      text(status, r.status);
+      text(status, r.status_text);
       status.className = "status status-" + r.status;
       tr.setAttribute("data-status", r.status);
+      tr.setAttribute("data-actions", (r.actions || []).join(" "));
       tr.setAttribute("data-action-state", r.action_state || "");
       drawProgress(tr.querySelector('[data-field="progress"]'), r);
       text(tr.querySelector('[data-field="state"]'), r.state_text);
@@ -86,7 +87,8 @@
       if (seen[tr.getAttribute("data-node")] || tr.classList.contains("gone")) return;
       tr.classList.add("gone");
       tr.setAttribute("data-status", "released");
-      text(tr.querySelector('[data-field="status"]'), "released");
+      text(tr.querySelector('[data-field="status"]'), "Released");
+      tr.setAttribute("data-actions", "");
       text(tr.querySelector('[data-field="state"]'), "the reservation ended");
       tr.querySelector(".progress .fill").style.width = "100%";
       var box = tr.querySelector('input[type=checkbox]');
@@ -105,10 +107,11 @@
       })
       .then(function (data) {
         draw(data);
+        offerActions();
         delay = POLL_MS;
         if (indicator) {
           indicator.classList.remove("stale");
-          text(indicator, "live · " + new Date(data.now * 1000).toLocaleTimeString());
+          text(indicator, "live · " + data.now_text);
         }
       })
       .catch(function (error) {
@@ -119,6 +122,31 @@
         }
       })
       .finally(function () { window.setTimeout(poll, delay); });
+  }
+
+  // Only the actions every ticked node allows are offered (the server says which, per row).
+  var form = document.getElementById("manage-form");
+  var WHY = {
+    reboot: "Reboot needs a started reservation that was deployed and is not busy",
+    deploy: "Deploy needs a started, configured reservation that is not busy"
+  };
+  function offerActions() {
+    if (!form) return;
+    var ticked = form.querySelectorAll("tr[data-node] input[name=nodes]:checked");
+    form.querySelectorAll("button[name=action]").forEach(function (button) {
+      var action = button.value;
+      var blocked = Array.prototype.filter.call(ticked, function (box) {
+        var allowed = (box.closest("tr").getAttribute("data-actions") || "").split(" ");
+        return allowed.indexOf(action) === -1;
+      }).map(function (box) { return box.value; });
+      button.disabled = blocked.length > 0;
+      button.title = blocked.length ? (WHY[action] || "Not possible") + ": " + blocked.join(", ") : "";
+    });
+  }
+  if (form) {
+    // After edgebed.js has ticked the rows of a "select all" box (it listens on the document).
+    form.addEventListener("change", function () { window.setTimeout(offerActions, 0); });
+    offerActions();
   }
 
   if (document.querySelector("tr[data-node]")) poll();
