@@ -81,8 +81,9 @@ def test_a_full_disk_answers_503_logs_once_a_minute_and_loses_nothing(tmp_path, 
             "nodes": ["rpi-001"], "start_date": int(time.time()), "duration_hours": 1})
         assert (answer.status, answer.json()) == (503, {"error": full})
         page = admin_page.post("/admin/users/create", {"email": "form@example.org", "password": PASSWORD})
+        # The form is drawn again with the message (or the error page, titled "Disk full").
         assert page.status == 503 and page.headers["Content-Type"].startswith("text/html")
-        assert "Disk full" in page.text and full in page.text
+        assert full in page.text and page.headers["Retry-After"] == "60"
         # Reads go on.
         users = admin_api.get("/api/v1/admin/users")
         assert users.status == 200 and "before@example.org" in {u["email"] for u in users.json()}
