@@ -14,7 +14,8 @@ import contextlib
 import inspect
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -247,9 +248,15 @@ class RunningAgent:
 
 
 async def start_agent(
-    settings: AgentSettings, *, clock: Clock | None = None, timing: Timing | None = None
+    settings: AgentSettings,
+    *,
+    clock: Clock | None = None,
+    timing: Timing | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> RunningAgent:
-    """Starts an agent; `clock` and `timing` replace the ones derived from the settings (tests)."""
+    """Starts an agent; `clock` and `timing` replace the ones derived from the settings, and
+    `wall_clock` (epoch seconds) the one that stamps what is stored (tests: a clock that steps).
+    Durations never come from `wall_clock`."""
     node_type = load_node_type(settings.type)
     plugin = _driver_plugin(settings, node_type)
     # Read before anything is opened: a bad certificate stops start-up with nothing to undo.
@@ -298,6 +305,7 @@ async def start_agent(
                 hang_commands=settings.sim_hang_commands,
                 saved=await worker.call(store.sim_machines),
                 save=save_machine,
+                wall_clock=wall_clock,
             ),
             real=settings.real,
             agent_name=settings.name,
@@ -320,10 +328,11 @@ async def start_agent(
             committer.write,
             clock=clock or default_clock,
             timing=timing or default_timing,
+            wall_clock=wall_clock,
         )
         service = AgentService(
             agent_name=settings.name, node_type=node_type, store=store, worker=worker,
-            executor=executor, check_node=_node_checker(plugin, options),
+            executor=executor, check_node=_node_checker(plugin, options), wall_clock=wall_clock,
         )
         try:
             server, port, health = await build_server(service, settings.token, settings.listen, credentials)

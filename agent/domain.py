@@ -38,6 +38,10 @@ class ActionRecord:
     # Identifies this action among the node's successive ones (epoch microseconds at its start).
     action_id: int = 0
     started_at: int = 0
+    # Real seconds the agent has driven this action, measured on a monotonic clock (never the
+    # wall clock, which may step); as of the last commit. Time while the agent was stopped is
+    # not counted: nothing measured it.
+    elapsed: float = 0.0
     # Out of repr(): they hold os_password until the action ends.
     properties: Mapping[str, str] = field(default_factory=dict, repr=False)
     # The environment as it was when the action started: a later edit does not change a deploy.
@@ -67,6 +71,6 @@ class TransitionRecord:
     process: str
     state: str
     state_idx: int
-    # enter | reboot | lost
+    # enter | retry | reboot | power_cut | lost (the escalation rungs are nodetypes.base.Rung)
     event: str
     at: float

@@ -2,10 +2,20 @@
 
 For each state: `exec` runs once when the state is entered, then `post` is polled until done;
 then the next state is committed, and only once it is durable does its step start. A state that
-makes no progress for `before_reboot` seconds gets a hard reboot through the driver and is tried
-again from its `exec`; a state that lasts `lost` seconds ends the action in `lost`. One watchdog
-task checks every action's timers, so a hung step (a driver call that never returns) on one node
-is cancelled without delaying any other.
+makes no progress for `before_reboot` seconds climbs its escalation ladder (`State.ladder`): the
+n-th stall takes the n-th rung — retry the step, hard reboot, a longer power cut — and the state
+is tried again from its `exec`; a state that lasts `lost` seconds ends the action in `lost`. One
+watchdog task checks every action's timers, so a hung step (a driver call that never returns) on
+one node is cancelled without delaying any other.
+
+Progress is what a `post` reports in 0..100; a value outside that range is a driver error (logged,
+polled again, the state's timeouts apply), never progress: a copy whose percentage went negative
+after a clock step must not look like a copy that stalled, nor a huge value like one that moved.
+
+Two clocks: `clock` runs the timeouts (a simulated testbed speeds it up along with its
+hardware); `duration_clock` (time.monotonic) measures, in real seconds, how long the agent has
+driven each action (`ActionRecord.elapsed`, reported to the controller). Neither is the wall
+clock, which only stamps what is stored (updated_at, the transition log).
 
 The database is the truth: after a crash, `resume` takes every unfinished action from the state
 it recorded and runs that state's step again, which is harmless because steps are idempotent.
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -23,13 +34,25 @@ from edgebed.agent.clock import Clock, SystemClock
 from edgebed.agent.domain import ActionRecord, TransitionRecord
 from edgebed.agent.errors import Busy, DiskFull
 from edgebed.agent.store import Change, LogTransition, SaveAction
-from edgebed.nodetypes.base import FINAL_STATES, LOST, NodeRef, NodeType, Poll, Process, State, StepContext
+from edgebed.nodetypes.base import (
+    FINAL_STATES,
+    LOST,
+    DriverError,
+    NodeRef,
+    NodeType,
+    Poll,
+    Process,
+    Rung,
+    State,
+    StepContext,
+)
 from edgebed.nodetypes.interfaces import Driver, PowerInterface
 
 log = logging.getLogger(__name__)
 
+# What a watched piece of work came to: done, no progress for before_reboot, or lost.
 DONE = "done"
-REBOOT = "reboot"
+STALLED = "stalled"
 
 # async write(changes): returns when they are committed (agent.dbworker.GroupCommitter.write).
 Write = Callable[[Sequence[Change]], Awaitable[None]]
@@ -63,6 +86,12 @@ class _Run:
     last_progress: float = 0.0
     verdict: str | None = None
     failures: int = 0
+    # Until then (executor clock) the state is deliberately waiting (a power cut's off time):
+    # no stall, whatever last_progress says.
+    held_until: float = 0.0
+    # ActionRecord.elapsed when this run began to drive it, and the duration clock then.
+    elapsed_base: float = 0.0
+    driven_since: float = 0.0
 
 
 class Executor:
@@ -75,6 +104,7 @@ class Executor:
         clock: Clock | None = None,
         timing: Timing = Timing(),
         wall_clock: Callable[[], float] = time.time,
+        duration_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._type = node_type
         # The executor itself only ever power cycles a node (a state without progress); the rest
@@ -85,6 +115,7 @@ class Executor:
         self._clock = clock or SystemClock()
         self._timing = timing
         self._wall = wall_clock
+        self._duration_clock = duration_clock
         self._runs: dict[str, _Run] = {}
         self._watchdog: asyncio.Task | None = None
         self._stopping = False
@@ -168,6 +199,8 @@ class Executor:
         return False
 
     def _claim(self, run: _Run) -> None:
+        run.elapsed_base = run.record.elapsed
+        run.driven_since = self._duration_clock()
         self._runs[run.record.node_name] = run
         self._idle.clear()
 
@@ -220,32 +253,45 @@ class Executor:
     async def _run_state(self, run: _Run, spec: State) -> str:
         run.state_entered = self._clock.monotonic()
         run.progress = 0
-        needs_reboot = False
+        # Stalls of this state in this run: an agent restart starts the ladder (and the timers)
+        # again from the bottom, as it runs the state again from its exec.
+        stalls = 0
         while True:
-            if needs_reboot:
-                verdict = await self._watched(run, spec, self._hard_reboot(run))
-                if verdict == LOST:
-                    return LOST
-                if verdict == REBOOT:
-                    continue
-                needs_reboot = False
-                run.record = replace(run.record, reboots=run.record.reboots + 1)
-                await self._commit(
-                    [SaveAction(run.record), LogTransition(self._entry(run.record, "reboot"))]
-                )
             verdict = await self._watched(run, spec, self._perform(run, spec))
-            if verdict != REBOOT:
+            if verdict != STALLED:
                 return verdict
-            needs_reboot = True
+            stalls += 1
+            rung = spec.ladder.rung(stalls)
             log.warning(
-                "%s: no progress in %s for %g s: hard reboot",
-                run.record.node_name, spec.name, spec.before_reboot,
+                "%s: no progress in %s for %g s (stall %d): %s",
+                run.record.node_name, spec.name, spec.before_reboot, stalls, rung.name.lower(),
             )
+            if await self._escalate(run, spec, rung) == LOST:
+                return LOST
+
+    async def _escalate(self, run: _Run, spec: State, rung: Rung) -> str:
+        """Takes one rung of the state's ladder, logged in the transition log under the rung's
+        name; a power cycle (hard reboot or power cut) also counts in `reboots`. LOST when the
+        state's `lost` timer ran out meanwhile, else DONE. A power call that itself makes no
+        progress for before_reboot seconds is made again."""
+        if rung is Rung.RETRY:
+            await self._commit([LogTransition(self._entry(run.record, rung.value))])
+            return DONE
+        while True:
+            work = self._hard_reboot(run) if rung is Rung.HARD_REBOOT else self._power_cut(run, spec)
+            verdict = await self._watched(run, spec, work)
+            if verdict == LOST:
+                return LOST
+            if verdict == DONE:
+                break
+        run.record = replace(run.record, reboots=run.record.reboots + 1, elapsed=self._elapsed(run))
+        await self._commit([SaveAction(run.record), LogTransition(self._entry(run.record, rung.value))])
+        return DONE
 
     async def _watched(
         self, run: _Run, spec: State, work: Coroutine[object, object, None]
     ) -> str:
-        """Runs `work` under the state's timers; DONE, REBOOT or LOST."""
+        """Runs `work` under the state's timers; DONE, STALLED or LOST."""
         task = asyncio.create_task(work)
         run.spec = spec
         run.verdict = None
@@ -298,8 +344,8 @@ class Executor:
             if spec.lost and now - run.state_entered >= spec.lost:
                 run.verdict = LOST
                 task.cancel()
-            elif spec.before_reboot and now - run.last_progress >= spec.before_reboot:
-                run.verdict = REBOOT
+            elif spec.before_reboot and now - max(run.last_progress, run.held_until) >= spec.before_reboot:
+                run.verdict = STALLED
                 task.cancel()
 
     def _context(self, run: _Run) -> StepContext:
@@ -329,7 +375,7 @@ class Executor:
             return
         while True:
             try:
-                poll = await post(ctx)
+                poll = _checked(await post(ctx))
             except Exception as exc:
                 self._failed(run, spec.name, exc)
                 poll = Poll(done=False)
@@ -368,6 +414,27 @@ class Executor:
         run.failures = 0
         await self._retrying(run, "hard reboot", lambda: self._power.hard_reboot(run.node))
 
+    async def _power_cut(self, run: _Run, spec: State) -> None:
+        run.failures = 0
+        await self._retrying(run, "power cut: off", lambda: self._power.set_power(run.node, False))
+        await self._hold(run, spec.ladder.power_cut_seconds)
+        await self._retrying(run, "power cut: on", lambda: self._power.set_power(run.node, True))
+
+    async def _hold(self, run: _Run, seconds: float) -> None:
+        """Waits `seconds` on the executor's clock (a simulated testbed's clock runs fast). The
+        wait is the work itself, so it counts as progress for the state's before_reboot timer;
+        its `lost` timer still runs."""
+        until = self._clock.monotonic() + seconds
+        run.held_until = until
+        while (left := until - self._clock.monotonic()) > 0:
+            # In real seconds, never more than a poll: a fast clock's seconds are shorter.
+            await asyncio.sleep(min(left, self._timing.poll_seconds))
+        run.last_progress = self._clock.monotonic()
+
+    def _elapsed(self, run: _Run) -> float:
+        """Real seconds this action has been driven, over every run of the agent."""
+        return run.elapsed_base + max(0.0, self._duration_clock() - run.driven_since)
+
     # Commits.
 
     async def _commit(self, changes: Sequence[Change]) -> None:
@@ -395,7 +462,8 @@ class Executor:
     async def _enter(self, run: _Run, idx: int) -> None:
         state = run.process.states[idx].name
         record = replace(
-            run.record, state=state, state_idx=idx, updated_at=int(self._wall()), progress=0
+            run.record, state=state, state_idx=idx, updated_at=int(self._wall()), progress=0,
+            elapsed=self._elapsed(run),
         )
         if state in FINAL_STATES:
             record = self._without_secrets(record)
@@ -409,7 +477,10 @@ class Executor:
 
     async def _lose(self, run: _Run, why: str) -> None:
         record = self._without_secrets(
-            replace(run.record, state=LOST, updated_at=int(self._wall()), progress=run.progress)
+            replace(
+                run.record, state=LOST, updated_at=int(self._wall()), progress=run.progress,
+                elapsed=self._elapsed(run),
+            )
         )
         await self._commit([SaveAction(record), LogTransition(self._entry(record, "lost"))])
         run.record = record
@@ -434,3 +505,18 @@ class Executor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _checked(poll: Poll) -> Poll:
+    """`poll` when its progress is a percentage (0..100, or None); DriverError otherwise."""
+    progress = poll.progress
+    if progress is None:
+        return poll
+    if (
+        isinstance(progress, bool)
+        or not isinstance(progress, (int, float))
+        or not math.isfinite(progress)
+        or not 0 <= progress <= 100
+    ):
+        raise DriverError(f"the driver reported progress {progress!r}, outside 0..100")
+    return poll if isinstance(progress, int) else replace(poll, progress=int(progress))

@@ -119,6 +119,7 @@ def action_to_pb(view: ActionView) -> agent_pb2.ActionState:
         final=view.final,
         reboots=record.reboots,
         action_id=record.action_id,
+        duration_seconds=record.elapsed,
     )
 
 

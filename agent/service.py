@@ -61,8 +61,11 @@ class AgentService:
         worker: DbWorker,
         executor: Executor,
         check_node: NodeCheck | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.agent_name = agent_name
+        # Stamps what is stored (updated_at, started_at, action ids); never measures a duration.
+        self._wall = wall_clock
         self.node_type = node_type
         self._store = store
         self._db = worker
@@ -201,7 +204,12 @@ class AgentService:
             else:
                 environment = ""
             first = processes[process].states[0].name
-            now = time.time()
+            now = self._wall()
+            # Larger than the previous action's id even when the wall clock stepped back: the
+            # controller tells a new action from the previous one by it.
+            action_id = int(now * 1_000_000)
+            if previous is not None and action_id <= previous.action_id:
+                action_id = previous.action_id + 1
             record = ActionRecord(
                 node_name=node_name,
                 node_ip=node.properties.get("ip", ""),
@@ -210,7 +218,7 @@ class AgentService:
                 state=first,
                 state_idx=0,
                 updated_at=int(now),
-                action_id=time.time_ns() // 1000,
+                action_id=action_id,
                 started_at=int(now),
                 properties=properties,
                 environment_spec=spec,

@@ -121,6 +121,7 @@ def _define_models(database: peewee.Database) -> SimpleNamespace:
         reboots = peewee.IntegerField(default=0)
         action_id = peewee.BigIntegerField(default=0)
         started_at = peewee.BigIntegerField(default=0)
+        elapsed = peewee.DoubleField(default=0.0)
         properties_json = peewee.TextField(default="{}")
         environment_json = peewee.TextField(default="")
 
@@ -243,6 +244,7 @@ def _action_from_row(row) -> ActionRecord:
         reboots=row.reboots,
         action_id=row.action_id,
         started_at=row.started_at,
+        elapsed=row.elapsed,
         properties=json.loads(row.properties_json or "{}"),
         environment_spec=environment_from_json(row.environment_json),
     )
@@ -261,6 +263,7 @@ def _action_to_row(record: ActionRecord) -> dict:
         "reboots": record.reboots,
         "action_id": record.action_id,
         "started_at": record.started_at,
+        "elapsed": record.elapsed,
         "properties_json": json.dumps(dict(record.properties), sort_keys=True),
         "environment_json": environment_to_json(record.environment_spec),
     }
@@ -286,10 +289,24 @@ class Store:
                 if problem is not None:
                     raise DatabaseDamaged(problem)
             self.database.create_tables(list(vars(self._m).values()), safe=True)
+            self._add_missing_columns()
         except peewee.DatabaseError as exc:
             if is_damage(exc):
                 raise DatabaseDamaged(str(exc).strip().splitlines()[0]) from None
             raise DatabaseUnavailable(str(exc)) from None
+
+    # Columns added after the first release, as (table, column, SQL type and default): a
+    # database created by an older agent gets them when it opens; its rows take the default.
+    _ADDED_COLUMNS = (("action", "elapsed", "DOUBLE PRECISION NOT NULL DEFAULT 0"),)
+
+    def _add_missing_columns(self) -> None:
+        for table, column, definition in self._ADDED_COLUMNS:
+            have = {info.name for info in self.database.get_columns(table)}
+            if column not in have:
+                with self._write():
+                    self.database.execute_sql(
+                        f'ALTER TABLE "{table}" ADD COLUMN "{column}" {definition}'
+                    )
 
     def close(self) -> None:
         if not self.database.is_closed():
@@ -474,7 +491,7 @@ class Store:
             else:
                 raise TypeError(f"not a store change: {change!r}")
         with self._write():
-            # SQLite allows 32766 variables per statement; 13 columns per action row.
+            # SQLite allows 32766 variables per statement; 14 columns per action row.
             _upsert(m.Action, list(actions.values()), 2000)
             for start in range(0, len(transitions), 4000):
                 m.Transition.insert_many(transitions[start : start + 4000]).execute()

@@ -205,6 +205,7 @@ def action_from_pb(msg: pb.ActionState) -> ActionState:
         final=msg.final,
         reboots=msg.reboots,
         action_id=msg.action_id,
+        duration_seconds=msg.duration_seconds,
     )
 
 

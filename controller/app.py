@@ -15,6 +15,7 @@ from edgebed.controller.agent_client import AgentClient
 from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
 from edgebed.controller.clock import ClockGuard, Clocks, boot_clock
+from edgebed.controller.health import NodeHealthService
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.maintenance import Maintenance
 from edgebed.controller.metrics import Metrics
@@ -39,6 +40,7 @@ class Controller:
     reservations: Reservations
     maintenance: Maintenance
     scheduler: Scheduler
+    health: NodeHealthService
     clock: Clocks
 
 
@@ -113,6 +115,7 @@ async def open_controller(
             reservations=reservations,
             maintenance=maintenance,
             scheduler=scheduler,
+            health=NodeHealthService(store, authz),
             clock=Clocks(guard, authz),
         )
         if run_scheduler:

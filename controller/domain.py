@@ -226,11 +226,65 @@ class ActionState:
     reboots: int = 0
     # 0 from an agent that does not report it; then the other fields must tell actions apart.
     action_id: int = 0
+    # Seconds the agent has driven the action, on its monotonic clock; 0 when not reported.
+    duration_seconds: float = 0.0
 
     def fingerprint(self) -> str:
         """Identifies this action at this point of its life: the `baseline` of a schedule row
         (see controller/lifecycle.py for how a restart uses it)."""
         return f"{self.action_id}|{self.process}|{self.state}|{self.state_idx}|{self.updated_at}"
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    """One finished action of a node as the controller recorded it (table `node_outcome`)."""
+
+    node_name: str
+    # The node type (its agent's type) when the action finished.
+    type: str
+    process: str
+    environment: str
+    # deployed, rebooted, destroyed or lost.
+    final_state: str
+    action_id: int
+    # Seconds the agent drove the action (its monotonic clock); 0 when it did not say.
+    duration_seconds: float
+    # Power cycles (hard reboots, power cuts) the agent made for states without progress.
+    reboots: int
+    # The agent's updated_at of the final state, epoch seconds.
+    finished_at: int
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the action reached its process's final state, not `lost`."""
+        return self.final_state != "lost"
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """A node's recent record: its last `actions` finished actions (at most
+    health.OUTCOMES_PER_NODE), how many succeeded and how many power cycles they needed."""
+
+    node_name: str
+    actions: int
+    successes: int
+    reboots: int
+
+    @property
+    def success_rate(self) -> float:
+        """0..1; 1.0 for a node with no recorded action (nothing against it)."""
+        return self.successes / self.actions if self.actions else 1.0
+
+    @property
+    def reboots_per_action(self) -> float:
+        return self.reboots / self.actions if self.actions else 0.0
+
+    @property
+    def score(self) -> float:
+        """0..1, higher is healthier: the success rate, divided by 1 + reboots per action (a
+        node that deploys, but only after a power cycle each time, ranks below one that needs
+        none). What reservations by filter and count prefer."""
+        return self.success_rate / (1.0 + self.reboots_per_action)
 
 
 @dataclass(frozen=True)

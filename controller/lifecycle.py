@@ -33,6 +33,11 @@ Transitions (`Transition`), by the event that causes them:
                                                node not in maintenance                         status=in_progress
                          INTENDED (0), first   node in maintenance (entered after READY        HOLD: pending='', status=ready
                           deploy not sent       START was decided)
+                         READY, prestage on    start_date - lead <= now <         INTENDED     PRESTAGE: as START, only if still
+                                               start_date, no other owner's                    no other owner's window within
+                                               window within turnaround of                     turnaround (Decision.clear)
+                                               [now, start_date), node not in
+                                               maintenance
                          any, nothing sent     end_date <= now                    (gone)       EXPIRE: delete
                          any, sent             end_date <= now, node gone from    (gone)       ORPHAN: delete (nothing to destroy),
                                                the inventory                                   node into maintenance
@@ -109,12 +114,21 @@ Every decision expects the fields it was based on, so a user's concurrent action
 `pending`, `status` or `ending`) makes the scheduler's write miss instead of overwriting it, and
 the other way round.
 
+Prestage (`[reservations] prestage`): a READY reservation's first deploy may start `lead`
+seconds before its start_date (the expected deploy duration of its node type and environment
+plus a margin, controller/health.py), so the node is `deployed` at start_date, when the node is
+free from now to then. From that moment the reservation occupies its node from when the deploy
+started (`occupied_from`: the intention's `pending_since`), so no reservation can be made, or
+extended, into the time of the early deploy; the PRESTAGE write itself checks, in its
+transaction, that no other owner's window came within turnaround of [now, start_date) since the
+rows were read (`Decision.clear`).
+
 The business rules of reserving live here too: `window_conflicts` (the turnaround gap between
 windows on one node), `choose_nodes` (which candidates a request gets, never a node in
-maintenance or being removed) and `configured_status` (ready once every required property is
-set). `choose_nodes`, `on_extend`, `status_after_configure`, `on_move` and `count_final` depend
-on other rows, so the services hand them to the store, which calls them inside its write
-transaction on the rows it read there.
+maintenance or being removed, the healthiest first when chosen by filter and count) and
+`configured_status` (ready once every required property is set). `choose_nodes`, `on_extend`,
+`status_after_configure`, `on_move` and `count_final` depend on other rows, so the services hand
+them to the store, which calls them inside its write transaction on the rows it read there.
 """
 
 from __future__ import annotations
@@ -195,6 +209,7 @@ class Transition(StrEnum):
 
     # the clock
     START = "start"
+    PRESTAGE = "prestage"
     EXPIRE = "expire"
     ORPHAN = "orphan"
     END = "end"
@@ -257,11 +272,41 @@ class Finished:
     lost: bool
 
 
+class Window(NamedTuple):
+    """One reservation's window on a node, as the turnaround rule sees it: from when it occupies
+    the node (`occupied_from`) to its end_date."""
+
+    node_name: str
+    owner: str
+    start_date: int
+    end_date: int
+
+
+class Clearance(NamedTuple):
+    """A condition on the other rows of a decision's node: no window of another owner comes
+    within `turnaround` seconds of [start, end) (window_conflicts)."""
+
+    start: int
+    end: int
+    turnaround: int
+
+
+class Prestage(NamedTuple):
+    """What the clock needs to start a reservation's first deploy ahead of its start_date: the
+    `lead` in seconds (controller/health.py prestage_lead), the other windows on its node and
+    the turnaround gap."""
+
+    lead: int
+    others: tuple[Window, ...]
+    turnaround: int
+
+
 @dataclass(frozen=True)
 class Decision:
     """One compare-and-set on the schedule row (node_name, owner): write `changes`, or delete
     the row and its action properties when `delete`, only if the row still has every value in
-    `expect`. `transition` says which row of the state table it is (for logs and reports).
+    `expect`, and, when `clear` is set, no other owner's window on the node breaks it. `transition`
+    says which row of the state table it is (for logs and reports).
 
     What the store does beside the row, in the same transaction and only when the write
     applies: `history` (set on every delete) becomes the reservation's history row;
@@ -277,6 +322,7 @@ class Decision:
     history: Ending | None = None
     maintenance: str = ""
     finished: Finished | None = None
+    clear: Clearance | None = None
 
     @property
     def issues(self) -> bool:
@@ -291,15 +337,6 @@ class StartResult:
     outcome: Outcome
     action: ActionState | None = None
     message: str = ""
-
-
-class Window(NamedTuple):
-    """One reservation's window on a node, as the turnaround rule sees it."""
-
-    node_name: str
-    owner: str
-    start_date: int
-    end_date: int
 
 
 # -- reading a row -----------------------------------------------------------------------------
@@ -331,6 +368,29 @@ def due_to_start(row: ScheduleRecord, now: int) -> bool:
         and not row.pending
         and row.start_date <= now < row.end_date
     )
+
+
+def due_to_prestage(row: ScheduleRecord, now: int, prestage: Prestage) -> bool:
+    """True when the clock starts the first deploy of this row now, ahead of its start_date
+    (transition PRESTAGE): READY, within `prestage.lead` seconds of its start, and no other
+    owner's window (with the turnaround gap) over [now, start_date)."""
+    return (
+        not row.ending
+        and row.status == Status.READY
+        and not row.started
+        and not row.pending
+        and row.start_date - prestage.lead <= now < row.start_date
+        and not window_conflicts(
+            [w for w in prestage.others if w.owner != row.owner], now, row.start_date, prestage.turnaround
+        )
+    )
+
+
+def occupied_from(start_date: int, pending_since: int) -> int:
+    """When a reservation starts to occupy its node: its start_date, or earlier when its first
+    deploy was started ahead of it (PRESTAGE: the intention's `pending_since`, written then and
+    not again before start_date, since every other intention needs the window open)."""
+    return min(start_date, pending_since) if pending_since > 0 else start_date
 
 
 def action_finished(row: ScheduleRecord) -> bool:
@@ -384,6 +444,7 @@ def _decide(
     history: Ending | None = None,
     maintenance: str = "",
     finished: Finished | None = None,
+    clear: Clearance | None = None,
 ) -> Decision:
     """A decision; it deletes the row exactly when it says how the reservation ended."""
     return Decision(
@@ -396,6 +457,7 @@ def _decide(
         history=history,
         maintenance=maintenance,
         finished=finished,
+        clear=clear,
     )
 
 
@@ -479,13 +541,19 @@ def _first_deploy_waiting(row: ScheduleRecord) -> bool:
 
 
 def on_time(
-    row: ScheduleRecord, now: int, *, in_inventory: bool = True, in_maintenance: bool = False
+    row: ScheduleRecord,
+    now: int,
+    *,
+    in_inventory: bool = True,
+    in_maintenance: bool = False,
+    prestage: Prestage | None = None,
 ) -> Decision | None:
-    """What the clock does to `row` at `now` (epoch seconds): START at start_date; at end_date
-    END (destroy), or EXPIRE/ORPHAN when there is nothing to destroy; DESTROY_AFTER_DOUBT once an
-    ending row's intention in doubt is resolved. `in_inventory` is False when the node left the
-    controller's node cache (its agent no longer lists it). A node `in_maintenance` is never
-    handed over: START waits, and a first deploy not sent yet is put back (HOLD)."""
+    """What the clock does to `row` at `now` (epoch seconds): START at start_date, or PRESTAGE
+    up to `prestage.lead` seconds before it (None: prestage is off); at end_date END (destroy),
+    or EXPIRE/ORPHAN when there is nothing to destroy; DESTROY_AFTER_DOUBT once an ending row's
+    intention in doubt is resolved. `in_inventory` is False when the node left the controller's
+    node cache (its agent no longer lists it). A node `in_maintenance` is never handed over:
+    START and PRESTAGE wait, and a first deploy not sent yet is put back (HOLD)."""
     if row.end_date <= now and (not row.started or not in_inventory):
         expect = {"pending_issued": row.pending_issued, "process": row.process, "pending": row.pending}
         if row.started:
@@ -519,12 +587,18 @@ def on_time(
             expect={"pending": Process.DEPLOY, "pending_issued": False, "process": "", "action_state": "", "ending": False},
             changes=_NO_INTENTION | {"status": Status.READY},
         )
-    if due_to_start(row, now) and not in_maintenance:
+    unstarted = {"status": Status.READY, "pending": "", "process": "", "action_state": "", "ending": False}
+    if in_maintenance:
+        return None
+    if due_to_start(row, now):
+        return _decide(Transition.START, row, expect=unstarted, changes=_intend(Process.DEPLOY, now))
+    if prestage is not None and due_to_prestage(row, now, prestage):
         return _decide(
-            Transition.START,
+            Transition.PRESTAGE,
             row,
-            expect={"status": Status.READY, "pending": "", "process": "", "action_state": "", "ending": False},
+            expect=unstarted,
             changes=_intend(Process.DEPLOY, now),
+            clear=Clearance(now, row.start_date, prestage.turnaround),
         )
     return None
 
@@ -849,6 +923,7 @@ def choose_nodes(
     end: int,
     turnaround: int,
     all_or_nothing: bool,
+    health: Mapping[str, float] | None = None,
 ) -> list[str]:
     """Which of `candidates` (in their order) a request of `owner` for [start, end) gets.
 
@@ -856,10 +931,15 @@ def choose_nodes(
     candidate that is never handed out to why ("in maintenance: ...", "being removed"). One
     reservation per (node, owner), and no window within `turnaround` of another. With
     `all_or_nothing` (nodes named by the user) every candidate must be free, else Conflict
-    names the first that is not; otherwise the first `count` free ones, or Conflict when fewer
-    are free.
+    names the first that is not; otherwise the first `count` free ones, the healthiest first: by
+    descending `health` score (NodeHealth.score, 0..1; a candidate without one counts as 1.0),
+    in candidate order among equals. Conflict when fewer are free.
     """
     unavailable = unavailable or {}
+    if not all_or_nothing and health:
+        scores = health
+        # sorted() is stable: equal scores keep the candidates' own order.
+        candidates = sorted(candidates, key=lambda node: -scores.get(node, 1.0))
     chosen: list[str] = []
     held = 0
     for node in candidates:

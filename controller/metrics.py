@@ -1,7 +1,8 @@
 """Counters and histograms of the controller, rendered in Prometheus text format for /metrics.
 
 Call metrics are kept in memory (they restart with the process, as Prometheus expects);
-reservation and action counts are read from the database when rendered.
+reservation and action counts, and each node's health (controller/health.py), are read from the
+database when rendered.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import threading
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from edgebed.controller.domain import NodeHealth
 from edgebed.controller.lifecycle import Status
 
 if TYPE_CHECKING:
@@ -128,5 +130,27 @@ class Metrics:
                 "# TYPE edgebed_nodes_in_maintenance gauge",
                 f"edgebed_nodes_in_maintenance {len(held)}",
             ]
+            lines += _render_health(await self._store.health.health())
         lines += self._render_calls()
         return "\n".join(lines) + "\n"
+
+
+def _render_health(health: dict[str, NodeHealth]) -> list[str]:
+    """Per node, over its recorded outcomes: how many, the share that succeeded, power cycles
+    per action and the score reservations prefer."""
+    families = [
+        ("edgebed_node_actions_recorded", "Finished actions recorded for the node (its most recent ones).",
+         lambda h: str(h.actions)),
+        ("edgebed_node_success_ratio", "Share of the node's recorded actions that did not end lost (0..1).",
+         lambda h: f"{h.success_rate:.4g}"),
+        ("edgebed_node_reboots_per_action", "Power cycles (hard reboots, power cuts) per recorded action.",
+         lambda h: f"{h.reboots_per_action:.4g}"),
+        ("edgebed_node_health_score", "Health score (0..1) by which reservations by filter prefer nodes.",
+         lambda h: f"{h.score:.4g}"),
+    ]
+    lines: list[str] = []
+    for name, text, value in families:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+        for node, node_health in sorted(health.items()):
+            lines.append(f'{name}{{node="{_label(node)}"}} {value(node_health)}')
+    return lines

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edgebed.controller import lifecycle, validation
+from edgebed.controller import health, lifecycle, validation
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
     AgentCatalog,
@@ -134,6 +134,11 @@ class Reservations:
 
         status_for, props_for = await self._initial_configuration(owner, candidates, cached)
         turnaround = self._settings.turnaround_seconds
+        # Nodes chosen by filter and count: the healthiest first (read outside the transaction:
+        # a preference, not a rule that must hold at the write).
+        scores = None
+        if not all_or_nothing:
+            scores = health.health_scores(await self._store.health.health(candidates), candidates)
 
         def choose(windows: Mapping[str, Sequence[Window]], unavailable: Mapping[str, str]) -> list[str]:
             # Run by the store on the windows and the nodes in maintenance (or being removed)
@@ -141,6 +146,7 @@ class Reservations:
             return lifecycle.choose_nodes(
                 candidates, windows, owner=owner.email, count=count, start=start, end=end,
                 turnaround=turnaround, all_or_nothing=all_or_nothing, unavailable=unavailable,
+                health=scores,
             )
 
         chosen = await self._store.schedule.reserve(

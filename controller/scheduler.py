@@ -5,9 +5,10 @@ state table and the crash points are in its docstring); the scheduler gathers wh
 writes what they decide (each a compare-and-set), and talks to the agents. Each poll (every
 `poll_seconds`, or sooner when woken by a user's action):
 
-1. The clock: `lifecycle.on_time` for every row (start at start_date, end at end_date),
-   unless the wall clock jumped (controller.clock pauses this step until the clocks agree again
-   or an administrator confirms the time).
+1. The clock: `lifecycle.on_time` for every row (start at start_date, or ahead of it with
+   `[reservations] prestage`, controller/prestage.py; end at end_date), unless the wall clock
+   jumped (controller.clock pauses this step until the clocks agree again or an administrator
+   confirms the time).
 2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
    number; the calls to different agents run concurrently.
 3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
@@ -21,6 +22,10 @@ Every write also applies the decision's effect on its node (store.schedule.updat
 the history row of a reservation that ends, maintenance for a node whose destroy ended lost,
 and the node's count of actions in a row that ended lost (`lifecycle.count_final` with the
 `[maintenance] lost_in_a_row` setting).
+
+Every action seen reaching a final state (in a report that led to a decision, or in
+StartAction's answer) is recorded as the node's outcome (controller/health.py) before the
+decisions are written, so a crash in between records it again, harmlessly, on the next poll.
 
 A claim (`pending_issued` and the `baseline`) is on disk before its StartAction is sent, so a
 controller killed at any moment resolves, on restart, every intention that may have been sent
@@ -37,7 +42,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edgebed.controller import lifecycle
+from edgebed.controller import health, lifecycle
 from edgebed.controller.agent_client import AgentClient, gather_agents
 from edgebed.controller.clock import ClockGuard
 from edgebed.controller.domain import ActionState, AgentRecord, ScheduleRecord
@@ -45,6 +50,7 @@ from edgebed.controller.errors import NotFound, ServiceError, StorageFull
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
+from edgebed.controller.prestage import Prestager
 from edgebed.controller.settings import Settings
 from edgebed.controller.store import CachedNode, Store
 
@@ -60,6 +66,7 @@ class PollReport:
     adopted: list[str] = field(default_factory=list)  # "node:process" found running after all
     removed: list[str] = field(default_factory=list)  # nodes whose reservation's rows went
     clock_paused: bool = False  # the wall clock jumped: nothing started or ended by the clock
+    finished: list[str] = field(default_factory=list)  # "node:final_state" outcomes recorded
     retired: list[str] = field(default_factory=list)  # "agent:NAME" or "node:NAME" removed
 
 
@@ -116,6 +123,7 @@ class Scheduler:
         self._task: asyncio.Task | None = None
         self._refresh_task: asyncio.Task | None = None
         self._next_refresh = 0.0
+        self._prestage = Prestager(store, settings)
 
     # -- the background task -------------------------------------------------------------
 
@@ -190,12 +198,14 @@ class Scheduler:
         report.clock_paused = clocks.paused
         now = int(self._clock())
         self._metrics.record_poll()
-        rows = await self._store.schedule.list_schedule(started_before=now)
+        # With prestage, rows starting within the longest lead are due too.
+        until = now + await self._prestage.horizon()
+        rows = await self._store.schedule.list_schedule(started_before=until)
         if rows:
             nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
             if not clocks.paused:
                 maintained = await self._store.maintenance.active()
-                rows = await self._apply_clock(rows, nodes, maintained, now, report)
+                rows = await self._apply_clock(rows, nodes, maintained, now, until, report)
             followed = await self._follow(rows, nodes, report)
             claimed = await self._apply_reports(rows, followed, now, report)
             await self._issue(claimed, now, report)
@@ -208,22 +218,29 @@ class Scheduler:
         nodes: Mapping[str, CachedNode],
         maintained: Mapping[str, str],
         now: int,
+        until: int,
         report: PollReport,
     ) -> list[ScheduleRecord]:
-        """Writes what `lifecycle.on_time` decides; the rows as they are afterwards."""
+        """Writes what `lifecycle.on_time` decides; the rows (starting by `until`) as they are
+        afterwards."""
+        plans = await self._prestage.plans(rows, nodes, now)
         timed = [
             d
             for row in rows
             if (
                 d := lifecycle.on_time(
-                    row, now, in_inventory=row.node_name in nodes, in_maintenance=row.node_name in maintained
+                    row,
+                    now,
+                    in_inventory=row.node_name in nodes,
+                    in_maintenance=row.node_name in maintained,
+                    prestage=plans.get((row.node_name, row.owner)),
                 )
             )
         ]
         if not timed:
             return rows
         await self._write(timed, now, report)
-        return await self._store.schedule.list_schedule(started_before=now)
+        return await self._store.schedule.list_schedule(started_before=until)
 
     async def _follow(
         self, rows: Sequence[ScheduleRecord], nodes: Mapping[str, CachedNode], report: PollReport
@@ -270,6 +287,7 @@ class Scheduler:
             for seen in followed
             if (decision := lifecycle.on_report(seen.row, seen.action, blocked=seen.key in blocked))
         ]
+        await self._record_outcomes([(seen.agent, seen.action) for seen, _ in decided], report)
         applied = await self._write([decision for _, decision in decided], now, report)
         claimed = []
         for (seen, decision), ok in zip(decided, applied, strict=True):
@@ -313,7 +331,29 @@ class Scheduler:
             self._answered(row, lifecycle.start_result(answer), report)
             for (_, row), answer in zip(claimed, answers, strict=True)
         ]
+        await self._record_outcomes(
+            [(agent, answer) for (agent, _), answer in zip(claimed, answers, strict=True)], report
+        )
         await self._write([d for d in decisions if d is not None], now, report)
+
+    async def _record_outcomes(
+        self, seen: Sequence[tuple[AgentRecord, ActionState | ServiceError | None]], report: PollReport
+    ) -> None:
+        """Records the outcome of every action among `seen` that is in a final state (the node
+        type is its agent's); each action once, however often it is seen."""
+        outcomes = [
+            outcome
+            for agent, action in seen
+            if isinstance(action, ActionState) and (outcome := health.outcome_of(action, agent.type))
+        ]
+        if not outcomes:
+            return
+        added = await self._store.health.record_outcomes(
+            outcomes, recorded_at=int(self._clock()), keep=health.OUTCOMES_PER_NODE
+        )
+        if added:
+            self._prestage.forget()
+            report.finished += [f"{outcome.node_name}:{outcome.final_state}" for outcome in added]
 
     def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
         """What StartAction's answer for the claimed `row` decides; reported and logged."""

@@ -61,6 +61,8 @@ CONTROLLER_SCHEMA: Schema = {
         "max_duration_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
         "turnaround_seconds": Key(int, 300, check=in_range(0, 86400)),
         "extend_cap_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
+        "prestage": Key(bool, False),
+        "prestage_margin_seconds": Key(int, 60, check=in_range(0, 86400)),
     },
     "maintenance": {
         "lost_in_a_row": Key(
@@ -104,6 +106,11 @@ class Settings:
     max_duration_hours: float = 168.0
     turnaround_seconds: int = 300
     extend_cap_hours: float = 168.0
+    # Start a reservation's first deploy ahead of its start_date, so that the node is deployed
+    # at start_date (off by default: the seed defines start_date as the start of the deploy).
+    prestage: bool = False
+    # Added to the expected deploy duration when prestaging.
+    prestage_margin_seconds: int = 60
     # A node goes into maintenance once this many of its actions in a row end `lost` (0: never);
     # a destroy that ends lost puts it there at once.
     lost_in_a_row: int = 3
@@ -230,6 +237,8 @@ def settings_from_config(config: Mapping) -> Settings:
         max_duration_hours=config["reservations"]["max_duration_hours"],
         turnaround_seconds=config["reservations"]["turnaround_seconds"],
         extend_cap_hours=config["reservations"]["extend_cap_hours"],
+        prestage=config["reservations"]["prestage"],
+        prestage_margin_seconds=config["reservations"]["prestage_margin_seconds"],
         lost_in_a_row=config["maintenance"]["lost_in_a_row"],
         call_timeout_seconds=config["agents"]["call_timeout_seconds"],
         refresh_seconds=config["agents"]["refresh_seconds"],

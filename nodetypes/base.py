@@ -17,6 +17,7 @@ import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from edgebed.constraints import UnsafePattern, compile_pattern, value_problem
@@ -76,7 +77,8 @@ class Poll:
     """What a `post` step function reports each time it is polled."""
 
     done: bool
-    # Percent of the state's work done (the image copy), None when the state has no measure.
+    # Percent of the state's work done (the image copy), 0..100; None when the state has no
+    # measure. Anything else is a driver error, never progress (agent/executor.py).
     progress: int | None = None
     # A hint: poll again after this many seconds (the driver knows when a boot should end).
     retry_after: float | None = None
@@ -138,6 +140,53 @@ class Step:
     needs: frozenset[str] = frozenset()
 
 
+class Rung(StrEnum):
+    """What the executor does when a state has made no progress for its `before_reboot`
+    seconds: one rung of the state's escalation `Ladder`. The value is also the event written to
+    the agent's transition log."""
+
+    # Cancel the step and run it again from its exec, without touching the power: a hung SSH
+    # session or a lost reply costs a new session, not a reboot.
+    RETRY = "retry"
+    # The power interface's hard_reboot (a PoE port or a BMC power cycle).
+    HARD_REBOOT = "reboot"
+    # Power off, wait Ladder.power_cut_seconds, power on: long enough for a board that a short
+    # cycle leaves wedged (capacitors, a stuck USB bridge) to lose its state.
+    POWER_CUT = "power_cut"
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """The escalation of a state that keeps making no progress. The n-th time the state goes
+    `before_reboot` seconds without progress the executor takes `rungs[n - 1]`, and once past
+    the top the top rung again, until the state has lasted `lost` seconds and the action ends in
+    `lost`: the ladder decides what is tried, the state's timeouts still decide when."""
+
+    rungs: tuple[Rung, ...] = (Rung.RETRY, Rung.HARD_REBOOT, Rung.HARD_REBOOT, Rung.POWER_CUT)
+    # Seconds (on the executor's clock, so a simulated testbed's are scaled) the power stays off
+    # during a POWER_CUT.
+    power_cut_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.rungs:
+            raise ValueError("an escalation ladder needs at least one rung")
+        for rung in self.rungs:
+            if not isinstance(rung, Rung):
+                raise TypeError(f"escalation rung {rung!r} is not a Rung")
+        if not self.power_cut_seconds > 0:
+            raise ValueError(f"power_cut_seconds must be > 0, got {self.power_cut_seconds!r}")
+
+    def rung(self, stalls: int) -> Rung:
+        """The rung for the `stalls`-th stall of a state (1, 2, ...); ValueError below 1."""
+        if stalls < 1:
+            raise ValueError(f"stalls counts from 1, got {stalls}")
+        return self.rungs[min(stalls, len(self.rungs)) - 1]
+
+
+# Every state's ladder unless its type declares another.
+DEFAULT_LADDER = Ladder()
+
+
 @dataclass(frozen=True)
 class State:
     """One state of a node type, declared once with its step and its timeouts (seconds; 0 means
@@ -145,16 +194,20 @@ class State:
 
     name: str
     step: Step | None = None
-    # Seconds without progress before the node is hard rebooted and the state is tried again.
+    # Seconds without progress before the next rung of `ladder` (a retry, a hard reboot, a
+    # power cut) and the state is tried again.
     before_reboot: float = 0
     # Seconds in this state before the action is given up as lost.
     lost: float = 0
+    ladder: Ladder = DEFAULT_LADDER
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
             raise ValueError(f"state name {self.name!r} is not a name")
         if self.before_reboot < 0 or self.lost < 0:
             raise ValueError(f"state {self.name!r}: timeouts must be >= 0 seconds")
+        if not isinstance(self.ladder, Ladder):
+            raise TypeError(f"state {self.name!r}: ladder must be a Ladder, got {self.ladder!r}")
         final = self.name in FINAL_STATES
         if final and self.step is not None:
             raise ValueError(f"final state {self.name!r} cannot have a step")

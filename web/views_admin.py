@@ -270,6 +270,7 @@ async def _nodes_page(
         for agent in agents
     ]
     maintenance = await ctl.maintenance.list_maintenance(admin)
+    health = await ctl.health.node_health(admin)
     return await render(
         request,
         "admin/nodes.html",
@@ -277,6 +278,7 @@ async def _nodes_page(
             "groups": groups,
             "agents": agents,
             "maintenance": {m.node_name: m for m in maintenance},
+            "health": health,
             # In maintenance but listed by no agent: still never handed out if it comes back.
             "unlisted": [m for m in maintenance if not m.agent],
             "values": values or {},

@@ -6,12 +6,13 @@
     conversions.py rows to domain records
     sealing.py     agent tokens encrypted at rest with a key derived from the secret key
     records.py     CachedNode and ScheduleChange
-    users.py, agents.py, inventory.py, schedule.py, maintenance.py   one repository per aggregate
+    users.py, agents.py, inventory.py, schedule.py, maintenance.py, health.py   one repository
+                   per aggregate
 
 `Store` opens the engine, brings the schema up to date and exposes the repositories:
 `store.users`, `store.agents`, `store.inventory`, `store.schedule` (reservations and their
-history), `store.maintenance` (nodes in maintenance, removals waiting for reservations to end).
-Every repository method is a
+history), `store.maintenance` (nodes in maintenance, removals waiting for reservations to end),
+`store.health` (finished actions per node). Every repository method is a
 coroutine that runs in the store's own thread pool with a pooled connection, so the event loop
 never blocks on the database. Read-then-write transactions take the write lock up front
 (`BEGIN IMMEDIATE` on SQLite; row locks with `FOR UPDATE` or an advisory lock on PostgreSQL),
@@ -25,6 +26,7 @@ from pathlib import Path
 from edgebed.controller.errors import StorageFull
 from edgebed.controller.store.agents import AgentRepository
 from edgebed.controller.store.engine import OPEN_ERRORS, Engine, open_database
+from edgebed.controller.store.health import HealthRepository
 from edgebed.controller.store.inventory import InventoryRepository
 from edgebed.controller.store.maintenance import MaintenanceRepository
 from edgebed.controller.store.migrations import SCHEMA_VERSION, migrate, schema_version
@@ -39,6 +41,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AgentRepository",
     "CachedNode",
+    "HealthRepository",
     "InventoryRepository",
     "MaintenanceRepository",
     "ScheduleChange",
@@ -67,8 +70,8 @@ class StoreDamaged(StoreUnavailable):
 
 
 class Store:
-    """The database of one controller: `users`, `agents`, `inventory`, `schedule` and
-    `maintenance`.
+    """The database of one controller: `users`, `agents`, `inventory`, `schedule`,
+    `maintenance` and `health`.
 
     Usable between `await open()` and `await close()`; a repository method called outside that
     raises RuntimeError. `secret_key` is the controller's (Settings.secret_key()): agent tokens
@@ -86,6 +89,7 @@ class Store:
         self.inventory = InventoryRepository(self._engine, models)
         self.schedule = ScheduleRepository(self._engine, models)
         self.maintenance = MaintenanceRepository(self._engine, models)
+        self.health = HealthRepository(self._engine, models)
 
     async def open(self, *, check_integrity: bool = False) -> None:
         """Opens the database, upgrades its schema in place to SCHEMA_VERSION (creating it when

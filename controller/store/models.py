@@ -18,7 +18,8 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
     """The models of schema version migrations.SCHEMA_VERSION, bound to `proxy`: a namespace with
     SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken, Catalog
     (an agent's node type description and environments), LoginSession, NodeMaintenance, History
-    (ended reservations) and Retirement (removals waiting for reservations to end)."""
+    (ended reservations), Retirement (removals waiting for reservations to end) and NodeOutcome
+    (finished actions)."""
 
     class Base(pw.Model):
         class Meta:
@@ -180,6 +181,26 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
             table_name = "retirement"
             primary_key = pw.CompositeKey("kind", "name")
 
+    class NodeOutcomeRow(Base):
+        id = pw.AutoField()
+        node_name = pw.CharField(max_length=64)
+        type = pw.CharField(max_length=32)
+        process = pw.CharField(max_length=32)
+        environment = pw.CharField(max_length=64, default="")
+        final_state = pw.CharField(max_length=64)
+        action_id = pw.BigIntegerField()
+        duration_seconds = pw.DoubleField(default=0.0)
+        reboots = pw.IntegerField(default=0)
+        finished_at = pw.BigIntegerField(default=0)
+        recorded_at = pw.BigIntegerField(default=0)
+
+        class Meta:
+            table_name = "node_outcome"
+            indexes = (
+                (("node_name", "action_id"), True),
+                (("process", "type", "environment", "id"), False),
+            )
+
     return SimpleNamespace(
         SchemaVersion=SchemaVersion,
         User=UserRow,
@@ -193,4 +214,5 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         NodeMaintenance=NodeMaintenanceRow,
         History=HistoryRow,
         Retirement=RetirementRow,
+        NodeOutcome=NodeOutcomeRow,
     )

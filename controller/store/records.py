@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edgebed.controller.domain import CONNECTED, User
 
 if TYPE_CHECKING:
-    from edgebed.controller.lifecycle import Ending, Finished
+    from edgebed.controller.lifecycle import Clearance, Ending, Finished
 
 
 @dataclass(frozen=True)
@@ -49,15 +49,18 @@ class CompareAndSet(Protocol):
     def maintenance(self) -> str: ...
     @property
     def finished(self) -> Finished | None: ...
+    @property
+    def clear(self) -> Clearance | None: ...
 
 
 @dataclass(frozen=True)
 class ScheduleChange:
     """One compare-and-set on a schedule row: apply `changes` only if the row still matches
-    `expect`; `delete=True` removes the row and its action properties instead, and writes the
-    reservation's history row from `history` (required then). Keys of both mappings are
-    ScheduleRecord field names (conversions.SCHEDULE_FIELDS). `maintenance` and `finished` act
-    on the node as lifecycle.Decision's do."""
+    `expect` (and, with `clear`, no other owner's window on the node comes within its
+    turnaround of its interval); `delete=True` removes the row and its action properties
+    instead, and writes the reservation's history row from `history` (required then). Keys of
+    both mappings are ScheduleRecord field names (conversions.SCHEDULE_FIELDS). `maintenance`
+    and `finished` act on the node as lifecycle.Decision's do."""
 
     node_name: str
     owner: str
@@ -67,6 +70,7 @@ class ScheduleChange:
     history: Ending | None = None
     maintenance: str = ""
     finished: Finished | None = None
+    clear: Clearance | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import peewee as pw
 
 from edgebed.controller.domain import HistoryEntry, ScheduleRecord
-from edgebed.controller.lifecycle import Decision, Transition, Window
+from edgebed.controller.lifecycle import Clearance, Decision, Transition, Window, occupied_from, window_conflicts
 from edgebed.controller.store.conversions import SCHEDULE_FIELDS, history_from_row, schedule_from_row
 from edgebed.controller.store.engine import Engine
 from edgebed.controller.store.maintenance import CountFinal, apply_node_effects, unavailable
@@ -37,19 +37,30 @@ class ScheduleRepository:
         self.m = models
 
     def _windows(self, nodes: Sequence[str]) -> dict[str, list[Window]]:
-        """Every reservation's window on `nodes`, by node (inside the caller's transaction)."""
+        """Every reservation's window on `nodes`, by node (inside the caller's transaction),
+        from when it occupies the node (lifecycle.occupied_from: earlier than start_date once a
+        deploy was started ahead of it)."""
         S = self.m.Schedule
         result: dict[str, list[Window]] = {}
         names = sorted(set(nodes))
         for start in range(0, len(names), _CHUNK):
-            query = S.select(S.node_name, S.owner, S.start_date, S.end_date).where(
+            query = S.select(S.node_name, S.owner, S.start_date, S.end_date, S.pending_since).where(
                 S.node_name.in_(names[start : start + _CHUNK])
             )
             for r in query:
-                result.setdefault(r.node_name, []).append(
-                    Window(r.node_name, r.owner, int(r.start_date), int(r.end_date))
-                )
+                begins = occupied_from(int(r.start_date), int(r.pending_since))
+                result.setdefault(r.node_name, []).append(Window(r.node_name, r.owner, begins, int(r.end_date)))
         return result
+
+    def _clear(self, node: str, owner: str, clearance: Clearance) -> bool:
+        """True when no other owner's window on `node` comes within the clearance's turnaround
+        of its interval (inside the caller's transaction). On PostgreSQL the node's row lock
+        serializes this with reserve and extend, which take it too."""
+        Node = self.m.Node
+        if not self._engine.is_sqlite:
+            list(self._engine.lock(Node.select(Node.name).where(Node.name == node)))
+        others = [w for w in self._windows([node]).get(node, []) if w.owner != owner]
+        return not window_conflicts(others, clearance.start, clearance.end, clearance.turnaround)
 
     def _check_fields(self, names: Iterable[str]) -> None:
         for name in names:
@@ -144,8 +155,9 @@ class ScheduleRepository:
         started_before: int | None = None,
     ) -> list[ScheduleRecord]:
         """Reservations by bin, node and owner, filtered by owner, node and the set of `nodes`
-        when given; `started_before` keeps those started by then or with a pending action (the
-        scheduler's working set)."""
+        when given; `started_before` keeps those starting by then, with a pending action, or with
+        an action under way or done (a deploy started ahead of its start_date): the scheduler's
+        working set."""
         among = None if nodes is None else sorted(set(nodes))
 
         def work() -> list[ScheduleRecord]:
@@ -156,7 +168,7 @@ class ScheduleRepository:
             if node is not None:
                 query = query.where(S.node_name == node)
             if started_before is not None:
-                query = query.where((S.start_date <= started_before) | (S.pending != ""))
+                query = query.where((S.start_date <= started_before) | (S.pending != "") | (S.process != ""))
             if among is None:
                 return [schedule_from_row(row) for row in query]
             rows = []
@@ -258,8 +270,10 @@ class ScheduleRepository:
         self, changes: Sequence[CompareAndSet], *, now: int = 0, count_final: CountFinal | None = None
     ) -> list[bool]:
         """Applies compare-and-set changes (ScheduleChange, lifecycle.Decision) in one
-        transaction; True for each one applied. ValueError (before any write) for a field that
-        is not a schedule column, or a delete that does not say how the reservation ended.
+        transaction; True for each one applied: its row still had the `expect`ed values and, when
+        the change has a `clear`ance, no other owner's window on the node breaks it. ValueError
+        (before any write) for a field that is not a schedule column, or a delete that does not
+        say how the reservation ended.
 
         With each change that applies, in the same transaction: a delete writes the
         reservation's history row (ended at `now`, epoch seconds) from the row and its
@@ -284,11 +298,14 @@ class ScheduleRepository:
         return await self._engine.run(work)
 
     def _apply(self, change: CompareAndSet, now: int) -> bool:
-        """Inside a write transaction: one compare-and-set; a delete also writes the history."""
+        """Inside a write transaction: one compare-and-set (with its clearance, when it has one); a
+        delete also writes the history."""
         S, A = self.m.Schedule, self.m.ActionProp
         where = (S.node_name == change.node_name) & (S.owner == change.owner)
         for name, value in change.expect.items():
             where &= getattr(S, name) == value
+        if change.clear is not None and not self._clear(change.node_name, change.owner, change.clear):
+            return False
         if not change.delete:
             return S.update(**change.changes).where(where).execute() > 0
         row = self._engine.lock(S.select().where(where)).first()

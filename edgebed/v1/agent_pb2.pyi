@@ -71,7 +71,7 @@ class GetActionStateResponse(_message.Message):
     def __init__(self, actions: _Optional[_Iterable[_Union[ActionState, _Mapping]]] = ...) -> None: ...
 
 class ActionState(_message.Message):
-    __slots__ = ("node_name", "node_ip", "environment", "process", "state", "state_idx", "updated_at", "progress", "state_count", "final", "reboots", "action_id")
+    __slots__ = ("node_name", "node_ip", "environment", "process", "state", "state_idx", "updated_at", "progress", "state_count", "final", "reboots", "action_id", "duration_seconds")
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_IP_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class ActionState(_message.Message):
     FINAL_FIELD_NUMBER: _ClassVar[int]
     REBOOTS_FIELD_NUMBER: _ClassVar[int]
     ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     node_name: str
     node_ip: str
     environment: str
@@ -96,7 +97,8 @@ class ActionState(_message.Message):
     final: bool
     reboots: int
     action_id: int
-    def __init__(self, node_name: _Optional[str] = ..., node_ip: _Optional[str] = ..., environment: _Optional[str] = ..., process: _Optional[str] = ..., state: _Optional[str] = ..., state_idx: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[int] = ..., state_count: _Optional[int] = ..., final: _Optional[bool] = ..., reboots: _Optional[int] = ..., action_id: _Optional[int] = ...) -> None: ...
+    duration_seconds: float
+    def __init__(self, node_name: _Optional[str] = ..., node_ip: _Optional[str] = ..., environment: _Optional[str] = ..., process: _Optional[str] = ..., state: _Optional[str] = ..., state_idx: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[int] = ..., state_count: _Optional[int] = ..., final: _Optional[bool] = ..., reboots: _Optional[int] = ..., action_id: _Optional[int] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class DescribeNodeTypeRequest(_message.Message):
     __slots__ = ()

@@ -14,6 +14,7 @@ is `stale`: the card may have changed since, so it counts for nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -37,7 +38,9 @@ COMMAND_SECONDS = 60.0
 class JobStatus:
     """What a job's folder says. `state`: NONE (no job), STALE (a job of an earlier boot),
     RUNNING, FINISHED (exit_code set), DEAD (stopped without an exit code: killed).
-    `progress`: stage -> bytes done (from STAGE.progress); `elapsed`: seconds since the start."""
+    `progress`: stage -> bytes done (from STAGE.progress); `elapsed`: seconds since the start,
+    from the node's time since boot (never its wall clock, which steps when NTP first answers a
+    Pi without a clock battery); None when unknown."""
 
     state: str
     job_id: str = ""
@@ -82,10 +85,11 @@ def parse_status(text: str) -> JobStatus:
     exit_code = values.get("rc", "")
     total = values.get("total", "")
     started = values.get("started", "")
-    now = values.get("now", "")
+    # Both readings are of the boot the job runs in (a job of another boot is STALE).
     elapsed = None
-    if started.isdigit() and now.isdigit():
-        elapsed = max(0.0, float(int(now) - int(started)))
+    uptime, started_uptime = _seconds(values.get("uptime", "")), _seconds(values.get("started_uptime", ""))
+    if uptime is not None and started_uptime is not None:
+        elapsed = max(0.0, uptime - started_uptime)
     return JobStatus(
         state=state,
         job_id=values.get("id", ""),
@@ -98,6 +102,15 @@ def parse_status(text: str) -> JobStatus:
         progress=progress,
         elapsed=elapsed,
     )
+
+
+def _seconds(text: str) -> float | None:
+    """A /proc/uptime reading ("1234.56"), or None when it is not one."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 class NodeJobs:

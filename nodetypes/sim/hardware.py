@@ -12,6 +12,14 @@ the end-to-end tests show what the controller does with a node whose wipe never 
 What real hardware keeps across an agent restart (power, network-boot setting, disk contents) is
 saved through `save` after each change; what dies with the agent (an image transfer run over SSH)
 is kept in memory only, so a resumed action starts it again.
+
+Durations (a boot, a command, a copy) are measured on a monotonic clock (`SimOptions.monotonic`),
+never on the wall clock: a wall-clock step backwards would otherwise make a copy's progress
+negative and a boot last an hour longer. The wall clock only stamps what is saved. A monotonic
+reading means nothing to the next agent process, so a machine saves the wall time of its last
+power-on, and a restarted agent takes the wall time since then (never less than 0) as the time
+its boot has run: a wall step while the agent was down at worst starts that boot over or ends
+it, and never makes a duration negative.
 """
 
 from __future__ import annotations
@@ -46,7 +54,10 @@ class SimOptions:
     # hardware id -> saved state, as written by `save` during an earlier run.
     saved: Mapping[str, dict] = field(default_factory=dict)
     save: SaveFunction | None = None
+    # Stamps the saved power-on time (see the module docstring); never measures a duration.
     wall_clock: Callable[[], float] = time.time
+    # Measures every duration: boots, commands, copies (real seconds).
+    monotonic: Callable[[], float] = time.monotonic
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ class Machine:
     """The part of a simulated machine that survives an agent restart."""
 
     powered: bool = False
+    # Wall time (epoch seconds) of the last power-on: only read back by a restarted agent.
     powered_at: float = 0.0
     # What started at the last power on: NETWORK, DISK, or "" when nothing was bootable.
     booted_from: str = ""
@@ -95,6 +107,7 @@ class Machine:
 @dataclass
 class Transfer:
     image: str
+    # On the monotonic clock.
     started_at: float
     duration: float
     # Fraction at which the transfer stalls, None when it completes.
@@ -108,6 +121,14 @@ class SimHardware:
         self._machines = {hw: Machine.from_saved(state) for hw, state in options.saved.items()}
         self._transfers: dict[str, Transfer] = {}
         self._randoms: dict[str, random.Random] = {}
+        # hardware id -> monotonic time of the last power-on, and how many power-ons so far:
+        # this process's view, rebuilt from the saved wall time for the machines found saved.
+        self._booted_at: dict[str, float] = {}
+        self._power_ons: dict[str, int] = {}
+        now, wall = self._now(), options.wall_clock()
+        for hardware_id, machine in self._machines.items():
+            if machine.powered:
+                self._booted_at[hardware_id] = now - max(0.0, wall - machine.powered_at)
 
     @property
     def profile(self) -> SimProfile:
@@ -116,7 +137,8 @@ class SimHardware:
     # Time and chance.
 
     def _now(self) -> float:
-        return self._options.wall_clock()
+        """Monotonic seconds, only ever compared with each other."""
+        return self._options.monotonic()
 
     def scaled(self, seconds: float) -> float:
         return seconds * self._options.time_scale
@@ -167,7 +189,9 @@ class SimHardware:
             machine.booted_from = ""
             machine.boot_hangs = False
             return
-        machine.powered_at = self._now()
+        self._booted_at[node.hardware_id] = self._now()
+        self._power_ons[node.hardware_id] = self._power_ons.get(node.hardware_id, 0) + 1
+        machine.powered_at = self._options.wall_clock()
         if machine.network_boot:
             machine.booted_from = NETWORK
         elif machine.disk_image:
@@ -194,7 +218,8 @@ class SimHardware:
         if not machine.powered or not machine.booted_from or machine.boot_hangs:
             return 0.0
         boot = self.scaled(self._profile.boot_seconds[machine.booted_from])
-        return max(0.0, machine.powered_at + boot - self._now())
+        booted_at = self._booted_at.get(node.hardware_id, self._now())
+        return max(0.0, booted_at + boot - self._now())
 
     async def set_network_boot(self, node: NodeRef, enabled: bool) -> None:
         await self._spend(self._profile.command_seconds.get("network_boot", 0.5))
@@ -222,9 +247,9 @@ class SimHardware:
         self._require(node, needs)
         if name in self._options.hang_commands or self._fails(node.hardware_id):
             await asyncio.Event().wait()
-        powered_at = machine.powered_at
+        power_ons = self._power_ons.get(node.hardware_id, 0)
         await self._spend(self._profile.command_seconds[name] if seconds is None else seconds)
-        if not machine.powered or machine.powered_at != powered_at:
+        if not machine.powered or self._power_ons.get(node.hardware_id, 0) != power_ons:
             raise DriverError(f"{node.name}: {name}: the machine was power cycled meanwhile")
         change(machine)
         await self._save(node)
@@ -265,7 +290,7 @@ class SimHardware:
         transfer = self._transfers.get(node.hardware_id)
         if transfer is None or transfer.image != image:
             return CopyStatus(done=False, running=False, percent=0, eta=None)
-        elapsed = self._now() - transfer.started_at
+        elapsed = max(0.0, self._now() - transfer.started_at)
         fraction = 1.0 if transfer.duration <= 0 else min(1.0, elapsed / transfer.duration)
         if transfer.stalls_at is not None and fraction >= transfer.stalls_at:
             return CopyStatus(False, True, int(transfer.stalls_at * 100), None)

@@ -40,6 +40,9 @@ class FakeAction:
     action_id: int = 0
     # Ends in `lost` instead of its process's last state (a state outlived its timeout).
     lost: bool = False
+    # Power cycles and duration it reports (once final).
+    reboots: int = 0
+    duration_seconds: float = 0.0
 
     @property
     def states(self) -> list[str]:
@@ -68,6 +71,8 @@ class FakeAction:
             state_count=len(self.states),
             final=self.final,
             action_id=self.action_id,
+            reboots=self.reboots,
+            duration_seconds=self.duration_seconds if self.final else 0.0,
         )
 
 
@@ -95,6 +100,8 @@ class FakeAgent(pb_grpc.AgentServicer):
         self.steps_per_call = 1
         # Processes whose actions end `lost` (e.g. {"destroy"}: the wipe never completes).
         self.lose: set[str] = set()
+        # node -> (lost, reboots, duration_seconds) of the actions it will be given from now on.
+        self.outcomes: dict[str, tuple[bool, int, float]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -211,6 +218,8 @@ class FakeAgent(pb_grpc.AgentServicer):
                 action_id=len(self.started) + 1,
                 lost=request.process in self.lose,
             )
+            lost, action.reboots, action.duration_seconds = self.outcomes.get(request.node_name, (False, 0, 0.0))
+            action.lost = action.lost or lost
             self.actions[request.node_name] = action
             self.started.append((request.node_name, request.process))
             return pb.StartActionResponse(action=action.to_pb())

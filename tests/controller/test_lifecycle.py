@@ -210,6 +210,69 @@ def test_on_time(row, now, in_inventory, transition, changes, phase):
     assert lifecycle.due_to_start(row, now) == (transition is Transition.START)
 
 
+# -- the clock, with prestage -----------------------------------------------------------------
+
+
+def ahead(lead, *others, turnaround=0) -> lifecycle.Prestage:
+    """What the scheduler gives on_time when prestage is on."""
+    return lifecycle.Prestage(lead, tuple(others), turnaround)
+
+
+START_AT = WAITING.start_date  # NOW + 600
+PRESTAGE = [
+    # id, row, now, prestage, transition, changes, phase after
+    ("within-the-lead-deploys-early", WAITING, NOW, ahead(900), Transition.PRESTAGE, intend("deploy"), Phase.INTENDED),
+    ("exactly-lead-before-start", WAITING, NOW, ahead(600), Transition.PRESTAGE, intend("deploy"), Phase.INTENDED),
+    ("before-the-lead-waits", WAITING, NOW, ahead(599), None, None, None),
+    ("prestage-off-waits-for-start", WAITING, NOW, None, None, None, None),
+    ("node-reserved-until-now-waits", WAITING, NOW, ahead(900, Window(NODE, BOB, NOW - HOUR, NOW + 1)),
+     None, None, None),
+    ("previous-window-within-turnaround-waits", WAITING, NOW,
+     ahead(900, Window(NODE, BOB, NOW - HOUR, NOW - 100), turnaround=300), None, None, None),
+    ("previous-window-and-turnaround-over-deploys", WAITING, NOW,
+     ahead(900, Window(NODE, BOB, NOW - HOUR, NOW - 300), turnaround=300), Transition.PRESTAGE, intend("deploy"),
+     Phase.INTENDED),
+    ("a-later-window-is-no-obstacle", WAITING, NOW,
+     ahead(900, Window(NODE, BOB, START_AT + HOUR + 300, START_AT + 2 * HOUR), turnaround=300),
+     Transition.PRESTAGE, intend("deploy"), Phase.INTENDED),
+    ("configuring-waits-for-the-user", rec(status="configuring", start_date=START_AT, end_date=START_AT + HOUR),
+     NOW, ahead(900), None, None, None),
+    ("intended-early-is-not-started-twice", rec(status="in_progress", pending="deploy", pending_since=NOW - 5,
+     start_date=START_AT, end_date=START_AT + HOUR), NOW, ahead(900), None, None, None),
+    ("deployed-early-nothing-at-start", dataclasses.replace(shown(WAITING, DEPLOYED), pending_since=NOW - 300),
+     START_AT, ahead(900), None, None, None),
+    ("at-start-a-plain-start", DUE, NOW, ahead(900), Transition.START, intend("deploy"), Phase.INTENDED),
+]
+
+
+@pytest.mark.parametrize(
+    "row, now, prestage, transition, changes, phase", [c[1:] for c in PRESTAGE], ids=[c[0] for c in PRESTAGE]
+)
+def test_on_time_with_prestage(row, now, prestage, transition, changes, phase):
+    decision = lifecycle.on_time(row, now, prestage=prestage)
+    check(row, decision, transition, changes=changes, phase=phase)
+    assert lifecycle.due_to_start(row, now) == (transition is Transition.START)
+    if transition is Transition.PRESTAGE:
+        # The write re-checks, in its transaction, that no other owner's window came in the way.
+        assert decision.clear == lifecycle.Clearance(now, row.start_date, prestage.turnaround)
+    elif decision is not None:
+        assert decision.clear is None
+
+
+def test_a_node_in_maintenance_is_not_prestaged():
+    assert lifecycle.on_time(WAITING, NOW, prestage=ahead(900)).transition is Transition.PRESTAGE
+    assert lifecycle.on_time(WAITING, NOW, prestage=ahead(900), in_maintenance=True) is None
+
+
+@pytest.mark.parametrize(
+    "start, pending_since, occupied",
+    [(5000, 0, 5000), (5000, 4100, 4100), (5000, 5200, 5000)],
+    ids=["nothing-sent", "deploy-started-ahead", "intention-after-start"],
+)
+def test_a_reservation_occupies_its_node_from_its_early_deploy(start, pending_since, occupied):
+    assert lifecycle.occupied_from(start, pending_since) == occupied
+
+
 def test_a_start_expects_what_it_saw_so_a_users_cancel_or_deploy_wins():
     decision = lifecycle.on_time(DUE, NOW)
     assert decision.expect == {"status": "ready", "pending": "", "process": "", "action_state": "", "ending": False}
@@ -608,6 +671,30 @@ CHOOSE = [
 HELD = {"n4": "in maintenance: wipe lost"}
 
 
+HEALTHY_FIRST = [
+    # id, candidates, count, all_or_nothing, health scores, chosen nodes
+    ("filtered-healthiest-first", ["n0", "n3", "n4"], 2, False, {"n0": 0.5, "n3": 0.9, "n4": 1.0}, ["n4", "n3"]),
+    ("filtered-no-record-counts-as-healthy", ["n0", "n3"], 1, False, {"n0": 0.8}, ["n3"]),
+    ("filtered-equal-scores-keep-their-order", ["n4", "n0", "n3"], 3, False, {}, ["n4", "n0", "n3"]),
+    ("filtered-an-unhealthy-node-still-serves", NODES, 2, False, {"n0": 0.0}, ["n3", "n0"]),
+    ("filtered-healthiest-free-one-not-a-busy-one", NODES, 1, False, {"n0": 0.5, "n3": 0.6, "n1": 1.0}, ["n3"]),
+    ("named-nodes-ignore-health", ["n0", "n3"], 2, True, {"n0": 0.1}, ["n0", "n3"]),
+]
+
+
+@pytest.mark.parametrize(
+    "candidates, count, all_or_nothing, health, outcome",
+    [c[1:] for c in HEALTHY_FIRST],
+    ids=[c[0] for c in HEALTHY_FIRST],
+)
+def test_choose_nodes_prefers_healthy_nodes(candidates, count, all_or_nothing, health, outcome):
+    chosen = lifecycle.choose_nodes(
+        candidates, BUSY, owner=ALICE, count=count, start=1500, end=2500, turnaround=0,
+        all_or_nothing=all_or_nothing, health=health,
+    )
+    assert chosen == outcome
+
+
 @pytest.mark.parametrize("candidates, count, all_or_nothing, outcome", [c[1:] for c in CHOOSE], ids=[c[0] for c in CHOOSE])
 def test_choose_nodes(candidates, count, all_or_nothing, outcome):
     def choose():
@@ -797,7 +884,7 @@ def test_a_reservation_through_its_whole_life():
 
 def test_every_transition_is_in_a_table():
     expected = (
-        {case[4] for case in ON_TIME + ON_REPORT}
+        {case[4] for case in ON_TIME + ON_REPORT + PRESTAGE}
         | {case[3] for case in AFTER_START + USER + CRASHES + ON_TIME_IN_MAINTENANCE}
         | {case[2] for case in ADMIN_END + MOVE}
         | {Transition.EXTEND for case in EXTEND if not isinstance(case[-1], str)}

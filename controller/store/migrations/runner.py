@@ -8,7 +8,14 @@ from collections.abc import Callable
 
 import peewee as pw
 
-from edgebed.controller.store.migrations import v001, v002, v003_agent_tls, v004_sessions, v005_maintenance
+from edgebed.controller.store.migrations import (
+    v001,
+    v002,
+    v003_agent_tls,
+    v004_sessions,
+    v005_maintenance,
+    v006_health,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +27,7 @@ MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
     v003_agent_tls.VERSION: v003_agent_tls.apply,
     v004_sessions.VERSION: v004_sessions.apply,
     v005_maintenance.VERSION: v005_maintenance.apply,
+    v006_health.VERSION: v006_health.apply,
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

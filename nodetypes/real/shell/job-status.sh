@@ -1,12 +1,14 @@
 # job-status.sh DIR: the state of the job in DIR as key=value lines:
-#   now=EPOCH  state=none|stale|running|finished|dead  id=  started=  pid=  rc=  result=  error=
+#   uptime=SECONDS_SINCE_BOOT  state=none|stale|running|finished|dead  id=  started=
+#   started_uptime=  pid=  rc=  result=  error=
 #   total=BYTES (the job's whole work, when it wrote a `total` file)
 #   progress.STAGE=BYTES (one per STAGE.progress file)
 # stale: the job ran in an earlier boot (its card may have changed since); dead: it stopped
 # without an exit code (killed).
 set -uo pipefail
 dir=$1
-printf 'now=%s\n' "$(date +%s)"
+# Durations come from the time since boot, never from the wall clock, which may step.
+printf 'uptime=%s\n' "$(cut -d ' ' -f 1 /proc/uptime)"
 if ! cd -- "$dir" 2>/dev/null || [ ! -s id ]; then
   echo state=none
   exit 0
@@ -17,6 +19,7 @@ if [ "$(cat boot 2>/dev/null)" != "$(cat /proc/sys/kernel/random/boot_id)" ]; th
 fi
 printf 'id=%s\n' "$(head -n 1 id)"
 printf 'started=%s\n' "$(cat started 2>/dev/null)"
+printf 'started_uptime=%s\n' "$(cat started_uptime 2>/dev/null)"
 pid=$(cat pid 2>/dev/null || true)
 printf 'pid=%s\n' "$pid"
 if [ -s rc ]; then

@@ -107,8 +107,11 @@ def test_a_copy_job_writes_the_image_and_reports_the_cards_checksum(
     assert done.job_id == "copy pi.img"
     assert done.result == sha256_of(str(raw), size) == sha256_of(card, size)
     assert done.progress == {"write": size, "verify": size}
-    # The job's files: the id, its boot, the pid, the exit code.
-    assert {"job.sh", "id", "boot", "pid", "rc", "started", "result"} <= {p.name for p in job.iterdir()}
+    # The job's files: the id, its boot, the pid, the exit code, when it started.
+    assert {"job.sh", "id", "boot", "pid", "rc", "started", "started_uptime", "result"} <= {
+        p.name for p in job.iterdir()}
+    # Timed from the boot (/proc/uptime), not the wall clock.
+    assert done.elapsed is not None and 0 <= done.elapsed < 300
 
 
 def test_a_failed_download_is_an_exit_code_and_a_line_saying_why(tmp_path, images, card) -> None:
