@@ -76,6 +76,9 @@ def make_settings(tmp_path: Path, database: str | None = None, **overrides) -> S
         poll_seconds=0.2,
         turnaround_seconds=0,
         call_timeout_seconds=2.0,
+        # The scheduler's tests use windows of seconds or minutes; the shortest allowed duration
+        # is tested as a rule of its own (tests/web/test_input_rules.py, test_reservations.py).
+        min_duration_hours=1 / 3600,
     )
     values.update(overrides)
     return Settings(**values)

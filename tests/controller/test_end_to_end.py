@@ -30,8 +30,7 @@ async def wait_for(condition, what: str, timeout: float = WAIT_SECONDS):
 
 async def test_three_raspberry_nodes_deploy_at_start_and_are_destroyed_at_end(tmp_path, agent_processes):
     agent = agent_processes("pi", nodes=4, time_scale=0.005)
-    # A nine-second reservation, to see its end: far below the default shortest (0.25 h).
-    settings = make_settings(tmp_path, poll_seconds=0.2, call_timeout_seconds=6.0, min_duration_hours=1 / 3600)
+    settings = make_settings(tmp_path, poll_seconds=0.2, call_timeout_seconds=6.0)
     async with controller_for(settings, run_scheduler=True) as ctl:
         admin = await ctl.accounts.create_user("admin@example.org", "admin-password", admin=True, authorized=True)
         info = await ctl.agents.add_agent(admin, "pi", "raspberry", agent.host, agent.port, agent.token)

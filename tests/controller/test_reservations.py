@@ -29,7 +29,9 @@ async def testbed(tmp_path, clock, fake_agents):
     """A controller with one admin, two authorized users, one pending user and a fake agent
     with 4 raspberry nodes."""
     served = fake_agents("rpi", nodes=4)
-    settings = make_settings(tmp_path, turnaround_seconds=300, max_duration_hours=48, extend_cap_hours=24)
+    settings = make_settings(
+        tmp_path, turnaround_seconds=300, min_duration_hours=0.25, max_duration_hours=48, extend_cap_hours=24
+    )
     async with controller_for(settings, clock) as ctl:
         ctl.admin = await ctl.accounts.create_user("admin@example.org", "admin-password", admin=True, authorized=True)
         ctl.alice = await ctl.accounts.create_user("alice@example.org", "alice-password", authorized=True)
