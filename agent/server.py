@@ -2,7 +2,8 @@
 
 The servicer only converts protobuf messages to domain types and back and calls AgentService;
 AgentError and its subclasses become status codes by class hierarchy (status_code). The token is
-checked in one interceptor.
+checked in one interceptor; a request whose bytes do not parse is answered INVALID_ARGUMENT by a
+second one (MalformedRequests).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hmac
 import logging
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -77,6 +79,61 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             "no token" if presented is None else "wrong token",
         )
         return self._refusal
+
+
+class _Malformed:
+    """Stands for a request whose bytes did not parse, so the handler can refuse it."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _tolerant(deserialize):
+    """The handler's request deserializer, returning _Malformed instead of raising: grpc.aio
+    answers a deserializer's exception with UNKNOWN and the exception's class name."""
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Malformed(str(exc))
+
+    return parse
+
+
+def _refusing_malformed(behavior):
+    async def handle(request, context: grpc.aio.ServicerContext):
+        if isinstance(request, _Malformed):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message: {request.message}"
+            )
+        return await behavior(request, context)
+
+    return handle
+
+
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """Answers a unary request whose bytes fail to parse with INVALID_ARGUMENT and the parser's
+    message (e.g. "Error parsing message with type 'edgebed.v1.GetNodesRequest': Wire format
+    was corrupt"). Placed after the token check, so an unauthenticated caller learns nothing."""
+
+    def __init__(self) -> None:
+        # method -> (the registered handler, its wrapped copy): handlers never change.
+        self._wrapped: dict[str, tuple[object, object]] = {}
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        known = self._wrapped.get(handler_call_details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = handler._replace(
+            request_deserializer=_tolerant(handler.request_deserializer),
+            unary_unary=_refusing_malformed(handler.unary_unary),
+        )
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
 
 
 def context_message(context: grpc.aio.ServicerContext) -> str:
@@ -238,7 +295,8 @@ async def build_server(
     # Without SO_REUSEPORT a second agent configured on the same port fails to start instead of
     # silently sharing the port with the first.
     server = grpc.aio.server(
-        interceptors=[TokenInterceptor(token)], options=[("grpc.so_reuseport", 0)]
+        interceptors=[TokenInterceptor(token), MalformedRequests()],
+        options=[("grpc.so_reuseport", 0)],
     )
     agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(service), server)
     health_servicer = health.aio.HealthServicer()

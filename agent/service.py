@@ -6,11 +6,13 @@ It knows neither protobuf nor Peewee: the servicer (agent.server) converts messa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from edgebed import limits
 from edgebed.agent.dbworker import DbWorker
 from edgebed.agent.domain import ActionRecord, ActionView, Environment, NodeRecord
 from edgebed.agent.errors import Busy, InvalidArgument, NotFound
@@ -18,7 +20,9 @@ from edgebed.agent.executor import Executor
 from edgebed.agent.store import Store
 from edgebed.nodetypes.base import FINAL_STATES, NAME_PATTERN, NodeType, PropertySpec, check_ip
 
-MAX_PROPERTY_VALUE = 4096
+# Every limit on what the agent accepts is in edgebed.limits: what keeps each of its replies
+# under the controller's receive limit.
+MAX_PROPERTY_VALUE = limits.MAX_PROPERTY_VALUE
 
 # The driver's check of a new node's properties: what is wrong, or None (DriverPlugin.check_node).
 NodeCheck = Callable[[Mapping[str, str]], "str | None"]
@@ -33,22 +37,80 @@ class NodeTypeDescription:
     final_states: tuple[str, ...]
 
 
+def shown(value: str, limit: int = 40) -> str:
+    """`value` as repr() for a message, cut after `limit` characters: a refused request's
+    message never carries a megabyte back."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 def check_name(name: str, what: str = "node name") -> None:
     if not name:
         raise InvalidArgument(f"{what} is empty")
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise InvalidArgument(
-            f"{what} {name!r} is not valid: use letters, digits, '-', '_' and '.', "
-            "at most 64 characters, starting with a letter or digit"
+            f"{what} {shown(name)} is not valid: use letters, digits, '-', '_' and '.', "
+            f"at most {limits.MAX_NAME} characters, starting with a letter or digit"
         )
 
 
-def _check_property_names(properties: Mapping[str, str]) -> None:
+def _check_text(value: str, what: str, maximum: int, *, line: bool) -> None:
+    """At most `maximum` characters, no NUL (PostgreSQL cannot store it); a `line` has no
+    control characters at all."""
+    if len(value) > maximum:
+        raise InvalidArgument(f"{what} has {len(value)} characters, more than {maximum}")
+    if "\x00" in value:
+        raise InvalidArgument(f"{what} contains a NUL character")
+    if line and not value.isprintable():
+        raise InvalidArgument(f"{what} contains control characters")
+
+
+def _check_properties(properties: Mapping[str, str], what: str) -> None:
+    """Node or environment properties: at most MAX_PROPERTIES, named like nodes, values of at
+    most MAX_PROPERTY_VALUE characters without NUL."""
+    if len(properties) > limits.MAX_PROPERTIES:
+        raise InvalidArgument(
+            f"{what} has {len(properties)} properties, more than {limits.MAX_PROPERTIES}"
+        )
     for key, value in properties.items():
-        if not key or not NAME_PATTERN.match(key):
-            raise InvalidArgument(f"property name {key!r} is not valid")
-        if len(value) > MAX_PROPERTY_VALUE:
-            raise InvalidArgument(f"property {key!r} is longer than {MAX_PROPERTY_VALUE} characters")
+        if not key or not NAME_PATTERN.fullmatch(key):
+            raise InvalidArgument(f"property name {shown(key)} is not valid")
+        _check_text(value, f"property {key!r}", MAX_PROPERTY_VALUE, line=False)
+
+
+def _check_environment(environment: Environment) -> None:
+    check_name(environment.name, "environment name")
+    if environment.size_bytes < 0:
+        raise InvalidArgument("size_bytes must not be negative")
+    if environment.size_bytes > limits.MAX_SIZE_BYTES:
+        raise InvalidArgument(f"size_bytes must be at most {limits.MAX_SIZE_BYTES}")
+    if not environment.image:
+        raise InvalidArgument("image is empty: give the image's path or URL on the agent")
+    _check_text(environment.image, "image", limits.MAX_IMAGE, line=True)
+    _check_text(environment.description, "description", limits.MAX_DESCRIPTION, line=False)
+    _check_text(environment.default_user, "default_user", limits.MAX_DEFAULT_USER, line=True)
+    if any(char.isspace() for char in environment.default_user):
+        raise InvalidArgument("default_user contains spaces")
+    _check_properties(environment.properties, f"environment {environment.name!r}")
+
+
+def _environment_bound(env: Environment) -> int:
+    return limits.environment_bound(env.name, env.description, env.image, env.default_user, env.properties)
+
+
+def _node_bound(node: NodeRecord) -> int:
+    return limits.node_bound(node.name, node.properties)
+
+
+def _check_budget(total: int, what: str, listing: str) -> None:
+    """Refuses a change after which `listing` (GetNodes, ListEnvironments) would exceed the
+    reply budget."""
+    if total > limits.REPLY_BUDGET_BYTES:
+        raise InvalidArgument(
+            f"{what} would make {listing} take up to {total} bytes, more than the "
+            f"{limits.REPLY_BUDGET_BYTES} a controller receives; remove some first"
+        )
 
 
 class AgentService:
@@ -74,6 +136,9 @@ class AgentService:
         # Nodes that a request is changing right now (start, remove, rename): a second request on
         # the same node meanwhile is refused rather than interleaved.
         self._claimed: set[str] = set()
+        # Held from the size check of an add, rename or put to its write, so that two requests
+        # cannot both pass the check and together exceed the limits.
+        self._growing = asyncio.Lock()
 
     @contextlib.contextmanager
     def _claim(self, *names: str) -> Iterator[None]:
@@ -99,7 +164,7 @@ class AgentService:
 
     async def add_node(self, name: str, properties: Mapping[str, str]) -> NodeRecord:
         check_name(name)
-        _check_property_names(properties)
+        _check_properties(properties, f"node {name!r}")
         if "ip" not in properties:
             raise InvalidArgument("property 'ip' is missing: every node needs one")
         problem = check_ip(properties["ip"])
@@ -110,7 +175,13 @@ class AgentService:
         if problem:
             raise InvalidArgument(problem)
         node = NodeRecord(name, dict(properties))
-        await self._db.call(self._store.add_nodes, [node])
+        async with self._growing:
+            nodes = await self._db.call(self._store.list_nodes, [])
+            if len(nodes) >= limits.MAX_NODES:
+                raise InvalidArgument(f"this agent has {len(nodes)} nodes, the most it can hold")
+            total = sum(map(_node_bound, nodes)) + _node_bound(node)
+            _check_budget(total, f"node {name!r}", "GetNodes")
+            await self._db.call(self._store.add_nodes, [node])
         return node
 
     async def remove_node(self, name: str) -> None:
@@ -124,7 +195,12 @@ class AgentService:
         if new_name == name:
             raise InvalidArgument(f"new name {new_name!r} is the current name")
         with self._claim(name, new_name):
-            return await self._db.call(self._store.rename_node, name, new_name)
+            async with self._growing:
+                if len(new_name) > len(name):
+                    nodes = await self._db.call(self._store.list_nodes, [])
+                    total = sum(map(_node_bound, nodes)) + len(new_name) - len(name)
+                    _check_budget(total, f"new name {new_name!r}", "GetNodes")
+                return await self._db.call(self._store.rename_node, name, new_name)
 
     # Environments.
 
@@ -132,13 +208,16 @@ class AgentService:
         return await self._db.call(self._store.list_environments)
 
     async def put_environment(self, environment: Environment) -> Environment:
-        check_name(environment.name, "environment name")
-        if environment.size_bytes < 0:
-            raise InvalidArgument("size_bytes must not be negative")
-        if not environment.image:
-            raise InvalidArgument("image is empty: give the image's path or URL on the agent")
-        _check_property_names(environment.properties)
-        await self._db.call(self._store.put_environments, [environment])
+        _check_environment(environment)
+        async with self._growing:
+            others = [env for env in await self.list_environments() if env.name != environment.name]
+            if len(others) >= limits.MAX_ENVIRONMENTS:
+                raise InvalidArgument(
+                    f"this agent has {len(others)} environments, the most it can hold"
+                )
+            total = sum(map(_environment_bound, others)) + _environment_bound(environment)
+            _check_budget(total, f"environment {environment.name!r}", "ListEnvironments")
+            await self._db.call(self._store.put_environments, [environment])
         return environment
 
     async def remove_environment(self, name: str) -> None:
@@ -166,14 +245,14 @@ class AgentService:
         processes = self.node_type.processes
         if process not in processes:
             raise InvalidArgument(
-                f"unknown process {process!r}; this agent knows {', '.join(processes)}"
+                f"unknown process {shown(process)}; this agent knows {', '.join(processes)}"
             )
         properties = {key: value for key, value in properties.items() if value != ""}
         given_environment = properties.pop("environment", "")
         if environment and given_environment and environment != given_environment:
             raise InvalidArgument(
-                f"environment {environment!r} and property environment "
-                f"{given_environment!r} disagree"
+                f"environment {shown(environment)} and property environment "
+                f"{shown(given_environment)} disagree"
             )
         environment = environment or given_environment
         self._check_properties(properties)
@@ -194,7 +273,7 @@ class AgentService:
                 if spec is None:
                     known = await self.list_environments()
                     raise InvalidArgument(
-                        f"unknown environment {environment!r}; this agent has "
+                        f"unknown environment {shown(environment)}; this agent has "
                         f"{', '.join(env.name for env in known) or 'none'}"
                     )
             elif previous is not None:
@@ -232,7 +311,7 @@ class AgentService:
             spec = specs.get(key)
             if spec is None:
                 known = ", ".join(["environment", *specs])
-                raise InvalidArgument(f"unknown property {key!r}; {self.node_type.name} nodes take {known}")
+                raise InvalidArgument(f"unknown property {shown(key)}; {self.node_type.name} nodes take {known}")
             problem = spec.problem(value)
             if problem:
                 raise InvalidArgument(problem)

@@ -30,7 +30,7 @@ REAL_TYPES = ("raspberry",)
 
 def _check_agent_name(value: str) -> str | None:
     # Node names are "<agent name>-NNN" and must stay within 64 characters.
-    if not NAME_PATTERN.match(value) or len(value) > 56:
+    if not NAME_PATTERN.fullmatch(value) or len(value) > 56:
         return (
             f"must be letters, digits, '-', '_' or '.', at most 56 characters, got {value!r}"
         )

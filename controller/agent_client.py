@@ -20,10 +20,14 @@ place when the caller sees the result. This module writes nothing itself. Failur
 - NOT_FOUND, INVALID_ARGUMENT/OUT_OF_RANGE, FAILED_PRECONDITION/ALREADY_EXISTS: NotFound,
   InvalidInput, Conflict with the agent's message.
 - anything else: AgentUnavailable naming the code.
+- a reply that fails the checks of controller/replies.py: BadReply (a subclass of
+  AgentUnavailable) naming what is wrong; the outcome's code is BAD_REPLY, and nothing of the
+  reply goes further. Actions are checked against the agent's node type description, which this
+  client keeps from the last DescribeNodeType (asked first when it has none).
 
 Each raised ServiceError carries the gRPC code name in `.code` so the scheduler can branch on it.
 Calls to different agents run concurrently (`gather_agents`). Protobuf messages are converted
-to domain types here and go no further.
+to domain types here, checked (controller/replies.py), and go no further.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from edgebed.controller import replies
 from edgebed.controller.domain import (
     CONNECTED,
     ActionState,
@@ -47,6 +52,7 @@ from edgebed.controller.domain import (
 from edgebed.controller.errors import (
     AgentRejectedToken,
     AgentUnavailable,
+    BadReply,
     Conflict,
     InvalidInput,
     NotFound,
@@ -57,8 +63,12 @@ from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 OK = "OK"
+# Not a gRPC code: the call succeeded but its reply failed the checks of controller/replies.py.
+BAD_REPLY = "BAD_REPLY"
+BAD_REPLY_PREFIX = "bad reply to "
 WRONG_TOKEN = "wrong token"
 # Codes after which the agent is taken as lost (flagged disconnected).
 LOST_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
@@ -72,7 +82,7 @@ _REQUEST_ERRORS: dict[str, type[ServiceError]] = {
 }
 # Beginnings of the texts CallOutcome.reason gives; a later successful call clears them.
 TLS_FAILED = "TLS handshake failed"
-_REASON_PREFIXES = (WRONG_TOKEN, "no answer", "unavailable", "agent error", TLS_FAILED)
+_REASON_PREFIXES = (WRONG_TOKEN, "no answer", "unavailable", "agent error", TLS_FAILED, BAD_REPLY_PREFIX)
 _MAX_REASON = 500
 
 
@@ -81,14 +91,32 @@ def is_call_error(text: str) -> bool:
     return text.startswith(_REASON_PREFIXES)
 
 
+# A good reply to the key also clears a bad reply to these: they report the same things (an
+# action StartAction started is reported by GetActionState, an environment PutEnvironment stored
+# is listed by ListEnvironments).
+_ALSO_CLEARS = {"GetActionState": ("StartAction",), "ListEnvironments": ("PutEnvironment",)}
+
+
+def cleared_by(text: str, method: str) -> bool:
+    """Whether a successful call of `method` clears the agent's last_error `text`: any success
+    clears a failed call's reason, but a bad reply is cleared only by a good reply to the same
+    method (or to one that reports the same things, _ALSO_CLEARS): a good GetNodes says nothing
+    about GetActionState."""
+    if text.startswith(BAD_REPLY_PREFIX):
+        return any(text.startswith(f"{BAD_REPLY_PREFIX}{m}:") for m in (method, *_ALSO_CLEARS.get(method, ())))
+    return is_call_error(text)
+
+
 @dataclass(frozen=True)
 class CallOutcome:
     """How one call to an agent ended, as the transport reports it to its observer.
 
     agent: the record the call was made with (status and last_error as read before the call).
     method: the RPC name, e.g. "GetNodes".
-    code: the gRPC status code name: "OK", "UNAVAILABLE", "DEADLINE_EXCEEDED", ...
-    details: the status details from the agent or from gRPC ("" when OK).
+    code: the gRPC status code name: "OK", "UNAVAILABLE", "DEADLINE_EXCEEDED", ..., or BAD_REPLY
+      when the call succeeded but its reply failed the checks.
+    details: the status details from the agent or from gRPC, or what is wrong with the reply
+      ("" when OK).
     seconds: the call's latency on the monotonic clock.
     timeout: the deadline the call had, in seconds.
     probe: True for a reconnect's probe, which was made whatever the agent's status.
@@ -116,6 +144,11 @@ class CallOutcome:
         return self.code == "UNAUTHENTICATED"
 
     @property
+    def bad_reply(self) -> bool:
+        """The agent answered, with a reply the controller refused (nothing of it stored)."""
+        return self.code == BAD_REPLY
+
+    @property
     def refused_request(self) -> bool:
         """The agent answered that the request is wrong (unknown node, busy, ...): it is fine."""
         return self.code in _REQUEST_ERRORS
@@ -137,6 +170,8 @@ class CallOutcome:
             if _closed_while_connecting(self.details):
                 return f"unavailable: {self.details} (if the agent serves TLS, register its CA)"[:_MAX_REASON]
             return f"unavailable: {self.details}"[:_MAX_REASON]
+        if self.bad_reply:
+            return f"{BAD_REPLY_PREFIX}{self.method}: {self.details}"[:_MAX_REASON]
         return f"agent error: {self.code}: {self.details}"[:_MAX_REASON]
 
 
@@ -182,6 +217,8 @@ def error_for(outcome: CallOutcome) -> ServiceError:
         return AgentRejectedToken(
             f"agent {name} rejected the controller's token (wrong token)", code=outcome.code
         )
+    if outcome.bad_reply:
+        return BadReply(f"agent {name} sent a bad reply to {outcome.method}: {outcome.details}", code=outcome.code)
     request_error = _REQUEST_ERRORS.get(outcome.code)
     if request_error is not None:
         return request_error(outcome.details, code=outcome.code)
@@ -210,10 +247,11 @@ def action_from_pb(msg: pb.ActionState) -> ActionState:
 
 
 def node_type_from_pb(msg: pb.DescribeNodeTypeResponse) -> NodeTypeInfo:
-    return NodeTypeInfo(
-        type=msg.type,
-        processes={p.name: list(p.states) for p in msg.processes},
-        properties=[
+    """The checked description (BadReply when it fails replies.node_type)."""
+    return replies.node_type(
+        msg.type,
+        [(p.name, list(p.states)) for p in msg.processes],
+        [
             PropertySpec(
                 name=p.name,
                 required=p.required,
@@ -228,7 +266,7 @@ def node_type_from_pb(msg: pb.DescribeNodeTypeResponse) -> NodeTypeInfo:
             )
             for p in msg.properties
         ],
-        final_states=list(msg.final_states),
+        list(msg.final_states),
     )
 
 
@@ -325,6 +363,9 @@ class AgentClient:
         self.timeout = timeout
         self._identity = identity
         self._connections: dict[str, _Connection] = {}
+        # Each agent's node type as its last good DescribeNodeType said: what its actions are
+        # checked against. Refreshed by every describe() (the inventory refresh, a reconnect).
+        self._node_types: dict[str, NodeTypeInfo] = {}
         # Agents lost (UNAVAILABLE, DEADLINE_EXCEEDED) since their record was read, so a poll
         # that still holds an old `connected` record does not call them again.
         self._lost: set[str] = set()
@@ -337,6 +378,7 @@ class AgentClient:
         """Closes the channel of an agent that was deleted or changed address."""
         connection = self._connections.pop(name, None)
         self._lost.discard(name)
+        self._node_types.pop(name, None)
         if connection is not None:
             await connection.channel.close()
 
@@ -359,14 +401,17 @@ class AgentClient:
         self,
         agent: AgentRecord,
         method: str,
-        invoke: Callable[[pb_grpc.AgentStub], Awaitable[T]],
+        invoke: Callable[[pb_grpc.AgentStub], Awaitable[R]],
+        convert: Callable[[R], T],
         *,
         probe: bool = False,
     ) -> T:
-        """Runs `invoke(stub)` (one typed stub call named `method`) and reports its outcome.
+        """Runs `invoke(stub)` (one typed stub call named `method`), converts and checks its
+        reply with `convert`, reports the outcome and returns what `convert` made.
 
         Raises AgentUnavailable at once, without a call, when the agent is not usable (unless
-        probing), and the ServiceError of error_for() when the call fails.
+        probing), and the ServiceError of error_for() when the call fails or `convert` raises
+        BadReply.
         """
         if not probe and not self.usable(agent):
             raise AgentUnavailable(
@@ -387,49 +432,82 @@ class AgentClient:
                 self._lost.add(agent.name)
             await self._observer(outcome)
             raise error_for(outcome) from None
-        await self._observer(
-            CallOutcome(agent, method, OK, "", time.monotonic() - started, self.timeout, probe)
-        )
-        return response
+        seconds = time.monotonic() - started
+        try:
+            result = convert(response)
+        except BadReply as exc:
+            outcome = CallOutcome(agent, method, BAD_REPLY, exc.message, seconds, self.timeout, probe)
+            await self._observer(outcome)
+            raise error_for(outcome) from None
+        await self._observer(CallOutcome(agent, method, OK, "", seconds, self.timeout, probe))
+        return result
 
     # -- the calls -------------------------------------------------------------------------
 
     async def probe(self, agent: AgentRecord) -> NodeTypeInfo:
         """DescribeNodeType on a fresh channel, whatever the agent's status (a reconnect).
 
-        Raises like any call (AgentUnavailable, AgentRejectedToken, ...); on success the agent
-        is usable again once its record says `connected`.
+        Raises like any call (AgentUnavailable, AgentRejectedToken, BadReply, ...); on success
+        the agent is usable again once its record says `connected`.
         """
         # A fresh channel: the old one may sit in gRPC's reconnect back-off after failures,
         # and would refuse at once an agent that has just come back.
         await self.forget(agent.name)
         request = pb.DescribeNodeTypeRequest()
-        response = await self._call(
-            agent, "DescribeNodeType", lambda stub: stub.DescribeNodeType(request), probe=True
+        info = await self._call(
+            agent, "DescribeNodeType", lambda stub: stub.DescribeNodeType(request), node_type_from_pb, probe=True
         )
-        return node_type_from_pb(response)
+        self._node_types[agent.name] = info
+        return info
 
     async def get_nodes(self, agent: AgentRecord) -> dict[str, dict[str, str]]:
         """{node name: properties} of every node of the agent."""
         request = pb.GetNodesRequest()
-        response = await self._call(agent, "GetNodes", lambda stub: stub.GetNodes(request))
-        return {node.name: dict(node.properties) for node in response.nodes}
+        return await self._call(
+            agent,
+            "GetNodes",
+            lambda stub: stub.GetNodes(request),
+            lambda response: replies.nodes([(node.name, dict(node.properties)) for node in response.nodes]),
+        )
 
     async def describe(self, agent: AgentRecord) -> NodeTypeInfo:
         request = pb.DescribeNodeTypeRequest()
-        response = await self._call(agent, "DescribeNodeType", lambda stub: stub.DescribeNodeType(request))
-        return node_type_from_pb(response)
+        info = await self._call(
+            agent, "DescribeNodeType", lambda stub: stub.DescribeNodeType(request), node_type_from_pb
+        )
+        self._node_types[agent.name] = info
+        return info
+
+    async def _described(self, agent: AgentRecord) -> NodeTypeInfo:
+        """The agent's node type from its last good description; asked now when there is none."""
+        info = self._node_types.get(agent.name)
+        return info if info is not None else await self.describe(agent)
 
     async def environments(self, agent: AgentRecord) -> list[Environment]:
         request = pb.ListEnvironmentsRequest()
-        response = await self._call(agent, "ListEnvironments", lambda stub: stub.ListEnvironments(request))
-        return [environment_from_pb(e, agent.name, agent.type) for e in response.environments]
+        return await self._call(
+            agent,
+            "ListEnvironments",
+            lambda stub: stub.ListEnvironments(request),
+            lambda response: replies.environments(
+                [environment_from_pb(e, agent.name, agent.type) for e in response.environments]
+            ),
+        )
 
     async def action_states(self, agent: AgentRecord, nodes: Iterable[str]) -> dict[str, ActionState]:
-        """The current action of each named node that has one: ONE call for all of them."""
-        request = pb.GetActionStateRequest(node_names=sorted(set(nodes)))
-        response = await self._call(agent, "GetActionState", lambda stub: stub.GetActionState(request))
-        return {msg.node_name: action_from_pb(msg) for msg in response.actions}
+        """The current action of each named node that has one: ONE call for all of them (and a
+        DescribeNodeType first when the client has no description of the agent's node type)."""
+        described = await self._described(agent)
+        asked = sorted(set(nodes))
+        request = pb.GetActionStateRequest(node_names=asked)
+        return await self._call(
+            agent,
+            "GetActionState",
+            lambda stub: stub.GetActionState(request),
+            lambda response: replies.actions(
+                [action_from_pb(msg) for msg in response.actions], described, set(asked)
+            ),
+        )
 
     async def start_action(
         self,
@@ -440,32 +518,46 @@ class AgentClient:
         environment: str = "",
         properties: Mapping[str, str] | None = None,
     ) -> ActionState:
+        described = await self._described(agent)
         request = pb.StartActionRequest(
             node_name=node, process=process, environment=environment, properties=dict(properties or {})
         )
-        response = await self._call(agent, "StartAction", lambda stub: stub.StartAction(request))
-        return action_from_pb(response.action)
+        return await self._call(
+            agent,
+            "StartAction",
+            lambda stub: stub.StartAction(request),
+            lambda response: replies.started(action_from_pb(response.action), described, node, process),
+        )
 
     async def put_environment(self, agent: AgentRecord, env: Environment) -> Environment:
         request = pb.PutEnvironmentRequest(environment=environment_to_pb(env))
-        response = await self._call(agent, "PutEnvironment", lambda stub: stub.PutEnvironment(request))
-        return environment_from_pb(response.environment, agent.name, agent.type)
+        return await self._call(
+            agent,
+            "PutEnvironment",
+            lambda stub: stub.PutEnvironment(request),
+            lambda response: replies.environment(environment_from_pb(response.environment, agent.name, agent.type)),
+        )
 
     async def remove_environment(self, agent: AgentRecord, name: str) -> None:
         request = pb.RemoveEnvironmentRequest(name=name)
-        await self._call(agent, "RemoveEnvironment", lambda stub: stub.RemoveEnvironment(request))
+        await self._call(agent, "RemoveEnvironment", lambda stub: stub.RemoveEnvironment(request), _ignored)
 
     async def add_node(self, agent: AgentRecord, node: str, properties: Mapping[str, str]) -> None:
         request = pb.AddNodeRequest(node_name=node, properties=dict(properties))
-        await self._call(agent, "AddNode", lambda stub: stub.AddNode(request))
+        await self._call(agent, "AddNode", lambda stub: stub.AddNode(request), _ignored)
 
     async def remove_node(self, agent: AgentRecord, node: str) -> None:
         request = pb.RemoveNodeRequest(node_name=node)
-        await self._call(agent, "RemoveNode", lambda stub: stub.RemoveNode(request))
+        await self._call(agent, "RemoveNode", lambda stub: stub.RemoveNode(request), _ignored)
 
     async def rename_node(self, agent: AgentRecord, node: str, new_name: str) -> None:
         request = pb.RenameNodeRequest(node_name=node, new_name=new_name)
-        await self._call(agent, "RenameNode", lambda stub: stub.RenameNode(request))
+        await self._call(agent, "RenameNode", lambda stub: stub.RenameNode(request), _ignored)
+
+
+def _ignored(response: object) -> None:
+    """The reply of a call whose answer the controller does not use (the node or environment
+    it changed is read back by the next refresh, through the checks)."""
 
 
 async def gather_agents(

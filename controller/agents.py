@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from edgebed.controller import validation
-from edgebed.controller.agent_client import WRONG_TOKEN, AgentClient, CallOutcome, is_call_error
+from edgebed.controller.agent_client import WRONG_TOKEN, AgentClient, CallOutcome, cleared_by
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentRecord, User
 from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
@@ -69,12 +69,18 @@ class AgentCallRecorder:
     """The AgentClient's observer: records each call's outcome in the metrics, and the agent's
     status and last_error in the store.
 
-    - OK: clears a last_error an earlier failed call left (a probe's success is recorded by
-      Agents, which also checks the agent's node type).
+    - OK: clears a last_error an earlier failed call left, a bad reply only when it was to the
+      same method (a probe's success is recorded by Agents, which also checks the agent's node
+      type).
     - UNAVAILABLE, DEADLINE_EXCEEDED: `disconnected`, with the reason.
     - UNAUTHENTICATED: last_error "wrong token", written once while it stays wrong; the status is
       kept (the agent answered).
     - the agent refused the request (NOT_FOUND, INVALID_ARGUMENT, ...): nothing but the metrics.
+    - a bad reply (BAD_REPLY: the reply failed controller/replies.py, nothing of it was
+      stored): last_error "bad reply to METHOD: what is wrong", written when it changes; the
+      status is kept, since the agent answers and its other replies may be good (a bad
+      DescribeNodeType on a reconnect leaves it as it was: disconnected until it describes
+      itself well).
     - any other code: last_error "agent error: CODE: details", written when it changes.
     """
 
@@ -87,7 +93,7 @@ class AgentCallRecorder:
         label = "ok" if outcome.ok else outcome.code.lower()
         self._metrics.record_call(agent.name, outcome.method, label, outcome.seconds)
         if outcome.ok:
-            if not outcome.probe and is_call_error(agent.last_error):
+            if not outcome.probe and cleared_by(agent.last_error, outcome.method):
                 await self._agents.set_agent_status(agent.name, last_error="")
         elif outcome.lost:
             await self._agents.set_agent_status(agent.name, status=DISCONNECTED, last_error=outcome.reason)
@@ -98,7 +104,10 @@ class AgentCallRecorder:
                 log.warning("agent %s rejected the controller's token", agent.name)
         elif not outcome.refused_request and agent.last_error != outcome.reason:
             await self._agents.set_agent_status(agent.name, last_error=outcome.reason)
-            log.warning("agent %s: %s failed: %s", agent.name, outcome.method, outcome.reason)
+            if outcome.bad_reply:
+                log.warning("agent %s: refused its reply: %s", agent.name, outcome.reason)
+            else:
+                log.warning("agent %s: %s failed: %s", agent.name, outcome.method, outcome.reason)
 
 
 class Agents:

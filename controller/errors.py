@@ -69,6 +69,15 @@ class AgentRejectedToken(AgentUnavailable):
     """
 
 
+class BadReply(AgentUnavailable):
+    """An agent answered with something the controller refuses to store (502): a name, length,
+    range or count out of bounds, or a state its node type does not have (controller/replies.py).
+
+    A subclass of AgentUnavailable: whoever needed the answer cannot use this agent for it, as if
+    it had not answered; nothing of the reply was stored.
+    """
+
+
 class StorageFull(ServiceError):
     """The disk holding the database is full (503): nothing of the request was written, and the
     same request succeeds once there is space again."""

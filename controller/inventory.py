@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from edgebed.controller import validation
+from edgebed.controller import replies, validation
 from edgebed.controller.agent_client import AgentClient, gather_agents
 from edgebed.controller.authz import Authz
 from edgebed.controller.domain import (
@@ -24,8 +24,8 @@ from edgebed.controller.domain import (
     ScheduleRecord,
     User,
 )
-from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound, ServiceError
-from edgebed.controller.store import CachedNode, Store
+from edgebed.controller.errors import AgentUnavailable, BadReply, Conflict, InvalidInput, NotFound, ServiceError
+from edgebed.controller.store import WRITE_ERRORS, CachedNode, Store
 
 log = logging.getLogger(__name__)
 
@@ -88,47 +88,49 @@ class Inventory:
     ) -> dict[str, ServiceError | None]:
         """Calls GetNodes (and, with catalogs, DescribeNodeType and ListEnvironments) on every
         connected agent concurrently and updates the cache: one hung agent costs one deadline.
+        Each agent's answers are written as soon as they are in, in a transaction of their own,
+        so one agent's bad reply (refused by the client's checks) or data the database refuses
+        leaves the others' cache refreshed, and a slow agent delays no one's write; the agent's
+        last_error says what went wrong. Of two agents newly claiming one node name, the one
+        written first keeps it (and keeps it afterwards); the other reports the duplicate.
 
         Returns {agent: None on success, or the error}.
         """
         if agents is None:
             agents = await self._store.agents.list_agents()
         usable = [agent for agent in agents if self._client.usable(agent)]
+        # The node types the notes are about: the stored ones when this refresh asks for none.
+        stored = {} if catalogs else await self.catalogs()
 
-        async def fetch(agent: AgentRecord) -> list[Any]:
+        async def fetch_and_save(agent: AgentRecord) -> None:
             calls: list[Awaitable[Any]] = [self._client.get_nodes(agent)]
             if catalogs:
                 calls += [self._client.describe(agent), self._client.environments(agent)]
-            results = await asyncio.gather(*calls, return_exceptions=True)
-            for result in results:
+            # Every call ends (and its outcome is recorded) before the first error is raised.
+            answers: list[Any] = []
+            for result in await asyncio.gather(*calls, return_exceptions=True):
                 if isinstance(result, BaseException):
                     raise result
-            return results
+                answers.append(result)
+            catalog = AgentCatalog(agent.name, agent.type, answers[1], answers[2]) if catalogs else None
+            try:
+                duplicates = await self._store.inventory.save_inventory(
+                    agent.name, agent.type, answers[0], catalog, self._now()
+                )
+            except WRITE_ERRORS as exc:
+                raise await self._not_stored(agent, exc) from None
+            known = catalog if catalog is not None else stored.get(agent.name)
+            await self._report_notes(agent, duplicates, known.node_type if known is not None else None)
 
-        fetched = await gather_agents(usable, fetch)
-        outcome: dict[str, ServiceError | None] = {}
-        answered: list[AgentRecord] = []
-        nodes_by_agent = []
-        catalog_list = []
-        # Sorted, so when two agents newly claim one name the same agent keeps it every time.
-        for agent in sorted(usable, key=lambda a: a.name):
-            result = fetched[agent.name]
-            if isinstance(result, ServiceError):
-                outcome[agent.name] = result
-                continue
-            outcome[agent.name] = None
-            answered.append(agent)
-            nodes_by_agent.append((agent.name, agent.type, result[0]))
-            if catalogs:
-                catalog_list.append(AgentCatalog(agent.name, agent.type, result[1], result[2]))
-        if answered:
-            duplicates = await self._store.inventory.save_inventory(nodes_by_agent, catalog_list, self._now())
-            stored = await self.catalogs()
-            for agent in answered:
-                catalog = stored.get(agent.name)
-                node_type = catalog.node_type if catalog is not None else None
-                await self._report_notes(agent, duplicates.get(agent.name, {}), node_type)
-        return outcome
+        done = await gather_agents(usable, fetch_and_save)
+        return {name: result if isinstance(result, ServiceError) else None for name, result in done.items()}
+
+    async def _not_stored(self, agent: AgentRecord, exc: BaseException) -> BadReply:
+        message = replies.not_stored("its nodes and catalog", exc)
+        log.error("agent %s: the database refused its nodes and catalog", agent.name, exc_info=exc)
+        if agent.last_error != message:
+            await self._store.agents.set_agent_status(agent.name, last_error=message)
+        return BadReply(f"agent {agent.name}: {message}")
 
     async def _report_notes(
         self, agent: AgentRecord, duplicates: dict[str, str], node_type: NodeTypeInfo | None
@@ -156,7 +158,7 @@ class Inventory:
         if message:
             if agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
-        elif agent.last_error.startswith((DUPLICATE_PREFIX, CONSTRAINTS_PREFIX)):
+        elif agent.last_error.startswith((DUPLICATE_PREFIX, CONSTRAINTS_PREFIX, replies.NOT_STORED_PREFIX)):
             await self._store.agents.set_agent_status(agent.name, last_error="")
 
     # -- reading -------------------------------------------------------------------------
@@ -225,6 +227,16 @@ class Inventory:
                 Busy(node, s, e, owner == viewer.email, owner if admin else "")
             )
         return result
+
+    async def next_starts(self, after: int, before: int, viewer: User) -> dict[str, int]:
+        """{node name: start (epoch seconds)} of each node's first reserved window starting in
+        [after, before), for "free until" beyond the windows a view has read; no owners."""
+        await self._authz.require_authorized(viewer)
+        after = validation.epoch_seconds(after, "next window start")
+        before = validation.epoch_seconds(before, "next window end")
+        if before <= after:
+            return {}
+        return await self._store.schedule.next_starts(after, before)
 
     async def open_windows(self, actor: User, now: int) -> dict[str, str]:
         """For administrators: {node name: reservation status} of every node whose reservation

@@ -12,9 +12,10 @@ writes what they decide (each a compare-and-set), and talks to the agents. Each 
 2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
    number; the calls to different agents run concurrently.
 3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
-   issue). Its writes, the claims of the intentions to send among them, go in one transaction.
+   issue). Its writes, the claims of the intentions to send among them, go in one transaction
+   per agent.
 4. StartAction for every claim that was written, concurrently; `lifecycle.after_start` for
-   each answer, written in one transaction.
+   each answer, written in one transaction per agent.
 5. Removals waiting for reservations to end (an administrator's forced removal of an agent or
    node): each whose last reservation is gone is carried out.
 
@@ -26,6 +27,13 @@ and the node's count of actions in a row that ended lost (`lifecycle.count_final
 Every action seen reaching a final state (in a report that led to a decision, or in
 StartAction's answer) is recorded as the node's outcome (controller/health.py) before the
 decisions are written, so a crash in between records it again, harmlessly, on the next poll.
+
+Each agent's rows (and its actions' outcomes) are written in transactions of their own,
+concurrently: a write the database refuses (a value it cannot hold, a lock lost) fails that
+agent's writes only, which its next poll decides again, and says so in the agent's last_error;
+the other agents' reservations go on. What an agent answers was checked before
+(controller/replies.py, in the client): a bad reply leaves that agent's rows waiting, as if it
+had not answered.
 
 A claim (`pending_issued` and the `baseline`) is on disk before its StartAction is sent, so a
 controller killed at any moment resolves, on restart, every intention that may have been sent
@@ -42,19 +50,22 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edgebed.controller import health, lifecycle
+from edgebed.controller import health, lifecycle, replies
 from edgebed.controller.agent_client import AgentClient, gather_agents
 from edgebed.controller.clock import ClockGuard
-from edgebed.controller.domain import ActionState, AgentRecord, ScheduleRecord
+from edgebed.controller.domain import ActionState, AgentRecord, NodeOutcome, ScheduleRecord
 from edgebed.controller.errors import NotFound, ServiceError, StorageFull
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.prestage import Prestager
 from edgebed.controller.settings import Settings
-from edgebed.controller.store import CachedNode, Store
+from edgebed.controller.store import WRITE_ERRORS, CachedNode, Store
 
 log = logging.getLogger(__name__)
+
+# What an agent's last_error says when the database refused its rows' updates (replies.not_stored).
+_NOT_STORED = "its reservations' updates"
 
 
 @dataclass
@@ -203,12 +214,13 @@ class Scheduler:
         rows = await self._store.schedule.list_schedule(started_before=until)
         if rows:
             nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
+            maintained = await self._store.maintenance.active()
+            agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
             if not clocks.paused:
-                maintained = await self._store.maintenance.active()
-                rows = await self._apply_clock(rows, nodes, maintained, now, until, report)
-            followed = await self._follow(rows, nodes, report)
-            claimed = await self._apply_reports(rows, followed, now, report)
-            await self._issue(claimed, now, report)
+                rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, report)
+            followed = await self._follow(rows, nodes, agents, report)
+            claimed = await self._apply_reports(rows, followed, agents, now, report)
+            await self._issue(claimed, agents, now, report)
         await self._retire(report)
         return report
 
@@ -217,6 +229,7 @@ class Scheduler:
         rows: list[ScheduleRecord],
         nodes: Mapping[str, CachedNode],
         maintained: Mapping[str, str],
+        agents: Mapping[str, AgentRecord],
         now: int,
         until: int,
         report: PollReport,
@@ -225,10 +238,10 @@ class Scheduler:
         afterwards."""
         plans = await self._prestage.plans(rows, nodes, now)
         timed = [
-            d
+            (node.agent if (node := nodes.get(row.node_name)) else "", decision)
             for row in rows
             if (
-                d := lifecycle.on_time(
+                decision := lifecycle.on_time(
                     row,
                     now,
                     in_inventory=row.node_name in nodes,
@@ -239,15 +252,18 @@ class Scheduler:
         ]
         if not timed:
             return rows
-        await self._write(timed, now, report)
+        await self._write(timed, agents, now, report)
         return await self._store.schedule.list_schedule(started_before=until)
 
     async def _follow(
-        self, rows: Sequence[ScheduleRecord], nodes: Mapping[str, CachedNode], report: PollReport
+        self,
+        rows: Sequence[ScheduleRecord],
+        nodes: Mapping[str, CachedNode],
+        agents: Mapping[str, AgentRecord],
+        report: PollReport,
     ) -> list[_Followed]:
         """The rows to follow (lifecycle.follows_agent) whose agent answered, each with the
         agent's report of its node: ONE GetActionState per usable agent, concurrently."""
-        agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
         tracked = self._by_usable_agent(filter(lifecycle.follows_agent, rows), nodes, agents)
         if not tracked:
             return []
@@ -258,7 +274,8 @@ class Scheduler:
         report.state_calls = {name: 1 for name in tracked}
         followed: list[_Followed] = []
         for name, result in states.items():
-            # An agent that did not answer was flagged by the client; its rows wait for it.
+            # An agent that did not answer, or whose reply was refused, was flagged by the
+            # client's observer; its rows wait for it.
             if not isinstance(result, ServiceError):
                 followed += [_Followed(agents[name], row, result.get(row.node_name)) for row in tracked[name]]
         return followed
@@ -277,10 +294,15 @@ class Scheduler:
         return tracked
 
     async def _apply_reports(
-        self, rows: Sequence[ScheduleRecord], followed: Sequence[_Followed], now: int, report: PollReport
+        self,
+        rows: Sequence[ScheduleRecord],
+        followed: Sequence[_Followed],
+        agents: Mapping[str, AgentRecord],
+        now: int,
+        report: PollReport,
     ) -> list[tuple[AgentRecord, ScheduleRecord]]:
-        """Writes what `lifecycle.on_report` decides, claims included, in one transaction; the
-        claimed rows (as written) with their agent, for StartAction."""
+        """Writes what `lifecycle.on_report` decides, claims included, in one transaction per
+        agent; the claimed rows (as written) with their agent, for StartAction."""
         blocked = lifecycle.blocked_rows(rows)
         decided = [
             (seen, decision)
@@ -288,7 +310,9 @@ class Scheduler:
             if (decision := lifecycle.on_report(seen.row, seen.action, blocked=seen.key in blocked))
         ]
         await self._record_outcomes([(seen.agent, seen.action) for seen, _ in decided], report)
-        applied = await self._write([decision for _, decision in decided], now, report)
+        applied = await self._write(
+            [(seen.agent.name, decision) for seen, decision in decided], agents, now, report
+        )
         claimed = []
         for (seen, decision), ok in zip(decided, applied, strict=True):
             if ok and decision.issues:
@@ -297,14 +321,31 @@ class Scheduler:
                 claimed.append((seen.agent, row))
         return claimed
 
-    async def _write(self, decisions: Sequence[Decision], now: int, report: PollReport) -> list[bool]:
-        """Writes `decisions` in one transaction, with their effects on the nodes; whether each
-        applied (a row that changed since it was read is left as it is: its next poll decides
-        again)."""
+    async def _write(
+        self,
+        decisions: Sequence[tuple[str, Decision]],
+        agents: Mapping[str, AgentRecord],
+        now: int,
+        report: PollReport,
+    ) -> list[bool]:
+        """Writes `decisions`, (agent name, decision) pairs, with their effects on the nodes,
+        each agent's in one transaction of its own, concurrently; whether each applied. A row
+        that changed since it was read is left as it is, and so are all of an agent's rows when
+        the database refused its transaction: their next poll decides again."""
         if not decisions:
             return []
-        applied = await self._store.schedule.update_schedule(decisions, now=now, count_final=self._count_final)
-        for decision, ok in zip(decisions, applied, strict=True):
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, (agent, _) in enumerate(decisions):
+            groups[agent].append(index)
+        results = await asyncio.gather(
+            *(self._write_agent(agent, [decisions[i][1] for i in indexes], agents.get(agent), now)
+              for agent, indexes in groups.items())
+        )
+        applied = [False] * len(decisions)
+        for indexes, result in zip(groups.values(), results, strict=True):
+            for index, ok in zip(indexes, result, strict=True):
+                applied[index] = ok
+        for (_, decision), ok in zip(decisions, applied, strict=True):
             if not ok:
                 continue
             if decision.delete:
@@ -316,8 +357,29 @@ class Scheduler:
                 log.log(level, message, decision.node_name, decision.owner)
         return applied
 
+    async def _write_agent(
+        self, name: str, decisions: Sequence[Decision], agent: AgentRecord | None, now: int
+    ) -> list[bool]:
+        """One agent's decisions in one transaction; all False when the database refuses it
+        (logged, and said in the agent's last_error until one of its writes succeeds)."""
+        try:
+            applied = await self._store.schedule.update_schedule(decisions, now=now, count_final=self._count_final)
+        except WRITE_ERRORS as exc:
+            log.error("the database refused the updates of agent %s's reservations", name or "(none)", exc_info=exc)
+            message = replies.not_stored(_NOT_STORED, exc)
+            if agent is not None and agent.last_error != message:
+                await self._store.agents.set_agent_status(agent.name, last_error=message)
+            return [False] * len(decisions)
+        if agent is not None and replies.is_not_stored(agent.last_error, _NOT_STORED):
+            await self._store.agents.set_agent_status(agent.name, last_error="")
+        return applied
+
     async def _issue(
-        self, claimed: Sequence[tuple[AgentRecord, ScheduleRecord]], now: int, report: PollReport
+        self,
+        claimed: Sequence[tuple[AgentRecord, ScheduleRecord]],
+        agents: Mapping[str, AgentRecord],
+        now: int,
+        report: PollReport,
     ) -> None:
         """Sends StartAction for every claimed row (its claim is on disk), concurrently, and
         writes what `lifecycle.after_start` decides for each answer."""
@@ -328,32 +390,47 @@ class Scheduler:
             *(self._send(agent, row, props.get((row.node_name, row.owner), {})) for agent, row in claimed)
         )
         decisions = [
-            self._answered(row, lifecycle.start_result(answer), report)
-            for (_, row), answer in zip(claimed, answers, strict=True)
+            (agent.name, self._answered(row, lifecycle.start_result(answer), report))
+            for (agent, row), answer in zip(claimed, answers, strict=True)
         ]
         await self._record_outcomes(
             [(agent, answer) for (agent, _), answer in zip(claimed, answers, strict=True)], report
         )
-        await self._write([d for d in decisions if d is not None], now, report)
+        await self._write([(agent, d) for agent, d in decisions if d is not None], agents, now, report)
 
     async def _record_outcomes(
         self, seen: Sequence[tuple[AgentRecord, ActionState | ServiceError | None]], report: PollReport
     ) -> None:
         """Records the outcome of every action among `seen` that is in a final state (the node
-        type is its agent's); each action once, however often it is seen."""
-        outcomes = [
-            outcome
-            for agent, action in seen
-            if isinstance(action, ActionState) and (outcome := health.outcome_of(action, agent.type))
-        ]
-        if not outcomes:
+        type is its agent's); each action once, however often it is seen. Each agent's in a
+        transaction of its own, so the database refusing one agent's stops no other's."""
+        by_agent: dict[str, tuple[AgentRecord, list[NodeOutcome]]] = {}
+        for agent, action in seen:
+            if isinstance(action, ActionState) and (outcome := health.outcome_of(action, agent.type)):
+                by_agent.setdefault(agent.name, (agent, []))[1].append(outcome)
+        if not by_agent:
             return
-        added = await self._store.health.record_outcomes(
-            outcomes, recorded_at=int(self._clock()), keep=health.OUTCOMES_PER_NODE
+        results = await asyncio.gather(
+            *(self._record_agent_outcomes(agent, outcomes) for agent, outcomes in by_agent.values())
         )
+        added = [outcome for result in results for outcome in result]
         if added:
             self._prestage.forget()
             report.finished += [f"{outcome.node_name}:{outcome.final_state}" for outcome in added]
+
+    async def _record_agent_outcomes(
+        self, agent: AgentRecord, outcomes: Sequence[NodeOutcome]
+    ) -> list[NodeOutcome]:
+        try:
+            return await self._store.health.record_outcomes(
+                outcomes, recorded_at=int(self._clock()), keep=health.OUTCOMES_PER_NODE
+            )
+        except WRITE_ERRORS as exc:
+            log.error("the database refused the action outcomes reported by agent %s", agent.name, exc_info=exc)
+            message = replies.not_stored(_NOT_STORED, exc)
+            if agent.last_error != message:
+                await self._store.agents.set_agent_status(agent.name, last_error=message)
+            return []
 
     def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
         """What StartAction's answer for the claimed `row` decides; reported and logged."""

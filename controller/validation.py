@@ -17,11 +17,14 @@ from edgebed.constraints import MAX_VALUE_LENGTH, UnsafePattern, compile_pattern
 from edgebed.controller.domain import PropertySpec
 from edgebed.controller.errors import InvalidInput
 
+# Both used with fullmatch only: `$` would also match before a final newline, and "pi-001\n"
+# would pass for a second "pi-001".
 _EMAIL = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Agent, node, environment and property names (the store's name columns hold 64 characters).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SSH_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -54,7 +57,7 @@ def email(value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidInput("the email must be text")
     cleaned = value.strip().lower()
-    if len(cleaned) > 254 or not _EMAIL.match(cleaned):
+    if len(cleaned) > 254 or not _EMAIL.fullmatch(cleaned):
         raise InvalidInput("the email address is malformed")
     return cleaned
 
@@ -102,7 +105,7 @@ def ssh_keys(value: Any) -> str:
 
 
 def name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise InvalidInput(
             f"the {what} name must be 1 to 64 letters, digits, '-', '_' or '.'"
         )

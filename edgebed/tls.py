@@ -41,7 +41,8 @@ MAX_PEM = 65_536
 # Certificates start this much in the past: a host whose clock runs a little behind still
 # accepts a certificate issued a moment ago.
 _BACKDATE = datetime.timedelta(minutes=5)
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Used with fullmatch: `$` also matches before a final newline.
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # A DNS name, lower case; the first label may be a wildcard ('*').
 _HOST_NAME = re.compile(r"(?=.{1,253}$)(\*|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
@@ -180,7 +181,7 @@ def _write_pair(
 
 
 def _check_name(name: str) -> str:
-    if not _FILE_NAME.match(name):
+    if not _FILE_NAME.fullmatch(name):
         raise UsageError(f"--name must be letters, digits, '-', '_' or '.' (at most 64), got {name!r}")
     return name
 

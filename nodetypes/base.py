@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 FINAL_STATES = ("deployed", "rebooted", "destroyed", "lost")
 LOST = "lost"
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Node, environment, property and state names. Always used with fullmatch: `$` would also match
+# before a final newline, and "pi-001\n" would pass for a second "pi-001".
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class DriverError(Exception):
@@ -202,7 +204,7 @@ class State:
     ladder: Ladder = DEFAULT_LADDER
 
     def __post_init__(self) -> None:
-        if not NAME_PATTERN.match(self.name):
+        if not NAME_PATTERN.fullmatch(self.name):
             raise ValueError(f"state name {self.name!r} is not a name")
         if self.before_reboot < 0 or self.lost < 0:
             raise ValueError(f"state {self.name!r}: timeouts must be >= 0 seconds")
@@ -382,7 +384,7 @@ def check_ssh_keys(value: str) -> str | None:
         return "must hold at least one public key"
     for line in lines:
         parts = line.split()
-        if len(parts) < 2 or not re.match(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)$", parts[0]):
+        if len(parts) < 2 or not re.fullmatch(r"ssh-(ed25519|rsa|dss)|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+", parts[0]):
             return "must be OpenSSH public keys ('ssh-ed25519 AAAA... comment'), one per line"
         try:
             blob = base64.b64decode(parts[1], validate=True)

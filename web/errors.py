@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from edgebed.controller.errors import (
     AgentUnavailable,
     AuthenticationFailed,
+    BadReply,
     Conflict,
     Forbidden,
     InvalidInput,
@@ -37,6 +38,7 @@ _STATUS = (
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (BadReply, 502),
     (AgentUnavailable, 503),
     (StorageFull, 503),
 )
@@ -50,6 +52,7 @@ _TITLES = {
     409: "Conflict",
     413: "Too large",
     429: "Too many attempts",
+    502: "Bad answer from the agent",
     503: "Agent unavailable",
 }
 

@@ -32,11 +32,15 @@ def _maintenance_badge(reason: str) -> str:
     )
 
 
-def _bar(bar: dict[str, Any]) -> str:
+def _bar(bar: dict[str, Any], escaped: dict[str, str]) -> str:
     classes = "busy mine" if bar["mine"] else "busy"
     if bar["side"]:
         classes += f" narrow {bar['side']}"
-    label = f'<span class="who">{escape(bar["label"])}</span>' if bar["label"] else ""
+    # The same few labels (you, a handful of owners) on thousands of bars: escaped once each.
+    who = bar["label"]
+    label = ""
+    if who:
+        label = escaped.get(who) or escaped.setdefault(who, f'<span class="who">{escape(who)}</span>')
     return (
         f'<span class="{classes}" style="left:{float(bar["left"])}%;width:{float(bar["width"])}%" '
         f'data-start="{int(bar["start"])}" data-end="{int(bar["end"])}" '
@@ -50,6 +54,7 @@ def reserve_rows(rows: Iterable[dict[str, Any]], checked: Collection[str] = ()) 
     A node that cannot be reserved now (agent offline, in maintenance, being removed) is greyed
     out with a badge saying why, and its box cannot be ticked."""
     parts: list[str] = []
+    escaped: dict[str, str] = {}
     for row in rows:
         raw_name = row["name"]
         name = escape(raw_name)
@@ -68,7 +73,7 @@ def reserve_rows(rows: Iterable[dict[str, Any]], checked: Collection[str] = ()) 
             f'<td class="prop"><span class="cut" title="{value}">{value}</span></td>'
             for value in (escape(cell) for cell in row["cells"])
         )
-        bars = "".join(_bar(bar) for bar in row["bars"])
+        bars = "".join([_bar(bar, escaped) for bar in row["bars"]])
         kind = row["avail_kind"]
         parts.append(
             f'<tr data-node="{name}"{row_class}><td><input type="checkbox" name="nodes" value="{name}" '

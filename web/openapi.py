@@ -426,6 +426,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         403: "not allowed (account awaiting approval, or not an administrator)",
         404: "no such thing (or not yours)",
         409: "conflict (taken, already exists, or not possible now)",
+        502: "the agent in charge answered with a reply the controller refused (see its last_error)",
         503: "unavailable: the agent in charge does not answer, or the disk holding the database is full "
         "(Retry-After); nothing was changed",
     }
@@ -482,7 +483,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_NODE],
                 "responses": {
                     "200": _json(_ref("Reservation"), "the reservation after the request"),
-                    **_errors(400, *_AUTH, 404, 409, 503),
+                    **_errors(400, *_AUTH, 404, 409, 502, 503),
                 },
             }
         }
@@ -566,7 +567,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("ReservationRequest"),
                 "responses": {
                     "201": _json(_ref("Reserved"), "the reserved node names"),
-                    **_errors(400, *_AUTH, 409, 503),
+                    **_errors(400, *_AUTH, 409, 502, 503),
                 },
             },
         },

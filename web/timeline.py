@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 HOUR = 3600
@@ -26,7 +26,8 @@ MAX_DAYS = 60
 DAY_VIEW_LEAD_HOURS = 2
 # A bar narrower than this (percent of the view) carries its label beside it, not inside.
 NARROW_PERCENT = 7.0
-# How far ahead "free until" looks for the next reservation of a node.
+# How far ahead "free until" looks for the next reservation of a node (the page reads the
+# windows in its view, and only each node's first start beyond them: Inventory.next_starts).
 LOOKAHEAD_SECONDS = 60 * DAY
 
 
@@ -131,10 +132,10 @@ def axis(view: View) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
     """A reserved window on a node, as the timeline sees it: `owner` is set only for
-    administrators ('' otherwise), `mine` whether the viewer holds it."""
+    administrators ('' otherwise), `mine` whether the viewer holds it. A named tuple, not a
+    frozen dataclass: the reserve page makes thousands per request."""
 
     start: int
     end: int
@@ -144,19 +145,46 @@ class Window:
 
 def short_time(epoch: int, tz: ZoneInfo, now: int) -> str:
     """24-hour time, with the weekday when not today and the date when more than a week away."""
-    moment = datetime.fromtimestamp(epoch, tz)
-    today = datetime.fromtimestamp(now, tz).date()
-    if moment.date() == today:
-        return moment.strftime("%H:%M")
-    if timedelta(0) < moment.date() - today < timedelta(days=7):
-        return moment.strftime("%a %H:%M")
-    return moment.strftime("%Y-%m-%d %H:%M")
+    return TimeText(tz, now)(epoch)
 
 
-def bars(windows: Iterable[Window], view: View, now: int) -> list[dict[str, Any]]:
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+class TimeText:
+    """short_time for one request: the zone and today computed once, each epoch formatted once
+    (a page formats the same window ends again and again: a bar's tooltip, "free until")."""
+
+    def __init__(self, tz: ZoneInfo, now: int) -> None:
+        self.tz = tz
+        self.today = datetime.fromtimestamp(now, tz).date().toordinal()
+        self._seen: dict[int, str] = {}
+
+    def __call__(self, epoch: int) -> str:
+        text = self._seen.get(epoch)
+        if text is None:
+            moment = datetime.fromtimestamp(epoch, self.tz)
+            ahead = moment.toordinal() - self.today
+            # f-strings rather than strftime: a few thousand of these per page.
+            if ahead == 0:
+                text = f"{moment.hour:02d}:{moment.minute:02d}"
+            elif 0 < ahead < 7:
+                text = f"{_WEEKDAYS[moment.weekday()]} {moment.hour:02d}:{moment.minute:02d}"
+            else:
+                text = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
+                        f"{moment.hour:02d}:{moment.minute:02d}")
+            self._seen[epoch] = text
+        return text
+
+
+def bars(
+    windows: Iterable[Window], view: View, now: int, text: TimeText | None = None
+) -> list[dict[str, Any]]:
     """One bar per window overlapping the view: position and width in percent (at least a
     visible sliver, the stylesheet gives it a minimum width too), its label ("you" or the
-    owner for administrators), whether the label goes beside a narrow bar, and a tooltip."""
+    owner for administrators), whether the label goes beside a narrow bar, and a tooltip.
+    `text` formats the times (one per request; a new one when not given)."""
+    text = text or TimeText(view.tz, now)
     result = []
     for window in windows:
         left = max(window.start, view.start)
@@ -165,7 +193,7 @@ def bars(windows: Iterable[Window], view: View, now: int) -> list[dict[str, Any]
             continue
         width = round((right - left) * 100 / view.span, 3)
         who = "you" if window.mine else window.owner
-        when = f"{short_time(window.start, view.tz, now)}–{short_time(window.end, view.tz, now)}"
+        when = f"{text(window.start)}–{text(window.end)}"
         left_percent = view.percent(left)
         narrow = width < NARROW_PERCENT
         result.append({
@@ -183,17 +211,28 @@ def bars(windows: Iterable[Window], view: View, now: int) -> list[dict[str, Any]
     return result
 
 
-def availability(windows: Sequence[Window], now: int, tz: ZoneInfo) -> tuple[str, str]:
+def availability(
+    windows: Sequence[Window],
+    now: int,
+    tz: ZoneInfo,
+    next_start: int | None = None,
+    text: TimeText | None = None,
+) -> tuple[str, str]:
     """(kind, text) of what the node is doing now: ('free', 'free until Tue 14:00' or 'free'),
     ('mine', 'yours until 15:00') or ('busy', 'reserved until 15:00'; the bar names the owner
-    to administrators). `windows` must cover at least [now, now + LOOKAHEAD_SECONDS)."""
+    to administrators). `windows` must hold the window open at `now`, if any, and either every
+    window starting in (now, now + LOOKAHEAD_SECONDS) or those up to some point, with
+    `next_start` the first start after that point (None: none within the look-ahead)."""
+    text = text or TimeText(tz, now)
+    upcoming = next_start
     for window in windows:
         if window.start <= now < window.end:
-            until = short_time(window.end, tz, now)
+            until = text(window.end)
             if window.mine:
                 return "mine", f"yours until {until}"
             return "busy", f"reserved until {until}"
-    upcoming = [w.start for w in windows if w.start > now]
-    if upcoming:
-        return "free", f"free until {short_time(min(upcoming), tz, now)}"
+        if window.start > now and (upcoming is None or window.start < upcoming):
+            upcoming = window.start
+    if upcoming is not None:
+        return "free", f"free until {text(upcoming)}"
     return "free", "free"

@@ -171,10 +171,17 @@ async def _draw_reserve(
     view = timeline.view_for(now, days, tz, from_start)
     filters = _filters_from(params)
     nodes = await ctl.inventory.list_nodes()
-    # One read covers the view and, for "free until", the weeks after now.
-    busy = await ctl.inventory.timeline(
-        min(view.start, now), max(view.end, now + timeline.LOOKAHEAD_SECONDS), user
+    # The windows of the view (and the one open now, when the view is elsewhere in time); for
+    # "free until" past them, each node's first start beyond, not every window of 60 days.
+    loaded_until = max(view.end, now + 1)
+    busy = await ctl.inventory.timeline(min(view.start, now), loaded_until, user)
+    lookahead_end = now + timeline.LOOKAHEAD_SECONDS
+    next_starts = (
+        await ctl.inventory.next_starts(loaded_until, lookahead_end, user)
+        if loaded_until < lookahead_end else {}
     )
+    text = timeline.TimeText(tz, now)
+    prop_labels: dict[str, str] = {}
     shown = [node for node in nodes if node_matches(node, filters)]
     by_type: dict[str, list] = defaultdict(list)
     for node in shown:
@@ -191,20 +198,25 @@ async def _draw_reserve(
                 timeline.Window(b.start_date, b.end_date, b.mine, b.owner)
                 for b in busy.get(node.name, ())
             ]
-            kind, text = timeline.availability(windows, now, tz)
+            kind, avail_text = timeline.availability(
+                windows, now, tz, next_starts.get(node.name), text
+            )
             properties = {"agent": node.agent, **node.properties}
+            for k in properties:
+                if k not in prop_labels:
+                    prop_labels[k] = labels.prop(k)
             rows.append({
                 "name": node.name,
                 "connected": node.connected,
                 "maintenance": node.maintenance,
                 "retiring": node.retiring,
                 "title": " · ".join(
-                    f"{labels.prop(k)}: {v}" for k, v in properties.items() if v != ""
+                    f"{prop_labels[k]}: {v}" for k, v in properties.items() if v != ""
                 ),
                 "cells": [properties.get(column, "") for column in columns],
                 "avail_kind": kind,
-                "avail_text": text,
-                "bars": timeline.bars(windows, view, now),
+                "avail_text": avail_text,
+                "bars": timeline.bars(windows, view, now, text),
             })
         tables.append({
             "type": type_name,

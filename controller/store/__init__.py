@@ -25,7 +25,7 @@ from pathlib import Path
 
 from edgebed.controller.errors import StorageFull
 from edgebed.controller.store.agents import AgentRepository
-from edgebed.controller.store.engine import OPEN_ERRORS, Engine, open_database
+from edgebed.controller.store.engine import OPEN_ERRORS, WRITE_ERRORS, Engine, open_database
 from edgebed.controller.store.health import HealthRepository
 from edgebed.controller.store.inventory import InventoryRepository
 from edgebed.controller.store.maintenance import MaintenanceRepository
@@ -51,6 +51,7 @@ __all__ = [
     "StoreInUse",
     "StoreUnavailable",
     "UserRepository",
+    "WRITE_ERRORS",
     "migrate",
     "open_database",
 ]

@@ -44,6 +44,17 @@ OPEN_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# What a write raises when the database refuses the data or the transaction: a value too long
+# for its column (PostgreSQL), a constraint, a lock or connection lost mid-way; OverflowError is
+# what SQLite's driver raises for an integer beyond 64 bits. Callers that write one agent's data
+# at a time catch these, so one agent's refused write never stops another's.
+WRITE_ERRORS: tuple[type[BaseException], ...] = (
+    pw.DatabaseError,
+    pw.InterfaceError,
+    OverflowError,
+)
+
+
 def open_database(url: str, *, max_connections: int) -> pw.Database:
     """A pooled Peewee database for a file path, sqlite:///PATH or postgresql://... URL.
 

@@ -4,7 +4,7 @@ cache refreshed by GetNodes, and each agent's node type description and environm
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
 
 import peewee as pw
@@ -30,52 +30,52 @@ class InventoryRepository:
 
     async def save_inventory(
         self,
-        nodes_by_agent: Sequence[tuple[str, str, Mapping[str, Mapping[str, str]]]],
-        catalogs: Sequence[AgentCatalog],
+        agent: str,
+        type_: str,
+        nodes: Mapping[str, Mapping[str, str]],
+        catalog: AgentCatalog | None,
         now: int,
-    ) -> dict[str, dict[str, str]]:
-        """Makes the node cache hold exactly the given nodes for each (agent, type, nodes), and
-        stores the catalogs, in ONE transaction; unchanged rows are not rewritten. `nodes` is
-        {node name: {property: value}}; `now` is epoch seconds.
+    ) -> dict[str, str]:
+        """Makes the node cache hold exactly `nodes` ({node name: {property: value}}) for
+        `agent` (of node type `type_`), and stores its `catalog` when given, in ONE transaction
+        of its own: one agent's data that the database refuses never stops another agent's (the
+        caller writes each agent in turn). Unchanged rows are not rewritten; `now` is epoch
+        seconds. Raises what the database raises (store.WRITE_ERRORS); nothing is written then.
 
-        Returns {agent: {node: other agent}} for names another agent already holds: those stay
-        with that agent (never merged). Agents are handled in the given order, so of two agents
-        newly claiming a name, the first one keeps it.
+        Returns {node: other agent} for names another agent already holds: those stay with that
+        agent (never merged). Of two agents newly claiming a name, the first one written keeps it.
         """
 
-        def work() -> dict[str, dict[str, str]]:
+        def work() -> dict[str, str]:
             Node = self.m.Node
-            duplicates: dict[str, dict[str, str]] = {}
             with self._engine.write():
                 self._engine.serialize(_INVENTORY_LOCK)
-                for agent, type_, nodes in nodes_by_agent:
-                    names = sorted(nodes)
-                    existing = {}
-                    for start in range(0, len(names), _CHUNK):
-                        chunk = names[start : start + _CHUNK]
-                        query = Node.select().where(Node.name.in_(chunk)).order_by(Node.name)
-                        existing.update({row.name: row for row in self._engine.lock(query)})
-                    claimed = {name: row.agent for name, row in existing.items() if row.agent != agent}
-                    duplicates[agent] = claimed
-                    for name in names:
-                        if name in claimed:
-                            continue
-                        properties = json.dumps(dict(sorted(nodes[name].items())))
-                        row = existing.get(name)
-                        if row is None:
-                            Node.create(name=name, agent=agent, type=type_, properties=properties, updated_at=now)
-                        elif row.properties != properties or row.type != type_:
-                            Node.update(type=type_, properties=properties, updated_at=now).where(
-                                Node.name == name
-                            ).execute()
-                    kept = [n for n in names if n not in claimed]
-                    gone = Node.select(Node.name).where(Node.agent == agent)
-                    stale = [row.name for row in gone if row.name not in set(kept)]
-                    for start in range(0, len(stale), _CHUNK):
-                        Node.delete().where(Node.name.in_(stale[start : start + _CHUNK])).execute()
-                for catalog in catalogs:
+                names = sorted(nodes)
+                existing = {}
+                for start in range(0, len(names), _CHUNK):
+                    chunk = names[start : start + _CHUNK]
+                    query = Node.select().where(Node.name.in_(chunk)).order_by(Node.name)
+                    existing.update({row.name: row for row in self._engine.lock(query)})
+                claimed = {name: row.agent for name, row in existing.items() if row.agent != agent}
+                for name in names:
+                    if name in claimed:
+                        continue
+                    properties = json.dumps(dict(sorted(nodes[name].items())))
+                    row = existing.get(name)
+                    if row is None:
+                        Node.create(name=name, agent=agent, type=type_, properties=properties, updated_at=now)
+                    elif row.properties != properties or row.type != type_:
+                        Node.update(type=type_, properties=properties, updated_at=now).where(
+                            Node.name == name
+                        ).execute()
+                kept = {n for n in names if n not in claimed}
+                gone = Node.select(Node.name).where(Node.agent == agent)
+                stale = [row.name for row in gone if row.name not in kept]
+                for start in range(0, len(stale), _CHUNK):
+                    Node.delete().where(Node.name.in_(stale[start : start + _CHUNK])).execute()
+                if catalog is not None:
                     self._put_catalog(catalog, now)
-            return duplicates
+            return claimed
 
         return await self._engine.run(work)
 

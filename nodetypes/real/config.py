@@ -39,17 +39,18 @@ from edgebed.nodetypes.base import HOSTNAME_PATTERN, NAME_PATTERN
 PETH_PSE_PORT_ADMIN_ENABLE = "1.3.6.1.2.1.105.1.1.1.3.1"
 WIPE_MODES = ("quick", "full")
 
-_OID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+# Patterns here are used with fullmatch: `$` also matches before a final newline.
+_OID = re.compile(r"[0-9]+(\.[0-9]+)+")
 
 
 def _check_oid(value: str) -> str | None:
-    if not _OID.match(value):
+    if not _OID.fullmatch(value):
         return f"must be a numeric OID such as {PETH_PSE_PORT_ADMIN_ENABLE}, got {value!r}"
     return None
 
 
 def _check_switch_name(value: str) -> str | None:
-    if not NAME_PATTERN.match(value):
+    if not NAME_PATTERN.fullmatch(value):
         return f"must be letters, digits, '-', '_' or '.', got {value!r}"
     return None
 

@@ -33,8 +33,9 @@ from edgebed.nodetypes.real.ssh import SshPool, load_key
 from edgebed.nodetypes.real.system import PiSetup, PiSystem
 
 REQUIRED_PROPERTIES = ("ip", "serial", "switch", "switch_port")
-_SERIAL = re.compile(r"^[0-9a-fA-F]{8}$")
-_DEVICE = re.compile(r"^/dev/[A-Za-z0-9._/-]+$")
+# Used with fullmatch: `$` also matches before a final newline.
+_SERIAL = re.compile(r"[0-9a-fA-F]{8}")
+_DEVICE = re.compile(r"/dev/[A-Za-z0-9._/-]+")
 
 
 def _settings(options: DriverOptions) -> RealConfig:
@@ -108,13 +109,13 @@ def check_node(options: DriverOptions, properties: Mapping[str, str]) -> str | N
             return (f"property {name!r} is missing: a real raspberry node needs "
                     f"{', '.join(REQUIRED_PROPERTIES)}")
     serial = properties["serial"].strip()
-    if not _SERIAL.match(serial):
+    if not _SERIAL.fullmatch(serial):
         return f"property 'serial' must be the Pi's 8 hex digits (as in its TFTP requests), got {serial!r}"
     port = properties["switch_port"].strip()
     if not port.isdigit() or int(port) < 1:
         return f"property 'switch_port' must be a port number (1, 2, ...), got {port!r}"
     device = properties.get("sd_device", "")
-    if device and not _DEVICE.match(device):
+    if device and not _DEVICE.fullmatch(device):
         return f"property 'sd_device' must be a device path such as /dev/mmcblk0, got {device!r}"
     real = options.real
     if real is not None and real.switch(properties["switch"]) is None:

@@ -31,7 +31,7 @@ PROBE_SECONDS = 10.0
 # Growing a file system of a large card, mounting and editing it.
 SETUP_SECONDS = 900.0
 
-_SIZE = re.compile(r"^([0-9]+)([KMGT]?)$")
+_SIZE = re.compile(r"([0-9]+)([KMGT]?)")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -39,7 +39,7 @@ def partition_bytes(size: str) -> str:
     """'full', or a size such as '16G' (powers of 1024) as a byte count. ValueError otherwise."""
     if size == "full":
         return size
-    match = _SIZE.match(size.strip().upper())
+    match = _SIZE.fullmatch(size.strip().upper())
     if match is None:
         raise ValueError(f"partition size must be 'full' or a size such as '16G', got {size!r}")
     return str(int(match.group(1)) * _UNITS[match.group(2)])

@@ -3,7 +3,9 @@
 A real gRPC server on a loopback port serving the edgebed.v1.Agent contract with in-memory
 nodes and actions. Every action advances by one state on each GetActionState call, so a test
 controls progress by polling. It counts the calls it receives, checks the bearer token, and can
-be told to hang (accept calls and never answer in time) to play a lost agent.
+be told to hang (accept calls and never answer in time) to play a lost agent, or to tamper with
+its replies (`tamper`: method -> a function that changes the reply it would send) to play a
+misbehaving one; MisbehavingAgent is one whose every reply is bad once told to be.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import hmac
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -83,10 +87,18 @@ class FakeAgent(pb_grpc.AgentServicer):
         self.name = name
         self.type = type
         self.token = token
-        self.nodes = {f"{name}-{i:03d}": {"ip": f"10.1.{i // 250}.{i % 250 + 1}", "model": "pi4"} for i in range(nodes)}
+        self.nodes = {
+            f"{name}-{i:03d}": {"ip": f"10.1.{i // 250}.{i % 250 + 1}", "model": "pi4"} for i in range(nodes)
+        }
         self.environments = {
-            "raspios-lite": pb.Environment(name="raspios-lite", description="Raspberry Pi OS Lite", image="/img/raspios.img", size_bytes=2_000_000_000, default_user="pi"),
-            "ubuntu-22.04": pb.Environment(name="ubuntu-22.04", description="Ubuntu 22.04", image="/img/ubuntu.img", size_bytes=3_000_000_000, default_user="ubuntu"),
+            "raspios-lite": pb.Environment(
+                name="raspios-lite", description="Raspberry Pi OS Lite", image="/img/raspios.img",
+                size_bytes=2_000_000_000, default_user="pi",
+            ),
+            "ubuntu-22.04": pb.Environment(
+                name="ubuntu-22.04", description="Ubuntu 22.04", image="/img/ubuntu.img",
+                size_bytes=3_000_000_000, default_user="ubuntu",
+            ),
         }
         self.actions: dict[str, FakeAction] = {}
         self.calls: Counter[str] = Counter()
@@ -98,6 +110,9 @@ class FakeAgent(pb_grpc.AgentServicer):
         self.release = threading.Event()
         # How many states each action advances per GetActionState call.
         self.steps_per_call = 1
+        # method name -> a function given the reply about to be sent (a copy), returning the reply
+        # to send instead: what a broken or hostile agent would answer.
+        self.tamper: dict[str, Callable[[Any], Any]] = {}
         # Processes whose actions end `lost` (e.g. {"destroy"}: the wipe never completes).
         self.lose: set[str] = set()
         # node -> (lost, reboots, duration_seconds) of the actions it will be given from now on.
@@ -115,6 +130,14 @@ class FakeAgent(pb_grpc.AgentServicer):
         if not hmac.compare_digest(presented.encode(), f"Bearer {self.token}".encode()):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
 
+    def _out(self, method: str, reply: Any) -> Any:
+        change = self.tamper.get(method)
+        if change is None:
+            return reply
+        copy = type(reply)()
+        copy.CopyFrom(reply)
+        return change(copy)
+
     def _node(self, name: str, context: grpc.ServicerContext) -> dict[str, str]:
         if not name:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "node_name is empty")
@@ -130,27 +153,36 @@ class FakeAgent(pb_grpc.AgentServicer):
             names = list(request.node_names) or sorted(self.nodes)
             for name in names:
                 self._node(name, context)
-            return pb.GetNodesResponse(nodes=[pb.Node(name=n, properties=self.nodes[n]) for n in sorted(names)])
+            reply = pb.GetNodesResponse(nodes=[pb.Node(name=n, properties=self.nodes[n]) for n in sorted(names)])
+        return self._out("GetNodes", reply)
 
     def DescribeNodeType(self, request, context):
         self._enter("DescribeNodeType", context)
-        return pb.DescribeNodeTypeResponse(
+        reply = pb.DescribeNodeTypeResponse(
             agent_name=self.name,
             type=self.type,
             processes=[pb.Process(name=k, states=v) for k, v in PROCESSES.items()],
             properties=[
-                pb.PropertySpec(name="environment", required=True, values=sorted(self.environments), description="what to deploy"),
+                pb.PropertySpec(
+                    name="environment", required=True, values=sorted(self.environments), description="what to deploy"
+                ),
                 pb.PropertySpec(name="ssh_key", required=False, description="public key for the default user"),
-                pb.PropertySpec(name="os_password", required=False, secret=True, description="password of the default user"),
-                pb.PropertySpec(name="partition_size", required=False, values=["8G", "16G", "all"], description="root partition"),
+                pb.PropertySpec(
+                    name="os_password", required=False, secret=True, description="password of the default user"
+                ),
+                pb.PropertySpec(
+                    name="partition_size", required=False, values=["8G", "16G", "all"], description="root partition"
+                ),
             ],
             final_states=list(FINAL),
         )
+        return self._out("DescribeNodeType", reply)
 
     def ListEnvironments(self, request, context):
         self._enter("ListEnvironments", context)
         with self.lock:
-            return pb.ListEnvironmentsResponse(environments=[self.environments[n] for n in sorted(self.environments)])
+            reply = pb.ListEnvironmentsResponse(environments=[self.environments[n] for n in sorted(self.environments)])
+        return self._out("ListEnvironments", reply)
 
     def PutEnvironment(self, request, context):
         self._enter("PutEnvironment", context)
@@ -158,7 +190,7 @@ class FakeAgent(pb_grpc.AgentServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "environment.name is empty")
         with self.lock:
             self.environments[request.environment.name] = request.environment
-        return pb.PutEnvironmentResponse(environment=request.environment)
+        return self._out("PutEnvironment", pb.PutEnvironmentResponse(environment=request.environment))
 
     def RemoveEnvironment(self, request, context):
         self._enter("RemoveEnvironment", context)
@@ -222,7 +254,8 @@ class FakeAgent(pb_grpc.AgentServicer):
             action.lost = action.lost or lost
             self.actions[request.node_name] = action
             self.started.append((request.node_name, request.process))
-            return pb.StartActionResponse(action=action.to_pb())
+            reply = pb.StartActionResponse(action=action.to_pb())
+        return self._out("StartAction", reply)
 
     def GetActionState(self, request, context):
         self._enter("GetActionState", context)
@@ -239,7 +272,8 @@ class FakeAgent(pb_grpc.AgentServicer):
                         action.state_idx += 1
                         action.updated_at = int(time.time())
                 result.append(action.to_pb())
-            return pb.GetActionStateResponse(actions=result)
+            reply = pb.GetActionStateResponse(actions=result)
+        return self._out("GetActionState", reply)
 
     # -- test helpers -----------------------------------------------------------------------
 
@@ -263,3 +297,73 @@ class ServedAgent:
     def stop(self) -> None:
         self.fake.release.set()
         self.server.stop(grace=None)
+
+
+# In every bad reply of MisbehavingAgent, so a test can show that none of it reached the database.
+MARK = "MISBEHAVING"
+
+
+def _long(length: int) -> str:
+    return (MARK + "-" + "x" * length)[:length]
+
+
+def long_node_name(reply: pb.GetNodesResponse) -> pb.GetNodesResponse:
+    """A 100-character node name (the store's column holds 64)."""
+    reply.nodes.add(name=_long(100), properties={"ip": "10.66.0.1"})
+    return reply
+
+
+def newline_node_name(reply: pb.GetNodesResponse) -> pb.GetNodesResponse:
+    """A second node that looks like the first: its name ends with a newline."""
+    first = reply.nodes[0]
+    reply.nodes.add(name=first.name + "\n", properties={"ip": "10.66.0.2", "mark": MARK})
+    return reply
+
+
+def long_state(reply: Any) -> Any:
+    """Every action in a 100-character state, with negative progress and state_idx, a huge
+    state_count and a date before 1970 (GetActionState, or StartAction's one action)."""
+    actions = reply.actions if isinstance(reply, pb.GetActionStateResponse) else [reply.action]
+    for action in actions:
+        action.state = _long(100)
+        action.progress = -5
+        action.state_idx = -1
+        action.state_count = 10**6
+        action.updated_at = -1
+    return reply
+
+
+def long_description(reply: pb.ListEnvironmentsResponse) -> pb.ListEnvironmentsResponse:
+    """An environment with a 10 KiB description (agents refuse more than 4 KiB)."""
+    reply.environments.add(name="bloated", description=_long(10240), image="/img/x.img", size_bytes=1)
+    return reply
+
+
+def long_state_name_in_a_process(reply: pb.DescribeNodeTypeResponse) -> pb.DescribeNodeTypeResponse:
+    """A process with a 100-character state."""
+    reply.processes[0].states.insert(1, _long(100))
+    return reply
+
+
+class MisbehavingAgent(FakeAgent):
+    """A deliberately misbehaving peer: honest until misbehave(), then every reply it sends is
+    one the controller must refuse: over-long names and states, out-of-range numbers, a name
+    with a trailing newline, a 10 KiB description. Its calls still succeed (status OK)."""
+
+    def misbehave(self) -> None:
+        self.tamper.update(
+            {
+                "GetNodes": lambda reply: newline_node_name(long_node_name(reply)),
+                "DescribeNodeType": long_state_name_in_a_process,
+                "ListEnvironments": long_description,
+                "GetActionState": self._made_up_actions,
+                "StartAction": long_state,
+            }
+        )
+
+    def _made_up_actions(self, reply: pb.GetActionStateResponse) -> pb.GetActionStateResponse:
+        """Reports an action for its first node even when none runs, all of them bad."""
+        first = sorted(self.nodes)[0]
+        if not any(action.node_name == first for action in reply.actions):
+            reply.actions.add(node_name=first, node_ip=self.nodes[first]["ip"], process="deploy")
+        return long_state(reply)

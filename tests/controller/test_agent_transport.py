@@ -22,7 +22,9 @@ from tests.controller.conftest import controller_for, make_settings
 
 
 class RecordingAgent(pb_grpc.AgentServicer):
-    """Answers GetNodes and StartAction; `fail_with` makes the next calls fail with that code."""
+    """Answers GetNodes and StartAction; `fail_with` makes the next calls fail with that code.
+    DescribeNodeType, which the client asks once before its first StartAction (to check the
+    answer against), always answers and is not recorded."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, float | None]] = []  # (method, authorization, time left)
@@ -41,10 +43,19 @@ class RecordingAgent(pb_grpc.AgentServicer):
         await self._enter("GetNodes", context)
         return pb.GetNodesResponse(nodes=[pb.Node(name="n-000", properties={"ip": "10.0.0.1"})])
 
+    async def DescribeNodeType(self, request, context):
+        return pb.DescribeNodeTypeResponse(
+            type="raspberry",
+            processes=[pb.Process(name="deploy", states=["netboot", "deployed"])],
+            final_states=["deployed", "rebooted", "destroyed", "lost"],
+        )
+
     async def StartAction(self, request, context):
         await self._enter("StartAction", context)
         return pb.StartActionResponse(
-            action=pb.ActionState(node_name=request.node_name, process=request.process, state="netboot")
+            action=pb.ActionState(
+                node_name=request.node_name, process=request.process, state="netboot", state_count=2
+            )
         )
 
 
@@ -112,7 +123,9 @@ async def test_each_outcome_is_reported_once_with_method_code_and_latency(agent,
         assert raised.value.code == code.name
         outcome = client.outcomes[-1]
         assert (outcome.method, outcome.code, outcome.lost, outcome.reason) == ("StartAction", code.name, False, reason)
-    assert len(client.outcomes) == 1 + len(expected)
+    # GetNodes, the DescribeNodeType before the first StartAction, the StartActions.
+    assert [o.method for o in client.outcomes[:2]] == ["GetNodes", "DescribeNodeType"]
+    assert len(client.outcomes) == 2 + len(expected)
     # None of these makes the agent lost.
     assert client.usable(record(agent))
 
@@ -134,10 +147,8 @@ async def test_a_lost_agent_is_reported_and_not_called_again_until_probed(agent,
 
     # A probe calls whatever the status; the recorder and the store decide when it is usable.
     agent.fail_with = None
-    with pytest.raises(AgentUnavailable):
-        # The fake answers only GetNodes and StartAction: DescribeNodeType is UNIMPLEMENTED.
-        await client.probe(record(agent))
-    assert client.outcomes[-1].probe and client.outcomes[-1].code == "UNIMPLEMENTED"
+    await client.probe(record(agent))
+    assert client.outcomes[-1].probe and client.outcomes[-1].code == "OK"
     assert client.usable(record(agent))
 
 

@@ -75,7 +75,14 @@ async def test_the_timeline_shows_windows_and_hides_other_owners(tmp_path, clock
         assert [b.owner for b in seen_by_admin["rpi-000"]] == ["admin@example.org", "user@example.org"]
         with pytest.raises(InvalidInput, match="end after it starts"):
             await ctl.inventory.timeline(now, now, user)
+        # "free until" past a view: each node's first start in [after, before), nothing else.
+        assert await ctl.inventory.next_starts(now + 2 * 3600, now + 86400, user) == {"rpi-000": now + 4 * 3600}
+        assert await ctl.inventory.next_starts(now, now + 86400, user) == {"rpi-000": now + 3600}
+        assert await ctl.inventory.next_starts(now + 5 * 3600, now + 86400, user) == {}
+        assert await ctl.inventory.next_starts(now, now, user) == {}
         await ctl.accounts.sign_up("new@example.org", "new-password")
         waiting = await ctl.accounts.get_user("new@example.org")
         with pytest.raises(NotAuthorized):
             await ctl.inventory.timeline(now, now + 86400, waiting)
+        with pytest.raises(NotAuthorized):
+            await ctl.inventory.next_starts(now, now + 86400, waiting)

@@ -105,7 +105,9 @@ async def test_n_nodes_matching_a_filter(testbed, clock):
     ctl, start = testbed, int(clock()) + HOUR
     reserve = ctl.reservations.reserve
     await reserve(ctl.bob, nodes=["rpi-001"], start_date=start, duration_hours=1)
-    got = await reserve(ctl.alice, filter={"model": "pi4", "type": "raspberry"}, count=3, start_date=start, duration_hours=1)
+    got = await reserve(
+        ctl.alice, filter={"model": "pi4", "type": "raspberry"}, count=3, start_date=start, duration_hours=1
+    )
     assert got == ["rpi-000", "rpi-002", "rpi-003"]
     with pytest.raises(Conflict, match="only 0 of the 1 requested nodes are free"):
         await reserve(ctl.admin, filter={"model": "pi4"}, count=1, start_date=start, duration_hours=1)
@@ -283,7 +285,7 @@ async def test_concurrent_inventory_saves_of_new_nodes_never_collide(tmp_path, c
         for round_ in range(3):
             nodes = {f"new-{round_}-{i:03d}": {"ip": f"10.9.{round_}.{i}"} for i in range(40)}
             results = await asyncio.gather(
-                *(ctl.store.inventory.save_inventory([("rpi", "raspberry", nodes)], [], int(clock())) for _ in range(8)),
+                *(ctl.store.inventory.save_inventory("rpi", "raspberry", nodes, None, int(clock())) for _ in range(8)),
                 return_exceptions=True,
             )
             assert not [r for r in results if isinstance(r, Exception)], results

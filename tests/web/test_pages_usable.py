@@ -189,3 +189,11 @@ def test_the_timeline_axis_and_bars():
     assert timeline.availability(windows, now, tz) == ("free", "free until 21:07")
     assert timeline.availability(windows, now + 7300, tz) == ("busy", "reserved until 22:07")
     assert timeline.availability([], now, tz) == ("free", "free")
+    # The next start read beyond the loaded windows counts; the earlier of the two wins.
+    assert timeline.availability([], now, tz, next_start=now + 86400) == ("free", "free until Mon 19:07")
+    assert timeline.availability(windows, now, tz, next_start=now + 86400) == ("free", "free until 21:07")
+    # One formatter per request gives what short_time gives, whatever the distance.
+    text = timeline.TimeText(tz, now)
+    for ahead in (0, 3600 * 5, 86400 * 3, 86400 * 8, -86400):
+        assert text(now + ahead) == timeline.short_time(now + ahead, tz, now)
+    assert [text(now), text(now + 86400 * 8)] == ["19:07", "2030-03-25 19:07"]
