@@ -15,6 +15,7 @@ Nothing is read through a pipe: a child that prints more than a pipe holds never
 
 from __future__ import annotations
 
+import abc
 import atexit
 import os
 import re
@@ -88,7 +89,7 @@ def _kill_leftovers() -> None:
             child.process.kill()
 
 
-class ChildProcess:
+class ChildProcess(abc.ABC):
     """A child process whose stdout goes to a file that `wait_output` reads. It runs in `cwd`
     (the project's root unless set: `edgebed demo` keeps its data under the directory it is
     started from)."""
@@ -107,8 +108,9 @@ class ChildProcess:
         self._out_offset = 0
         _children.append(self)
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The argument list that starts this process."""
 
     def environment(self) -> dict[str, str]:
         return child_environment()

@@ -11,6 +11,7 @@ error escapes the handler. Templates show the message with the `field_error(key)
 from __future__ import annotations
 
 import contextlib
+import html
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -18,6 +19,10 @@ from aiohttp import web
 
 from edgebed.controller.errors import ServiceError
 from edgebed.web.keys import ERROR_FIELD, FORM_PAGE
+
+# The key of an error shown above the page's content (base.html), for one whose field or row is
+# not on the page.
+PAGE = "page"
 
 
 @dataclass(frozen=True)
@@ -57,4 +62,11 @@ async def redraw(request: web.Request, message: str, status: int) -> web.StreamR
     if found is None:
         return None
     draw, form = found
-    return await draw(FormError(request.get(ERROR_FIELD, form), message), status)
+    key = request.get(ERROR_FIELD, form)
+    page = await draw(FormError(key, message), status)
+    # The field or row the error is about may not be on the page (a row for an account or node
+    # that does not exist): then the message goes above the page's content instead of nowhere.
+    body = page.text if isinstance(page, web.Response) else None
+    if body is not None and f'data-error-for="{html.escape(key)}"' not in body:
+        page = await draw(FormError(PAGE, message), status)
+    return page

@@ -58,6 +58,30 @@ class StartActionResponse(_message.Message):
     action: ActionState
     def __init__(self, action: _Optional[_Union[ActionState, _Mapping]] = ...) -> None: ...
 
+class StartActionsRequest(_message.Message):
+    __slots__ = ("actions",)
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    actions: _containers.RepeatedCompositeFieldContainer[StartActionRequest]
+    def __init__(self, actions: _Optional[_Iterable[_Union[StartActionRequest, _Mapping]]] = ...) -> None: ...
+
+class StartActionResult(_message.Message):
+    __slots__ = ("node_name", "code", "message", "action")
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    node_name: str
+    code: int
+    message: str
+    action: ActionState
+    def __init__(self, node_name: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., action: _Optional[_Union[ActionState, _Mapping]] = ...) -> None: ...
+
+class StartActionsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StartActionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StartActionResult, _Mapping]]] = ...) -> None: ...
+
 class GetActionStateRequest(_message.Message):
     __slots__ = ("node_names",)
     NODE_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -71,7 +95,7 @@ class GetActionStateResponse(_message.Message):
     def __init__(self, actions: _Optional[_Iterable[_Union[ActionState, _Mapping]]] = ...) -> None: ...
 
 class ActionState(_message.Message):
-    __slots__ = ("node_name", "node_ip", "environment", "process", "state", "state_idx", "updated_at", "progress", "state_count", "final", "reboots", "action_id", "duration_seconds")
+    __slots__ = ("node_name", "node_ip", "environment", "process", "state", "state_idx", "updated_at", "progress", "state_count", "final", "reboots", "action_id", "duration_seconds", "last_error")
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_IP_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +109,7 @@ class ActionState(_message.Message):
     REBOOTS_FIELD_NUMBER: _ClassVar[int]
     ACTION_ID_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     node_name: str
     node_ip: str
     environment: str
@@ -98,7 +123,8 @@ class ActionState(_message.Message):
     reboots: int
     action_id: int
     duration_seconds: float
-    def __init__(self, node_name: _Optional[str] = ..., node_ip: _Optional[str] = ..., environment: _Optional[str] = ..., process: _Optional[str] = ..., state: _Optional[str] = ..., state_idx: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[int] = ..., state_count: _Optional[int] = ..., final: _Optional[bool] = ..., reboots: _Optional[int] = ..., action_id: _Optional[int] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+    last_error: str
+    def __init__(self, node_name: _Optional[str] = ..., node_ip: _Optional[str] = ..., environment: _Optional[str] = ..., process: _Optional[str] = ..., state: _Optional[str] = ..., state_idx: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[int] = ..., state_count: _Optional[int] = ..., final: _Optional[bool] = ..., reboots: _Optional[int] = ..., action_id: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class DescribeNodeTypeRequest(_message.Message):
     __slots__ = ()

@@ -94,7 +94,9 @@ def assert_clear_refusal_or_success(response, sent: list[str]) -> None:
         if response.headers.get("Content-Type", "").startswith("application/json"):
             assert response.json()["error"].strip()
         else:
-            message = re.search(r'class="flash flash-error"[^>]*>([^<]+)<', body)
+            # The refused form is drawn again with the message as an alert: beside the field it is
+            # about (field-error) or above the form (flash-error).
+            message = re.search(r'class="(?:flash flash-error|field-error)" role="alert"[^>]*>([^<]+)<', body)
             assert message and message.group(1).strip(), body[:500]
     if response.headers.get("Content-Type", "").startswith("text/html"):
         for value in sent:

@@ -42,7 +42,7 @@ def test_demo_starts_a_working_testbed_and_reuses_its_data(tmp_path):
         client = Client(printed["url"])
         client.login(printed["admin"], printed["password"])
         agents_page = client.get("/admin/agents").text
-        assert agents_page.count('class="badge ok">connected') == 3, agents_page
+        assert agents_page.count('class="badge ok">Connected') == 3, agents_page
         nodes = client.get("/reserve").text
         assert "raspberry-sim-001" in nodes and "node-sim-001" in nodes and "sensor-sim-001" in nodes
 
@@ -71,7 +71,7 @@ def test_demo_starts_a_working_testbed_and_reuses_its_data(tmp_path):
         assert printed_again == printed
         client = Client(printed_again["url"])
         client.login(printed_again["admin"], printed_again["password"])
-        assert client.get("/admin/agents").text.count('class="badge ok">connected') == 3
+        assert client.get("/admin/agents").text.count('class="badge ok">Connected') == 3
     finally:
         assert again.interrupt() == 0
 
