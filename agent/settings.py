@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from edgebed.config import (
     ConfigError,
+    Deferred,
     Key,
     KeyProblem,
     Schema,
-    Table,
     check_host_port,
     in_range,
     load_config,
@@ -21,11 +21,11 @@ from edgebed.config import (
 )
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
-from edgebed.nodetypes.real.config import RASPBERRY_REAL_SCHEMA, RealConfig
+from edgebed.nodetypes.real.config import REAL_TABLES, RealTable
 from edgebed.nodetypes.sim.hardware import COMMANDS
 
-# The node types that have a real driver, and so a [real] table.
-REAL_TYPES = ("raspberry",)
+# The node types that have a real driver, and so a [real] table (its schema depends on the type).
+REAL_TYPES = tuple(REAL_TABLES)
 
 
 def _check_agent_name(value: str) -> str | None:
@@ -97,9 +97,9 @@ AGENT_SCHEMA: Schema = {
                              help="test aid: simulated commands that always hang, comma-separated "
                                   "(e.g. \"wipe\": every destroy ends lost)"),
     },
-    # Only raspberry has a real driver so far, so [real] holds its keys; required with
-    # driver = "real" on a raspberry agent, checked whenever it is there.
-    "real": Table(RASPBERRY_REAL_SCHEMA),
+    # The keys of the type's real driver (nodetypes/real/config.py REAL_TABLES); required with
+    # driver = "real", checked whenever it is there.
+    "real": Deferred(),
 }
 
 
@@ -121,7 +121,7 @@ class AgentSettings:
     tls_key: str = ""
     tls_client_ca: str = ""
     # The [real] table; None when the file has none. Its repr hides the communities.
-    real: RealConfig | None = None
+    real: RealTable | None = None
     # Where the settings came from, for error messages that name the file.
     source: str = "<settings>"
 
@@ -149,17 +149,20 @@ def load_settings(
     env = os.environ if env is None else env
     config = load_config(path, AGENT_SCHEMA, env)
     sim = config["sim"]
-    real_table = config["real"]
-    if real_table is not None and config["type"] not in REAL_TYPES:
+    raw_real = config["real"]
+    if raw_real is not None and config["type"] not in REAL_TYPES:
         raise ConfigError(
-            f"{path}: key 'real' is for a raspberry agent; a {config['type']} agent has no "
-            "real driver yet"
+            f"{path}: key 'real' is for an agent of type {', '.join(REAL_TYPES)}; a "
+            f"{config['type']} agent has no real driver yet"
         )
-    if real_table is None and config["driver"] == "real" and config["type"] in REAL_TYPES:
+    if raw_real is None and config["driver"] == "real" and config["type"] in REAL_TYPES:
         # Names the first key that is missing, as for any other table.
-        real_table = load_table({}, RASPBERRY_REAL_SCHEMA, env, str(path), "real.")
+        raw_real = {}
     try:
-        real = None if real_table is None else RealConfig.from_table(real_table)
+        real = None
+        if raw_real is not None:
+            schema, build = REAL_TABLES[config["type"]]
+            real = build(load_table(raw_real, schema, env, str(path), "real."))
     except KeyProblem as problem:
         raise ConfigError(f"{path}: {problem}") from None
     settings = AgentSettings(

@@ -19,7 +19,7 @@ from importlib.metadata import entry_points
 
 from edgebed.nodetypes.base import DriverUnavailable
 from edgebed.nodetypes.interfaces import Driver
-from edgebed.nodetypes.real.config import RealConfig
+from edgebed.nodetypes.real.config import RealTable
 from edgebed.nodetypes.sim.hardware import SimOptions
 
 ENTRY_POINT_GROUP = "edgebed.drivers"
@@ -45,8 +45,9 @@ class DriverOptions:
 
     # The [sim] settings and the simulated machines saved during earlier runs.
     sim: SimOptions = field(default_factory=SimOptions)
-    # The checked [real] table; None when the configuration has none.
-    real: RealConfig | None = None
+    # The checked [real] table of the agent's node type (nodetypes/real/config.py REAL_TABLES);
+    # None when the configuration has none.
+    real: RealTable | None = None
     # The agent's name (for what a driver names after it, such as log lines).
     agent_name: str = ""
     load_state: LoadState = _nothing_saved

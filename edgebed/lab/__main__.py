@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--community", default="private", help="the switch's SNMP community (private)")
     up.add_argument("--boot-delay", type=float, default=1.0, help="seconds from power on to boot (1)")
     up.add_argument("--card-mib", type=int, default=256, help="size of a new card in MiB (256)")
+    up.add_argument("--ipmi-servers", type=int, default=0, help="servers behind an ipmi_sim BMC each (0)")
+    up.add_argument("--redfish-servers", type=int, default=0,
+                    help="servers behind the Redfish emulator (0)")
+    up.add_argument("--redfish-delay", type=int, nargs=2, default=(1, 2), metavar=("LEAST", "MOST"),
+                    help="whole seconds the Redfish emulator takes to apply a power change (1 2)")
     up.add_argument("--slot", type=int, default=None,
                     help="0..99: addresses 10.213.SLOT.0/24 and names ebl<SLOT>- (the lowest free one)")
     config.add_argument("--json", action="store_true", help="print the lab description as JSON")
@@ -48,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _up(args: argparse.Namespace) -> int:
     lab = Lab(args.dir, pis=args.pis, community=args.community, boot_delay=args.boot_delay,
-              card_mib=args.card_mib, slot=args.slot)
+              card_mib=args.card_mib, slot=args.slot,
+              server_bmcs=["ipmi"] * args.ipmi_servers + ["redfish"] * args.redfish_servers,
+              redfish_delay=tuple(args.redfish_delay))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -64,6 +71,11 @@ async def _up(args: argparse.Namespace) -> int:
         for pi in description.pis:
             print(f"{pi.name}: ip {pi.ip} serial {pi.serial} port {pi.switch_port} card {pi.sd_device}"
                   f" netns {pi.netns}")
+        for server in description.servers:
+            print(f"{server.name}: ip {server.ip} mac {server.mac} {server.bmc_protocol} BMC "
+                  f"{server.bmc_address}{' system ' + server.bmc_system if server.bmc_system else ''}"
+                  f" (user {description.bmc_user}, password in {description.bmc_password_file})"
+                  f" disk {server.disk_device} netns {server.netns}")
         print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in lab.timings.items()))
         print(f"ready: {Path(description.directory) / 'lab.json'}", flush=True)
         await stop.wait()

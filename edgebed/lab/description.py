@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgebed.lab.firmware import PiHardware
 from edgebed.lab.image import TestImage
+from edgebed.lab.servers import ServerHardware
 
 DESCRIPTION_FILE = "lab.json"
 PI_MODEL = "Raspberry Pi 4 Model B"
@@ -48,6 +49,13 @@ class LabDescription:
     image: TestImage
     boot_delay: float
     model: str = PI_MODEL
+    # Servers (edgebed.lab.servers): the iPXE script their entries hold, their maintenance
+    # system's host name, and the BMCs' one user and its password file.
+    servers: tuple[ServerHardware, ...] = ()
+    netboot_script: str = ""
+    server_hostname: str = ""
+    bmc_user: str = ""
+    bmc_password_file: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -57,6 +65,7 @@ class LabDescription:
         data = dict(data)
         data["switch"] = SwitchDescription(**data["switch"])
         data["pis"] = tuple(PiHardware(**pi) for pi in data["pis"])
+        data["servers"] = tuple(ServerHardware(**server) for server in data.get("servers", ()))
         data["image"] = TestImage.from_json(dict(data["image"]))
         return cls(**data)
 
@@ -80,6 +89,14 @@ class LabDescription:
         """The AddNode properties of a raspberry node for this Pi."""
         return {"ip": pi.ip, "serial": pi.serial, "switch": self.switch.name,
                 "switch_port": str(pi.switch_port), "sd_device": pi.sd_device, "model": self.model}
+
+    def server_properties(self, server: ServerHardware) -> dict[str, str]:
+        """The AddNode properties of a node (server) for this lab server."""
+        properties = {"ip": server.ip, "mac": server.mac, "bmc_protocol": server.bmc_protocol,
+                      "bmc_address": server.bmc_address, "disk_device": server.disk_device}
+        if server.bmc_system:
+            properties["bmc_system"] = server.bmc_system
+        return properties
 
     def agent_config(self) -> str:
         """A TOML agent configuration with driver = "real" for this lab, then each Pi's AddNode
