@@ -20,9 +20,9 @@ import pytest
 from edgebed.lab.description import LabDescription
 from edgebed.lab.servers import RedfishReader, ServerHardware, ipmi_state
 from tests.agent.real.lab import Watch
+from tests.agent.real.peers import MIB
 from tests.agent.real.server_lab import ServerAgentConfig, server_lab_process
 from tests.agent.real.test_lab import _slow_server, card_table, figure, ssh_run, transitions
-from tests.agent.real.peers import MIB
 
 pytestmark = [pytest.mark.slow, pytest.mark.lab]
 
