@@ -3,9 +3,10 @@
 up            brings a lab up, prints its parts and timings, and keeps it up until SIGINT/SIGTERM,
               then takes it down. The line `ready: <dir>/lab.json` says it is usable.
 down          takes the lab in DIR down, also what a killed `up` left behind.
-status        each Pi's power and system, the switch and image server addresses.
+status        each Pi's and server's power and system, the switch and image server addresses.
 agent-config  a TOML agent configuration (driver = "real") for the lab, and each Pi's node
-              properties (`--json`: the whole description as JSON instead).
+              properties (`--servers`: a node agent's, for the servers; `--json`: the whole
+              description as JSON instead).
 
 Bad input or a missing prerequisite: one line on stderr and exit code 2.
 """
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--slot", type=int, default=None,
                     help="0..99: addresses 10.213.SLOT.0/24 and names ebl<SLOT>- (the lowest free one)")
     config.add_argument("--json", action="store_true", help="print the lab description as JSON")
+    config.add_argument("--servers", action="store_true",
+                        help="a node agent's configuration for the lab's servers (else the Pis')")
     return parser
 
 
@@ -62,8 +65,9 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     description = await lab.up()
     try:
-        print(f"switch: snmp v2c {description.switch.address} community {description.switch.community}"
-              f" oid {description.switch.poe_oid}.<port> (1 on, 2 off)")
+        if description.switch is not None:
+            print(f"switch: snmp v2c {description.switch.address} community {description.switch.community}"
+                  f" oid {description.switch.poe_oid}.<port> (1 on, 2 off)")
         print(f"image server: {description.image_url} (from {description.image_dir})")
         print(f"tftp root: {description.tftp_root} (network boot: {description.tftp_root}/<serial>/"
               f" holding the files of {description.netboot_dir})")
@@ -106,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.json:
             print(json.dumps(description.to_json(), indent=2))
+        elif args.servers:
+            if not description.servers:
+                print(f"python -m edgebed.lab: the lab in {args.dir} has no servers", file=sys.stderr)
+                return 2
+            print(description.server_agent_config(), end="")
         else:
             print(description.agent_config(), end="")
         return 0

@@ -285,10 +285,17 @@ class Lab:
         netboot_dir = tftp_root / "netboot"
         write_boot_folder(netboot_dir, f"maintenance system {NETBOOT_HOSTNAME}")
 
-        snmp_port = _free_port(socket.SOCK_DGRAM, "127.0.0.1")
-        switch_ports = max(8, self.pis)
-        self._snmpsim = await self._timed(
-            "switch", switch.start(lab / "switch", lab, self.community, switch_ports, snmp_port))
+        # The switch powers Pis only: a lab of servers alone goes without (snmpsim's start is
+        # most of a lab's).
+        lab_switch: SwitchDescription | None = None
+        if self.pis:
+            snmp_port = _free_port(socket.SOCK_DGRAM, "127.0.0.1")
+            switch_ports = max(8, self.pis)
+            self._snmpsim = await self._timed(
+                "switch", switch.start(lab / "switch", lab, self.community, switch_ports, snmp_port))
+            lab_switch = SwitchDescription(
+                name=switch.SWITCH_NAME, address=f"127.0.0.1:{snmp_port}", community=self.community,
+                poe_oid=switch.POE_OID, port_offset=0, ports=switch_ports)
 
         async def network() -> None:
             await net.make_bridge(slot)
@@ -328,9 +335,7 @@ class Lab:
                              "bmc_password_file": str(keys / "bmc-password")}
         description = LabDescription(
             directory=str(lab), slot=slot, bridge=net.bridge_name(slot), host_ip=net.host_ip(slot),
-            switch=SwitchDescription(name=switch.SWITCH_NAME, address=f"127.0.0.1:{snmp_port}",
-                                     community=self.community, poe_oid=switch.POE_OID, port_offset=0,
-                                     ports=switch_ports),
+            switch=lab_switch,
             pis=tuple(pis), tftp_root=str(tftp_root), netboot_dir=str(netboot_dir),
             netboot_hostname=NETBOOT_HOSTNAME, image_dir=str(lab / "images"),
             image_url=f"http://{net.host_ip(slot)}:{http_port}/", ssh_key=str(agent_key),
@@ -430,11 +435,13 @@ class Lab:
                 await asyncio.sleep(0.1)
 
     async def _poll(self, description: LabDescription) -> None:
-        reader = switch.PoeReader(description.switch.address, description.switch.community,
-                                  [pi.switch_port for pi in description.pis], description.switch.poe_oid)
+        reader = None
+        if description.switch is not None:
+            reader = switch.PoeReader(description.switch.address, description.switch.community,
+                                      [pi.switch_port for pi in description.pis], description.switch.poe_oid)
         try:
             while True:
-                values = await reader.read(timeout=1.0) if self._firmware else {}
+                values = await reader.read(timeout=1.0) if reader is not None else {}
                 if values is None:
                     log.warning("the switch did not answer the firmware's poll")
                 else:
@@ -450,7 +457,8 @@ class Lab:
                     await firmware.tick()
                 await asyncio.sleep(self.poll_interval)
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
 
     # -- down ----------------------------------------------------------------------------------
 
@@ -494,7 +502,8 @@ def status(directory: Path) -> list[str]:
     pid = state.get("pid")
     running = isinstance(pid, int) and pid_alive(pid)
     lines = [f"lab {directory}: {f'running (pid {pid})' if running else 'not running'}",
-             f"switch {description.switch.address} community {description.switch.community}",
+             (f"switch {description.switch.address} community {description.switch.community}"
+              if description.switch is not None else "no switch (no Pis)"),
              f"image server {description.image_url}"]
     for pi in description.pis:
         try:

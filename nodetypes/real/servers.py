@@ -105,10 +105,10 @@ class BmcPower:
 
 
 class ServerBoot:
-    """BootInterface: the BMC's boot device (persistent) and the node's PXE entry. Network: the
-    entry first, then the boot device, so that the next PXE boot finds it; local: the boot
-    device first, then the entry goes (a BMC that forgets the device still PXE-boots into no
-    entry, which falls back to the disk)."""
+    """BootInterface: the BMC's boot device (persistent) and the node's PXE entry, the BMC first
+    both ways: a BMC that refuses (a wrong password) leaves the TFTP folder as it was, and a
+    BMC that forgets the disk boot device still PXE-boots into no entry, which falls back to the
+    disk. Neither half matters before the next power on, which comes in a later state."""
 
     def __init__(self, bmcs: Bmcs, entries: PxeEntries) -> None:
         self._bmcs = bmcs
@@ -118,11 +118,8 @@ class ServerBoot:
         if source not in BOOT_SOURCES:
             raise ValueError(f"boot source must be one of {', '.join(BOOT_SOURCES)}, got {source!r}")
         network = source == NETWORK
-        if network:
-            await self._entries.set(node, True)
         await self._bmcs.call(node, f"boot device {'PXE' if network else 'disk'}", "set_boot", network)
-        if not network:
-            await self._entries.set(node, False)
+        await self._entries.set(node, network)
 
 
 def _settings(options: DriverOptions) -> ServerRealConfig:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from edgebed.agent.settings import load_settings
 from edgebed.lab.description import LabDescription
 from edgebed.lab.servers import RedfishReader, ServerHardware, ipmi_state
+from edgebed.nodetypes.real.config import ServerRealConfig
 from tests.agent.real.lab import Watch
 from tests.agent.real.peers import MIB
 from tests.agent.real.server_lab import ServerAgentConfig, server_lab_process
@@ -54,6 +56,19 @@ def bmc_state(lab: LabDescription, server: ServerHardware) -> tuple[bool, str]:
         return ipmi_state(Path(server.folder) / "bmc")
     password = Path(lab.bmc_password_file).read_text().strip()
     return RedfishReader(server.bmc_address, password).read(server.bmc_system)
+
+
+def test_the_labs_node_agent_configuration_loads(lab, tmp_path) -> None:
+    """`python -m edgebed.lab agent-config --servers` gives a node agent the lab's servers."""
+    path = tmp_path / "agent.toml"
+    text = lab.server_agent_config()
+    path.write_text(text)
+    settings = load_settings(path, env={"EDGEBED_TOKEN": "a-token-for-the-lab-test-0123456789"})
+    assert settings.type == "node" and isinstance(settings.real, ServerRealConfig)
+    assert settings.real.bmc_credentials[0].password_file == lab.bmc_password_file
+    for server in lab.servers:
+        assert f"# lab-{server.name} " in text
+    assert lab.switch is None  # no Pis, no switch
 
 
 async def test_ipmi_and_redfish_servers_deploy_reboot_and_destroy(lab, tmp_path, user_key) -> None:
@@ -125,6 +140,8 @@ async def test_a_wrong_bmc_password_is_a_clear_error_and_never_a_final_success(l
     """Credentials with a wrong password for the nodes named wrongpw-*: each deploy's first BMC
     call is refused, the error says so in one line naming the node, the BMC and the user, and
     the action ends `lost` once its state's timeout passes, never `deployed`."""
+    entries = {server.name: Path(lab.tftp_root) / server.pxe_entry_name for server in lab.servers}
+    before = {name: path.read_text() if path.exists() else None for name, path in entries.items()}
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password\n")
     wrong.chmod(0o600)
@@ -155,11 +172,13 @@ async def test_a_wrong_bmc_password_is_a_clear_error_and_never_a_final_success(l
     assert ("wrongpw-redfish: redfish BMC http://127.0.0.1:" in logs
             and "refused user 'admin': wrong user name or password? (HTTP 401/403)" in logs), logs[-3000:]
     assert "not-the-password" not in logs
-    # The servers were never switched: the BMCs refused every request.
+    # Nothing was switched: the BMCs refused every request, and the PXE entries are as they were.
     for server in lab.servers:
         assert bmc_state(lab, server)[0] is False
-    figure(f"wrong BMC password: both deploys lost in {took:.1f} s (timeout_scale {scale}); "
-           "log: " + next(line for line in logs.splitlines() if "refused the password" in line).strip()[-160:])
+    assert {name: path.read_text() if path.exists() else None for name, path in entries.items()} == before
+    line = next(line for line in logs.splitlines() if "refused the password" in line)
+    figure(f"wrong BMC password: both deploys lost in {took:.1f} s (timeout_scale {scale}); the "
+           f"error: {line[line.index('wrongpw-ipmi: ipmi BMC'):].removesuffix(' (trying again)')}")
 
 
 async def test_an_agent_killed_during_the_disk_write_finds_it_again_and_deploys(lab, tmp_path) -> None:
