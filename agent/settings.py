@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from edgebed.config import (
     ConfigError,
-    Deferred,
     Key,
     KeyProblem,
     Schema,
     check_host_port,
+    env_name,
     in_range,
     load_config,
     load_table,
@@ -21,10 +22,21 @@ from edgebed.config import (
 )
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
-from edgebed.nodetypes.real.config import REAL_TABLES, RealTable
+from edgebed.nodetypes.drivers import RealSettings
+from edgebed.nodetypes.real.config import (
+    RASPBERRY_REAL_SCHEMA,
+    SERVER_REAL_SCHEMA,
+    RealConfig,
+    ServerRealConfig,
+)
 from edgebed.nodetypes.sim.hardware import COMMANDS
 
-# The node types that have a real driver, and so a [real] table (its schema depends on the type).
+# The node types that have a real driver, and so a [real] table: its schema, and what builds
+# the driver's typed settings from the checked table (raising KeyProblem).
+REAL_TABLES: dict[str, tuple[Schema, Callable[[Mapping[str, Any]], RealSettings]]] = {
+    "raspberry": (RASPBERRY_REAL_SCHEMA, RealConfig.from_table),
+    "node": (SERVER_REAL_SCHEMA, ServerRealConfig.from_table),
+}
 REAL_TYPES = tuple(REAL_TABLES)
 
 
@@ -97,9 +109,9 @@ AGENT_SCHEMA: Schema = {
                              help="test aid: simulated commands that always hang, comma-separated "
                                   "(e.g. \"wipe\": every destroy ends lost)"),
     },
-    # The keys of the type's real driver (nodetypes/real/config.py REAL_TABLES); required with
-    # driver = "real", checked whenever it is there.
-    "real": Deferred(),
+    # The keys of [real] depend on the agent's type (REAL_TABLES): read here as it stands,
+    # checked by load_settings against the type's schema; required with driver = "real".
+    "real": Key(dict, default=None, help="the real driver's settings, by node type"),
 }
 
 
@@ -120,8 +132,9 @@ class AgentSettings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
-    # The [real] table; None when the file has none. Its repr hides the communities.
-    real: RealTable | None = None
+    # The [real] table of the agent's type; None when the file has none. Its repr hides the
+    # communities.
+    real: RealSettings | None = None
     # Where the settings came from, for error messages that name the file.
     source: str = "<settings>"
 
@@ -149,22 +162,7 @@ def load_settings(
     env = os.environ if env is None else env
     config = load_config(path, AGENT_SCHEMA, env)
     sim = config["sim"]
-    raw_real = config["real"]
-    if raw_real is not None and config["type"] not in REAL_TYPES:
-        raise ConfigError(
-            f"{path}: key 'real' is for an agent of type {', '.join(REAL_TYPES)}; a "
-            f"{config['type']} agent has no real driver yet"
-        )
-    if raw_real is None and config["driver"] == "real" and config["type"] in REAL_TYPES:
-        # Names the first key that is missing, as for any other table.
-        raw_real = {}
-    try:
-        real = None
-        if raw_real is not None:
-            schema, build = REAL_TABLES[config["type"]]
-            real = build(load_table(raw_real, schema, env, str(path), "real."))
-    except KeyProblem as problem:
-        raise ConfigError(f"{path}: {problem}") from None
+    real = _real_settings(config, env, str(path))
     settings = AgentSettings(
         name=config["name"],
         type=config["type"],
@@ -185,6 +183,28 @@ def load_settings(
     )
     check_tls_keys(settings)
     return settings
+
+
+def _real_settings(config: Mapping[str, Any], env: Mapping[str, str], path: str) -> RealSettings | None:
+    """The [real] table checked against the schema of the agent's type; None when the file has
+    none (and no EDGEBED_REAL_ variable names a key of it) and the driver is not real."""
+    raw = config["real"]
+    overridden = any(name.startswith(env_name("real") + "_") for name in env)
+    if raw is None and not overridden and (config["driver"] != "real" or config["type"] not in REAL_TABLES):
+        # (A real driver for a type without one is refused when the driver is looked up.)
+        return None
+    if config["type"] not in REAL_TABLES:
+        raise ConfigError(
+            f"{path}: key 'real' is for a {' or '.join(REAL_TYPES)} agent; a {config['type']} "
+            "agent has no real driver yet"
+        )
+    schema, build = REAL_TABLES[config["type"]]
+    # Names the first key that is missing, as for any other table.
+    table = load_table(raw or {}, schema, env, path, "real.")
+    try:
+        return build(table)
+    except KeyProblem as problem:
+        raise ConfigError(f"{path}: {problem}") from None
 
 
 def check_tls_keys(settings: AgentSettings) -> None:

@@ -2,8 +2,7 @@
 
 A schema maps key names to `Key` (a scalar), to a nested dict (a TOML table whose absence means
 every key takes its default), to `Table` (a table that may be absent as a whole: it loads as
-None), to `Deferred` (a table checked later, against a schema picked by another key) or to
-`Array` (an array of tables, `[[real.switches]]`, each checked against one schema).
+None) or to `Array` (an array of tables, `[[real.switches]]`, each checked against one schema).
 Every key can be overridden by an environment variable: `EDGEBED_<KEY>` for a top-level key,
 `EDGEBED_<TABLE>_<KEY>` inside a table (`EDGEBED_SIM_NODES`, `EDGEBED_SCHEDULER_POLL_SECONDS`)
 and `EDGEBED_<TABLE>_<ARRAY>_<N>_<KEY>` inside the N-th table of an array, counted from 1
@@ -65,13 +64,6 @@ class Table:
 
 
 @dataclass(frozen=True)
-class Deferred:
-    """A table whose schema depends on another key's value (the agent's [real] table on its
-    `type`): loaded as the file has it, unchecked, and None when the file has none and no
-    EDGEBED_ variable names a key in it; its owner checks it later with `load_table`."""
-
-
-@dataclass(frozen=True)
 class Array:
     """An array of tables (`[[name]]` in TOML), each checked against `schema`; loads as a list of
     dicts. `min_items` tables at least (with 0, an absent array loads as an empty list)."""
@@ -80,11 +72,12 @@ class Array:
     min_items: int = 0
 
 
-Schema = Mapping[str, "Key | Table | Deferred | Array | Schema"]
+Schema = Mapping[str, "Key | Table | Array | Schema"]
 
 
 def _describe(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            list: "an array", dict: "a table"}.get(
         kind, kind.__name__
     )
 
@@ -166,15 +159,6 @@ def _load_table(
         dotted = f"{prefix}{name}"
         if isinstance(spec, Array):
             result[name] = _load_array(data.get(name), spec, env, source, dotted)
-            continue
-        if isinstance(spec, Deferred):
-            raw = data.get(name)
-            if raw is None:
-                result[name] = {} if _overridden(env, dotted) else None
-            elif not isinstance(raw, Mapping):
-                raise ConfigError(f"{source}: key '{dotted}' must be a table")
-            else:
-                result[name] = dict(raw)
             continue
         if isinstance(spec, Table):
             if name not in data and not _overridden(env, dotted):

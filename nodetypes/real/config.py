@@ -1,5 +1,6 @@
 """The `[real]` settings of the real drivers: the TOML schema the agent checks them with, and the
-typed values the driver is built from; one schema per node type (REAL_TABLES). The raspberry one:
+typed values the driver is built from; one schema per node type (agent/settings.py REAL_TABLES).
+The raspberry one:
 
     driver = "real"
     [real]
@@ -29,7 +30,7 @@ settings load it whatever the driver.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -339,14 +340,3 @@ class ServerRealConfig:
             bmc_timeout=table["bmc_timeout"], power_off_seconds=table["power_off_seconds"],
             redfish_ca_file=table["redfish_ca_file"], timeout_scale=table["timeout_scale"],
         )
-
-
-# A [real] table of any node type that has a real driver.
-RealTable = RealConfig | ServerRealConfig
-
-# Node type -> the schema of its [real] table and the settings built from it (raises KeyProblem
-# for what the schema cannot see). Another node type's real driver adds its own entry.
-REAL_TABLES: dict[str, tuple[Schema, Callable[[Mapping[str, Any]], RealTable]]] = {
-    "raspberry": (RASPBERRY_REAL_SCHEMA, RealConfig.from_table),
-    "node": (SERVER_REAL_SCHEMA, ServerRealConfig.from_table),
-}
