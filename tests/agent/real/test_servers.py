@@ -300,3 +300,64 @@ async def test_ipmi_power_and_boot_device_through_ipmi_sim_and_a_refused_passwor
                 await asyncio.wait_for(bmcs.call(quiet, "power", "power"), 30)
     finally:
         await bmcs.close()
+
+
+# The Redfish client against the sushy-tools emulator (the lab's, with its fake driver).
+
+
+@pytest.fixture
+async def redfish_bmc(tmp_path):
+    from edgebed.lab.servers import ServerHardware, missing_server_prerequisites, start_redfish
+
+    missing = missing_server_prerequisites(["redfish"])
+    if missing:
+        component_missing(", ".join(missing))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    system = "0000eb1a-0000-4b00-8000-000000000001"
+    hardware = ServerHardware(index=1, name="sv1", netns="none", ip="10.0.0.21", mac="52:54:00:ab:cd:01",
+                              disk_file="", disk_device="/dev/null", folder=str(tmp_path),
+                              bmc_protocol="redfish", bmc_address=f"http://127.0.0.1:{port}",
+                              bmc_system=system)
+    # Power changes applied 2-3 s after the request: more than one poll of the driver.
+    process = await start_redfish(tmp_path / "redfish", tmp_path, [hardware], port, "rightpassword1", (3, 3))
+    try:
+        yield hardware
+    finally:
+        process.kill()
+        await process.wait()
+
+
+@pytest.mark.slow
+async def test_redfish_power_is_polled_until_the_bmc_reports_it_and_a_refused_password(redfish_bmc, machine) -> None:
+    hardware = redfish_bmc
+    bmcs = Bmcs([Credentials("bad-*", "admin", "wrongpassword"), Credentials("*", "admin", "rightpassword1")],
+                timeout=5)
+    power = BmcPower(bmcs, min_off_seconds=0.1)
+    boot = ServerBoot(bmcs, PxeEntries(str(machine["tftp_root"]), str(machine["netboot_script"])))
+    node = server(bmc_protocol="redfish", bmc_address=hardware.bmc_address, bmc_system=hardware.bmc_system)
+    try:
+        await boot.set_boot_source(node, NETWORK)
+        await power.set_power(node, True)
+        # Requested, not done: the emulator applies it seconds later, and the driver says so.
+        assert await power.is_powered(node) is False
+        began = asyncio.get_running_loop().time()
+        while not await power.is_powered(node):
+            assert asyncio.get_running_loop().time() - began < 10
+            await asyncio.sleep(0.2)
+        await power.hard_reboot(node)  # waits for the report of off, then asks for on
+        await boot.set_boot_source(node, LOCAL)
+        assert not (machine["tftp_root"] / "52-54-00-ab-cd-01.ipxe").exists()
+
+        refused = server("bad-1", bmc_protocol="redfish", bmc_address=hardware.bmc_address,
+                         bmc_system=hardware.bmc_system)
+        with pytest.raises(BmcError) as caught:
+            await power.is_powered(refused)
+        assert str(caught.value) == (f"bad-1: redfish BMC {hardware.bmc_address}: reading the power state: "
+                                     "refused user 'admin': wrong user name or password? (HTTP 401/403)")
+        elsewhere = server(bmc_protocol="redfish", bmc_address=hardware.bmc_address, bmc_system="no-such-system")
+        with pytest.raises(BmcError, match="no system no-such-system on this BMC"):
+            await power.is_powered(elsewhere)
+    finally:
+        await bmcs.close()
