@@ -145,7 +145,7 @@ async def test_a_wrong_bmc_password_is_a_clear_error_and_never_a_final_success(l
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password\n")
     wrong.chmod(0o600)
-    scale = 0.05  # bootdev_pxe is given up after 6 s instead of 120 s
+    scale = 0.02  # bootdev_pxe is given up after 2.4 s instead of 120 s
     agent = ServerAgentConfig(lab, tmp_path, name="wrongpw", timeout_scale=scale,
                               credentials=[("wrongpw-*", lab.bmc_user, str(wrong))]).agent().start()
     nodes = {f"wrongpw-{server.bmc_protocol}": server for server in lab.servers}
@@ -207,9 +207,6 @@ async def test_an_agent_killed_during_the_disk_write_finds_it_again_and_deploys(
         watch = Watch(agent.address)
         try:
             deployed = await watch.final("lab-kill", within=180)
-            # Left as the other tests expect: off.
-            await watch.start("lab-kill", "destroy")
-            destroyed = await watch.final("lab-kill", within=180)
         finally:
             await watch.close()
             agent.terminate()
@@ -217,9 +214,14 @@ async def test_an_agent_killed_during_the_disk_write_finds_it_again_and_deploys(
         agent.stop()
         http.terminate()
         http.wait()
+        # Left off, as the module's tests leave the servers (a destroy would take seconds).
+        password = Path(lab.bmc_password_file).read_text().strip()
+        host, _, port = server.bmc_address.rpartition(":")
+        subprocess.run(["ipmitool", "-I", "lanplus", "-C", "3", "-H", host, "-p", port, "-U", lab.bmc_user,
+                        "-E", "chassis", "power", "off"], env={"PATH": "/usr/bin:/bin", "IPMI_PASSWORD": password},
+                       capture_output=True, check=False, timeout=30)
     logs = agent.log()
     assert deployed.state == "deployed", logs[-3000:]
-    assert destroyed.state == "destroyed", logs[-3000:]
     assert logs.count("copying lab-test.img") == 1, logs[-3000:]
     assert "resumed 1 unfinished action" in logs
     rows = transitions(agent, "lab-kill", "deploy")
