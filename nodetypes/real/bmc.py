@@ -180,6 +180,10 @@ class IpmiClient:
             process.kill()
             await process.wait()
             raise BmcError(f"no answer within {self._timeout + 5:g} s") from None
+        except asyncio.CancelledError:
+            # The step was cancelled (a state timed out, the agent stops): no ipmitool left behind.
+            process.kill()
+            raise
         if process.returncode != 0:
             text = err.decode(errors="replace")
             for clue, reason in _IPMI_REASONS:
@@ -253,7 +257,10 @@ class RedfishClient:
         return await asyncio.to_thread(self._blocking, action)
 
     def _blocking(self, action: Any) -> Any:
-        import sushy.exceptions as errors
+        try:
+            import sushy.exceptions as errors
+        except ImportError:
+            raise BmcError("the Redfish client is not installed: pip install 'edgebed[bmc]' (sushy)") from None
 
         try:
             return action(self._get())

@@ -19,9 +19,11 @@ live in the agent's files only).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -231,6 +233,10 @@ def check_node(options: DriverOptions, properties: Mapping[str, str]) -> str | N
         parse_address(protocol, properties["bmc_address"])
     except ValueError as problem:
         return f"property {problem}"
+    if protocol == "ipmi" and shutil.which("ipmitool") is None:
+        return "an ipmi BMC needs ipmitool on the agent's machine (Debian package ipmitool)"
+    if protocol == "redfish" and importlib.util.find_spec("sushy") is None:
+        return "a redfish BMC needs the sushy library on the agent's machine: pip install 'edgebed[bmc]'"
     system = properties.get("bmc_system", "").strip()
     if system and (protocol != "redfish" or not _SYSTEM_ID.fullmatch(system)):
         return (f"property 'bmc_system' must be a Redfish system id (letters, digits, '.', '_', '-'), "
