@@ -197,11 +197,12 @@ def load_key(path: str) -> asyncssh.SSHKey:
 class SshPool:
     """Connections as root to the nodes, one per address, opened on first use and kept.
 
-    key: the agent's private key; host_keys: which server keys each node may show; port: the
+    key: the agent's private key; host_keys: which server keys each node may show (None: any,
+    the node driver's servers, whose maintenance system has no configured keys yet); port: the
     nodes' SSH port; connect_timeout: seconds for the TCP connection and the login together.
     """
 
-    def __init__(self, key: asyncssh.SSHKey, host_keys: HostKeys, *, port: int = 22,
+    def __init__(self, key: asyncssh.SSHKey, host_keys: HostKeys | None = None, *, port: int = 22,
                  connect_timeout: float = 10.0, user: str = "root") -> None:
         self._key = key
         self.host_keys = host_keys
@@ -213,6 +214,11 @@ class SshPool:
         # asyncssh logs every connection and command line at INFO: the scripts' text at every
         # poll of every node. Its warnings and errors are kept.
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+    async def pin(self, node: NodeRef, key: asyncssh.SSHKey | None) -> None:
+        """Pins the node's card key (None: drops it), when this pool pins host keys."""
+        if self.host_keys is not None:
+            await self.host_keys.pin(node, key)
 
     @property
     def public_key(self) -> str:
@@ -234,21 +240,20 @@ class SshPool:
             connection = self._connections.get(address)
             if connection is not None and not connection.is_closed():
                 return connection
-            trusted = await self.host_keys.trusted(node)
+            trusted = await self.host_keys.trusted(node) if self.host_keys is not None else None
             try:
                 connection = await asyncssh.connect(
                     address, self._port, username=self._user, client_keys=[self._key],
                     # Only these keys, checked in the handshake (the module's docstring).
-                    known_hosts=(trusted, [], []),
+                    known_hosts=(trusted, [], []) if trusted is not None else None,
                     # Only the agent's key: no ssh-agent, no ~/.ssh/config of whoever runs it.
                     agent_path=None, config=None, password=None,
                     connect_timeout=self._timeout, login_timeout=self._timeout,
                     keepalive_interval=KEEPALIVE_SECONDS, keepalive_count_max=KEEPALIVE_COUNT,
                 )
             except asyncssh.HostKeyNotVerifiable:
-                raise HostKeyRefused(
-                    f"{self.where(node)}: {await self.host_keys.refusal(node)}"
-                ) from None
+                why = await self.host_keys.refusal(node) if self.host_keys is not None else "host key refused"
+                raise HostKeyRefused(f"{self.where(node)}: {why}") from None
             except asyncssh.PermissionDenied:
                 raise Refused(
                     f"{self.where(node)}: the server refused the agent's key "
