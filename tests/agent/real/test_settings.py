@@ -116,7 +116,7 @@ def test_a_complete_table_loads_with_its_defaults(tmp_path, machine) -> None:
          "key 'real.switches[2].name' is 'sw1', which an earlier switch already has"),
         (dict(switches=[{"name": "sw1", "address": "h", "community": "c", "port": 1}]),
          "unknown key 'real.switches[1].port'"),
-        (dict(top={"type": "node"}), "key 'real' is for a raspberry agent"),
+        (dict(top={"type": "node"}), "key 'real' is for a raspberry or sensor agent"),
     ],
 )
 def test_a_bad_real_key_is_named_with_the_file(tmp_path, machine, change, expected) -> None:
