@@ -1,6 +1,11 @@
 """The `real` drivers: real hardware behind the capability interfaces (nodetypes/interfaces.py).
 
-Only raspberry has one so far (raspberry.py: PoE power over SNMP, network-boot folders, SSH
-image copy with a checksum, wipe), offered through the `edgebed.drivers` entry point
-`raspberry.real` and configured by the agent's `[real]` table (config.py).
+raspberry (raspberry.py): PoE power over SNMP, network-boot folders, SSH image copy with a
+checksum, wipe; configured by a raspberry agent's `[real]` table (config.py), entry point
+`raspberry.real`.
+
+sensor (sensor.py): boards on the agent's gateway, flashed, verified, erased, reset and powered
+through the argument-list templates of their model, alive when their serial port shows a line
+matching a pattern; configured by a sensor agent's `[real]` table (boards.py), entry point
+`sensor.real`.
 """
