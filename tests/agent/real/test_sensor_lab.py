@@ -145,8 +145,15 @@ async def test_sensor_agent_killed_during_a_flash_resumes_and_finishes(boards, t
         await watch.put_environment("other", "other.elf", default_user="")
         await watch.start("lab-board4", "deploy", "other")
         await watch.until("lab-board4", lambda action: action.state == "flash_firmware", within=60)
+        # Killed once the flash job runs (the state is committed a moment before it starts).
+        deadline = time.monotonic() + 30
+        while "lab-board4: flashing other.elf" not in agent.log():
+            assert time.monotonic() < deadline, agent.log()[-2000:]
+            await asyncio.sleep(0.05)
         await watch.close()
         agent.kill()
+        job = Path(config.folder, "kill-jobs", "MICROBIT0004")
+        assert not (job / "rc").exists(), "the flash was over before the agent was killed"
 
         agent.start()
         watch = Watch(agent.address)
