@@ -27,6 +27,10 @@ property of the node (`{port}`, `{console}`, ...), and for flash and verify `{fi
 firmware file's absolute path on the gateway) and `{firmware_url}` (image_url + its name, when
 image_url is set); flash also gets the options written with the firmware (`{radio_channel}`).
 A node naming a model must have every property its templates name (checked at AddNode).
+
+A model without power_on and power_off has its boards powered from PoE switch ports: each node
+names a `[[real.switches]]` table (the raspberry driver's keys) in its `switch` property and its
+port in `switch_port`, and the raspberry driver's SNMP code switches it (and reads it back).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any
 
 from edgebed.config import Array, Key, KeyProblem, Schema, in_range
 from edgebed.nodetypes.base import NAME_PATTERN
-from edgebed.nodetypes.real.config import _check_absolute
+from edgebed.nodetypes.real.config import SWITCH_SCHEMA, SwitchConfig, _check_absolute
 
 # Placeholders the driver fills; every other placeholder names a node property.
 FIRMWARE = "firmware"
@@ -119,6 +123,11 @@ def _check_argv(value: list[Any]) -> str | None:
     return None
 
 
+def _check_power_argv(value: list[Any]) -> str | None:
+    # Empty: the model's boards are powered through PoE switch ports (their `switch` property).
+    return None if value == [] else _check_argv(value)
+
+
 def _check_serial(value: str) -> str | None:
     if not value.strip():
         return "must name a serial device or a pyserial URL (socket://host:port)"
@@ -159,8 +168,10 @@ BOARD_SCHEMA: Schema = {
     "verify": Key(list, check=_check_argv, help="exits 0 only when the board holds {firmware}"),
     "erase": Key(list, check=_check_argv, help="erases the board's flash"),
     "reset": Key(list, check=_check_argv, help="resets the board into its firmware"),
-    "power_on": Key(list, check=_check_argv, help="switches the board's power on"),
-    "power_off": Key(list, check=_check_argv, help="switches the board's power off"),
+    "power_on": Key(list, default=[], check=_check_power_argv,
+                    help="switches the board's power on; [] = through the node's PoE switch port"),
+    "power_off": Key(list, default=[], check=_check_power_argv,
+                     help="switches the board's power off; [] = through the node's PoE switch port"),
     "serial": Key(str, default="{console}", check=_check_serial,
                   help="the board's serial port: a device or a pyserial URL, a template"),
     "alive_pattern": Key(str, check=_check_pattern,
@@ -184,6 +195,9 @@ SENSOR_REAL_SCHEMA: Schema = {
     "timeout_scale": Key(float, default=1.0, check=in_range(0.001, 100),
                          help="multiplies every state timeout (before_reboot, lost)"),
     "boards": Array(BOARD_SCHEMA, min_items=1),
+    # PoE switches for boards powered from a switch port (a node's `switch` and `switch_port`),
+    # driven by the raspberry driver's SNMP code (snmp.py).
+    "switches": Array(SWITCH_SCHEMA, min_items=0),
 }
 
 
@@ -204,6 +218,11 @@ class BoardModel:
     alive_timeout: float = 10.0
     baudrate: int = 115200
     command_timeout: float = 120.0
+
+    @property
+    def power_templates(self) -> bool:
+        """Whether the model has power commands (else its boards need a PoE switch port)."""
+        return bool(self.power_on)
 
     def template(self, command: str) -> tuple[str, ...]:
         if command not in COMMANDS:
@@ -230,6 +249,10 @@ class BoardModel:
                         raise KeyProblem(f"{key}.{command}", f"names {{{name}}}, which only flash and verify have")
                     if name in FLASH_OPTIONS and command != "flash":
                         raise KeyProblem(f"{key}.{command}", f"names {{{name}}}, which only flash has")
+        if bool(table["power_on"]) != bool(table["power_off"]):
+            missing = "power_off" if table["power_on"] else "power_on"
+            raise KeyProblem(f"{key}.{missing}", "is missing: power_on and power_off go together "
+                                                 "(neither: the boards' PoE switch ports)")
         for name in placeholders(table["serial"]):
             if name in (FIRMWARE, FIRMWARE_URL, *FLASH_OPTIONS):
                 raise KeyProblem(f"{key}.serial", f"names {{{name}}}, which the serial port has not")
@@ -252,6 +275,13 @@ class SensorRealConfig:
     work_dir: str = "/var/lib/edgebed/boards"
     power_off_seconds: float = 1.0
     timeout_scale: float = 1.0
+    switches: tuple[SwitchConfig, ...] = ()
+
+    def switch(self, name: str) -> SwitchConfig | None:
+        for switch in self.switches:
+            if switch.name == name:
+                return switch
+        return None
 
     def board(self, model: str) -> BoardModel | None:
         for board in self.boards:
@@ -275,8 +305,15 @@ class SensorRealConfig:
                 raise KeyProblem(f"real.boards[{index}].model",
                                  f"is {board.model!r}, which an earlier board already has")
             seen.add(board.model)
+        switches = tuple(SwitchConfig.from_table(item) for item in table["switches"])
+        names: set[str] = set()
+        for index, switch in enumerate(switches, start=1):
+            if switch.name in names:
+                raise KeyProblem(f"real.switches[{index}].name",
+                                 f"is {switch.name!r}, which an earlier switch already has")
+            names.add(switch.name)
         return cls(
             image_dir=table["image_dir"], boards=boards, image_url=table["image_url"],
             work_dir=table["work_dir"], power_off_seconds=table["power_off_seconds"],
-            timeout_scale=table["timeout_scale"],
+            timeout_scale=table["timeout_scale"], switches=switches,
         )

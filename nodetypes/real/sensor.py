@@ -2,8 +2,9 @@
 erased, reset and powered through the command templates of their model (`[[real.boards]]`,
 boards.py), alive when their serial port shows a line matching the model's pattern.
 
-    power   BoardPower   power_on / power_off templates (USB hub port, relay, PoE); hard_reboot:
-                         off, power_off_seconds, on, then the reset template
+    power   BoardPower   power_on / power_off templates (USB hub port, relay), or the node's PoE
+                         switch port (the raspberry driver's SNMP code); hard_reboot: off,
+                         power_off_seconds, on, then the reset template
     image   BoardImage   flash (a job that outlives the agent, boardjobs.py), verify, erase
     system  BoardSystem  the serial port, watched from just before each power on or reset
 
@@ -13,7 +14,9 @@ port: a probe's serial number, a device, a debug server's host:port) and whateve
 model's templates name (`console`, `hub`, ...); `check_node` refuses a node missing one.
 
 Power cannot be read back from a command: is_powered is what the driver last switched, kept in
-the agent's database so that a restarted agent knows it too.
+the agent's database so that a restarted agent knows it too. A board powered from a PoE switch
+port (its model has no power commands, or the node names a `switch`) is switched and read back
+over SNMP, as a Pi is.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 from edgebed.config import KeyProblem
 from edgebed.nodetypes.base import CopyStatus, DriverError, Environment, NodeRef
 from edgebed.nodetypes.drivers import DriverOptions, DriverPlugin, LoadState, SaveState
-from edgebed.nodetypes.interfaces import INSTALLED, Driver
+from edgebed.nodetypes.interfaces import INSTALLED, Driver, PowerInterface
 from edgebed.nodetypes.real.boardjobs import DEAD, BoardJob, BoardJobs
 from edgebed.nodetypes.real.boards import (
     FIRMWARE,
@@ -178,17 +181,33 @@ class BoardSystem:
 
 
 class BoardPower:
-    """PowerInterface through the model's power_on and power_off templates."""
+    """PowerInterface through the model's power_on and power_off templates, or, for a node that
+    names a PoE switch (`switch`, `switch_port`), through that port (`poe`: the raspberry
+    driver's PoePower)."""
 
     def __init__(self, boards: Boards, system: BoardSystem, *, min_off_seconds: float,
-                 load_state: LoadState, save_state: SaveState) -> None:
+                 load_state: LoadState, save_state: SaveState, poe: PowerInterface | None = None) -> None:
         self._boards = boards
         self._system = system
         self._min_off = min_off_seconds
         self._load = load_state
         self._save = save_state
+        self._poe = poe
         self._states: dict[str, bool] | None = None
         self._lock = asyncio.Lock()
+
+    def _switched(self, node: NodeRef) -> PowerInterface | None:
+        """The PoE power of a node that names a switch; None for one powered by its templates.
+        DriverError for a node that has neither."""
+        if node.properties.get("switch"):
+            if self._poe is None:
+                raise DriverError(f"{node.name}: property 'switch' names a PoE switch, but this agent "
+                                  "has no [[real.switches]]")
+            return self._poe
+        if not self._boards.model(node).power_templates:
+            raise DriverError(f"{node.name}: model {self._boards.model(node).model} has no power_on "
+                              "and power_off, and the node names no PoE switch")
+        return None
 
     async def _known(self) -> dict[str, bool]:
         if self._states is None:
@@ -207,19 +226,26 @@ class BoardPower:
             await self._save(POWER_STATE_KEY, json.dumps(states, sort_keys=True))
 
     async def set_power(self, node: NodeRef, on: bool) -> None:
-        # The command runs whatever the recorded state: it cannot be read back, and switching a
-        # hub port or a relay to what it already is does no harm.
+        poe = self._switched(node)
         if on:
             await self._system.arm(node)
         else:
             await self._system.disarm(node)
-        await self._boards.run(node, "power_on" if on else "power_off")
+        if poe is not None:
+            await poe.set_power(node, on)
+        else:
+            # The command runs whatever the recorded state: it cannot be read back, and
+            # switching a hub port or a relay to what it already is does no harm.
+            await self._boards.run(node, "power_on" if on else "power_off")
+            await self._record(node, on)
         if on:
             self._system.started(node)
-        await self._record(node, on)
         log.info("%s: power %s", node.name, "on" if on else "off")
 
     async def is_powered(self, node: NodeRef) -> bool:
+        poe = self._switched(node)
+        if poe is not None:
+            return await poe.is_powered(node)
         return (await self._known()).get(node.hardware_id, False)
 
     async def hard_reboot(self, node: NodeRef) -> None:
@@ -317,8 +343,17 @@ async def create(options: DriverOptions) -> Driver:
     boards = Boards(real, jobs, catalog)
     system = BoardSystem(boards)
     options.closing.callback(system.close)
+    poe: PowerInterface | None = None
+    if real.switches:
+        # Imported here: pysnmp is only loaded by an agent that has switches.
+        from edgebed.nodetypes.real.snmp import PoePower
+
+        switch_power = PoePower({switch.name: switch for switch in real.switches},
+                                min_off_seconds=real.power_off_seconds)
+        options.closing.callback(switch_power.close)
+        poe = switch_power
     power = BoardPower(boards, system, min_off_seconds=real.power_off_seconds,
-                       load_state=options.load_state, save_state=options.save_state)
+                       load_state=options.load_state, save_state=options.save_state, poe=poe)
     return Driver(power=power, image=BoardImage(boards), system=system)
 
 
@@ -335,6 +370,17 @@ def check_node(options: DriverOptions, properties: Mapping[str, str]) -> str | N
     if board is None:
         return (f"property 'model' names an unknown board model {properties['model']!r}; this "
                 f"agent has {', '.join(real.models)}")
+    switch = properties.get("switch", "").strip()
+    if switch or not board.power_templates:
+        if not switch:
+            return (f"property 'switch' is missing: model {board.model} has no power_on and "
+                    "power_off, so its boards are powered from a PoE switch port")
+        if real.switch(switch) is None:
+            known = ", ".join(item.name for item in real.switches) or "none"
+            return f"property 'switch' names an unknown switch {switch!r}; this agent has {known}"
+        port = properties.get("switch_port", "").strip()
+        if not port.isdigit() or int(port) < 1:
+            return f"property 'switch_port' must be a port number (1, 2, ...), got {port!r}"
     for name in board.properties_needed():
         value = properties.get(name, "")
         if not value.strip():

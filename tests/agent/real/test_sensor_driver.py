@@ -97,6 +97,7 @@ def test_a_sensor_table_loads_with_its_defaults(tmp_path) -> None:
         ([board()], {"ssh_key": "/k"}, "unknown key 'real.ssh_key'"),
         ([board()], {"image_dir": "firmware"}, "key 'real.image_dir' must be an absolute path"),
         ([board()], {"image_url": "not a url"}, "key 'real.image_url' must be a URL"),
+        ([board(power_off=[])], {}, "key 'real.boards[1].power_off' is missing: power_on and power_off go together"),
     ],
 )
 def test_a_bad_sensor_key_is_named_with_the_file(tmp_path, boards, real, expected) -> None:
@@ -105,6 +106,33 @@ def test_a_bad_sensor_key_is_named_with_the_file(tmp_path, boards, real, expecte
     message = str(caught.value)
     assert message.startswith(str(tmp_path / "agent.toml")) and "\n" not in message
     assert expected in message, message
+
+
+SWITCH = {"name": "sw1", "address": "127.0.0.1:1161", "community": "secret-community"}
+
+
+def poe_toml(tmp_path: Path) -> Path:
+    path = sensor_toml(tmp_path, [board(model="poe-board", power_on=[], power_off=[])])
+    lines = ["[[real.switches]]", *(f"{key} = {toml(value)}" for key, value in SWITCH.items())]
+    path.write_text(path.read_text() + "\n".join(lines) + "\n")
+    return path
+
+
+def test_a_model_without_power_commands_is_powered_from_a_poe_switch(tmp_path) -> None:
+    real = load_settings(poe_toml(tmp_path), env={}).real
+    assert isinstance(real, SensorRealConfig)
+    (model,) = real.boards
+    assert not model.power_templates and model.properties_needed() == ["console", "port"]
+    assert real.switch("sw1") is not None and "secret-community" not in repr(real)
+    poe = DriverOptions(real=real)
+    base = {"model": "poe-board", "port": "1", "console": "/dev/ttyACM0"}
+    assert check_node(poe, {**base, "switch": "sw1", "switch_port": "3"}) is None
+    assert check_node(poe, base) == ("property 'switch' is missing: model poe-board has no power_on and "
+                                      "power_off, so its boards are powered from a PoE switch port")
+    assert check_node(poe, {**base, "switch": "sw9", "switch_port": "3"}) == (
+        "property 'switch' names an unknown switch 'sw9'; this agent has sw1")
+    assert check_node(poe, {**base, "switch": "sw1", "switch_port": "x"}) == (
+        "property 'switch_port' must be a port number (1, 2, ...), got 'x'")
 
 
 def test_a_template_element_is_one_argument_and_values_are_never_parsed_again() -> None:
@@ -283,3 +311,44 @@ async def wait_for_pid(jobs: BoardJobs) -> None:
     while not (jobs.folder(NODE) / "pid").exists():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow  # snmpsim
+async def test_a_board_on_a_poe_port_is_switched_and_read_back_over_snmp(tmp_path) -> None:
+    from edgebed.nodetypes.real.images import ImageCatalog
+    from edgebed.nodetypes.real.sensor import BoardPower, Boards, BoardSystem
+    from edgebed.nodetypes.real.snmp import PoePower
+    from tests.agent.real.peers import read_port, require, snmp_switch
+
+    require("snmpsim", "snmpget")
+    with snmp_switch(tmp_path / "switch") as switch:
+        real = load_settings(poe_toml(tmp_path), env={"EDGEBED_REAL_SWITCHES_1_ADDRESS": switch.address,
+                                                      "EDGEBED_REAL_SWITCHES_1_COMMUNITY": switch.community}).real
+        assert isinstance(real, SensorRealConfig)
+        boards = Boards(real, BoardJobs(str(tmp_path / "jobs")), ImageCatalog(str(tmp_path), "", load_state=_none, save_state=_nowhere))
+        poe = PoePower({item.name: item for item in real.switches}, min_off_seconds=0.1)
+        power = BoardPower(boards, BoardSystem(boards), min_off_seconds=0.1, load_state=_none,
+                           save_state=_nowhere, poe=poe)
+        node = NodeRef("board-poe", {"model": "poe-board", "port": "1", "switch": "sw1", "switch_port": "4",
+                                     "console": f"socket://127.0.0.1:{closed_port()}"})
+        try:
+            await power.set_power(node, True)
+            assert read_port(switch, 4) == "1" and await power.is_powered(node)
+            await power.set_power(node, False)
+            assert read_port(switch, 4) == "2" and not await power.is_powered(node)
+        finally:
+            poe.close()
+
+
+async def _none(key: str) -> str | None:
+    return None
+
+
+async def _nowhere(key: str, value: str) -> None:
+    return None
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
