@@ -164,6 +164,8 @@ class BoardSystem:
         if watch.waited() >= board.alive_timeout:
             await self._drop(node)
             seen = " / ".join(watch.last_lines) or "nothing"
+            if len(seen) > 300:
+                seen = "..." + seen[-297:]
             raise DriverError(
                 f"{node.name}: no line matching '{board.alive_pattern}' on {watch.url} within "
                 f"{board.alive_timeout:g} s of its reset (last lines: {seen})"

@@ -135,6 +135,21 @@ def test_a_model_without_power_commands_is_powered_from_a_poe_switch(tmp_path) -
         "property 'switch_port' must be a port number (1, 2, ...), got 'x'")
 
 
+def test_the_labs_agent_configuration_loads_and_its_nodes_pass_the_check(tmp_path) -> None:
+    """`python -m edgebed.lab.boards agent-config` writes a sensor agent that loads, whose board
+    nodes pass AddNode's check."""
+    from edgebed.lab.boards import Board, BoardsDescription
+
+    lab = BoardsDescription(directory=str(tmp_path), firmware_dir=str(tmp_path), erased=str(tmp_path / "erased.bin"),
+                            boards=(Board(1, "board1", str(tmp_path / "b1"), 4001, 4002, 4003),))
+    path = tmp_path / "agent.toml"
+    path.write_text(lab.agent_config().replace("lab-token-change-me", "a-token-for-tests"))
+    settings = load_settings(path, env={})
+    assert isinstance(settings.real, SensorRealConfig) and settings.type == "sensor"
+    assert settings.real.boards[0].properties_needed() == ["console", "lab_board", "port"]
+    assert check_node(DriverOptions(real=settings.real), lab.node_properties(lab.boards[0])) is None
+
+
 def test_a_template_element_is_one_argument_and_values_are_never_parsed_again() -> None:
     values = {"port": "host:3333; rm -rf / 'quoted' $HOME", "firmware": "/srv/fw {port}.elf", "node": "n1"}
     argv = fill_argv(("gdb", "-ex", "target remote {port}", "{firmware}", "{{literal}} {node}"), values)
