@@ -166,7 +166,9 @@ class BoardsDescription:
         """A `[[real.boards]]` table driving these boards with gdb-multiarch and this module's
         power command. `flash_extra`: gdb commands run before the `load` (a slow probe: a
         Python sleep)."""
-        gdb = [GDB, "-nx", "-batch", "-ex", "set confirm off", "-ex", "target remote {port}"]
+        # Quiet: a failed command's own message is then the last line of the output.
+        gdb = [GDB, "-nx", "-batch", "-ex", "set confirm off", "-ex", "set print inferior-events off",
+               "-ex", "target remote {port}"]
         verify = ("python out = gdb.execute('compare-sections', to_string=True); print(out, end=''); "
                   "assert 'MIS-MATCHED' not in out, 'the board does not hold the firmware'")
         power = [sys.executable, "-I", "-S", str(Path(board_power.__file__).resolve()), "{lab_board}"]
