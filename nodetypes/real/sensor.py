@@ -285,8 +285,11 @@ class BoardImage:
         job_id, image, argv = await self._flash_job(node, environment, options)
         status = await self._boards.jobs.status(node)
         if status.is_current(job_id) and (status.alive or status.succeeded()):
+            # The same flash, started before (by an agent killed since): never a second one.
             if status.alive:
                 log.info("%s: the flash of %s is still running; waiting for it", node.name, image.relative)
+            else:
+                log.info("%s: the flash of %s is over already (exit 0)", node.name, image.relative)
             return
         await self._boards.jobs.start(node, job_id, FLASH, argv, self._boards.model(node).command_timeout)
         log.info("%s: flashing %s", node.name, image.relative)
