@@ -24,13 +24,19 @@ from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
 from edgebed.nodetypes.drivers import RealSettings
 from edgebed.nodetypes.real.boards import SENSOR_REAL_SCHEMA, SensorRealConfig
-from edgebed.nodetypes.real.config import RASPBERRY_REAL_SCHEMA, RealConfig
+from edgebed.nodetypes.real.config import (
+    RASPBERRY_REAL_SCHEMA,
+    SERVER_REAL_SCHEMA,
+    RealConfig,
+    ServerRealConfig,
+)
 from edgebed.nodetypes.sim.hardware import COMMANDS
 
 # The node types that have a real driver, and so a [real] table: its schema, and what builds
 # the driver's typed settings from the checked table (raising KeyProblem).
 REAL_TABLES: dict[str, tuple[Schema, Callable[[Mapping[str, Any]], RealSettings]]] = {
     "raspberry": (RASPBERRY_REAL_SCHEMA, RealConfig.from_table),
+    "node": (SERVER_REAL_SCHEMA, ServerRealConfig.from_table),
     "sensor": (SENSOR_REAL_SCHEMA, SensorRealConfig.from_table),
 }
 REAL_TYPES = tuple(REAL_TABLES)
