@@ -119,7 +119,7 @@ def test_a_complete_table_loads_with_its_defaults(tmp_path, machine) -> None:
          "unknown key 'real.switches[1].port'"),
         # A node agent's [real] has the server driver's keys, not a Pi's; a sensor agent's too.
         (dict(top={"type": "node"}), "unknown key 'real.netboot_dir'"),
-        (dict(top={"type": "sensor"}), "unknown key 'real.netboot_dir'"),
+        (dict(top={"type": "sensor"}), "unknown key 'real.ssh_key'"),
     ],
 )
 def test_a_bad_real_key_is_named_with_the_file(tmp_path, machine, change, expected) -> None:
