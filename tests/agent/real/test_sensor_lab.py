@@ -16,6 +16,7 @@ import pytest
 
 from tests.agent.real.boards import SensorAgentConfig, boards_process, elf_words, flash_words
 from tests.agent.real.lab import Watch
+from tests.processes import start_all, stop_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.lab]
 
@@ -88,7 +89,9 @@ async def test_sensor_failures_end_lost_with_a_clear_error(boards, tmp_path) -> 
         "silent": SensorAgentConfig(boards, tmp_path, name="silent", timeout_scale=0.15,
                                     models=[boards.board_table(alive_timeout=1.0)]),
     }
-    agents = {name: config.agent().start() for name, config in configs.items()}
+    # Started side by side: each waits for the other's start-up only once.
+    agents = {name: config.agent() for name, config in configs.items()}
+    start_all(list(agents.values()))
     watches = {name: Watch(agent.address) for name, agent in agents.items()}
     # node -> (agent, board, environment)
     nodes = {"lab-board2": ("verify", boards.board(2), "uicr"),
@@ -107,8 +110,7 @@ async def test_sensor_failures_end_lost_with_a_clear_error(boards, tmp_path) -> 
     finally:
         for watch in watches.values():
             await watch.close()
-        for agent in agents.values():
-            agent.terminate()
+        stop_all(agents.values())
     seen = {node: watches[agent].seen[node] for node, (agent, _, _) in nodes.items()}
     verifying, silent = agents["verify"].log(), agents["silent"].log()
     for node, final in finals.items():
