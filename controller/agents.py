@@ -12,7 +12,7 @@ from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentR
 from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory, refuse_reserved
 from edgebed.controller.metrics import Metrics
-from edgebed.controller.store import AgentRepository, Store
+from edgebed.controller.store import AgentRepository, InstanceRecord, LeaseRecord, Store
 from edgebed.tls import TlsError, normalized_ca_pem
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,16 @@ class Agents:
             raise NotFound(f"no agent named {name}")
         counts = await self._store.inventory.node_counts()
         return _info(agent, counts.get(name, 0))
+
+    async def drivers(
+        self, actor: User, lease_seconds: float
+    ) -> tuple[list[InstanceRecord], dict[str, LeaseRecord]]:
+        """For administrators: the controllers sharing the database (alive: a heartbeat within
+        `lease_seconds`) and each agent's lease ({agent name or LEADER: lease}) as the database's
+        clock sees them (controller/leases.py)."""
+        await self._authz.require_admin(actor)
+        instances = await self._store.leases.instances(lease_seconds)
+        return instances, {lease.agent: lease for lease in await self._store.leases.leases()}
 
     async def list_agents(self, actor: User) -> list[AgentInfo]:
         await self._authz.require_admin(actor)

@@ -16,6 +16,8 @@ from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
 from edgebed.controller.health import NodeHealthService
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.leases import AgentLeases, new_instance_id
+from edgebed.controller.login_limits import LoginLimits
 from edgebed.controller.maintenance import Maintenance
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
@@ -39,6 +41,8 @@ class Controller:
     maintenance: Maintenance
     scheduler: Scheduler
     health: NodeHealthService
+    leases: AgentLeases
+    login_limits: LoginLimits
 
 
 @asynccontextmanager
@@ -51,22 +55,32 @@ async def open_controller(
     db_workers: int = 8,
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
-    run_scheduler, the scheduler task; closes them all on exit."""
+    run_scheduler, the heartbeat and leases (controller/leases.py) and the scheduler task; closes
+    them all on exit, releasing this controller's leases so that another takes its agents."""
     # Read first: a bad key file or TLS file stops the controller (one line) before anything is
     # opened.
     secret_key = settings.secret_key()
     identity = settings.client_identity()
     store = Store(settings.database, secret_key=secret_key, workers=db_workers)
     await store.open()
-    metrics = Metrics(store)
+    metrics = Metrics(store, lease_seconds=settings.lease_seconds)
+    instance = new_instance_id()
     client = AgentClient(
-        AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds, identity=identity
+        AgentCallRecorder(store.agents, metrics),
+        timeout=settings.call_timeout_seconds,
+        identity=identity,
+        caller=instance,
     )
     try:
         authz = Authz(store.users)
         inventory = Inventory(store, client, authz, clock=clock)
         agents = Agents(store, client, inventory, authz)
-        scheduler = Scheduler(store, client, inventory, settings, metrics, clock=clock)
+        # The scheduler is woken when this controller takes an agent over (bound late: the
+        # leases come first, the scheduler asks them which agents it drives).
+        leases = AgentLeases(
+            store, lease_seconds=settings.lease_seconds, on_gain=lambda: scheduler.wake(), instance=instance
+        )
+        scheduler = Scheduler(store, client, inventory, settings, metrics, clock=clock, leases=leases)
         reservations = Reservations(
             store, inventory, authz, settings, clock=clock, wake_scheduler=scheduler.wake
         )
@@ -94,13 +108,17 @@ async def open_controller(
             maintenance=maintenance,
             scheduler=scheduler,
             health=NodeHealthService(store, authz),
+            leases=leases,
+            login_limits=LoginLimits(store, secret_key),
         )
         if run_scheduler:
+            leases.start()
             scheduler.start()
         try:
             yield controller
         finally:
             await scheduler.stop()
+            await leases.stop()
     finally:
         await client.close()
         await store.close()
