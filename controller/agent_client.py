@@ -140,6 +140,12 @@ class CallOutcome:
         return self.code in LOST_CODES
 
     @property
+    def stalled(self) -> bool:
+        """The deadline passed long before the call ended: the CONTROLLER was held up (paused,
+        starved), not the agent, which says nothing about the agent."""
+        return self.code == "DEADLINE_EXCEEDED" and self.seconds > 2 * self.timeout + 1
+
+    @property
     def rejected_token(self) -> bool:
         return self.code == "UNAUTHENTICATED"
 

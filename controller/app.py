@@ -61,7 +61,15 @@ async def open_controller(
     # opened.
     secret_key = settings.secret_key()
     identity = settings.client_identity()
-    store = Store(settings.database, secret_key=secret_key, workers=db_workers)
+    # A transaction left idle (this controller paused or cut off mid-write) is ended by
+    # PostgreSQL after a lease: its locks hold up the controller taking its agents over that long
+    # at most (and a controller merely slow is not cut short).
+    store = Store(
+        settings.database,
+        secret_key=secret_key,
+        workers=db_workers,
+        idle_transaction_seconds=settings.lease_seconds,
+    )
     await store.open()
     metrics = Metrics(store, lease_seconds=settings.lease_seconds)
     instance = new_instance_id()

@@ -281,7 +281,7 @@ class Scheduler:
             return []
         states = await gather_agents(
             [agents[name] for name in tracked],
-            lambda agent: self._client.action_states(agent, {r.node_name for r in tracked[agent.name]}),
+            lambda agent: self._action_states(agent, {r.node_name for r in tracked[agent.name]}),
         )
         report.state_calls = {name: 1 for name in tracked}
         followed: list[_Followed] = []
@@ -291,6 +291,13 @@ class Scheduler:
             if not isinstance(result, ServiceError):
                 followed += [_Followed(agents[name], row, result.get(row.node_name)) for row in tracked[name]]
         return followed
+
+    async def _action_states(self, agent: AgentRecord, nodes: set[str]) -> dict[str, ActionState]:
+        """GetActionState for `nodes`, unless this controller's lease on the agent ran out since
+        the poll began (it was paused): then another controller may be asking it already."""
+        if not self._leases.valid_for(agent.name, 0):
+            raise AgentUnavailable(f"not asked: this controller's lease on agent {agent.name} ran out")
+        return await self._client.action_states(agent, nodes)
 
     def _by_usable_agent(
         self, rows: Iterable[ScheduleRecord], nodes: Mapping[str, CachedNode], agents: Mapping[str, AgentRecord]
@@ -389,7 +396,9 @@ class Scheduler:
         except WRITE_ERRORS as exc:
             log.error("the database refused the updates of agent %s's reservations", name, exc_info=exc)
             message = replies.not_stored(_NOT_STORED, exc)
-            if agent is not None and agent.last_error != message:
+            # Said on the agent only while this controller drives it (a controller cut off from
+            # the database past its lease writes nothing of the agent's when it comes back).
+            if agent is not None and agent.last_error != message and self._leases.valid_for(name, 0):
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
             return [False] * len(decisions)
         if agent is not None and replies.is_not_stored(agent.last_error, _NOT_STORED):
@@ -450,7 +459,7 @@ class Scheduler:
         except WRITE_ERRORS as exc:
             log.error("the database refused the action outcomes reported by agent %s", agent.name, exc_info=exc)
             message = replies.not_stored(_NOT_STORED, exc)
-            if agent.last_error != message:
+            if agent.last_error != message and self._leases.valid_for(agent.name, 0):
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
             return []
 

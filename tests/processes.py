@@ -404,3 +404,43 @@ class CommandProcess(ChildProcess):
 
     def command(self) -> list[str]:
         return edgebed_command(*self.args)
+
+
+WEB_READY = re.compile(r"^======== Running on (http://\S+) ========$")
+
+
+class ControllerProcess(ChildProcess):
+    """`edgebed controller --config FILE`: the pages, the JSON API, /metrics and the scheduler,
+    as an operator runs each of several controllers behind a load balancer. `url` once ready."""
+
+    def __init__(self, config: Path, name: str = "controller") -> None:
+        super().__init__(config.parent, name)
+        self.config_path = config
+        self.url = ""
+
+    def command(self) -> list[str]:
+        return edgebed_command("controller", "--config", str(self.config_path))
+
+    def wait_ready(self, timeout: float = READY_SECONDS) -> ControllerProcess:
+        (match,) = self.wait_output(WEB_READY, timeout=timeout)
+        self.url = match.group(1).rstrip("/")
+        return self
+
+    def pause(self) -> None:
+        """SIGSTOP: frozen as by a stalled VM or a network cut, its sockets kept open."""
+        assert self.running
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+CALL_LINE = re.compile(r"call /edgebed\.v1\.Agent/(\w+) from edgebed-controller/(\S+)")
+
+
+def agent_calls(agent: ChildProcess) -> list[tuple[str, str]]:
+    """(method, controller instance) of every call the agent logged (`log_calls = true`), in
+    the order the agent received them."""
+    return [(m.group(1), m.group(2)) for m in CALL_LINE.finditer(agent.log())]

@@ -73,12 +73,15 @@ class Store:
     Usable between `await open()` and `await close()`; a repository method called outside that
     raises RuntimeError. `secret_key` is the controller's (Settings.secret_key()): agent tokens
     are sealed with a key derived from it. `workers` is the number of database threads (and
-    pooled connections).
+    pooled connections). `idle_transaction_seconds` (PostgreSQL): how long the server lets a
+    transaction of ours sit idle before ending it (engine.open_database).
     """
 
-    def __init__(self, url: str, *, secret_key: bytes, workers: int = 8) -> None:
+    def __init__(
+        self, url: str, *, secret_key: bytes, workers: int = 8, idle_transaction_seconds: float | None = None
+    ) -> None:
         self.url = url
-        self._engine = Engine(url, workers=workers)
+        self._engine = Engine(url, workers=workers, idle_transaction_seconds=idle_transaction_seconds)
         models = define_models(self._engine.proxy)
         self.users = UserRepository(self._engine, models)
         # Agent tokens are stored sealed with a key derived from the controller's secret key.
