@@ -121,6 +121,18 @@ async def test_three_controllers_share_ten_agents_through_two_sigkills_a_join_an
         holders = await wait_for(settled, "the three controllers to share the agents")
         assert len(set(holders.values())) >= 2, holders
 
+        # Every replica shows who drives what: /metrics and the admin overview.
+        metrics = Client(controllers[1].url).get("/metrics").text
+        for name, holder in holders.items():
+            assert f'edgebed_agent_driven_by{{agent="{name}",controller="{holder}"}} 1' in metrics
+            assert f'edgebed_agent_lease_age_seconds{{agent="{name}"}} ' in metrics
+        assert metrics.count("edgebed_controller_up{") == 3
+        admin_client = Client(controllers[2].url)
+        admin_client.login("admin@example.org", PASSWORD)
+        overview = admin_client.get("/admin").text
+        assert 'id="controllers"' in overview and all(holder in overview for holder in holders.values())
+        assert "driven by " + holders["rack0"] in overview
+
         # Login limits are counted in the database: as many failures allowed with three
         # replicas behind a round-robin as with one.
         urls = [c.url for c in controllers]
