@@ -83,7 +83,8 @@ async def test_three_controllers_share_ten_agents_through_two_sigkills_a_join_an
     agents: list[AgentProcess] = start_agents(
         tmp_path / "agents",
         [(f"rack{i}", "raspberry", NODES_PER_AGENT) for i in range(AGENTS)],
-        time_scale=0.03,
+        # A deploy takes about 20 s: two takeovers fit in it.
+        time_scale=0.1,
         log_calls=True,
     )
     controllers = [_controller(tmp_path, i, postgres_url) for i in range(3)]
