@@ -20,6 +20,7 @@ from edgebed.config import (
     non_empty,
     redacted_url,
 )
+from edgebed.controller.validation import MIN_DURATION_HOURS
 from edgebed.tls import Identity, TlsError, load_identity
 
 
@@ -53,8 +54,15 @@ CONTROLLER_SCHEMA: Schema = {
             help="how long a controller drives an agent without renewing its lease; at least twice "
             "agents.call_timeout_seconds",
         ),
+        "max_clock_jump_seconds": Key(
+            float, 120.0, check=in_range(1, 7 * 86400),
+            help="a wall clock jump beyond this pauses starting and ending reservations",
+        ),
     },
     "reservations": {
+        "min_duration_hours": Key(
+            float, MIN_DURATION_HOURS, check=in_range(1 / 3600, 24), help="shortest reservation"
+        ),
         "max_duration_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
         "turnaround_seconds": Key(int, 300, check=in_range(0, 86400)),
         "extend_cap_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
@@ -99,6 +107,10 @@ class Settings:
     # Controllers sharing a database (controller/leases.py): how long a controller's lease on an
     # agent lasts without renewal; a dead controller's agents are taken over after about this long.
     lease_seconds: float = 15.0
+    # A wall clock that moves this much more (or less) than the monotonic clock between two polls
+    # pauses starting and ending reservations (controller.clock).
+    max_clock_jump_seconds: float = 120.0
+    min_duration_hours: float = MIN_DURATION_HOURS
     max_duration_hours: float = 168.0
     turnaround_seconds: int = 300
     extend_cap_hours: float = 168.0
@@ -229,6 +241,8 @@ def settings_from_config(config: Mapping) -> Settings:
         public_url=config["public_url"],
         poll_seconds=config["scheduler"]["poll_seconds"],
         lease_seconds=config["scheduler"]["lease_seconds"],
+        max_clock_jump_seconds=config["scheduler"]["max_clock_jump_seconds"],
+        min_duration_hours=config["reservations"]["min_duration_hours"],
         max_duration_hours=config["reservations"]["max_duration_hours"],
         turnaround_seconds=config["reservations"]["turnaround_seconds"],
         extend_cap_hours=config["reservations"]["extend_cap_hours"],
