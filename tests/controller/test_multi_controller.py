@@ -21,7 +21,6 @@ from tests.processes import (
     ControllerProcess,
     agent_calls,
     final_states,
-    start_agents,
     start_all,
     stop_all,
     write_controller_config,
@@ -36,6 +35,7 @@ POLL = 0.3
 AGENTS = 10
 NODES_PER_AGENT = 10
 WAIT = 180.0
+STARTUP = 120.0
 PASSWORD = "a-long-password-1"
 
 
@@ -80,13 +80,13 @@ def _runs(callers: list[str]) -> int:
 
 
 async def test_three_controllers_share_ten_agents_through_two_sigkills_a_join_and_a_pause(tmp_path, postgres_url):
-    agents: list[AgentProcess] = start_agents(
-        tmp_path / "agents",
-        [(f"rack{i}", "raspberry", NODES_PER_AGENT) for i in range(AGENTS)],
+    agents = [
         # A deploy takes about 20 s: two takeovers fit in it.
-        time_scale=0.1,
-        log_calls=True,
-    )
+        AgentProcess(tmp_path / "agents", f"rack{i}", nodes=NODES_PER_AGENT, time_scale=0.1, log_calls=True)
+        for i in range(AGENTS)
+    ]
+    # Ten processes starting side by side on a shared machine: more than the usual 30 s.
+    start_all(agents, timeout=STARTUP)
     controllers = [_controller(tmp_path, i, postgres_url) for i in range(3)]
     settings = make_settings(
         tmp_path, database=postgres_url, lease_seconds=LEASE, call_timeout_seconds=CALL_TIMEOUT
@@ -102,7 +102,7 @@ async def test_three_controllers_share_ten_agents_through_two_sigkills_a_join_an
             await ctl.accounts.create_user("three@example.org", PASSWORD, authorized=True)
             environment = (await ctl.inventory.environments())["raspberry"][0].name
         await store.open()
-        start_all(controllers)
+        start_all(controllers, timeout=STARTUP)
         names = {agent.name for agent in agents} | {LEADER}
 
         async def instance_of() -> dict[int, str]:
@@ -189,7 +189,7 @@ async def test_three_controllers_share_ten_agents_through_two_sigkills_a_join_an
             ), row
 
         # A controller joins again (the first victim restarted): the work is shared out again.
-        first_killed.start()
+        first_killed.start(timeout=STARTUP)
         holders = await wait_for(settled, "the rejoined controller to get its share")
         rejoined = next(i for pid, i in (await instance_of()).items() if pid == first_killed.pid)
         assert rejoined in holders.values()
