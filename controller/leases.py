@@ -205,15 +205,16 @@ class AgentLeases:
 
     # -- what the scheduler asks ---------------------------------------------------------------
 
-    async def owned(self, agents: Iterable[str] = ()) -> Ownership:
+    async def owned(self, agents: Iterable[str] = (), *, release: bool = True) -> Ownership:
         """The agents (and LEADER) this controller drives now, each with its fence. Called by
         the scheduler at the start of each poll, when none of its calls is under way: it first
-        releases the leases another controller should have now, and renews them first when the
-        last heartbeat is older than its interval or `agents` names one not seen yet (a scheduler
+        releases the leases another controller should have now (unless `release` is False: the
+        inventory refresh, which runs beside the polls), and renews them first when the last
+        heartbeat is older than its interval or `agents` names one not seen yet (a scheduler
         polled without its background task, an agent just added)."""
         if self._monotonic() - self._last_tick >= self.interval or not set(agents) <= self._known:
             await self.tick()
-        if self._to_release:
+        if release and self._to_release:
             released = sorted(self._to_release)
             for name in released:
                 self._held.pop(name, None)
@@ -225,7 +226,8 @@ class AgentLeases:
             {
                 name: Fence(name, self.instance, held.token)
                 for name, held in self._held.items()
-                if held.valid_until > now
+                # Not those being handed over (still held when `release` is False).
+                if held.valid_until > now and name not in self._to_release
             }
         )
 

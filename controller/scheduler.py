@@ -203,7 +203,8 @@ class Scheduler:
         try:
             # Only the agents this controller drives: each agent is refreshed by one controller.
             agents = await self._store.agents.list_agents()
-            ownership = await self._leases.owned(agent.name for agent in agents)
+            # No release here: a poll may be calling the agents meanwhile.
+            ownership = await self._leases.owned((agent.name for agent in agents), release=False)
             await self._inventory.refresh([a for a in agents if ownership.drives(a.name)], catalogs=True)
         except StorageFull:
             pass  # logged by the store, once a minute

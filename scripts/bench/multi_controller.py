@@ -49,6 +49,8 @@ from tests.processes import AgentProcess, ControllerProcess, start_all, stop_all
 from tests.web.harness import Client
 
 PASSWORD = "bench-password-1"
+# Processes starting side by side on a shared machine get this long.
+STARTUP = 120.0
 CALL = "call /edgebed.v1.Agent/GetActionState from edgebed-controller/"
 
 
@@ -148,7 +150,7 @@ async def main(args: argparse.Namespace) -> None:
     with postgres(pg_root) as url:
         store: Store | None = None
         try:
-            start_all(agents)
+            start_all(agents, timeout=STARTUP)
             settings = Settings(listen="127.0.0.1:0", database=url, secret_key_file=str(root / "secret.key"),
                                 poll_seconds=args.poll, turnaround_seconds=0, lease_seconds=args.lease,
                                 call_timeout_seconds=args.lease / 2)
@@ -202,11 +204,11 @@ async def main(args: argparse.Namespace) -> None:
                       f"callers per agent in the window: max {max(callers)}; {load()}")
 
             # 1. One controller, then three.
-            controllers[0].start()
+            controllers[0].start(timeout=STARTUP)
             await wait(all_started, 120, "every deploy to start")
             await wait(settled, 60, "one controller to hold every agent")
             await per_poll("1 controller")
-            start_all(controllers[1:])
+            start_all(controllers[1:], timeout=STARTUP)
             holders = await wait(settled, 60, "three controllers to share the agents")
             await per_poll("3 controllers")
 
@@ -245,7 +247,7 @@ async def main(args: argparse.Namespace) -> None:
                 to_lease.append(lease_done)
                 print(f"killed {victim.name} ({len(theirs)} agents): all its leases taken after {lease_done:.1f} s; "
                       f"{load()}")
-                victim.start()
+                victim.start(timeout=STARTUP)
                 holders = await wait(settled, 60, "the restarted controller to get its share")
             print(f"death to the successor's first GetActionState, per agent: median "
                   f"{statistics.median(to_successor):.1f} s (max {max(to_successor):.1f} s, {len(to_successor)} "
