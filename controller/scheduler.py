@@ -414,11 +414,11 @@ class Scheduler:
             log.warning("%s: %d updates not written", lost, len(decisions))
             return [False] * len(decisions)
         except WRITE_ERRORS as exc:
+            if self._lost_meanwhile(name, exc, "updates of its reservations"):
+                return [False] * len(decisions)
             log.error("the database refused the updates of agent %s's reservations", name, exc_info=exc)
             message = replies.not_stored(_NOT_STORED, exc)
-            # Said on the agent only while this controller drives it (a controller cut off from
-            # the database past its lease writes nothing of the agent's when it comes back).
-            if agent is not None and agent.last_error != message and self._leases.valid_for(name, 0):
+            if agent is not None and agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
             return [False] * len(decisions)
         if agent is not None and replies.is_not_stored(agent.last_error, _NOT_STORED):
@@ -477,11 +477,24 @@ class Scheduler:
                 outcomes, recorded_at=int(self._clock()), keep=health.OUTCOMES_PER_NODE
             )
         except WRITE_ERRORS as exc:
+            if self._lost_meanwhile(agent.name, exc, "action outcomes"):
+                return []
             log.error("the database refused the action outcomes reported by agent %s", agent.name, exc_info=exc)
             message = replies.not_stored(_NOT_STORED, exc)
-            if agent.last_error != message and self._leases.valid_for(agent.name, 0):
+            if agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
             return []
+
+    def _lost_meanwhile(self, name: str, exc: BaseException, what: str) -> bool:
+        """True (logged in one line) when a write failed after this controller's lease on agent
+        `name` ran out: it was paused or cut off from the database past its lease, and PostgreSQL
+        ended its idle transaction. That is expected, not the agent's data: nothing is said on the
+        agent, which another controller drives now."""
+        if self._leases.valid_for(name, 0):
+            return False
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("agent %s: %s not written: the lease ran out meanwhile (%s)", name, what, first)
+        return True
 
     def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
         """What StartAction's answer for the claimed `row` decides; reported and logged."""
