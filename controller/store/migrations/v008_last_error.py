@@ -1,15 +1,15 @@
-"""Schema version 7: `schedule.action_error`, the agent's last_error of the reservation's current
+"""Schema version 8: `schedule.action_error`, the agent's last_error of the reservation's current
 action (ActionState.last_error: what the driver last reported failing, why a lost action was
 lost), mirrored with the action's state and shown to its owner and the administrators.
 
-Frozen: one column, added as it was at version 7; the current model lives in store/models.py.
+Frozen: one column, added as it was at version 8; the current model lives in store/models.py.
 """
 
 from __future__ import annotations
 
 import peewee as pw
 
-VERSION = 7
+VERSION = 8
 
 
 def apply(db: pw.Database) -> None:
