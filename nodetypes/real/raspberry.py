@@ -99,6 +99,8 @@ async def create(options: DriverOptions) -> Driver:
         on_change=ssh.forget,
     )
     options.closing.callback(power.close)
+    if real.switches:
+        await power.warm_up()
     jobs = NodeJobs(ssh, real.work_dir, real.netboot_hostname)
     catalog = ImageCatalog(real.image_dir, real.image_url, load_state=options.load_state,
                            save_state=options.save_state)

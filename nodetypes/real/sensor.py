@@ -356,6 +356,7 @@ async def create(options: DriverOptions) -> Driver:
         switch_power = PoePower({switch.name: switch for switch in real.switches},
                                 min_off_seconds=real.power_off_seconds)
         options.closing.callback(switch_power.close)
+        await switch_power.warm_up()
         poe = switch_power
     power = BoardPower(boards, system, min_off_seconds=real.power_off_seconds,
                        load_state=options.load_state, save_state=options.save_state, poe=poe)
