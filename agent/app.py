@@ -28,7 +28,7 @@ from edgebed.agent.clock import Clock, FastClock, SystemClock
 from edgebed.agent.dbworker import DbWorker, GroupCommitter
 from edgebed.agent.domain import NodeRecord
 from edgebed.agent.errors import AlreadyExists
-from edgebed.agent.executor import Executor, Timing
+from edgebed.agent.executor import Executor, Timing, agent_wait
 from edgebed.agent.server import build_server, server_credentials
 from edgebed.agent.service import AgentService
 from edgebed.agent.settings import AgentSettings, check_tls_keys
@@ -239,6 +239,8 @@ class RunningAgent:
     _server: grpc.aio.Server
     _health: health.aio.HealthServicer
     _worker: DbWorker
+    # Reads on their own thread and connection (None: the writer's, for an in-memory database).
+    _reader: DbWorker | None
     _lock: _DatabaseLock
     # What the driver opened (SSH connections, an image server): closed after the executor.
     _driver_resources: contextlib.AsyncExitStack
@@ -263,6 +265,9 @@ class RunningAgent:
         await self.executor.stop()
         await self._driver_resources.aclose()
         await self.committer.close()
+        if self._reader is not None:
+            await self._reader.call(self.store.close)
+            self._reader.shutdown()
         await self._worker.call(self.store.close)
         self._worker.shutdown()
         self._lock.release()
@@ -285,6 +290,7 @@ async def start_agent(
     credentials = _credentials(settings)
     lock = _DatabaseLock(settings)
     worker = DbWorker(settings.name)
+    reader: DbWorker | None = None
     # What the driver opens; closed here when the start fails, by RunningAgent.stop otherwise.
     driver_resources = contextlib.AsyncExitStack()
     try:
@@ -302,15 +308,22 @@ async def start_agent(
         except AlreadyExists as exc:
             raise settings.problem("sim.nodes", f"cannot create the simulated nodes: {exc.message}") from None
         committer = GroupCommitter(worker, store.apply)
+        # A second connection sees only what is committed: an in-memory database has none.
+        reader = DbWorker(f"{settings.name}-read") if store.shares_connections else None
 
+        # What a step waits for in the agent's own database does not count against the node's
+        # timeouts (agent_wait): with thousands of nodes a save can wait behind their commits.
         async def save_machine(hardware_id: str, state: dict) -> None:
-            await committer.write([SaveMachine(hardware_id, state)])
+            with agent_wait():
+                await committer.write([SaveMachine(hardware_id, state)])
 
         async def load_state(key: str) -> str | None:
-            return await worker.call(store.get_meta, f"driver.{key}")
+            with agent_wait():
+                return await worker.call(store.get_meta, f"driver.{key}")
 
         async def save_state(key: str, value: str) -> None:
-            await worker.call(store.set_meta, f"driver.{key}", value)
+            with agent_wait():
+                await worker.call(store.set_meta, f"driver.{key}", value)
 
         options = DriverOptions(
             sim=SimOptions(
@@ -348,6 +361,7 @@ async def start_agent(
         service = AgentService(
             agent_name=settings.name, node_type=node_type, store=store, worker=worker,
             executor=executor, check_node=_node_checker(plugin, options), wall_clock=wall_clock,
+            reader=reader,
         )
         try:
             server, port, health = await build_server(service, settings.token, settings.listen, credentials)
@@ -362,6 +376,9 @@ async def start_agent(
         await server.start()
     except BaseException:
         await driver_resources.aclose()
+        if reader is not None:
+            await reader.call(store.close)
+            reader.shutdown()
         worker.shutdown()
         lock.release()
         raise
@@ -377,7 +394,7 @@ async def start_agent(
     return RunningAgent(
         settings=settings, host=host, port=port, service=service, executor=executor,
         store=store, committer=committer, _server=server, _health=health, _worker=worker,
-        _lock=lock, _driver_resources=driver_resources,
+        _reader=reader, _lock=lock, _driver_resources=driver_resources,
     )
 
 
