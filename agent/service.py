@@ -196,7 +196,7 @@ class AgentService:
     async def get_nodes(self, names: Sequence[str]) -> list[NodeRecord]:
         for name in names:
             check_name(name)
-        nodes = await self._db.call(self._store.list_nodes, list(names))
+        nodes = await self._read.call(self._store.list_nodes, list(names))
         missing = sorted(set(names) - {node.name for node in nodes})
         if missing:
             raise NotFound(f"no node named {missing[0]!r}")
@@ -245,7 +245,7 @@ class AgentService:
     # Environments.
 
     async def list_environments(self) -> list[Environment]:
-        return await self._db.call(self._store.list_environments)
+        return await self._read.call(self._store.list_environments)
 
     async def put_environment(self, environment: Environment) -> Environment:
         _check_environment(environment)
