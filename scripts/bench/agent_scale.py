@@ -126,7 +126,7 @@ async def run(nodes_list: list[int], time_scale: float, repeat: int, single: boo
                 + (f"; first refusal: {result['first_refusal']}" if result["refused"] else "")
             )
 
-        def median(key: str) -> float:
+        def median(key: str, runs: list[dict] = runs) -> float:
             return statistics.median(r[key] for r in runs)
 
         complete = sum(r["deployed"] == nodes for r in runs)
