@@ -33,6 +33,7 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
     "foreign_keys": 1,
     "busy_timeout": 10_000,
+    "cache_size": -512,
 }
 
 
