@@ -1,7 +1,8 @@
 """One agent, many simulated raspberry nodes deploying at once: how many end `deployed` and how
 many `lost`, the makespan, the step gap (real time from one step's end to the next one's start:
-the commit between them) and committed transitions per second; medians over repeated runs, with
-the load average (the machine is shared).
+the commit between them), committed transitions per second, CPU seconds of this process (agent
+and client) per node, and how late the event loop wakes a 10 ms sleep (the part of every gap the
+loop itself adds); medians over repeated runs, with the load average (the machine is shared).
 
     .venv/bin/python -m scripts.bench.agent_scale [--nodes 1000 5000] [--time-scale 0]
         [--repeat 5] [--single]
@@ -81,6 +82,15 @@ async def one_run(nodes: int, time_scale: float, single: bool, data: Path, index
         sim_time_scale=time_scale,
     )
     gaps: list[float] = []
+    lags: list[float] = []
+
+    async def loop_lag() -> None:
+        # How late a 10 ms sleep wakes: the event loop's own delay, which every gap includes.
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - before - 0.01)
+
     async with open_agent(settings) as agent:
         agent.executor.on_step_gap = gaps.append
         async with grpc.aio.insecure_channel(agent.address) as channel:
@@ -88,11 +98,13 @@ async def one_run(nodes: int, time_scale: float, single: bool, data: Path, index
             environment = (await stub.ListEnvironments(
                 pb.ListEnvironmentsRequest(), metadata=AUTH, timeout=10)).environments[0].name
             names = [n.name for n in (await stub.GetNodes(pb.GetNodesRequest(), metadata=AUTH, timeout=10)).nodes]
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
+            lagging = asyncio.ensure_future(loop_lag())
             refused = await start_all(stub, names, environment, single)
             started = time.perf_counter()
             await agent.executor.wait_idle()
-            ended = time.perf_counter()
+            ended, cpu = time.perf_counter(), time.process_time() - cpu
+            lagging.cancel()
             states = await stub.GetActionState(pb.GetActionStateRequest(), metadata=AUTH, timeout=30)
         entered = [t for t in await agent.db(agent.store.transitions) if t.event == "enter"]
     return {
@@ -105,6 +117,8 @@ async def one_run(nodes: int, time_scale: float, single: bool, data: Path, index
         "gap_p50": percentile(gaps, 0.5) * 1000,
         "gap_p95": percentile(gaps, 0.95) * 1000,
         "transitions_per_second": len(entered) / (ended - began),
+        "lag_p95": percentile(lags, 0.95) * 1000,
+        "cpu_ms_per_node": cpu / nodes * 1000,
         "load": os.getloadavg()[0],
     }
 
@@ -122,7 +136,8 @@ async def run(nodes_list: list[int], time_scale: float, repeat: int, single: boo
                 f"{result['lost']} lost, {result['refused']} refused; started in "
                 f"{result['start_seconds']:.2f} s, makespan {result['makespan']:.2f} s, step gap "
                 f"p50/p95 {result['gap_p50']:.0f}/{result['gap_p95']:.0f} ms, "
-                f"{result['transitions_per_second']:,.0f} transitions/s (load {result['load']:.1f})"
+                f"{result['transitions_per_second']:,.0f} transitions/s, {result['cpu_ms_per_node']:.1f} ms "
+                f"CPU per node, event loop lag p95 {result['lag_p95']:.0f} ms (load {result['load']:.1f})"
                 + (f"; first refusal: {result['first_refusal']}" if result["refused"] else "")
             )
 
@@ -134,6 +149,7 @@ async def run(nodes_list: list[int], time_scale: float, repeat: int, single: boo
             f"{nodes} nodes: all deployed in {complete} runs of {repeat}; medians: makespan "
             f"{median('makespan'):.2f} s, step gap p50/p95 {median('gap_p50'):.0f}/"
             f"{median('gap_p95'):.0f} ms, {median('transitions_per_second'):,.0f} transitions/s, "
+            f"{median('cpu_ms_per_node'):.1f} ms CPU per node, loop lag p95 {median('lag_p95'):.0f} ms, "
             f"lost {median('lost'):.0f}; {load()}"
         )
 
