@@ -29,7 +29,7 @@ NodeCheck = Callable[[Mapping[str, str]], "str | None"]
 
 
 # Items of one StartActions call (edgebed.v1.StartActionsRequest).
-MAX_START_ITEMS = 1000
+MAX_START_ITEMS = limits.MAX_START_ACTIONS
 
 
 @dataclass(frozen=True)
