@@ -212,9 +212,12 @@ class Inventory:
             envs.sort(key=lambda e: (e.name, e.agent))
         return result
 
-    async def timeline(self, start: int, end: int, viewer: User) -> dict[str, list[Busy]]:
+    async def timeline(
+        self, start: int, end: int, viewer: User, nodes: Iterable[str] | None = None
+    ) -> dict[str, list[Busy]]:
         """Every reserved window overlapping [start, end) (epoch seconds), by node, sorted by
-        start. The owner is named to administrators only."""
+        start; on `nodes` only when given (the rows a page shows). The owner is named to
+        administrators only."""
         viewer = await self._authz.require_authorized(viewer)
         start = validation.epoch_seconds(start, "timeline start")
         end = validation.epoch_seconds(end, "timeline end")
@@ -222,21 +225,24 @@ class Inventory:
             raise InvalidInput("the timeline must end after it starts")
         result: dict[str, list[Busy]] = {}
         admin = viewer.is_admin
-        for node, owner, s, e in await self._store.schedule.timeline(start, end):
+        for node, owner, s, e in await self._store.schedule.timeline(start, end, nodes):
             result.setdefault(node, []).append(
                 Busy(node, s, e, owner == viewer.email, owner if admin else "")
             )
         return result
 
-    async def next_starts(self, after: int, before: int, viewer: User) -> dict[str, int]:
+    async def next_starts(
+        self, after: int, before: int, viewer: User, nodes: Iterable[str] | None = None
+    ) -> dict[str, int]:
         """{node name: start (epoch seconds)} of each node's first reserved window starting in
-        [after, before), for "free until" beyond the windows a view has read; no owners."""
+        [after, before), on `nodes` only when given, for "free until" beyond the windows a
+        view has read; no owners."""
         await self._authz.require_authorized(viewer)
         after = validation.epoch_seconds(after, "next window start")
         before = validation.epoch_seconds(before, "next window end")
         if before <= after:
             return {}
-        return await self._store.schedule.next_starts(after, before)
+        return await self._store.schedule.next_starts(after, before, nodes)
 
     async def open_windows(self, actor: User, now: int) -> dict[str, str]:
         """For administrators: {node name: reservation status} of every node whose reservation

@@ -16,7 +16,7 @@ from aiohttp import web
 from edgebed.controller.errors import Conflict, InvalidInput, InvalidProperties, ServiceError
 from edgebed.controller.lifecycle import Status
 from edgebed.controller.reservations import USER_ACTIONS, node_matches
-from edgebed.web import labels, timeline
+from edgebed.web import labels, paging, timeline
 from edgebed.web.auth import require_user
 from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import (
@@ -40,6 +40,10 @@ from edgebed.web.views_common import act_on_each, reservation_json
 FILTER_PREFIX = "f."
 PROPERTY_PREFIX = "prop."
 TIMELINE_DAYS_DEFAULT = 7
+# Node rows per page of the reserve page (?limit=, at most RESERVE_ROWS_MAX): the page and its
+# timeline cost in proportion to its rows (scripts/bench/web_pages.py).
+RESERVE_ROWS_DEFAULT = 100
+RESERVE_ROWS_MAX = 500
 # A property with more distinct values than this (ip, serial) is not offered as a filter menu.
 MAX_FILTER_CHOICES = 40
 # A start a few minutes back is a user who picked "now" on a minute-granular field.
@@ -133,12 +137,39 @@ def _view_params(params, tz, now: int) -> tuple[int, int | None]:
     return days, start
 
 
-def _reserve_link(filters: dict[str, str], days: int, start: int | None, tz) -> str:
+def _reserve_link(
+    filters: dict[str, str], days: int, start: int | None, tz, rows: tuple[int, str | None] | None = None
+) -> str:
+    """A link to the reserve page with the filters and the view; `rows` (limit, cursor) keeps
+    or names a page of rows (None: the first page with the default limit)."""
     query = [(FILTER_PREFIX + name, value) for name, value in filters.items()]
     query.append(("days", str(days)))
     if start is not None:
         query.append(("from", local_datetime_value(start, tz)))
+    if rows is not None:
+        limit, cursor = rows
+        if limit != RESERVE_ROWS_DEFAULT:
+            query.append(("limit", str(limit)))
+        if cursor:
+            query.append(("cursor", cursor))
     return "/reserve?" + urlencode(query)
+
+
+def _rows_params(params) -> tuple[int, tuple[str, str] | None, str]:
+    """(limit, cursor key, cursor text) of the reserve page's rows from the query or the posted
+    form: `limit` 1..RESERVE_ROWS_MAX rows (RESERVE_ROWS_DEFAULT when absent), `cursor` the
+    (type, name) of the last row of the page before. InvalidInput when either is malformed."""
+    limit_text = params.get("limit")
+    limit = paging.parse_limit(limit_text if isinstance(limit_text, str) else None,
+                               default=RESERVE_ROWS_DEFAULT, maximum=RESERVE_ROWS_MAX)
+    text = params.get("cursor")
+    if not isinstance(text, str) or not text:
+        return limit, None, ""
+    key = paging.decode_cursor(text, "reserve")
+    if len(key) != 2 or not all(isinstance(part, str) and len(part) <= 64 for part in key):
+        raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list that "
+                           "gave it out, with the same parameters)")
+    return limit, (key[0], key[1]), text
 
 
 async def reserve_page(request: web.Request) -> web.StreamResponse:
@@ -162,37 +193,52 @@ async def _draw_reserve(
     now = int(time.time())
     if form_error is None:
         days, from_start = _view_params(params, tz, now)
+        limit, cursor, cursor_text = _rows_params(params)
     else:
         try:
             days, from_start = _view_params(params, tz, now)
         except InvalidInput:
             days, from_start = TIMELINE_DAYS_DEFAULT, None
+        try:
+            limit, cursor, cursor_text = _rows_params(params)
+        except InvalidInput:
+            limit, cursor, cursor_text = RESERVE_ROWS_DEFAULT, None, ""
     view = timeline.view_for(now, days, tz, from_start)
     filters = _filters_from(params)
     nodes = await ctl.inventory.list_nodes()
+    shown = sorted((node for node in nodes if node_matches(node, filters)),
+                   key=lambda node: (node.type, node.name))
+    # One page of rows: the timeline is read for those only (issue #12).
+    first, stop, following, previous = paging.page_of(
+        [(node.type, node.name) for node in shown], cursor, limit)
+    visible = shown[first:stop]
+    names = [node.name for node in visible]
     # The windows of the view (and the one open now, when the view is elsewhere in time); for
     # "free until" past them, each node's first start beyond, not every window of 60 days.
     loaded_until = max(view.end, now + 1)
-    busy = await ctl.inventory.timeline(min(view.start, now), loaded_until, user)
+    busy = await ctl.inventory.timeline(min(view.start, now), loaded_until, user, names) if names else {}
     lookahead_end = now + timeline.LOOKAHEAD_SECONDS
     next_starts = (
-        await ctl.inventory.next_starts(loaded_until, lookahead_end, user)
-        if loaded_until < lookahead_end else {}
+        await ctl.inventory.next_starts(loaded_until, lookahead_end, user, names)
+        if names and loaded_until < lookahead_end else {}
     )
     text = timeline.TimeText(tz, now)
     prop_labels: dict[str, str] = {}
-    shown = [node for node in nodes if node_matches(node, filters)]
+    # Columns and counts from every matching node of a type, so they stay put from page to page.
     by_type: dict[str, list] = defaultdict(list)
     for node in shown:
         by_type[node.type].append(node)
+    on_page: dict[str, list] = defaultdict(list)
+    for node in visible:
+        on_page[node.type].append(node)
     values = values or {}
     checked = set(values.get("nodes", ()))
     tables = []
-    for type_name in sorted(by_type):
+    for type_name in sorted(on_page):
         members = by_type[type_name]
         columns, common = _compact_columns(members)
         rows = []
-        for node in members:
+        for node in on_page[type_name]:
             windows = [
                 timeline.Window(b.start_date, b.end_date, b.mine, b.owner)
                 for b in busy.get(node.name, ())
@@ -220,18 +266,32 @@ async def _draw_reserve(
         tables.append({
             "type": type_name,
             "count": len(members),
+            "on_page": len(on_page[type_name]),
             "columns": [labels.prop(column) for column in columns],
             "common": [(labels.prop(name), value) for name, value in common],
             # Built by web.fragments, not the template: a thousand rows (scripts/bench/web_pages.py).
             "rows_html": reserve_rows(rows, checked),
         })
     shift = 12 * 3600 if days == 1 else max(1, days // 2) * 86400
+    rows_now = (limit, cursor_text or None)
     return await render(
         request,
         "reserve.html",
         {
             "tables": tables,
             "shown": len(shown),
+            "first_row": first + 1,
+            "last_row": stop,
+            "limit": limit,
+            "cursor": cursor_text,
+            "next_page": (_reserve_link(filters, days, from_start, tz,
+                                        (limit, paging.encode_cursor("reserve", following)))
+                          if following is not None else None),
+            "previous_page": (None if previous is False else _reserve_link(
+                filters, days, from_start, tz,
+                (limit, paging.encode_cursor("reserve", previous) if isinstance(previous, tuple) else None))),
+            "first_page": _reserve_link(filters, days, from_start, tz, (limit, None)) if first > 0 else None,
+            "default_limit": RESERVE_ROWS_DEFAULT,
             "filters": filters,
             "choices": _filter_choices(nodes),
             "axis": timeline.axis(view),
@@ -241,12 +301,12 @@ async def _draw_reserve(
             "days": days,
             "from_value": local_datetime_value(from_start, tz) if from_start is not None else "",
             "zooms": [
-                (label, zoom_days, _reserve_link(filters, zoom_days, from_start, tz))
+                (label, zoom_days, _reserve_link(filters, zoom_days, from_start, tz, rows_now))
                 for zoom_days, label in timeline.ZOOMS
             ],
-            "earlier": _reserve_link(filters, days, view.start - shift, tz),
-            "later": _reserve_link(filters, days, view.start + shift, tz),
-            "today": _reserve_link(filters, days, None, tz),
+            "earlier": _reserve_link(filters, days, view.start - shift, tz, rows_now),
+            "later": _reserve_link(filters, days, view.start + shift, tz, rows_now),
+            "today": _reserve_link(filters, days, None, tz, rows_now),
             "start_value": values.get("start") or local_datetime_value(now, tz).replace("T", " "),
             "duration_value": values.get("duration_hours") or "2",
             "count_value": values.get("count", ""),
