@@ -348,6 +348,11 @@ class Reservations:
         owner = await self._authz.require_authorized(user)
         return await self._page(order, after, limit, owner=owner.email)
 
+    async def count(self, user: User) -> int:
+        """How many reservations the caller holds."""
+        owner = await self._authz.require_authorized(user)
+        return await self._store.schedule.count_schedule(owner=owner.email)
+
     async def admin_page(
         self,
         actor: User,

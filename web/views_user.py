@@ -15,7 +15,7 @@ from aiohttp import web
 
 from edgebed.controller.errors import Conflict, InvalidInput, InvalidProperties, ServiceError
 from edgebed.controller.lifecycle import Status
-from edgebed.controller.reservations import USER_ACTIONS, node_matches
+from edgebed.controller.reservations import USER_ACTIONS, check_page_key, node_matches
 from edgebed.web import labels, paging, timeline
 from edgebed.web.auth import require_user
 from edgebed.web.formpage import FormError, about, redraw_on_error
@@ -50,6 +50,10 @@ MAX_FILTER_CHOICES = 40
 START_GRACE_SECONDS = 300
 # The manage page lists the reservations that ended this recently.
 RECENT_SECONDS = 24 * 3600
+# Reservations per page of the manage page (?limit=, at most MANAGE_ROWS_MAX); /manage/live
+# reads the same page.
+MANAGE_ROWS_DEFAULT = 100
+MANAGE_ROWS_MAX = 500
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,9 +626,31 @@ async def history_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _manage_rows(params) -> tuple[int, tuple | None, str]:
+    """(limit, cursor key, cursor text) of the manage page's rows from the query or the posted
+    form: `limit` 1..MANAGE_ROWS_MAX (MANAGE_ROWS_DEFAULT when absent), `cursor` what the page's
+    "next" link gave. InvalidInput when either is malformed."""
+    limit_text = params.get("limit")
+    limit = paging.parse_limit(limit_text if isinstance(limit_text, str) else None,
+                               default=MANAGE_ROWS_DEFAULT, maximum=MANAGE_ROWS_MAX)
+    text = params.get("cursor")
+    if not isinstance(text, str) or not text:
+        return limit, None, ""
+    return limit, check_page_key("bin", paging.decode_cursor(text, "manage")), text
+
+
+def _manage_link(limit: int, cursor: str | None) -> str:
+    query = []
+    if limit != MANAGE_ROWS_DEFAULT:
+        query.append(("limit", str(limit)))
+    if cursor:
+        query.append(("cursor", cursor))
+    return "/manage" + ("?" + urlencode(query) if query else "")
+
+
 async def manage_page(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
-    return await _draw_manage(request, user)
+    return await _draw_manage(request, user, params=request.query)
 
 
 async def _draw_manage(
@@ -636,14 +662,23 @@ async def _draw_manage(
     hours_value: str = "",
     form_error: FormError | None = None,
     status: int = 200,
+    params=None,
 ) -> web.StreamResponse:
-    """The manage page; after a refused action, with the ticked nodes still ticked and each
-    node's refusal beside its row."""
+    """The manage page: one page of the user's reservations (by bin, those without one last,
+    then node; `params` holds its limit and cursor); after a refused action, with the ticked
+    nodes still ticked and each node's refusal beside its row."""
     ctl = request.app[CONTROLLER]
-    reservations = await ctl.reservations.live_states(user)
+    try:
+        limit, cursor, cursor_text = _manage_rows(params or {})
+    except InvalidInput:
+        if form_error is None:
+            raise
+        limit, cursor, cursor_text = MANAGE_ROWS_DEFAULT, None, ""
+    page = await ctl.reservations.list_page(user, order="bin", after=cursor, limit=limit)
+    total = await ctl.reservations.count(user)
     node_types = await ctl.inventory.node_types()
     bins: dict[str, list] = defaultdict(list)
-    for row in _live_rows(reservations, node_types, viewer_zone(request)):
+    for row in _live_rows(page.reservations, node_types, viewer_zone(request)):
         bins[row["bin"]].append(row)
     cap = ctl.settings.extend_cap_hours
     # What ended lately, with how: a reservation an administrator ended or a destroy that
@@ -657,7 +692,14 @@ async def _draw_manage(
         "manage.html",
         {
             "bins": sorted(bins.items(), key=lambda item: (item[0] == "", item[0])),
-            "count": len(reservations),
+            "count": total,
+            "on_page": len(page.reservations),
+            "limit": limit,
+            "cursor": cursor_text,
+            "default_limit": MANAGE_ROWS_DEFAULT,
+            "next_page": (_manage_link(limit, paging.encode_cursor("manage", page.next_key))
+                          if page.next_key is not None else None),
+            "first_page": _manage_link(limit, None) if cursor is not None else None,
             "ticked": set(ticked),
             "node_errors": node_errors or {},
             "hours_value": hours_value,
@@ -674,7 +716,10 @@ async def manage_live(request: web.Request) -> web.StreamResponse:
     """What the manage page polls: read from the database only, never from an agent."""
     user = await require_user(request)
     ctl = request.app[CONTROLLER]
-    reservations = await ctl.reservations.live_states(user)
+    # The page's rows: the same limit and cursor as the page polling (manage.js passes its own
+    # query on).
+    limit, cursor, _ = _manage_rows(request.query)
+    reservations = (await ctl.reservations.list_page(user, order="bin", after=cursor, limit=limit)).reservations
     node_types = await ctl.inventory.node_types()
     tz = viewer_zone(request)
     now = int(time.time())
@@ -699,7 +744,8 @@ async def manage_action(request: web.Request) -> web.StreamResponse:
 
     async def draw(form_error: FormError, status: int) -> web.StreamResponse:
         return await _draw_manage(request, user, ticked=ticked, node_errors=node_errors,
-                                  hours_value=hours_text, form_error=form_error, status=status)
+                                  hours_value=hours_text, form_error=form_error, status=status,
+                                  params=form)
 
     redraw_on_error(request, draw, "manage")
     action = field(form, "action")
@@ -744,7 +790,12 @@ async def manage_action(request: web.Request) -> web.StreamResponse:
             f"{action} was refused for {failed}: see beside {'each node' if len(node_errors) > 1 else 'the node'}"
             + (f" ({len(done)} done)" if done else "")
         )
-    raise web.HTTPSeeOther("/manage")
+    # Back to the page of rows the form was on.
+    try:
+        limit, _, cursor_text = _manage_rows(form)
+    except InvalidInput:
+        limit, cursor_text = MANAGE_ROWS_DEFAULT, ""
+    raise web.HTTPSeeOther(_manage_link(limit, cursor_text))
 
 
 def _by_end(reservations) -> list[tuple[int, list[str]]]:

@@ -254,6 +254,18 @@ class ScheduleRepository:
 
         return await self._engine.run(work)
 
+    async def count_schedule(self, *, owner: str | None = None) -> int:
+        """How many reservations there are (of `owner` when given)."""
+
+        def work() -> int:
+            S = self.m.Schedule
+            query = S.select()
+            if owner is not None:
+                query = query.where(S.owner == owner)
+            return int(query.count())
+
+        return await self._engine.run(work)
+
     async def get_schedule(self, node: str, owner: str) -> ScheduleRecord | None:
         def work() -> ScheduleRecord | None:
             S = self.m.Schedule

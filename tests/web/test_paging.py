@@ -210,3 +210,33 @@ def test_a_bad_limit_or_cursor_in_the_api_is_a_400_that_says_why(bed, path, mess
     response = client.get(path)
     assert response.status == 400, (response.status, response.text)
     assert message in response.json()["error"]
+
+
+def test_the_manage_page_and_its_live_poll_show_one_page_of_reservations_by_bin(bed):
+    alice_user = bed.call(bed.controller.accounts.get_user(ALICE))
+    for node, bin_name in (("rpi-025", "a"), ("rpi-002", "b")):
+        bed.call(bed.controller.reservations.configure(alice_user, node, bin=bin_name, properties={}))
+    alice = client_for(bed, ALICE)
+    pages, page, live = [], alice.get("/manage?limit=1"), []
+    while True:
+        assert page.status == 200, page.text[:300]
+        pages.append(re.findall(r'<tr data-node="([^"]+)" data-status', page.text))
+        query = "&".join(f"{name}={value}" for name, value in re.findall(
+            r'<input type="hidden" name="(limit|cursor)" value="([^"]+)">', page.text))
+        live.append([r["node_name"] for r in alice.get(f"/manage/live?{query}").json()["reservations"]])
+        following = _link(page.text, "next")
+        if following is None:
+            break
+        page = alice.get(following)
+    # By bin, the one without a bin last; the poll reads the rows its page shows.
+    assert pages == [["rpi-025"], ["rpi-002"], ["rpi-014"]] == live
+    assert "1 of your 3 reservations on this page" in page.text
+    # An action on a later page comes back to that page.
+    cursor = re.search(r'name="cursor" value="([^"]+)"', page.text).group(1)
+    extended = alice.post("/manage/action", [("nodes", "rpi-014"), ("action", "extend"), ("limit", "1"),
+                                             ("cursor", cursor)])
+    assert extended.status == 303 and parse_qs(urlsplit(extended.location).query) == {
+        "limit": ["1"], "cursor": [cursor]}
+    bad = alice.get("/manage?cursor=WyJtaW5lIixbInJwaS0wMDEiLCJhIl1d")
+    assert bad.status == 400 and "cursor: it belongs to another list" in html.unescape(bad.text)
+    assert alice.get("/manage/live?limit=0").status == 400
