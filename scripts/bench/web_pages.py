@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import math
 import multiprocessing
 import os
+import pstats
 import re
 import statistics
 import sys
@@ -115,12 +117,22 @@ async def _serve_with(directory: Path, scenario: dict, agents, ready, stop) -> N
     )
     timings: dict[str, list[float]] = {}
 
+    # BENCH_PROFILE=PATH: the server's profile of the requests to PATH, printed at the end
+    # (where the time of one page goes).
+    profiled = os.environ.get("BENCH_PROFILE")
+    profile = cProfile.Profile() if profiled else None
+
     @web.middleware
     async def timing(request, handler):
         started = time.perf_counter()
+        watched = profile is not None and request.path_qs == profiled
+        if watched:
+            profile.enable()
         try:
             return await handler(request)
         finally:
+            if watched:
+                profile.disable()
             timings.setdefault(request.path_qs, []).append(time.perf_counter() - started)
 
     async def report(request):
@@ -197,6 +209,8 @@ async def _serve_with(directory: Path, scenario: dict, agents, ready, stop) -> N
                 await asyncio.sleep(0.2)
         finally:
             await runner.cleanup()
+            if profile is not None:
+                pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
 
 
 async def _seed_schedule(ctl, free: list[str], owners: list[str], now: int, count: int) -> None:

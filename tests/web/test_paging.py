@@ -240,3 +240,32 @@ def test_the_manage_page_and_its_live_poll_show_one_page_of_reservations_by_bin(
     bad = alice.get("/manage?cursor=WyJtaW5lIixbInJwaS0wMDEiLCJhIl1d")
     assert bad.status == 400 and "cursor: it belongs to another list" in html.unescape(bad.text)
     assert alice.get("/manage/live?limit=0").status == 400
+
+
+def test_the_admin_nodes_and_reservations_pages_are_paged(bed):
+    admin = client_for(bed, ADMIN)
+    seen, page, pages = [], admin.get("/admin/nodes?limit=15"), []
+    while True:
+        assert page.status == 200, page.text[:300]
+        pages.append(page.text)
+        seen += re.findall(r'<tr data-node="([^"]+)">\s*<td class="name">', page.text)
+        following = _link(page.text, "next")
+        if following is None:
+            break
+        page = admin.get(following)
+    # By agent (rpi, sens, srv), then name; every node once.
+    assert len(pages) == 3 and seen == sorted(seen, key=lambda n: (n.split("-")[0], n)) and len(set(seen)) == 35
+    # An agent's section says how many nodes it has and how many are on the page.
+    assert "25 nodes, 15 on this page" in pages[0] and "25 nodes, 10 on this page" in pages[1]
+    # Everyone's current reservations, 1 a page, the owner filter kept by the links.
+    rows, page = [], admin.get(f"/admin/reservations?owner={ALICE}&limit=1")
+    while True:
+        rows += re.findall(r'<tr data-node="([^"]+)" data-owner="([^"]+)"', page.text)
+        following = _link(page.text, "next")
+        if following is None:
+            break
+        assert parse_qs(urlsplit(following).query)["owner"] == [ALICE]
+        page = admin.get(following)
+    assert sorted(rows) == [("rpi-002", ALICE), ("rpi-014", ALICE), ("rpi-025", ALICE)]
+    assert admin.get("/admin/reservations?cursor=xyz").status == 400
+    assert admin.get("/admin/nodes?limit=501").status == 400
