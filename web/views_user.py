@@ -129,6 +129,24 @@ def _compact_columns(members) -> tuple[list[str], list[tuple[str, str]]]:
     return varying[:MAX_COLUMNS], common
 
 
+def _by_type_and_name(nodes) -> tuple[list, list[tuple[str, str]]]:
+    """(nodes by type then name, their (type, name) keys): the reserve page's rows in order."""
+    ordered = sorted(nodes, key=lambda node: (node.type, node.name))
+    return ordered, [(node.type, node.name) for node in ordered]
+
+
+def _group_by_type(nodes) -> dict[str, list]:
+    by_type: dict[str, list] = defaultdict(list)
+    for node in nodes:
+        by_type[node.type].append(node)
+    return by_type
+
+
+def _columns_by_type(nodes) -> dict[str, tuple[list[str], list[tuple[str, str]]]]:
+    """{type: _compact_columns of its nodes} for the whole list (the page without a filter)."""
+    return {type_name: _compact_columns(members) for type_name, members in _group_by_type(nodes).items()}
+
+
 def _view_params(params, tz, now: int) -> tuple[int, int | None]:
     """(days, start) of the timeline from the query (or the posted form): `days` 1..60 (7 by
     default), `from` a local date or date and time in the viewer's zone (None: the default)."""
@@ -209,12 +227,17 @@ async def _draw_reserve(
             limit, cursor, cursor_text = RESERVE_ROWS_DEFAULT, None, ""
     view = timeline.view_for(now, days, tz, from_start)
     filters = _filters_from(params)
-    nodes = await ctl.inventory.list_nodes()
-    shown = sorted((node for node in nodes if node_matches(node, filters)),
-                   key=lambda node: (node.type, node.name))
+    # The whole node list, and what is computed from it, read again only when it changed.
+    node_list = await ctl.inventory.node_list()
+    nodes = node_list.nodes
+    everything = node_list.derived("reserve.sorted", _by_type_and_name)
+    if filters:
+        shown = [node for node in everything[0] if node_matches(node, filters)]
+        keys = [(node.type, node.name) for node in shown]
+    else:
+        shown, keys = everything
     # One page of rows: the timeline is read for those only (issue #12).
-    first, stop, following, previous = paging.page_of(
-        [(node.type, node.name) for node in shown], cursor, limit)
+    first, stop, following, previous = paging.page_of(keys, cursor, limit)
     visible = shown[first:stop]
     names = [node.name for node in visible]
     # The windows of the view (and the one open now, when the view is elsewhere in time); for
@@ -229,18 +252,17 @@ async def _draw_reserve(
     text = timeline.TimeText(tz, now)
     prop_labels: dict[str, str] = {}
     # Columns and counts from every matching node of a type, so they stay put from page to page.
-    by_type: dict[str, list] = defaultdict(list)
-    for node in shown:
-        by_type[node.type].append(node)
+    by_type = _group_by_type(shown) if filters else node_list.derived("reserve.by_type", _group_by_type)
     on_page: dict[str, list] = defaultdict(list)
     for node in visible:
         on_page[node.type].append(node)
     values = values or {}
     checked = set(values.get("nodes", ()))
     tables = []
+    all_columns = None if filters else node_list.derived("reserve.columns", _columns_by_type)
     for type_name in sorted(on_page):
         members = by_type[type_name]
-        columns, common = _compact_columns(members)
+        columns, common = all_columns[type_name] if all_columns is not None else _compact_columns(members)
         rows = []
         for node in on_page[type_name]:
             windows = [
@@ -297,7 +319,7 @@ async def _draw_reserve(
             "first_page": _reserve_link(filters, days, from_start, tz, (limit, None)) if first > 0 else None,
             "default_limit": RESERVE_ROWS_DEFAULT,
             "filters": filters,
-            "choices": _filter_choices(nodes),
+            "choices": node_list.derived("reserve.choices", _filter_choices),
             "axis": timeline.axis(view),
             "view": view,
             "now": now,

@@ -269,3 +269,41 @@ def test_the_admin_nodes_and_reservations_pages_are_paged(bed):
     assert sorted(rows) == [("rpi-002", ALICE), ("rpi-014", ALICE), ("rpi-025", ALICE)]
     assert admin.get("/admin/reservations?cursor=xyz").status == 400
     assert admin.get("/admin/nodes?limit=501").status == 400
+
+
+def test_the_kept_node_list_follows_changes_written_by_another_process(bed):
+    """The reserve page keeps the node list while nothing changed; a change written through
+    another connection to the database (another controller process, e.g. the scheduler's) in
+    the same second as the last one shows on the next page all the same."""
+    from edgebed.controller.store import Store
+
+    alice = client_for(bed, ALICE)
+    before = alice.get("/reserve?f.type=raspberry").text
+    assert 'data-node="rpi-001"' in before
+    cached = bed.call(bed.controller.inventory.cached_nodes())
+    rpi = {name: dict(node.properties) for name, node in cached.items() if node.agent == "rpi"}
+    assert bed.call(bed.controller.inventory.node_list()) is bed.call(bed.controller.inventory.node_list())
+    other = Store(bed.settings.database, secret_key=bed.settings.secret_key(), workers=1)
+    bed.call(other.open())
+    try:
+        now = int(time.time())
+        changed = {**rpi, "rpi-001": {**rpi["rpi-001"], "model": "Changed Elsewhere"}}
+        bed.call(other.inventory.save_inventory("rpi", "raspberry", changed, None, now))
+        assert "Changed Elsewhere" in alice.get("/reserve?f.type=raspberry").text
+        # The same second again: another change, a node gone, then back.
+        changed["rpi-001"]["model"] = "Changed Again"
+        bed.call(other.inventory.save_inventory("rpi", "raspberry", changed, None, now))
+        assert "Changed Again" in alice.get("/reserve?f.type=raspberry").text
+        del changed["rpi-002"]
+        bed.call(other.inventory.save_inventory("rpi", "raspberry", changed, None, now))
+        assert 'data-node="rpi-002"' not in alice.get("/reserve?f.type=raspberry").text
+        bed.call(other.inventory.save_inventory("rpi", "raspberry", rpi, None, now))
+        page = alice.get("/reserve?f.type=raspberry").text
+        assert 'data-node="rpi-002"' in page and "Changed" not in page
+        # Maintenance and agent status, written elsewhere, too.
+        bed.call(other.agents.set_agent_status("sens", status="disconnected"))
+        assert 'data-node="sens-001" class="offline"' in alice.get("/reserve?f.type=sensor").text
+        bed.call(other.agents.set_agent_status("sens", status="connected"))
+        assert 'data-node="sens-001" class="offline"' not in alice.get("/reserve?f.type=sensor").text
+    finally:
+        bed.call(other.close())
