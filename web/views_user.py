@@ -316,7 +316,8 @@ async def _draw_reserve(
             "previous_page": (None if previous is False else _reserve_link(
                 filters, days, from_start, tz,
                 (limit, paging.encode_cursor("reserve", previous) if isinstance(previous, tuple) else None))),
-            "first_page": _reserve_link(filters, days, from_start, tz, (limit, None)) if first > 0 else None,
+            # "Previous" already goes to the first page from the second.
+            "first_page": _reserve_link(filters, days, from_start, tz, (limit, None)) if first > limit else None,
             "default_limit": RESERVE_ROWS_DEFAULT,
             "filters": filters,
             "choices": node_list.derived("reserve.choices", _filter_choices),
