@@ -6,7 +6,9 @@ writes what they decide (each a compare-and-set), and talks to the agents. Each 
 `poll_seconds`, or sooner when woken by a user's action):
 
 1. The clock: `lifecycle.on_time` for every row (start at start_date, or ahead of it with
-   `[reservations] prestage`, controller/prestage.py; end at end_date).
+   `[reservations] prestage`, controller/prestage.py; end at end_date), unless the wall clock
+   jumped (controller.clock pauses this step until the clocks agree again or an administrator
+   confirms the time).
 2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
    number; the calls to different agents run concurrently.
 3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
@@ -50,8 +52,9 @@ from dataclasses import dataclass, field
 
 from edgebed.controller import health, lifecycle, replies
 from edgebed.controller.agent_client import AgentClient, gather_agents
+from edgebed.controller.clock import ClockGuard
 from edgebed.controller.domain import ActionState, AgentRecord, NodeOutcome, ScheduleRecord
-from edgebed.controller.errors import NotFound, ServiceError
+from edgebed.controller.errors import NotFound, ServiceError, StorageFull
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
@@ -73,6 +76,7 @@ class PollReport:
     started: list[str] = field(default_factory=list)  # "node:process" accepted by StartAction
     adopted: list[str] = field(default_factory=list)  # "node:process" found running after all
     removed: list[str] = field(default_factory=list)  # nodes whose reservation's rows went
+    clock_paused: bool = False  # the wall clock jumped: nothing started or ended by the clock
     finished: list[str] = field(default_factory=list)  # "node:final_state" outcomes recorded
     retired: list[str] = field(default_factory=list)  # "agent:NAME" or "node:NAME" removed
 
@@ -116,6 +120,7 @@ class Scheduler:
         metrics: Metrics,
         *,
         clock: Callable[[], float],
+        guard: ClockGuard,
     ) -> None:
         self._store = store
         self._client = client
@@ -123,6 +128,7 @@ class Scheduler:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
+        self._guard = guard
         self._count_final = functools.partial(lifecycle.count_final, limit=settings.lost_in_a_row)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -157,6 +163,10 @@ class Scheduler:
             self._maybe_refresh_inventory()
             try:
                 await self.poll()
+            except StorageFull:
+                # The store says so once a minute; the poll wrote nothing (each write is one
+                # transaction) and the next one starts over once there is space.
+                pass
             except Exception:
                 # A database or programming error in one poll must not stop the scheduler;
                 # every step is idempotent, so the next poll starts over cleanly.
@@ -180,6 +190,8 @@ class Scheduler:
     async def _refresh(self) -> None:
         try:
             await self._inventory.refresh(catalogs=True)
+        except StorageFull:
+            pass  # logged by the store, once a minute
         except Exception:
             log.exception("inventory refresh failed")
 
@@ -187,8 +199,14 @@ class Scheduler:
 
     async def poll(self) -> PollReport:
         """One round: the clock, the agents' reports, StartAction for the intentions, then the
-        removals whose reservations are all gone."""
+        removals whose reservations are all gone.
+
+        While the clock guard is paused (the wall clock jumped), the clock step is skipped: no
+        reservation starts or ends, but the agents' reports are still followed and the users'
+        own actions still sent."""
         report = PollReport()
+        clocks = self._guard.check()
+        report.clock_paused = clocks.paused
         now = int(self._clock())
         self._metrics.record_poll()
         # With prestage, rows starting within the longest lead are due too.
@@ -198,7 +216,8 @@ class Scheduler:
             nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
             maintained = await self._store.maintenance.active()
             agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
-            rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, report)
+            if not clocks.paused:
+                rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, report)
             followed = await self._follow(rows, nodes, agents, report)
             claimed = await self._apply_reports(rows, followed, agents, now, report)
             await self._issue(claimed, agents, now, report)
