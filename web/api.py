@@ -121,9 +121,25 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 async def nodes(request: web.Request) -> web.StreamResponse:
+    """Every node by name, paged: `limit` (default 100, at most 1000) and the `cursor` of the
+    Link header (the last name of the page before)."""
     await api_user(request)
-    listed = await request.app[CONTROLLER].inventory.list_nodes()
-    return web.json_response([node_json(node) for node in listed])
+    query = _query(request, {"limit", "cursor"})
+    limit = paging.parse_limit(query.get("limit"), default=PAGE_DEFAULT, maximum=PAGE_LIMIT)
+    after = None
+    if "cursor" in query:
+        key = paging.decode_cursor(query["cursor"], "nodes")
+        if len(key) != 1 or not isinstance(key[0], str):
+            raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list "
+                               "that gave it out, with the same parameters)")
+        after = (key[0],)
+    node_list = await request.app[CONTROLLER].inventory.node_list()
+    # node_list is by name already.
+    keys = node_list.derived("api.keys", lambda nodes: [(node.name,) for node in nodes])
+    first, stop, following, _ = paging.page_of(keys, after, limit)
+    more = None if following is None else paging.encode_cursor("nodes", following)
+    return web.json_response([node_json(node) for node in node_list.nodes[first:stop]],
+                             headers=_next_link(request, query, more, limit))
 
 
 async def environments(request: web.Request) -> web.StreamResponse:

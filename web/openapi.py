@@ -473,12 +473,17 @@ _LIMIT = _query_param(
     f"100, at most {HISTORY_LIMIT}); a 400 outside that range",
     {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT},
 )
+_LIMIT_NODES = _query_param(
+    "limit", f"at most this many nodes (default {PAGE_DEFAULT}, at most {PAGE_LIMIT}); a 400 outside that range",
+    {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT},
+)
 _CURSOR = _query_param(
     "cursor",
     "the next page: pass back the cursor of the previous response's Link header (rel=\"next\"), "
     "with the same other parameters. Opaque; a malformed cursor or one of another list is a 400. "
     "Pages are in a stable order on keys that do not change (current: by node name for the "
-    "caller's, by start date, node and owner for an administrator's; ended: newest first), so a "
+    "caller's, by start date, node and owner for an administrator's; ended: newest first; nodes by "
+    "name), so a "
     "row added while a client pages is on a later page when its key is after the cursor and on "
     "none otherwise: no row is ever repeated or skipped",
 )
@@ -547,10 +552,11 @@ def _paths() -> dict[str, Any]:
         "/nodes": {
             "get": {
                 "operationId": "listNodes",
-                "summary": "every node of the testbed with its properties",
+                "summary": "every node of the testbed with its properties, by name, a page at a time",
                 "tags": ["inventory"],
+                "parameters": [_LIMIT_NODES, _CURSOR],
                 "responses": {
-                    "200": _json({"type": "array", "items": _ref("Node")}, "nodes"),
+                    "200": _paged({"type": "array", "items": _ref("Node")}, "one page of nodes, by name"),
                     **_errors(*_AUTH),
                 },
             }

@@ -16,6 +16,8 @@ like a browser and measures:
   - server-side time per page (a timing middleware around the handlers: database, service
     calls and template rendering) over --repeat sequential requests, run --runs times: the
     median over runs of each run's p50 and p95, and the page's size;
+  - the server process's CPU time per request (all its threads; median), less sensitive to
+    the machine's load than the wall-clock figures;
   - once with the scheduler's poll running (every second, as in production) and once with the
     scheduler stopped (what a controller whose scheduler runs in another process serves);
   - optionally (--requests N) requests per second and latency under concurrent load.
@@ -116,6 +118,10 @@ async def _serve_with(directory: Path, scenario: dict, agents, ready, stop) -> N
         secret_key_file=str(directory / "secret.key"), poll_seconds=1.0, turnaround_seconds=0,
     )
     timings: dict[str, list[float]] = {}
+    # CPU seconds of the whole server process per request (every thread: the handler, the
+    # database pool, and a poll running meanwhile): less sensitive to the machine's load than
+    # the wall-clock time.
+    cpu: dict[str, list[float]] = {}
 
     # BENCH_PROFILE=PATH: the server's profile of the requests to PATH, printed at the end
     # (where the time of one page goes).
@@ -125,6 +131,7 @@ async def _serve_with(directory: Path, scenario: dict, agents, ready, stop) -> N
     @web.middleware
     async def timing(request, handler):
         started = time.perf_counter()
+        started_cpu = time.process_time()
         watched = profile is not None and request.path_qs == profiled
         if watched:
             profile.enable()
@@ -134,12 +141,14 @@ async def _serve_with(directory: Path, scenario: dict, agents, ready, stop) -> N
             if watched:
                 profile.disable()
             timings.setdefault(request.path_qs, []).append(time.perf_counter() - started)
+            cpu.setdefault(request.path_qs, []).append(time.process_time() - started_cpu)
 
     async def report(request):
-        return web.json_response(timings)
+        return web.json_response({"wall": timings, "cpu": cpu})
 
     async def reset(request):
         timings.clear()
+        cpu.clear()
         return web.json_response({})
 
     async def stop_poll(request):
@@ -269,18 +278,20 @@ async def measure(port: int, token: str | None, paths: dict[str, str], repeat: i
             async with session.get(f"{base}{path}", headers=headers) as response:  # warm-up, and a check
                 body = await response.read()
                 assert response.status == 200, (path, response.status, body[:300])
-            p50s, p95s = [], []
+            p50s, p95s, cpus = [], [], []
             for _ in range(runs):
                 await (await session.get(f"{base}/bench/reset")).read()
                 for _ in range(repeat):
                     async with session.get(f"{base}{path}", headers=headers) as response:
                         await response.read()
                 async with session.get(f"{base}/bench/timings") as response:
-                    server = (await response.json())[path]
+                    measured = await response.json()
+                server = measured["wall"][path]
                 p50s.append(statistics.median(server) * 1000)
                 p95s.append(_percentile(server, 0.95) * 1000)
+                cpus.append(statistics.median(measured["cpu"][path]) * 1000)
             figures[label] = {"bytes": len(body), "p50_ms": statistics.median(p50s),
-                              "p95_ms": statistics.median(p95s)}
+                              "p95_ms": statistics.median(p95s), "cpu_ms": statistics.median(cpus)}
             if requests <= 0:
                 continue
             latencies: list[float] = []
@@ -325,12 +336,13 @@ def _load() -> str:
 
 def _print(title: str, figures: dict[str, dict[str, float]], load_before: str) -> bool:
     print(f"\n{title}   (load average before {load_before}, after {_load()})")
-    print(f"{'page':34} {'size':>8} {'p50':>9} {'p95':>9}", end="")
+    print(f"{'page':34} {'size':>8} {'p50':>9} {'p95':>9} {'CPU p50':>9}", end="")
     under_load = any("rps" in f for f in figures.values())
     print(f" {'req/s':>7} {'load p50':>9} {'p95':>9}" if under_load else "")
     missed = False
     for label, f in figures.items():
-        print(f"{label:34} {f['bytes'] / 1024:7.0f}K {f['p50_ms']:7.1f}ms {f['p95_ms']:7.1f}ms", end="")
+        print(f"{label:34} {f['bytes'] / 1024:7.0f}K {f['p50_ms']:7.1f}ms {f['p95_ms']:7.1f}ms "
+              f"{f['cpu_ms']:7.1f}ms", end="")
         print(f" {f['rps']:7.1f} {f['load_p50_ms']:7.1f}ms {f['load_p95_ms']:7.1f}ms" if "rps" in f else "")
         missed |= f["p95_ms"] > GOAL_MS
     return missed

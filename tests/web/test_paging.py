@@ -189,6 +189,15 @@ def test_the_api_pages_reservations_without_repeating_or_skipping_rows_added_bet
         bed.call(bed.controller.reservations.act(alice_user, name, "destroy"))
 
 
+def test_the_api_pages_nodes_by_name(bed):
+    client = client_for(bed)
+    client.token = bed.api_token(BOB)
+    rows, links = _api_pages(client, "/api/v1/nodes?limit=10")
+    names = [row["name"] for row in rows]
+    assert len(links) == 3 and names == sorted(names) and len(set(names)) == 35
+    assert "Link" not in client.get("/api/v1/nodes").headers  # 35 fit the default page
+
+
 @pytest.mark.parametrize("path, message", [
     ("/api/v1/reservations?limit=0", "limit must be a whole number between 1 and 1000"),
     ("/api/v1/reservations?limit=1001", "limit must be a whole number between 1 and 1000"),
@@ -203,6 +212,9 @@ def test_the_api_pages_reservations_without_repeating_or_skipping_rows_added_bet
     ("/api/v1/reservations?cursor=WyJtaW5lIixbMSwyXV0", "the cursor does not belong to this list"),
     ("/api/v1/reservations?before=3", "before applies to state=ended only"),
     ("/api/v1/admin/reservations?limit=5000", "limit must be a whole number between 1 and 1000"),
+    ("/api/v1/nodes?limit=0", "limit must be a whole number between 1 and 1000"),
+    ("/api/v1/nodes?cursor=WyJtaW5lIixbInJwaS0wMDEiLCJhIl1d", "cursor: it belongs to another list"),
+    ("/api/v1/nodes?page=2", "unknown query parameter(s) 'page'"),
 ])
 def test_a_bad_limit_or_cursor_in_the_api_is_a_400_that_says_why(bed, path, message):
     client = client_for(bed)
