@@ -608,18 +608,32 @@ def _live_rows(reservations, node_types, tz) -> list[dict[str, Any]]:
     passwords = _passwords(reservations, node_types)
     now = int(time.time())
     rows = []
+    # A page of a hundred rows has a few processes and a few windows: each labelled once.
+    state_labels: dict[tuple[str, str], list[str]] = {}
+    times: dict[int, str] = {}
+
+    def when(epoch: int) -> str:
+        text = times.get(epoch)
+        if text is None:
+            text = times[epoch] = format_epoch(epoch, tz)
+        return text
+
     for r in sorted(reservations, key=lambda r: r.node_name):
-        info = node_types.get(r.type)
-        states = list(info.processes.get(r.process, ())) if info else []
+        process = (r.type, r.process)
+        if process not in state_labels:
+            info = node_types.get(r.type)
+            states = list(info.processes.get(r.process, ())) if info else []
+            state_labels[process] = [labels.state(state) for state in states]
         rows.append(
             {
                 **reservation_json(r),
                 "password": passwords.get(r.node_name, ""),
-                "states": [labels.state(state) for state in states],
+                # Shared by the rows of one process: the JSON and the template only read it.
+                "states": state_labels[process],
                 "status_text": labels.status(r.status),
                 "state_text": _state_text(r, tz),
-                "start_text": format_epoch(r.start_date, tz),
-                "end_text": format_epoch(r.end_date, tz),
+                "start_text": when(r.start_date),
+                "end_text": when(r.end_date),
                 "last_error": getattr(r, "last_error", ""),
                 "actions": _allowed_actions(r, now),
             }
