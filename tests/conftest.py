@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+from tests.xdist_plan import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: F401
+
 
 def running_in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -25,3 +27,8 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# The hardware lab's fixtures (`lab`, `session_lab`), for tests/lab and tests/agent/real alike; at
+# the end, since tests.labs imports component_missing from here.
+from tests.labs import lab, session_lab  # noqa: E402, F401

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--community", default="private", help="the switch's SNMP community (private)")
     up.add_argument("--boot-delay", type=float, default=1.0, help="seconds from power on to boot (1)")
     up.add_argument("--card-mib", type=int, default=256, help="size of a new card in MiB (256)")
+    up.add_argument("--retry-seconds", type=float, default=5.0,
+                    help="a Pi with nothing to boot tries again after this many seconds (5)")
     up.add_argument("--slot", type=int, default=None,
                     help="0..99: addresses 10.213.SLOT.0/24 and names ebl<SLOT>- (the lowest free one)")
     config.add_argument("--json", action="store_true", help="print the lab description as JSON")
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _up(args: argparse.Namespace) -> int:
     lab = Lab(args.dir, pis=args.pis, community=args.community, boot_delay=args.boot_delay,
-              card_mib=args.card_mib, slot=args.slot)
+              card_mib=args.card_mib, slot=args.slot, retry_seconds=args.retry_seconds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
