@@ -1,4 +1,6 @@
-"""How `./scripts/test` spreads the suite over two pytest-xdist workers (`-n 2`).
+"""How `./scripts/test -n 2 --dist loadgroup` spreads the suite over two pytest-xdist workers.
+
+Not the default (scripts/test says why): one process is the default.
 
 Work is handed out in units:
 
@@ -11,8 +13,7 @@ Work is handed out in units:
 The longest units go first (the lab, then the modules that drive a browser): they mostly wait on
 timers and child processes, and the other worker runs the rest meanwhile.
 
-`./scripts/test -p no:xdist` runs everything in one process, in the usual order (print-outs such
-as the lab tests' FIGURE lines show with `-s` only there).
+Under xdist, print-outs (the lab tests' FIGURE lines) do not show even with `-s`.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=_rank)
 
 
-@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: unknown under -p no:xdist
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # xdist's hook (unknown under -p no:xdist), before its own
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
     if config.getvalue("dist") != "loadgroup":
         return None
