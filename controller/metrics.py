@@ -1,8 +1,9 @@
 """Counters and histograms of the controller, rendered in Prometheus text format for /metrics.
 
 Call metrics are kept in memory (they restart with the process, as Prometheus expects);
-reservation and action counts, and each node's health (controller/health.py), are read from the
-database when rendered.
+reservation and action counts, each node's health (controller/health.py), and which controller
+drives which agent (controller/leases.py) are read from the database when rendered, so every
+controller sharing the database shows the same.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from edgebed.controller.domain import NodeHealth
 from edgebed.controller.lifecycle import Status
+from edgebed.controller.store.leases import LEADER
 
 if TYPE_CHECKING:
     from edgebed.controller.store import Store
@@ -25,14 +27,17 @@ def _label(value: str) -> str:
 
 
 class Metrics:
-    def __init__(self, store: Store | None = None) -> None:
+    def __init__(self, store: Store | None = None, *, lease_seconds: float = 15.0) -> None:
         self._store = store
+        self._lease_seconds = lease_seconds
         self._lock = threading.Lock()
         self._calls: dict[tuple[str, str, str], int] = defaultdict(int)
         self._bucket_counts: dict[tuple[str, str], list[int]] = {}
         self._sums: dict[tuple[str, str], float] = defaultdict(float)
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
         self._polls = 0
+        self._clock_paused = False
+        self._clock_offset = 0.0
 
     def record_call(self, agent: str, method: str, outcome: str, seconds: float) -> None:
         with self._lock:
@@ -48,6 +53,12 @@ class Metrics:
     def record_poll(self) -> None:
         with self._lock:
             self._polls += 1
+
+    def record_clock(self, *, paused: bool, offset_seconds: float) -> None:
+        """The clock guard's state (controller.clock): paused, and the wall clock's offset."""
+        with self._lock:
+            self._clock_paused = paused
+            self._clock_offset = offset_seconds
 
     def calls(self, agent: str | None = None, method: str | None = None, outcome: str | None = None) -> int:
         """How many calls match; for tests and the admin page."""
@@ -87,6 +98,12 @@ class Metrics:
                 "# HELP edgebed_scheduler_polls_total Scheduler polls since start.",
                 "# TYPE edgebed_scheduler_polls_total counter",
                 f"edgebed_scheduler_polls_total {self._polls}",
+                "# HELP edgebed_clock_paused 1 while a wall clock jump pauses starting and ending reservations.",
+                "# TYPE edgebed_clock_paused gauge",
+                f"edgebed_clock_paused {int(self._clock_paused)}",
+                "# HELP edgebed_clock_offset_seconds How far the wall clock jumped against the monotonic clock.",
+                "# TYPE edgebed_clock_offset_seconds gauge",
+                f"edgebed_clock_offset_seconds {self._clock_offset:.3f}",
             ]
         return lines
 
@@ -117,8 +134,53 @@ class Metrics:
                 f"edgebed_nodes_in_maintenance {len(held)}",
             ]
             lines += _render_health(await self._store.health.health())
+            lines += await _render_leases(self._store, self._lease_seconds)
         lines += self._render_calls()
         return "\n".join(lines) + "\n"
+
+
+async def _render_leases(store: Store, lease_seconds: float) -> list[str]:
+    """Which controller drives which agent, since when, and the controllers' heartbeats."""
+    instances = await store.leases.instances(lease_seconds)
+    agents = {agent.name for agent in await store.agents.list_agents()} | {LEADER}
+    leases = [lease for lease in await store.leases.leases() if lease.agent in agents]
+    lines = [
+        "# HELP edgebed_controller_up Controllers sharing the database: 1 while its heartbeat is younger than a lease.",
+        "# TYPE edgebed_controller_up gauge",
+    ]
+    for instance in instances:
+        labels = f'controller="{_label(instance.id)}",host="{_label(instance.host)}",role="{_label(instance.role)}"'
+        lines.append(f"edgebed_controller_up{{{labels}}} {int(instance.alive)}")
+    lines += [
+        "# HELP edgebed_agent_driven_by The controller holding the agent's lease (1); agent '*': the work of no agent.",
+        "# TYPE edgebed_agent_driven_by gauge",
+    ]
+    for lease in leases:
+        if lease.held:
+            labels = f'agent="{_label(lease.agent)}",controller="{_label(lease.holder)}"'
+            lines.append(f"edgebed_agent_driven_by{{{labels}}} 1")
+    lines += [
+        "# HELP edgebed_agent_lease_age_seconds Seconds since the agent's lease holder took it (database clock).",
+        "# TYPE edgebed_agent_lease_age_seconds gauge",
+    ]
+    for lease in leases:
+        if lease.held:
+            lines.append(f'edgebed_agent_lease_age_seconds{{agent="{_label(lease.agent)}"}} {lease.age:.3f}')
+    lines += [
+        "# HELP edgebed_agent_lease_renewed_seconds_ago Seconds since the agent's lease was last renewed.",
+        "# TYPE edgebed_agent_lease_renewed_seconds_ago gauge",
+    ]
+    for lease in leases:
+        if lease.held:
+            agent = _label(lease.agent)
+            lines.append(f'edgebed_agent_lease_renewed_seconds_ago{{agent="{agent}"}} {lease.renewed_ago:.3f}')
+    lines += [
+        "# HELP edgebed_agent_lease_token The fencing token of the agent's lease: one more at each change of holder.",
+        "# TYPE edgebed_agent_lease_token counter",
+    ]
+    for lease in leases:
+        lines.append(f'edgebed_agent_lease_token{{agent="{_label(lease.agent)}"}} {lease.token}')
+    return lines
 
 
 def _render_health(health: dict[str, NodeHealth]) -> list[str]:

@@ -6,7 +6,9 @@ writes what they decide (each a compare-and-set), and talks to the agents. Each 
 `poll_seconds`, or sooner when woken by a user's action):
 
 1. The clock: `lifecycle.on_time` for every row (start at start_date, or ahead of it with
-   `[reservations] prestage`, controller/prestage.py; end at end_date).
+   `[reservations] prestage`, controller/prestage.py; end at end_date), unless the wall clock
+   jumped (controller.clock pauses this step until the clocks agree again or an administrator
+   confirms the time).
 2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
    number; the calls to different agents run concurrently.
 3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
@@ -36,6 +38,13 @@ had not answered.
 A claim (`pending_issued` and the `baseline`) is on disk before its StartAction is sent, so a
 controller killed at any moment resolves, on restart, every intention that may have been sent
 by comparing the baseline with what the agent reports.
+
+Several controllers may share the database (controller/leases.py): each poll starts by asking
+the leases which agents this controller drives now (`AgentLeases.owned`), and follows only
+those agents' rows (the rows of no agent, and the removals, go with the LEADER lease). Every
+write carries the agent's fence, checked in its own transaction, so a controller that lost an
+agent to another changes none of its rows; a StartAction is sent only while the lease lasts a
+whole call deadline more.
 """
 
 from __future__ import annotations
@@ -50,14 +59,16 @@ from dataclasses import dataclass, field
 
 from edgebed.controller import health, lifecycle, replies
 from edgebed.controller.agent_client import AgentClient, gather_agents
+from edgebed.controller.clock import ClockGuard
 from edgebed.controller.domain import ActionState, AgentRecord, NodeOutcome, ScheduleRecord
-from edgebed.controller.errors import NotFound, ServiceError
+from edgebed.controller.errors import AgentUnavailable, NotFound, ServiceError, StorageFull
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.leases import AgentLeases, Ownership
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.prestage import Prestager
 from edgebed.controller.settings import Settings
-from edgebed.controller.store import WRITE_ERRORS, CachedNode, Store
+from edgebed.controller.store import LEADER, WRITE_ERRORS, CachedNode, LeaseLost, Store
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +84,7 @@ class PollReport:
     started: list[str] = field(default_factory=list)  # "node:process" accepted by StartAction
     adopted: list[str] = field(default_factory=list)  # "node:process" found running after all
     removed: list[str] = field(default_factory=list)  # nodes whose reservation's rows went
+    clock_paused: bool = False  # the wall clock jumped: nothing started or ended by the clock
     finished: list[str] = field(default_factory=list)  # "node:final_state" outcomes recorded
     retired: list[str] = field(default_factory=list)  # "agent:NAME" or "node:NAME" removed
 
@@ -116,13 +128,19 @@ class Scheduler:
         metrics: Metrics,
         *,
         clock: Callable[[], float],
+        guard: ClockGuard,
+        leases: AgentLeases,
     ) -> None:
         self._store = store
+        self._leases = leases
+        # The agents this controller drives during the current poll, with their fences.
+        self._ownership = Ownership({})
         self._client = client
         self._inventory = inventory
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
+        self._guard = guard
         self._count_final = functools.partial(lifecycle.count_final, limit=settings.lost_in_a_row)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -157,6 +175,10 @@ class Scheduler:
             self._maybe_refresh_inventory()
             try:
                 await self.poll()
+            except StorageFull:
+                # The store says so once a minute; the poll wrote nothing (each write is one
+                # transaction) and the next one starts over once there is space.
+                pass
             except Exception:
                 # A database or programming error in one poll must not stop the scheduler;
                 # every step is idempotent, so the next poll starts over cleanly.
@@ -179,7 +201,13 @@ class Scheduler:
 
     async def _refresh(self) -> None:
         try:
-            await self._inventory.refresh(catalogs=True)
+            # Only the agents this controller drives: each agent is refreshed by one controller.
+            agents = await self._store.agents.list_agents()
+            # No release here: a poll may be calling the agents meanwhile.
+            ownership = await self._leases.owned((agent.name for agent in agents), release=False)
+            await self._inventory.refresh([a for a in agents if ownership.drives(a.name)], catalogs=True)
+        except StorageFull:
+            pass  # logged by the store, once a minute
         except Exception:
             log.exception("inventory refresh failed")
 
@@ -187,23 +215,46 @@ class Scheduler:
 
     async def poll(self) -> PollReport:
         """One round: the clock, the agents' reports, StartAction for the intentions, then the
-        removals whose reservations are all gone."""
+        removals whose reservations are all gone.
+
+        While the clock guard is paused (the wall clock jumped), the clock step is skipped: no
+        reservation starts or ends, but the agents' reports are still followed and the users'
+        own actions still sent."""
         report = PollReport()
+        clocks = self._guard.check()
+        report.clock_paused = clocks.paused
         now = int(self._clock())
         self._metrics.record_poll()
         # With prestage, rows starting within the longest lead are due too.
         until = now + await self._prestage.horizon()
+        agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
+        self._ownership = await self._leases.owned(agents)
         rows = await self._store.schedule.list_schedule(started_before=until)
         if rows:
             nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
             maintained = await self._store.maintenance.active()
-            agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
-            rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, report)
+            rows = self._driven(rows, nodes, agents)
+            if not clocks.paused:
+                rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, report)
             followed = await self._follow(rows, nodes, agents, report)
             claimed = await self._apply_reports(rows, followed, agents, now, report)
             await self._issue(claimed, agents, now, report)
-        await self._retire(report)
+        if self._ownership.drives(LEADER):
+            await self._retire(report)
         return report
+
+    @staticmethod
+    def _driver(row: ScheduleRecord, nodes: Mapping[str, CachedNode], agents: Mapping[str, AgentRecord]) -> str:
+        """The lease a row's writes go under: its node's agent, or LEADER for a node that left
+        the inventory or whose agent is gone."""
+        node = nodes.get(row.node_name)
+        return node.agent if node is not None and node.agent in agents else LEADER
+
+    def _driven(
+        self, rows: Iterable[ScheduleRecord], nodes: Mapping[str, CachedNode], agents: Mapping[str, AgentRecord]
+    ) -> list[ScheduleRecord]:
+        """The rows this controller drives in this poll (the others are another controller's)."""
+        return [row for row in rows if self._ownership.drives(self._driver(row, nodes, agents))]
 
     async def _apply_clock(
         self,
@@ -219,7 +270,7 @@ class Scheduler:
         afterwards."""
         plans = await self._prestage.plans(rows, nodes, now)
         timed = [
-            (node.agent if (node := nodes.get(row.node_name)) else "", decision)
+            (self._driver(row, nodes, agents), decision)
             for row in rows
             if (
                 decision := lifecycle.on_time(
@@ -234,7 +285,7 @@ class Scheduler:
         if not timed:
             return rows
         await self._write(timed, agents, now, report)
-        return await self._store.schedule.list_schedule(started_before=until)
+        return self._driven(await self._store.schedule.list_schedule(started_before=until), nodes, agents)
 
     async def _follow(
         self,
@@ -250,7 +301,7 @@ class Scheduler:
             return []
         states = await gather_agents(
             [agents[name] for name in tracked],
-            lambda agent: self._client.action_states(agent, {r.node_name for r in tracked[agent.name]}),
+            lambda agent: self._action_states(agent, {r.node_name for r in tracked[agent.name]}),
         )
         report.state_calls = {name: 1 for name in tracked}
         followed: list[_Followed] = []
@@ -260,6 +311,13 @@ class Scheduler:
             if not isinstance(result, ServiceError):
                 followed += [_Followed(agents[name], row, result.get(row.node_name)) for row in tracked[name]]
         return followed
+
+    async def _action_states(self, agent: AgentRecord, nodes: set[str]) -> dict[str, ActionState]:
+        """GetActionState for `nodes`, unless this controller's lease on the agent ran out since
+        the poll began (it was paused): then another controller may be asking it already."""
+        if not self._leases.valid_for(agent.name, 0):
+            raise AgentUnavailable(f"not asked: this controller's lease on agent {agent.name} ran out")
+        return await self._client.action_states(agent, nodes)
 
     def _by_usable_agent(
         self, rows: Iterable[ScheduleRecord], nodes: Mapping[str, CachedNode], agents: Mapping[str, AgentRecord]
@@ -341,12 +399,24 @@ class Scheduler:
     async def _write_agent(
         self, name: str, decisions: Sequence[Decision], agent: AgentRecord | None, now: int
     ) -> list[bool]:
-        """One agent's decisions in one transaction; all False when the database refuses it
-        (logged, and said in the agent's last_error until one of its writes succeeds)."""
+        """One agent's decisions in one transaction, under the agent's fence; all False when the
+        lease was lost meanwhile, or the database refuses it (logged, and said in the agent's
+        last_error until one of its writes succeeds)."""
+        fence = self._ownership.fence(name)
+        if fence is None:
+            return [False] * len(decisions)  # not this controller's (cannot happen: rows are filtered)
         try:
-            applied = await self._store.schedule.update_schedule(decisions, now=now, count_final=self._count_final)
+            applied = await self._store.schedule.update_schedule(
+                decisions, now=now, count_final=self._count_final, fence=fence
+            )
+        except LeaseLost as lost:
+            # Another controller drives the agent now and decides again from what it reads.
+            log.warning("%s: %d updates not written", lost, len(decisions))
+            return [False] * len(decisions)
         except WRITE_ERRORS as exc:
-            log.error("the database refused the updates of agent %s's reservations", name or "(none)", exc_info=exc)
+            if self._lost_meanwhile(name, exc, "updates of its reservations"):
+                return [False] * len(decisions)
+            log.error("the database refused the updates of agent %s's reservations", name, exc_info=exc)
             message = replies.not_stored(_NOT_STORED, exc)
             if agent is not None and agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
@@ -407,11 +477,24 @@ class Scheduler:
                 outcomes, recorded_at=int(self._clock()), keep=health.OUTCOMES_PER_NODE
             )
         except WRITE_ERRORS as exc:
+            if self._lost_meanwhile(agent.name, exc, "action outcomes"):
+                return []
             log.error("the database refused the action outcomes reported by agent %s", agent.name, exc_info=exc)
             message = replies.not_stored(_NOT_STORED, exc)
             if agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
             return []
+
+    def _lost_meanwhile(self, name: str, exc: BaseException, what: str) -> bool:
+        """True (logged in one line) when a write failed after this controller's lease on agent
+        `name` ran out: it was paused or cut off from the database past its lease, and PostgreSQL
+        ended its idle transaction. That is expected, not the agent's data: nothing is said on the
+        agent, which another controller drives now."""
+        if self._leases.valid_for(name, 0):
+            return False
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("agent %s: %s not written: the lease ran out meanwhile (%s)", name, what, first)
+        return True
 
     def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
         """What StartAction's answer for the claimed `row` decides; reported and logged."""
@@ -427,6 +510,10 @@ class Scheduler:
     async def _send(
         self, agent: AgentRecord, row: ScheduleRecord, properties: Mapping[str, str]
     ) -> ActionState | ServiceError:
+        if not self._leases.valid_for(agent.name, self._settings.call_timeout_seconds):
+            # The claim is on disk: whoever drives the agent next resolves it from the report.
+            log.warning("StartAction on %s not sent: the lease on agent %s runs out", row.node_name, agent.name)
+            return AgentUnavailable(f"not sent: this controller's lease on agent {agent.name} runs out")
         try:
             return await self._client.start_action(
                 agent,

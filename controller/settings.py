@@ -20,6 +20,7 @@ from edgebed.config import (
     non_empty,
     redacted_url,
 )
+from edgebed.controller.validation import MIN_DURATION_HOURS
 from edgebed.tls import Identity, TlsError, load_identity
 
 
@@ -48,8 +49,20 @@ CONTROLLER_SCHEMA: Schema = {
     "public_url": Key(str, "", check=_check_public_url, help="base URL for links in mails"),
     "scheduler": {
         "poll_seconds": Key(float, 2.0, check=in_range(0.05, 3600)),
+        "lease_seconds": Key(
+            float, 15.0, check=in_range(1, 3600),
+            help="how long a controller drives an agent without renewing its lease; at least twice "
+            "agents.call_timeout_seconds",
+        ),
+        "max_clock_jump_seconds": Key(
+            float, 120.0, check=in_range(1, 7 * 86400),
+            help="a wall clock jump beyond this pauses starting and ending reservations",
+        ),
     },
     "reservations": {
+        "min_duration_hours": Key(
+            float, MIN_DURATION_HOURS, check=in_range(1 / 3600, 24), help="shortest reservation"
+        ),
         "max_duration_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
         "turnaround_seconds": Key(int, 300, check=in_range(0, 86400)),
         "extend_cap_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
@@ -91,6 +104,13 @@ class Settings:
     secret_key_file: str
     public_url: str = ""
     poll_seconds: float = 2.0
+    # Controllers sharing a database (controller/leases.py): how long a controller's lease on an
+    # agent lasts without renewal; a dead controller's agents are taken over after about this long.
+    lease_seconds: float = 15.0
+    # A wall clock that moves this much more (or less) than the monotonic clock between two polls
+    # pauses starting and ending reservations (controller.clock).
+    max_clock_jump_seconds: float = 120.0
+    min_duration_hours: float = MIN_DURATION_HOURS
     max_duration_hours: float = 168.0
     turnaround_seconds: int = 300
     extend_cap_hours: float = 168.0
@@ -220,6 +240,9 @@ def settings_from_config(config: Mapping) -> Settings:
         secret_key_file=config["secret_key_file"],
         public_url=config["public_url"],
         poll_seconds=config["scheduler"]["poll_seconds"],
+        lease_seconds=config["scheduler"]["lease_seconds"],
+        max_clock_jump_seconds=config["scheduler"]["max_clock_jump_seconds"],
+        min_duration_hours=config["reservations"]["min_duration_hours"],
         max_duration_hours=config["reservations"]["max_duration_hours"],
         turnaround_seconds=config["reservations"]["turnaround_seconds"],
         extend_cap_hours=config["reservations"]["extend_cap_hours"],
@@ -240,4 +263,12 @@ def settings_from_config(config: Mapping) -> Settings:
 
 def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
     """Reads a controller TOML file (with EDGEBED_* overrides); ConfigError names the bad key."""
-    return settings_from_config(load_config(path, CONTROLLER_SCHEMA, env))
+    settings = settings_from_config(load_config(path, CONTROLLER_SCHEMA, env))
+    if settings.lease_seconds < 2 * settings.call_timeout_seconds:
+        # A StartAction is sent only while the lease lasts a whole call deadline more; a lease
+        # renewed every third of its length must leave that room.
+        raise ConfigError(
+            f"{path}: key 'scheduler.lease_seconds' must be at least twice agents.call_timeout_seconds "
+            f"({2 * settings.call_timeout_seconds:g}), got {settings.lease_seconds:g}"
+        )
+    return settings

@@ -15,7 +15,7 @@ from edgebed.controller.errors import InvalidInput, ServiceError
 from edgebed.controller.reservations import ADMIN_STATUSES, HISTORY_LIMIT
 from edgebed.tls import MAX_PEM
 from edgebed.web import charts
-from edgebed.web.auth import require_admin
+from edgebed.web.auth import require_admin, safe_next
 from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, clean_text, field, format_epoch, parse_int
 from edgebed.web.keys import CONTROLLER, ERROR_FIELD
@@ -430,6 +430,7 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
     now = int(time.time())
     nodes = await ctl.inventory.list_nodes()
     agents = await ctl.agents.list_agents(admin)
+    controllers, leases = await ctl.agents.drivers(admin, ctl.settings.lease_seconds)
     open_now = await ctl.inventory.open_windows(admin, now)
     counts = dict.fromkeys((key for key, _, _ in NODE_STATE_COLOURS), 0)
     for node in nodes:
@@ -475,6 +476,14 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
             "utilisation": utilisation,
             "node_total": len(nodes),
             "agents": agents,
+            "controllers": controllers,
+            "driven": {
+                lease.holder: [a for a, held in leases.items() if held.held and held.holder == lease.holder]
+                for lease in leases.values() if lease.held
+            },
+            "leases": {agent: lease for agent, lease in leases.items() if lease.held},
+            "this_controller": ctl.leases.instance,
+            "lease_seconds": ctl.settings.lease_seconds,
             "average": sum(past) / len(past) if past else 0.0,
             "past_days": PAST_DAYS,
             "coming_days": COMING_DAYS,
@@ -546,3 +555,17 @@ async def reservation_action(request: web.Request) -> web.StreamResponse:
     else:
         raise InvalidInput("unknown operation; choose end or move")
     raise web.HTTPSeeOther("/admin/reservations")
+
+
+# ---------------------------------------------------------------------------------------------
+# the clock
+
+
+async def confirm_clock(request: web.Request) -> web.StreamResponse:
+    """The banner's button: the administrator says the wall clock is right (controller.clock)."""
+    admin = await require_admin(request)
+    form = await request.post()
+    back = safe_next(field(form, "next", required=False, max_length=1024))
+    await request.app[CONTROLLER].clock.confirm(admin)
+    await flash(request, "Clock confirmed: reservations start and end by it again.", "success")
+    raise web.HTTPSeeOther(back)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,12 @@ import peewee as pw
 from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from edgebed.config import redacted_url
+from edgebed.controller.errors import StorageFull
 from edgebed.database import hide_query_parameters, private_sqlite_file
+from edgebed.ratelog import RateLimitedLog
+from edgebed.storage import damage, disk_full_log, disk_full_message, is_disk_full, sqlite_file
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -49,8 +55,13 @@ WRITE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def open_database(url: str, *, max_connections: int) -> pw.Database:
+def open_database(url: str, *, max_connections: int, idle_transaction_seconds: float | None = None) -> pw.Database:
     """A pooled Peewee database for a file path, sqlite:///PATH or postgresql://... URL.
+
+    `idle_transaction_seconds` (PostgreSQL): the server ends a transaction of ours left idle
+    that long (`idle_in_transaction_session_timeout`), so a controller paused or cut off in the
+    middle of a write does not keep its row locks (its lease row's FOR SHARE among them) and
+    block the controller taking its agents over.
 
     Nothing connects yet. Raises ValueError for a PostgreSQL URL without a database name (the
     message shows the URL without its password) or for an in-memory SQLite database, which
@@ -72,6 +83,8 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
             params["user"] = unquote(parsed.username)
         if parsed.password:
             params["password"] = unquote(parsed.password)
+        if idle_transaction_seconds:
+            params["options"] = f"-c idle_in_transaction_session_timeout={max(1, int(idle_transaction_seconds * 1000))}"
         return PooledPostgresqlDatabase(
             name, max_connections=max_connections, stale_timeout=300, timeout=60, **params
         )
@@ -110,19 +123,28 @@ class Engine:
     pooled connection, so the event loop never blocks on the database.
     """
 
-    def __init__(self, url: str, *, workers: int) -> None:
+    def __init__(self, url: str, *, workers: int, idle_transaction_seconds: float | None = None) -> None:
         self.url = url
         self._workers = workers
+        self._idle_transaction_seconds = idle_transaction_seconds
         self.proxy = pw.DatabaseProxy()
         self._db: pw.Database | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # While the disk is full every write fails, the scheduler's each poll and the users' each
+        # request: one line a minute says so.
+        self._full_log = RateLimitedLog(log, 60.0)
+        where = sqlite_file(url)
+        self._full_message = disk_full_message(where)
+        self._full_line = disk_full_log(where)
 
     def open(self) -> None:
         """Opens the pool (connections come on first use) and starts the worker threads.
         Raises ValueError as open_database does."""
         hide_query_parameters()
         # A few connections beyond the workers: migrate() and close() may hold one each.
-        self._db = open_database(self.url, max_connections=self._workers + 4)
+        self._db = open_database(
+            self.url, max_connections=self._workers + 4, idle_transaction_seconds=self._idle_transaction_seconds
+        )
         self.proxy.initialize(self._db)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="edgebed-db")
 
@@ -148,12 +170,26 @@ class Engine:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """fn(*args, **kwargs) in a pool thread inside a connection context; its result or its
-        exception. RuntimeError when the engine is not open."""
+        exception. RuntimeError when the engine is not open; StorageFull (503) when a write
+        failed for lack of space (rolled back: nothing of it was written)."""
         if self._executor is None or self._db is None:
             raise RuntimeError("the store is not open")
         loop = asyncio.get_running_loop()
         call = functools.partial(self._in_connection, fn, *args, **kwargs)
-        return await loop.run_in_executor(self._executor, call)
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self._full_log.log(logging.ERROR, "full", "%s", self._full_line)
+            raise StorageFull(self._full_message) from None
+
+    def damage(self) -> str | None:
+        """Runs in a pool thread: SQLite's quick_check of the file (None when sound, otherwise the
+        first problem); None on PostgreSQL, whose server checks its own files."""
+        if not self.is_sqlite:
+            return None
+        return damage(lambda sql: self.db.execute_sql(sql).fetchall())
 
     def _in_connection(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self.db.connection_context():

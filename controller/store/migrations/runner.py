@@ -15,6 +15,7 @@ from edgebed.controller.store.migrations import (
     v004_sessions,
     v005_maintenance,
     v006_health,
+    v007_leases,
 )
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
     v004_sessions.VERSION: v004_sessions.apply,
     v005_maintenance.VERSION: v005_maintenance.apply,
     v006_health.VERSION: v006_health.apply,
+    v007_leases.VERSION: v007_leases.apply,
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -16,6 +16,7 @@ from edgebed.agent.app import open_agent, real_clock, start_agent
 from edgebed.agent.clock import FastClock, SystemClock
 from edgebed.agent.settings import load_settings
 from edgebed.config import ConfigError
+from edgebed.nodetypes.real.boards import SensorRealConfig
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN
@@ -116,7 +117,9 @@ def test_a_complete_table_loads_with_its_defaults(tmp_path, machine) -> None:
          "key 'real.switches[2].name' is 'sw1', which an earlier switch already has"),
         (dict(switches=[{"name": "sw1", "address": "h", "community": "c", "port": 1}]),
          "unknown key 'real.switches[1].port'"),
-        (dict(top={"type": "node"}), "key 'real' is for a raspberry agent"),
+        # A node agent's [real] has the server driver's keys, not a Pi's; a sensor agent's too.
+        (dict(top={"type": "node"}), "unknown key 'real.netboot_dir'"),
+        (dict(top={"type": "sensor"}), "unknown key 'real.ssh_key'"),
     ],
 )
 def test_a_bad_real_key_is_named_with_the_file(tmp_path, machine, change, expected) -> None:
@@ -254,7 +257,7 @@ def test_the_examples_real_section_uncommented_is_a_valid_table(tmp_path) -> Non
     text = Path(REPO, "scripts", "agent.example.toml").read_text()
     start = text.index("# [real]")
     kept = []
-    for line in text[start:].splitlines():
+    for line in text[start:text.index('# driver = "real" (sensor)')].splitlines():
         if line.startswith("# ") and not line.startswith("# # "):
             kept.append(line[2:])
         elif line.startswith("# # ") and "=" in line:
@@ -264,3 +267,23 @@ def test_the_examples_real_section_uncommented_is_a_valid_table(tmp_path) -> Non
     settings = load(tmp_path, head + "\n".join(kept) + "\n", env={"EDGEBED_TOKEN": TOKEN})
     assert settings.real is not None and settings.real.switches[0].name == "sw1"
     assert settings.real.timeout_scale == 1.0 and settings.real.switches[0].off_value == 2
+
+
+def test_the_examples_sensor_section_uncommented_is_a_valid_table(tmp_path) -> None:
+    """The sensor agent's [real] example, taken out of its comments, loads: templates, patterns."""
+    text = Path(REPO, "scripts", "agent.example.toml").read_text()
+    sensor = text[text.index('# driver = "real" (sensor)'):]
+    kept = []
+    for line in sensor[sensor.index("# [real]"):].splitlines():
+        if line.startswith("# ") and not line.startswith("# # "):
+            kept.append(line[2:])
+        elif line.startswith("# # ") and "=" in line:
+            kept.append(line[4:])
+    head = text[:text.index('# driver = "real" (raspberry)')].replace('driver = "sim"', 'driver = "real"')
+    head = head.replace('type = "raspberry"', 'type = "sensor"')
+    settings = load(tmp_path, head + "\n".join(kept) + "\n", env={"EDGEBED_TOKEN": TOKEN})
+    real = settings.real
+    assert isinstance(real, SensorRealConfig)
+    assert [board.model for board in real.boards] == ["nrf52840dk", "iotlab-m3"]
+    assert real.boards[0].alive_pattern == r"^main\(\): This is RIOT!"
+    assert real.boards[1].properties_needed() == ["console", "port", "relay"]
