@@ -105,9 +105,9 @@ class RealAgent(AgentProcess):
         self.port = 0
 
 
-# Seconds per call. An agent's first SNMP request loads pysnmp on its event loop (about a second
-# on an idle machine, over ten under a load average of 12 on 2 cores), during which it answers
-# nothing: a call made then waits for it.
+# Seconds per call: generous, for a loaded CI machine. (An agent's first SNMP request used to load
+# pysnmp's MIB modules on its event loop, seconds during which it answered nothing; the drivers now
+# do that at start-up, PoePower.warm_up.)
 CALL_SECONDS = 30
 
 
