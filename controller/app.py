@@ -60,7 +60,11 @@ async def open_controller(
     await store.open()
     metrics = Metrics(store)
     client = AgentClient(
-        AgentCallRecorder(store.agents, metrics), timeout=settings.call_timeout_seconds, identity=identity
+        AgentCallRecorder(store.agents, metrics),
+        timeout=settings.call_timeout_seconds,
+        identity=identity,
+        max_calls=settings.max_calls,
+        max_calls_per_agent=settings.max_calls_per_agent,
     )
     try:
         authz = Authz(store.users)

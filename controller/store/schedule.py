@@ -178,6 +178,42 @@ class ScheduleRepository:
 
         return await self._engine.run(work)
 
+    async def list_watched(self, *, now: int, until: int) -> list[ScheduleRecord]:
+        """The rows lifecycle.watched(row, now, until) is True for, by bin, node and owner: the
+        scheduler's ordinary poll reads only what the clock or an agent can change, so its cost
+        follows what is under way and not every reservation (a deployed one with its window
+        open is not read). Selected in SQL, the same conditions as lifecycle.watched."""
+
+        def work() -> list[ScheduleRecord]:
+            S = self.m.Schedule
+            not_started = (
+                (S.status == "ready")
+                & (S.action_state == "")
+                & (S.process == "")
+                & (S.pending_issued == False)  # noqa: E712 - a SQL comparison
+                & (S.start_date <= until)
+            )
+            query = (
+                S.select()
+                .where(
+                    (S.pending != "")
+                    | (S.status == "in_progress")
+                    | (S.ending == True)  # noqa: E712 - a SQL comparison
+                    | (S.end_date <= now)
+                    | not_started
+                )
+                .order_by(S.bin, S.node_name, S.owner)
+            )
+            return [schedule_from_row(row) for row in query]
+
+        return await self._engine.run(work)
+
+    async def windows(self, nodes: Iterable[str]) -> dict[str, list[Window]]:
+        """Every reservation's window on `nodes`, by node, from when it occupies the node
+        (lifecycle.occupied_from)."""
+        names = list(nodes)
+        return await self._engine.run(lambda: self._windows(names))
+
     async def get_schedule(self, node: str, owner: str) -> ScheduleRecord | None:
         def work() -> ScheduleRecord | None:
             S = self.m.Schedule
