@@ -293,7 +293,7 @@ class Scheduler:
             self._rounds[name] = task
             task.add_done_callback(functools.partial(self._round_over, name))
             started.append(task)
-        report.state_calls = {name: 1 for name in tracked if name in self._rounds}
+            report.state_calls[name] = 1
         if not started:
             return
         if patience is None:

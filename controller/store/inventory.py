@@ -4,7 +4,8 @@ cache refreshed by GetNodes, and each agent's node type description and environm
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import peewee as pw
@@ -19,6 +20,53 @@ _INVENTORY_LOCK = 0x6564_6765_6E6F
 
 # Names per IN (...) list: SQLite allows 999 parameters per statement in older builds.
 _CHUNK = 500
+# Rows per multi-row INSERT: 5 parameters each, within the same 999.
+_INSERT_CHUNK = 150
+
+
+@dataclass(frozen=True)
+class InventoryPlan:
+    """What saving one agent's GetNodes writes: `inserts` and `updates` as (name, properties
+    JSON), `claimed` {name: other agent} for names another agent holds (left to it), `kept` the
+    names that stay this agent's."""
+
+    inserts: list[tuple[str, str]]
+    updates: list[tuple[str, str]]
+    claimed: dict[str, str]
+    kept: frozenset[str]
+
+
+def plan_inventory(
+    agent: str,
+    type_: str,
+    nodes: Mapping[str, Mapping[str, str]],
+    existing: Mapping[str, tuple[str, str, str]],
+) -> InventoryPlan:
+    """Compares `agent`'s `nodes` ({name: properties}) with the cached rows of those names
+    (`existing`: {name: (agent, type, properties JSON)}): one pass over the nodes, each looked up
+    once (linear in the number of nodes). Unchanged rows are neither inserted nor updated."""
+    inserts: list[tuple[str, str]] = []
+    updates: list[tuple[str, str]] = []
+    claimed: dict[str, str] = {}
+    kept: set[str] = set()
+    for name in sorted(nodes):
+        row = existing.get(name)
+        if row is not None and row[0] != agent:
+            claimed[name] = row[0]
+            continue
+        kept.add(name)
+        properties = json.dumps(dict(sorted(nodes[name].items())))
+        if row is None:
+            inserts.append((name, properties))
+        elif row[2] != properties or row[1] != type_:
+            updates.append((name, properties))
+    return InventoryPlan(inserts, updates, claimed, frozenset(kept))
+
+
+def stale_nodes(held: Iterable[str], kept: Collection[str]) -> list[str]:
+    """The names the agent holds in the cache (`held`) that it no longer lists (`kept`, a set:
+    each name looked up once)."""
+    return [name for name in held if name not in kept]
 
 
 class InventoryRepository:
@@ -51,31 +99,37 @@ class InventoryRepository:
             with self._engine.write():
                 self._engine.serialize(_INVENTORY_LOCK)
                 names = sorted(nodes)
-                existing = {}
+                # (agent, type, properties) of each node already cached, read as tuples in
+                # chunks: one pass, no model instance per row.
+                existing: dict[str, tuple[str, str, str]] = {}
+                db = self._engine.db
+                table = Node._meta.table_name
+                lock = "" if self._engine.is_sqlite else " ORDER BY name FOR UPDATE"
                 for start in range(0, len(names), _CHUNK):
                     chunk = names[start : start + _CHUNK]
-                    query = Node.select().where(Node.name.in_(chunk)).order_by(Node.name)
-                    existing.update({row.name: row for row in self._engine.lock(query)})
-                claimed = {name: row.agent for name, row in existing.items() if row.agent != agent}
-                for name in names:
-                    if name in claimed:
-                        continue
-                    properties = json.dumps(dict(sorted(nodes[name].items())))
-                    row = existing.get(name)
-                    if row is None:
-                        Node.create(name=name, agent=agent, type=type_, properties=properties, updated_at=now)
-                    elif row.properties != properties or row.type != type_:
-                        Node.update(type=type_, properties=properties, updated_at=now).where(
-                            Node.name == name
-                        ).execute()
-                kept = {n for n in names if n not in claimed}
-                gone = Node.select(Node.name).where(Node.agent == agent)
-                stale = [row.name for row in gone if row.name not in kept]
+                    # Plain SQL: peewee's query builder costs more per IN value than the query.
+                    marks = ", ".join([db.param] * len(chunk))
+                    cursor = db.execute_sql(
+                        f'SELECT name, agent, type, properties FROM "{table}" WHERE name IN ({marks}){lock}', chunk
+                    )
+                    for name, owner, type_now, properties in cursor.fetchall():
+                        existing[name] = (owner, type_now, properties)
+                plan = plan_inventory(agent, type_, nodes, existing)
+                for start in range(0, len(plan.inserts), _INSERT_CHUNK):
+                    rows = [
+                        {"name": name, "agent": agent, "type": type_, "properties": properties, "updated_at": now}
+                        for name, properties in plan.inserts[start : start + _INSERT_CHUNK]
+                    ]
+                    Node.insert_many(rows).execute()
+                for name, properties in plan.updates:
+                    Node.update(type=type_, properties=properties, updated_at=now).where(Node.name == name).execute()
+                held = [name for (name,) in Node.select(Node.name).where(Node.agent == agent).tuples()]
+                stale = stale_nodes(held, plan.kept)
                 for start in range(0, len(stale), _CHUNK):
                     Node.delete().where(Node.name.in_(stale[start : start + _CHUNK])).execute()
                 if catalog is not None:
                     self._put_catalog(catalog, now)
-            return claimed
+            return plan.claimed
 
         return await self._engine.run(work)
 
