@@ -19,6 +19,8 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 LOGIN_LIMITER: web.AppKey[RateLimiter] = web.AppKey("login_limiter")
 ADDRESS_LIMITER: web.AppKey[RateLimiter] = web.AppKey("login_address_limiter")
 MAILER: web.AppKey[ConfirmationMailer] = web.AppKey("mailer")
+# Whether the controller the app opens runs the scheduler (False: `--role web`).
+RUN_SCHEDULER: web.AppKey[bool] = web.AppKey("run_scheduler")
 
 # The signed-in user of this request, once web.auth has looked it up (None: anonymous).
 USER: web.RequestKey[User | None] = web.RequestKey("edgebed_user")

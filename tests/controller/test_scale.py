@@ -273,3 +273,24 @@ async def test_saving_an_inventory_takes_statements_by_chunk_not_by_node(tmp_pat
         # 4 chunked reads + 14 inserts of 150 rows + the agent's names (+ the transaction's).
         assert first <= 25, first
         assert again <= 10, again
+
+
+async def test_an_agent_reconnected_by_another_process_is_called_again(tmp_path, clock, fake_agents):
+    """With the scheduler in a process of its own, a reconnect happens in the web process: it
+    writes `connected`. The scheduler's client, which found the agent lost, takes it back when
+    it reads that status written after the loss, and follows its reservations again."""
+    served = fake_agents("rpi", nodes=1)
+    async with controller_for(make_settings(tmp_path, call_timeout_seconds=0.5), clock) as ctl:
+        [alice] = await setup(ctl, {"rpi": served})
+        await reserve_ready(ctl, alice, ["rpi-000"], int(clock()))
+        served.fake.hang.set()
+        await ctl.scheduler.poll()  # lost: flagged, and this client no longer calls it
+        served.fake.release.set()
+        served.fake.hang.clear()
+        assert (await ctl.store.agents.get_agent("rpi")).status == "disconnected"
+        report = await ctl.scheduler.poll()
+        assert report.state_calls == {}
+
+        # The web process reconnects it (its own client probed it): the status says so.
+        await ctl.store.agents.set_agent_status("rpi", status="connected", last_error="")
+        await poll_until(ctl, alice, {"rpi-000": ("ready", "deployed")})
