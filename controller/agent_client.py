@@ -740,7 +740,9 @@ def _item_result(
         return AgentRejectedToken(f"agent {agent.name} rejected the controller's token (wrong token)", code=code.name)
     # The agent answered for the others: this item may or may not have started (in doubt),
     # and the agent is not lost.
-    return AgentUnavailable(f"agent {agent.name} could not start {item.process} on {item.node}: {code.name}: {message}", code=code.name)
+    return AgentUnavailable(
+        f"agent {agent.name} could not start {item.process} on {item.node}: {code.name}: {message}", code=code.name
+    )
 
 
 # grpc.StatusCode members by their numeric value (StartActionResult.code).

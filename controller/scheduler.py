@@ -5,16 +5,20 @@ state table and the crash points are in its docstring); the scheduler gathers wh
 writes what they decide (each a compare-and-set), and talks to the agents. Each poll (every
 `poll_seconds`, or sooner when woken by a user's action):
 
-1. The clock: `lifecycle.on_time` for every row (start at start_date, or ahead of it with
-   `[reservations] prestage`, controller/prestage.py; end at end_date).
-2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
-   number; the calls to different agents run concurrently.
-3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
-   issue). Its writes, the claims of the intentions to send among them, go in one transaction
-   per agent.
-4. StartAction for every claim that was written, concurrently; `lifecycle.after_start` for
-   each answer, written in one transaction per agent.
-5. Removals waiting for reservations to end (an administrator's forced removal of an agent or
+1. The clock: `lifecycle.on_time` for every row it reads (start at start_date, or ahead of it
+   with `[reservations] prestage`, controller/prestage.py; end at end_date). An ordinary poll
+   reads only the rows the clock or an agent can change (`lifecycle.watched`); a full one,
+   every `refresh_seconds`, every row started or starting.
+2. One round per connected agent, each on its own task, so a slow or hung agent delays no
+   other: ONE GetActionState for the agent's rows it must follow (an intention or an action
+   under way, `lifecycle.may_change_on_agent`; in a full poll the deployed ones too); the
+   report's decisions (`lifecycle.on_report`: mirror, adopt, remove, wait, or issue), the
+   claims of the intentions to send among them, in one transaction; ONE StartActions for the
+   claims written (AgentClient.start_actions: StartAction per node for an older agent);
+   `lifecycle.after_start` for each item's result, in one transaction. `poll` waits for the
+   rounds (the background task at most `poll_seconds`: a round still waiting for its agent
+   goes on alone, and its agent is left out of later polls until it is over).
+3. Removals waiting for reservations to end (an administrator's forced removal of an agent or
    node): each whose last reservation is gone is carried out.
 
 Every write also applies the decision's effect on its node (store.schedule.update_schedule):

@@ -196,7 +196,9 @@ async def run_once(scenario: str, agents: int, nodes: int, hung: int, polls: int
         with tempfile.TemporaryDirectory() as tmp:
             hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
             async with open_controller(_settings(Path(tmp)), run_scheduler=True, password_hasher=hasher) as ctl:
-                admin = await ctl.accounts.create_user("admin@example.org", "admin-password", admin=True, authorized=True)
+                admin = await ctl.accounts.create_user(
+                    "admin@example.org", "admin-password", admin=True, authorized=True
+                )
                 await ctl.accounts.create_user(USER, "bench-password", authorized=True)
                 started = time.monotonic()
                 await _register(ctl, admin, hosts)
@@ -262,7 +264,7 @@ def main() -> int:
         runs = [asyncio.run(run_once(scenario, args.agents, args.nodes, args.hung, args.polls))
                 for _ in range(args.repeat)]
 
-        def median(key: str) -> float:
+        def median(key: str, runs: list[dict[str, float]] = runs) -> float:
             return statistics.median(run[key] for run in runs)
 
         print(f"[{scenario}] setup (register {args.agents} agents): {median('setup'):.1f} s")

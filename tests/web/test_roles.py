@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 
 from tests.conftest import free_port
-from tests.controller.conftest import controller_for, fake_agents, make_settings  # noqa: F401 - a fixture
+from tests.controller.conftest import controller_for, make_settings
+from tests.controller.fake_agent import FakeAgent, ServedAgent
 from tests.processes import CommandProcess, start_all, stop_all, write_toml
 
 pytestmark = pytest.mark.slow
@@ -53,8 +54,14 @@ def _polls(metrics: str) -> int:
     return int(line.split()[1])
 
 
-def test_a_web_and_a_scheduler_process_deploy_a_reservation_together(tmp_path, fake_agents):
-    served = fake_agents("rpi", nodes=2)
+@pytest.fixture
+def served():
+    agent = ServedAgent(FakeAgent("rpi", nodes=2))
+    yield agent
+    agent.stop()
+
+
+def test_a_web_and_a_scheduler_process_deploy_a_reservation_together(tmp_path, served):
     web_port = free_port()
     settings = make_settings(tmp_path, listen=f"127.0.0.1:{web_port}")
 
