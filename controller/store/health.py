@@ -71,7 +71,7 @@ class HealthRepository:
                     Out.delete().where((Out.node_name == node) & Out.id.not_in(newest)).execute()
             return fresh
 
-        return await self._engine.run(work)
+        return await self._engine.run_grouped(work)
 
     async def outcomes(self, node: str) -> list[NodeOutcome]:
         """The node's recorded outcomes, newest first."""

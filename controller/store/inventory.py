@@ -131,7 +131,7 @@ class InventoryRepository:
                     self._put_catalog(catalog, now)
             return plan.claimed
 
-        return await self._engine.run(work)
+        return await self._engine.run_grouped(work)
 
     async def list_nodes(self, names: Iterable[str] | None = None) -> list[CachedNode]:
         """The cached nodes (only those named, when `names` is given), by name, each with its

@@ -308,7 +308,7 @@ class ScheduleRepository:
         self, changes: Sequence[CompareAndSet], *, now: int = 0, count_final: CountFinal | None = None
     ) -> list[bool]:
         """Applies compare-and-set changes (ScheduleChange, lifecycle.Decision) in one
-        transaction; True for each one applied: its row still had the `expect`ed values and, when
+        transaction (or savepoint of a group commit, Engine.run_grouped); True for each one applied: its row still had the `expect`ed values and, when
         the change has a `clear`ance, no other owner's window on the node breaks it. ValueError
         (before any write) for a field that is not a schedule column, or a delete that does not
         say how the reservation ended.
@@ -333,7 +333,10 @@ class ScheduleRepository:
                     results.append(done)
             return results
 
-        return await self._engine.run(work)
+        # Committed with the other writes submitted meanwhile (the other agents' rounds), each
+        # in a savepoint of its own: all of these changes or none, and one caller's refused
+        # write never fails another's.
+        return await self._engine.run_grouped(work)
 
     def _compare_and_set(self, change: CompareAndSet) -> bool:
         """Inside a write transaction: UPDATE schedule SET changes WHERE key AND expect, in SQL
