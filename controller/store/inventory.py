@@ -86,7 +86,7 @@ class InventoryRepository:
     ) -> dict[str, str]:
         """Makes the node cache hold exactly `nodes` ({node name: {property: value}}) for
         `agent` (of node type `type_`), and stores its `catalog` when given, in ONE transaction
-        of its own: one agent's data that the database refuses never stops another agent's (the
+        of its own (a savepoint of a group commit, Engine.run_grouped): one agent's data that the database refuses never stops another agent's (the
         caller writes each agent in turn). Unchanged rows are not rewritten; `now` is epoch
         seconds. Raises what the database raises (store.WRITE_ERRORS); nothing is written then.
 

@@ -369,14 +369,14 @@ class ScheduleRepository:
         """Inside a write transaction: one compare-and-set (with its clearance, when it has one); a
         delete also writes the history."""
         S, A = self.m.Schedule, self.m.ActionProp
+        if change.clear is not None and not self._clear(change.node_name, change.owner, change.clear):
+            return False
+        if not change.delete and change.changes:
+            return self._compare_and_set(change)
         where = (S.node_name == change.node_name) & (S.owner == change.owner)
         for name, value in change.expect.items():
             where &= getattr(S, name) == value
-        if change.clear is not None and not self._clear(change.node_name, change.owner, change.clear):
-            return False
         if not change.delete:
-            if change.changes:
-                return self._compare_and_set(change)
             return S.update(**change.changes).where(where).execute() > 0
         row = self._engine.lock(S.select().where(where)).first()
         if row is None:
