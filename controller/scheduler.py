@@ -249,8 +249,8 @@ class Scheduler:
         full: bool,
         report: PollReport,
     ) -> list[ScheduleRecord]:
-        """Writes what `lifecycle.on_time` decides; the rows (as `_rows` reads them) as they
-        are afterwards."""
+        """Writes what `lifecycle.on_time` decides; the rows as they are afterwards (those
+        deleted left out)."""
         plans = await self._prestage.plans(rows, nodes, now)
         timed = [
             (node.agent if (node := nodes.get(row.node_name)) else "", decision)
@@ -267,8 +267,19 @@ class Scheduler:
         ]
         if not timed:
             return rows
-        await self._write(timed, agents, now, report)
-        return await self._rows(now, until, full)
+        applied = await self._write(timed, agents, now, report)
+        if not all(applied):
+            # A row changed meanwhile (a user's action): read them all again.
+            return await self._rows(now, until, full)
+        # Every decision applied: the rows as written, without reading thousands again.
+        decided = {(decision.node_name, decision.owner): decision for _, decision in timed}
+        written = []
+        for row in rows:
+            decision = decided.get((row.node_name, row.owner))
+            after = row if decision is None else lifecycle.after(row, decision)
+            if after is not None:
+                written.append(after)
+        return written
 
     async def _agent_rounds(
         self,

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import peewee as pw
 
 from edgebed.controller.domain import AgentCatalog
-from edgebed.controller.store.conversions import cached_node_from_row, catalog_from_row, catalog_values
+from edgebed.controller.store.conversions import catalog_from_row, catalog_values
 from edgebed.controller.store.engine import Engine
 from edgebed.controller.store.records import CachedNode
 
@@ -86,8 +86,8 @@ class InventoryRepository:
     ) -> dict[str, str]:
         """Makes the node cache hold exactly `nodes` ({node name: {property: value}}) for
         `agent` (of node type `type_`), and stores its `catalog` when given, in ONE transaction
-        of its own (a savepoint of a group commit, Engine.run_grouped): one agent's data that the database refuses never stops another agent's (the
-        caller writes each agent in turn). Unchanged rows are not rewritten; `now` is epoch
+        of its own (a savepoint of a group commit, Engine.run_grouped): one agent's data that
+        the database refuses never stops another agent's. Unchanged rows are not rewritten; `now` is epoch
         seconds. Raises what the database raises (store.WRITE_ERRORS); nothing is written then.
 
         Returns {node: other agent} for names another agent already holds: those stay with that
@@ -141,16 +141,23 @@ class InventoryRepository:
         def work() -> list[CachedNode]:
             Node, Agent = self.m.Node, self.m.Agent
             query = (
-                Node.select(Node, Agent.status)
+                Node.select(Node.name, Node.agent, Node.type, Node.properties, Agent.status)
                 .join(Agent, pw.JOIN.LEFT_OUTER, on=(Node.agent == Agent.name))
                 .order_by(Node.name)
-                .objects()
             )
             if wanted is not None:
                 if not wanted:
                     return []
-                query = query.where(Node.name.in_(wanted))
-            return [cached_node_from_row(row) for row in query]
+                if len(wanted) <= _CHUNK:
+                    query = query.where(Node.name.in_(wanted))
+            # Tuples, not model instances; many names are filtered here rather than in one
+            # IN (...) list of thousands of parameters (a poll that starts a large deploy).
+            among = None if wanted is None else set(wanted)
+            return [
+                CachedNode(name, agent, type_, json.loads(properties), status or "")
+                for name, agent, type_, properties, status in query.tuples()
+                if among is None or name in among
+            ]
 
         return await self._engine.run(work)
 
