@@ -318,8 +318,9 @@ class ScheduleRepository:
         """Applies compare-and-set changes (ScheduleChange, lifecycle.Decision) in one
         transaction (a savepoint of a group commit, Engine.run_grouped); True for each one
         applied: its row still had the `expect`ed values and, when the change has a `clear`ance,
-        no other owner's window on the node breaks it. ValueError (before any write) for a field that is not a schedule column, or a delete that does not
-        say how the reservation ended.
+        no other owner's window on the node breaks it. ValueError (before any write) for a
+        field that is not a schedule column, or a delete that does not say how the reservation
+        ended.
 
         With each change that applies, in the same transaction: a delete writes the
         reservation's history row (ended at `now`, epoch seconds) from the row and its
