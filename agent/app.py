@@ -11,15 +11,12 @@ runs three); each has its own database, thread and server.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import inspect
 import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlparse
 
 import grpc
 from grpc_health.v1 import health
@@ -32,13 +29,15 @@ from edgebed.agent.executor import Executor, Timing
 from edgebed.agent.server import build_server, server_credentials
 from edgebed.agent.service import AgentService
 from edgebed.agent.settings import AgentSettings, check_tls_keys
-from edgebed.agent.store import DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
+from edgebed.agent.store import DatabaseDamaged, DatabaseSpecError, DatabaseUnavailable, SaveMachine, Store
 from edgebed.config import ConfigError, KeyProblem, redacted_url
+from edgebed.listen import listen_problem
 from edgebed.nodetypes import load_node_type
 from edgebed.nodetypes.base import DriverUnavailable, NodeType
 from edgebed.nodetypes.drivers import DriverOptions, DriverPlugin, driver_names, load_driver
 from edgebed.nodetypes.interfaces import Driver
 from edgebed.nodetypes.sim.hardware import SimOptions
+from edgebed.storage import DatabaseInUse, DatabaseLock, damaged_message, sqlite_file
 from edgebed.tls import TlsError, load_identity, read_ca_file
 
 log = logging.getLogger(__name__)
@@ -79,44 +78,22 @@ def _clock_and_timing(settings: AgentSettings) -> tuple[Clock, Timing]:
     return sim_clock(settings.sim_time_scale), sim_timing(settings.sim_time_scale)
 
 
-def _database_file(spec: str) -> Path | None:
-    if "://" not in spec:
-        return Path(spec).expanduser()
-    parsed = urlparse(spec)
-    if parsed.scheme.startswith("sqlite") and parsed.path[1:] not in ("", ":memory:"):
-        return Path(parsed.path[1:])
-    return None
-
-
-class _DatabaseLock:
+def _lock_database(settings: AgentSettings) -> DatabaseLock | None:
     """Refuses a second agent process on the same SQLite file: two executors would drive the
-    same actions twice."""
-
-    def __init__(self, settings: AgentSettings) -> None:
-        self._file = None
-        path = _database_file(settings.database)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(f"{path}.lock", "a+")
-        except OSError as exc:
-            raise settings.problem(
-                "database", f"{redacted_url(settings.database)!r} cannot be created: {exc.strerror}"
-            ) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            in_use = f"{redacted_url(settings.database)!r} is in use by another agent"
-            raise settings.problem("database", in_use) from None
-        self._file = handle
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+    same actions twice. None for a database server, which has no file to lock."""
+    path = sqlite_file(settings.database)
+    if path is None:
+        return None
+    try:
+        return DatabaseLock(path)
+    except DatabaseInUse as exc:
+        raise settings.problem(
+            "database", f"{redacted_url(settings.database)!r} is in use by another agent (which holds {exc.lock})"
+        ) from None
+    except OSError as exc:
+        raise settings.problem(
+            "database", f"{redacted_url(settings.database)!r} cannot be created: {exc.strerror}"
+        ) from None
 
 
 def _driver_plugin(settings: AgentSettings, node_type: NodeType) -> DriverPlugin:
@@ -239,7 +216,7 @@ class RunningAgent:
     _server: grpc.aio.Server
     _health: health.aio.HealthServicer
     _worker: DbWorker
-    _lock: _DatabaseLock
+    _lock: DatabaseLock | None
     # What the driver opened (SSH connections, an image server): closed after the executor.
     _driver_resources: contextlib.AsyncExitStack
     _stopped: bool = False
@@ -265,7 +242,8 @@ class RunningAgent:
         await self.committer.close()
         await self._worker.call(self.store.close)
         self._worker.shutdown()
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
         log.info("agent %s stopped", self.settings.name)
 
 
@@ -283,14 +261,21 @@ async def start_agent(
     plugin = _driver_plugin(settings, node_type)
     # Read before anything is opened: a bad certificate stops start-up with nothing to undo.
     credentials = _credentials(settings)
-    lock = _DatabaseLock(settings)
-    worker = DbWorker(settings.name)
+    # Checked before gRPC binds: its core would log a line of its own before our one-line refusal.
+    problem = listen_problem(settings.listen)
+    if problem is not None:
+        raise settings.problem("listen", f"{settings.listen!r}: cannot listen there: {problem}")
+    lock = _lock_database(settings)
+    worker = DbWorker(settings.name, database=sqlite_file(settings.database))
     # What the driver opens; closed here when the start fails, by RunningAgent.stop otherwise.
     driver_resources = contextlib.AsyncExitStack()
     try:
         try:
             store = Store(settings.database)
             await worker.call(store.open)
+        except DatabaseDamaged as exc:
+            where = sqlite_file(settings.database) or redacted_url(settings.database)
+            raise ConfigError(damaged_message(where, str(exc))) from None
         except DatabaseSpecError as exc:
             raise settings.problem("database", f"is not usable: {exc}") from None
         except DatabaseUnavailable as exc:
@@ -363,7 +348,8 @@ async def start_agent(
     except BaseException:
         await driver_resources.aclose()
         worker.shutdown()
-        lock.release()
+        if lock is not None:
+            lock.release()
         raise
     host = settings.listen.rpartition(":")[0]
     transport = "plaintext" if not settings.tls else ("mutual TLS" if settings.tls_client_ca else "TLS")

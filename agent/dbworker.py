@@ -13,7 +13,12 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
+
+from edgebed.agent.errors import DiskFull
+from edgebed.ratelog import RateLimitedLog
+from edgebed.storage import disk_full_log, disk_full_message, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +26,29 @@ T = TypeVar("T")
 
 
 class DbWorker:
-    def __init__(self, name: str) -> None:
+    """The database thread. `database` is the SQLite file (None: a database server), named when
+    the disk holding it is full."""
+
+    def __init__(self, name: str, *, database: Path | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-db")
+        self._full_message = disk_full_message(database)
+        self._full_line = disk_full_log(database)
+        # Every write fails while the disk is full: the executor's commits, the callers' requests.
+        # One line a minute says so (the group committer says when its writes succeed again).
+        self._full_log = RateLimitedLog(log, 60.0)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """function(*args) on the database thread. A write that fails for lack of space raises
+        DiskFull (RESOURCE_EXHAUSTED to callers): SQLite rolled it back, nothing was written."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(function, *args))
+        try:
+            result = await loop.run_in_executor(self._pool, functools.partial(function, *args))
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self._full_log.log(logging.ERROR, "full", "%s", self._full_line)
+            raise DiskFull(self._full_message) from None
+        return result
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
@@ -46,6 +68,8 @@ class GroupCommitter:
         self._task: asyncio.Task | None = None
         self.transactions = 0
         self.changes = 0
+        # Set while commits fail for lack of space, to say once when they succeed again.
+        self._disk_full = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-committer")
@@ -77,6 +101,13 @@ class GroupCommitter:
         changes = [change for group, _ in batch for change in group]
         try:
             await self._worker.call(self._apply, changes)
+        except DiskFull as exc:
+            # Every group would fail alike, and the worker has said so in the log already.
+            self._disk_full = True
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
         except Exception as exc:
             if len(batch) > 1:
                 # One bad change must not fail the others: commit each group on its own.
@@ -87,6 +118,9 @@ class GroupCommitter:
             if not batch[0][1].done():
                 batch[0][1].set_exception(exc)
             return
+        if self._disk_full:
+            self._disk_full = False
+            log.warning("commits succeed again: the disk has space")
         self.transactions += 1
         self.changes += len(changes)
         for _, future in batch:

@@ -25,3 +25,8 @@ class Busy(AgentError):
 
 class AlreadyExists(AgentError):
     """The name is taken."""
+
+
+class DiskFull(AgentError):
+    """The disk holding the agent's database is full: nothing was written, and the same request
+    succeeds once there is space again (RESOURCE_EXHAUSTED)."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 from edgebed.agent.clock import Clock, SystemClock
 from edgebed.agent.domain import ActionRecord, TransitionRecord
-from edgebed.agent.errors import Busy
+from edgebed.agent.errors import Busy, DiskFull
 from edgebed.agent.store import Change, LogTransition, SaveAction
 from edgebed.nodetypes.base import (
     FINAL_STATES,
@@ -275,7 +275,7 @@ class Executor:
         state's `lost` timer ran out meanwhile, else DONE. A power call that itself makes no
         progress for before_reboot seconds is made again."""
         if rung is Rung.RETRY:
-            await self._write([LogTransition(self._entry(run.record, rung.value))])
+            await self._commit([LogTransition(self._entry(run.record, rung.value))])
             return DONE
         while True:
             work = self._hard_reboot(run) if rung is Rung.HARD_REBOOT else self._power_cut(run, spec)
@@ -285,7 +285,7 @@ class Executor:
             if verdict == DONE:
                 break
         run.record = replace(run.record, reboots=run.record.reboots + 1, elapsed=self._elapsed(run))
-        await self._write([SaveAction(run.record), LogTransition(self._entry(run.record, rung.value))])
+        await self._commit([SaveAction(run.record), LogTransition(self._entry(run.record, rung.value))])
         return DONE
 
     async def _watched(
@@ -402,6 +402,10 @@ class Executor:
                 await asyncio.sleep(self._timing.retry_seconds)
 
     def _failed(self, run: _Run, what: str, exc: Exception) -> None:
+        if isinstance(exc, DiskFull):
+            # A driver that saves its state (the sim) on a full disk: the database worker says
+            # so once a minute for every node at once.
+            return
         run.failures += 1
         level = logging.INFO if run.failures == 1 else logging.DEBUG
         log.log(level, "%s: %s: %s (trying again)", run.record.node_name, what, exc)
@@ -433,6 +437,17 @@ class Executor:
 
     # Commits.
 
+    async def _commit(self, changes: Sequence[Change]) -> None:
+        """Writes `changes` once they can be: while the disk is full (the database worker says so
+        in the log, once a minute) it waits and writes them again, so a step that is done is not
+        run again and nothing it did is lost; the action goes on when there is space."""
+        while True:
+            try:
+                await self._write(changes)
+                return
+            except DiskFull:
+                await asyncio.sleep(self._timing.retry_seconds)
+
     def _entry(self, record: ActionRecord, event: str) -> TransitionRecord:
         return TransitionRecord(
             node_name=record.node_name,
@@ -452,7 +467,7 @@ class Executor:
         )
         if state in FINAL_STATES:
             record = self._without_secrets(record)
-        await self._write([SaveAction(record), LogTransition(self._entry(record, "enter"))])
+        await self._commit([SaveAction(record), LogTransition(self._entry(record, "enter"))])
         run.record = record
         run.progress = 0
         if record.final:
@@ -467,7 +482,7 @@ class Executor:
                 elapsed=self._elapsed(run),
             )
         )
-        await self._write([SaveAction(record), LogTransition(self._entry(record, "lost"))])
+        await self._commit([SaveAction(record), LogTransition(self._entry(record, "lost"))])
         run.record = record
         self._release(run)
         log.error("%s: %s lost: %s", record.node_name, record.process, why)

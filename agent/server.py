@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from edgebed.agent.domain import ActionView, Environment, NodeRecord
-from edgebed.agent.errors import AgentError, AlreadyExists, Busy, InvalidArgument, NotFound
+from edgebed.agent.errors import AgentError, AlreadyExists, Busy, DiskFull, InvalidArgument, NotFound
 from edgebed.agent.service import AgentService
 from edgebed.v1 import agent_pb2, agent_pb2_grpc
 
@@ -36,6 +36,7 @@ _CODES: dict[type[AgentError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     Busy: grpc.StatusCode.FAILED_PRECONDITION,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    DiskFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

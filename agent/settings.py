@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from edgebed.config import (
     ConfigError,
     Key,
     KeyProblem,
     Schema,
-    Table,
     check_host_port,
+    env_name,
     in_range,
     load_config,
     load_table,
@@ -21,11 +22,22 @@ from edgebed.config import (
 )
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
-from edgebed.nodetypes.real.config import RASPBERRY_REAL_SCHEMA, RealConfig
+from edgebed.nodetypes.drivers import RealSettings
+from edgebed.nodetypes.real.config import (
+    RASPBERRY_REAL_SCHEMA,
+    SERVER_REAL_SCHEMA,
+    RealConfig,
+    ServerRealConfig,
+)
 from edgebed.nodetypes.sim.hardware import COMMANDS
 
-# The node types that have a real driver, and so a [real] table.
-REAL_TYPES = ("raspberry",)
+# The node types that have a real driver, and so a [real] table: its schema, and what builds
+# the driver's typed settings from the checked table (raising KeyProblem).
+REAL_TABLES: dict[str, tuple[Schema, Callable[[Mapping[str, Any]], RealSettings]]] = {
+    "raspberry": (RASPBERRY_REAL_SCHEMA, RealConfig.from_table),
+    "node": (SERVER_REAL_SCHEMA, ServerRealConfig.from_table),
+}
+REAL_TYPES = tuple(REAL_TABLES)
 
 
 def _check_agent_name(value: str) -> str | None:
@@ -97,9 +109,9 @@ AGENT_SCHEMA: Schema = {
                              help="test aid: simulated commands that always hang, comma-separated "
                                   "(e.g. \"wipe\": every destroy ends lost)"),
     },
-    # Only raspberry has a real driver so far, so [real] holds its keys; required with
-    # driver = "real" on a raspberry agent, checked whenever it is there.
-    "real": Table(RASPBERRY_REAL_SCHEMA),
+    # The keys of [real] depend on the agent's type (REAL_TABLES): read here as it stands,
+    # checked by load_settings against the type's schema; required with driver = "real".
+    "real": Key(dict, default=None, help="the real driver's settings, by node type"),
 }
 
 
@@ -120,8 +132,9 @@ class AgentSettings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
-    # The [real] table; None when the file has none. Its repr hides the communities.
-    real: RealConfig | None = None
+    # The [real] table of the agent's type; None when the file has none. Its repr hides the
+    # communities.
+    real: RealSettings | None = None
     # Where the settings came from, for error messages that name the file.
     source: str = "<settings>"
 
@@ -149,19 +162,7 @@ def load_settings(
     env = os.environ if env is None else env
     config = load_config(path, AGENT_SCHEMA, env)
     sim = config["sim"]
-    real_table = config["real"]
-    if real_table is not None and config["type"] not in REAL_TYPES:
-        raise ConfigError(
-            f"{path}: key 'real' is for a raspberry agent; a {config['type']} agent has no "
-            "real driver yet"
-        )
-    if real_table is None and config["driver"] == "real" and config["type"] in REAL_TYPES:
-        # Names the first key that is missing, as for any other table.
-        real_table = load_table({}, RASPBERRY_REAL_SCHEMA, env, str(path), "real.")
-    try:
-        real = None if real_table is None else RealConfig.from_table(real_table)
-    except KeyProblem as problem:
-        raise ConfigError(f"{path}: {problem}") from None
+    real = _real_settings(config, env, str(path))
     settings = AgentSettings(
         name=config["name"],
         type=config["type"],
@@ -182,6 +183,28 @@ def load_settings(
     )
     check_tls_keys(settings)
     return settings
+
+
+def _real_settings(config: Mapping[str, Any], env: Mapping[str, str], path: str) -> RealSettings | None:
+    """The [real] table checked against the schema of the agent's type; None when the file has
+    none (and no EDGEBED_REAL_ variable names a key of it) and the driver is not real."""
+    raw = config["real"]
+    overridden = any(name.startswith(env_name("real") + "_") for name in env)
+    if raw is None and not overridden and (config["driver"] != "real" or config["type"] not in REAL_TABLES):
+        # (A real driver for a type without one is refused when the driver is looked up.)
+        return None
+    if config["type"] not in REAL_TABLES:
+        raise ConfigError(
+            f"{path}: key 'real' is for a {' or '.join(REAL_TYPES)} agent; a {config['type']} "
+            "agent has no real driver yet"
+        )
+    schema, build = REAL_TABLES[config["type"]]
+    # Names the first key that is missing, as for any other table.
+    table = load_table(raw or {}, schema, env, path, "real.")
+    try:
+        return build(table)
+    except KeyProblem as problem:
+        raise ConfigError(f"{path}: {problem}") from None
 
 
 def check_tls_keys(settings: AgentSettings) -> None:

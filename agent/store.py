@@ -23,6 +23,7 @@ from playhouse import db_url
 from edgebed.agent.domain import ActionRecord, Environment, NodeRecord, TransitionRecord
 from edgebed.agent.errors import AlreadyExists, Busy, NotFound
 from edgebed.database import hide_query_parameters, private_sqlite_file
+from edgebed.storage import damage, is_damage
 
 # WAL lets GetActionState read while the executor writes. synchronous=NORMAL keeps every commit
 # across a crash of the agent (SIGKILL); a power cut may undo the last commits, which only makes
@@ -41,6 +42,11 @@ class DatabaseSpecError(Exception):
 
 class DatabaseUnavailable(Exception):
     """The database exists in the settings but cannot be opened (locked, refused, corrupt)."""
+
+
+class DatabaseDamaged(DatabaseUnavailable):
+    """SQLite's integrity check failed, or the file is no SQLite database; the message is the
+    first problem found."""
 
 
 def open_database(spec: str) -> peewee.Database:
@@ -272,13 +278,21 @@ class Store:
     # Life cycle.
 
     def open(self) -> None:
+        """Connects, checks a SQLite file's integrity (PRAGMA quick_check) and creates the tables.
+        DatabaseDamaged when the file is damaged, DatabaseUnavailable when it cannot be opened."""
         # Action rows carry os_password values: Peewee's DEBUG query log must not show them.
         hide_query_parameters()
         try:
             self.database.connect(reuse_if_open=True)
+            if isinstance(self.database, peewee.SqliteDatabase):
+                problem = damage(lambda sql: self.database.execute_sql(sql).fetchall())
+                if problem is not None:
+                    raise DatabaseDamaged(problem)
             self.database.create_tables(list(vars(self._m).values()), safe=True)
             self._add_missing_columns()
-        except peewee.OperationalError as exc:
+        except peewee.DatabaseError as exc:
+            if is_damage(exc):
+                raise DatabaseDamaged(str(exc).strip().splitlines()[0]) from None
             raise DatabaseUnavailable(str(exc)) from None
 
     # Columns added after the first release, as (table, column, SQL type and default): a

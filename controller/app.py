@@ -14,6 +14,7 @@ from edgebed.controller.accounts import Accounts
 from edgebed.controller.agent_client import AgentClient
 from edgebed.controller.agents import AgentCallRecorder, Agents
 from edgebed.controller.authz import Authz
+from edgebed.controller.clock import ClockGuard, Clocks, boot_clock
 from edgebed.controller.health import NodeHealthService
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.maintenance import Maintenance
@@ -21,7 +22,8 @@ from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
 from edgebed.controller.scheduler import Scheduler
 from edgebed.controller.settings import Settings
-from edgebed.controller.store import Store
+from edgebed.controller.store import Store, StoreInUse, StoreUnavailable
+from edgebed.storage import DatabaseInUse, DatabaseLock, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class Controller:
     maintenance: Maintenance
     scheduler: Scheduler
     health: NodeHealthService
+    clock: Clocks
 
 
 @asynccontextmanager
@@ -47,17 +50,33 @@ async def open_controller(
     run_scheduler: bool = True,
     *,
     clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = boot_clock,
     password_hasher: PasswordHasher | None = None,
     db_workers: int = 8,
+    check_integrity: bool = False,
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
-    run_scheduler, the scheduler task; closes them all on exit."""
+    run_scheduler, the scheduler task; closes them all on exit.
+
+    `clock` is the wall clock (epoch seconds) and `monotonic` the clock the scheduler checks it
+    against (controller.clock); tests inject both. `check_integrity` runs SQLite's quick_check
+    first (start-up).
+
+    With run_scheduler, a SQLite file is locked for the life of the controller (`<file>.lock`):
+    two schedulers would drive the same reservations. StoreInUse when another process holds it,
+    StoreDamaged when the file is damaged, StoreUnavailable when the database cannot be opened."""
     # Read first: a bad key file or TLS file stops the controller (one line) before anything is
     # opened.
     secret_key = settings.secret_key()
     identity = settings.client_identity()
-    store = Store(settings.database, secret_key=secret_key, workers=db_workers)
-    await store.open()
+    lock = _lock(settings) if run_scheduler else None
+    try:
+        store = Store(settings.database, secret_key=secret_key, workers=db_workers)
+        await store.open(check_integrity=check_integrity)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     metrics = Metrics(store)
     client = AgentClient(
         AgentCallRecorder(store.agents, metrics),
@@ -70,7 +89,10 @@ async def open_controller(
         authz = Authz(store.users)
         inventory = Inventory(store, client, authz, clock=clock)
         agents = Agents(store, client, inventory, authz)
-        scheduler = Scheduler(store, client, inventory, settings, metrics, clock=clock)
+        guard = ClockGuard(
+            wall=clock, monotonic=monotonic, max_jump_seconds=settings.max_clock_jump_seconds, metrics=metrics
+        )
+        scheduler = Scheduler(store, client, inventory, settings, metrics, clock=clock, guard=guard)
         reservations = Reservations(
             store, inventory, authz, settings, clock=clock, wake_scheduler=scheduler.wake
         )
@@ -98,6 +120,7 @@ async def open_controller(
             maintenance=maintenance,
             scheduler=scheduler,
             health=NodeHealthService(store, authz),
+            clock=Clocks(guard, authz),
         )
         if run_scheduler:
             scheduler.start()
@@ -108,3 +131,22 @@ async def open_controller(
     finally:
         await client.close()
         await store.close()
+        if lock is not None:
+            lock.release()
+
+
+def _lock(settings: Settings) -> DatabaseLock | None:
+    """The lock of the SQLite file (None for PostgreSQL, where several controllers will share
+    the database once the scheduler takes turns there)."""
+    path = sqlite_file(settings.database)
+    if path is None:
+        return None
+    try:
+        return DatabaseLock(path)
+    except DatabaseInUse as exc:
+        raise StoreInUse(
+            f"database {path} is in use by another controller (which holds {exc.lock}); one SQLite "
+            f"file serves one controller"
+        ) from None
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create {path}.lock: {exc.strerror}") from None

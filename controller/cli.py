@@ -1,4 +1,4 @@
-"""`edgebed admin ...` and the start-up checks of `edgebed controller`.
+"""`edgebed admin ...`, and the logging and database errors of `edgebed controller`.
 
 The serving command itself is composed with the web application in edgebed/serve.py: the
 controller package never imports the web package. Each handler gets the parsed arguments from
@@ -19,8 +19,9 @@ from typing import Any
 from edgebed.config import ConfigError, redacted_url
 from edgebed.controller.errors import ServiceError
 from edgebed.controller.settings import Settings, load_settings
-from edgebed.controller.store import Store, StoreUnavailable
+from edgebed.controller.store import StoreDamaged, StoreInUse, StoreUnavailable
 from edgebed.errors import UsageError
+from edgebed.storage import damaged_message, sqlite_file
 from edgebed.tls import TlsError, read_ca_file
 
 log = logging.getLogger(__name__)
@@ -34,27 +35,13 @@ def setup_logging(level: int) -> None:
 
 
 def database_error(settings: Settings, exc: Exception) -> ConfigError:
-    """The one-line ConfigError for a database that cannot be opened (its password hidden)."""
+    """The one-line ConfigError for a database that cannot be opened (its password hidden): one
+    damaged, one another controller holds, or one that does not open."""
+    if isinstance(exc, StoreDamaged):
+        return ConfigError(damaged_message(sqlite_file(settings.database) or redacted_url(settings.database), str(exc)))
+    if isinstance(exc, StoreInUse):
+        return ConfigError(str(exc))
     return ConfigError(f"database {redacted_url(settings.database)}: cannot open: {exc}")
-
-
-async def _check_database(settings: Settings) -> None:
-    """Opens (and migrates) the database once, so a bad one stops start-up with one line."""
-    store = Store(settings.database, secret_key=settings.secret_key(), workers=1)
-    try:
-        await store.open()
-    except StoreUnavailable as exc:
-        raise database_error(settings, exc) from None
-    await store.close()
-
-
-def check_startup(settings: Settings) -> None:
-    """What must hold before the controller serves: a readable (or creatable) secret key file,
-    usable TLS client files when set, and a database that opens and migrates. Raises ConfigError
-    naming the file or database."""
-    settings.secret_key()
-    settings.client_identity()
-    asyncio.run(_check_database(settings))
 
 
 # -- edgebed admin ------------------------------------------------------------------------------

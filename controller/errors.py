@@ -76,3 +76,8 @@ class BadReply(AgentUnavailable):
     A subclass of AgentUnavailable: whoever needed the answer cannot use this agent for it, as if
     it had not answered; nothing of the reply was stored.
     """
+
+
+class StorageFull(ServiceError):
+    """The disk holding the database is full (503): nothing of the request was written, and the
+    same request succeeds once there is space again."""

@@ -21,7 +21,7 @@ from edgebed.controller.store import StoreUnavailable
 
 async def serve(settings: Settings) -> int:
     try:
-        opened = open_controller(settings, run_scheduler=True)
+        opened = open_controller(settings, run_scheduler=True, check_integrity=True)
         async with opened:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

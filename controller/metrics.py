@@ -33,6 +33,8 @@ class Metrics:
         self._sums: dict[tuple[str, str], float] = defaultdict(float)
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
         self._polls = 0
+        self._clock_paused = False
+        self._clock_offset = 0.0
 
     def record_call(self, agent: str, method: str, outcome: str, seconds: float) -> None:
         with self._lock:
@@ -48,6 +50,12 @@ class Metrics:
     def record_poll(self) -> None:
         with self._lock:
             self._polls += 1
+
+    def record_clock(self, *, paused: bool, offset_seconds: float) -> None:
+        """The clock guard's state (controller.clock): paused, and the wall clock's offset."""
+        with self._lock:
+            self._clock_paused = paused
+            self._clock_offset = offset_seconds
 
     def calls(self, agent: str | None = None, method: str | None = None, outcome: str | None = None) -> int:
         """How many calls match; for tests and the admin page."""
@@ -87,6 +95,12 @@ class Metrics:
                 "# HELP edgebed_scheduler_polls_total Scheduler polls since start.",
                 "# TYPE edgebed_scheduler_polls_total counter",
                 f"edgebed_scheduler_polls_total {self._polls}",
+                "# HELP edgebed_clock_paused 1 while a wall clock jump pauses starting and ending reservations.",
+                "# TYPE edgebed_clock_paused gauge",
+                f"edgebed_clock_paused {int(self._clock_paused)}",
+                "# HELP edgebed_clock_offset_seconds How far the wall clock jumped against the monotonic clock.",
+                "# TYPE edgebed_clock_offset_seconds gauge",
+                f"edgebed_clock_offset_seconds {self._clock_offset:.3f}",
             ]
         return lines
 

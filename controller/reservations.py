@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # A start date this many seconds in the past is still accepted (a form filled in a minute ago
 # says "now"); anything older is refused as being in the past.
-START_SLACK_SECONDS = 120
+START_SLACK_SECONDS = validation.START_SLACK_SECONDS
 MAX_NODES_PER_REQUEST = 1000
 USER_ACTIONS = tuple(action.value for action in UserAction)
 
@@ -114,10 +114,12 @@ class Reservations:
     ) -> list[str]:
         owner = await self._authz.require_authorized(user)
         now = self._now()
-        start = validation.epoch_seconds(start_date, "start date")
+        start = validation.start_date(start_date)
+        hours = validation.duration_hours(
+            duration_hours, self._settings.min_duration_hours, self._settings.max_duration_hours
+        )
         if start < now - START_SLACK_SECONDS:
             raise InvalidInput("the start date is in the past")
-        hours = validation.positive_hours(duration_hours, self._settings.max_duration_hours)
         end = start + max(1, math.floor(hours * 3600))
 
         if nodes is not None and (filter is not None or count is not None):

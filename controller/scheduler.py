@@ -6,9 +6,11 @@ writes what they decide (each a compare-and-set), and talks to the agents. Each 
 `poll_seconds`, or sooner when woken by a user's action):
 
 1. The clock: `lifecycle.on_time` for every row it reads (start at start_date, or ahead of it
-   with `[reservations] prestage`, controller/prestage.py; end at end_date). An ordinary poll
-   reads only the rows the clock or an agent can change (`lifecycle.watched`); a full one,
-   every `refresh_seconds`, every row started or starting.
+   with `[reservations] prestage`, controller/prestage.py; end at end_date), unless the wall
+   clock jumped (controller.clock pauses this step until the clocks agree again or an
+   administrator confirms the time). An ordinary poll reads only the rows the clock or an
+   agent can change (`lifecycle.watched`); a full one, every `refresh_seconds`, every row
+   started or starting.
 2. One round per connected agent, each on its own task, so a slow or hung agent delays no
    other: ONE GetActionState for the agent's rows it must follow (an intention or an action
    under way, `lifecycle.may_change_on_agent`; in a full poll the deployed ones too); the
@@ -54,8 +56,9 @@ from dataclasses import dataclass, field
 
 from edgebed.controller import health, lifecycle, replies
 from edgebed.controller.agent_client import AgentClient, StartItem
+from edgebed.controller.clock import ClockGuard
 from edgebed.controller.domain import ActionState, AgentRecord, NodeOutcome, ScheduleRecord
-from edgebed.controller.errors import NotFound, ServiceError
+from edgebed.controller.errors import NotFound, ServiceError, StorageFull
 from edgebed.controller.inventory import Inventory
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
@@ -77,6 +80,7 @@ class PollReport:
     started: list[str] = field(default_factory=list)  # "node:process" accepted by StartAction
     adopted: list[str] = field(default_factory=list)  # "node:process" found running after all
     removed: list[str] = field(default_factory=list)  # nodes whose reservation's rows went
+    clock_paused: bool = False  # the wall clock jumped: nothing started or ended by the clock
     finished: list[str] = field(default_factory=list)  # "node:final_state" outcomes recorded
     retired: list[str] = field(default_factory=list)  # "agent:NAME" or "node:NAME" removed
 
@@ -120,6 +124,7 @@ class Scheduler:
         metrics: Metrics,
         *,
         clock: Callable[[], float],
+        guard: ClockGuard,
     ) -> None:
         self._store = store
         self._client = client
@@ -127,6 +132,7 @@ class Scheduler:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
+        self._guard = guard
         self._count_final = functools.partial(lifecycle.count_final, limit=settings.lost_in_a_row)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -169,6 +175,10 @@ class Scheduler:
                 # An agent's round still running after poll_seconds goes on alone: the next
                 # poll serves the other agents on time.
                 await self.poll(patience=self._settings.poll_seconds)
+            except StorageFull:
+                # The store says so once a minute; the poll wrote nothing (each write is one
+                # transaction) and the next one starts over once there is space.
+                pass
             except Exception:
                 # A database or programming error in one poll must not stop the scheduler;
                 # every step is idempotent, so the next poll starts over cleanly.
@@ -192,6 +202,8 @@ class Scheduler:
     async def _refresh(self) -> None:
         try:
             await self._inventory.refresh(catalogs=True)
+        except StorageFull:
+            pass  # logged by the store, once a minute
         except Exception:
             log.exception("inventory refresh failed")
 
@@ -209,8 +221,14 @@ class Scheduler:
         `full`: also ask the agents about reservations whose action is over (DONE), which
         nothing but the agent itself can change; None: when `refresh_seconds` have passed since
         the last full poll (the first poll is full).
+
+        While the clock guard is paused (the wall clock jumped), the clock step is skipped: no
+        reservation starts or ends, but the agents' reports are still followed and the users'
+        own actions still sent.
         """
         report = PollReport()
+        clocks = self._guard.check()
+        report.clock_paused = clocks.paused
         now = int(self._clock())
         self._metrics.record_poll()
         if full is None:
@@ -226,7 +244,8 @@ class Scheduler:
             read_at = time.monotonic()
             agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
             self._client.readmit(agents.values(), read_at)
-            rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, full, report)
+            if not clocks.paused:
+                rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, full, report)
             await self._agent_rounds(rows, nodes, agents, now, patience, full, report)
         await self._retire(report)
         return report
@@ -320,6 +339,8 @@ class Scheduler:
     def _round_over(self, name: str, task: asyncio.Task) -> None:
         if self._rounds.get(name) is task:
             del self._rounds[name]
+        if not task.cancelled() and isinstance(task.exception(), StorageFull):
+            return  # the store says so, once a minute; the next poll decides again
         if not task.cancelled() and task.exception() is not None:
             # A database or programming error in one agent's round: its rows wait for the next
             # poll, which decides again; the other agents' rounds are not affected.

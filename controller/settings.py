@@ -20,6 +20,7 @@ from edgebed.config import (
     non_empty,
     redacted_url,
 )
+from edgebed.controller.validation import MIN_DURATION_HOURS
 from edgebed.tls import Identity, TlsError, load_identity
 
 
@@ -56,8 +57,15 @@ CONTROLLER_SCHEMA: Schema = {
             str, "", check=_check_optional_host_port,
             help="host:port where `edgebed controller --role scheduler` serves /metrics; '' = nowhere",
         ),
+        "max_clock_jump_seconds": Key(
+            float, 120.0, check=in_range(1, 7 * 86400),
+            help="a wall clock jump beyond this pauses starting and ending reservations",
+        ),
     },
     "reservations": {
+        "min_duration_hours": Key(
+            float, MIN_DURATION_HOURS, check=in_range(1 / 3600, 24), help="shortest reservation"
+        ),
         "max_duration_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
         "turnaround_seconds": Key(int, 300, check=in_range(0, 86400)),
         "extend_cap_hours": Key(float, 168.0, check=in_range(0.001, 24 * 366)),
@@ -106,6 +114,10 @@ class Settings:
     secret_key_file: str
     public_url: str = ""
     poll_seconds: float = 2.0
+    # A wall clock that moves this much more (or less) than the monotonic clock between two polls
+    # pauses starting and ending reservations (controller.clock).
+    max_clock_jump_seconds: float = 120.0
+    min_duration_hours: float = MIN_DURATION_HOURS
     max_duration_hours: float = 168.0
     turnaround_seconds: int = 300
     extend_cap_hours: float = 168.0
@@ -240,6 +252,8 @@ def settings_from_config(config: Mapping) -> Settings:
         secret_key_file=config["secret_key_file"],
         public_url=config["public_url"],
         poll_seconds=config["scheduler"]["poll_seconds"],
+        max_clock_jump_seconds=config["scheduler"]["max_clock_jump_seconds"],
+        min_duration_hours=config["reservations"]["min_duration_hours"],
         max_duration_hours=config["reservations"]["max_duration_hours"],
         turnaround_seconds=config["reservations"]["turnaround_seconds"],
         extend_cap_hours=config["reservations"]["extend_cap_hours"],

@@ -40,6 +40,18 @@ MAX_PROPERTY_LENGTH = MAX_VALUE_LENGTH
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
+# The reservation window's rules, defined once: the service checks them with the messages below,
+# the reserve form (its input attributes), the JSON API and the OpenAPI document
+# (web/openapi.py) state the same bounds. The shortest and longest durations are settings
+# ([reservations] min_duration_hours, max_duration_hours); this is the shortest's default.
+MIN_DURATION_HOURS = 0.25
+# The start date must be before 2100-01-01 00:00 UTC: beyond any reservation, below any overflow.
+LATEST_START = 4_102_444_800
+LATEST_START_TEXT = "2100-01-01 00:00 UTC"
+# A start this many seconds in the past still counts as "now": a form filled in a minute ago on
+# a minute-granular field, a script's clock a little behind.
+START_SLACK_SECONDS = 300
+
 
 def email(value: Any) -> str:
     if not isinstance(value, str):
@@ -118,6 +130,7 @@ def epoch_seconds(value: Any, what: str) -> int:
 
 
 def positive_hours(value: Any, maximum: float) -> float:
+    """A positive number of hours up to `maximum` (extend by hours)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidInput("the duration must be a number of hours")
     if value <= 0:
@@ -125,6 +138,40 @@ def positive_hours(value: Any, maximum: float) -> float:
     if value > maximum:
         raise InvalidInput(f"the duration must be at most {maximum:g} hours")
     return float(value)
+
+
+def start_date(value: Any) -> int:
+    """A start date in epoch seconds (UTC): a whole number from 0 to before LATEST_START."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
+    ):
+        raise InvalidInput("the start date must be a whole number of seconds since 1970-01-01 00:00 UTC")
+    if value < 0:
+        raise InvalidInput("the start date must not be before 1970-01-01 00:00 UTC")
+    if value >= LATEST_START:
+        raise InvalidInput(f"the start date must be before {LATEST_START_TEXT}")
+    return int(value)
+
+
+def duration_hours(value: Any, minimum: float, maximum: float) -> float:
+    """A duration in hours, from `minimum` to `maximum` ([reservations] min_duration_hours and
+    max_duration_hours)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput("the duration must be a number of hours")
+    try:
+        hours = float(value)
+    except OverflowError:
+        # A JSON integer of hundreds of digits: no float holds it.
+        hours = math.inf
+    if math.isnan(hours):
+        raise InvalidInput("the duration must be a number of hours")
+    if hours < minimum:
+        raise InvalidInput(f"the duration must be at least {minimum:g} hours")
+    if hours > maximum:
+        raise InvalidInput(f"the duration must be at most {maximum:g} hours")
+    return hours
 
 
 def property_value(value: Any, *, secret: bool) -> str:

@@ -76,7 +76,8 @@ Schema = Mapping[str, "Key | Table | Array | Schema"]
 
 
 def _describe(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            list: "an array", dict: "a table"}.get(
         kind, kind.__name__
     )
 

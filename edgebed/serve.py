@@ -9,98 +9,149 @@ its web application, whole or in two processes.
 - `scheduler`: the scheduler alone; it serves nothing but /metrics (its own call and poll
   counters, and the database's gauges) at `[scheduler] metrics_listen` when that is set.
 
-Any number of `web` processes and ONE `scheduler` process may share a database (two schedulers
-would not break a reservation, every write being a compare-and-set, but would call the agents
-twice). The controller package checks the settings and opens the database, agent channels and
-scheduler; the web package serves the pages. Composing both here keeps the controller package
-free of any import of the web one.
+Any number of `web` processes and ONE scheduler (`all` or `scheduler`) may share a database: a
+scheduler locks a SQLite file, so a second one is refused. The controller package checks the settings and opens the database, agent channels and scheduler;
+the web package serves the pages, the JSON API and /metrics. Composing both here keeps the
+controller package free of any import of the web one.
+
+Start-up takes, in this order, what another process could hold or what could be broken, so that
+each refusal is one line on stderr and exit code 2 with nothing started: the listen address, the
+lock of the SQLite file (a second controller on it is refused), the secret key file, the
+database (SQLite's integrity check, then the schema migration).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import socket
 from typing import Any
 
-from edgebed.config import ConfigError, split_host_port
-from edgebed.controller.cli import check_startup, database_error, setup_logging
+from edgebed.config import ConfigError
+from edgebed.controller.cli import database_error, setup_logging
 from edgebed.controller.settings import Settings, load_settings
+from edgebed.listen import listening_socket
+
+log = logging.getLogger(__name__)
 
 ROLES = ("all", "web", "scheduler")
 SCHEDULER_READY = "edgebed controller scheduler running"
 
 
 def run_controller(args: Any) -> int:
-    """Loads `args.config`, checks the key file and the database, then serves `args.role` until
-    stopped.
+    """Loads `args.config`, takes the listen address (`[scheduler] metrics_listen` for the
+    scheduler role, when set), opens the controller, then serves `args.role` until SIGTERM or
+    SIGINT.
 
-    Returns 0 on a clean stop; raises ConfigError (one line, exit code 2) on a bad setting, a bad
-    key file, a database that cannot be opened, or a web application that cannot be loaded.
+    Returns 0 on a clean stop; raises ConfigError (one line, exit code 2) on a bad setting, a
+    listen address in use, a database another controller uses, a bad key file, a damaged
+    database or one that cannot be opened, or a web application that cannot be loaded.
     """
     role = getattr(args, "role", "all") or "all"
     if role not in ROLES:
         raise ConfigError(f"--role must be one of {', '.join(ROLES)}, got {role!r}")
     settings = load_settings(args.config)
-    check_startup(settings)
-    setup_logging(logging.INFO)
     if role == "scheduler":
-        return asyncio.run(serve_scheduler(settings))
+        return _run_scheduler(args.config, settings)
+    try:
+        listener = listening_socket(settings.listen)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise ConfigError(f"{args.config}: key 'listen' {settings.listen!r}: cannot listen there: {reason}") from None
+    try:
+        try:
+            from edgebed.web.app import create_app  # noqa: F401 - loaded now to fail before serving
+        except ImportError as exc:
+            raise ConfigError(f"the web application cannot be loaded: {exc}") from None
+        return asyncio.run(_serve(settings, listener, run_scheduler=role == "all"))
+    finally:
+        listener.close()
+
+
+async def _serve(settings: Settings, listener: socket.socket, *, run_scheduler: bool) -> int:
     from aiohttp import web
 
-    try:
-        from edgebed.web.app import create_app
-    except ImportError as exc:
-        raise ConfigError(f"the web application cannot be loaded: {exc}") from None
-    host, port = split_host_port(settings.listen)
-    web.run_app(create_app(settings, run_scheduler=role == "all"), host=host, port=port, access_log=None)
+    from edgebed.controller.app import open_controller
+    from edgebed.controller.store import StoreUnavailable
+    from edgebed.web.app import create_app
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            controller = await stack.enter_async_context(
+                open_controller(settings, run_scheduler=run_scheduler, check_integrity=True)
+            )
+        except StoreUnavailable as exc:
+            raise database_error(settings, exc) from None
+        # Only now: start-up refusals above are one line each, without log lines around them.
+        setup_logging(logging.INFO)
+        runner = web.AppRunner(create_app(settings, controller=controller), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.SockSite(runner, listener).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("controller serving on http://%s", settings.listen)
+        await stop.wait()
+        log.info("controller stopping")
     return 0
 
 
-async def serve_scheduler(settings: Settings) -> int:
-    """The scheduler alone until SIGTERM or SIGINT, with /metrics at settings.metrics_listen
-    when set. Prints SCHEDULER_READY (and where /metrics is) once it runs."""
+def _run_scheduler(config: str, settings: Settings) -> int:
+    listener = None
+    if settings.metrics_listen:
+        try:
+            listener = listening_socket(settings.metrics_listen)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise ConfigError(
+                f"{config}: key 'scheduler.metrics_listen' {settings.metrics_listen!r}: cannot listen there: {reason}"
+            ) from None
+    try:
+        return asyncio.run(_serve_scheduler(settings, listener))
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+async def _serve_scheduler(settings: Settings, listener: socket.socket | None) -> int:
+    """The scheduler alone until SIGTERM or SIGINT, with /metrics on `listener` when given.
+    Prints SCHEDULER_READY (and where /metrics is) on stdout once it runs."""
     from aiohttp import web
 
     from edgebed.controller.app import open_controller
     from edgebed.controller.store import StoreUnavailable
 
-    try:
-        async with open_controller(settings, run_scheduler=True) as controller:
-            runner: web.AppRunner | None = None
-            where = ""
-            if settings.metrics_listen:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            controller = await stack.enter_async_context(
+                open_controller(settings, run_scheduler=True, check_integrity=True)
+            )
+        except StoreUnavailable as exc:
+            raise database_error(settings, exc) from None
+        setup_logging(logging.INFO)
+        where = ""
+        if listener is not None:
 
-                async def metrics(request: web.Request) -> web.Response:
-                    return web.Response(
-                        text=await controller.metrics.render(), content_type="text/plain", charset="utf-8"
-                    )
+            async def metrics(request: web.Request) -> web.Response:
+                return web.Response(text=await controller.metrics.render(), content_type="text/plain", charset="utf-8")
 
-                app = web.Application()
-                app.router.add_get("/metrics", metrics)
-                runner = web.AppRunner(app, access_log=None)
-                await runner.setup()
-                host, port = split_host_port(settings.metrics_listen)
-                site = web.TCPSite(runner, host, port)
-                try:
-                    await site.start()
-                except OSError as exc:
-                    await runner.cleanup()
-                    raise ConfigError(
-                        f"key 'scheduler.metrics_listen': cannot listen on {settings.metrics_listen}: {exc.strerror}"
-                    ) from None
-                bound = runner.addresses[0] if runner.addresses else (host, port)
-                where = f"; /metrics on http://{bound[0]}:{bound[1]}"
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
-            print(SCHEDULER_READY + where, flush=True)
-            try:
-                await stop.wait()
-            finally:
-                if runner is not None:
-                    await runner.cleanup()
-    except StoreUnavailable as exc:
-        raise database_error(settings, exc) from None
+            app = web.Application()
+            app.router.add_get("/metrics", metrics)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.SockSite(runner, listener).start()
+            host, port = listener.getsockname()[:2]
+            where = f"; /metrics on http://{host}:{port}"
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        print(SCHEDULER_READY + where, flush=True)
+        await stop.wait()
+        log.info("scheduler stopping")
     return 0

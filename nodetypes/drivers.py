@@ -19,10 +19,13 @@ from importlib.metadata import entry_points
 
 from edgebed.nodetypes.base import DriverUnavailable
 from edgebed.nodetypes.interfaces import Driver
-from edgebed.nodetypes.real.config import RealConfig
+from edgebed.nodetypes.real.config import RealConfig, ServerRealConfig
 from edgebed.nodetypes.sim.hardware import SimOptions
 
 ENTRY_POINT_GROUP = "edgebed.drivers"
+
+# The checked [real] table of the agent's type (agent/settings.py REAL_TABLES).
+RealSettings = RealConfig | ServerRealConfig
 
 # async load(key) -> the value saved under key, or None; async save(key, value). Backed by the
 # agent's database; keys are the driver's own ("real.image_sums").
@@ -45,8 +48,8 @@ class DriverOptions:
 
     # The [sim] settings and the simulated machines saved during earlier runs.
     sim: SimOptions = field(default_factory=SimOptions)
-    # The checked [real] table; None when the configuration has none.
-    real: RealConfig | None = None
+    # The checked [real] table of the agent's type; None when the configuration has none.
+    real: RealSettings | None = None
     # The agent's name (for what a driver names after it, such as log lines).
     agent_name: str = ""
     load_state: LoadState = _nothing_saved

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.errors import AuthenticationFailed, InvalidInput
-from edgebed.controller.reservations import USER_ACTIONS
+from edgebed.controller.reservations import ADMIN_STATUSES, MAX_NODES_PER_REQUEST, USER_ACTIONS
 from edgebed.tls import MAX_PEM
 from edgebed.web.auth import api_admin, api_user
 from edgebed.web.forms import (
@@ -16,7 +16,6 @@ from edgebed.web.forms import (
     json_bool,
     json_int,
     json_number,
-    json_optional_int,
     json_optional_str,
     json_str,
     json_str_list,
@@ -24,10 +23,11 @@ from edgebed.web.forms import (
     read_json,
     scalar_text,
 )
-from edgebed.web.keys import CONTROLLER
+from edgebed.web.keys import CONTROLLER, SETTINGS
 from edgebed.web.openapi import openapi_document
 from edgebed.web.views_common import (
     agent_json,
+    clock_json,
     environment_json,
     history_json,
     maintenance_json,
@@ -37,9 +37,6 @@ from edgebed.web.views_common import (
     reservation_json,
     user_json,
 )
-
-# 2100-01-01: beyond any reservation, below any overflow.
-MAX_EPOCH = 4_102_444_800
 
 
 def _path_param(request: web.Request, name: str) -> str:
@@ -102,7 +99,12 @@ def _query_bool(query: dict[str, str], key: str) -> bool:
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
-    return web.json_response(openapi_document())
+    settings = request.app[SETTINGS]
+    return web.json_response(
+        openapi_document(
+            min_duration_hours=settings.min_duration_hours, max_duration_hours=settings.max_duration_hours
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,27 +135,38 @@ async def nodetypes(request: web.Request) -> web.StreamResponse:
 # reservations
 
 
+# What POST /api/v1/reservations takes; the OpenAPI document says the same (RESERVATION_FIELDS).
+RESERVATION_FIELDS = ("nodes", "filter", "count", "start_date", "duration_hours")
+
+
 async def create_reservation(request: web.Request) -> web.StreamResponse:
+    """Either "nodes", or "count" with an optional "filter" (never both), and the window. The
+    window's rules (controller.validation) are checked by the service, with the same messages as
+    the reserve form."""
     user = await api_user(request)
     body = await read_json(request)
-    _allowed_keys(body, {"nodes", "filter", "count", "start_date", "duration_hours"})
-    start = json_int(body, "start_date", minimum=0, maximum=MAX_EPOCH)
-    duration = json_number(body, "duration_hours", minimum=0.0, maximum=24 * 366)
-    names = json_str_list(body, "nodes")
-    filters = json_str_map(body, "filter")
-    count = json_optional_int(body, "count", minimum=1, maximum=1000)
+    _allowed_keys(body, set(RESERVATION_FIELDS))
+    for key in ("start_date", "duration_hours"):
+        if key not in body:
+            raise InvalidInput(f"{key} is missing")
+    start, duration = body["start_date"], body["duration_hours"]
     reservations = request.app[CONTROLLER].reservations
-    if names is not None:
-        if filters is not None or count is not None:
+    if "nodes" in body:
+        if "filter" in body or "count" in body:
             raise InvalidInput("give either nodes, or filter and count, not both")
+        names = json_str_list(body, "nodes")
+        if names is None:
+            raise InvalidInput("nodes must be a list of strings")
         if not names:
             raise InvalidInput("nodes is empty")
+        reserved = await reservations.reserve(user, nodes=names, start_date=start, duration_hours=duration)
+    elif "count" in body:
+        count = json_int(body, "count", minimum=1, maximum=MAX_NODES_PER_REQUEST)
+        filters = json_str_map(body, "filter") if "filter" in body else {}
+        if filters is None:
+            raise InvalidInput("filter must be an object of property names to values")
         reserved = await reservations.reserve(
-            user, nodes=names, start_date=start, duration_hours=duration
-        )
-    elif count is not None:
-        reserved = await reservations.reserve(
-            user, filter=filters or {}, count=count, start_date=start, duration_hours=duration
+            user, filter=filters, count=count, start_date=start, duration_hours=duration
         )
     else:
         raise InvalidInput('give "nodes": [names], or "count": N with an optional "filter"')
@@ -407,6 +420,9 @@ async def admin_list_reservations(request: web.Request) -> web.StreamResponse:
         return web.json_response([history_json(h) for h in history])
     if {"limit", "before"} & set(query):
         raise InvalidInput("limit and before apply to state=ended only")
+    if "status" in query and query["status"] not in ADMIN_STATUSES:
+        # An empty one too: the document's enum has no "" (the admin page's "any" sends none).
+        raise InvalidInput(f"status must be one of {', '.join(ADMIN_STATUSES)}")
     listed = await reservations.admin_list(
         admin, owner=query.get("owner"), node=query.get("node"), agent=query.get("agent"), status=query.get("status")
     )
@@ -431,6 +447,20 @@ async def admin_move_reservation(request: web.Request) -> web.StreamResponse:
         admin, _node_name(request), _path_param(request, "owner"), to=json_optional_str(body, "to", max_length=64)
     )
     return web.json_response(reservation_json(reservation))
+
+
+# ---------------------------------------------------------------------------------------------
+# admin: the clock
+
+
+async def admin_clock(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    return web.json_response(clock_json(await request.app[CONTROLLER].clock.status(admin)))
+
+
+async def admin_confirm_clock(request: web.Request) -> web.StreamResponse:
+    admin = await api_admin(request)
+    return web.json_response(clock_json(await request.app[CONTROLLER].clock.confirm(admin)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,4 +502,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/admin/reservations", admin_list_reservations)
     app.router.add_post("/api/v1/admin/reservations/{node}/{owner}/end", admin_end_reservation)
     app.router.add_post("/api/v1/admin/reservations/{node}/{owner}/move", admin_move_reservation)
+    app.router.add_get("/api/v1/admin/clock", admin_clock)
+    app.router.add_post("/api/v1/admin/clock/confirm", admin_confirm_clock)
     app.router.add_get("/metrics", metrics)

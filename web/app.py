@@ -73,6 +73,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/admin/nodes", views_admin.node_action)
     r.add_get("/admin/environments", views_admin.environments_page)
     r.add_post("/admin/environments", views_admin.environment_action)
+    r.add_post("/admin/clock/confirm", views_admin.confirm_clock)
     r.add_get("/admin/reservations", views_admin.reservations_page)
     r.add_post("/admin/reservations", views_admin.reservation_action)
 

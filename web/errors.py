@@ -20,6 +20,7 @@ from edgebed.controller.errors import (
     NotAuthorized,
     NotFound,
     ServiceError,
+    StorageFull,
 )
 from edgebed.web.auth import current_user
 from edgebed.web.formpage import redraw
@@ -39,6 +40,7 @@ _STATUS = (
     (Conflict, 409),
     (BadReply, 502),
     (AgentUnavailable, 503),
+    (StorageFull, 503),
 )
 
 _TITLES = {
@@ -76,6 +78,8 @@ async def _error_response(
     message: str,
     headers: dict[str, str] | None = None,
     fields: dict[str, str] | None = None,
+    *,
+    title: str | None = None,
 ) -> web.StreamResponse:
     if _is_api(request):
         body: dict[str, object] = {"error": message}
@@ -105,7 +109,7 @@ async def _error_response(
         template, context = form
         response = await render(request, template, {**context, "error": message}, status=status)
     else:
-        title = _TITLES.get(status, "Error")
+        title = title or _TITLES.get(status, "Error")
         response = await render(
             request, "error.html", {"title": title, "message": message, "status": status},
             status=status,
@@ -119,6 +123,9 @@ async def _error_response(
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except StorageFull as error:
+        # Logged by the store, once a minute; the request wrote nothing and may be sent again.
+        return await _error_response(request, 503, error.message, {"Retry-After": "60"}, title="Disk full")
     except ServiceError as error:
         message = getattr(error, "message", "") or str(error) or "the request failed"
         fields = error.fields if isinstance(error, InvalidProperties) else None
@@ -131,13 +138,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status < 400:
             raise
         message = error.reason
+        kept: dict[str, str] = {}
         if error.status == 404:
             message = "there is no page at this address"
         elif error.status == 405:
-            message = f"{request.method} is not allowed here"
+            # RFC 9110: a 405 lists the methods the resource takes.
+            allowed = error.headers.get("Allow", "")
+            message = f"{request.method} is not allowed here" + (f"; use {allowed}" if allowed else "")
+            kept["Allow"] = allowed
         elif error.status == 413:
             message = "the request is too large"
-        return await _error_response(request, error.status, message)
+        return await _error_response(request, error.status, message, kept or None)
     except Exception:
         # A bug, not bad input: logged with its traceback, shown without details.
         log.exception("unexpected error on %s %s", request.method, request.path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,6 +19,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from edgebed.controller.errors import InvalidInput
+from edgebed.controller.validation import LATEST_START_TEXT
 
 # Lengths beyond which a value is refused outright; the service checks the finer rules.
 MAX_SHORT = 256  # emails, names, labels, property values shown in tables
@@ -121,8 +123,38 @@ def zone_or_utc(name: str | None) -> ZoneInfo:
         return UTC
 
 
-def parse_local_datetime(text: str, tz: ZoneInfo, label: str) -> int:
-    """'2025-01-31T14:30' (an HTML datetime-local value) in zone tz -> epoch seconds, UTC."""
+def parse_number(text: str, label: str) -> float:
+    """A number as typed; its range is the service's to check (one message for the form and the
+    JSON API)."""
+    try:
+        return float(text.strip())
+    except (ValueError, AttributeError):
+        raise InvalidInput(f"{label} must be a number") from None
+
+
+@dataclass(frozen=True)
+class LocalTime:
+    """A local date and time read in a zone: `epoch` seconds (UTC), and `note`, which says which
+    moment was taken when the local time happens twice that day ('' otherwise)."""
+
+    epoch: int
+    note: str = ""
+
+
+def _offset(moment: datetime) -> str:
+    offset = moment.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def read_local_datetime(text: str, tz: ZoneInfo, label: str) -> LocalTime:
+    """'2025-01-31T14:30' (an HTML datetime-local value) in zone tz.
+
+    A local time that does not exist that day (the hour the clocks skip when they go forward) is
+    refused, naming it; one that happens twice (the hour repeated when they go back) is read as
+    the first, and `note` says so. A value with its own UTC offset is read as such.
+    """
     text = clean_text(text, label, max_length=40).strip()
     if not text:
         raise InvalidInput(f"{label} is missing")
@@ -130,11 +162,32 @@ def parse_local_datetime(text: str, tz: ZoneInfo, label: str) -> int:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"{label} must look like 2025-01-31T14:30") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    if not 2000 <= moment.year <= 9000:
-        raise InvalidInput(f"{label} is out of range")
-    return int(moment.timestamp())
+    if moment.tzinfo is not None:
+        return LocalTime(int(moment.timestamp()))
+    shown = moment.strftime("%Y-%m-%d %H:%M")
+    first, second = moment.replace(tzinfo=tz, fold=0), moment.replace(tzinfo=tz, fold=1)
+    try:
+        epoch = int(first.timestamp())
+        back = datetime.fromtimestamp(first.timestamp(), tz).replace(tzinfo=None)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidInput(f"the {label} must be before {LATEST_START_TEXT}") from None
+    if back != moment.replace(fold=0):
+        raise InvalidInput(
+            f"the {label} {shown} does not exist in {tz.key}: the clocks skip that hour when they go "
+            f"forward; choose another time"
+        )
+    if first.utcoffset() != second.utcoffset():
+        return LocalTime(
+            epoch,
+            f"{shown} happens twice in {tz.key} (the clocks go back that night): the first one was "
+            f"taken, {first.strftime('%H:%M')} {first.tzname()} ({_offset(first)}).",
+        )
+    return LocalTime(epoch)
+
+
+def parse_local_datetime(text: str, tz: ZoneInfo, label: str) -> int:
+    """read_local_datetime's epoch seconds (UTC)."""
+    return read_local_datetime(text, tz, label).epoch
 
 
 def local_datetime_value(epoch: int, tz: ZoneInfo) -> str:

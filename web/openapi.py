@@ -10,9 +10,22 @@ import copy
 from typing import Any
 
 from edgebed.controller.lifecycle import Ended, EndReason, Status
-from edgebed.controller.reservations import ADMIN_STATUSES
+from edgebed.controller.reservations import ADMIN_STATUSES, MAX_NODES_PER_REQUEST
+from edgebed.controller.validation import (
+    LATEST_START,
+    LATEST_START_TEXT,
+    MAX_PASSWORD_LENGTH,
+    MIN_DURATION_HOURS,
+    MIN_PASSWORD_LENGTH,
+    START_SLACK_SECONDS,
+)
+from edgebed.web.forms import MAX_LIST, MAX_LONG, MAX_SHORT
 
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_FLAG = {"type": "boolean", "nullable": True}
+_USER_UPDATE_FLAGS = ("is_authorized", "is_admin", "authorized", "admin", "confirmed_email")
+# A property's value: text, or a number (written out as text).
+_PROPERTY_VALUE = {"oneOf": [{"type": "string", "maxLength": MAX_LONG}, {"type": "number"}]}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -104,30 +117,15 @@ _SCHEMAS: dict[str, Any] = {
             "final_states": {"type": "array", "items": {"type": "string"}},
         },
     },
-    "ReservationRequest": {
-        "type": "object",
-        "required": ["start_date", "duration_hours"],
-        "description": 'Either "nodes", or "count" with an optional "filter".',
-        "properties": {
-            "nodes": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
-            "filter": {
-                **_STRING_MAP,
-                "description": "property -> wanted value; 'type' and 'agent' match the node's",
-            },
-            "count": {"type": "integer", "minimum": 1, "maximum": 1000},
-            "start_date": {"type": "integer", "format": "int64", "description": "epoch seconds, UTC"},
-            "duration_hours": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
-        },
-        "additionalProperties": False,
-    },
     "ExtendRequest": {
         "type": "object",
         "properties": {
             "hours": {
                 "type": "number",
-                "exclusiveMinimum": True,
-                "minimum": 0,
-                "description": "how many hours later the reservation ends (at least 0.01)",
+                "minimum": 0.01,
+                "nullable": True,
+                "description": "how many hours later the reservation ends (at least 0.01, at most "
+                "[reservations] extend_cap_hours); absent or null: the duration doubles",
             },
         },
         "additionalProperties": False,
@@ -246,12 +244,17 @@ _SCHEMAS: dict[str, Any] = {
     "Configuration": {
         "type": "object",
         "description": (
-            "bin, environment and the node type's other properties (see /nodetypes); an empty "
-            "string unsets one. Each value is checked against its property's constraints: a 400 "
-            "then names every wrong property in `fields`, and nothing is changed"
+            "bin, environment and the node type's other properties (see /nodetypes); property "
+            "names of at most 64 characters; an empty string unsets one. Each value is checked "
+            "against its property's constraints: a 400 then names every wrong property in "
+            "`fields`, and nothing is changed"
         ),
-        "properties": {"bin": {"type": "string"}, "environment": {"type": "string"}},
-        "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+        "properties": {
+            "bin": {"type": "string", "maxLength": 64, "nullable": True, "description": "null: unchanged"},
+            "environment": {**_PROPERTY_VALUE, "description": "the environment to deploy"},
+        },
+        "additionalProperties": _PROPERTY_VALUE,
+        "maxProperties": 100,
     },
     "User": {
         "type": "object",
@@ -268,12 +271,13 @@ _SCHEMAS: dict[str, Any] = {
     "UserCreate": {
         "type": "object",
         "required": ["email", "password"],
+        "description": "is_admin and is_authorized are the same as admin and authorized; null is false",
         "properties": {
-            "email": {"type": "string"},
-            "password": {"type": "string", "minLength": 8},
-            "admin": {"type": "boolean"},
-            "authorized": {"type": "boolean"},
+            "email": {"type": "string", "maxLength": MAX_SHORT},
+            "password": {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": MAX_PASSWORD_LENGTH},
+            **{flag: _FLAG for flag in ("admin", "authorized", "is_admin", "is_authorized")},
         },
+        "additionalProperties": False,
     },
     "PasswordChange": {
         "type": "object",
@@ -299,15 +303,14 @@ _SCHEMAS: dict[str, Any] = {
     },
     "UserUpdate": {
         "type": "object",
-        "properties": {
-            "is_authorized": {"type": "boolean"},
-            "is_admin": {"type": "boolean"},
-            "confirmed_email": {
-                "type": "boolean",
-                "description": "an administrator confirms the address (no mail server, lost mail)",
-            },
-        },
-        "minProperties": 1,
+        "description": (
+            "admin and authorized are the same as is_admin and is_authorized (which win when both "
+            "are given); null leaves a flag as it is; at least one flag must be true or false. "
+            "confirmed_email: an administrator confirms the address (no mail server, lost mail)"
+        ),
+        "properties": {flag: _FLAG for flag in _USER_UPDATE_FLAGS},
+        "additionalProperties": False,
+        "anyOf": [{"required": [flag], "properties": {flag: {"type": "boolean"}}} for flag in _USER_UPDATE_FLAGS],
     },
     "Agent": {
         "type": "object",
@@ -327,23 +330,85 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["name", "type", "ip", "port", "token"],
         "properties": {
-            "name": {"type": "string"},
+            "name": {"type": "string", "maxLength": 64},
             "type": {"type": "string", "enum": ["raspberry", "node", "sensor"]},
-            "ip": {"type": "string"},
+            "ip": {"type": "string", "maxLength": 255},
             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "token": {"type": "string", "description": "the agent's token (never shown back)"},
+            "token": {"type": "string", "maxLength": 1024, "description": "the agent's token (never shown back)"},
             "ca_pem": {
                 "type": "string",
                 "maxLength": 65536,
+                "nullable": True,
                 "description": (
                     "PEM certificate(s) the agent's TLS certificate must chain to: the CA that issued it "
                     "(edgebed tls ca), or the agent's own certificate, pinned. Calls then go over TLS and "
-                    "the certificate must name `ip`; absent or empty: plaintext"
+                    "the certificate must name `ip`; absent, null or empty: plaintext"
                 ),
             },
         },
+        "additionalProperties": False,
+    },
+    "ClockStatus": {
+        "type": "object",
+        "required": ["paused", "offset_seconds", "paused_since", "max_jump_seconds", "wall_time"],
+        "description": (
+            "The scheduler's clock guard: while paused (the wall clock jumped against the monotonic "
+            "clock by more than max_jump_seconds), no reservation starts or ends"
+        ),
+        "properties": {
+            "paused": {"type": "boolean"},
+            "offset_seconds": {"type": "number", "description": "positive: the wall clock jumped forward"},
+            "paused_since": {"type": "integer", "format": "int64", "nullable": True,
+                             "description": "epoch seconds (by the wall clock then); null when not paused"},
+            "max_jump_seconds": {"type": "number"},
+            "wall_time": {"type": "integer", "format": "int64", "description": "the wall clock, epoch seconds"},
+        },
+        "additionalProperties": False,
     },
 }
+
+
+def _reservation_request(min_duration_hours: float, max_duration_hours: float) -> dict[str, Any]:
+    """POST /reservations: the window's bounds are controller.validation's (and the setting's),
+    the same the service checks and the reserve form states."""
+    return {
+        "type": "object",
+        "required": ["start_date", "duration_hours"],
+        "description": 'Either "nodes", or "count" with an optional "filter"; never both.',
+        "properties": {
+            "nodes": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_LIST},
+            "filter": {
+                "type": "object",
+                "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+                "maxProperties": 100,
+                "description": "property -> wanted value; 'type', 'agent' and 'name' match the node's",
+            },
+            "count": {"type": "integer", "minimum": 1, "maximum": MAX_NODES_PER_REQUEST},
+            "start_date": {
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "maximum": LATEST_START,
+                "exclusiveMaximum": True,
+                "description": (
+                    f"epoch seconds, UTC; before {LATEST_START_TEXT}, and not more than "
+                    f"{START_SLACK_SECONDS} s in the past"
+                ),
+            },
+            "duration_hours": {
+                "type": "number",
+                "minimum": min_duration_hours,
+                "maximum": max_duration_hours,
+                "description": f"at least {min_duration_hours:g} hours, at most {max_duration_hours:g} "
+                "([reservations] min_duration_hours, max_duration_hours)",
+            },
+        },
+        "additionalProperties": False,
+        "oneOf": [
+            {"required": ["nodes"], "not": {"anyOf": [{"required": ["filter"]}, {"required": ["count"]}]}},
+            {"required": ["count"], "not": {"required": ["nodes"]}},
+        ],
+    }
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -362,7 +427,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "no such thing (or not yours)",
         409: "conflict (taken, already exists, or not possible now)",
         502: "the agent in charge answered with a reply the controller refused (see its last_error)",
-        503: "the agent in charge does not answer",
+        503: "unavailable: the agent in charge does not answer, or the disk holding the database is full "
+        "(Retry-After); nothing was changed",
     }
     return {str(status): _json(_ref("Error"), text[status]) for status in statuses}
 
@@ -373,7 +439,7 @@ def _body(schema_name: str) -> dict[str, Any]:
 
 def _path_param(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": {"type": "string"}}
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SHORT}}
 
 
 def _query_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -398,8 +464,9 @@ _FORCE = _query_param(
     "force", "true: end its reservations with a destroy first (202) instead of refusing (409)",
     {"type": "boolean"},
 )
+# anyOf, not oneOf: an empty list is both (schemathesis found it).
 _CURRENT_OR_ENDED = {
-    "oneOf": [
+    "anyOf": [
         {"type": "array", "items": {"$ref": "#/components/schemas/Reservation"}},
         {"type": "array", "items": {"$ref": "#/components/schemas/EndedReservation"}},
     ]
@@ -512,7 +579,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_NODE],
                 "responses": {
                     "200": _json(_ref("Reservation"), "the reservation"),
-                    **_errors(*_AUTH, 404),
+                    **_errors(400, *_AUTH, 404),
                 },
             },
             "put": {
@@ -526,7 +593,7 @@ def _paths() -> dict[str, Any]:
                         _ref("Reservation"),
                         "the reservation: ready when complete, else configuring with missing_properties",
                     ),
-                    **_errors(400, *_AUTH, 404, 409),
+                    **_errors(400, *_AUTH, 404, 409, 503),
                 },
             },
         },
@@ -542,7 +609,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("PasswordChange"),
                 "responses": {
                     "200": _json(_ref("PasswordChanged"), "the password was changed"),
-                    **_errors(400, *_AUTH, 409),
+                    **_errors(400, *_AUTH, 409, 503),
                 },
             }
         },
@@ -563,7 +630,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("UserCreate"),
                 "responses": {
                     "201": _json(_ref("User"), "the new account"),
-                    **_errors(400, *_AUTH, 409),
+                    **_errors(400, *_AUTH, 409, 503),
                 },
             },
         },
@@ -576,7 +643,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("UserUpdate"),
                 "responses": {
                     "200": _json(_ref("User"), "the account after the change"),
-                    **_errors(400, *_AUTH, 404, 409),
+                    **_errors(400, *_AUTH, 404, 409, 503),
                 },
             },
             "delete": {
@@ -584,7 +651,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "delete an account and its reservations",
                 "tags": ["admin"],
                 "parameters": [_EMAIL],
-                "responses": {"204": {"description": "deleted"}, **_errors(*_AUTH, 404, 409)},
+                "responses": {"204": {"description": "deleted"}, **_errors(400, *_AUTH, 404, 409, 503)},
             },
         },
         "/admin/agents": {
@@ -604,7 +671,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("AgentCreate"),
                 "responses": {
                     "201": _json(_ref("Agent"), "the agent"),
-                    **_errors(400, *_AUTH, 409),
+                    **_errors(400, *_AUTH, 409, 503),
                 },
             },
         },
@@ -616,7 +683,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_AGENT],
                 "responses": {
                     "200": _json(_ref("Agent"), "the agent, connected or with its last error"),
-                    **_errors(*_AUTH, 404),
+                    **_errors(400, *_AUTH, 404, 503),
                 },
             }
         },
@@ -630,7 +697,7 @@ def _paths() -> dict[str, Any]:
                     "204": {"description": "deleted"},
                     "202": _json(_ref("Removal"), "force: its reservations are being destroyed; the agent is "
                                  "removed once they are gone"),
-                    **_errors(400, *_AUTH, 404, 409),
+                    **_errors(400, *_AUTH, 404, 409, 503),
                 },
             }
         },
@@ -668,7 +735,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": _body("MaintenanceRequest"),
                 "responses": {
                     "200": _json(_ref("Maintenance"), "the node's maintenance"),
-                    **_errors(400, *_AUTH, 404),
+                    **_errors(400, *_AUTH, 404, 503),
                 },
             },
             "delete": {
@@ -676,7 +743,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "take a node out of maintenance",
                 "tags": ["admin"],
                 "parameters": [_NODE],
-                "responses": {"204": {"description": "released"}, **_errors(*_AUTH, 404)},
+                "responses": {"204": {"description": "released"}, **_errors(400, *_AUTH, 404, 503)},
             },
         },
         "/admin/reservations": {
@@ -708,7 +775,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_NODE, _OWNER],
                 "responses": {
                     "200": _json(_ref("Reservation"), "the reservation, ending"),
-                    **_errors(*_AUTH, 404, 409),
+                    **_errors(400, *_AUTH, 404, 409, 503),
                 },
             }
         },
@@ -726,12 +793,32 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/admin/clock": {
+            "get": {
+                "operationId": "getClock",
+                "summary": "whether a wall clock jump pauses starting and ending reservations",
+                "tags": ["admin"],
+                "responses": {"200": _json(_ref("ClockStatus"), "the clock guard"), **_errors(*_AUTH)},
+            }
+        },
+        "/admin/clock/confirm": {
+            "post": {
+                "operationId": "confirmClock",
+                "summary": "confirm that the wall clock is right: reservations start and end by it again",
+                "tags": ["admin"],
+                "responses": {"200": _json(_ref("ClockStatus"), "the clock guard, not paused"), **_errors(*_AUTH)},
+            }
+        },
     }
     return paths
 
 
-def openapi_document() -> dict[str, Any]:
-    """A fresh copy each call, so a caller changing it cannot change the next answer."""
+def openapi_document(
+    *, min_duration_hours: float = MIN_DURATION_HOURS, max_duration_hours: float = 168.0
+) -> dict[str, Any]:
+    """The document for a controller whose reservations last from `min_duration_hours` to
+    `max_duration_hours` (its settings); a fresh copy each call, so a caller changing it cannot
+    change the next answer."""
     return copy.deepcopy(
         {
             "openapi": "3.0.3",
@@ -755,7 +842,10 @@ def openapi_document() -> dict[str, Any]:
             ],
             "paths": _paths(),
             "components": {
-                "schemas": _SCHEMAS,
+                "schemas": {
+                    **_SCHEMAS,
+                    "ReservationRequest": _reservation_request(min_duration_hours, max_duration_hours),
+                },
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             },
         }

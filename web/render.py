@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from edgebed.web.forms import zone_or_utc
-from edgebed.web.keys import SETTINGS, USER
+from edgebed.web.keys import CONTROLLER, SETTINGS, USER
 from edgebed.web.security import csrf_token
 
 TZ_COOKIE = "tz"  # the browser's IANA zone, set by static/edgebed.js
@@ -41,8 +41,13 @@ async def render(
 ) -> web.Response:
     session = await get_session(request)
     flashes = session.pop("flash", []) if "flash" in session else []
+    user = request.get(USER)
+    controller = request.app.get(CONTROLLER)
     page = {
-        "user": request.get(USER),
+        "user": user,
+        # Administrators see a banner while a wall clock jump pauses reservations (controller.clock).
+        "clock": controller.clock.guard.status() if controller is not None and user is not None and user.is_admin
+        else None,
         "csrf_token": csrf_token(session),
         "flashes": flashes,
         "tz": viewer_zone(request),

@@ -15,7 +15,7 @@ from edgebed.controller.errors import InvalidInput, ServiceError
 from edgebed.controller.reservations import ADMIN_STATUSES, HISTORY_LIMIT
 from edgebed.tls import MAX_PEM
 from edgebed.web import charts
-from edgebed.web.auth import require_admin
+from edgebed.web.auth import require_admin, safe_next
 from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, clean_text, field, format_epoch, parse_int
 from edgebed.web.keys import CONTROLLER, ERROR_FIELD
@@ -546,3 +546,17 @@ async def reservation_action(request: web.Request) -> web.StreamResponse:
     else:
         raise InvalidInput("unknown operation; choose end or move")
     raise web.HTTPSeeOther("/admin/reservations")
+
+
+# ---------------------------------------------------------------------------------------------
+# the clock
+
+
+async def confirm_clock(request: web.Request) -> web.StreamResponse:
+    """The banner's button: the administrator says the wall clock is right (controller.clock)."""
+    admin = await require_admin(request)
+    form = await request.post()
+    back = safe_next(field(form, "next", required=False, max_length=1024))
+    await request.app[CONTROLLER].clock.confirm(admin)
+    await flash(request, "Clock confirmed: reservations start and end by it again.", "success")
+    raise web.HTTPSeeOther(back)

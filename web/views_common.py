@@ -171,3 +171,14 @@ def nodetype_json(t) -> dict[str, Any]:
         ],
         "final_states": list(t.final_states),
     }
+
+
+def clock_json(c) -> dict[str, Any]:
+    """A controller.clock.ClockStatus as the API shows it (schema ClockStatus)."""
+    return {
+        "paused": c.paused,
+        "offset_seconds": c.offset_seconds,
+        "paused_since": c.paused_since,
+        "max_jump_seconds": c.max_jump_seconds,
+        "wall_time": c.wall_time,
+    }

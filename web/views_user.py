@@ -16,6 +16,7 @@ from aiohttp import web
 from edgebed.controller.errors import Conflict, InvalidInput, InvalidProperties, ServiceError
 from edgebed.controller.lifecycle import Status
 from edgebed.controller.reservations import USER_ACTIONS, node_matches
+from edgebed.controller.validation import START_SLACK_SECONDS
 from edgebed.web import labels, timeline
 from edgebed.web.auth import require_user
 from edgebed.web.formpage import FormError, about, redraw_on_error
@@ -29,11 +30,13 @@ from edgebed.web.forms import (
     parse_float,
     parse_int,
     parse_local_datetime,
+    parse_number,
+    read_local_datetime,
     zone,
     zone_or_utc,
 )
 from edgebed.web.fragments import reserve_rows
-from edgebed.web.keys import CONTROLLER, ERROR_FIELD, FORM_TEMPLATE
+from edgebed.web.keys import CONTROLLER, ERROR_FIELD, FORM_TEMPLATE, SETTINGS
 from edgebed.web.render import flash, render, viewer_zone
 from edgebed.web.views_common import act_on_each, reservation_json
 
@@ -42,8 +45,6 @@ PROPERTY_PREFIX = "prop."
 TIMELINE_DAYS_DEFAULT = 7
 # A property with more distinct values than this (ip, serial) is not offered as a filter menu.
 MAX_FILTER_CHOICES = 40
-# A start a few minutes back is a user who picked "now" on a minute-granular field.
-START_GRACE_SECONDS = 300
 # The manage page lists the reservations that ended this recently.
 RECENT_SECONDS = 24 * 3600
 
@@ -251,6 +252,9 @@ async def _draw_reserve(
             "duration_value": values.get("duration_hours") or "2",
             "count_value": values.get("count", ""),
             "form_tz": tz.key,
+            # The same bounds the service checks (controller.validation, the settings).
+            "min_duration": f"{request.app[SETTINGS].min_duration_hours:g}",
+            "max_duration": f"{request.app[SETTINGS].max_duration_hours:g}",
             "total": len(nodes),
             "form_error": form_error,
         },
@@ -269,6 +273,9 @@ def _reserve_field(error: InvalidInput | Conflict | Exception, mode: str) -> str
 
 
 async def reserve(request: web.Request) -> web.StreamResponse:
+    """The reserve form. The window's rules (controller.validation) are checked by the service,
+    with the same messages as the JSON API; a local start time that happens twice that day is
+    read as the first, and the next page says so."""
     user = await require_user(request)
     form = await request.post()
     # What was posted, kept to draw the form again when the reservation is refused.
@@ -288,13 +295,15 @@ async def reserve(request: web.Request) -> web.StreamResponse:
     redraw_on_error(request, draw, "reserve")
     tz = zone(field(form, "tz", required=False, max_length=64))
     with about(request, "reserve.start"):
-        start = parse_local_datetime(field(form, "start", label="start date"), tz, "start date")
+        local = read_local_datetime(field(form, "start", label="start date"), tz, "start date")
+    start = local.epoch
     now = int(time.time())
-    if now - START_GRACE_SECONDS <= start < now:
+    if now - START_SLACK_SECONDS <= start < now:
+        # "Now" picked on a minute-granular field: the window starts now, not in the past.
         start = now
     with about(request, "reserve.duration_hours"):
-        duration = parse_float(field(form, "duration_hours", label="duration"), "duration (hours)",
-                               minimum=0.01, maximum=24 * 366)
+        # Its range is the service's to check, with the JSON API's message.
+        duration = parse_number(field(form, "duration_hours", label="duration"), "duration (hours)")
     with about(request, "reserve.nodes"):
         nodes = form_list(form, "nodes")
     count_text = field(form, "count", required=False, max_length=10)
@@ -321,6 +330,8 @@ async def reserve(request: web.Request) -> web.StreamResponse:
     except ServiceError as error:
         request.setdefault(ERROR_FIELD, _reserve_field(error, mode))
         raise
+    if local.note:
+        await flash(request, local.note, "info")
     await flash(request, f"Reserved {', '.join(reserved)}. Now configure them.", "success")
     raise web.HTTPSeeOther("/configure?" + urlencode([("nodes", name) for name in reserved]))
 

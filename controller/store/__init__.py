@@ -21,6 +21,9 @@ which is what makes reservations race-safe.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from edgebed.controller.errors import StorageFull
 from edgebed.controller.store.agents import AgentRepository
 from edgebed.controller.store.engine import OPEN_ERRORS, WRITE_ERRORS, Engine, open_database
 from edgebed.controller.store.health import HealthRepository
@@ -32,6 +35,7 @@ from edgebed.controller.store.records import CachedNode, ScheduleChange
 from edgebed.controller.store.schedule import ScheduleRepository
 from edgebed.controller.store.sealing import Sealer
 from edgebed.controller.store.users import UserRepository
+from edgebed.storage import is_damage, sqlite_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -43,6 +47,8 @@ __all__ = [
     "ScheduleChange",
     "ScheduleRepository",
     "Store",
+    "StoreDamaged",
+    "StoreInUse",
     "StoreUnavailable",
     "UserRepository",
     "WRITE_ERRORS",
@@ -53,6 +59,15 @@ __all__ = [
 
 class StoreUnavailable(Exception):
     """The database cannot be opened or migrated; the message says why (never a password)."""
+
+
+class StoreInUse(StoreUnavailable):
+    """Another controller runs on the same SQLite file; the message names the file."""
+
+
+class StoreDamaged(StoreUnavailable):
+    """The SQLite file is damaged or is no SQLite database; the message is the first problem
+    SQLite's integrity check (or its open) reported."""
 
 
 class Store:
@@ -77,18 +92,40 @@ class Store:
         self.maintenance = MaintenanceRepository(self._engine, models)
         self.health = HealthRepository(self._engine, models)
 
-    async def open(self) -> None:
+    async def open(self, *, check_integrity: bool = False) -> None:
         """Opens the database, upgrades its schema in place to SCHEMA_VERSION (creating it when
-        new) and seals the agent tokens an older controller stored in clear. StoreUnavailable
-        with the first line of the reason when it cannot."""
+        new) and seals the agent tokens an older controller stored in clear; with
+        `check_integrity`, first runs SQLite's quick_check over the whole file (start-up: a
+        damaged file stops the controller instead of answering 500s).
+
+        StoreDamaged when the file is damaged, StoreUnavailable with the first line of the reason
+        when the database cannot be opened."""
         try:
             self._engine.open()
+            if check_integrity:
+                problem = await self._engine.run(self._engine.damage)
+                if problem is not None:
+                    raise StoreDamaged(problem)
             await self._engine.run(migrate, self._engine.db)
             await self._engine.run(self.agents.seal_plaintext_tokens)
+        except StoreDamaged:
+            await self.close()
+            raise
+        except StorageFull as exc:
+            await self.close()
+            raise StoreUnavailable(exc.message) from None
         except OPEN_ERRORS as exc:
             await self.close()
             lines = str(exc).strip().splitlines()
-            raise StoreUnavailable(lines[0] if lines else type(exc).__name__) from exc
+            first = lines[0] if lines else type(exc).__name__
+            if is_damage(exc):
+                raise StoreDamaged(first) from exc
+            raise StoreUnavailable(first) from exc
+
+    @property
+    def file(self) -> Path | None:
+        """The SQLite file, or None for PostgreSQL."""
+        return sqlite_file(self.url)
 
     async def close(self) -> None:
         """Waits for the queries under way and closes every connection. Idempotent."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,12 @@ import peewee as pw
 from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from edgebed.config import redacted_url
+from edgebed.controller.errors import StorageFull
 from edgebed.database import hide_query_parameters, private_sqlite_file
+from edgebed.ratelog import RateLimitedLog
+from edgebed.storage import damage, disk_full_log, disk_full_message, is_disk_full, sqlite_file
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -124,6 +130,12 @@ class Engine:
         # Writes waiting for the next group commit (run_grouped), and the task committing them.
         self._grouped: list[tuple[Callable[[], Any], asyncio.Future]] = []
         self._committer: asyncio.Task | None = None
+        # While the disk is full every write fails, the scheduler's each poll and the users' each
+        # request: one line a minute says so.
+        self._full_log = RateLimitedLog(log, 60.0)
+        where = sqlite_file(url)
+        self._full_message = disk_full_message(where)
+        self._full_line = disk_full_log(where)
 
     def open(self) -> None:
         """Opens the pool (connections come on first use) and starts the worker threads.
@@ -156,12 +168,26 @@ class Engine:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """fn(*args, **kwargs) in a pool thread inside a connection context; its result or its
-        exception. RuntimeError when the engine is not open."""
+        exception. RuntimeError when the engine is not open; StorageFull (503) when a write
+        failed for lack of space (rolled back: nothing of it was written)."""
         if self._executor is None or self._db is None:
             raise RuntimeError("the store is not open")
         loop = asyncio.get_running_loop()
         call = functools.partial(self._in_connection, fn, *args, **kwargs)
-        return await loop.run_in_executor(self._executor, call)
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self._full_log.log(logging.ERROR, "full", "%s", self._full_line)
+            raise StorageFull(self._full_message) from None
+
+    def damage(self) -> str | None:
+        """Runs in a pool thread: SQLite's quick_check of the file (None when sound, otherwise the
+        first problem); None on PostgreSQL, whose server checks its own files."""
+        if not self.is_sqlite:
+            return None
+        return damage(lambda sql: self.db.execute_sql(sql).fetchall())
 
     async def run_grouped(self, fn: Callable[[], T]) -> T:
         """fn() inside a write transaction, like `run` with `with write(): fn()`, but committed
@@ -199,6 +225,9 @@ class Engine:
                     continue  # its caller was cancelled meanwhile
                 if ok:
                     future.set_result(value)
+                elif is_disk_full(value):
+                    self._full_log.log(logging.ERROR, "full", "%s", self._full_line)
+                    future.set_exception(StorageFull(self._full_message))
                 else:
                     future.set_exception(value)
 

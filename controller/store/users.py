@@ -7,11 +7,14 @@ import secrets
 from types import SimpleNamespace
 from typing import Any
 
+import peewee as pw
+
 from edgebed.controller.domain import ApiToken, User
 from edgebed.controller.errors import Conflict
 from edgebed.controller.store.conversions import api_token_from_row, user_from_row
 from edgebed.controller.store.engine import Engine
 from edgebed.controller.store.records import Credentials
+from edgebed.storage import is_disk_full
 
 # What update_user may change; the email is the primary key and never changes, and the
 # credential version changes only through end_sessions= and replace_password.
@@ -259,9 +262,14 @@ class UserRepository:
                 return None
             # Once a minute is enough to show "last used" and spares a write per API call.
             if row.last_used_at is None or now - int(row.last_used_at) >= 60:
-                self.m.ApiToken.update(last_used_at=now).where(
-                    self.m.ApiToken.id == row.id
-                ).execute()
+                try:
+                    self.m.ApiToken.update(last_used_at=now).where(
+                        self.m.ApiToken.id == row.id
+                    ).execute()
+                except pw.OperationalError as exc:
+                    # Bookkeeping: on a full disk the call itself goes on (a read still works).
+                    if not is_disk_full(exc):
+                        raise
             return row.owner, row.token_hash
 
         return await self._engine.run(work)

@@ -3,9 +3,10 @@
 up            brings a lab up, prints its parts and timings, and keeps it up until SIGINT/SIGTERM,
               then takes it down. The line `ready: <dir>/lab.json` says it is usable.
 down          takes the lab in DIR down, also what a killed `up` left behind.
-status        each Pi's power and system, the switch and image server addresses.
+status        each Pi's and server's power and system, the switch and image server addresses.
 agent-config  a TOML agent configuration (driver = "real") for the lab, and each Pi's node
-              properties (`--json`: the whole description as JSON instead).
+              properties (`--servers`: a node agent's, for the servers; `--json`: the whole
+              description as JSON instead).
 
 Bad input or a missing prerequisite: one line on stderr and exit code 2.
 """
@@ -40,23 +41,33 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--community", default="private", help="the switch's SNMP community (private)")
     up.add_argument("--boot-delay", type=float, default=1.0, help="seconds from power on to boot (1)")
     up.add_argument("--card-mib", type=int, default=256, help="size of a new card in MiB (256)")
+    up.add_argument("--ipmi-servers", type=int, default=0, help="servers behind an ipmi_sim BMC each (0)")
+    up.add_argument("--redfish-servers", type=int, default=0,
+                    help="servers behind the Redfish emulator (0)")
+    up.add_argument("--redfish-delay", type=int, nargs=2, default=(1, 2), metavar=("LEAST", "MOST"),
+                    help="whole seconds the Redfish emulator takes to apply a power change (1 2)")
     up.add_argument("--slot", type=int, default=None,
                     help="0..99: addresses 10.213.SLOT.0/24 and names ebl<SLOT>- (the lowest free one)")
     config.add_argument("--json", action="store_true", help="print the lab description as JSON")
+    config.add_argument("--servers", action="store_true",
+                        help="a node agent's configuration for the lab's servers (else the Pis')")
     return parser
 
 
 async def _up(args: argparse.Namespace) -> int:
     lab = Lab(args.dir, pis=args.pis, community=args.community, boot_delay=args.boot_delay,
-              card_mib=args.card_mib, slot=args.slot)
+              card_mib=args.card_mib, slot=args.slot,
+              server_bmcs=["ipmi"] * args.ipmi_servers + ["redfish"] * args.redfish_servers,
+              redfish_delay=tuple(args.redfish_delay))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     description = await lab.up()
     try:
-        print(f"switch: snmp v2c {description.switch.address} community {description.switch.community}"
-              f" oid {description.switch.poe_oid}.<port> (1 on, 2 off)")
+        if description.switch is not None:
+            print(f"switch: snmp v2c {description.switch.address} community {description.switch.community}"
+                  f" oid {description.switch.poe_oid}.<port> (1 on, 2 off)")
         print(f"image server: {description.image_url} (from {description.image_dir})")
         print(f"tftp root: {description.tftp_root} (network boot: {description.tftp_root}/<serial>/"
               f" holding the files of {description.netboot_dir})")
@@ -64,6 +75,11 @@ async def _up(args: argparse.Namespace) -> int:
         for pi in description.pis:
             print(f"{pi.name}: ip {pi.ip} serial {pi.serial} port {pi.switch_port} card {pi.sd_device}"
                   f" netns {pi.netns}")
+        for server in description.servers:
+            print(f"{server.name}: ip {server.ip} mac {server.mac} {server.bmc_protocol} BMC "
+                  f"{server.bmc_address}{' system ' + server.bmc_system if server.bmc_system else ''}"
+                  f" (user {description.bmc_user}, password in {description.bmc_password_file})"
+                  f" disk {server.disk_device} netns {server.netns}")
         print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in lab.timings.items()))
         print(f"ready: {Path(description.directory) / 'lab.json'}", flush=True)
         await stop.wait()
@@ -94,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.json:
             print(json.dumps(description.to_json(), indent=2))
+        elif args.servers:
+            if not description.servers:
+                print(f"python -m edgebed.lab: the lab in {args.dir} has no servers", file=sys.stderr)
+                return 2
+            print(description.server_agent_config(), end="")
         else:
             print(description.agent_config(), end="")
         return 0

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from edgebed.lab.firmware import PiHardware
 from edgebed.lab.image import TestImage
+from edgebed.lab.proc import LabError
+from edgebed.lab.servers import ServerHardware
 
 DESCRIPTION_FILE = "lab.json"
 PI_MODEL = "Raspberry Pi 4 Model B"
@@ -37,7 +39,8 @@ class LabDescription:
     slot: int
     bridge: str
     host_ip: str
-    switch: SwitchDescription
+    # None in a lab without Pis (servers only).
+    switch: SwitchDescription | None
     pis: tuple[PiHardware, ...]
     tftp_root: str
     netboot_dir: str
@@ -48,6 +51,13 @@ class LabDescription:
     image: TestImage
     boot_delay: float
     model: str = PI_MODEL
+    # Servers (edgebed.lab.servers): the iPXE script their entries hold, their maintenance
+    # system's host name, and the BMCs' one user and its password file.
+    servers: tuple[ServerHardware, ...] = ()
+    netboot_script: str = ""
+    server_hostname: str = ""
+    bmc_user: str = ""
+    bmc_password_file: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -55,8 +65,9 @@ class LabDescription:
     @classmethod
     def from_json(cls, data: dict) -> LabDescription:
         data = dict(data)
-        data["switch"] = SwitchDescription(**data["switch"])
+        data["switch"] = SwitchDescription(**data["switch"]) if data.get("switch") else None
         data["pis"] = tuple(PiHardware(**pi) for pi in data["pis"])
+        data["servers"] = tuple(ServerHardware(**server) for server in data.get("servers", ()))
         data["image"] = TestImage.from_json(dict(data["image"]))
         return cls(**data)
 
@@ -78,8 +89,55 @@ class LabDescription:
 
     def node_properties(self, pi: PiHardware) -> dict[str, str]:
         """The AddNode properties of a raspberry node for this Pi."""
+        if self.switch is None:
+            raise LabError("this lab has no Pis")
         return {"ip": pi.ip, "serial": pi.serial, "switch": self.switch.name,
                 "switch_port": str(pi.switch_port), "sd_device": pi.sd_device, "model": self.model}
+
+    def server_properties(self, server: ServerHardware) -> dict[str, str]:
+        """The AddNode properties of a node (server) for this lab server."""
+        properties = {"ip": server.ip, "mac": server.mac, "bmc_protocol": server.bmc_protocol,
+                      "bmc_address": server.bmc_address, "disk_device": server.disk_device}
+        if server.bmc_system:
+            properties["bmc_system"] = server.bmc_system
+        return properties
+
+    def server_agent_config(self) -> str:
+        """A TOML configuration of a node agent with driver = "real" for this lab's servers, then
+        each server's AddNode properties as comments (`# <node name> <JSON object>`)."""
+        def q(text: str) -> str:
+            return json.dumps(text)
+
+        lab = Path(self.directory)
+        lines = [
+            f"# edgebed node agent for the servers of the hardware lab in {self.directory}",
+            'name = "labsv"',
+            'type = "node"',
+            'listen = "127.0.0.1:50052"',
+            f"token = {q('lab-token-change-me')}",
+            f"database = {q(str(lab / 'agent-servers.sqlite'))}",
+            'driver = "real"',
+            "",
+            "[real]",
+            f"ssh_key = {q(self.ssh_key)}",
+            f"tftp_root = {q(self.tftp_root)}",
+            f"netboot_script = {q(self.netboot_script)}",
+            f"netboot_hostname = {q(self.server_hostname)}",
+            f"image_dir = {q(self.image_dir)}",
+            f"image_url = {q(self.image_url)}",
+            'wipe = "quick"',
+            "power_off_seconds = 1.0",
+            "",
+            "[[real.bmc_credentials]]",
+            'match = "*"',
+            f"user = {q(self.bmc_user)}",
+            f"password_file = {q(self.bmc_password_file)}",
+            "",
+            "# Nodes (AddNode properties):",
+        ]
+        for server in self.servers:
+            lines.append(f"# lab-{server.name} {json.dumps(self.server_properties(server))}")
+        return "\n".join(lines) + "\n"
 
     def agent_config(self) -> str:
         """A TOML agent configuration with driver = "real" for this lab, then each Pi's AddNode
@@ -87,6 +145,8 @@ class LabDescription:
         def q(text: str) -> str:
             return json.dumps(text)  # a TOML basic string is a JSON string for these values
 
+        if self.switch is None:
+            raise LabError("this lab has no Pis: agent-config --servers gives its node agent")
         lab = Path(self.directory)
         lines = [
             f"# edgebed agent for the hardware lab in {self.directory}",

@@ -155,10 +155,14 @@ class Firmware:
     def _netboot_files(self) -> Path:
         return self.settings.tftp_root / self.pi.serial
 
+    def _boot_mode(self) -> str:
+        """What this power-on boots: MAINTENANCE (the network) or CARD (its own storage)."""
+        return MAINTENANCE if (self._netboot_files() / "start4.elf").is_file() else CARD
+
     async def _boot_loop(self) -> None:
         await asyncio.sleep(self.settings.boot_delay)
         while True:
-            mode = MAINTENANCE if (self._netboot_files() / "start4.elf").is_file() else CARD
+            mode = self._boot_mode()
             started = time.monotonic()
             proc = await self._spawn(mode)
             code = await proc.wait()

@@ -36,11 +36,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from edgebed.lab import net, switch
+from edgebed.lab import net, servers, switch
 from edgebed.lab.description import LabDescription, SwitchDescription
 from edgebed.lab.firmware import RUN_ROOT, Firmware, FirmwareSettings, PiHardware
 from edgebed.lab.image import build_test_image, write_boot_folder
@@ -56,9 +56,10 @@ _TOOLS = ("ip", "losetup", "partx", "unshare", "mount", "ssh-keygen", "mkfs.fat"
           "mkfs.ext4", "sfdisk", "zstd", "xz", "openssl", "dd")
 
 
-def missing_prerequisites() -> list[str]:
-    """What this machine lacks to run a lab (empty when nothing): one phrase per missing part."""
-    missing = []
+def missing_prerequisites(server_protocols: Sequence[str] = ()) -> list[str]:
+    """What this machine lacks to run a lab (empty when nothing), with servers of these BMC
+    protocols ("ipmi", "redfish"): one phrase per missing part."""
+    missing = servers.missing_server_prerequisites(list(server_protocols))
     if not sys.platform.startswith("linux"):
         return ["Linux"]
     if os.geteuid() != 0:
@@ -174,20 +175,29 @@ def _loop_devices() -> list[tuple[str, str]]:
 
 
 class Lab:
-    """A hardware lab in `directory` with `pis` Pis (1..99).
+    """A hardware lab in `directory` with `pis` Pis (0..99) and servers, one per item of
+    `server_bmcs` ("ipmi" or "redfish": its BMC; edgebed.lab.servers).
 
     community: the switch's SNMP community (a wrong one gets no answer); boot_delay: seconds from
     power on to the boot decision; card_mib: size of each sparse card file (kept across runs, as a
     card keeps its contents); slot: 0..99 picks the addresses 10.213.<slot>.0/24 and the
     `ebl<slot>-` names (None: the lowest free one); poll_interval: seconds between the firmware's
-    readings of the PoE ports; retry_seconds: a dark Pi's pause before it tries to boot again.
+    readings of the PoE ports; retry_seconds: a dark Pi's pause before it tries to boot again;
+    redfish_delay: (least, most) whole seconds the Redfish emulator takes to apply a power change
+    (sushy-tools: 1, 11).
     """
 
     def __init__(self, directory: Path, pis: int = 2, *, community: str = "private",
                  boot_delay: float = 1.0, card_mib: int = 256, slot: int | None = None,
-                 poll_interval: float = 0.2, retry_seconds: float = 5.0) -> None:
-        if not 1 <= pis <= net.MAX_PIS:
-            raise LabError(f"pis must be within 1..{net.MAX_PIS}, not {pis}")
+                 poll_interval: float = 0.2, retry_seconds: float = 5.0,
+                 server_bmcs: Sequence[str] = (), redfish_delay: tuple[int, int] = (1, 2)) -> None:
+        if not 0 <= pis <= net.MAX_PIS or (pis == 0 and not server_bmcs):
+            raise LabError(f"pis must be within 1..{net.MAX_PIS} (0 with servers), not {pis}")
+        if len(server_bmcs) > net.MAX_SERVERS or set(server_bmcs) - {servers.IPMI, servers.REDFISH}:
+            raise LabError(f"server_bmcs must be at most {net.MAX_SERVERS} of 'ipmi', 'redfish', "
+                           f"got {list(server_bmcs)}")
+        if not 0 <= redfish_delay[0] <= redfish_delay[1]:
+            raise LabError(f"redfish_delay must be (least, most) seconds, got {redfish_delay}")
         self.directory = directory.resolve()
         if any(c in str(self.directory) for c in '"\n\\'):
             raise LabError(f"lab directory {self.directory!r}: no quotes, backslashes or newlines")
@@ -198,12 +208,17 @@ class Lab:
         self.wanted_slot = slot
         self.poll_interval = poll_interval
         self.retry_seconds = retry_seconds
+        self.server_bmcs = tuple(server_bmcs)
+        self.redfish_delay = redfish_delay
         self.timings: dict[str, float] = {}
         self._description: LabDescription | None = None
         self._slot: net.SlotLock | None = None
         self._snmpsim: asyncio.subprocess.Process | None = None
         self._http: asyncio.subprocess.Process | None = None
         self._firmware: list[Firmware] = []
+        self._servers: list[servers.ServerFirmware] = []
+        self._bmcs: list[asyncio.subprocess.Process] = []
+        self._redfish: servers.RedfishReader | None = None
         self._poller: asyncio.Task[None] | None = None
 
     @property
@@ -226,7 +241,7 @@ class Lab:
 
         Raises LabError (prerequisites missing, a slot busy, a tool failing) after cleaning up.
         """
-        missing = missing_prerequisites()
+        missing = missing_prerequisites(self.server_bmcs)
         if missing:
             raise LabError("the lab needs " + ", ".join(missing))
         start = time.monotonic()
@@ -270,15 +285,24 @@ class Lab:
         netboot_dir = tftp_root / "netboot"
         write_boot_folder(netboot_dir, f"maintenance system {NETBOOT_HOSTNAME}")
 
-        snmp_port = _free_port(socket.SOCK_DGRAM, "127.0.0.1")
-        switch_ports = max(8, self.pis)
-        self._snmpsim = await self._timed(
-            "switch", switch.start(lab / "switch", lab, self.community, switch_ports, snmp_port))
+        # The switch powers Pis only: a lab of servers alone goes without (snmpsim's start is
+        # most of a lab's).
+        lab_switch: SwitchDescription | None = None
+        if self.pis:
+            snmp_port = _free_port(socket.SOCK_DGRAM, "127.0.0.1")
+            switch_ports = max(8, self.pis)
+            self._snmpsim = await self._timed(
+                "switch", switch.start(lab / "switch", lab, self.community, switch_ports, snmp_port))
+            lab_switch = SwitchDescription(
+                name=switch.SWITCH_NAME, address=f"127.0.0.1:{snmp_port}", community=self.community,
+                poe_oid=switch.POE_OID, port_offset=0, ports=switch_ports)
 
         async def network() -> None:
             await net.make_bridge(slot)
             for index in range(1, self.pis + 1):
                 await net.make_pi_net(slot, index)
+            for index in range(1, len(self.server_bmcs) + 1):
+                await net.make_server_net(slot, index)
         await self._timed("network", network())
 
         pis = await self._timed("cards", self._cards(slot))
@@ -291,15 +315,31 @@ class Lab:
             authorized_keys=Path(f"{agent_key}.pub").read_text(), maintenance_host_key=host_key,
             boot_delay=self.boot_delay, retry_seconds=self.retry_seconds)
         self._firmware = [Firmware(pi, settings) for pi in pis]
+        lab_servers: tuple[servers.ServerHardware, ...] = ()
+        server_fields: dict[str, str] = {}
+        if self.server_bmcs:
+            lab_servers = await self._timed("servers", self._servers_up(slot))
+            netboot_script = tftp_root / "maintenance.ipxe"
+            netboot_script.write_text(
+                "#!ipxe\n# edgebed lab: the servers' maintenance system (the lab boots it when a\n"
+                "# server's entry exists and its BMC's boot device is PXE)\n"
+                f"kernel http://{net.host_ip(slot)}/maintenance/vmlinuz hostname={servers.SERVER_HOSTNAME}\n"
+                f"initrd http://{net.host_ip(slot)}/maintenance/initrd.img\nboot\n")
+            server_settings = FirmwareSettings(
+                lab_dir=lab, tftp_root=tftp_root, netboot_hostname=servers.SERVER_HOSTNAME,
+                authorized_keys=settings.authorized_keys, maintenance_host_key=host_key,
+                boot_delay=self.boot_delay, retry_seconds=self.retry_seconds)
+            self._servers = [servers.ServerFirmware(server, server_settings) for server in lab_servers]
+            server_fields = {"netboot_script": str(netboot_script),
+                             "server_hostname": servers.SERVER_HOSTNAME, "bmc_user": servers.BMC_USER,
+                             "bmc_password_file": str(keys / "bmc-password")}
         description = LabDescription(
             directory=str(lab), slot=slot, bridge=net.bridge_name(slot), host_ip=net.host_ip(slot),
-            switch=SwitchDescription(name=switch.SWITCH_NAME, address=f"127.0.0.1:{snmp_port}",
-                                     community=self.community, poe_oid=switch.POE_OID, port_offset=0,
-                                     ports=switch_ports),
+            switch=lab_switch,
             pis=tuple(pis), tftp_root=str(tftp_root), netboot_dir=str(netboot_dir),
             netboot_hostname=NETBOOT_HOSTNAME, image_dir=str(lab / "images"),
             image_url=f"http://{net.host_ip(slot)}:{http_port}/", ssh_key=str(agent_key),
-            image=image, boot_delay=self.boot_delay)
+            image=image, boot_delay=self.boot_delay, servers=lab_servers, **server_fields)
         self._poller = asyncio.create_task(self._poll(description), name="lab firmware")
         description.save()
         return description
@@ -327,6 +367,51 @@ class Lab:
                 sd_device=device, folder=str(folder)))
         return pis
 
+    async def _servers_up(self, slot: int) -> tuple[servers.ServerHardware, ...]:
+        """The servers' disks, folders and BMCs (ipmi_sim each, one Redfish emulator)."""
+        keys = self.directory / "keys"
+        password_file = keys / "bmc-password"
+        password = password_file.read_text().strip() if password_file.exists() else ""
+        if not 8 <= len(password) <= 16 or not password.isalnum():
+            # IPMI 1.5 passwords (ipmi_sim's user table) are at most 16 bytes.
+            password = secrets.token_hex(8)
+            password_file.write_text(password + "\n")
+            password_file.chmod(0o600)
+        made: list[servers.ServerHardware] = []
+        redfish_port = _free_port(socket.SOCK_STREAM, "127.0.0.1") if servers.REDFISH in self.server_bmcs else 0
+        for index, protocol in enumerate(self.server_bmcs, start=1):
+            folder = self.directory / "servers" / f"sv{index}"
+            folder.mkdir(parents=True, exist_ok=True)
+            disk = folder / "disk.img"
+            if not disk.exists():
+                with disk.open("wb") as handle:
+                    handle.truncate(self.card_mib * 1024 * 1024)  # sparse: a blank disk
+            device = (await run("losetup", "--find", "--show", str(disk))).strip()
+            if protocol == servers.IPMI:
+                ipmi_port = _free_port(socket.SOCK_DGRAM, "127.0.0.1")
+                address, system = f"127.0.0.1:{ipmi_port}", ""
+            else:
+                # A UUID of its own per slot and server, as a Redfish system id.
+                address = servers.redfish_url(redfish_port)
+                system = f"{slot:04x}{index:04x}-eb1a-4b00-8000-00000000{index:04x}"
+            made.append(servers.ServerHardware(
+                index=index, name=f"sv{index}", netns=net.server_netns(slot, index),
+                ip=net.server_ip(slot, index), mac=net.server_mac(slot, index), disk_file=str(disk),
+                disk_device=device, folder=str(folder), bmc_protocol=protocol, bmc_address=address,
+                bmc_system=system))
+        for server in made:
+            if server.bmc_protocol == servers.IPMI:
+                port = int(server.bmc_address.rpartition(":")[2])
+                self._bmcs.append(await servers.start_ipmi_sim(
+                    Path(server.folder) / "bmc", self.directory, server.name, port, password))
+        redfish = [server for server in made if server.bmc_protocol == servers.REDFISH]
+        if redfish:
+            self._bmcs.append(await servers.start_redfish(
+                self.directory / "redfish", self.directory, redfish, redfish_port, password,
+                self.redfish_delay))
+            self._redfish = servers.RedfishReader(servers.redfish_url(redfish_port), password)
+        return tuple(made)
+
     async def _image_server(self, slot: int, port: int) -> asyncio.subprocess.Process:
         images = self.directory / "images"
         http_log = (self.directory / "http.log").open("ab")
@@ -350,21 +435,30 @@ class Lab:
                 await asyncio.sleep(0.1)
 
     async def _poll(self, description: LabDescription) -> None:
-        reader = switch.PoeReader(description.switch.address, description.switch.community,
-                                  [pi.switch_port for pi in description.pis], description.switch.poe_oid)
+        reader = None
+        if description.switch is not None:
+            reader = switch.PoeReader(description.switch.address, description.switch.community,
+                                      [pi.switch_port for pi in description.pis], description.switch.poe_oid)
         try:
             while True:
-                values = await reader.read(timeout=1.0)
+                values = await reader.read(timeout=1.0) if reader is not None else {}
                 if values is None:
                     log.warning("the switch did not answer the firmware's poll")
                 else:
                     for firmware in self._firmware:
                         await firmware.observe(values.get(firmware.pi.switch_port) == switch.POE_ON)
-                for firmware in self._firmware:
+                for server in self._servers:
+                    state = await asyncio.to_thread(servers.read_bmc, server.server, self._redfish)
+                    if state is None:
+                        log.warning("%s: the BMC did not answer the firmware's poll", server.server.name)
+                    else:
+                        await server.observe_bmc(*state)
+                for firmware in [*self._firmware, *self._servers]:
                     await firmware.tick()
                 await asyncio.sleep(self.poll_interval)
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
 
     # -- down ----------------------------------------------------------------------------------
 
@@ -378,14 +472,17 @@ class Lab:
             except asyncio.CancelledError:
                 pass
             self._poller = None
-        for firmware in self._firmware:
+        for firmware in [*self._firmware, *self._servers]:
             await firmware.shutdown()
         self._firmware = []
-        for proc in (self._http, self._snmpsim):
+        self._servers = []
+        self._redfish = None
+        for proc in (self._http, self._snmpsim, *self._bmcs):
             if proc is not None and proc.returncode is None:
                 switch.stop(proc)
                 await proc.wait()
         self._http = self._snmpsim = None
+        self._bmcs = []
         if self._slot is not None:
             for line in await asyncio.to_thread(clean, self.directory):
                 log.debug("down: %s", line)
@@ -405,7 +502,8 @@ def status(directory: Path) -> list[str]:
     pid = state.get("pid")
     running = isinstance(pid, int) and pid_alive(pid)
     lines = [f"lab {directory}: {f'running (pid {pid})' if running else 'not running'}",
-             f"switch {description.switch.address} community {description.switch.community}",
+             (f"switch {description.switch.address} community {description.switch.community}"
+              if description.switch is not None else "no switch (no Pis)"),
              f"image server {description.image_url}"]
     for pi in description.pis:
         try:
@@ -418,4 +516,15 @@ def status(directory: Path) -> list[str]:
             f"power {pi_state.get('power', '?')}, system {pi_state.get('system', '?')}"
             f"{', netboot folder present' if netboot else ''}"
             f"{' (' + pi_state['detail'] + ')' if pi_state.get('detail') else ''}")
+    for server in description.servers:
+        try:
+            server_state = json.loads((Path(server.folder) / "state.json").read_text())
+        except (OSError, ValueError):
+            server_state = {}
+        entry = (Path(description.tftp_root) / server.pxe_entry_name).exists()
+        lines.append(
+            f"{server.name} {server.ip} mac {server.mac} {server.bmc_protocol} BMC {server.bmc_address}"
+            f"{' system ' + server.bmc_system if server.bmc_system else ''} disk {server.disk_device}: "
+            f"power {server_state.get('power', '?')}, system {server_state.get('system', '?')}"
+            f"{', PXE entry present' if entry else ''}")
     return lines

@@ -120,3 +120,39 @@ async def make_pi_net(slot: int, index: int) -> None:
     await run("ip", "-n", ns, "link", "set", "eth0", "up")
     await run("ip", "-n", ns, "link", "set", "lo", "up")
     await run("ip", "-n", ns, "route", "add", "default", "via", host_ip(slot))
+
+
+# Servers: namespaces ebl<slot>-sv<N> on the same bridge, 10.213.<slot>.<100+N>, with a MAC of
+# their own (their PXE entries are named after it).
+MAX_SERVERS = 50
+
+
+def server_ip(slot: int, index: int) -> str:
+    return f"{SUBNET}.{slot}.{100 + index}"
+
+
+def server_netns(slot: int, index: int) -> str:
+    return f"{prefix(slot)}sv{index}"
+
+
+def server_mac(slot: int, index: int) -> str:
+    """A locally administered MAC (52:54:00 is QEMU's prefix, as a lab's virtual NIC)."""
+    return f"52:54:00:eb:{slot:02x}:{index:02x}"
+
+
+async def make_server_net(slot: int, index: int) -> None:
+    """Creates netns ebl<slot>-sv<index> like a Pi's, with eth0's MAC set to server_mac."""
+    ns = server_netns(slot, index)
+    host_side = f"{prefix(slot)}sv{index}"
+    inside = f"{prefix(slot)}sv{index}c"
+    await run("ip", "netns", "add", ns)
+    await run("ip", "link", "add", host_side, "type", "veth", "peer", "name", inside)
+    await run("ip", "link", "set", host_side, "master", bridge_name(slot))
+    await run("ip", "link", "set", host_side, "up")
+    await run("ip", "link", "set", inside, "netns", ns)
+    await run("ip", "-n", ns, "link", "set", inside, "name", "eth0")
+    await run("ip", "-n", ns, "link", "set", "eth0", "address", server_mac(slot, index))
+    await run("ip", "-n", ns, "addr", "add", f"{server_ip(slot, index)}/24", "dev", "eth0")
+    await run("ip", "-n", ns, "link", "set", "eth0", "up")
+    await run("ip", "-n", ns, "link", "set", "lo", "up")
+    await run("ip", "-n", ns, "route", "add", "default", "via", host_ip(slot))

@@ -1,6 +1,9 @@
-"""The `real` drivers: real hardware behind the capability interfaces (nodetypes/interfaces.py).
+"""The `real` drivers: real hardware behind the capability interfaces (nodetypes/interfaces.py),
+configured by the agent's `[real]` table, whose schema depends on the node type (config.py).
 
-Only raspberry has one so far (raspberry.py: PoE power over SNMP, network-boot folders, SSH
-image copy with a checksum, wipe), offered through the `edgebed.drivers` entry point
-`raspberry.real` and configured by the agent's `[real]` table (config.py).
+- raspberry.py (`raspberry.real`): PoE power over SNMP, network-boot folders, SSH image copy with
+  a checksum, wipe.
+- servers.py (`node.real`): power and boot device through a BMC (bmc.py: IPMI or Redfish), a
+  per-MAC iPXE entry (pxe.py), and the raspberry driver's image, system and setup parts on the
+  server's disk.
 """

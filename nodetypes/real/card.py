@@ -20,7 +20,7 @@ read back) or `full` (the whole card zeroed first, with progress), same protocol
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from edgebed.nodetypes.base import CopyStatus, DriverError, Environment, NodeRef
 from edgebed.nodetypes.real.images import ImageCatalog, ImageDigest, ImageFile
@@ -59,10 +59,19 @@ def _progress(done: int, total: int, elapsed: float | None) -> CopyStatus:
     return CopyStatus(done=False, running=True, percent=min(99, int(fraction * 100)), eta=eta)
 
 
+# NodeRef -> the block device a node's image goes to ("/dev/mmcblk0"); DriverError when its
+# property is not a device path.
+DeviceOf = Callable[[NodeRef], str]
+
+
 class CardImage:
+    """ImageInterface and WipeProgress on a node's storage: a Pi's card (`device` = sd_device), or
+    any other block device the maintenance system sees (a server's disk, servers.py)."""
+
     def __init__(self, ssh: SshPool, jobs: NodeJobs, catalog: ImageCatalog, *,
-                 wipe_mode: str, maintenance_hostname: str) -> None:
+                 wipe_mode: str, maintenance_hostname: str, device: DeviceOf = sd_device) -> None:
         self._ssh = ssh
+        self._device = device
         self._jobs = jobs
         self._catalog = catalog
         self._wipe_mode = wipe_mode
@@ -90,7 +99,7 @@ class CardImage:
         """The copy job's id, the image, its raw digest and the device written."""
         image = self._catalog.locate(environment)
         digest = await self._catalog.digest(image)
-        device = sd_device(node)
+        device = self._device(node)
         job_id = f"copy {image.relative} {digest.size} {digest.sha256} {device}"
         return job_id, image, digest, device
 
@@ -132,7 +141,7 @@ class CardImage:
         image = self._catalog.locate(environment)
         digest = await self._catalog.digest(image)
         result = await self._ssh.run(
-            node, bash(script("read-back"), self._maintenance, sd_device(node), str(digest.size)),
+            node, bash(script("read-back"), self._maintenance, self._device(node), str(digest.size)),
             timeout=READ_BACK_SECONDS, what="reading the card back",
         )
         found = result.stdout.strip()
@@ -145,7 +154,7 @@ class CardImage:
     # Wipe.
 
     def _wipe_job(self, node: NodeRef) -> tuple[str, str]:
-        device = sd_device(node)
+        device = self._device(node)
         return f"wipe {self._wipe_mode} {device}", device
 
     async def wipe(self, node: NodeRef) -> None:

@@ -1,5 +1,6 @@
-"""The `[real]` settings of the real raspberry driver: the TOML schema the agent checks them with,
-and the typed values the driver is built from.
+"""The `[real]` settings of the real drivers: the TOML schema the agent checks them with, and the
+typed values the driver is built from; one schema per node type (agent/settings.py REAL_TABLES).
+The raspberry one:
 
     driver = "real"
     [real]
@@ -17,6 +18,8 @@ and the typed values the driver is built from.
     community = "private"
     poe_oid = "1.3.6.1.2.1.105.1.1.1.3.1"      # the port number (+ port_offset) is appended
     port_offset = 0
+
+The node (server) one, SERVER_REAL_SCHEMA, is further below.
 
 The schema checks what a file can tell (types, ranges, shapes); what only the machine can tell
 (the key is readable, the folders exist, the address can be served) is checked when the driver
@@ -219,4 +222,121 @@ class RealConfig:
             serve_images=table["serve_images"], wipe=table["wipe"], work_dir=table["work_dir"],
             ssh_port=table["ssh_port"], ssh_timeout=table["ssh_timeout"],
             poe_off_seconds=table["poe_off_seconds"], timeout_scale=table["timeout_scale"],
+        )
+
+
+# The real node (server) driver: servers.py. Its [real] table shares the raspberry driver's keys
+# for SSH, images and wipes, and replaces the switches with BMC credentials and the PXE entries.
+#
+#     [real]
+#     ssh_key = "/etc/edgebed/agent_ed25519"
+#     tftp_root = "/srv/tftp"                  # the agent writes <mac>.ipxe here (servers.md)
+#     netboot_script = "/srv/tftp/maintenance.ipxe"  # boots the maintenance system
+#     netboot_hostname = "edgebed-maint"
+#     image_dir = "/srv/images"
+#     image_url = "http://10.0.0.1:8081"
+#     [[real.bmc_credentials]]
+#     match = "srv-*"                          # fnmatch pattern on the node name or BMC address
+#     user = "admin"
+#     password_file = "/etc/edgebed/bmc-srv.password"
+
+BMC_PROTOCOLS = ("ipmi", "redfish")
+
+
+def _check_pattern(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty (use \"*\" for every node)"
+    if not value.isprintable():
+        return "must be printable"
+    return None
+
+
+def _check_bmc_user(value: str) -> str | None:
+    # IPMI user names are at most 16 bytes; Redfish ones are longer, but printable.
+    if not value or not value.isprintable() or len(value) > 64:
+        return f"must be 1..64 printable characters, got {value!r}"
+    return None
+
+
+BMC_CREDENTIALS_SCHEMA: Schema = {
+    "match": Key(str, check=_check_pattern,
+                 help="fnmatch pattern on the node's name or its bmc_address; the first table that "
+                      "matches gives the credentials"),
+    "user": Key(str, check=_check_bmc_user, help="BMC user name"),
+    "password_file": Key(str, check=_check_absolute,
+                         help="file holding the BMC password (its first line), read at start-up"),
+}
+
+SERVER_REAL_SCHEMA: Schema = {
+    "ssh_key": RASPBERRY_REAL_SCHEMA["ssh_key"],
+    "ssh_port": RASPBERRY_REAL_SCHEMA["ssh_port"],
+    "ssh_timeout": RASPBERRY_REAL_SCHEMA["ssh_timeout"],
+    "tftp_root": Key(str, check=_check_absolute,
+                     help="TFTP/iPXE folder the agent owns: <tftp_root>/<mac>.ipxe means network boot"),
+    "netboot_script": Key(str, check=_check_absolute,
+                          help="iPXE script that boots the maintenance system; copied into each entry"),
+    "netboot_hostname": RASPBERRY_REAL_SCHEMA["netboot_hostname"],
+    "image_dir": RASPBERRY_REAL_SCHEMA["image_dir"],
+    "image_url": RASPBERRY_REAL_SCHEMA["image_url"],
+    "serve_images": RASPBERRY_REAL_SCHEMA["serve_images"],
+    "wipe": Key(str, default="quick", choices=WIPE_MODES,
+                help="quick: partition table, signatures, first and last MiB; full: the whole disk"),
+    "work_dir": RASPBERRY_REAL_SCHEMA["work_dir"],
+    "bmc_timeout": Key(float, default=10.0, check=in_range(0.5, 120),
+                       help="seconds for one BMC request (IPMI session or Redfish call)"),
+    "power_off_seconds": Key(float, default=5.0, check=in_range(0, 600),
+                             help="least time a hard reboot keeps a server off"),
+    "redfish_ca_file": Key(str, default="", check=lambda v: None if v == "" else _check_absolute(v),
+                           help="PEM bundle Redfish BMCs' certificates must chain to; '' = the system's"),
+    "timeout_scale": RASPBERRY_REAL_SCHEMA["timeout_scale"],
+    "bmc_credentials": Array(BMC_CREDENTIALS_SCHEMA, min_items=1),
+}
+
+
+@dataclass(frozen=True)
+class BmcCredentials:
+    """One `[[real.bmc_credentials]]` table. The password is read from `password_file` when the
+    driver starts (servers.py), never kept in the settings."""
+
+    match: str
+    user: str
+    password_file: str
+
+
+@dataclass(frozen=True)
+class ServerRealConfig:
+    """The checked `[real]` table of a node (server) agent."""
+
+    ssh_key: str
+    tftp_root: str
+    netboot_script: str
+    netboot_hostname: str
+    image_dir: str
+    image_url: str
+    bmc_credentials: tuple[BmcCredentials, ...]
+    serve_images: str = ""
+    wipe: str = "quick"
+    work_dir: str = "/tmp/edgebed"
+    ssh_port: int = 22
+    ssh_timeout: float = 10.0
+    bmc_timeout: float = 10.0
+    power_off_seconds: float = 5.0
+    redfish_ca_file: str = ""
+    timeout_scale: float = 1.0
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> ServerRealConfig:
+        """`table` as SERVER_REAL_SCHEMA loaded it."""
+        credentials = tuple(
+            BmcCredentials(match=item["match"], user=item["user"], password_file=item["password_file"])
+            for item in table["bmc_credentials"]
+        )
+        return cls(
+            ssh_key=table["ssh_key"], tftp_root=table["tftp_root"],
+            netboot_script=table["netboot_script"], netboot_hostname=table["netboot_hostname"],
+            image_dir=table["image_dir"], image_url=table["image_url"],
+            bmc_credentials=credentials, serve_images=table["serve_images"], wipe=table["wipe"],
+            work_dir=table["work_dir"], ssh_port=table["ssh_port"], ssh_timeout=table["ssh_timeout"],
+            bmc_timeout=table["bmc_timeout"], power_off_seconds=table["power_off_seconds"],
+            redfish_ca_file=table["redfish_ca_file"], timeout_scale=table["timeout_scale"],
         )

@@ -15,7 +15,7 @@ is `stale`: the card may have changed since, so it counts for nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from edgebed.nodetypes.base import DriverError, NodeRef
@@ -115,16 +115,19 @@ def _seconds(text: str) -> float | None:
 
 class NodeJobs:
     """Starts and reads jobs on nodes through `ssh`; `work_dir` is the folder on the maintenance
-    system that holds one sub-folder per node (by serial), so that nodes sharing a file system
-    (an NFS root, a lab) never mix their jobs."""
+    system that holds one sub-folder per node, so that nodes sharing a file system
+    (an NFS root, a lab) never mix their jobs. `key` names a node's sub-folder: a Pi's serial, a
+    server's MAC address."""
 
-    def __init__(self, ssh: SshPool, work_dir: str, maintenance_hostname: str) -> None:
+    def __init__(self, ssh: SshPool, work_dir: str, maintenance_hostname: str, *,
+                 key: Callable[[NodeRef], str] = serial_of) -> None:
         self._ssh = ssh
+        self._key = key
         self._work_dir = work_dir.rstrip("/") or "/"
         self._maintenance = maintenance_hostname
 
     def folder(self, node: NodeRef, name: str) -> str:
-        return f"{self._work_dir}/{serial_of(node)}/{name}"
+        return f"{self._work_dir}/{self._key(node)}/{name}"
 
     async def start(self, node: NodeRef, name: str, job_id: str, job: str, *args: str) -> None:
         """Starts `job` (a script name, scripts.py) as job `name` with `args`, replacing any job

@@ -39,7 +39,7 @@ _DEVICE = re.compile(r"/dev/[A-Za-z0-9._/-]+")
 
 
 def _settings(options: DriverOptions) -> RealConfig:
-    if options.real is None:
+    if not isinstance(options.real, RealConfig):
         raise KeyProblem("real", "is missing: driver = \"real\" needs a [real] table")
     return options.real
 
@@ -118,7 +118,7 @@ def check_node(options: DriverOptions, properties: Mapping[str, str]) -> str | N
     if device and not _DEVICE.fullmatch(device):
         return f"property 'sd_device' must be a device path such as /dev/mmcblk0, got {device!r}"
     real = options.real
-    if real is not None and real.switch(properties["switch"]) is None:
+    if isinstance(real, RealConfig) and real.switch(properties["switch"]) is None:
         known = ", ".join(switch.name for switch in real.switches)
         return f"property 'switch' names an unknown switch {properties['switch']!r}; this agent has {known}"
     return None

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 from edgebed.nodetypes.base import DriverError, NodeRef
 from edgebed.nodetypes.interfaces import INSTALLED, MAINTENANCE, HostConfig, LoginConfig
-from edgebed.nodetypes.real.card import sd_device
+from edgebed.nodetypes.real.card import DeviceOf, sd_device
 from edgebed.nodetypes.real.netboot import serial_of
 from edgebed.nodetypes.real.passwords import sha512_crypt
 from edgebed.nodetypes.real.scripts import script
@@ -77,13 +78,16 @@ class PiSystem:
 class PiSetup:
     """SetupInterface: partitions and configures the written card from the maintenance system."""
 
-    def __init__(self, ssh: SshPool, *, work_dir: str, maintenance_hostname: str) -> None:
+    def __init__(self, ssh: SshPool, *, work_dir: str, maintenance_hostname: str,
+                 device: DeviceOf = sd_device, key: Callable[[NodeRef], str] = serial_of) -> None:
         self._ssh = ssh
+        self._device = device
+        self._key = key
         self._work_dir = work_dir.rstrip("/") or "/"
         self._maintenance = maintenance_hostname
 
     def _mountpoint(self, node: NodeRef) -> str:
-        return f"{self._work_dir}/{serial_of(node)}/root"
+        return f"{self._work_dir}/{self._key(node)}/root"
 
     async def partition(self, node: NodeRef, partition_size: str) -> None:
         try:
@@ -92,7 +96,7 @@ class PiSetup:
             raise DriverError(f"{node.name}: {exc}") from None
         await self._ssh.run(
             node,
-            bash(script("partition"), self._maintenance, sd_device(node), size,
+            bash(script("partition"), self._maintenance, self._device(node), size,
                  self._mountpoint(node), name="edgebed-partition"),
             timeout=SETUP_SECONDS, what=f"resizing the root partition ({partition_size})",
         )
@@ -116,7 +120,7 @@ class PiSetup:
         password_hash = sha512_crypt(host.os_password) if host.os_password else ""
         await self._ssh.run(
             node,
-            bash(script("configure-host"), self._maintenance, sd_device(node),
+            bash(script("configure-host"), self._maintenance, self._device(node),
                  self._mountpoint(node), host.hostname, self._ssh.public_key, host.user,
                  name="edgebed-configure-host"),
             input=password_hash,
@@ -129,7 +133,7 @@ class PiSetup:
         keys = "\n".join(line.strip() for line in login.ssh_keys.splitlines() if line.strip())
         await self._ssh.run(
             node,
-            bash(script("configure-login"), self._maintenance, sd_device(node),
+            bash(script("configure-login"), self._maintenance, self._device(node),
                  self._mountpoint(node), login.user, name="edgebed-configure-login"),
             input=keys,
             timeout=SETUP_SECONDS, what=f"configuring the login of {login.user}",

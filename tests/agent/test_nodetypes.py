@@ -105,9 +105,9 @@ def test_the_sim_driver_of_each_type_is_an_entry_point(type_name) -> None:
 
 
 def test_an_uninstalled_driver_is_unavailable() -> None:
-    assert "real" not in driver_names("node")
-    with pytest.raises(DriverUnavailable, match="no 'real' driver for node"):
-        load_driver("node", "real")
+    assert "real" in driver_names("node") and "bare" not in driver_names("node")
+    with pytest.raises(DriverUnavailable, match="no 'bare' driver for node"):
+        load_driver("node", "bare")
 
 
 def test_missing_names_unknown_interfaces() -> None:

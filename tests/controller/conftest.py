@@ -42,15 +42,24 @@ FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 class FakeClock:
-    """An injected clock: time moves only when a test says so."""
+    """An injected wall clock and its monotonic twin: time moves only when a test says so.
+    `advance` moves both (time passes); `jump` moves only the wall clock (someone set it)."""
 
     def __init__(self, now: float | None = None) -> None:
         self.now = float(int(now if now is not None else time.time()))
+        self.elapsed = 0.0
 
     def __call__(self) -> float:
         return self.now
 
+    def monotonic(self) -> float:
+        return self.elapsed
+
     def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.elapsed += seconds
+
+    def jump(self, seconds: float) -> None:
         self.now += seconds
 
 
@@ -67,6 +76,9 @@ def make_settings(tmp_path: Path, database: str | None = None, **overrides) -> S
         poll_seconds=0.2,
         turnaround_seconds=0,
         call_timeout_seconds=2.0,
+        # The scheduler's tests use windows of seconds or minutes; the shortest allowed duration
+        # is tested as a rule of its own (tests/web/test_input_rules.py, test_reservations.py).
+        min_duration_hours=1 / 3600,
     )
     values.update(overrides)
     return Settings(**values)
@@ -76,8 +88,11 @@ def make_settings(tmp_path: Path, database: str | None = None, **overrides) -> S
 async def controller_for(
     settings: Settings, clock: Callable[[], float] = time.time, *, run_scheduler: bool = False, db_workers: int = 8
 ) -> AsyncIterator[Controller]:
+    # A FakeClock brings its monotonic twin; the real wall clock goes with the real monotonic one.
+    monotonic = getattr(clock, "monotonic", time.monotonic)
     async with open_controller(
-        settings, run_scheduler=run_scheduler, clock=clock, password_hasher=FAST_HASHER, db_workers=db_workers
+        settings, run_scheduler=run_scheduler, clock=clock, monotonic=monotonic, password_hasher=FAST_HASHER,
+        db_workers=db_workers,
     ) as controller:
         yield controller
 

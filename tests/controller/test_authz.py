@@ -16,7 +16,9 @@ from edgebed.controller.errors import AuthenticationFailed, Conflict, Forbidden,
 from tests.controller.conftest import FAST_HASHER, controller_for, make_settings
 
 CHECKS = ("require_admin", "require_authorized")
-SERVICES = ("accounts.py", "agents.py", "health.py", "inventory.py", "maintenance.py", "reservations.py")
+SERVICES = (
+    "accounts.py", "agents.py", "clock.py", "health.py", "inventory.py", "maintenance.py", "reservations.py",
+)
 
 
 @pytest.fixture

@@ -29,7 +29,9 @@ async def testbed(tmp_path, clock, fake_agents):
     """A controller with one admin, two authorized users, one pending user and a fake agent
     with 4 raspberry nodes."""
     served = fake_agents("rpi", nodes=4)
-    settings = make_settings(tmp_path, turnaround_seconds=300, max_duration_hours=48, extend_cap_hours=24)
+    settings = make_settings(
+        tmp_path, turnaround_seconds=300, min_duration_hours=0.25, max_duration_hours=48, extend_cap_hours=24
+    )
     async with controller_for(settings, clock) as ctl:
         ctl.admin = await ctl.accounts.create_user("admin@example.org", "admin-password", admin=True, authorized=True)
         ctl.alice = await ctl.accounts.create_user("alice@example.org", "alice-password", authorized=True)
@@ -47,10 +49,12 @@ async def test_refusals_say_what_is_wrong(testbed, clock):
     reserve = ctl.reservations.reserve
     with pytest.raises(InvalidInput, match="in the past"):
         await reserve(ctl.alice, nodes=["rpi-000"], start_date=now - HOUR, duration_hours=1)
-    with pytest.raises(InvalidInput, match="positive"):
+    with pytest.raises(InvalidInput, match="at least 0.25 hours"):
         await reserve(ctl.alice, nodes=["rpi-000"], start_date=now, duration_hours=0)
-    with pytest.raises(InvalidInput, match="positive"):
+    with pytest.raises(InvalidInput, match="at least 0.25 hours"):
         await reserve(ctl.alice, nodes=["rpi-000"], start_date=now, duration_hours=-2)
+    with pytest.raises(InvalidInput, match="before 2100-01-01 00:00 UTC"):
+        await reserve(ctl.alice, nodes=["rpi-000"], start_date=4_102_444_800, duration_hours=1)
     with pytest.raises(InvalidInput, match="at most 48 hours"):
         await reserve(ctl.alice, nodes=["rpi-000"], start_date=now, duration_hours=49)
     with pytest.raises(InvalidInput, match="unknown node: 'nope-1'"):

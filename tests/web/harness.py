@@ -18,7 +18,8 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -67,8 +68,10 @@ class _ErrorCollector(logging.Handler):
 
 class Testbed:
     __test__ = False  # not a test class, whatever its name
-    def __init__(self, directory: Path, **settings: Any) -> None:
+    def __init__(self, directory: Path, *, wall_clock: Callable[[], float] = time.time, **settings: Any) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        # The controller's wall clock (tests of a clock that jumps); its monotonic clock is the real one.
+        self.wall_clock = wall_clock
         self.directory = directory
         values = {
             "listen": "127.0.0.1:0",
@@ -114,7 +117,7 @@ class Testbed:
         # Cheap argon2 parameters: the tests log in hundreds of times; the hashes stay argon2id.
         hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
         self.controller = await self._stack.enter_async_context(
-            open_controller(self.settings, run_scheduler=True, password_hasher=hasher)
+            open_controller(self.settings, run_scheduler=True, password_hasher=hasher, clock=self.wall_clock)
         )
         self.app = create_app(self.settings, controller=self.controller)
         runner = web.AppRunner(self.app, access_log=None)

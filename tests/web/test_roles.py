@@ -20,14 +20,22 @@ from tests.processes import CommandProcess, start_all, stop_all, write_toml
 
 pytestmark = pytest.mark.slow
 
-WEB_READY = re.compile(r"^======== Running on http://\S+ ========$")
 SCHEDULER_READY = re.compile(r"^edgebed controller scheduler running; /metrics on http://(\S+):(\d+)$")
 
 
 class WebProcess(CommandProcess):
+    port = 0
+
     def wait_ready(self, timeout: float = 30.0) -> WebProcess:
-        self.wait_output(WEB_READY, timeout=timeout)
-        return self
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline or not self.running:
+                    raise AssertionError(f"the web process did not serve /metrics:\n{self.log()[-3000:]}") from None
+                time.sleep(0.1)
 
 
 class SchedulerProcess(CommandProcess):
@@ -84,6 +92,7 @@ def test_a_web_and_a_scheduler_process_deploy_a_reservation_together(tmp_path, s
         },
     )
     web = WebProcess(tmp_path, "web", "controller", "--role", "web", "--config", str(config))
+    web.port = web_port
     scheduler = SchedulerProcess(tmp_path, "scheduler", "controller", "--role", "scheduler", "--config", str(config))
     start_all([web, scheduler])
     try:
