@@ -10,9 +10,10 @@ its web application, whole or in two processes.
   counters, and the database's gauges) at `[scheduler] metrics_listen` when that is set.
 
 Any number of `web` processes and ONE scheduler (`all` or `scheduler`) may share a database: a
-scheduler locks a SQLite file, so a second one is refused. The controller package checks the settings and opens the database, agent channels and scheduler;
-the web package serves the pages, the JSON API and /metrics. Composing both here keeps the
-controller package free of any import of the web one.
+scheduler locks a SQLite file, so a second one is refused. The controller package checks the
+settings and opens the database, agent channels and scheduler; the web package serves the
+pages, the JSON API and /metrics. Composing both here keeps the controller package free of any
+import of the web one.
 
 Start-up takes, in this order, what another process could hold or what could be broken, so that
 each refusal is one line on stderr and exit code 2 with nothing started: the listen address, the
