@@ -335,7 +335,9 @@ async def start_agent(
             executor=executor, check_node=_node_checker(plugin, options), wall_clock=wall_clock,
         )
         try:
-            server, port, health = await build_server(service, settings.token, settings.listen, credentials)
+            server, port, health = await build_server(
+                service, settings.token, settings.listen, credentials, log_calls=settings.log_calls
+            )
         except RuntimeError as exc:
             await committer.close()
             await worker.call(store.close)

@@ -46,6 +46,10 @@ class ActionRecord:
     properties: Mapping[str, str] = field(default_factory=dict, repr=False)
     # The environment as it was when the action started: a later edit does not change a deploy.
     environment_spec: Environment | None = None
+    # The last error a driver step raised during this action, one line of at most
+    # MAX_LAST_ERROR characters with the action's secrets scrubbed (edgebed.redact); for a lost
+    # action, why it was lost. '' when there was none; a new action starts with ''.
+    last_error: str = ""
 
     @property
     def final(self) -> bool:

@@ -12,6 +12,13 @@ Progress is what a `post` reports in 0..100; a value outside that range is a dri
 polled again, the state's timeouts apply), never progress: a copy whose percentage went negative
 after a clock step must not look like a copy that stalled, nor a huge value like one that moved.
 
+Errors: every exception a step (or a power call of the ladder) raises is logged and retried, and
+its message, prefixed with the state, scrubbed of the action's secrets and cut to one line, is
+the action's `last_error`, committed when it changes (one write per new message, not per
+retry). It stays for the rest of the action (a deploy that ended well may say what it
+overcame); a lost action says why it was lost, followed by the last error before that. A new
+action starts without one.
+
 Two clocks: `clock` runs the timeouts (a simulated testbed speeds it up along with its
 hardware); `duration_clock` (time.monotonic) measures, in real seconds, how long the agent has
 driven each action (`ActionRecord.elapsed`, reported to the controller). Neither is the wall
@@ -47,6 +54,7 @@ from edgebed.nodetypes.base import (
     StepContext,
 )
 from edgebed.nodetypes.interfaces import Driver, PowerInterface
+from edgebed.redact import error_line
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +385,7 @@ class Executor:
             try:
                 poll = _checked(await post(ctx))
             except Exception as exc:
-                self._failed(run, spec.name, exc)
+                await self._failed(run, spec.name, exc)
                 poll = Poll(done=False)
             if poll.progress is not None:
                 if poll.progress > run.progress:
@@ -398,10 +406,10 @@ class Executor:
                 await call()
                 return
             except Exception as exc:
-                self._failed(run, what, exc)
+                await self._failed(run, what, exc)
                 await asyncio.sleep(self._timing.retry_seconds)
 
-    def _failed(self, run: _Run, what: str, exc: Exception) -> None:
+    async def _failed(self, run: _Run, what: str, exc: Exception) -> None:
         if isinstance(exc, DiskFull):
             # A driver that saves its state (the sim) on a full disk: the database worker says
             # so once a minute for every node at once.
@@ -409,6 +417,18 @@ class Executor:
         run.failures += 1
         level = logging.INFO if run.failures == 1 else logging.DEBUG
         log.log(level, "%s: %s: %s (trying again)", run.record.node_name, what, exc)
+        message = self._error_line(run.record, f"{what}: {exc or type(exc).__name__}")
+        if message == run.record.last_error:
+            return
+        run.record = replace(run.record, last_error=message, elapsed=self._elapsed(run))
+        try:
+            await self._write([SaveAction(run.record)])
+        except DiskFull:
+            # The error stays in run.record, committed with the next state (the database worker
+            # says the disk is full); the step's own retry does not wait for space.
+            pass
+        except Exception:
+            log.exception("%s: could not record the error", run.record.node_name)
 
     async def _hard_reboot(self, run: _Run) -> None:
         run.failures = 0
@@ -476,16 +496,24 @@ class Executor:
             log.debug("%s: %s -> %s", record.node_name, record.process, state)
 
     async def _lose(self, run: _Run, why: str) -> None:
+        before = run.record.last_error
+        reason = f"lost: {why}" + (f"; last error: {before}" if before else "")
         record = self._without_secrets(
             replace(
                 run.record, state=LOST, updated_at=int(self._wall()), progress=run.progress,
-                elapsed=self._elapsed(run),
+                elapsed=self._elapsed(run), last_error=self._error_line(run.record, reason),
             )
         )
         await self._commit([SaveAction(record), LogTransition(self._entry(record, "lost"))])
         run.record = record
         self._release(run)
         log.error("%s: %s lost: %s", record.node_name, record.process, why)
+
+    def _error_line(self, record: ActionRecord, message: str) -> str:
+        """`message` as a last_error: the action's secret property values and whatever looks
+        like a credential scrubbed, one line, at most MAX_LAST_ERROR characters."""
+        secret = {spec.name for spec in self._type.properties if spec.secret}
+        return error_line(message, [v for k, v in record.properties.items() if k in secret])
 
     def _without_secrets(self, record: ActionRecord) -> ActionRecord:
         # A finished action needs no password any more; it is not kept on disk.

@@ -81,6 +81,21 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         return self._refusal
 
 
+class CallLog(grpc.aio.ServerInterceptor):
+    """Logs one line per call, `call METHOD from USER-AGENT` (setting `log_calls`): with several
+    controllers sharing the agents, which controller asked what, and when."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        caller = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "user-agent":
+                caller = value if isinstance(value, str) else value.decode("latin-1")
+        # The user-agent is the caller's to choose: only its first word, printable, bounded.
+        word = caller.split(" ", 1)[0][:120]
+        log.info("call %s from %s", handler_call_details.method, word if word.isprintable() else "?")
+        return await continuation(handler_call_details)
+
+
 class _Malformed:
     """Stands for a request whose bytes did not parse, so the handler can refuse it."""
 
@@ -177,6 +192,7 @@ def action_to_pb(view: ActionView) -> agent_pb2.ActionState:
         reboots=record.reboots,
         action_id=record.action_id,
         duration_seconds=record.elapsed,
+        last_error=record.last_error,
     )
 
 
@@ -287,15 +303,21 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
 
 
 async def build_server(
-    service: AgentService, token: str, listen: str, credentials: grpc.ServerCredentials | None = None
+    service: AgentService,
+    token: str,
+    listen: str,
+    credentials: grpc.ServerCredentials | None = None,
+    *,
+    log_calls: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Creates and binds the server (not started); returns it, the bound port and the health
     servicer (set to NOT_SERVING when the agent stops). With `credentials` (server_credentials)
-    the port speaks TLS only; without, plaintext."""
+    the port speaks TLS only; without, plaintext. With `log_calls`, one log line per call
+    (CallLog)."""
     # Without SO_REUSEPORT a second agent configured on the same port fails to start instead of
     # silently sharing the port with the first.
     server = grpc.aio.server(
-        interceptors=[TokenInterceptor(token), MalformedRequests()],
+        interceptors=[*([CallLog()] if log_calls else []), TokenInterceptor(token), MalformedRequests()],
         options=[("grpc.so_reuseport", 0)],
     )
     agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(service), server)

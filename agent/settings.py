@@ -23,6 +23,7 @@ from edgebed.config import (
 from edgebed.nodetypes import TYPE_NAMES
 from edgebed.nodetypes.base import NAME_PATTERN
 from edgebed.nodetypes.drivers import RealSettings
+from edgebed.nodetypes.real.boards import SENSOR_REAL_SCHEMA, SensorRealConfig
 from edgebed.nodetypes.real.config import (
     RASPBERRY_REAL_SCHEMA,
     SERVER_REAL_SCHEMA,
@@ -36,6 +37,7 @@ from edgebed.nodetypes.sim.hardware import COMMANDS
 REAL_TABLES: dict[str, tuple[Schema, Callable[[Mapping[str, Any]], RealSettings]]] = {
     "raspberry": (RASPBERRY_REAL_SCHEMA, RealConfig.from_table),
     "node": (SERVER_REAL_SCHEMA, ServerRealConfig.from_table),
+    "sensor": (SENSOR_REAL_SCHEMA, SensorRealConfig.from_table),
 }
 REAL_TYPES = tuple(REAL_TABLES)
 
@@ -98,6 +100,10 @@ AGENT_SCHEMA: Schema = {
     "tls_client_ca": Key(
         str, default="", help="PEM CA bundle: callers must present a certificate it signed (mutual TLS)"
     ),
+    "log_calls": Key(
+        bool, default=False,
+        help="log every call with its caller (a controller's user-agent names its instance)",
+    ),
     "sim": {
         "nodes": Key(int, default=8, check=in_range(0, 10_000), help="nodes created on first start"),
         "time_scale": Key(float, default=1.0, check=in_range(0, 100),
@@ -132,6 +138,8 @@ class AgentSettings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # One log line per gRPC call, with the caller's user-agent (which controller asks).
+    log_calls: bool = False
     # The [real] table of the agent's type; None when the file has none. Its repr hides the
     # communities.
     real: RealSettings | None = None
@@ -178,6 +186,7 @@ def load_settings(
         tls_cert=config["tls_cert"],
         tls_key=config["tls_key"],
         tls_client_ca=config["tls_client_ca"],
+        log_calls=config["log_calls"],
         real=real,
         source=str(path),
     )

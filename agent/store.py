@@ -124,6 +124,7 @@ def _define_models(database: peewee.Database) -> SimpleNamespace:
         elapsed = peewee.DoubleField(default=0.0)
         properties_json = peewee.TextField(default="{}")
         environment_json = peewee.TextField(default="")
+        last_error = peewee.TextField(default="")
 
         class Meta:
             table_name = "action"
@@ -247,6 +248,7 @@ def _action_from_row(row) -> ActionRecord:
         elapsed=row.elapsed,
         properties=json.loads(row.properties_json or "{}"),
         environment_spec=environment_from_json(row.environment_json),
+        last_error=row.last_error,
     )
 
 
@@ -266,6 +268,7 @@ def _action_to_row(record: ActionRecord) -> dict:
         "elapsed": record.elapsed,
         "properties_json": json.dumps(dict(record.properties), sort_keys=True),
         "environment_json": environment_to_json(record.environment_spec),
+        "last_error": record.last_error,
     }
 
 
@@ -297,7 +300,10 @@ class Store:
 
     # Columns added after the first release, as (table, column, SQL type and default): a
     # database created by an older agent gets them when it opens; its rows take the default.
-    _ADDED_COLUMNS = (("action", "elapsed", "DOUBLE PRECISION NOT NULL DEFAULT 0"),)
+    _ADDED_COLUMNS = (
+        ("action", "elapsed", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
+        ("action", "last_error", "TEXT NOT NULL DEFAULT ''"),
+    )
 
     def _add_missing_columns(self) -> None:
         for table, column, definition in self._ADDED_COLUMNS:
@@ -491,7 +497,7 @@ class Store:
             else:
                 raise TypeError(f"not a store change: {change!r}")
         with self._write():
-            # SQLite allows 32766 variables per statement; 14 columns per action row.
+            # SQLite allows 32766 variables per statement; 15 columns per action row.
             _upsert(m.Action, list(actions.values()), 2000)
             for start in range(0, len(transitions), 4000):
                 m.Transition.insert_many(transitions[start : start + 4000]).execute()

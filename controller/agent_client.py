@@ -165,6 +165,12 @@ class CallOutcome:
         return self.code in LOST_CODES
 
     @property
+    def stalled(self) -> bool:
+        """The deadline passed long before the call ended: the CONTROLLER was held up (paused,
+        starved), not the agent, which says nothing about the agent."""
+        return self.code == "DEADLINE_EXCEEDED" and self.seconds > 2 * self.timeout + 1
+
+    @property
     def rejected_token(self) -> bool:
         return self.code == "UNAUTHENTICATED"
 
@@ -268,6 +274,7 @@ def action_from_pb(msg: pb.ActionState) -> ActionState:
         reboots=msg.reboots,
         action_id=msg.action_id,
         duration_seconds=msg.duration_seconds,
+        last_error=msg.last_error,
     )
 
 
@@ -353,7 +360,13 @@ class _Connection:
     """One agent's channel and stub, for one address, token and CA."""
 
     def __init__(
-        self, address: str, token: str, timeout: float, ca_pem: str = "", identity: Identity | None = None
+        self,
+        address: str,
+        token: str,
+        timeout: float,
+        ca_pem: str = "",
+        identity: Identity | None = None,
+        caller: str = "",
     ) -> None:
         self.address = address
         self.token = token
@@ -361,7 +374,11 @@ class _Connection:
         # A channel of its own subchannels: from gRPC's shared pool, a new channel would inherit
         # the reconnect back-off of an earlier channel to the same address, and refuse an agent
         # that has just come back (a reconnect right after the agent was started).
-        options = (("grpc.use_local_subchannel_pool", 1),)
+        options: tuple[tuple[str, Any], ...] = (("grpc.use_local_subchannel_pool", 1),)
+        if caller:
+            # The user-agent names the calling controller, for the agent's log (`log_calls`)
+            # when several controllers share the agents.
+            options += (("grpc.primary_user_agent", f"edgebed-controller/{caller}"),)
         interceptors = [BearerDeadline(token, timeout)]
         if ca_pem:
             # gRPC checks the agent's certificate against ca_pem and the host part of `address`
@@ -401,16 +418,19 @@ class AgentClient:
         *,
         timeout: float = 6.0,
         identity: Identity | None = None,
+        caller: str = "",
         max_calls: int = MAX_CALLS,
         max_calls_per_agent: int = MAX_CALLS_PER_AGENT,
     ) -> None:
         """`identity`: the client certificate and key presented to agents that have a CA set
-        (settings.client_identity()); agents without a CA are called in plaintext.
+        (settings.client_identity()); agents without a CA are called in plaintext. `caller`:
+        this controller's instance id (controller/leases.py), sent in the user-agent.
         `max_calls`, `max_calls_per_agent`: calls in flight in all and per agent (>= 1); more
         wait in this process's queue, their deadline not started (see the module docstring)."""
         if max_calls < 1 or max_calls_per_agent < 1:
             raise ValueError("max_calls and max_calls_per_agent must be at least 1")
         self._observer = observer
+        self._caller = caller
         self.timeout = timeout
         self._identity = identity
         self._max_calls_per_agent = max_calls_per_agent
@@ -449,7 +469,9 @@ class AgentClient:
             if connection is not None:
                 # The address, token or CA changed: the old channel closes in the background.
                 asyncio.get_running_loop().create_task(connection.channel.close())
-            connection = _Connection(agent.address, agent.token, self.timeout, agent.ca_pem, self._identity)
+            connection = _Connection(
+                agent.address, agent.token, self.timeout, agent.ca_pem, self._identity, self._caller
+            )
             self._connections[agent.name] = connection
         return connection.stub
 

@@ -12,7 +12,7 @@ from edgebed.controller.domain import CONNECTED, DISCONNECTED, AgentInfo, AgentR
 from edgebed.controller.errors import AgentUnavailable, Conflict, InvalidInput, NotFound
 from edgebed.controller.inventory import Inventory, refuse_reserved
 from edgebed.controller.metrics import Metrics
-from edgebed.controller.store import AgentRepository, Store
+from edgebed.controller.store import AgentRepository, InstanceRecord, LeaseRecord, Store
 from edgebed.tls import TlsError, normalized_ca_pem
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ class AgentCallRecorder:
     - OK: clears a last_error an earlier failed call left, a bad reply only when it was to the
       same method (a probe's success is recorded by Agents, which also checks the agent's node
       type).
-    - UNAVAILABLE, DEADLINE_EXCEEDED: `disconnected`, with the reason.
+    - UNAVAILABLE, DEADLINE_EXCEEDED: `disconnected`, with the reason; but not a deadline that
+      passed long before the call ended (CallOutcome.stalled: the controller was held up).
     - UNAUTHENTICATED: last_error "wrong token", written once while it stays wrong; the status is
       kept (the agent answered).
     - the agent refused the request (NOT_FOUND, INVALID_ARGUMENT, ...): nothing but the metrics.
@@ -95,6 +96,13 @@ class AgentCallRecorder:
         if outcome.ok:
             if not outcome.probe and cleared_by(agent.last_error, outcome.method):
                 await self._agents.set_agent_status(agent.name, last_error="")
+        elif outcome.stalled:
+            # A controller paused past its lease (SIGSTOP, a stalled VM) must not flag an agent
+            # another controller drives meanwhile: the agent may have answered in time.
+            log.warning(
+                "call %s to agent %s ended %.1f s after its %.1f s deadline: this controller was held up; "
+                "the agent is not flagged", outcome.method, agent.name, outcome.seconds, outcome.timeout,
+            )
         elif outcome.lost:
             await self._agents.set_agent_status(agent.name, status=DISCONNECTED, last_error=outcome.reason)
             log.warning("agent %s flagged disconnected: %s", agent.name, outcome.reason)
@@ -123,6 +131,16 @@ class Agents:
             raise NotFound(f"no agent named {name}")
         counts = await self._store.inventory.node_counts()
         return _info(agent, counts.get(name, 0))
+
+    async def drivers(
+        self, actor: User, lease_seconds: float
+    ) -> tuple[list[InstanceRecord], dict[str, LeaseRecord]]:
+        """For administrators: the controllers sharing the database (alive: a heartbeat within
+        `lease_seconds`) and each agent's lease ({agent name or LEADER: lease}) as the database's
+        clock sees them (controller/leases.py)."""
+        await self._authz.require_admin(actor)
+        instances = await self._store.leases.instances(lease_seconds)
+        return instances, {lease.agent: lease for lease in await self._store.leases.leases()}
 
     async def list_agents(self, actor: User) -> list[AgentInfo]:
         await self._authz.require_admin(actor)

@@ -17,6 +17,8 @@ from edgebed.controller.authz import Authz
 from edgebed.controller.clock import ClockGuard, Clocks, boot_clock
 from edgebed.controller.health import NodeHealthService
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.leases import AgentLeases, new_instance_id
+from edgebed.controller.login_limits import LoginLimits
 from edgebed.controller.maintenance import Maintenance
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.reservations import Reservations
@@ -41,6 +43,8 @@ class Controller:
     maintenance: Maintenance
     scheduler: Scheduler
     health: NodeHealthService
+    leases: AgentLeases
+    login_limits: LoginLimits
     clock: Clocks
 
 
@@ -56,7 +60,8 @@ async def open_controller(
     check_integrity: bool = False,
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
-    run_scheduler, the scheduler task; closes them all on exit.
+    run_scheduler, the heartbeat and leases (controller/leases.py) and the scheduler task; closes
+    them all on exit, releasing this controller's leases so that another takes its agents.
 
     `clock` is the wall clock (epoch seconds) and `monotonic` the clock the scheduler checks it
     against (controller.clock); tests inject both. `check_integrity` runs SQLite's quick_check
@@ -71,17 +76,27 @@ async def open_controller(
     identity = settings.client_identity()
     lock = _lock(settings) if run_scheduler else None
     try:
-        store = Store(settings.database, secret_key=secret_key, workers=db_workers)
+        # A transaction left idle (this controller paused or cut off mid-write) is ended by
+        # PostgreSQL after a lease: its locks hold up the controller taking its agents over that
+        # long at most (and a controller merely slow is not cut short).
+        store = Store(
+            settings.database,
+            secret_key=secret_key,
+            workers=db_workers,
+            idle_transaction_seconds=settings.lease_seconds,
+        )
         await store.open(check_integrity=check_integrity)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
-    metrics = Metrics(store)
+    metrics = Metrics(store, lease_seconds=settings.lease_seconds)
+    instance = new_instance_id()
     client = AgentClient(
         AgentCallRecorder(store.agents, metrics),
         timeout=settings.call_timeout_seconds,
         identity=identity,
+        caller=instance,
         max_calls=settings.max_calls,
         max_calls_per_agent=settings.max_calls_per_agent,
     )
@@ -92,7 +107,14 @@ async def open_controller(
         guard = ClockGuard(
             wall=clock, monotonic=monotonic, max_jump_seconds=settings.max_clock_jump_seconds, metrics=metrics
         )
-        scheduler = Scheduler(store, client, inventory, settings, metrics, clock=clock, guard=guard)
+        # The scheduler is woken when this controller takes an agent over (bound late: the
+        # leases come first, the scheduler asks them which agents it drives).
+        leases = AgentLeases(
+            store, lease_seconds=settings.lease_seconds, on_gain=lambda: scheduler.wake(), instance=instance
+        )
+        scheduler = Scheduler(
+            store, client, inventory, settings, metrics, clock=clock, guard=guard, leases=leases
+        )
         reservations = Reservations(
             store, inventory, authz, settings, clock=clock, wake_scheduler=scheduler.wake
         )
@@ -120,14 +142,18 @@ async def open_controller(
             maintenance=maintenance,
             scheduler=scheduler,
             health=NodeHealthService(store, authz),
+            leases=leases,
+            login_limits=LoginLimits(store, secret_key),
             clock=Clocks(guard, authz),
         )
         if run_scheduler:
+            leases.start()
             scheduler.start()
         try:
             yield controller
         finally:
             await scheduler.stop()
+            await leases.stop()
     finally:
         await client.close()
         await store.close()
@@ -136,8 +162,8 @@ async def open_controller(
 
 
 def _lock(settings: Settings) -> DatabaseLock | None:
-    """The lock of the SQLite file (None for PostgreSQL, where several controllers will share
-    the database once the scheduler takes turns there)."""
+    """The lock of the SQLite file (None for PostgreSQL, where several controllers share the
+    database and take turns on the agents through leases: controller/leases.py)."""
     path = sqlite_file(settings.database)
     if path is None:
         return None

@@ -228,6 +228,9 @@ class ActionState:
     action_id: int = 0
     # Seconds the agent has driven the action, on its monotonic clock; 0 when not reported.
     duration_seconds: float = 0.0
+    # The last error the agent's driver reported during this action (why a lost one was lost),
+    # one printable line, scrubbed of what looks like a credential (replies.action); '' if none.
+    last_error: str = ""
 
     def fingerprint(self) -> str:
         """Identifies this action at this point of its life: the `baseline` of a schedule row
@@ -321,6 +324,9 @@ class Reservation:
     # until an administrator releases the node or moves it.
     node_maintenance: str = ""
     end_reason: str = ""
+    # What the agent's driver last reported failing during the current action (why a lost one
+    # was lost), '' when nothing did: shown to the owner and administrators.
+    action_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -374,6 +380,8 @@ class ScheduleRecord:
     request_filter: str = ""
     # What an administrator did to it (moved, ended), shown to the owner on the manage page.
     notice: str = ""
+    # The agent's last_error of the node's action (ActionState.last_error), mirrored with it.
+    action_error: str = ""
 
     @property
     def started(self) -> bool:

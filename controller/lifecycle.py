@@ -517,6 +517,7 @@ def _mirror(action: ActionState) -> dict[str, Any]:
         "progress": action.progress,
         "node_ip": action.node_ip,
         "action_updated_at": action.updated_at,
+        "action_error": action.last_error,
         "status": Status.READY if action.final else Status.IN_PROGRESS,
     }
 

@@ -1,8 +1,9 @@
 """Counters and histograms of the controller, rendered in Prometheus text format for /metrics.
 
 Call metrics are kept in memory (they restart with the process, as Prometheus expects);
-reservation and action counts, and each node's health (controller/health.py), are read from the
-database when rendered.
+reservation and action counts, each node's health (controller/health.py), and which controller
+drives which agent (controller/leases.py) are read from the database when rendered, so every
+controller sharing the database shows the same.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from edgebed.controller.domain import NodeHealth
 from edgebed.controller.lifecycle import Status
+from edgebed.controller.store.leases import LEADER
 
 if TYPE_CHECKING:
     from edgebed.controller.store import Store
@@ -25,8 +27,9 @@ def _label(value: str) -> str:
 
 
 class Metrics:
-    def __init__(self, store: Store | None = None) -> None:
+    def __init__(self, store: Store | None = None, *, lease_seconds: float = 15.0) -> None:
         self._store = store
+        self._lease_seconds = lease_seconds
         self._lock = threading.Lock()
         self._calls: dict[tuple[str, str, str], int] = defaultdict(int)
         self._bucket_counts: dict[tuple[str, str], list[int]] = {}
@@ -131,8 +134,53 @@ class Metrics:
                 f"edgebed_nodes_in_maintenance {len(held)}",
             ]
             lines += _render_health(await self._store.health.health())
+            lines += await _render_leases(self._store, self._lease_seconds)
         lines += self._render_calls()
         return "\n".join(lines) + "\n"
+
+
+async def _render_leases(store: Store, lease_seconds: float) -> list[str]:
+    """Which controller drives which agent, since when, and the controllers' heartbeats."""
+    instances = await store.leases.instances(lease_seconds)
+    agents = {agent.name for agent in await store.agents.list_agents()} | {LEADER}
+    leases = [lease for lease in await store.leases.leases() if lease.agent in agents]
+    lines = [
+        "# HELP edgebed_controller_up Controllers sharing the database: 1 while its heartbeat is younger than a lease.",
+        "# TYPE edgebed_controller_up gauge",
+    ]
+    for instance in instances:
+        labels = f'controller="{_label(instance.id)}",host="{_label(instance.host)}",role="{_label(instance.role)}"'
+        lines.append(f"edgebed_controller_up{{{labels}}} {int(instance.alive)}")
+    lines += [
+        "# HELP edgebed_agent_driven_by The controller holding the agent's lease (1); agent '*': the work of no agent.",
+        "# TYPE edgebed_agent_driven_by gauge",
+    ]
+    for lease in leases:
+        if lease.held:
+            labels = f'agent="{_label(lease.agent)}",controller="{_label(lease.holder)}"'
+            lines.append(f"edgebed_agent_driven_by{{{labels}}} 1")
+    lines += [
+        "# HELP edgebed_agent_lease_age_seconds Seconds since the agent's lease holder took it (database clock).",
+        "# TYPE edgebed_agent_lease_age_seconds gauge",
+    ]
+    for lease in leases:
+        if lease.held:
+            lines.append(f'edgebed_agent_lease_age_seconds{{agent="{_label(lease.agent)}"}} {lease.age:.3f}')
+    lines += [
+        "# HELP edgebed_agent_lease_renewed_seconds_ago Seconds since the agent's lease was last renewed.",
+        "# TYPE edgebed_agent_lease_renewed_seconds_ago gauge",
+    ]
+    for lease in leases:
+        if lease.held:
+            agent = _label(lease.agent)
+            lines.append(f'edgebed_agent_lease_renewed_seconds_ago{{agent="{agent}"}} {lease.renewed_ago:.3f}')
+    lines += [
+        "# HELP edgebed_agent_lease_token The fencing token of the agent's lease: one more at each change of holder.",
+        "# TYPE edgebed_agent_lease_token counter",
+    ]
+    for lease in leases:
+        lines.append(f'edgebed_agent_lease_token{{agent="{_label(lease.agent)}"}} {lease.token}')
+    return lines
 
 
 def _render_health(health: dict[str, NodeHealth]) -> list[str]:

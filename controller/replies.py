@@ -10,7 +10,8 @@ agent's last_error ("bad reply to GetActionState: ...").
 What is checked: names (the whole string: letters, digits, '-', '_', '.'), lengths (the store's
 column sizes below, and the contract's limits in edgebed.limits, which agents enforce on what
 they accept), ranges (progress 0..100, state_idx within its process, non-negative counts, dates
-and durations), counts, duplicates, and every action's state against the agent's node type
+and durations), an action's last_error (one printable line of at most 1,024 characters, with
+what looks like a credential scrubbed), counts, duplicates, and every action's state against the agent's node type
 description (DescribeNodeType): a state must be the one at `state_idx` of its process, or a
 final state.
 
@@ -20,10 +21,11 @@ of it: a reply of megabytes never ends up in a log line or a last_error.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence, Sized
 
-from edgebed import limits
+from edgebed import limits, redact
 from edgebed.controller.domain import ActionState, Environment, NodeTypeInfo, PropertySpec
 from edgebed.controller.errors import BadReply
 from edgebed.controller.validation import NAME_PATTERN
@@ -217,7 +219,8 @@ def environments(envs: Sequence[Environment]) -> list[Environment]:
 def action(state: ActionState, described: NodeTypeInfo) -> ActionState:
     """One node's action, checked against the agent's node type description: its process is one
     of the type's, `state_count` that process's length, `state_idx` within it, and `state` the
-    state at `state_idx`, or a final state (an action is lost in whatever state it was)."""
+    state at `state_idx`, or a final state (an action is lost in whatever state it was).
+    Returns the action to keep: `state`, or a copy whose last_error is scrubbed."""
     _name(state.node_name, "action: node name", MAX_NODE_NAME)
     field = f"action of node {state.node_name}:"
     _name(state.process, f"{field} process", MAX_PROCESS_NAME)
@@ -252,7 +255,11 @@ def action(state: ActionState, described: NodeTypeInfo) -> ActionState:
         )
     if state.final != final:
         raise BadReply(f"{field} final is {state.final}, but {state.state} is {'' if final else 'not '}final")
-    return state
+    _text(state.last_error, f"{field} last_error", limits.MAX_LAST_ERROR, line=True)
+    # Shown to the owner and administrators: whatever looks like a credential goes, whatever
+    # the agent's version scrubbed (the agent also hides the action's secret values).
+    scrubbed = redact.scrub(state.last_error)
+    return state if scrubbed == state.last_error else dataclasses.replace(state, last_error=scrubbed)
 
 
 def actions(
@@ -263,7 +270,7 @@ def actions(
     _distinct((a.node_name for a in reported), "action of node")
     result: dict[str, ActionState] = {}
     for state in reported:
-        action(state, described)
+        state = action(state, described)
         if asked and state.node_name not in asked:
             raise BadReply(f"action of node {state.node_name}: that node was not asked for")
         result[state.node_name] = state
@@ -272,7 +279,7 @@ def actions(
 
 def started(state: ActionState, described: NodeTypeInfo, node: str, process: str) -> ActionState:
     """StartAction's answer for `process` on `node`: the new action, of that node and process."""
-    action(state, described)
+    state = action(state, described)
     if state.node_name != node:
         raise BadReply(f"action: it is of node {state.node_name}, not of {node}")
     if state.process != process:

@@ -284,6 +284,7 @@ class Reservations:
                     notice=record.notice,
                     node_maintenance=maintained.get(record.node_name, ""),
                     end_reason=record.end_reason,
+                    action_error=record.action_error,
                 )
             )
         return result

@@ -42,6 +42,13 @@ had not answered.
 A claim (`pending_issued` and the `baseline`) is on disk before its StartAction is sent, so a
 controller killed at any moment resolves, on restart, every intention that may have been sent
 by comparing the baseline with what the agent reports.
+
+Several controllers may share the database (controller/leases.py): each poll starts by asking
+the leases which agents this controller drives now (`AgentLeases.owned`), and follows only
+those agents' rows (the rows of no agent, and the removals, go with the LEADER lease). Every
+write carries the agent's fence, checked in its own transaction, so a controller that lost an
+agent to another changes none of its rows; a StartAction is sent only while the lease lasts a
+whole call deadline more.
 """
 
 from __future__ import annotations
@@ -58,13 +65,14 @@ from edgebed.controller import health, lifecycle, replies
 from edgebed.controller.agent_client import AgentClient, StartItem
 from edgebed.controller.clock import ClockGuard
 from edgebed.controller.domain import ActionState, AgentRecord, NodeOutcome, ScheduleRecord
-from edgebed.controller.errors import NotFound, ServiceError, StorageFull
+from edgebed.controller.errors import AgentUnavailable, NotFound, ServiceError, StorageFull
 from edgebed.controller.inventory import Inventory
+from edgebed.controller.leases import AgentLeases, Ownership
 from edgebed.controller.lifecycle import Decision, Outcome, StartResult, Transition
 from edgebed.controller.metrics import Metrics
 from edgebed.controller.prestage import Prestager
 from edgebed.controller.settings import Settings
-from edgebed.controller.store import WRITE_ERRORS, CachedNode, Store
+from edgebed.controller.store import LEADER, WRITE_ERRORS, CachedNode, LeaseLost, Store
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +133,12 @@ class Scheduler:
         *,
         clock: Callable[[], float],
         guard: ClockGuard,
+        leases: AgentLeases,
     ) -> None:
         self._store = store
+        self._leases = leases
+        # The agents this controller drives during the current poll, with their fences.
+        self._ownership = Ownership({})
         self._client = client
         self._inventory = inventory
         self._settings = settings
@@ -201,7 +213,11 @@ class Scheduler:
 
     async def _refresh(self) -> None:
         try:
-            await self._inventory.refresh(catalogs=True)
+            # Only the agents this controller drives: each agent is refreshed by one controller.
+            agents = await self._store.agents.list_agents()
+            # No release here: a poll may be calling the agents meanwhile.
+            ownership = await self._leases.owned((agent.name for agent in agents), release=False)
+            await self._inventory.refresh([a for a in agents if ownership.drives(a.name)], catalogs=True)
         except StorageFull:
             pass  # logged by the store, once a minute
         except Exception:
@@ -237,17 +253,20 @@ class Scheduler:
             self._next_sweep = time.monotonic() + self._settings.refresh_seconds
         # With prestage, rows starting within the longest lead are due too.
         until = now + await self._prestage.horizon()
+        read_at = time.monotonic()
+        agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
+        self._client.readmit(agents.values(), read_at)
+        self._ownership = await self._leases.owned(agents)
         rows = await self._rows(now, until, full)
         if rows:
             nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
             maintained = await self._store.maintenance.active()
-            read_at = time.monotonic()
-            agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
-            self._client.readmit(agents.values(), read_at)
+            rows = self._driven(rows, nodes, agents)
             if not clocks.paused:
                 rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, full, report)
             await self._agent_rounds(rows, nodes, agents, now, patience, full, report)
-        await self._retire(report)
+        if self._ownership.drives(LEADER):
+            await self._retire(report)
         return report
 
     async def _rows(self, now: int, until: int, full: bool) -> list[ScheduleRecord]:
@@ -256,6 +275,18 @@ class Scheduler:
         if full:
             return await self._store.schedule.list_schedule(started_before=until)
         return await self._store.schedule.list_watched(now=now, until=until)
+    @staticmethod
+    def _driver(row: ScheduleRecord, nodes: Mapping[str, CachedNode], agents: Mapping[str, AgentRecord]) -> str:
+        """The lease a row's writes go under: its node's agent, or LEADER for a node that left
+        the inventory or whose agent is gone."""
+        node = nodes.get(row.node_name)
+        return node.agent if node is not None and node.agent in agents else LEADER
+
+    def _driven(
+        self, rows: Iterable[ScheduleRecord], nodes: Mapping[str, CachedNode], agents: Mapping[str, AgentRecord]
+    ) -> list[ScheduleRecord]:
+        """The rows this controller drives in this poll (the others are another controller's)."""
+        return [row for row in rows if self._ownership.drives(self._driver(row, nodes, agents))]
 
     async def _apply_clock(
         self,
@@ -272,7 +303,7 @@ class Scheduler:
         deleted left out)."""
         plans = await self._prestage.plans(rows, nodes, now)
         timed = [
-            (node.agent if (node := nodes.get(row.node_name)) else "", decision)
+            (self._driver(row, nodes, agents), decision)
             for row in rows
             if (
                 decision := lifecycle.on_time(
@@ -289,7 +320,7 @@ class Scheduler:
         applied = await self._write(timed, agents, now, report)
         if not all(applied):
             # A row changed meanwhile (a user's action): read them all again.
-            return await self._rows(now, until, full)
+            return self._driven(await self._rows(now, until, full), nodes, agents)
         # Every decision applied: the rows as written, without reading thousands again.
         decided = {(decision.node_name, decision.owner): decision for _, decision in timed}
         written = []
@@ -359,7 +390,7 @@ class Scheduler:
         (claims among the writes, in one transaction), StartActions for the claims written, and
         `lifecycle.after_start` for each result (one transaction)."""
         try:
-            states = await self._client.action_states(agent, {row.node_name for row in rows})
+            states = await self._action_states(agent, {row.node_name for row in rows})
         except ServiceError:
             # The agent did not answer, or its reply was refused: flagged by the client's
             # observer; its rows wait for it.
@@ -367,6 +398,13 @@ class Scheduler:
         followed = [_Followed(agent, row, states.get(row.node_name)) for row in rows]
         claimed = await self._apply_reports(followed, blocked, agents, now, report)
         await self._issue(agent, claimed, agents, now, report)
+
+    async def _action_states(self, agent: AgentRecord, nodes: set[str]) -> dict[str, ActionState]:
+        """GetActionState for `nodes`, unless this controller's lease on the agent ran out since
+        the poll began (it was paused): then another controller may be asking it already."""
+        if not self._leases.valid_for(agent.name, 0):
+            raise AgentUnavailable(f"not asked: this controller's lease on agent {agent.name} ran out")
+        return await self._client.action_states(agent, nodes)
 
     def _by_usable_agent(
         self, rows: Iterable[ScheduleRecord], nodes: Mapping[str, CachedNode], agents: Mapping[str, AgentRecord]
@@ -447,12 +485,24 @@ class Scheduler:
     async def _write_agent(
         self, name: str, decisions: Sequence[Decision], agent: AgentRecord | None, now: int
     ) -> list[bool]:
-        """One agent's decisions in one transaction; all False when the database refuses it
-        (logged, and said in the agent's last_error until one of its writes succeeds)."""
+        """One agent's decisions in one transaction, under the agent's fence; all False when the
+        lease was lost meanwhile, or the database refuses it (logged, and said in the agent's
+        last_error until one of its writes succeeds)."""
+        fence = self._ownership.fence(name)
+        if fence is None:
+            return [False] * len(decisions)  # not this controller's (cannot happen: rows are filtered)
         try:
-            applied = await self._store.schedule.update_schedule(decisions, now=now, count_final=self._count_final)
+            applied = await self._store.schedule.update_schedule(
+                decisions, now=now, count_final=self._count_final, fence=fence
+            )
+        except LeaseLost as lost:
+            # Another controller drives the agent now and decides again from what it reads.
+            log.warning("%s: %d updates not written", lost, len(decisions))
+            return [False] * len(decisions)
         except WRITE_ERRORS as exc:
-            log.error("the database refused the updates of agent %s's reservations", name or "(none)", exc_info=exc)
+            if self._lost_meanwhile(name, exc, "updates of its reservations"):
+                return [False] * len(decisions)
+            log.error("the database refused the updates of agent %s's reservations", name, exc_info=exc)
             message = replies.not_stored(_NOT_STORED, exc)
             if agent is not None and agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
@@ -479,6 +529,12 @@ class Scheduler:
         # Each node at most once per call: two owners' claims on one node (never expected, the
         # lifecycle blocks a handover before the destroy) go in calls of their own.
         for batch in _once_per_node(claimed):
+            if not self._leases.valid_for(agent.name, self._settings.call_timeout_seconds):
+                # The claims are on disk: whoever drives the agent next resolves them from the report.
+                log.warning("StartActions for %d nodes not sent: the lease on agent %s runs out", len(batch), agent.name)
+                refused = AgentUnavailable(f"not sent: this controller's lease on agent {agent.name} runs out")
+                answers += [refused] * len(batch)
+                continue
             answers += await self._client.start_actions(
                 agent,
                 [
@@ -527,11 +583,24 @@ class Scheduler:
                 outcomes, recorded_at=int(self._clock()), keep=health.OUTCOMES_PER_NODE
             )
         except WRITE_ERRORS as exc:
+            if self._lost_meanwhile(agent.name, exc, "action outcomes"):
+                return []
             log.error("the database refused the action outcomes reported by agent %s", agent.name, exc_info=exc)
             message = replies.not_stored(_NOT_STORED, exc)
             if agent.last_error != message:
                 await self._store.agents.set_agent_status(agent.name, last_error=message)
             return []
+
+    def _lost_meanwhile(self, name: str, exc: BaseException, what: str) -> bool:
+        """True (logged in one line) when a write failed after this controller's lease on agent
+        `name` ran out: it was paused or cut off from the database past its lease, and PostgreSQL
+        ended its idle transaction. That is expected, not the agent's data: nothing is said on the
+        agent, which another controller drives now."""
+        if self._leases.valid_for(name, 0):
+            return False
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("agent %s: %s not written: the lease ran out meanwhile (%s)", name, what, first)
+        return True
 
     def _answered(self, row: ScheduleRecord, result: StartResult, report: PollReport) -> Decision | None:
         """What StartAction's answer for the claimed `row` decides; reported and logged."""

@@ -57,6 +57,11 @@ CONTROLLER_SCHEMA: Schema = {
             str, "", check=_check_optional_host_port,
             help="host:port where `edgebed controller --role scheduler` serves /metrics; '' = nowhere",
         ),
+        "lease_seconds": Key(
+            float, 15.0, check=in_range(1, 3600),
+            help="how long a controller drives an agent without renewing its lease; at least twice "
+            "agents.call_timeout_seconds",
+        ),
         "max_clock_jump_seconds": Key(
             float, 120.0, check=in_range(1, 7 * 86400),
             help="a wall clock jump beyond this pauses starting and ending reservations",
@@ -114,6 +119,9 @@ class Settings:
     secret_key_file: str
     public_url: str = ""
     poll_seconds: float = 2.0
+    # Controllers sharing a database (controller/leases.py): how long a controller's lease on an
+    # agent lasts without renewal; a dead controller's agents are taken over after about this long.
+    lease_seconds: float = 15.0
     # A wall clock that moves this much more (or less) than the monotonic clock between two polls
     # pauses starting and ending reservations (controller.clock).
     max_clock_jump_seconds: float = 120.0
@@ -252,6 +260,7 @@ def settings_from_config(config: Mapping) -> Settings:
         secret_key_file=config["secret_key_file"],
         public_url=config["public_url"],
         poll_seconds=config["scheduler"]["poll_seconds"],
+        lease_seconds=config["scheduler"]["lease_seconds"],
         max_clock_jump_seconds=config["scheduler"]["max_clock_jump_seconds"],
         min_duration_hours=config["reservations"]["min_duration_hours"],
         max_duration_hours=config["reservations"]["max_duration_hours"],
@@ -277,4 +286,12 @@ def settings_from_config(config: Mapping) -> Settings:
 
 def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
     """Reads a controller TOML file (with EDGEBED_* overrides); ConfigError names the bad key."""
-    return settings_from_config(load_config(path, CONTROLLER_SCHEMA, env))
+    settings = settings_from_config(load_config(path, CONTROLLER_SCHEMA, env))
+    if settings.lease_seconds < 2 * settings.call_timeout_seconds:
+        # A StartAction is sent only while the lease lasts a whole call deadline more; a lease
+        # renewed every third of its length must leave that room.
+        raise ConfigError(
+            f"{path}: key 'scheduler.lease_seconds' must be at least twice agents.call_timeout_seconds "
+            f"({2 * settings.call_timeout_seconds:g}), got {settings.lease_seconds:g}"
+        )
+    return settings

@@ -36,6 +36,8 @@ MAX_ENVIRONMENTS = 200
 MAX_DESCRIPTION = 4096
 MAX_IMAGE = 1024
 MAX_DEFAULT_USER = 64
+# Characters of an action's last_error (ActionState.last_error): one line for people.
+MAX_LAST_ERROR = 1024
 # An image size: an exact integer in JSON and in a browser (2**53 - 1 bytes, 8 PiB).
 MAX_SIZE_BYTES = 2**53 - 1
 

@@ -19,13 +19,14 @@ from importlib.metadata import entry_points
 
 from edgebed.nodetypes.base import DriverUnavailable
 from edgebed.nodetypes.interfaces import Driver
+from edgebed.nodetypes.real.boards import SensorRealConfig
 from edgebed.nodetypes.real.config import RealConfig, ServerRealConfig
 from edgebed.nodetypes.sim.hardware import SimOptions
 
 ENTRY_POINT_GROUP = "edgebed.drivers"
 
 # The checked [real] table of the agent's type (agent/settings.py REAL_TABLES).
-RealSettings = RealConfig | ServerRealConfig
+RealSettings = RealConfig | ServerRealConfig | SensorRealConfig
 
 # async load(key) -> the value saved under key, or None; async save(key, value). Backed by the
 # agent's database; keys are the driver's own ("real.image_sums").

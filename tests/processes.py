@@ -404,3 +404,59 @@ class CommandProcess(ChildProcess):
 
     def command(self) -> list[str]:
         return edgebed_command(*self.args)
+
+
+WEB_READY = re.compile(r" controller serving on (http://\S+)$", re.M)
+
+
+class ControllerProcess(ChildProcess):
+    """`edgebed controller --config FILE`: the pages, the JSON API, /metrics and the scheduler,
+    as an operator runs each of several controllers behind a load balancer. `url` once ready
+    (the log's "controller serving on" line of this run)."""
+
+    def __init__(self, config: Path, name: str = "controller") -> None:
+        super().__init__(config.parent, name)
+        self.config_path = config
+        self.url = ""
+        self._log_offset = 0
+
+    def command(self) -> list[str]:
+        return edgebed_command("controller", "--config", str(self.config_path))
+
+    def spawn(self) -> ControllerProcess:
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        super().spawn()
+        return self
+
+    def wait_ready(self, timeout: float = READY_SECONDS) -> ControllerProcess:
+        deadline = time.monotonic() + timeout
+        while not (match := WEB_READY.search(self._this_run_log())):
+            if not self.running or time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not start serving; log:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        self.url = match.group(1).rstrip("/")
+        return self
+
+    def _this_run_log(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_bytes()[self._log_offset :].decode("utf-8", "replace")
+
+    def pause(self) -> None:
+        """SIGSTOP: frozen as by a stalled VM or a network cut, its sockets kept open."""
+        assert self.running
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+CALL_LINE = re.compile(r"call /edgebed\.v1\.Agent/(\w+) from edgebed-controller/(\S+)")
+
+
+def agent_calls(agent: ChildProcess) -> list[tuple[str, str]]:
+    """(method, controller instance) of every call the agent logged (`log_calls = true`), in
+    the order the agent received them."""
+    return [(m.group(1), m.group(2)) for m in CALL_LINE.finditer(agent.log())]

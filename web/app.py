@@ -19,9 +19,8 @@ from aiohttp import web
 from edgebed.web import api, labels, views_account, views_admin, views_user
 from edgebed.web.errors import error_middleware
 from edgebed.web.forms import format_epoch
-from edgebed.web.keys import ADDRESS_LIMITER, CONTROLLER, LOGIN_LIMITER, MAILER, RUN_SCHEDULER, SETTINGS
+from edgebed.web.keys import CONTROLLER, MAILER, RUN_SCHEDULER, SETTINGS
 from edgebed.web.mail import ConfirmationMailer
-from edgebed.web.ratelimit import RateLimiter
 from edgebed.web.security import add_security_headers, csrf_middleware, session_middleware_for
 
 if TYPE_CHECKING:
@@ -31,9 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-LOGIN_ATTEMPTS_PER_MINUTE = 5
-# Failed logins per minute from one address, whatever the account (a lab behind one NAT shares it).
-FAILED_LOGINS_PER_ADDRESS_PER_MINUTE = 20
 # Forms and JSON bodies are small; anything bigger is refused with 413 before it is read.
 MAX_BODY_BYTES = 256 * 1024
 
@@ -95,8 +91,6 @@ def create_app(
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
-    app[LOGIN_LIMITER] = RateLimiter(LOGIN_ATTEMPTS_PER_MINUTE, 60.0)
-    app[ADDRESS_LIMITER] = RateLimiter(FAILED_LOGINS_PER_ADDRESS_PER_MINUTE, 60.0)
     app[MAILER] = ConfirmationMailer(settings.smtp_host, settings.smtp_port, settings.smtp_sender)
 
     environment = aiohttp_jinja2.setup(

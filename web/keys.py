@@ -11,13 +11,10 @@ if TYPE_CHECKING:
     from edgebed.controller.domain import User
     from edgebed.controller.settings import Settings
     from edgebed.web.mail import ConfirmationMailer
-    from edgebed.web.ratelimit import RateLimiter
 
 # Filled by the cleanup context in web.app (or injected by tests); every handler reads it.
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller")
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
-LOGIN_LIMITER: web.AppKey[RateLimiter] = web.AppKey("login_limiter")
-ADDRESS_LIMITER: web.AppKey[RateLimiter] = web.AppKey("login_address_limiter")
 MAILER: web.AppKey[ConfirmationMailer] = web.AppKey("mailer")
 # Whether the controller the app opens runs the scheduler (False: `--role web`).
 RUN_SCHEDULER: web.AppKey[bool] = web.AppKey("run_scheduler")

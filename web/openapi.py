@@ -168,6 +168,15 @@ _SCHEMAS: dict[str, Any] = {
                     "(e.g. a deploy refused for a property); empty once a later one is accepted"
                 ),
             },
+            "action_error": {
+                "type": "string",
+                "description": (
+                    "the last error the agent's driver reported during the node's current action "
+                    "(a failed power switch, a checksum mismatch, an SSH login refused; for a lost "
+                    "action, why it was lost), one line of at most 1,024 characters without "
+                    "credentials; empty when nothing failed or a new action started"
+                ),
+            },
             "owner": {"type": "string"},
             "pending": {"type": "string", "description": "the process intended and not yet started"},
             "ending": {"type": "boolean", "description": "the window is over or it was ended: being destroyed"},

@@ -13,11 +13,9 @@ from edgebed.web.auth import current_user, require_user, safe_next
 from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, field, parse_int
 from edgebed.web.keys import (
-    ADDRESS_LIMITER,
     CONTROLLER,
     ERROR_FIELD,
     FORM_TEMPLATE,
-    LOGIN_LIMITER,
     MAILER,
     SETTINGS,
 )
@@ -95,17 +93,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     request[FORM_TEMPLATE] = ("login.html", {"email": email, "next": target})
     password = field(form, "password", max_length=MAX_PASSWORD, strip=False)
     address = request.remote or ""
-    key = (email.lower(), address)
     # Per account and address, and failures per address whatever the account: one address
-    # trying one password against many accounts is slowed down too.
-    request.app[ADDRESS_LIMITER].check(address)
-    request.app[LOGIN_LIMITER].attempt(key)
+    # trying one password against many accounts is slowed down too. Counted in the database:
+    # every controller behind a load balancer sees the same attempts.
+    limits = request.app[CONTROLLER].login_limits
+    await limits.before_attempt(email, address)
     try:
         grant = await request.app[CONTROLLER].accounts.log_in(email, password)
     except AuthenticationFailed:
-        request.app[ADDRESS_LIMITER].attempt(address)
+        await limits.failed(address)
         raise
-    request.app[LOGIN_LIMITER].reset(key)
+    await limits.succeeded(email, address)
     await start_session(request, grant)
     raise web.HTTPSeeOther(target)
 

@@ -430,6 +430,7 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
     now = int(time.time())
     nodes = await ctl.inventory.list_nodes()
     agents = await ctl.agents.list_agents(admin)
+    controllers, leases = await ctl.agents.drivers(admin, ctl.settings.lease_seconds)
     open_now = await ctl.inventory.open_windows(admin, now)
     counts = dict.fromkeys((key for key, _, _ in NODE_STATE_COLOURS), 0)
     for node in nodes:
@@ -475,6 +476,14 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
             "utilisation": utilisation,
             "node_total": len(nodes),
             "agents": agents,
+            "controllers": controllers,
+            "driven": {
+                lease.holder: [a for a, held in leases.items() if held.held and held.holder == lease.holder]
+                for lease in leases.values() if lease.held
+            },
+            "leases": {agent: lease for agent, lease in leases.items() if lease.held},
+            "this_controller": ctl.leases.instance,
+            "lease_seconds": ctl.settings.lease_seconds,
             "average": sum(past) / len(past) if past else 0.0,
             "past_days": PAST_DAYS,
             "coming_days": COMING_DAYS,

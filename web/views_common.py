@@ -56,6 +56,7 @@ def reservation_json(r) -> dict[str, Any]:
         "properties": dict(r.properties),
         "missing_properties": list(r.missing),
         "last_error": r.last_error,
+        "action_error": r.action_error,
         "pending": r.pending,
         "ending": r.ending,
         "notice": r.notice,

@@ -6,13 +6,15 @@
     conversions.py rows to domain records
     sealing.py     agent tokens encrypted at rest with a key derived from the secret key
     records.py     CachedNode and ScheduleChange
-    users.py, agents.py, inventory.py, schedule.py, maintenance.py, health.py   one repository
-                   per aggregate
+    users.py, agents.py, inventory.py, schedule.py, maintenance.py, health.py, leases.py,
+    logins.py      one repository per aggregate
 
 `Store` opens the engine, brings the schema up to date and exposes the repositories:
 `store.users`, `store.agents`, `store.inventory`, `store.schedule` (reservations and their
 history), `store.maintenance` (nodes in maintenance, removals waiting for reservations to end),
-`store.health` (finished actions per node). Every repository method is a
+`store.health` (finished actions per node), `store.leases` (controllers sharing the database:
+heartbeats, agents' leases and their fencing tokens), `store.logins` (log-in attempts the rate
+limits count). Every repository method is a
 coroutine that runs in the store's own thread pool with a pooled connection, so the event loop
 never blocks on the database. Read-then-write transactions take the write lock up front
 (`BEGIN IMMEDIATE` on SQLite; row locks with `FOR UPDATE` or an advisory lock on PostgreSQL),
@@ -28,6 +30,8 @@ from edgebed.controller.store.agents import AgentRepository
 from edgebed.controller.store.engine import OPEN_ERRORS, WRITE_ERRORS, Engine, open_database
 from edgebed.controller.store.health import HealthRepository
 from edgebed.controller.store.inventory import InventoryRepository
+from edgebed.controller.store.leases import LEADER, Fence, InstanceRecord, LeaseLost, LeaseRecord, LeaseRepository
+from edgebed.controller.store.logins import LoginAttemptRepository
 from edgebed.controller.store.maintenance import MaintenanceRepository
 from edgebed.controller.store.migrations import SCHEMA_VERSION, migrate, schema_version
 from edgebed.controller.store.models import define_models
@@ -38,7 +42,14 @@ from edgebed.controller.store.users import UserRepository
 from edgebed.storage import is_damage, sqlite_file
 
 __all__ = [
+    "LEADER",
     "SCHEMA_VERSION",
+    "Fence",
+    "InstanceRecord",
+    "LeaseLost",
+    "LeaseRecord",
+    "LeaseRepository",
+    "LoginAttemptRepository",
     "AgentRepository",
     "CachedNode",
     "HealthRepository",
@@ -77,12 +88,15 @@ class Store:
     Usable between `await open()` and `await close()`; a repository method called outside that
     raises RuntimeError. `secret_key` is the controller's (Settings.secret_key()): agent tokens
     are sealed with a key derived from it. `workers` is the number of database threads (and
-    pooled connections).
+    pooled connections). `idle_transaction_seconds` (PostgreSQL): how long the server lets a
+    transaction of ours sit idle before ending it (engine.open_database).
     """
 
-    def __init__(self, url: str, *, secret_key: bytes, workers: int = 8) -> None:
+    def __init__(
+        self, url: str, *, secret_key: bytes, workers: int = 8, idle_transaction_seconds: float | None = None
+    ) -> None:
         self.url = url
-        self._engine = Engine(url, workers=workers)
+        self._engine = Engine(url, workers=workers, idle_transaction_seconds=idle_transaction_seconds)
         models = define_models(self._engine.proxy)
         self.users = UserRepository(self._engine, models)
         # Agent tokens are stored sealed with a key derived from the controller's secret key.
@@ -91,6 +105,8 @@ class Store:
         self.schedule = ScheduleRepository(self._engine, models)
         self.maintenance = MaintenanceRepository(self._engine, models)
         self.health = HealthRepository(self._engine, models)
+        self.leases = LeaseRepository(self._engine, models)
+        self.logins = LoginAttemptRepository(self._engine, models)
 
     async def open(self, *, check_integrity: bool = False) -> None:
         """Opens the database, upgrades its schema in place to SCHEMA_VERSION (creating it when

@@ -60,8 +60,13 @@ WRITE_ERRORS: tuple[type[BaseException], ...] = (
 _GROUP_LIMIT = 50
 
 
-def open_database(url: str, *, max_connections: int) -> pw.Database:
+def open_database(url: str, *, max_connections: int, idle_transaction_seconds: float | None = None) -> pw.Database:
     """A pooled Peewee database for a file path, sqlite:///PATH or postgresql://... URL.
+
+    `idle_transaction_seconds` (PostgreSQL): the server ends a transaction of ours left idle
+    that long (`idle_in_transaction_session_timeout`), so a controller paused or cut off in the
+    middle of a write does not keep its row locks (its lease row's FOR SHARE among them) and
+    block the controller taking its agents over.
 
     Nothing connects yet. Raises ValueError for a PostgreSQL URL without a database name (the
     message shows the URL without its password) or for an in-memory SQLite database, which
@@ -83,6 +88,8 @@ def open_database(url: str, *, max_connections: int) -> pw.Database:
             params["user"] = unquote(parsed.username)
         if parsed.password:
             params["password"] = unquote(parsed.password)
+        if idle_transaction_seconds:
+            params["options"] = f"-c idle_in_transaction_session_timeout={max(1, int(idle_transaction_seconds * 1000))}"
         return PooledPostgresqlDatabase(
             name, max_connections=max_connections, stale_timeout=300, timeout=60, **params
         )
@@ -121,9 +128,10 @@ class Engine:
     pooled connection, so the event loop never blocks on the database.
     """
 
-    def __init__(self, url: str, *, workers: int) -> None:
+    def __init__(self, url: str, *, workers: int, idle_transaction_seconds: float | None = None) -> None:
         self.url = url
         self._workers = workers
+        self._idle_transaction_seconds = idle_transaction_seconds
         self.proxy = pw.DatabaseProxy()
         self._db: pw.Database | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -142,7 +150,9 @@ class Engine:
         Raises ValueError as open_database does."""
         hide_query_parameters()
         # A few connections beyond the workers: migrate() and close() may hold one each.
-        self._db = open_database(self.url, max_connections=self._workers + 4)
+        self._db = open_database(
+            self.url, max_connections=self._workers + 4, idle_transaction_seconds=self._idle_transaction_seconds
+        )
         self.proxy.initialize(self._db)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="edgebed-db")
 

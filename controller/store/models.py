@@ -18,8 +18,9 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
     """The models of schema version migrations.SCHEMA_VERSION, bound to `proxy`: a namespace with
     SchemaVersion, User, Agent, Schedule, ActionProp, Node (the node cache), ApiToken, Catalog
     (an agent's node type description and environments), LoginSession, NodeMaintenance, History
-    (ended reservations), Retirement (removals waiting for reservations to end) and NodeOutcome
-    (finished actions)."""
+    (ended reservations), Retirement (removals waiting for reservations to end), NodeOutcome
+    (finished actions), ControllerInstance and AgentLease (controllers sharing the database,
+    controller/leases.py) and LoginAttempt (log-in rate limits)."""
 
     class Base(pw.Model):
         class Meta:
@@ -86,6 +87,7 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         ended_by = pw.TextField(default="")
         request_filter = pw.TextField(default="")
         notice = pw.TextField(default="")
+        action_error = pw.TextField(default="")
 
         class Meta:
             table_name = "schedule"
@@ -201,6 +203,38 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
                 (("process", "type", "environment", "id"), False),
             )
 
+    class ControllerInstanceRow(Base):
+        id = pw.CharField(primary_key=True, max_length=64)
+        host = pw.CharField(max_length=255, default="")
+        pid = pw.IntegerField(default=0)
+        role = pw.CharField(max_length=16, default="all")
+        started_at = pw.DoubleField(default=0.0)
+        heartbeat_at = pw.DoubleField(default=0.0)
+
+        class Meta:
+            table_name = "controller_instance"
+
+    class AgentLeaseRow(Base):
+        agent = pw.CharField(primary_key=True, max_length=64)
+        holder = pw.CharField(max_length=64, default="")
+        token = pw.BigIntegerField(default=0)
+        acquired_at = pw.DoubleField(default=0.0)
+        renewed_at = pw.DoubleField(default=0.0)
+        expires_at = pw.DoubleField(default=0.0)
+
+        class Meta:
+            table_name = "agent_lease"
+
+    class LoginAttemptRow(Base):
+        id = pw.AutoField()
+        limiter = pw.CharField(max_length=16)
+        bucket = pw.CharField(max_length=64)
+        attempted_at = pw.DoubleField()
+
+        class Meta:
+            table_name = "login_attempt"
+            indexes = ((("limiter", "bucket", "attempted_at"), False), (("attempted_at",), False))
+
     return SimpleNamespace(
         SchemaVersion=SchemaVersion,
         User=UserRow,
@@ -215,4 +249,7 @@ def define_models(proxy: pw.DatabaseProxy) -> SimpleNamespace:
         History=HistoryRow,
         Retirement=RetirementRow,
         NodeOutcome=NodeOutcomeRow,
+        ControllerInstance=ControllerInstanceRow,
+        AgentLease=AgentLeaseRow,
+        LoginAttempt=LoginAttemptRow,
     )

@@ -26,6 +26,7 @@ from edgebed.controller.store.conversions import (
     schedule_from_values,
 )
 from edgebed.controller.store.engine import Engine
+from edgebed.controller.store.leases import Fence, check_fence
 from edgebed.controller.store.maintenance import CountFinal, apply_node_effects, unavailable
 from edgebed.controller.store.records import CompareAndSet
 
@@ -313,7 +314,12 @@ class ScheduleRepository:
         return await self._engine.run(work)
 
     async def update_schedule(
-        self, changes: Sequence[CompareAndSet], *, now: int = 0, count_final: CountFinal | None = None
+        self,
+        changes: Sequence[CompareAndSet],
+        *,
+        now: int = 0,
+        count_final: CountFinal | None = None,
+        fence: Fence | None = None,
     ) -> list[bool]:
         """Applies compare-and-set changes (ScheduleChange, lifecycle.Decision) in one
         transaction (a savepoint of a group commit, Engine.run_grouped); True for each one
@@ -326,7 +332,12 @@ class ScheduleRepository:
         reservation's history row (ended at `now`, epoch seconds) from the row and its
         environment property before they go; the change's effect on its node is applied (a
         final action counted with `count_final`, lifecycle.count_final, when given; the node put
-        in maintenance when the change says so)."""
+        in maintenance when the change says so).
+
+        With a `fence` (the scheduler's, store/leases.py), the transaction first checks that the
+        fence's holder still holds the agent's lease with its token, and raises LeaseLost,
+        writing nothing, when it does not: a controller that lost an agent to another never
+        writes its rows after the new holder."""
         for change in changes:
             self._check_fields(list(change.expect) + list(change.changes))
             if change.delete and change.history is None:
@@ -335,6 +346,8 @@ class ScheduleRepository:
         def work() -> list[bool]:
             results = []
             with self._engine.write():
+                if fence is not None:
+                    check_fence(self._engine, self.m, fence)
                 for change in changes:
                     done = self._apply(change, now)
                     if done:

@@ -5,6 +5,9 @@ maintenance system (network boot) or its card's system, each with a real sshd.
 Root and Linux only. Start it with `scripts/lab up` or `python -m edgebed.lab up`, or from Python
 with `async with Lab(directory, pis=2) as lab: ...`; see docs/lab.md.
 
+Sensor boards for the real sensor driver (QEMU micro:bits, no root needed) are a lab of their
+own: `python -m edgebed.lab.boards up` (edgebed/lab/boards.py, docs/lab.md "Sensor boards").
+
 The names below are imported on first use, so that `python -m edgebed.lab.boot`, which every lab
 Pi runs at each boot, does not pay for importing pysnmp.
 """

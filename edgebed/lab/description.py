@@ -58,6 +58,9 @@ class LabDescription:
     server_hostname: str = ""
     bmc_user: str = ""
     bmc_password_file: str = ""
+    # The maintenance system's host public key (shared by every lab Pi), for the agent's
+    # `netboot_known_hosts`; '' in a lab.json from before it was recorded.
+    netboot_host_key: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -162,6 +165,7 @@ class LabDescription:
             f"tftp_root = {q(self.tftp_root)}",
             f"netboot_dir = {q(self.netboot_dir)}",
             f"netboot_hostname = {q(self.netboot_hostname)}",
+            f"netboot_known_hosts = {q(self.netboot_host_key)}",
             f"image_dir = {q(self.image_dir)}",
             f"image_url = {q(self.image_url)}",
             'serve_images = ""  # the lab\'s image server already serves image_dir at image_url',

@@ -339,7 +339,8 @@ class Lab:
             pis=tuple(pis), tftp_root=str(tftp_root), netboot_dir=str(netboot_dir),
             netboot_hostname=NETBOOT_HOSTNAME, image_dir=str(lab / "images"),
             image_url=f"http://{net.host_ip(slot)}:{http_port}/", ssh_key=str(agent_key),
-            image=image, boot_delay=self.boot_delay, servers=lab_servers, **server_fields)
+            image=image, boot_delay=self.boot_delay, servers=lab_servers, **server_fields,
+            netboot_host_key=f"{host_key}.pub")
         self._poller = asyncio.create_task(self._poll(description), name="lab firmware")
         description.save()
         return description

@@ -114,6 +114,9 @@ class CardImage:
         status = await self._jobs.status(node, COPY)
         if status.is_current(job_id) and (status.alive or self._verified(status, digest)):
             return
+        # The card's system is about to go: so does the host key pinned for it (configure's
+        # host part pins the new card's).
+        await self._ssh.pin(node, None)
         await self._jobs.start(node, COPY, job_id, "copy", image.url, image.compression, device,
                                str(digest.size))
         log.info("%s: copying %s (%d bytes raw) onto %s", node.name, image.relative,
@@ -162,6 +165,7 @@ class CardImage:
         status = await self._jobs.status(node, WIPE)
         if status.is_current(job_id) and (status.alive or status.succeeded()):
             return
+        await self._ssh.pin(node, None)
         await self._jobs.start(node, WIPE, job_id, "wipe", self._wipe_mode, device)
         log.info("%s: wiping %s (%s)", node.name, device, self._wipe_mode)
 

@@ -8,6 +8,7 @@ The raspberry one:
     tftp_root = "/srv/tftp"
     netboot_dir = "/srv/tftp/netboot"
     netboot_hostname = "nfspi"
+    netboot_known_hosts = "/etc/edgebed/netboot_host_keys"  # the maintenance system's host keys
     image_dir = "/srv/images"                   # environments name files here
     image_url = "http://10.0.0.1:8081"          # where nodes fetch image_dir from
     serve_images = ""                           # "host:port": the agent serves image_dir itself
@@ -126,6 +127,9 @@ RASPBERRY_REAL_SCHEMA: Schema = {
     "tftp_root": Key(str, check=_check_absolute, help="TFTP root; <tftp_root>/<serial>/ means network boot"),
     "netboot_dir": Key(str, check=_check_absolute, help="the maintenance system's boot files"),
     "netboot_hostname": Key(str, check=_check_hostname, help="host name of the maintenance system"),
+    "netboot_known_hosts": Key(str, check=_check_absolute,
+                               help="the maintenance system's SSH host public keys (its "
+                                    "ssh_host_*_key.pub lines, or known_hosts lines)"),
     "image_dir": Key(str, check=_check_absolute, help="folder of the images environments name"),
     "image_url": Key(str, check=_check_url, help="base URL the nodes fetch image_dir from"),
     "serve_images": Key(str, default="", check=_check_serve,
@@ -188,6 +192,7 @@ class RealConfig:
     image_dir: str
     image_url: str
     switches: tuple[SwitchConfig, ...]
+    netboot_known_hosts: str = ""
     serve_images: str = ""
     wipe: str = "quick"
     work_dir: str = "/tmp/edgebed"
@@ -218,6 +223,7 @@ class RealConfig:
         return cls(
             ssh_key=table["ssh_key"], tftp_root=table["tftp_root"],
             netboot_dir=table["netboot_dir"], netboot_hostname=table["netboot_hostname"],
+            netboot_known_hosts=table["netboot_known_hosts"],
             image_dir=table["image_dir"], image_url=table["image_url"], switches=switches,
             serve_images=table["serve_images"], wipe=table["wipe"], work_dir=table["work_dir"],
             ssh_port=table["ssh_port"], ssh_timeout=table["ssh_timeout"],

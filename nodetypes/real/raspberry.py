@@ -7,6 +7,9 @@ maintenance system to have their SD card written, then booted from it.
     system  PiSystem       system.py   `uname -n` over SSH: netboot_hostname or the card's
     setup   PiSetup        system.py   partition and configure scripts, over SSH
 
+SSH host keys are pinned (ssh.py): the maintenance system's from `netboot_known_hosts`, each
+card's as the agent generated it on the card at its deploy (configure's host part).
+
 Settings: the `[real]` table (config.py). Nodes: added by an administrator (AddNode) with the
 properties ip, serial, switch, switch_port, optional sd_device and model; `check_node` refuses
 one missing a property or naming an unknown switch.
@@ -29,7 +32,7 @@ from edgebed.nodetypes.real.jobs import NodeJobs
 from edgebed.nodetypes.real.netboot import NetbootFolders
 from edgebed.nodetypes.real.serve import ImageServer
 from edgebed.nodetypes.real.snmp import PoePower
-from edgebed.nodetypes.real.ssh import SshPool, load_key
+from edgebed.nodetypes.real.ssh import HostKeys, SshPool, load_key, load_known_hosts
 from edgebed.nodetypes.real.system import PiSetup, PiSystem
 
 REQUIRED_PROPERTIES = ("ip", "serial", "switch", "switch_port")
@@ -68,6 +71,11 @@ async def create(options: DriverOptions) -> Driver:
         key = load_key(real.ssh_key)
     except ValueError as problem:
         raise KeyProblem("real.ssh_key", f"is {real.ssh_key!r}, which {problem}") from None
+    try:
+        maintenance_keys = load_known_hosts(real.netboot_known_hosts)
+    except ValueError as problem:
+        raise KeyProblem("real.netboot_known_hosts",
+                         f"is {real.netboot_known_hosts!r}, which {problem}") from None
     _check_paths(real)
     if real.serve_images:
         server = ImageServer(real.image_dir, real.serve_images)
@@ -80,7 +88,9 @@ async def create(options: DriverOptions) -> Driver:
             ) from None
         options.closing.push_async_callback(server.close)
 
-    ssh = SshPool(key, port=real.ssh_port, connect_timeout=real.ssh_timeout)
+    host_keys = HostKeys(maintenance_keys, load_state=options.load_state,
+                         save_state=options.save_state)
+    ssh = SshPool(key, host_keys, port=real.ssh_port, connect_timeout=real.ssh_timeout)
     options.closing.push_async_callback(ssh.close)
     power = PoePower(
         {switch.name: switch for switch in real.switches},
@@ -89,6 +99,8 @@ async def create(options: DriverOptions) -> Driver:
         on_change=ssh.forget,
     )
     options.closing.callback(power.close)
+    if real.switches:
+        await power.warm_up()
     jobs = NodeJobs(ssh, real.work_dir, real.netboot_hostname)
     catalog = ImageCatalog(real.image_dir, real.image_url, load_state=options.load_state,
                            save_state=options.save_state)

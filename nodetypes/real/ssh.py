@@ -9,7 +9,16 @@ the command's stdin (`input`).
 
 Errors are DriverError subclasses: `Unreachable` when nothing answers on the SSH port (powered
 off, booting, no route), `Refused` when a server answers but does not let the agent in (its key
-is not in root's authorized_keys), `CommandFailed` for a non-zero exit.
+is not in root's authorized_keys), `HostKeyRefused` when the server is not one the agent trusts,
+`CommandFailed` for a non-zero exit.
+
+Host keys are pinned (`HostKeys`), never learnt from whoever answers: a node may show either
+the maintenance system's keys (`[real] netboot_known_hosts`, shared by every Pi that boots the
+maintenance system) or the key the agent itself put on the card at its last deploy (configure's
+host part generates it on the card and the agent stores its public half per node, by serial).
+Anything else is refused during the handshake, before the agent's key signs anything or a
+command is sent: a node answering with another key (a card written by someone else, a host
+on the testbed network taking the node's address) gets nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from pathlib import Path
 import asyncssh
 
 from edgebed.nodetypes.base import DriverError, NodeRef
+from edgebed.nodetypes.drivers import LoadState, SaveState
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,105 @@ class Refused(DriverError):
 
 class CommandFailed(DriverError):
     """A command ran and exited non-zero; the message carries its last error line."""
+
+
+class HostKeyRefused(Refused):
+    """The node's SSH server shows a host key the agent does not trust for it."""
+
+
+# The key types an OpenSSH public key line may start with (ssh-keygen -l's list).
+_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+              "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+def parse_public_keys(text: str) -> list[asyncssh.SSHKey]:
+    """The host keys of a `*.pub` file or a known_hosts file: every line holding `TYPE BASE64`
+    (a known_hosts line's host patterns before it, and comments after, are ignored; so are
+    blank lines and `#` comments). Raises ValueError naming the line that holds no usable key.
+    """
+    keys = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].startswith("@"):
+            raise ValueError(f"line {number}: markers such as {words[0]} are not supported")
+        at = next((i for i, word in enumerate(words) if word in _KEY_TYPES), None)
+        if at is None or at + 1 >= len(words):
+            raise ValueError(f"line {number} holds no public key (TYPE BASE64)")
+        try:
+            keys.append(asyncssh.import_public_key(f"{words[at]} {words[at + 1]}"))
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise ValueError(f"line {number}: not a usable public key ({exc})") from None
+    return keys
+
+
+def load_known_hosts(path: str) -> list[asyncssh.SSHKey]:
+    """The maintenance system's host keys from `path`; ValueError saying why they cannot be
+    used (unreadable, no key, a bad line)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    keys = parse_public_keys(text)
+    if not keys:
+        raise ValueError("holds no public key")
+    return keys
+
+
+def fingerprint(key: asyncssh.SSHKey) -> str:
+    return key.get_fingerprint("sha256")
+
+
+class HostKeys:
+    """The host keys the agent accepts from each node: the maintenance system's (from the
+    configuration) and the one pinned for the node's card (its serial), kept with the driver's
+    state in the agent's database (`load_state`/`save_state`, key `hostkey.<serial>`)."""
+
+    def __init__(self, maintenance: list[asyncssh.SSHKey], *, load_state: LoadState,
+                 save_state: SaveState) -> None:
+        if not maintenance:
+            raise ValueError("the maintenance system needs at least one host key")
+        self.maintenance = list(maintenance)
+        self._load = load_state
+        self._save = save_state
+        self._pinned: dict[str, asyncssh.SSHKey | None] = {}
+
+    @staticmethod
+    def _serial(node: NodeRef) -> str:
+        return node.properties.get("serial", "").strip().lower() or node.name
+
+    async def card_key(self, node: NodeRef) -> asyncssh.SSHKey | None:
+        """The key pinned for the node's card, None when the agent deployed none there."""
+        serial = self._serial(node)
+        if serial not in self._pinned:
+            saved = await self._load(f"hostkey.{serial}")
+            self._pinned[serial] = asyncssh.import_public_key(saved) if saved else None
+        return self._pinned[serial]
+
+    async def pin(self, node: NodeRef, key: asyncssh.SSHKey | None) -> None:
+        """Pins `key` for the node's card (None: forgets the pin, the card is being rewritten).
+        Durable when it returns."""
+        serial = self._serial(node)
+        line = key.export_public_key("openssh").decode().strip() if key is not None else ""
+        await self._save(f"hostkey.{serial}", line)
+        self._pinned[serial] = key
+
+    async def trusted(self, node: NodeRef) -> list[asyncssh.SSHKey]:
+        card = await self.card_key(node)
+        return self.maintenance + ([card] if card is not None else [])
+
+    async def refusal(self, node: NodeRef) -> str:
+        """What a refused host key message says the agent expected."""
+        card = await self.card_key(node)
+        expected = (f"the maintenance system's ({', '.join(fingerprint(k) for k in self.maintenance)}, "
+                    "real.netboot_known_hosts)")
+        if card is not None:
+            expected += f" or the one the agent set on the card at its last deploy ({fingerprint(card)})"
+        else:
+            expected += " (no deployed card key: the agent has not deployed this node's card)"
+        return f"the host key is not {expected}: refusing to log in"
 
 
 @dataclass(frozen=True)
@@ -88,13 +197,15 @@ def load_key(path: str) -> asyncssh.SSHKey:
 class SshPool:
     """Connections as root to the nodes, one per address, opened on first use and kept.
 
-    key: the agent's private key; port: the nodes' SSH port; connect_timeout: seconds for the
-    TCP connection and the login together.
+    key: the agent's private key; host_keys: which server keys each node may show (None: any,
+    the node driver's servers, whose maintenance system has no configured keys yet); port: the
+    nodes' SSH port; connect_timeout: seconds for the TCP connection and the login together.
     """
 
-    def __init__(self, key: asyncssh.SSHKey, *, port: int = 22, connect_timeout: float = 10.0,
-                 user: str = "root") -> None:
+    def __init__(self, key: asyncssh.SSHKey, host_keys: HostKeys | None = None, *, port: int = 22,
+                 connect_timeout: float = 10.0, user: str = "root") -> None:
         self._key = key
+        self.host_keys = host_keys
         self._port = port
         self._timeout = connect_timeout
         self._user = user
@@ -103,6 +214,11 @@ class SshPool:
         # asyncssh logs every connection and command line at INFO: the scripts' text at every
         # poll of every node. Its warnings and errors are kept.
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+    async def pin(self, node: NodeRef, key: asyncssh.SSHKey | None) -> None:
+        """Pins the node's card key (None: drops it), when this pool pins host keys."""
+        if self.host_keys is not None:
+            await self.host_keys.pin(node, key)
 
     @property
     def public_key(self) -> str:
@@ -124,16 +240,20 @@ class SshPool:
             connection = self._connections.get(address)
             if connection is not None and not connection.is_closed():
                 return connection
+            trusted = await self.host_keys.trusted(node) if self.host_keys is not None else None
             try:
                 connection = await asyncssh.connect(
                     address, self._port, username=self._user, client_keys=[self._key],
-                    # Every deploy makes new host keys; the testbed network is the trust anchor.
-                    known_hosts=None,
+                    # Only these keys, checked in the handshake (the module's docstring).
+                    known_hosts=(trusted, [], []) if trusted is not None else None,
                     # Only the agent's key: no ssh-agent, no ~/.ssh/config of whoever runs it.
                     agent_path=None, config=None, password=None,
                     connect_timeout=self._timeout, login_timeout=self._timeout,
                     keepalive_interval=KEEPALIVE_SECONDS, keepalive_count_max=KEEPALIVE_COUNT,
                 )
+            except asyncssh.HostKeyNotVerifiable:
+                why = await self.host_keys.refusal(node) if self.host_keys is not None else "host key refused"
+                raise HostKeyRefused(f"{self.where(node)}: {why}") from None
             except asyncssh.PermissionDenied:
                 raise Refused(
                     f"{self.where(node)}: the server refused the agent's key "

@@ -2,9 +2,11 @@
 (SystemInterface, SetupInterface), over SSH as root with the agent's key.
 
 The maintenance system is known by its host name (`netboot_hostname`): a node that answers SSH
-with that name runs it, any other name is the card's system. A deployed card gets the agent's
-public key in root's authorized_keys (configure's host part), so that the agent can tell after a
-reboot; a card whose system refuses the key is an error, not a silent wait.
+with that name runs it, any other name is the card's system (and only servers with a pinned host
+key get that far: ssh.py). A deployed card gets the agent's public key in root's
+authorized_keys and a new host key, which the agent pins for the node (configure's host part),
+so that the agent can tell after a reboot; a card whose system refuses the key, or shows
+another host key, is an error, not a silent wait.
 
 The setup scripts (shell/partition.sh, configure-*.sh) check first that they run on the
 maintenance system, mount the card's root partition (its last one) under
@@ -23,7 +25,14 @@ from edgebed.nodetypes.real.card import DeviceOf, sd_device
 from edgebed.nodetypes.real.netboot import serial_of
 from edgebed.nodetypes.real.passwords import sha512_crypt
 from edgebed.nodetypes.real.scripts import script
-from edgebed.nodetypes.real.ssh import SshPool, Unreachable, bash, command
+from edgebed.nodetypes.real.ssh import (
+    SshPool,
+    Unreachable,
+    bash,
+    command,
+    fingerprint,
+    parse_public_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +127,7 @@ class PiSetup:
             )
         # Only the hash leaves the agent, and only through stdin.
         password_hash = sha512_crypt(host.os_password) if host.os_password else ""
-        await self._ssh.run(
+        result = await self._ssh.run(
             node,
             bash(script("configure-host"), self._maintenance, self._device(node),
                  self._mountpoint(node), host.hostname, self._ssh.public_key, host.user,
@@ -126,8 +135,14 @@ class PiSetup:
             input=password_hash,
             timeout=SETUP_SECONDS, what="configuring the host",
         )
-        log.info("%s: host name %s%s set on the card", node.name, host.hostname,
-                 ", password" if password_hash else "")
+        try:
+            [card_key] = parse_public_keys(result.stdout)
+        except ValueError as problem:
+            raise DriverError(f"{node.name}: configuring the host gave no card host key: {problem}") from None
+        # The only key the card's system will be trusted with from now on.
+        await self._ssh.pin(node, card_key)
+        log.info("%s: host name %s%s set on the card; its host key %s", node.name, host.hostname,
+                 ", password" if password_hash else "", fingerprint(card_key))
 
     async def _configure_login(self, node: NodeRef, login: LoginConfig) -> None:
         keys = "\n".join(line.strip() for line in login.ssh_keys.splitlines() if line.strip())

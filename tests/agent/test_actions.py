@@ -225,6 +225,12 @@ async def test_a_step_that_never_completes_ends_lost(tmp_path) -> None:
             ended = clock.monotonic()
             action = (await _states(stub))["rpi-001"]
             transitions = await agent.db(agent.store.transitions, "rpi-001")
+            # The next action starts without the last one's error.
+            again = await stub.StartAction(pb.StartActionRequest(node_name="rpi-001", process="destroy"),
+                                           metadata=AUTH, timeout=5)
+    assert (again.action.process, again.action.last_error) == ("destroy", "")
+    # Why it was lost, through GetActionState.
+    assert action.last_error.startswith("lost: state wait_netboot_ssh timed out after 1200 s"), action.last_error
     spec = load_node_type("raspberry").processes["deploy"].states[3]
     assert spec.name == "wait_netboot_ssh" and spec.lost == 1200
     # Every boot hangs: the state is rebooted every before_reboot seconds, then given up.

@@ -96,16 +96,8 @@ def test_the_cli_reports_a_missing_file(tmp_path) -> None:
     assert result.stderr.strip() == f"edgebed: {tmp_path / 'nope.toml'}: no such configuration file"
 
 
-@pytest.mark.parametrize("node_type", ["sensor"])
-async def test_a_real_driver_not_written_yet_is_refused_with_a_clear_message(tmp_path, node_type) -> None:
-    settings = make_settings(tmp_path, node_type, driver="real", source="agent.toml")
-    with pytest.raises(ConfigError) as caught:
-        await start_agent(settings)
-    assert str(caught.value).startswith("agent.toml: key 'driver' is 'real'")
-    assert "not available yet" in str(caught.value)
-
-
-@pytest.mark.parametrize("node_type", ["raspberry", "node"])
+# Every type has a real driver now; each needs its [real] table.
+@pytest.mark.parametrize("node_type", ["raspberry", "node", "sensor"])
 async def test_a_real_driver_without_its_table_is_refused(tmp_path, node_type) -> None:
     settings = make_settings(tmp_path, node_type, driver="real", source="agent.toml")
     with pytest.raises(ConfigError) as caught:

@@ -62,7 +62,8 @@ def mirrored(action: ActionState) -> dict:
     return {
         "action_state": action.state, "process": action.process, "state_idx": action.state_idx,
         "state_count": action.state_count, "progress": action.progress, "node_ip": action.node_ip,
-        "action_updated_at": action.updated_at, "status": "ready" if action.final else "in_progress",
+        "action_updated_at": action.updated_at, "action_error": action.last_error,
+        "status": "ready" if action.final else "in_progress",
     }
 
 

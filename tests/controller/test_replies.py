@@ -99,6 +99,10 @@ BAD_ACTIONS = [
     ({"node_ip": "1" * 300}, "node_ip has 300 characters, more than 255"),
     ({"node_name": "n" * 100}, "action: node name has 100 characters, more than 64"),
     ({"environment": "e\x00"}, "environment 'e\\x00' is not a name"),
+    ({"last_error": "e" * 1025}, "last_error has 1025 characters, more than 1024"),
+    ({"last_error": "copy failed\nroot password: x"}, "last_error 'copy failed\\nroot password: x' contains control"),
+    ({"last_error": "bell\x07"}, "contains control characters"),
+    ({"last_error": "nul\x00"}, "last_error contains a NUL character"),
 ]
 
 
@@ -109,6 +113,16 @@ def test_a_bad_action_is_refused_with_the_field_and_its_problem(changes, message
     with pytest.raises(BadReply) as raised:
         replies.actions([report], info, {report.node_name})
     assert message in raised.value.message
+
+
+def test_an_actions_last_error_is_kept_with_what_looks_like_a_credential_scrubbed():
+    info = described("raspberry")
+    fine = action(last_error="lost: state copy_image timed out after 1800 s; last error: checksum mismatch")
+    assert replies.actions([fine], info, {fine.node_name})[fine.node_name] is fine
+    leaky = action(last_error="curl http://u:hunter2@mirror/x failed; password=hunter2 Bearer abc.def")
+    [(_, kept)] = replies.actions([leaky], info, {leaky.node_name}).items()
+    assert kept.last_error == "curl http://***@mirror/x failed; password=*** Bearer ***"
+    assert "hunter2" not in kept.last_error and kept.fingerprint() == leaky.fingerprint()
 
 
 def test_an_action_report_for_a_node_not_asked_for_or_twice_is_refused():

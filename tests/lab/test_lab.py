@@ -279,10 +279,12 @@ async def test_agent_config_names_every_part_of_the_lab(lab) -> None:  # type: i
     config = tomllib.loads(d.agent_config())
     assert config["driver"] == "real" and config["type"] == "raspberry"
     real = config["real"]
-    for key in ("ssh_key", "tftp_root", "netboot_dir", "netboot_hostname", "image_dir", "image_url",
-                "serve_images", "wipe"):
+    for key in ("ssh_key", "tftp_root", "netboot_dir", "netboot_hostname", "netboot_known_hosts",
+                "image_dir", "image_url", "serve_images", "wipe"):
         assert key in real, key
     assert real["netboot_hostname"] == "nfspi"
+    # The maintenance system's host key, which the Pis show when network-booted.
+    assert Path(real["netboot_known_hosts"]).read_text().startswith("ssh-ed25519 ")
     (sw,) = real["switches"]
     assert sw["address"] == d.switch.address and sw["community"] == d.switch.community
     assert sw["poe_oid"] == "1.3.6.1.2.1.105.1.1.1.3.1"

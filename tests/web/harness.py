@@ -150,8 +150,10 @@ class Testbed:
     def api_token(self, email: str) -> str:
         return self.call(self.controller.accounts.create_api_token(email, "tests"))
 
-    def start_agents(self, wanted: Iterable[tuple[str, str, int]], *, time_scale: float) -> list[ServedAgent]:
-        """Serves one agent per (name, type, nodes) from the testbed's loop; stopped with it."""
+    def start_agents(self, wanted: Iterable[tuple[str, str, int]], *, time_scale: float,
+                     hang_commands: frozenset[str] = frozenset()) -> list[ServedAgent]:
+        """Serves one agent per (name, type, nodes) from the testbed's loop; stopped with it.
+        `hang_commands`: the sim commands that hang every time (`[sim] hang_commands`)."""
 
         async def start() -> list[ServedAgent]:
             served = []
@@ -160,6 +162,7 @@ class Testbed:
                     name=name, type=agent_type, listen="127.0.0.1:0", token=secrets.token_urlsafe(16),
                     database=str(self.directory / f"agent-{name}.sqlite"), driver="sim", sim_nodes=nodes,
                     sim_time_scale=time_scale, sim_failure_rate=0.0, sim_seed=1,
+                    sim_hang_commands=hang_commands,
                 )
                 running = await self._agent_stack.enter_async_context(open_agent(settings))
                 served.append(ServedAgent(name, agent_type, settings.token, running.host, running.port, running))

@@ -1,4 +1,4 @@
-"""The web side's small parts on their own: the login rate limiter, input readers, the OpenAPI
+"""The web side's small parts on their own: input readers, the OpenAPI
 document and the route table."""
 
 from __future__ import annotations
@@ -14,40 +14,6 @@ from edgebed.controller.settings import Settings
 from edgebed.web.app import create_app
 from edgebed.web.forms import clean_text, day_starts, parse_float, parse_local_datetime, zone
 from edgebed.web.openapi import openapi_document
-from edgebed.web.ratelimit import RateLimited, RateLimiter
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_rate_limiter_allows_five_per_minute_then_refuses_until_the_window_passes():
-    clock = FakeClock()
-    limiter = RateLimiter(5, 60, clock=clock)
-    for _ in range(5):
-        limiter.attempt(("a@x.org", "127.0.0.1"))
-        clock.now += 1
-    with pytest.raises(RateLimited) as refused:
-        limiter.attempt(("a@x.org", "127.0.0.1"))
-    assert 1 <= refused.value.retry_after <= 60
-    # Another email or another address has its own budget.
-    limiter.attempt(("b@x.org", "127.0.0.1"))
-    limiter.attempt(("a@x.org", "127.0.0.2"))
-    clock.now += 60
-    limiter.attempt(("a@x.org", "127.0.0.1"))
-
-
-def test_rate_limiter_keeps_a_bounded_number_of_keys():
-    clock = FakeClock()
-    limiter = RateLimiter(5, 60, clock=clock, max_keys=100)
-    for number in range(1000):
-        limiter.attempt((f"user{number}@x.org", "10.0.0.1"))
-        clock.now += 0.01
-    assert len(limiter._attempts) <= 100
 
 
 def test_text_readers_refuse_nul_lone_surrogates_and_huge_values():

@@ -61,6 +61,7 @@
       drawProgress(tr.querySelector('[data-field="progress"]'), r);
       text(tr.querySelector('[data-field="state"]'), r.state_text);
       text(tr.querySelector('[data-field="error"]'), r.last_error || "");
+      text(tr.querySelector('[data-field="action-error"]'), r.action_error || "");
       // What an administrator did (moved, ended) and a node gone into maintenance show at once.
       text(tr.querySelector('[data-field="notice"]'), r.notice || "");
       var flag = tr.querySelector('[data-field="maintenance"]');

@@ -15,6 +15,8 @@ from edgebed.controller.store.migrations import (
     v004_sessions,
     v005_maintenance,
     v006_health,
+    v007_leases,
+    v008_last_error,
 )
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
     v004_sessions.VERSION: v004_sessions.apply,
     v005_maintenance.VERSION: v005_maintenance.apply,
     v006_health.VERSION: v006_health.apply,
+    v007_leases.VERSION: v007_leases.apply,
+    v008_last_error.VERSION: v008_last_error.apply,
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

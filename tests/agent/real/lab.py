@@ -95,6 +95,8 @@ class AgentConfig:
     image_dir: str | None = None
     image_url: str | None = None
     ssh_key: str | None = None
+    # The maintenance system's host keys the agent trusts (default: the lab's).
+    netboot_known_hosts: str | None = None
     switches: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
@@ -113,6 +115,7 @@ class AgentConfig:
             "tftp_root": lab.tftp_root,
             "netboot_dir": lab.netboot_dir,
             "netboot_hostname": lab.netboot_hostname,
+            "netboot_known_hosts": self.netboot_known_hosts or lab.netboot_host_key,
             "image_dir": self.image_dir or lab.image_dir,
             "image_url": self.image_url or lab.image_url,
             "wipe": "quick",
@@ -154,6 +157,12 @@ class RealAgent(AgentProcess):
         self.port = 0
 
 
+# Seconds per call. An agent's first SNMP request loads pysnmp on its event loop (about a second
+# on an idle machine, over ten under a load average of 12 on 2 cores), during which it answers
+# nothing: a call made then waits for it.
+CALL_SECONDS = 30
+
+
 class Watch:
     """A gRPC client of one agent: nodes, environments, actions, and every state each action was
     seen in."""
@@ -168,23 +177,23 @@ class Watch:
 
     async def add_node(self, name: str, properties: dict[str, str]) -> None:
         await self.stub.AddNode(pb.AddNodeRequest(node_name=name, properties=properties),
-                                metadata=AUTH, timeout=10)
+                                metadata=AUTH, timeout=CALL_SECONDS)
 
     async def put_environment(self, name: str, image: str, default_user: str = "pi") -> None:
         environment = pb.Environment(name=name, image=image, default_user=default_user,
                                      description=f"{image} from the lab")
         await self.stub.PutEnvironment(pb.PutEnvironmentRequest(environment=environment),
-                                       metadata=AUTH, timeout=10)
+                                       metadata=AUTH, timeout=CALL_SECONDS)
 
     async def start(self, node: str, process: str, environment: str = "", **properties: str) -> None:
         self.seen[node] = []
         await self.stub.StartAction(
             pb.StartActionRequest(node_name=node, process=process, environment=environment,
-                                  properties=properties), metadata=AUTH, timeout=10)
+                                  properties=properties), metadata=AUTH, timeout=CALL_SECONDS)
 
     async def states(self, *nodes: str) -> dict[str, pb.ActionState]:
         reply = await self.stub.GetActionState(pb.GetActionStateRequest(node_names=list(nodes)),
-                                               metadata=AUTH, timeout=10)
+                                               metadata=AUTH, timeout=CALL_SECONDS)
         actions = {action.node_name: action for action in reply.actions}
         for name, action in actions.items():
             seen = self.seen.setdefault(name, [])

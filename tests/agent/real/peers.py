@@ -164,6 +164,8 @@ class SshServer:
     authorized_keys: Path
     process: subprocess.Popen
     log: Path
+    # Its host key's public line file (host_ed25519.pub).
+    host_key: Path
 
     def stop(self) -> None:
         stop(self.process)
@@ -197,7 +199,7 @@ def ssh_server(folder: Path, hostname: str, authorized: str, port: int | None = 
              "sh", hostname, SSHD, str(config)],
             stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-    server = SshServer(port, hostname, keys, process, log)
+    server = SshServer(port, hostname, keys, process, log, Path(f"{host_key}.pub"))
     try:
         def listening() -> bool:
             if process.poll() is not None:

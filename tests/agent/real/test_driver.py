@@ -10,6 +10,7 @@ import hashlib
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,15 @@ from edgebed.nodetypes.interfaces import INSTALLED, MAINTENANCE, HostConfig
 from edgebed.nodetypes.real.card import CardImage
 from edgebed.nodetypes.real.images import ImageCatalog
 from edgebed.nodetypes.real.jobs import NodeJobs
-from edgebed.nodetypes.real.ssh import Refused, SshPool, load_key
+from edgebed.nodetypes.real.ssh import (
+    HostKeyRefused,
+    HostKeys,
+    Refused,
+    SshPool,
+    load_key,
+    load_known_hosts,
+    parse_public_keys,
+)
 from edgebed.nodetypes.real.system import PiSetup, PiSystem
 from tests.agent.real.peers import build_image, free_port, http_server, loop_card, make_key, require, ssh_server
 
@@ -82,8 +91,17 @@ def card(tmp_path):
         yield device
 
 
-def pool(keys, server, cls=SshPool, which: int = 0):  # type: ignore[no-untyped-def]
-    return cls(load_key(str(keys[which].private)), port=server.port, connect_timeout=5)
+def host_keys(known: Path, saved: Saved | None = None) -> HostKeys:
+    saved = saved or Saved()
+    return HostKeys(load_known_hosts(str(known)), load_state=saved.load, save_state=saved.save)
+
+
+def pool(keys, server, cls=SshPool, which: int = 0, known: Path | None = None,  # type: ignore[no-untyped-def]
+         saved: Saved | None = None):
+    """The driver's pool logging in with keys[which], trusting `known` (default: the server's
+    own host key) as the maintenance system's."""
+    return cls(load_key(str(keys[which].private)), host_keys(known or server.host_key, saved),
+               port=server.port, connect_timeout=5)
 
 
 def pi(card: str = "/dev/null", serial: str = "0000abcd") -> NodeRef:
@@ -105,11 +123,43 @@ async def test_which_system_answers(tmp_path, keys, maintenance) -> None:
             await PiSystem(stranger, MAINTENANCE_NAME).running_system(pi())
     finally:
         await stranger.close()
-    closed = SshPool(load_key(str(keys[0].private)), port=free_port(), connect_timeout=2)
+    closed = SshPool(load_key(str(keys[0].private)), host_keys(maintenance.host_key), port=free_port(),
+                     connect_timeout=2)
     try:
         assert await PiSystem(closed, MAINTENANCE_NAME).running_system(pi()) is None
     finally:
         await closed.close()
+
+
+async def test_a_server_with_another_host_key_is_refused_before_any_login(tmp_path, keys, maintenance) -> None:
+    """The maintenance system's key comes from the configuration; a server showing another
+    (here: the maintenance sshd, for a driver that knows another key) is refused in the
+    handshake, saying which keys were expected; the agent's key was not offered."""
+    other = tmp_path / "other.pub"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other.write_text((tmp_path / "other.pub").read_text())
+    expected = load_known_hosts(str(other))[0].get_fingerprint("sha256")
+    log_before = maintenance.log.read_text()
+    ssh = pool(keys, maintenance, known=other)
+    try:
+        with pytest.raises(HostKeyRefused, match="the host key is not the maintenance system's") as refused:
+            await PiSystem(ssh, MAINTENANCE_NAME).running_system(pi())
+    finally:
+        await ssh.close()
+    message = str(refused.value)
+    assert expected in message and "no deployed card key" in message
+    await asyncio.sleep(0.2)  # sshd's log lines of that connection
+    assert "Accepted" not in maintenance.log.read_text()[len(log_before):]
+    # A card key pinned for the node is trusted as well (the card system the agent deployed).
+    saved = Saved()
+    pinned = pool(keys, maintenance, known=other, saved=saved)
+    try:
+        [card] = parse_public_keys(maintenance.host_key.read_text())
+        await pinned.host_keys.pin(pi(), card)
+        assert saved.values == {"hostkey.0000abcd": card.export_public_key("openssh").decode().strip()}
+        assert await PiSystem(pinned, "nfspi").running_system(pi()) == INSTALLED
+    finally:
+        await pinned.close()
 
 
 async def _until_done(image: CardImage, node: NodeRef, environment: Environment, within: float = 120):
@@ -212,7 +262,8 @@ async def test_configure_sends_the_password_as_a_hash_on_stdin_only(
     folder, _ = images
     subprocess.run(["dd", f"if={folder / 'pi.img'}", f"of={card}", "bs=1M", "status=none"], check=True)
     password = "the user's own password 42"
-    ssh = pool(keys, maintenance, cls=Recording)
+    saved = Saved()
+    ssh = pool(keys, maintenance, cls=Recording, saved=saved)
     setup = PiSetup(ssh, work_dir=str(tmp_path / "work"), maintenance_hostname=MAINTENANCE_NAME)
     node = pi(card)
     try:
@@ -232,6 +283,11 @@ async def test_configure_sends_the_password_as_a_hash_on_stdin_only(
         stored = entry.split(":")[1]
         assert (mount / "etc/hostname").read_text() == "exp-7\n"
         assert keys[0].public in (mount / "root/.ssh/authorized_keys").read_text()
+        # The card's host key is new, the only one, and pinned for the node.
+        assert sorted(p.name for p in (mount / "etc/ssh").glob("ssh_host_*")) == [
+            "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+        card_key = (mount / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+        assert saved.values["hostkey.0000abcd"] == f"{card_key[0]} {card_key[1]}"
     finally:
         subprocess.run(["umount", str(mount)], check=True)
     salt = stored.split("$")[2]

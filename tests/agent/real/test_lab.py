@@ -216,10 +216,15 @@ async def test_an_agent_killed_during_the_copy_finds_it_again_and_deploys(lab, t
     figure(f"agent killed at {killed_at} % of the copy; deploy ended deployed without a new copy")
 
 
+# About two minutes of the states' timeouts (the copy's 108 s, the host key's 120 s), and the
+# lab's start when this test comes first: more than pytest's 300 s on a loaded machine.
+@pytest.mark.timeout(600)
 async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_path) -> None:
     """A corrupted image (checksum mismatch), a wrong community, a switch that does not answer,
-    and SSH refusing the agent's key: each logs what is wrong and ends `lost` once its state's
-    timeout passes, never `deployed`."""
+    SSH refusing the agent's key, and a maintenance system showing a host key the agent does not
+    trust (sshd with another key than `netboot_known_hosts`): each logs what is wrong and ends
+    `lost` once its state's timeout passes, never `deployed`, with the driver's error as the
+    action's last_error (GetActionState)."""
     # The image server holds a corrupted copy of what the agent's image_dir has (bit rot on a
     # mirror): same name, same size, one MiB flipped in the root file system.
     good_dir = tmp_path / "images"
@@ -237,15 +242,18 @@ async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_pa
     # failures get 12 s in poe_off, time for a few SNMP timeouts (2 s each) to be logged.
     scale = 0.03
     config = AgentConfig(lab, tmp_path, name="fail", timeout_scale=scale, image_dir=str(good_dir))
-    switches = AgentConfig(
-        lab, tmp_path, name="switches", timeout_scale=0.1,
-        switches={"badcommunity": {"community": "not-the-community"},
-                  "silent": {"address": f"127.0.0.1:{silent.getsockname()[1]}"}},
-    )
     wrong_key_dir = tmp_path / "wrongkey"
     wrong_key_dir.mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key_dir / "key")],
                    check=True)
+    # Its nodes on the bad switches never reach SSH; its node on the lab's switch meets a
+    # maintenance system whose host key is not the one this agent expects.
+    switches = AgentConfig(
+        lab, tmp_path, name="switches", timeout_scale=0.1,
+        switches={"badcommunity": {"community": "not-the-community"},
+                  "silent": {"address": f"127.0.0.1:{silent.getsockname()[1]}"}},
+        netboot_known_hosts=str(wrong_key_dir / "key.pub"),
+    )
     refused = AgentConfig(lab, tmp_path, name="refused", timeout_scale=scale,
                           ssh_key=str(wrong_key_dir / "key"))
     agents = {name: setting.agent().start()
@@ -257,6 +265,7 @@ async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_pa
         "community": ("switches", "badcommunity", "lab-test"),
         "silent": ("switches", "silent", "lab-test"),
         "refused": ("refused", lab.switch.name, "lab-test"),
+        "hostkey": ("switches", lab.switch.name, "lab-test"),
     }
     try:
         await watches["fail"].put_environment("corrupt", "corrupt.img")
@@ -295,7 +304,20 @@ async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_pa
     assert "not-the-community" not in switching
     assert "the server refused the agent's key" in refusing
     assert "refused: deploy lost: state wait_netboot_ssh timed out" in refusing
-    figure(f"failures: 4 actions lost in {took:.0f} s (timeout_scale {scale}; the switches' 0.1)")
+    assert "the host key is not the maintenance system's" in switching
+    # The same errors, as the actions' last_error: why each was lost, then the driver's error.
+    errors = {node: final.last_error for node, final in finals.items()}
+    assert errors["corrupt"].startswith("lost: state copy_image timed out"), errors
+    assert "corrupt: copy failed: checksum mismatch: the card holds sha256" in errors["corrupt"]
+    assert errors["community"].startswith("lost: state poe_off timed out"), errors
+    assert "switch badcommunity (" in errors["community"] and "no answer" in errors["community"]
+    assert "switch silent (" in errors["silent"]
+    assert "the server refused the agent's key" in errors["refused"]
+    assert errors["hostkey"].startswith("lost: state wait_netboot_ssh timed out"), errors
+    assert "the host key is not the maintenance system's" in errors["hostkey"]
+    assert all(len(error) <= 1024 and "\n" not in error for error in errors.values())
+    assert not any("not-the-community" in error or lab.switch.community in error for error in errors.values())
+    figure(f"failures: 5 actions lost in {took:.0f} s (timeout_scale {scale}; the switches' 0.1)")
 
 
 async def test_copy_throughput_against_raw_dd(lab, tmp_path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
 from edgebed.nodetypes.base import DriverError, NodeRef
 from edgebed.nodetypes.real.config import PETH_PSE_PORT_ADMIN_ENABLE, RealConfig, SwitchConfig
@@ -147,3 +148,26 @@ async def test_port_offset_and_unknown_switches(switch) -> None:
 def test_the_default_oid_is_rfc_3621() -> None:
     assert SwitchConfig("s", "h", 161, "c").oid(7) == f"{PETH_PSE_PORT_ADMIN_ENABLE}.7"
     assert "c-secret" not in repr(SwitchConfig("s", "h", 161, "c-secret"))
+
+
+async def test_warm_up_loads_what_the_first_request_needs_before_the_agent_serves(switch) -> None:
+    """The first request of a fresh engine loads MIB modules on the event loop (seconds of CPU on
+    a busy Pi, while the agent answers nobody); after warm_up (called by the drivers' create,
+    before serving) a power call on a real switch loads none."""
+    cold = PoePower({"sw1": config(switch)}, min_off_seconds=0, timeout=0.5, retries=0)
+    try:
+        await cold.is_powered(pi(5))
+        loaded_by_first_request = set(cold._engine.get_mib_builder().mibSymbols)
+    finally:
+        cold.close()
+    warm = PoePower({"sw1": config(switch)}, min_off_seconds=0, timeout=0.5, retries=0)
+    try:
+        fresh = set(SnmpEngine().get_mib_builder().mibSymbols)
+        assert loaded_by_first_request - fresh, "a first request no longer loads anything: drop warm_up"
+        await warm.warm_up()
+        before = set(warm._engine.get_mib_builder().mibSymbols)
+        await warm.set_power(pi(5), True)
+        assert await warm.is_powered(pi(5))
+        assert set(warm._engine.get_mib_builder().mibSymbols) - before == set()
+    finally:
+        warm.close()

@@ -242,8 +242,25 @@ def test_configure_sets_host_name_password_keys_and_ssh(tmp_path, images, card) 
     mount = tmp_path / "root"
     agent_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAgentKeyAgentKeyAgentKeyAgentKeyAgentKey agent"
     password_hash = sha512_crypt("a good password")
-    run("configure-host", HERE, card, str(mount), "exp-pi-7", agent_key, "", input=password_hash)
-    run("configure-host", HERE, card, str(mount), "exp-pi-7", agent_key, "", input=password_hash)
+    # The image's own host key (every card written from it would share it) and Raspberry Pi
+    # OS's first-boot regeneration of host keys.
+    mount.mkdir()
+    subprocess.run(["partx", "-u", card], capture_output=True, check=False)
+    subprocess.run(["partx", "-a", card], capture_output=True, check=False)
+    subprocess.run(["mount", "-t", "ext4", f"{card}p2", str(mount)], check=True)
+    try:
+        (mount / "etc/ssh").mkdir(parents=True, exist_ok=True)
+        (mount / "etc/ssh/ssh_host_rsa_key").write_text("the image's key\n")
+        (mount / "etc/ssh/ssh_host_rsa_key.pub").write_text("ssh-rsa AAAA image\n")
+        wants = mount / "etc/systemd/system/multi-user.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (wants / "regenerate_ssh_host_keys.service").symlink_to("/lib/systemd/system/regenerate_ssh_host_keys.service")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    first = run("configure-host", HERE, card, str(mount), "exp-pi-7", agent_key, "", input=password_hash).stdout
+    second = run("configure-host", HERE, card, str(mount), "exp-pi-7", agent_key, "", input=password_hash).stdout
+    # Its output is the card's new host key, one line, new at every run.
+    assert first.startswith("ssh-ed25519 ") and first.count("\n") == 1 and first != second
     user_keys = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUserKeyOne user@a\n"
                  "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQUserKeyTwo user@b")
     run("configure-login", HERE, card, str(mount), "pi", input=user_keys)
@@ -263,6 +280,11 @@ def test_configure_sets_host_name_password_keys_and_ssh(tmp_path, images, card) 
         assert (keys.stat().st_uid, keys.stat().st_gid, keys.stat().st_mode & 0o777) == (1000, 1000, 0o600)
         unit = etc / "systemd/system/multi-user.target.wants/ssh.service"
         assert os.readlink(unit) == "/lib/systemd/system/ssh.service"
+        assert sorted(p.name for p in (etc / "ssh").glob("ssh_host_*")) == [
+            "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+        assert (etc / "ssh/ssh_host_ed25519_key.pub").read_text() == second
+        assert (etc / "ssh/ssh_host_ed25519_key").stat().st_mode & 0o777 == 0o600
+        assert not os.path.lexists(etc / "systemd/system/multi-user.target.wants/regenerate_ssh_host_keys.service")
     finally:
         subprocess.run(["umount", str(mount)], check=True)
     done = run("configure-login", HERE, card, str(mount), "nobody-here", input="", check=False)

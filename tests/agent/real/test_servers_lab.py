@@ -167,9 +167,8 @@ async def test_a_wrong_bmc_password_is_a_clear_error_and_never_a_final_success(l
     for name, final in finals.items():
         assert final.state == "lost", (name, watch.seen[name])
         assert watch.seen[name] == ["bootdev_pxe", "lost"], watch.seen[name]
-        # Where the agent fills ActionState.last_error from the step's error (issue #8's
-        # mechanism), the action says why; until then it is empty and the log says it (below).
-        assert final.last_error == "" or "refused" in final.last_error, final.last_error
+        # The action says why (ActionState.last_error, from the step's error), and so does the log.
+        assert "refused" in final.last_error and "not-the-password" not in final.last_error, final.last_error
     assert ("wrongpw-ipmi: ipmi BMC 127.0.0.1:" in logs
             and "boot device PXE: refused the password of user 'admin' (wrong password?)" in logs), logs[-3000:]
     assert ("wrongpw-redfish: redfish BMC http://127.0.0.1:" in logs

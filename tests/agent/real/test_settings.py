@@ -16,6 +16,7 @@ from edgebed.agent.app import open_agent, real_clock, start_agent
 from edgebed.agent.clock import FastClock, SystemClock
 from edgebed.agent.settings import load_settings
 from edgebed.config import ConfigError
+from edgebed.nodetypes.real.boards import SensorRealConfig
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN
@@ -29,12 +30,14 @@ COMMUNITY = "s3cret-community"
 def machine(tmp_path) -> dict[str, Path]:
     """What a [real] table points at, present and usable."""
     key = make_key(tmp_path / "keys")
+    host = make_key(tmp_path / "keys", "netboot_host_ed25519")
     netboot = tmp_path / "tftp" / "netboot"
     netboot.mkdir(parents=True)
     (netboot / "start4.elf").write_text("firmware")
     images = tmp_path / "images"
     images.mkdir()
-    return {"ssh_key": key.private, "tftp_root": tmp_path / "tftp", "netboot_dir": netboot,
+    return {"ssh_key": key.private, "netboot_known_hosts": Path(f"{host.private}.pub"),
+            "tftp_root": tmp_path / "tftp", "netboot_dir": netboot,
             "image_dir": images, "database": tmp_path / "agent.sqlite"}
 
 
@@ -50,6 +53,7 @@ def real_toml(machine: dict[str, Path], *, real: dict | None = None, switches: l
     table = {
         "ssh_key": str(machine["ssh_key"]), "tftp_root": str(machine["tftp_root"]),
         "netboot_dir": str(machine["netboot_dir"]), "netboot_hostname": "nfspi",
+        "netboot_known_hosts": str(machine["netboot_known_hosts"]),
         "image_dir": str(machine["image_dir"]), "image_url": "http://10.0.0.1:8081",
         **(real or {}),
     }
@@ -116,8 +120,9 @@ def test_a_complete_table_loads_with_its_defaults(tmp_path, machine) -> None:
          "key 'real.switches[2].name' is 'sw1', which an earlier switch already has"),
         (dict(switches=[{"name": "sw1", "address": "h", "community": "c", "port": 1}]),
          "unknown key 'real.switches[1].port'"),
-        # A node agent's [real] has the server driver's keys, not a Pi's.
+        # A node agent's [real] has the server driver's keys, not a Pi's; a sensor agent's too.
         (dict(top={"type": "node"}), "unknown key 'real.netboot_dir'"),
+        (dict(top={"type": "sensor"}), "unknown key 'real.ssh_key'"),
     ],
 )
 def test_a_bad_real_key_is_named_with_the_file(tmp_path, machine, change, expected) -> None:
@@ -171,6 +176,27 @@ async def test_a_missing_or_unusable_ssh_key_stops_start_up(tmp_path, machine) -
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(encrypted)], check=True)
     message = await start_problem(tmp_path, real_toml(machine, real={"ssh_key": str(encrypted)}))
     assert "key 'real.ssh_key'" in message and "not a usable unencrypted private key" in message
+
+
+async def test_missing_or_unusable_netboot_host_keys_stop_start_up(tmp_path, machine) -> None:
+    assert "key 'real.netboot_known_hosts' is missing" in problem(
+        tmp_path, real_toml(machine, drop=("real.netboot_known_hosts",)))
+    message = await start_problem(tmp_path, real_toml(machine, real={"netboot_known_hosts": str(tmp_path / "nope")}))
+    assert "key 'real.netboot_known_hosts' is" in message and "cannot be read: No such file" in message
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("# nothing yet\n")
+    message = await start_problem(tmp_path, real_toml(machine, real={"netboot_known_hosts": str(empty)}))
+    assert "key 'real.netboot_known_hosts'" in message and "holds no public key" in message
+    bad = tmp_path / "bad_known_hosts"
+    bad.write_text("nfspi ssh-ed25519 AAAAnot-base64\n")
+    message = await start_problem(tmp_path, real_toml(machine, real={"netboot_known_hosts": str(bad)}))
+    assert "key 'real.netboot_known_hosts'" in message and "line 1: not a usable public key" in message
+    # A known_hosts line (host patterns first) and a .pub line both do.
+    public = Path(machine["netboot_known_hosts"]).read_text().split()
+    good = tmp_path / "known_hosts"
+    good.write_text(f"# the NFS root's keys\n10.0.0.0/8,nfspi {public[0]} {public[1]}\n{' '.join(public)}\n")
+    async with open_agent(load(tmp_path, real_toml(machine, real={"netboot_known_hosts": str(good)}))):
+        pass
 
 
 async def test_missing_folders_stop_start_up(tmp_path, machine) -> None:
@@ -255,7 +281,7 @@ def test_the_examples_real_section_uncommented_is_a_valid_table(tmp_path) -> Non
     text = Path(REPO, "scripts", "agent.example.toml").read_text()
     start = text.index("# [real]")
     kept = []
-    for line in text[start:].splitlines():
+    for line in text[start:text.index('# driver = "real" (sensor)')].splitlines():
         if line.startswith("# ") and not line.startswith("# # "):
             kept.append(line[2:])
         elif line.startswith("# # ") and "=" in line:
@@ -265,3 +291,23 @@ def test_the_examples_real_section_uncommented_is_a_valid_table(tmp_path) -> Non
     settings = load(tmp_path, head + "\n".join(kept) + "\n", env={"EDGEBED_TOKEN": TOKEN})
     assert settings.real is not None and settings.real.switches[0].name == "sw1"
     assert settings.real.timeout_scale == 1.0 and settings.real.switches[0].off_value == 2
+
+
+def test_the_examples_sensor_section_uncommented_is_a_valid_table(tmp_path) -> None:
+    """The sensor agent's [real] example, taken out of its comments, loads: templates, patterns."""
+    text = Path(REPO, "scripts", "agent.example.toml").read_text()
+    sensor = text[text.index('# driver = "real" (sensor)'):]
+    kept = []
+    for line in sensor[sensor.index("# [real]"):].splitlines():
+        if line.startswith("# ") and not line.startswith("# # "):
+            kept.append(line[2:])
+        elif line.startswith("# # ") and "=" in line:
+            kept.append(line[4:])
+    head = text[:text.index('# driver = "real" (raspberry)')].replace('driver = "sim"', 'driver = "real"')
+    head = head.replace('type = "raspberry"', 'type = "sensor"')
+    settings = load(tmp_path, head + "\n".join(kept) + "\n", env={"EDGEBED_TOKEN": TOKEN})
+    real = settings.real
+    assert isinstance(real, SensorRealConfig)
+    assert [board.model for board in real.boards] == ["nrf52840dk", "iotlab-m3"]
+    assert real.boards[0].alive_pattern == r"^main\(\): This is RIOT!"
+    assert real.boards[1].properties_needed() == ["console", "port", "relay"]
