@@ -531,7 +531,7 @@ class Scheduler:
         for batch in _once_per_node(claimed):
             if not self._leases.valid_for(agent.name, self._settings.call_timeout_seconds):
                 # The claims are on disk: whoever drives the agent next resolves them from the report.
-                log.warning("StartActions for %d nodes not sent: the lease on agent %s runs out", len(batch), agent.name)
+                log.warning("StartActions (%d nodes) not sent: the lease on agent %s runs out", len(batch), agent.name)
                 refused = AgentUnavailable(f"not sent: this controller's lease on agent {agent.name} runs out")
                 answers += [refused] * len(batch)
                 continue
