@@ -25,7 +25,7 @@ from edgebed.agent.clock import Clock, FastClock, SystemClock
 from edgebed.agent.dbworker import DbWorker, GroupCommitter
 from edgebed.agent.domain import NodeRecord
 from edgebed.agent.errors import AlreadyExists
-from edgebed.agent.executor import Executor, Timing
+from edgebed.agent.executor import Executor, Timing, agent_wait
 from edgebed.agent.server import build_server, server_credentials
 from edgebed.agent.service import AgentService
 from edgebed.agent.settings import AgentSettings, check_tls_keys
@@ -216,6 +216,8 @@ class RunningAgent:
     _server: grpc.aio.Server
     _health: health.aio.HealthServicer
     _worker: DbWorker
+    # Reads on their own thread and connection (None: the writer's, for an in-memory database).
+    _reader: DbWorker | None
     _lock: DatabaseLock | None
     # What the driver opened (SSH connections, an image server): closed after the executor.
     _driver_resources: contextlib.AsyncExitStack
@@ -240,6 +242,9 @@ class RunningAgent:
         await self.executor.stop()
         await self._driver_resources.aclose()
         await self.committer.close()
+        if self._reader is not None:
+            await self._reader.call(self.store.close)
+            self._reader.shutdown()
         await self._worker.call(self.store.close)
         self._worker.shutdown()
         if self._lock is not None:
@@ -267,6 +272,7 @@ async def start_agent(
         raise settings.problem("listen", f"{settings.listen!r}: cannot listen there: {problem}")
     lock = _lock_database(settings)
     worker = DbWorker(settings.name, database=sqlite_file(settings.database))
+    reader: DbWorker | None = None
     # What the driver opens; closed here when the start fails, by RunningAgent.stop otherwise.
     driver_resources = contextlib.AsyncExitStack()
     try:
@@ -287,15 +293,26 @@ async def start_agent(
         except AlreadyExists as exc:
             raise settings.problem("sim.nodes", f"cannot create the simulated nodes: {exc.message}") from None
         committer = GroupCommitter(worker, store.apply)
+        # A second connection sees only what is committed: an in-memory database has none.
+        reader = (
+            DbWorker(f"{settings.name}-read", database=sqlite_file(settings.database))
+            if store.shares_connections
+            else None
+        )
 
+        # What a step waits for in the agent's own database does not count against the node's
+        # timeouts (agent_wait): with thousands of nodes a save can wait behind their commits.
         async def save_machine(hardware_id: str, state: dict) -> None:
-            await committer.write([SaveMachine(hardware_id, state)])
+            with agent_wait():
+                await committer.write([SaveMachine(hardware_id, state)])
 
         async def load_state(key: str) -> str | None:
-            return await worker.call(store.get_meta, f"driver.{key}")
+            with agent_wait():
+                return await worker.call(store.get_meta, f"driver.{key}")
 
         async def save_state(key: str, value: str) -> None:
-            await worker.call(store.set_meta, f"driver.{key}", value)
+            with agent_wait():
+                await worker.call(store.set_meta, f"driver.{key}", value)
 
         options = DriverOptions(
             sim=SimOptions(
@@ -333,6 +350,7 @@ async def start_agent(
         service = AgentService(
             agent_name=settings.name, node_type=node_type, store=store, worker=worker,
             executor=executor, check_node=_node_checker(plugin, options), wall_clock=wall_clock,
+            reader=reader,
         )
         try:
             server, port, health = await build_server(
@@ -349,6 +367,9 @@ async def start_agent(
         await server.start()
     except BaseException:
         await driver_resources.aclose()
+        if reader is not None:
+            await reader.call(store.close)
+            reader.shutdown()
         worker.shutdown()
         if lock is not None:
             lock.release()
@@ -365,7 +386,7 @@ async def start_agent(
     return RunningAgent(
         settings=settings, host=host, port=port, service=service, executor=executor,
         store=store, committer=committer, _server=server, _health=health, _worker=worker,
-        _lock=lock, _driver_resources=driver_resources,
+        _reader=reader, _lock=lock, _driver_resources=driver_resources,
     )
 
 

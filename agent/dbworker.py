@@ -1,9 +1,13 @@
-"""Runs the store on one thread, and groups the executor's commits into few transactions.
+"""Runs the store on two threads, groups the executor's commits into few transactions, and the
+StartAction look-ups into few reads.
 
 A SQLite connection belongs to the thread that opened it and SQLite takes one writer at a time,
-so every call to the store goes through one worker thread. The executor's transitions queue up
-while a transaction runs and the next transaction takes them all: a transition is durable when
-`write` returns, and a thousand nodes cost a few transactions instead of a thousand.
+so every write to the store goes through one worker thread. Reads go through a second one with
+its own connection (WAL: a reader sees the last commit and never waits for the writer), so that
+GetActionState and StartAction's look-ups never queue behind a large group commit. The
+executor's transitions queue up while a transaction runs and the next transaction takes them
+all: a transition is durable when `write` returns, and a thousand nodes cost a few transactions
+instead of a thousand. Likewise concurrent StartAction calls share one read (GroupReader).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from edgebed.agent.errors import DiskFull
 from edgebed.ratelog import RateLimitedLog
@@ -23,6 +27,8 @@ from edgebed.storage import disk_full_log, disk_full_message, is_disk_full
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class DbWorker:
@@ -52,6 +58,49 @@ class DbWorker:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+class GroupReader(Generic[K, V]):
+    """Coalesces concurrent look-ups into one call of `lookup` on `worker`.
+
+    `lookup(keys)` runs on the worker thread and returns one value per key, in order. While one
+    call runs, new requests queue; the next call takes them all. A burst of a thousand
+    StartAction calls thus costs a few reads instead of a thousand trips to the database thread.
+    """
+
+    def __init__(self, worker: DbWorker, lookup: Callable[[list[K]], Sequence[V]]) -> None:
+        self._worker = worker
+        self._lookup = lookup
+        self._queue: list[tuple[list[K], asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+        self.calls = 0
+
+    async def get_many(self, keys: Sequence[K]) -> list[V]:
+        """The values of `keys`, in order; what `lookup` raised, for every caller of its call."""
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append((list(keys), future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="group-reader")
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            keys = [key for group, _ in batch for key in group]
+            try:
+                values = await self._worker.call(self._lookup, keys)
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.calls += 1
+            start = 0
+            for group, future in batch:
+                if not future.done():
+                    future.set_result(list(values[start : start + len(group)]))
+                start += len(group)
 
 
 class StoreClosed(Exception):

@@ -31,16 +31,18 @@ it recorded and runs that state's step again, which is harmless because steps ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from edgebed.agent.clock import Clock, SystemClock
 from edgebed.agent.domain import ActionRecord, TransitionRecord
 from edgebed.agent.errors import Busy, DiskFull
-from edgebed.agent.store import Change, LogTransition, SaveAction
+from edgebed.agent.store import Change, LogTransition, SaveAction, UpdateState
 from edgebed.nodetypes.base import (
     FINAL_STATES,
     LOST,
@@ -78,7 +80,7 @@ class Timing:
     min_poll_seconds: float = 0.001
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     """An action being driven: its committed record and the watchdog's view of its step."""
 
@@ -100,6 +102,36 @@ class _Run:
     # ActionRecord.elapsed when this run began to drive it, and the duration clock then.
     elapsed_base: float = 0.0
     driven_since: float = 0.0
+    # While > 0 the action waits for the agent itself (agent_wait): its timers are paused.
+    agent_waits: int = 0
+    # When the outermost of those waits began (executor clock), and Executor._forgiven then.
+    wait_began: float = 0.0
+    forgiven_then: float = 0.0
+
+
+# The action (and its executor) whose task is running: set by _drive for its task and the tasks
+# it creates (a context is copied into each new task), read by agent_wait.
+_CURRENT: contextvars.ContextVar[tuple[Executor, _Run] | None] = contextvars.ContextVar(
+    "edgebed_agent_current_run", default=None
+)
+
+
+@contextlib.contextmanager
+def agent_wait() -> Iterator[None]:
+    """Marks a wait on the agent itself (a commit, a read of the agent's database) from inside a
+    step: the action's timers do not run meanwhile, as `_forgive_stall` does for a busy event
+    loop. A thousand nodes starting at once must not make one of them `lost` because its
+    step's save waited behind their commits. Outside an action's task it does nothing."""
+    current = _CURRENT.get()
+    if current is None:
+        yield
+        return
+    executor, run = current
+    executor._wait_began(run)
+    try:
+        yield
+    finally:
+        executor._wait_ended(run)
 
 
 class Executor:
@@ -129,6 +161,12 @@ class Executor:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        # Executor-clock seconds forgiven to every action by _forgive_stall so far: a wait
+        # (agent_wait) that saw a stall is not forgiven that part twice.
+        self._forgiven = 0.0
+        # Called with the real seconds from a step's end to the start of the next one (the
+        # commit between them), when set (benchmarks).
+        self.on_step_gap: Callable[[float], None] | None = None
 
     # What the service layer asks.
 
@@ -154,22 +192,37 @@ class Executor:
 
     async def start(self, record: ActionRecord, node: NodeRef) -> ActionRecord:
         """Commits `record` (the first state of its process) and starts driving it."""
+        await self.start_many([(record, node)])
+        return record
+
+    async def start_many(self, starts: Sequence[tuple[ActionRecord, NodeRef]]) -> None:
+        """Commits each record (the first state of its process) in one commit, then starts
+        driving each. Busy, starting none, when the agent is stopping or one of the nodes runs
+        an action; the store's error, starting none, when the commit fails."""
         if self._stopping:
             raise Busy("the agent is stopping")
-        if record.node_name in self._runs:
-            raise Busy(f"node {record.node_name!r} is busy with an unfinished action")
-        process = self._type.processes[record.process]
-        run = _Run(record=record, process=process, node=node)
-        self._claim(run)
+        for record, _ in starts:
+            if record.node_name in self._runs:
+                raise Busy(f"node {record.node_name!r} is busy with an unfinished action")
+        runs = [
+            _Run(record=record, process=self._type.processes[record.process], node=node)
+            for record, node in starts
+        ]
+        changes: list[Change] = []
+        for run in runs:
+            self._claim(run)
+            changes += [SaveAction(run.record), LogTransition(self._entry(run.record, "enter"))]
         # The commit runs on its own: when the caller is cancelled (the controller's RPC went away)
         # the write may still land, and an action committed but never spawned would sit in its
         # first state, refusing every StartAction until a restart.
-        commit = asyncio.ensure_future(
-            self._write([SaveAction(record), LogTransition(self._entry(record, "enter"))])
-        )
-        commit.add_done_callback(lambda done: self._spawn_if_committed(run, done))
+        commit = asyncio.ensure_future(self._write(changes))
+
+        def spawn_each(done: asyncio.Future) -> None:
+            for run in runs:
+                self._spawn_if_committed(run, done)
+
+        commit.add_done_callback(spawn_each)
         await asyncio.shield(commit)
-        return record
 
     def resume(self, actions: list[ActionRecord], nodes: Mapping[str, NodeRef]) -> list[str]:
         """Starts driving unfinished actions found in the store; returns the resumed node names."""
@@ -239,12 +292,19 @@ class Executor:
     # Driving one action.
 
     async def _drive(self, run: _Run) -> None:
+        # This task's own context (a copy): the steps' tasks inherit it, agent_wait reads it.
+        _CURRENT.set((self, run))
+        step_ended: float | None = None
         try:
             while not run.record.final:
                 spec = run.process.states[run.record.state_idx]
+                if step_ended is not None and self.on_step_gap is not None:
+                    self.on_step_gap(time.perf_counter() - step_ended)
+                step_ended = None
                 try:
                     verdict = await self._run_state(run, spec)
                     if verdict == DONE:
+                        step_ended = time.perf_counter()
                         await self._enter(run, run.record.state_idx + 1)
                     else:
                         await self._lose(run, f"state {spec.name} timed out after {spec.lost:g} s")
@@ -283,7 +343,8 @@ class Executor:
         state's `lost` timer ran out meanwhile, else DONE. A power call that itself makes no
         progress for before_reboot seconds is made again."""
         if rung is Rung.RETRY:
-            await self._commit([LogTransition(self._entry(run.record, rung.value))])
+            with agent_wait():
+                await self._commit([LogTransition(self._entry(run.record, rung.value))])
             return DONE
         while True:
             work = self._hard_reboot(run) if rung is Rung.HARD_REBOOT else self._power_cut(run, spec)
@@ -293,7 +354,8 @@ class Executor:
             if verdict == DONE:
                 break
         run.record = replace(run.record, reboots=run.record.reboots + 1, elapsed=self._elapsed(run))
-        await self._commit([SaveAction(run.record), LogTransition(self._entry(run.record, rung.value))])
+        with agent_wait():
+            await self._commit([UpdateState(run.record), LogTransition(self._entry(run.record, rung.value))])
         return DONE
 
     async def _watched(
@@ -339,7 +401,25 @@ class Executor:
         if late < max(0.1, self._timing.watchdog_seconds) or real_elapsed <= 0:
             return
         shift = clock_elapsed * late / real_elapsed
+        self._forgiven += shift
         for run in self._runs.values():
+            run.state_entered += shift
+            run.last_progress += shift
+
+    def _wait_began(self, run: _Run) -> None:
+        run.agent_waits += 1
+        if run.agent_waits == 1:
+            run.wait_began = self._clock.monotonic()
+            run.forgiven_then = self._forgiven
+
+    def _wait_ended(self, run: _Run) -> None:
+        run.agent_waits -= 1
+        if run.agent_waits:
+            return
+        # The wait's length on the executor's clock, less what _forgive_stall already gave back
+        # meanwhile: the timers continue where they were when the wait began.
+        shift = (self._clock.monotonic() - run.wait_began) - (self._forgiven - run.forgiven_then)
+        if shift > 0:
             run.state_entered += shift
             run.last_progress += shift
 
@@ -348,6 +428,9 @@ class Executor:
         for run in list(self._runs.values()):
             task, spec = run.watched, run.spec
             if task is None or task.done() or spec is None or run.verdict is not None:
+                continue
+            if run.agent_waits:
+                # Waiting for the agent itself: the timers are paused (agent_wait).
                 continue
             if spec.lost and now - run.state_entered >= spec.lost:
                 run.verdict = LOST
@@ -485,9 +568,13 @@ class Executor:
             run.record, state=state, state_idx=idx, updated_at=int(self._wall()), progress=0,
             elapsed=self._elapsed(run),
         )
+        # Within an action only the state columns change; a final state also drops the secrets,
+        # so the whole row is written.
+        change: Change = UpdateState(record)
         if state in FINAL_STATES:
             record = self._without_secrets(record)
-        await self._commit([SaveAction(record), LogTransition(self._entry(record, "enter"))])
+            change = SaveAction(record)
+        await self._commit([change, LogTransition(self._entry(record, "enter"))])
         run.record = record
         run.progress = 0
         if record.final:

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from edgebed.agent.domain import ActionView, Environment, NodeRecord
 from edgebed.agent.errors import AgentError, AlreadyExists, Busy, DiskFull, InvalidArgument, NotFound
-from edgebed.agent.service import AgentService
+from edgebed.agent.service import AgentService, StartItem, StartResult
 from edgebed.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,18 @@ def action_to_pb(view: ActionView) -> agent_pb2.ActionState:
     )
 
 
+def start_result_to_pb(result: StartResult) -> agent_pb2.StartActionResult:
+    """An item of StartActions: code 0 and the action, or StartAction's status code and message."""
+    if result.error is not None:
+        return agent_pb2.StartActionResult(
+            node_name=result.node_name,
+            code=status_code(result.error).value[0],
+            message=result.error.message,
+        )
+    assert result.view is not None, "a result without an error has a view"
+    return agent_pb2.StartActionResult(node_name=result.node_name, action=action_to_pb(result.view))
+
+
 def environment_to_pb(env: Environment) -> agent_pb2.Environment:
     return agent_pb2.Environment(
         name=env.name,
@@ -233,6 +245,14 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             request.node_name, request.process, request.environment, dict(request.properties)
         )
         return agent_pb2.StartActionResponse(action=action_to_pb(view))
+
+    @_maps_errors
+    async def StartActions(self, request, context):
+        results = await self._service.start_actions([
+            StartItem(item.node_name, item.process, item.environment, dict(item.properties))
+            for item in request.actions
+        ])
+        return agent_pb2.StartActionsResponse(results=[start_result_to_pb(r) for r in results])
 
     @_maps_errors
     async def GetActionState(self, request, context):

@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgebed import limits
-from edgebed.agent.dbworker import DbWorker
+from edgebed.agent.dbworker import DbWorker, GroupReader
 from edgebed.agent.domain import ActionRecord, ActionView, Environment, NodeRecord
-from edgebed.agent.errors import Busy, InvalidArgument, NotFound
+from edgebed.agent.errors import AgentError, Busy, InvalidArgument, NotFound
 from edgebed.agent.executor import Executor
 from edgebed.agent.store import Store
 from edgebed.nodetypes.base import FINAL_STATES, NAME_PATTERN, NodeType, PropertySpec, check_ip
@@ -26,6 +26,29 @@ MAX_PROPERTY_VALUE = limits.MAX_PROPERTY_VALUE
 
 # The driver's check of a new node's properties: what is wrong, or None (DriverPlugin.check_node).
 NodeCheck = Callable[[Mapping[str, str]], "str | None"]
+
+
+# Items of one StartActions call (edgebed.v1.StartActionsRequest).
+MAX_START_ITEMS = limits.MAX_START_ACTIONS
+
+
+@dataclass(frozen=True)
+class StartItem:
+    """One action to start: StartActionRequest's fields."""
+
+    node_name: str
+    process: str
+    environment: str = ""
+    properties: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """What one StartItem came to: the new action, or the error StartAction would have raised."""
+
+    node_name: str
+    view: ActionView | None = None
+    error: AgentError | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +136,15 @@ def _check_budget(total: int, what: str, listing: str) -> None:
         )
 
 
+class _UnknownEnvironment(Exception):
+    """A deploy names an environment the store does not hold (the message lists the known ones,
+    read once per call)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 class AgentService:
     def __init__(
         self,
@@ -122,6 +154,7 @@ class AgentService:
         store: Store,
         worker: DbWorker,
         executor: Executor,
+        reader: DbWorker | None = None,
         check_node: NodeCheck | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -131,6 +164,13 @@ class AgentService:
         self.node_type = node_type
         self._store = store
         self._db = worker
+        # Reads that must not wait for a group commit (GetActionState, StartAction's look-ups):
+        # a second thread with its own connection, or the writer's when there is none.
+        self._read = reader or worker
+        # Concurrent StartAction calls share one read of their nodes, actions and environments.
+        self._inputs: GroupReader[tuple[str, str], tuple] = GroupReader(
+            self._read, self._store.action_inputs_many
+        )
         self._executor = executor
         self._check_node = check_node
         # Nodes that a request is changing right now (start, remove, rename): a second request on
@@ -156,7 +196,7 @@ class AgentService:
     async def get_nodes(self, names: Sequence[str]) -> list[NodeRecord]:
         for name in names:
             check_name(name)
-        nodes = await self._db.call(self._store.list_nodes, list(names))
+        nodes = await self._read.call(self._store.list_nodes, list(names))
         missing = sorted(set(names) - {node.name for node in nodes})
         if missing:
             raise NotFound(f"no node named {missing[0]!r}")
@@ -205,7 +245,7 @@ class AgentService:
     # Environments.
 
     async def list_environments(self) -> list[Environment]:
-        return await self._db.call(self._store.list_environments)
+        return await self._read.call(self._store.list_environments)
 
     async def put_environment(self, environment: Environment) -> Environment:
         _check_environment(environment)
@@ -241,14 +281,91 @@ class AgentService:
     async def start_action(
         self, node_name: str, process: str, environment: str, properties: Mapping[str, str]
     ) -> ActionView:
-        check_name(node_name)
-        processes = self.node_type.processes
-        if process not in processes:
+        """Starts `process` on the node (StartAction); the action in its first state, committed.
+        InvalidArgument, NotFound or Busy as the item's checks find (see start_actions)."""
+        [result] = await self._start([StartItem(node_name, process, environment, properties)])
+        if result.error is not None:
+            raise result.error
+        assert result.view is not None, "a result without an error has a view"
+        return result.view
+
+    async def start_actions(self, items: Sequence[StartItem]) -> list[StartResult]:
+        """Starts each item as start_action would (StartActions): one result per item in the
+        order of `items`, an item refused with the error start_action would raise, the others
+        started in one commit. InvalidArgument for the whole call only when it has more than
+        MAX_START_ITEMS items or names a node twice; a failed commit (the store's error) fails
+        the whole call, and then none of them started."""
+        if len(items) > MAX_START_ITEMS:
             raise InvalidArgument(
-                f"unknown process {shown(process)}; this agent knows {', '.join(processes)}"
+                f"{len(items)} actions in one call, more than {MAX_START_ITEMS}: split the call"
             )
-        properties = {key: value for key, value in properties.items() if value != ""}
+        seen: set[str] = set()
+        for item in items:
+            if item.node_name in seen:
+                raise InvalidArgument(f"node {shown(item.node_name)} is named twice")
+            seen.add(item.node_name)
+        return await self._start(items)
+
+    async def _start(self, items: Sequence[StartItem]) -> list[StartResult]:
+        errors: dict[int, AgentError] = {}
+        checked: dict[int, StartItem] = {}
+        for index, item in enumerate(items):
+            try:
+                checked[index] = self._checked_item(item)
+            except AgentError as exc:
+                errors[index] = exc
+        claimed: list[int] = []
+        try:
+            for index, item in checked.items():
+                if item.node_name in self._claimed or self._executor.is_running(item.node_name):
+                    errors[index] = Busy(f"node {item.node_name!r} is busy with an unfinished action")
+                else:
+                    self._claimed.add(item.node_name)
+                    claimed.append(index)
+            keys = [
+                (checked[i].node_name, checked[i].environment if checked[i].process == "deploy" else "")
+                for i in claimed
+            ]
+            inputs = await self._inputs.get_many(keys) if keys else []
+            records: dict[int, tuple[ActionRecord, NodeRecord]] = {}
+            known: list[Environment] | None = None
+            for index, (node, previous, spec) in zip(claimed, inputs, strict=True):
+                try:
+                    records[index] = (self._new_record(checked[index], node, previous, spec), node)
+                except _UnknownEnvironment as exc:
+                    if known is None:
+                        known = await self.list_environments()
+                    errors[index] = InvalidArgument(
+                        f"unknown environment {shown(exc.name)}; this agent has "
+                        f"{', '.join(env.name for env in known) or 'none'}"
+                    )
+                except AgentError as exc:
+                    errors[index] = exc
+            if records:
+                await self._executor.start_many(
+                    [(record, node.ref()) for record, node in records.values()]
+                )
+        finally:
+            self._claimed.difference_update(checked[i].node_name for i in claimed)
+        return [
+            StartResult(item.node_name, error=errors[index])
+            if index in errors
+            else StartResult(item.node_name, view=self._view(records[index][0]))
+            for index, item in enumerate(items)
+        ]
+
+    def _checked_item(self, item: StartItem) -> StartItem:
+        """The item's own checks, before any read: its names, process and properties; the item
+        with empty properties dropped and the environment taken from either field."""
+        check_name(item.node_name)
+        processes = self.node_type.processes
+        if item.process not in processes:
+            raise InvalidArgument(
+                f"unknown process {shown(item.process)}; this agent knows {', '.join(processes)}"
+            )
+        properties = {key: value for key, value in item.properties.items() if value != ""}
         given_environment = properties.pop("environment", "")
+        environment = item.environment
         if environment and given_environment and environment != given_environment:
             raise InvalidArgument(
                 f"environment {shown(environment)} and property environment "
@@ -256,54 +373,52 @@ class AgentService:
             )
         environment = environment or given_environment
         self._check_properties(properties)
-        with self._claim(node_name):
-            node, previous, spec = await self._db.call(
-                self._store.action_inputs, node_name, environment if process == "deploy" else ""
-            )
-            if node is None:
-                raise NotFound(f"no node named {node_name!r}")
-            if previous is not None and not previous.final:
-                raise Busy(
-                    f"node {node_name!r} is busy: {previous.process} is in state "
-                    f"{previous.state!r}"
-                )
-            if process == "deploy":
-                if not environment:
-                    raise InvalidArgument("environment is empty: deploy needs one")
-                if spec is None:
-                    known = await self.list_environments()
-                    raise InvalidArgument(
-                        f"unknown environment {shown(environment)}; this agent has "
-                        f"{', '.join(env.name for env in known) or 'none'}"
-                    )
-            elif previous is not None:
-                # Reboot and destroy act on what was deployed last.
-                environment = previous.environment
-                spec = previous.environment_spec
-            else:
-                environment = ""
-            first = processes[process].states[0].name
-            now = self._wall()
-            # Larger than the previous action's id even when the wall clock stepped back: the
-            # controller tells a new action from the previous one by it.
-            action_id = int(now * 1_000_000)
-            if previous is not None and action_id <= previous.action_id:
-                action_id = previous.action_id + 1
-            record = ActionRecord(
-                node_name=node_name,
-                node_ip=node.properties.get("ip", ""),
-                environment=environment,
-                process=process,
-                state=first,
-                state_idx=0,
-                updated_at=int(now),
-                action_id=action_id,
-                started_at=int(now),
-                properties=properties,
-                environment_spec=spec,
-            )
-            await self._executor.start(record, node.ref())
-        return self._view(record)
+        return StartItem(item.node_name, item.process, environment, properties)
+
+    def _new_record(
+        self,
+        item: StartItem,
+        node: NodeRecord | None,
+        previous: ActionRecord | None,
+        spec: Environment | None,
+    ) -> ActionRecord:
+        """The item's action in the first state of its process, from what the store holds."""
+        node_name, process, environment = item.node_name, item.process, item.environment
+        if node is None:
+            raise NotFound(f"no node named {node_name!r}")
+        if previous is not None and not previous.final:
+            raise Busy(f"node {node_name!r} is busy: {previous.process} is in state {previous.state!r}")
+        if process == "deploy":
+            if not environment:
+                raise InvalidArgument("environment is empty: deploy needs one")
+            if spec is None:
+                raise _UnknownEnvironment(environment)
+        elif previous is not None:
+            # Reboot and destroy act on what was deployed last.
+            environment = previous.environment
+            spec = previous.environment_spec
+        else:
+            environment = ""
+        first = self.node_type.processes[process].states[0].name
+        now = self._wall()
+        # Larger than the previous action's id even when the wall clock stepped back: the
+        # controller tells a new action from the previous one by it.
+        action_id = int(now * 1_000_000)
+        if previous is not None and action_id <= previous.action_id:
+            action_id = previous.action_id + 1
+        return ActionRecord(
+            node_name=node_name,
+            node_ip=node.properties.get("ip", ""),
+            environment=environment,
+            process=process,
+            state=first,
+            state_idx=0,
+            updated_at=int(now),
+            action_id=action_id,
+            started_at=int(now),
+            properties=item.properties,
+            environment_spec=spec,
+        )
 
     def _check_properties(self, properties: Mapping[str, str]) -> None:
         specs = {spec.name: spec for spec in self.node_type.properties}
@@ -319,7 +434,7 @@ class AgentService:
     async def get_action_states(self, names: Sequence[str]) -> list[ActionView]:
         for name in names:
             check_name(name)
-        records = await self._db.call(self._store.list_actions, list(names))
+        records = await self._read.call(self._store.list_actions, list(names))
         return [self._view(record) for record in records]
 
     def _view(self, record: ActionRecord) -> ActionView:

@@ -11,6 +11,7 @@ synchronous and meant to run on the agent's single database thread (agent.dbwork
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,11 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
     "foreign_keys": 1,
     "busy_timeout": 10_000,
+    "cache_size": -512,
 }
+
+
+_query_log = logging.getLogger("peewee")
 
 
 class DatabaseSpecError(Exception):
@@ -82,6 +87,15 @@ class SaveAction:
 
 
 @dataclass(frozen=True)
+class UpdateState:
+    """A transition within one action: only the columns a step changes (state, state_idx,
+    updated_at, progress, reboots, elapsed). The properties and the environment are what the
+    action's SaveAction wrote; they are neither serialized nor written again."""
+
+    record: ActionRecord
+
+
+@dataclass(frozen=True)
 class LogTransition:
     entry: TransitionRecord
 
@@ -92,7 +106,7 @@ class SaveMachine:
     state: dict
 
 
-Change = SaveAction | LogTransition | SaveMachine
+Change = SaveAction | UpdateState | LogTransition | SaveMachine
 
 
 def _define_models(database: peewee.Database) -> SimpleNamespace:
@@ -198,6 +212,76 @@ def _upsert(model, rows: list[dict], batch: int) -> None:
         ).execute()
 
 
+def _column_list(columns: Sequence[str]) -> str:
+    return ", ".join(f'"{column}"' for column in columns)
+
+
+class _Statements:
+    """The SQL of the executor's commits, written once per Store and run with executemany: the
+    cost of a commit is then SQLite's (or PostgreSQL's) work per row, not the generation of one
+    statement holding every row (Peewee's insert_many built a query of up to 28,000 parameters
+    for every group commit, a third of a busy agent's CPU). ON CONFLICT ... DO UPDATE SET x =
+    excluded.x is the same on SQLite (3.24+) and PostgreSQL; `param` is the driver's
+    placeholder."""
+
+    def __init__(self, models: SimpleNamespace, param: str) -> None:
+        def upsert(model, columns: Sequence[str]) -> str:
+            key = model._meta.primary_key.column_name
+            updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key)
+            return (
+                f'INSERT INTO "{model._meta.table_name}" ({_column_list(columns)}) '
+                f"VALUES ({', '.join([param] * len(columns))}) "
+                f'ON CONFLICT ("{key}") DO UPDATE SET {updates}'
+            )
+
+        self.save_action = upsert(models.Action, ACTION_COLUMNS)
+        self.update_state = (
+            'UPDATE "action" SET '
+            + ", ".join(f'"{column}" = {param}' for column in STATE_COLUMNS)
+            + f' WHERE "node_name" = {param}'
+        )
+        self.log_transition = (
+            f'INSERT INTO "transition" ({_column_list(TRANSITION_COLUMNS)}) '
+            f"VALUES ({', '.join([param] * len(TRANSITION_COLUMNS))})"
+        )
+        self.save_machine = upsert(models.SimMachine, ("hardware_id", "state_json"))
+
+
+# The action table's columns in the order of _action_row; those UpdateState writes, in the
+# order of _state_row (node_name last, for the WHERE); the transition log's, in _transition_row's.
+ACTION_COLUMNS = (
+    "node_name", "node_ip", "environment", "process", "state", "state_idx", "updated_at",
+    "progress", "reboots", "action_id", "started_at", "elapsed", "properties_json",
+    "environment_json", "last_error",
+)
+STATE_COLUMNS = ("state", "state_idx", "updated_at", "progress", "reboots", "elapsed")
+TRANSITION_COLUMNS = ("node_name", "action_id", "process", "state", "state_idx", "event", "at")
+
+
+def _action_row(record: ActionRecord) -> tuple:
+    return (
+        record.node_name, record.node_ip, record.environment, record.process, record.state,
+        record.state_idx, record.updated_at, record.progress, record.reboots, record.action_id,
+        record.started_at, record.elapsed,
+        json.dumps(dict(record.properties), sort_keys=True),
+        environment_to_json(record.environment_spec), record.last_error,
+    )
+
+
+def _state_row(record: ActionRecord) -> tuple:
+    return (
+        record.state, record.state_idx, record.updated_at, record.progress, record.reboots,
+        record.elapsed, record.node_name,
+    )
+
+
+def _transition_row(entry: TransitionRecord) -> tuple:
+    return (
+        entry.node_name, entry.action_id, entry.process, entry.state, entry.state_idx,
+        entry.event, entry.at,
+    )
+
+
 def _environment_from_row(row) -> Environment:
     return Environment(
         name=row.name,
@@ -252,31 +336,12 @@ def _action_from_row(row) -> ActionRecord:
     )
 
 
-def _action_to_row(record: ActionRecord) -> dict:
-    return {
-        "node_name": record.node_name,
-        "node_ip": record.node_ip,
-        "environment": record.environment,
-        "process": record.process,
-        "state": record.state,
-        "state_idx": record.state_idx,
-        "updated_at": record.updated_at,
-        "progress": record.progress,
-        "reboots": record.reboots,
-        "action_id": record.action_id,
-        "started_at": record.started_at,
-        "elapsed": record.elapsed,
-        "properties_json": json.dumps(dict(record.properties), sort_keys=True),
-        "environment_json": environment_to_json(record.environment_spec),
-        "last_error": record.last_error,
-    }
-
-
 class Store:
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self.database = open_database(spec)
         self._m = _define_models(self.database)
+        self._sql = _Statements(self._m, self.database.param)
 
     # Life cycle.
 
@@ -324,6 +389,13 @@ class Store:
         if isinstance(self.database, peewee.SqliteDatabase):
             return self.database.atomic("IMMEDIATE")
         return self.database.atomic()
+
+    @property
+    def shares_connections(self) -> bool:
+        """Whether a second connection (another thread's) sees this one's commits: false only
+        for an in-memory SQLite database, private to its connection."""
+        database = self.database.database
+        return not (isinstance(self.database, peewee.SqliteDatabase) and database in ("", ":memory:"))
 
     def journal_mode(self) -> str:
         return str(self.database.execute_sql("PRAGMA journal_mode").fetchone()[0])
@@ -441,12 +513,14 @@ class Store:
     # Actions.
 
     def list_actions(self, names: Sequence[str] = ()) -> list[ActionRecord]:
+        # Named tuples, not model instances: GetActionState reads every action of the agent.
         query = self._m.Action.select().order_by(self._m.Action.node_name)
         if not names:
-            return [_action_from_row(row) for row in query]
+            return [_action_from_row(row) for row in query.namedtuples()]
         found: list[ActionRecord] = []
         for chunk in _chunks(sorted(set(names))):
-            found += [_action_from_row(row) for row in query.where(self._m.Action.node_name.in_(chunk))]
+            selected = query.where(self._m.Action.node_name.in_(chunk)).namedtuples()
+            found += [_action_from_row(row) for row in selected]
         return sorted(found, key=lambda action: action.node_name)
 
     def get_action(self, name: str) -> ActionRecord | None:
@@ -457,51 +531,73 @@ class Store:
         self, node_name: str, environment: str
     ) -> tuple[NodeRecord | None, ActionRecord | None, Environment | None]:
         """What StartAction needs, in one trip to the database thread."""
-        node = self.get_node(node_name)
-        if node is None:
-            return None, None, None
-        previous = self.get_action(node_name)
-        return node, previous, self.get_environment(environment) if environment else None
+        return self.action_inputs_many([(node_name, environment)])[0]
+
+    def action_inputs_many(
+        self, items: Sequence[tuple[str, str]]
+    ) -> list[tuple[NodeRecord | None, ActionRecord | None, Environment | None]]:
+        """For each (node name, environment name or ''): the node (None when unknown), its
+        current action (None when it never had one) and the environment (None when '' or
+        unknown), in the order of `items`; read in one transaction, a few statements for
+        however many items (StartActions sends up to 1,000)."""
+        names = [name for name, _ in items]
+        wanted = sorted({environment for _, environment in items if environment})
+        with self.database.atomic():
+            nodes = {node.name: node for node in self.list_nodes(names)}
+            actions = {action.node_name: action for action in self.list_actions(names)}
+            environments = {}
+            for chunk in _chunks(wanted):
+                query = self._m.EnvironmentRow.select().where(self._m.EnvironmentRow.name.in_(chunk))
+                environments.update({row.name: _environment_from_row(row) for row in query})
+        return [
+            (nodes.get(name), actions.get(name) if name in nodes else None,
+             environments.get(environment) if name in nodes else None)
+            for name, environment in items
+        ]
 
     def unfinished_actions(self) -> list[ActionRecord]:
         return [action for action in self.list_actions() if not action.final]
 
-    # The executor's grouped commits: everything in one transaction, one statement per table.
+    # The executor's grouped commits: everything in one transaction, one prepared statement per
+    # kind of change, run with executemany.
 
     def apply(self, changes: Sequence[Change]) -> None:
-        m = self._m
-        actions: dict[str, dict] = {}
-        transitions: list[dict] = []
-        machines: dict[str, dict] = {}
+        """Commits `changes` in one transaction, in effect in their order: for each action the
+        last record wins, written whole when any change of the group saved it whole (SaveAction),
+        else only its state columns (UpdateState). TypeError for anything else."""
+        latest: dict[str, ActionRecord] = {}
+        whole: set[str] = set()
+        transitions: list[tuple] = []
+        machines: dict[str, tuple] = {}
         for change in changes:
-            if isinstance(change, SaveAction):
-                actions[change.record.node_name] = _action_to_row(change.record)
+            if isinstance(change, UpdateState):
+                latest[change.record.node_name] = change.record
+            elif isinstance(change, SaveAction):
+                latest[change.record.node_name] = change.record
+                whole.add(change.record.node_name)
             elif isinstance(change, LogTransition):
-                entry = change.entry
-                transitions.append(
-                    {
-                        "node_name": entry.node_name,
-                        "action_id": entry.action_id,
-                        "process": entry.process,
-                        "state": entry.state,
-                        "state_idx": entry.state_idx,
-                        "event": entry.event,
-                        "at": entry.at,
-                    }
-                )
+                transitions.append(_transition_row(change.entry))
             elif isinstance(change, SaveMachine):
-                machines[change.hardware_id] = {
-                    "hardware_id": change.hardware_id,
-                    "state_json": json.dumps(change.state, sort_keys=True),
-                }
+                machines[change.hardware_id] = (
+                    change.hardware_id, json.dumps(change.state, sort_keys=True)
+                )
             else:
                 raise TypeError(f"not a store change: {change!r}")
+        saves = [_action_row(record) for name, record in latest.items() if name in whole]
+        updates = [_state_row(record) for name, record in latest.items() if name not in whole]
         with self._write():
-            # SQLite allows 32766 variables per statement; 15 columns per action row.
-            _upsert(m.Action, list(actions.values()), 2000)
-            for start in range(0, len(transitions), 4000):
-                m.Transition.insert_many(transitions[start : start + 4000]).execute()
-            _upsert(m.SimMachine, list(machines.values()), 10000)
+            cursor = self.database.cursor()
+            for sql, rows in (
+                (self._sql.save_action, saves),
+                (self._sql.update_state, updates),
+                (self._sql.log_transition, transitions),
+                (self._sql.save_machine, list(machines.values())),
+            ):
+                if rows:
+                    # In Peewee's query log like its own queries (the filter installed by
+                    # hide_query_parameters drops the values, which hold os_password).
+                    _query_log.debug((sql, rows))
+                    cursor.executemany(sql, rows)
 
     def transitions(self, node_name: str | None = None) -> list[TransitionRecord]:
         query = self._m.Transition.select().order_by(self._m.Transition.id)

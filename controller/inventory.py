@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from edgebed.controller import replies, validation
 from edgebed.controller.agent_client import AgentClient, gather_agents
@@ -29,6 +29,8 @@ from edgebed.controller.store import WRITE_ERRORS, CachedNode, Store
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DUPLICATE_PREFIX = "duplicate node names"
 # An agent's property constraints the controller cannot apply (controller/validation.py).
 CONSTRAINTS_PREFIX = "property constraints ignored"
@@ -45,6 +47,24 @@ def _node_info(node: CachedNode, maintenance: NodeMaintenance | None = None, ret
         maintenance_since=maintenance.since if maintenance else 0,
         retiring=retiring,
     )
+
+
+class NodeList:
+    """Every cached node (NodeInfo, by name) at one moment, shared by the requests that find
+    nothing changed since (Inventory.node_list): never modify it or its nodes. `derived` keeps
+    what a caller computes from the whole list (a page's filter menus, its sort), computed once
+    per list."""
+
+    def __init__(self, key: tuple[Any, ...], nodes: tuple[NodeInfo, ...]) -> None:
+        self.key = key
+        self.nodes = nodes
+        self._derived: dict[str, Any] = {}
+
+    def derived(self, name: str, compute: Callable[[tuple[NodeInfo, ...]], T]) -> T:
+        """compute(nodes), computed on the first call for `name` and kept with the list."""
+        if name not in self._derived:
+            self._derived[name] = compute(self.nodes)
+        return self._derived[name]
 
 
 def _utc(epoch: int) -> str:
@@ -77,6 +97,8 @@ class Inventory:
         self._client = client
         self._authz = authz
         self._clock = clock
+        # The last node list read (node_list), kept while nothing it is made of changes.
+        self._node_list: NodeList | None = None
 
     def _now(self) -> int:
         return int(self._clock())
@@ -168,16 +190,43 @@ class Inventory:
         (it or its agent)."""
         if refresh:
             await self.refresh()
-        maintained = {m.node_name: m for m in await self._store.maintenance.list_maintenance()}
-        retiring = {(r.kind, r.name) for r in await self._store.maintenance.list_retirements()}
-        return [
+        return list((await self.node_list()).nodes)
+
+    async def node_list(self) -> NodeList:
+        """Every cached node as `list_nodes` gives them, as a NodeList that stays the same
+        object while nothing it is made of changes: the node cache (its fingerprint), the
+        agents' statuses, the nodes in maintenance and the pending removals, all read for each
+        call (the last three are small tables) and compared with the copy kept. Whichever
+        process changed them, the next call sees it; a page at 5,000 nodes reads the node table
+        only when it changed (issue #12)."""
+        store = self._store
+        # The fingerprint first: a change racing this read makes the copy older than its key
+        # at worst, and the next call reads again (InventoryRepository.fingerprint).
+        fingerprint = await store.inventory.fingerprint()
+        statuses, maintenance, retirements = await asyncio.gather(
+            store.agents.statuses(), store.maintenance.list_maintenance(), store.maintenance.list_retirements()
+        )
+        key = (
+            fingerprint,
+            tuple(sorted(statuses.items())),
+            tuple((m.node_name, m.reason, m.since) for m in maintenance),
+            tuple(sorted((r.kind, r.name) for r in retirements)),
+        )
+        kept = self._node_list
+        if kept is not None and kept.key == key:
+            return kept
+        maintained = {m.node_name: m for m in maintenance}
+        retiring = {(r.kind, r.name) for r in retirements}
+        nodes = tuple(
             _node_info(
-                node,
-                maintained.get(node.name),
-                ("node", node.name) in retiring or ("agent", node.agent) in retiring,
+                CachedNode(name, agent, type_, properties, statuses.get(agent, "")),
+                maintained.get(name),
+                ("node", name) in retiring or ("agent", agent) in retiring,
             )
-            for node in await self._store.inventory.list_nodes()
-        ]
+            for name, agent, type_, properties in await store.inventory.list_nodes_bare()
+        )
+        self._node_list = NodeList(key, nodes)
+        return self._node_list
 
     async def cached_nodes(self, names: Iterable[str] | None = None) -> dict[str, CachedNode]:
         return {node.name: node for node in await self._store.inventory.list_nodes(names)}
@@ -212,9 +261,12 @@ class Inventory:
             envs.sort(key=lambda e: (e.name, e.agent))
         return result
 
-    async def timeline(self, start: int, end: int, viewer: User) -> dict[str, list[Busy]]:
+    async def timeline(
+        self, start: int, end: int, viewer: User, nodes: Iterable[str] | None = None
+    ) -> dict[str, list[Busy]]:
         """Every reserved window overlapping [start, end) (epoch seconds), by node, sorted by
-        start. The owner is named to administrators only."""
+        start; on `nodes` only when given (the rows a page shows). The owner is named to
+        administrators only."""
         viewer = await self._authz.require_authorized(viewer)
         start = validation.epoch_seconds(start, "timeline start")
         end = validation.epoch_seconds(end, "timeline end")
@@ -222,21 +274,24 @@ class Inventory:
             raise InvalidInput("the timeline must end after it starts")
         result: dict[str, list[Busy]] = {}
         admin = viewer.is_admin
-        for node, owner, s, e in await self._store.schedule.timeline(start, end):
+        for node, owner, s, e in await self._store.schedule.timeline(start, end, nodes):
             result.setdefault(node, []).append(
                 Busy(node, s, e, owner == viewer.email, owner if admin else "")
             )
         return result
 
-    async def next_starts(self, after: int, before: int, viewer: User) -> dict[str, int]:
+    async def next_starts(
+        self, after: int, before: int, viewer: User, nodes: Iterable[str] | None = None
+    ) -> dict[str, int]:
         """{node name: start (epoch seconds)} of each node's first reserved window starting in
-        [after, before), for "free until" beyond the windows a view has read; no owners."""
+        [after, before), on `nodes` only when given, for "free until" beyond the windows a
+        view has read; no owners."""
         await self._authz.require_authorized(viewer)
         after = validation.epoch_seconds(after, "next window start")
         before = validation.epoch_seconds(before, "next window end")
         if before <= after:
             return {}
-        return await self._store.schedule.next_starts(after, before)
+        return await self._store.schedule.next_starts(after, before, nodes)
 
     async def open_windows(self, actor: User, now: int) -> dict[str, str]:
         """For administrators: {node name: reservation status} of every node whose reservation

@@ -60,6 +60,48 @@ _END_ATTEMPTS = 5
 ENDING = "ending"
 ADMIN_STATUSES = (*(status.value for status in Status), ENDING)
 HISTORY_LIMIT = 1000
+# Reservations per page of a paged list (pages and API): at most, and when not said.
+PAGE_LIMIT = 1000
+PAGE_DEFAULT = 100
+# The orders a paged list of reservations comes in (ScheduleRepository.page_schedule), with
+# the type of each part of the key a cursor holds.
+PAGE_ORDERS: dict[str, tuple[type, ...]] = {
+    "node": (str, str),
+    "bin": (int, str, str, str),
+    "start": (int, str, str),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReservationPage:
+    """One page of a paged list: its reservations, and the key of the last one when more
+    follow (None on the last page); a cursor carries `next_key` to ask for the next page."""
+
+    reservations: list[Reservation]
+    next_key: tuple[Any, ...] | None
+
+
+def check_page_key(order: str, key: Any) -> tuple[Any, ...]:
+    """`key` as a tuple of the order's key types; InvalidInput when it does not fit `order`
+    (a cursor from another list, or made up)."""
+    types = PAGE_ORDERS.get(order)
+    if types is None:
+        raise InvalidInput(f"unknown order; choose one of {', '.join(PAGE_ORDERS)}")
+    if (
+        not isinstance(key, (list, tuple))
+        or len(key) != len(types)
+        or not all(type(part) is kind for part, kind in zip(key, types, strict=False))
+        or any(isinstance(part, str) and len(part) > 254 for part in key)
+        or any(isinstance(part, int) and not 0 <= part < 2**62 for part in key)
+    ):
+        raise InvalidInput("the cursor does not belong to this list")
+    return tuple(key)
+
+
+def _check_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= PAGE_LIMIT:
+        raise InvalidInput(f"the limit must be a whole number between 1 and {PAGE_LIMIT}")
+    return limit
 
 
 def node_matches(node: CachedNode | NodeInfo, wanted: Mapping[str, str]) -> bool:
@@ -297,6 +339,55 @@ class Reservations:
     async def live_states(self, user: User) -> list[Reservation]:
         """What the manage page polls: from the database only, never from an agent."""
         return await self.list_reservations(user)
+
+    async def list_page(
+        self, user: User, *, order: str = "node", after: Any = None, limit: Any = PAGE_DEFAULT
+    ) -> ReservationPage:
+        """One page of the caller's reservations in `order` ("node": by node name, the API's;
+        "bin": by bin, those without one last, then node name: the manage page's), at most
+        `limit` (1..PAGE_LIMIT), after the key `after` (a page's next_key; None: the first
+        page). Only the page's rows are read and converted. InvalidInput for a bad limit, order
+        or key."""
+        owner = await self._authz.require_authorized(user)
+        return await self._page(order, after, limit, owner=owner.email)
+
+    async def count(self, user: User) -> int:
+        """How many reservations the caller holds."""
+        owner = await self._authz.require_authorized(user)
+        return await self._store.schedule.count_schedule(owner=owner.email)
+
+    async def admin_page(
+        self,
+        actor: User,
+        *,
+        owner: str | None = None,
+        node: str | None = None,
+        agent: str | None = None,
+        status: str | None = None,
+        after: Any = None,
+        limit: Any = PAGE_DEFAULT,
+    ) -> ReservationPage:
+        """One page of every current reservation, by start date then node name and owner (as
+        `admin_list`), filtered the same way; paged as `list_page`."""
+        await self._authz.require_admin(actor)
+        if status and status not in ADMIN_STATUSES:
+            raise InvalidInput(f"the status must be one of {', '.join(ADMIN_STATUSES)}")
+        return await self._page(
+            "start", after, limit, owner=owner or None, node=node or None, agent=agent or None,
+            status=(status if status and status != ENDING else None),
+            ending=(True if status == ENDING else False if status else None),
+        )
+
+    async def _page(self, order: str, after: Any, limit: Any, **filters: Any) -> ReservationPage:
+        limit = _check_limit(limit)
+        key = None if after is None else check_page_key(order, after)
+        if order not in PAGE_ORDERS:
+            raise InvalidInput(f"unknown order; choose one of {', '.join(PAGE_ORDERS)}")
+        schedule = self._store.schedule
+        records, more = await schedule.page_schedule(order=order, limit=limit, after=key, **filters)
+        props = await schedule.action_props_for((r.node_name, r.owner) for r in records)
+        reservations = await self._to_domain(records, props)
+        return ReservationPage(reservations, schedule.order_key(records[-1], order) if more and records else None)
 
     async def _record(self, owner: str, node_name: Any) -> ScheduleRecord:
         record = None

@@ -32,6 +32,8 @@ MAX_PROPERTIES = 64
 MAX_PROPERTY_VALUE = 4096
 # Environments one agent offers.
 MAX_ENVIRONMENTS = 200
+# Items of one StartActions call (the controller splits a larger batch).
+MAX_START_ACTIONS = 1000
 # Characters of an environment's description, image (path or URL) and default user.
 MAX_DESCRIPTION = 4096
 MAX_IMAGE = 1024

@@ -6,8 +6,17 @@ from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.errors import AuthenticationFailed, InvalidInput
-from edgebed.controller.reservations import ADMIN_STATUSES, MAX_NODES_PER_REQUEST, USER_ACTIONS
+from edgebed.controller.reservations import (
+    ADMIN_STATUSES,
+    HISTORY_LIMIT,
+    MAX_NODES_PER_REQUEST,
+    PAGE_DEFAULT,
+    PAGE_LIMIT,
+    USER_ACTIONS,
+    check_page_key,
+)
 from edgebed.tls import MAX_PEM
+from edgebed.web import paging
 from edgebed.web.auth import api_admin, api_user
 from edgebed.web.forms import (
     MAX_PASSWORD,
@@ -112,9 +121,25 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 async def nodes(request: web.Request) -> web.StreamResponse:
+    """Every node by name, paged: `limit` (default 100, at most 1000) and the `cursor` of the
+    Link header (the last name of the page before)."""
     await api_user(request)
-    listed = await request.app[CONTROLLER].inventory.list_nodes()
-    return web.json_response([node_json(node) for node in listed])
+    query = _query(request, {"limit", "cursor"})
+    limit = paging.parse_limit(query.get("limit"), default=PAGE_DEFAULT, maximum=PAGE_LIMIT)
+    after = None
+    if "cursor" in query:
+        key = paging.decode_cursor(query["cursor"], "nodes")
+        if len(key) != 1 or not isinstance(key[0], str):
+            raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list "
+                               "that gave it out, with the same parameters)")
+        after = (key[0],)
+    node_list = await request.app[CONTROLLER].inventory.node_list()
+    # node_list is by name already.
+    keys = node_list.derived("api.keys", lambda nodes: [(node.name,) for node in nodes])
+    first, stop, following, _ = paging.page_of(keys, after, limit)
+    more = None if following is None else paging.encode_cursor("nodes", following)
+    return web.json_response([node_json(node) for node in node_list.nodes[first:stop]],
+                             headers=_next_link(request, query, more, limit))
 
 
 async def environments(request: web.Request) -> web.StreamResponse:
@@ -173,23 +198,58 @@ async def create_reservation(request: web.Request) -> web.StreamResponse:
     return web.json_response({"nodes": list(reserved)}, status=201)
 
 
+def _next_link(request: web.Request, query: dict[str, str], cursor: str | None, limit: int) -> dict[str, str]:
+    """The `Link: <...>; rel="next"` header of a paged list: the same query with the next
+    page's cursor (no header on the last page)."""
+    if cursor is None:
+        return {}
+    following = {key: value for key, value in query.items() if key not in ("cursor", "before")}
+    following |= {"limit": str(limit), "cursor": cursor}
+    url = request.rel_url.with_query(following)
+    return {"Link": f'<{url}>; rel="next"'}
+
+
+def _history_before(query: dict[str, str], kind: str) -> int | None:
+    """The history entry id a page of ended reservations starts before: from `cursor` (what the
+    Link header gave) or `before` (an entry id, as before cursors existed); not both."""
+    if "cursor" in query and "before" in query:
+        raise InvalidInput("give cursor or before, not both")
+    if "cursor" in query:
+        key = paging.decode_cursor(query["cursor"], kind)
+        if len(key) != 1 or type(key[0]) is not int or not 1 <= key[0] < 2**62:
+            raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list "
+                               "that gave it out, with the same parameters)")
+        return int(key[0])
+    return _query_int(query, "before", minimum=1, maximum=2**62)
+
+
+def _current_after(query: dict[str, str], kind: str, order: str) -> tuple | None:
+    if "before" in query:
+        raise InvalidInput("before applies to state=ended only; page on with cursor")
+    if "cursor" not in query:
+        return None
+    return check_page_key(order, paging.decode_cursor(query["cursor"], kind))
+
+
 async def list_reservations(request: web.Request) -> web.StreamResponse:
-    """?state=current (default): the caller's reservations; ?state=ended: their history,
-    newest first, `limit` entries (default 100) older than the entry id `before`."""
+    """?state=current (default): the caller's reservations by node name; ?state=ended: their
+    history, newest first. Both paged: `limit` rows (default 100, at most 1000), the next page
+    by the `cursor` of the `Link: <...>; rel="next"` header (absent on the last page)."""
     user = await api_user(request)
-    query = _query(request, {"state", "limit", "before"})
+    query = _query(request, {"state", "limit", "before", "cursor"})
     reservations = request.app[CONTROLLER].reservations
     if _query_state(query) == "ended":
-        history = await reservations.history(
-            user,
-            before=_query_int(query, "before", minimum=1, maximum=2**62),
-            limit=_query_int(query, "limit", minimum=1, maximum=1000) or HISTORY_PAGE,
-        )
-        return web.json_response([history_json(h) for h in history])
-    if set(query) - {"state"}:
-        raise InvalidInput("limit and before apply to state=ended only")
-    listed = await reservations.list_reservations(user)
-    return web.json_response([reservation_json(r) for r in listed])
+        limit = paging.parse_limit(query.get("limit"), default=HISTORY_PAGE, maximum=HISTORY_LIMIT)
+        history = await reservations.history(user, before=_history_before(query, "ended"), limit=limit)
+        more = paging.encode_cursor("ended", [history[-1].id]) if len(history) == limit else None
+        return web.json_response([history_json(h) for h in history],
+                                 headers=_next_link(request, query, more, limit))
+    limit = paging.parse_limit(query.get("limit"), default=PAGE_DEFAULT, maximum=PAGE_LIMIT)
+    page = await reservations.list_page(
+        user, order="node", after=_current_after(query, "mine", "node"), limit=limit)
+    more = None if page.next_key is None else paging.encode_cursor("mine", page.next_key)
+    return web.json_response([reservation_json(r) for r in page.reservations],
+                             headers=_next_link(request, query, more, limit))
 
 
 async def get_reservation(request: web.Request) -> web.StreamResponse:
@@ -401,32 +461,37 @@ async def admin_release_maintenance(request: web.Request) -> web.StreamResponse:
 
 
 async def admin_list_reservations(request: web.Request) -> web.StreamResponse:
-    """?state=current (default): every current reservation, filtered by owner, node, agent and
-    status; ?state=ended: everyone's history, filtered by owner and node, paged by limit and
-    before."""
+    """?state=current (default): every current reservation by start date (then node, owner),
+    filtered by owner, node, agent and status; ?state=ended: everyone's history, newest first,
+    filtered by owner and node. Paged as /reservations (limit, cursor, Link header)."""
     admin = await api_admin(request)
-    query = _query(request, {"state", "owner", "node", "agent", "status", "limit", "before"})
+    query = _query(request, {"state", "owner", "node", "agent", "status", "limit", "before", "cursor"})
     reservations = request.app[CONTROLLER].reservations
     if _query_state(query) == "ended":
         if {"agent", "status"} & set(query):
             raise InvalidInput("agent and status apply to state=current only")
+        limit = paging.parse_limit(query.get("limit"), default=HISTORY_PAGE, maximum=HISTORY_LIMIT)
         history = await reservations.admin_history(
             admin,
             owner=query.get("owner"),
             node=query.get("node"),
-            before=_query_int(query, "before", minimum=1, maximum=2**62),
-            limit=_query_int(query, "limit", minimum=1, maximum=1000) or HISTORY_PAGE,
+            before=_history_before(query, "all-ended"),
+            limit=limit,
         )
-        return web.json_response([history_json(h) for h in history])
-    if {"limit", "before"} & set(query):
-        raise InvalidInput("limit and before apply to state=ended only")
+        more = paging.encode_cursor("all-ended", [history[-1].id]) if len(history) == limit else None
+        return web.json_response([history_json(h) for h in history],
+                                 headers=_next_link(request, query, more, limit))
     if "status" in query and query["status"] not in ADMIN_STATUSES:
         # An empty one too: the document's enum has no "" (the admin page's "any" sends none).
         raise InvalidInput(f"status must be one of {', '.join(ADMIN_STATUSES)}")
-    listed = await reservations.admin_list(
-        admin, owner=query.get("owner"), node=query.get("node"), agent=query.get("agent"), status=query.get("status")
+    limit = paging.parse_limit(query.get("limit"), default=PAGE_DEFAULT, maximum=PAGE_LIMIT)
+    page = await reservations.admin_page(
+        admin, owner=query.get("owner"), node=query.get("node"), agent=query.get("agent"),
+        status=query.get("status"), after=_current_after(query, "all", "start"), limit=limit,
     )
-    return web.json_response([reservation_json(r) for r in listed])
+    more = None if page.next_key is None else paging.encode_cursor("all", page.next_key)
+    return web.json_response([reservation_json(r) for r in page.reservations],
+                             headers=_next_link(request, query, more, limit))
 
 
 async def admin_end_reservation(request: web.Request) -> web.StreamResponse:

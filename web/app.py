@@ -16,7 +16,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from edgebed.web import api, labels, views_account, views_admin, views_user
+from edgebed.web import api, fragments, labels, views_account, views_admin, views_user
 from edgebed.web.errors import error_middleware
 from edgebed.web.forms import format_epoch
 from edgebed.web.keys import CONTROLLER, MAILER, RUN_SCHEDULER, SETTINGS
@@ -106,6 +106,8 @@ def create_app(
     environment.filters["status_label"] = labels.status
     environment.filters["state_label"] = labels.state
     environment.filters["agent_status_label"] = labels.agent_status
+    # The manage page's rows, built in Python (web/fragments.py).
+    environment.filters["manage_rows"] = fragments.manage_rows
 
     if controller is not None:
         app[CONTROLLER] = controller

@@ -1,7 +1,8 @@
-"""Table rows built in Python for the one page that has a thousand of them (reserve).
+"""Table rows built in Python for the pages that have hundreds of them (reserve, manage).
 
 Jinja spends a few microseconds per expression; a thousand rows of a dozen expressions made the
-reserve page miss its 100 ms budget (scripts/bench/web_pages.py). Here every value still goes
+reserve page miss its 100 ms budget, and a hundred rows of a few dozen were most of the manage
+page's time (scripts/bench/web_pages.py). Here every value still goes
 through an HTML escape (html.escape with quote=True: & < > " ', the characters autoescaping
 replaces), and the page around the rows stays a template.
 """
@@ -81,5 +82,66 @@ def reserve_rows(rows: Iterable[dict[str, Any]], checked: Collection[str] = ()) 
             f'<td class="name" title="{escape(row["title"])}">{name}{badge}</td>{cells}'
             f'<td class="avail avail-{kind}">{escape(row["avail_text"])}</td>'
             f'<td class="timeline-cell"><div class="timeline">{bars}</div></td></tr>\n'
+        )
+    return Markup("".join(parts))
+
+
+_MAINTENANCE_WHY = "; it is not deployed until an administrator releases it or moves your reservation"
+
+
+def manage_rows(
+    rows: Iterable[dict[str, Any]], ticked: Collection[str] = (), node_errors: dict[str, str] | None = None
+) -> Markup:
+    """The rows of one bin's table on the manage page (the fields of views_user._live_rows):
+    tick box, node (type, agent, an administrator's notice, maintenance, the refusal of the last
+    action beside it), status, progress through the process's states, access (address, user,
+    password behind a disclosure) and window. manage.js redraws the `data-field` cells from
+    /manage/live. Built here rather than in the template: a hundred rows of a few dozen
+    expressions each were most of the page's time (scripts/bench/web_pages.py)."""
+    errors = node_errors or {}
+    parts: list[str] = []
+    for r in rows:
+        raw_name = r["node_name"]
+        name = escape(raw_name)
+        maintenance = r["node_maintenance"]
+        error = (
+            f'<span class="field-error" role="alert" data-error-for="manage.{name}">'
+            f"{escape(errors[raw_name])}</span>" if raw_name in errors else ""
+        )
+        access = ""
+        if r["node_ip"]:
+            access = f'<code>{escape(r["default_user"] or "root")}@{escape(r["node_ip"])}</code>'
+        if r["password"]:
+            access += (f'\n    <details><summary>password</summary><code class="secret">'
+                       f'{escape(r["password"])}</code></details>')
+        parts.append(
+            f'<tr data-node="{name}" data-status="{escape(r["status"])}" '
+            f'data-action-state="{escape(r["action_state"])}" data-actions="{escape(" ".join(r["actions"]))}">\n'
+            f'  <td class="tick"><input type="checkbox" name="nodes" value="{name}" aria-label="select {name}"'
+            f'{" checked" if raw_name in ticked else ""}></td>\n'
+            f'  <td class="name" data-label="Node">{name}<br>'
+            f'<small>{escape(r["type"])} · {escape(r["agent"])}</small>\n'
+            f'    <small class="notice" data-field="notice">{escape(r["notice"])}</small>\n'
+            f'    <span class="badge warn maintenance" data-field="maintenance" title="{escape(maintenance)}"'
+            f'{"" if maintenance else " hidden"}>node in maintenance</span>\n'
+            f'    <small class="why" data-field="maintenance-reason">'
+            f'{escape(maintenance) + _MAINTENANCE_WHY if maintenance else ""}</small>\n'
+            f'    {error}</td>\n'
+            f'  <td data-label="Status"><span class="status status-{escape(r["status"])}" data-field="status">'
+            f'{escape(r["status_text"])}</span></td>\n'
+            f'  <td data-label="Progress">\n'
+            f'    <div class="progress" data-field="progress" title="{escape(" → ".join(r["states"]))}" '
+            f'style="--steps: {escape(r["state_count"] or 1)}">\n'
+            f'      <div class="fill{" lost" if r["action_state"] == "lost" else ""}" '
+            f'style="width:{escape(r["progress"])}%"></div>\n'
+            f'    </div>\n'
+            f'    <small data-field="state">{escape(r["state_text"])}</small>\n'
+            f'    <small class="error-text" data-field="error">{escape(r["last_error"])}</small>\n'
+            f'    <small class="error-text" data-field="action-error">{escape(r.get("action_error", ""))}</small>\n'
+            f'  </td>\n'
+            f'  <td data-field="access" data-label="Access">{access}</td>\n'
+            f'  <td data-field="window" data-label="Window">{escape(r["start_text"])}<br>'
+            f'→ {escape(r["end_text"])}</td>\n'
+            f'</tr>\n'
         )
     return Markup("".join(parts))

@@ -10,7 +10,13 @@ import copy
 from typing import Any
 
 from edgebed.controller.lifecycle import Ended, EndReason, Status
-from edgebed.controller.reservations import ADMIN_STATUSES, MAX_NODES_PER_REQUEST
+from edgebed.controller.reservations import (
+    ADMIN_STATUSES,
+    HISTORY_LIMIT,
+    MAX_NODES_PER_REQUEST,
+    PAGE_DEFAULT,
+    PAGE_LIMIT,
+)
 from edgebed.controller.validation import (
     LATEST_START,
     LATEST_START_TEXT,
@@ -428,6 +434,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _paged(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A 200 of one page of a list, with the Link header to the next."""
+    return {**_json(schema, description), "headers": _NEXT}
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "bad input; the message says what is wrong",
@@ -465,10 +476,37 @@ _STATE = _query_param(
     "state", "current (default): reservations now; ended: the history, newest first",
     {"type": "string", "enum": ["current", "ended"]},
 )
-_LIMIT = _query_param("limit", "state=ended: at most this many (default 100)",
-                      {"type": "integer", "minimum": 1, "maximum": 1000})
-_BEFORE = _query_param("before", "state=ended: only entries older than this entry id",
+_LIMIT = _query_param(
+    "limit",
+    f"at most this many rows (default {PAGE_DEFAULT}, at most {PAGE_LIMIT}; state=ended: default "
+    f"100, at most {HISTORY_LIMIT}); a 400 outside that range",
+    {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT},
+)
+_LIMIT_NODES = _query_param(
+    "limit", f"at most this many nodes (default {PAGE_DEFAULT}, at most {PAGE_LIMIT}); a 400 outside that range",
+    {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT},
+)
+_CURSOR = _query_param(
+    "cursor",
+    "the next page: pass back the cursor of the previous response's Link header (rel=\"next\"), "
+    "with the same other parameters. Opaque; a malformed cursor or one of another list is a 400. "
+    "Pages are in a stable order on keys that do not change (current: by node name for the "
+    "caller's, by start date, node and owner for an administrator's; ended: newest first; nodes by "
+    "name), so a "
+    "row added while a client pages is on a later page when its key is after the cursor and on "
+    "none otherwise: no row is ever repeated or skipped",
+)
+_BEFORE = _query_param("before", "state=ended: only entries older than this entry id (or page with cursor)",
                        {"type": "integer", "minimum": 1})
+_NEXT = {
+    "Link": {
+        "description": (
+            "present when more rows follow: '<URL>; rel=\"next\"', URL (relative to the server) "
+            "being this request with the next page's cursor; absent on the last page"
+        ),
+        "schema": {"type": "string"},
+    }
+}
 _FORCE = _query_param(
     "force", "true: end its reservations with a destroy first (202) instead of refusing (409)",
     {"type": "boolean"},
@@ -523,10 +561,11 @@ def _paths() -> dict[str, Any]:
         "/nodes": {
             "get": {
                 "operationId": "listNodes",
-                "summary": "every node of the testbed with its properties",
+                "summary": "every node of the testbed with its properties, by name, a page at a time",
                 "tags": ["inventory"],
+                "parameters": [_LIMIT_NODES, _CURSOR],
                 "responses": {
-                    "200": _json({"type": "array", "items": _ref("Node")}, "nodes"),
+                    "200": _paged({"type": "array", "items": _ref("Node")}, "one page of nodes, by name"),
                     **_errors(*_AUTH),
                 },
             }
@@ -563,9 +602,10 @@ def _paths() -> dict[str, Any]:
                 "operationId": "listReservations",
                 "summary": "the caller's reservations, or with state=ended their ended ones",
                 "tags": ["reservations"],
-                "parameters": [_STATE, _LIMIT, _BEFORE],
+                "parameters": [_STATE, _LIMIT, _CURSOR, _BEFORE],
                 "responses": {
-                    "200": _json(_CURRENT_OR_ENDED, "Reservation objects, or EndedReservation with state=ended"),
+                    "200": _paged(_CURRENT_OR_ENDED, "one page of Reservation objects by node name, or "
+                                  "EndedReservation with state=ended, newest first"),
                     **_errors(400, *_AUTH),
                 },
             },
@@ -768,10 +808,12 @@ def _paths() -> dict[str, Any]:
                     _query_param("status", "state=current: only these (ending: being destroyed)",
                                  {"type": "string", "enum": list(ADMIN_STATUSES)}),
                     _LIMIT,
+                    _CURSOR,
                     _BEFORE,
                 ],
                 "responses": {
-                    "200": _json(_CURRENT_OR_ENDED, "Reservation objects, or EndedReservation with state=ended"),
+                    "200": _paged(_CURRENT_OR_ENDED, "one page of Reservation objects by start date, node "
+                                  "and owner, or EndedReservation with state=ended, newest first"),
                     **_errors(400, *_AUTH),
                 },
             }

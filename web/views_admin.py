@@ -6,15 +6,16 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
 from edgebed.controller.domain import Environment
 from edgebed.controller.errors import InvalidInput, ServiceError
-from edgebed.controller.reservations import ADMIN_STATUSES, HISTORY_LIMIT
+from edgebed.controller.reservations import ADMIN_STATUSES, HISTORY_LIMIT, check_page_key
 from edgebed.tls import MAX_PEM
-from edgebed.web import charts
+from edgebed.web import charts, paging
 from edgebed.web.auth import require_admin, safe_next
 from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, clean_text, field, format_epoch, parse_int
@@ -244,6 +245,10 @@ async def _flash_removal(request: web.Request, what: str, removal) -> None:
 # ---------------------------------------------------------------------------------------------
 # nodes
 
+# Node rows per page of the nodes page (?limit=, at most the maximum).
+NODE_ROWS_DEFAULT = 100
+NODE_ROWS_MAX = 500
+
 
 async def nodes_page(request: web.Request) -> web.StreamResponse:
     admin = await require_admin(request)
@@ -260,15 +265,38 @@ async def _nodes_page(
     status: int = 200,
 ) -> web.Response:
     ctl = request.app[CONTROLLER]
-    nodes = await ctl.inventory.list_nodes(refresh=refresh)
+    query = request.query if request.method == "GET" else {}
+    limit = paging.parse_limit(query.get("limit"), default=NODE_ROWS_DEFAULT, maximum=NODE_ROWS_MAX)
+    cursor_text = query.get("cursor", "")
+    cursor = None
+    if cursor_text:
+        key = paging.decode_cursor(cursor_text, "admin-nodes")
+        if len(key) != 2 or not all(isinstance(part, str) for part in key):
+            raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list that "
+                               "gave it out, with the same parameters)")
+        cursor = (key[0], key[1])
+    nodes = sorted(await ctl.inventory.list_nodes(refresh=refresh), key=lambda n: (n.agent, n.name))
     agents = await ctl.agents.list_agents(admin)
-    by_agent: dict[str, list] = defaultdict(list)
+    # One page of node rows, by agent then name; the agents' sections around them.
+    first, stop, following, _ = paging.page_of([(n.agent, n.name) for n in nodes], cursor, limit)
+    counts: dict[str, int] = defaultdict(int)
     for node in nodes:
+        counts[node.agent] += 1
+    by_agent: dict[str, list] = defaultdict(list)
+    for node in nodes[first:stop]:
         by_agent[node.agent].append(node)
     groups = [
-        {"agent": agent, "nodes": sorted(by_agent.get(agent.name, []), key=lambda n: n.name)}
+        {"agent": agent, "nodes": by_agent.get(agent.name, []), "count": counts[agent.name]}
         for agent in agents
+        # An agent without nodes is shown on the first page.
+        if agent.name in by_agent or (not counts[agent.name] and cursor is None)
     ]
+
+    def link(after: tuple[str, str] | None) -> str:
+        parts = [("limit", str(limit))] if limit != NODE_ROWS_DEFAULT else []
+        if after is not None:
+            parts.append(("cursor", paging.encode_cursor("admin-nodes", after)))
+        return "/admin/nodes" + ("?" + urlencode(parts) if parts else "")
     maintenance = await ctl.maintenance.list_maintenance(admin)
     health = await ctl.health.node_health(admin)
     return await render(
@@ -277,6 +305,10 @@ async def _nodes_page(
         {
             "groups": groups,
             "agents": agents,
+            "rows": (first + 1, stop, len(nodes)),
+            "next_page": link(following) if following is not None else None,
+            "first_page": link(None) if first > 0 else None,
+            "limit": limit,
             "maintenance": {m.node_name: m for m in maintenance},
             "health": health,
             # In maintenance but listed by no agent: still never handed out if it comes back.
@@ -496,6 +528,9 @@ async def overview_page(request: web.Request) -> web.StreamResponse:
 # everyone's reservations
 
 RESERVATION_FILTERS = ("owner", "node", "agent", "status")
+# Current reservations per page of the reservations page (?limit=, at most the maximum).
+RESERVATION_ROWS_DEFAULT = 100
+RESERVATION_ROWS_MAX = 500
 HISTORY_PAGE = 100
 
 
@@ -523,9 +558,14 @@ async def reservations_page(request: web.Request) -> web.StreamResponse:
         )
         context |= {"history": history, "older": history[-1].id if len(history) == HISTORY_PAGE else None}
         return await render(request, "admin/reservations.html", context)
-    reservations = await ctl.reservations.admin_list(
+    # One page of rows, by start date then node and owner (as the API's admin list).
+    limit_text = request.query.get("limit")
+    limit = paging.parse_limit(limit_text, default=RESERVATION_ROWS_DEFAULT, maximum=RESERVATION_ROWS_MAX)
+    cursor_text = request.query.get("cursor", "")
+    after = check_page_key("start", paging.decode_cursor(cursor_text, "admin-reservations")) if cursor_text else None
+    page = await ctl.reservations.admin_page(
         admin, owner=filters.get("owner"), node=filters.get("node"), agent=filters.get("agent"),
-        status=filters.get("status"),
+        status=filters.get("status"), after=after, limit=limit,
     )
     rows = [
         {
@@ -533,9 +573,23 @@ async def reservations_page(request: web.Request) -> web.StreamResponse:
             "window": f"{format_epoch(r.start_date, tz)} → {format_epoch(r.end_date, tz)}",
             "state": f"{r.process}: {r.action_state}" if r.action_state else (r.pending or ""),
         }
-        for r in reservations
+        for r in page.reservations
     ]
-    return await render(request, "admin/reservations.html", context | {"rows": rows})
+
+    def link(cursor: str | None) -> str:
+        query = list(filters.items())
+        if limit != RESERVATION_ROWS_DEFAULT:
+            query.append(("limit", str(limit)))
+        if cursor:
+            query.append(("cursor", cursor))
+        return "/admin/reservations" + ("?" + urlencode(query) if query else "")
+
+    return await render(request, "admin/reservations.html", context | {
+        "rows": rows,
+        "next_page": link(paging.encode_cursor("admin-reservations", page.next_key)) if page.next_key else None,
+        "first_page": link(None) if after is not None else None,
+        "limit": limit,
+    })
 
 
 async def reservation_action(request: web.Request) -> web.StreamResponse:

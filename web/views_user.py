@@ -15,9 +15,9 @@ from aiohttp import web
 
 from edgebed.controller.errors import Conflict, InvalidInput, InvalidProperties, ServiceError
 from edgebed.controller.lifecycle import Status
-from edgebed.controller.reservations import USER_ACTIONS, node_matches
+from edgebed.controller.reservations import USER_ACTIONS, check_page_key, node_matches
 from edgebed.controller.validation import START_SLACK_SECONDS
-from edgebed.web import labels, timeline
+from edgebed.web import labels, paging, timeline
 from edgebed.web.auth import require_user
 from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import (
@@ -43,10 +43,18 @@ from edgebed.web.views_common import act_on_each, reservation_json
 FILTER_PREFIX = "f."
 PROPERTY_PREFIX = "prop."
 TIMELINE_DAYS_DEFAULT = 7
+# Node rows per page of the reserve page (?limit=, at most RESERVE_ROWS_MAX): the page and its
+# timeline cost in proportion to its rows (scripts/bench/web_pages.py).
+RESERVE_ROWS_DEFAULT = 100
+RESERVE_ROWS_MAX = 500
 # A property with more distinct values than this (ip, serial) is not offered as a filter menu.
 MAX_FILTER_CHOICES = 40
 # The manage page lists the reservations that ended this recently.
 RECENT_SECONDS = 24 * 3600
+# Reservations per page of the manage page (?limit=, at most MANAGE_ROWS_MAX); /manage/live
+# reads the same page.
+MANAGE_ROWS_DEFAULT = 100
+MANAGE_ROWS_MAX = 500
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +130,24 @@ def _compact_columns(members) -> tuple[list[str], list[tuple[str, str]]]:
     return varying[:MAX_COLUMNS], common
 
 
+def _by_type_and_name(nodes) -> tuple[list, list[tuple[str, str]]]:
+    """(nodes by type then name, their (type, name) keys): the reserve page's rows in order."""
+    ordered = sorted(nodes, key=lambda node: (node.type, node.name))
+    return ordered, [(node.type, node.name) for node in ordered]
+
+
+def _group_by_type(nodes) -> dict[str, list]:
+    by_type: dict[str, list] = defaultdict(list)
+    for node in nodes:
+        by_type[node.type].append(node)
+    return by_type
+
+
+def _columns_by_type(nodes) -> dict[str, tuple[list[str], list[tuple[str, str]]]]:
+    """{type: _compact_columns of its nodes} for the whole list (the page without a filter)."""
+    return {type_name: _compact_columns(members) for type_name, members in _group_by_type(nodes).items()}
+
+
 def _view_params(params, tz, now: int) -> tuple[int, int | None]:
     """(days, start) of the timeline from the query (or the posted form): `days` 1..60 (7 by
     default), `from` a local date or date and time in the viewer's zone (None: the default)."""
@@ -134,12 +160,39 @@ def _view_params(params, tz, now: int) -> tuple[int, int | None]:
     return days, start
 
 
-def _reserve_link(filters: dict[str, str], days: int, start: int | None, tz) -> str:
+def _reserve_link(
+    filters: dict[str, str], days: int, start: int | None, tz, rows: tuple[int, str | None] | None = None
+) -> str:
+    """A link to the reserve page with the filters and the view; `rows` (limit, cursor) keeps
+    or names a page of rows (None: the first page with the default limit)."""
     query = [(FILTER_PREFIX + name, value) for name, value in filters.items()]
     query.append(("days", str(days)))
     if start is not None:
         query.append(("from", local_datetime_value(start, tz)))
+    if rows is not None:
+        limit, cursor = rows
+        if limit != RESERVE_ROWS_DEFAULT:
+            query.append(("limit", str(limit)))
+        if cursor:
+            query.append(("cursor", cursor))
     return "/reserve?" + urlencode(query)
+
+
+def _rows_params(params) -> tuple[int, tuple[str, str] | None, str]:
+    """(limit, cursor key, cursor text) of the reserve page's rows from the query or the posted
+    form: `limit` 1..RESERVE_ROWS_MAX rows (RESERVE_ROWS_DEFAULT when absent), `cursor` the
+    (type, name) of the last row of the page before. InvalidInput when either is malformed."""
+    limit_text = params.get("limit")
+    limit = paging.parse_limit(limit_text if isinstance(limit_text, str) else None,
+                               default=RESERVE_ROWS_DEFAULT, maximum=RESERVE_ROWS_MAX)
+    text = params.get("cursor")
+    if not isinstance(text, str) or not text:
+        return limit, None, ""
+    key = paging.decode_cursor(text, "reserve")
+    if len(key) != 2 or not all(isinstance(part, str) and len(part) <= 64 for part in key):
+        raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list that "
+                           "gave it out, with the same parameters)")
+    return limit, (key[0], key[1]), text
 
 
 async def reserve_page(request: web.Request) -> web.StreamResponse:
@@ -163,37 +216,56 @@ async def _draw_reserve(
     now = int(time.time())
     if form_error is None:
         days, from_start = _view_params(params, tz, now)
+        limit, cursor, cursor_text = _rows_params(params)
     else:
         try:
             days, from_start = _view_params(params, tz, now)
         except InvalidInput:
             days, from_start = TIMELINE_DAYS_DEFAULT, None
+        try:
+            limit, cursor, cursor_text = _rows_params(params)
+        except InvalidInput:
+            limit, cursor, cursor_text = RESERVE_ROWS_DEFAULT, None, ""
     view = timeline.view_for(now, days, tz, from_start)
     filters = _filters_from(params)
-    nodes = await ctl.inventory.list_nodes()
+    # The whole node list, and what is computed from it, read again only when it changed.
+    node_list = await ctl.inventory.node_list()
+    nodes = node_list.nodes
+    everything = node_list.derived("reserve.sorted", _by_type_and_name)
+    if filters:
+        shown = [node for node in everything[0] if node_matches(node, filters)]
+        keys = [(node.type, node.name) for node in shown]
+    else:
+        shown, keys = everything
+    # One page of rows: the timeline is read for those only (issue #12).
+    first, stop, following, previous = paging.page_of(keys, cursor, limit)
+    visible = shown[first:stop]
+    names = [node.name for node in visible]
     # The windows of the view (and the one open now, when the view is elsewhere in time); for
     # "free until" past them, each node's first start beyond, not every window of 60 days.
     loaded_until = max(view.end, now + 1)
-    busy = await ctl.inventory.timeline(min(view.start, now), loaded_until, user)
+    busy = await ctl.inventory.timeline(min(view.start, now), loaded_until, user, names) if names else {}
     lookahead_end = now + timeline.LOOKAHEAD_SECONDS
     next_starts = (
-        await ctl.inventory.next_starts(loaded_until, lookahead_end, user)
-        if loaded_until < lookahead_end else {}
+        await ctl.inventory.next_starts(loaded_until, lookahead_end, user, names)
+        if names and loaded_until < lookahead_end else {}
     )
     text = timeline.TimeText(tz, now)
     prop_labels: dict[str, str] = {}
-    shown = [node for node in nodes if node_matches(node, filters)]
-    by_type: dict[str, list] = defaultdict(list)
-    for node in shown:
-        by_type[node.type].append(node)
+    # Columns and counts from every matching node of a type, so they stay put from page to page.
+    by_type = _group_by_type(shown) if filters else node_list.derived("reserve.by_type", _group_by_type)
+    on_page: dict[str, list] = defaultdict(list)
+    for node in visible:
+        on_page[node.type].append(node)
     values = values or {}
     checked = set(values.get("nodes", ()))
     tables = []
-    for type_name in sorted(by_type):
+    all_columns = None if filters else node_list.derived("reserve.columns", _columns_by_type)
+    for type_name in sorted(on_page):
         members = by_type[type_name]
-        columns, common = _compact_columns(members)
+        columns, common = all_columns[type_name] if all_columns is not None else _compact_columns(members)
         rows = []
-        for node in members:
+        for node in on_page[type_name]:
             windows = [
                 timeline.Window(b.start_date, b.end_date, b.mine, b.owner)
                 for b in busy.get(node.name, ())
@@ -221,20 +293,35 @@ async def _draw_reserve(
         tables.append({
             "type": type_name,
             "count": len(members),
+            "on_page": len(on_page[type_name]),
             "columns": [labels.prop(column) for column in columns],
             "common": [(labels.prop(name), value) for name, value in common],
             # Built by web.fragments, not the template: a thousand rows (scripts/bench/web_pages.py).
             "rows_html": reserve_rows(rows, checked),
         })
     shift = 12 * 3600 if days == 1 else max(1, days // 2) * 86400
+    rows_now = (limit, cursor_text or None)
     return await render(
         request,
         "reserve.html",
         {
             "tables": tables,
             "shown": len(shown),
+            "first_row": first + 1,
+            "last_row": stop,
+            "limit": limit,
+            "cursor": cursor_text,
+            "next_page": (_reserve_link(filters, days, from_start, tz,
+                                        (limit, paging.encode_cursor("reserve", following)))
+                          if following is not None else None),
+            "previous_page": (None if previous is False else _reserve_link(
+                filters, days, from_start, tz,
+                (limit, paging.encode_cursor("reserve", previous) if isinstance(previous, tuple) else None))),
+            # "Previous" already goes to the first page from the second.
+            "first_page": _reserve_link(filters, days, from_start, tz, (limit, None)) if first > limit else None,
+            "default_limit": RESERVE_ROWS_DEFAULT,
             "filters": filters,
-            "choices": _filter_choices(nodes),
+            "choices": node_list.derived("reserve.choices", _filter_choices),
             "axis": timeline.axis(view),
             "view": view,
             "now": now,
@@ -242,12 +329,12 @@ async def _draw_reserve(
             "days": days,
             "from_value": local_datetime_value(from_start, tz) if from_start is not None else "",
             "zooms": [
-                (label, zoom_days, _reserve_link(filters, zoom_days, from_start, tz))
+                (label, zoom_days, _reserve_link(filters, zoom_days, from_start, tz, rows_now))
                 for zoom_days, label in timeline.ZOOMS
             ],
-            "earlier": _reserve_link(filters, days, view.start - shift, tz),
-            "later": _reserve_link(filters, days, view.start + shift, tz),
-            "today": _reserve_link(filters, days, None, tz),
+            "earlier": _reserve_link(filters, days, view.start - shift, tz, rows_now),
+            "later": _reserve_link(filters, days, view.start + shift, tz, rows_now),
+            "today": _reserve_link(filters, days, None, tz, rows_now),
             "start_value": values.get("start") or local_datetime_value(now, tz).replace("T", " "),
             "duration_value": values.get("duration_hours") or "2",
             "count_value": values.get("count", ""),
@@ -521,18 +608,32 @@ def _live_rows(reservations, node_types, tz) -> list[dict[str, Any]]:
     passwords = _passwords(reservations, node_types)
     now = int(time.time())
     rows = []
+    # A page of a hundred rows has a few processes and a few windows: each labelled once.
+    state_labels: dict[tuple[str, str], list[str]] = {}
+    times: dict[int, str] = {}
+
+    def when(epoch: int) -> str:
+        text = times.get(epoch)
+        if text is None:
+            text = times[epoch] = format_epoch(epoch, tz)
+        return text
+
     for r in sorted(reservations, key=lambda r: r.node_name):
-        info = node_types.get(r.type)
-        states = list(info.processes.get(r.process, ())) if info else []
+        process = (r.type, r.process)
+        if process not in state_labels:
+            info = node_types.get(r.type)
+            states = list(info.processes.get(r.process, ())) if info else []
+            state_labels[process] = [labels.state(state) for state in states]
         rows.append(
             {
                 **reservation_json(r),
                 "password": passwords.get(r.node_name, ""),
-                "states": [labels.state(state) for state in states],
+                # Shared by the rows of one process: the JSON and the template only read it.
+                "states": state_labels[process],
                 "status_text": labels.status(r.status),
                 "state_text": _state_text(r, tz),
-                "start_text": format_epoch(r.start_date, tz),
-                "end_text": format_epoch(r.end_date, tz),
+                "start_text": when(r.start_date),
+                "end_text": when(r.end_date),
                 "last_error": getattr(r, "last_error", ""),
                 "actions": _allowed_actions(r, now),
             }
@@ -573,9 +674,31 @@ async def history_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _manage_rows(params) -> tuple[int, tuple | None, str]:
+    """(limit, cursor key, cursor text) of the manage page's rows from the query or the posted
+    form: `limit` 1..MANAGE_ROWS_MAX (MANAGE_ROWS_DEFAULT when absent), `cursor` what the page's
+    "next" link gave. InvalidInput when either is malformed."""
+    limit_text = params.get("limit")
+    limit = paging.parse_limit(limit_text if isinstance(limit_text, str) else None,
+                               default=MANAGE_ROWS_DEFAULT, maximum=MANAGE_ROWS_MAX)
+    text = params.get("cursor")
+    if not isinstance(text, str) or not text:
+        return limit, None, ""
+    return limit, check_page_key("bin", paging.decode_cursor(text, "manage")), text
+
+
+def _manage_link(limit: int, cursor: str | None) -> str:
+    query = []
+    if limit != MANAGE_ROWS_DEFAULT:
+        query.append(("limit", str(limit)))
+    if cursor:
+        query.append(("cursor", cursor))
+    return "/manage" + ("?" + urlencode(query) if query else "")
+
+
 async def manage_page(request: web.Request) -> web.StreamResponse:
     user = await require_user(request)
-    return await _draw_manage(request, user)
+    return await _draw_manage(request, user, params=request.query)
 
 
 async def _draw_manage(
@@ -587,14 +710,23 @@ async def _draw_manage(
     hours_value: str = "",
     form_error: FormError | None = None,
     status: int = 200,
+    params=None,
 ) -> web.StreamResponse:
-    """The manage page; after a refused action, with the ticked nodes still ticked and each
-    node's refusal beside its row."""
+    """The manage page: one page of the user's reservations (by bin, those without one last,
+    then node; `params` holds its limit and cursor); after a refused action, with the ticked
+    nodes still ticked and each node's refusal beside its row."""
     ctl = request.app[CONTROLLER]
-    reservations = await ctl.reservations.live_states(user)
+    try:
+        limit, cursor, cursor_text = _manage_rows(params or {})
+    except InvalidInput:
+        if form_error is None:
+            raise
+        limit, cursor, cursor_text = MANAGE_ROWS_DEFAULT, None, ""
+    page = await ctl.reservations.list_page(user, order="bin", after=cursor, limit=limit)
+    total = await ctl.reservations.count(user)
     node_types = await ctl.inventory.node_types()
     bins: dict[str, list] = defaultdict(list)
-    for row in _live_rows(reservations, node_types, viewer_zone(request)):
+    for row in _live_rows(page.reservations, node_types, viewer_zone(request)):
         bins[row["bin"]].append(row)
     cap = ctl.settings.extend_cap_hours
     # What ended lately, with how: a reservation an administrator ended or a destroy that
@@ -608,7 +740,14 @@ async def _draw_manage(
         "manage.html",
         {
             "bins": sorted(bins.items(), key=lambda item: (item[0] == "", item[0])),
-            "count": len(reservations),
+            "count": total,
+            "on_page": len(page.reservations),
+            "limit": limit,
+            "cursor": cursor_text,
+            "default_limit": MANAGE_ROWS_DEFAULT,
+            "next_page": (_manage_link(limit, paging.encode_cursor("manage", page.next_key))
+                          if page.next_key is not None else None),
+            "first_page": _manage_link(limit, None) if cursor is not None else None,
             "ticked": set(ticked),
             "node_errors": node_errors or {},
             "hours_value": hours_value,
@@ -625,7 +764,10 @@ async def manage_live(request: web.Request) -> web.StreamResponse:
     """What the manage page polls: read from the database only, never from an agent."""
     user = await require_user(request)
     ctl = request.app[CONTROLLER]
-    reservations = await ctl.reservations.live_states(user)
+    # The page's rows: the same limit and cursor as the page polling (manage.js passes its own
+    # query on).
+    limit, cursor, _ = _manage_rows(request.query)
+    reservations = (await ctl.reservations.list_page(user, order="bin", after=cursor, limit=limit)).reservations
     node_types = await ctl.inventory.node_types()
     tz = viewer_zone(request)
     now = int(time.time())
@@ -650,7 +792,8 @@ async def manage_action(request: web.Request) -> web.StreamResponse:
 
     async def draw(form_error: FormError, status: int) -> web.StreamResponse:
         return await _draw_manage(request, user, ticked=ticked, node_errors=node_errors,
-                                  hours_value=hours_text, form_error=form_error, status=status)
+                                  hours_value=hours_text, form_error=form_error, status=status,
+                                  params=form)
 
     redraw_on_error(request, draw, "manage")
     action = field(form, "action")
@@ -695,7 +838,12 @@ async def manage_action(request: web.Request) -> web.StreamResponse:
             f"{action} was refused for {failed}: see beside {'each node' if len(node_errors) > 1 else 'the node'}"
             + (f" ({len(done)} done)" if done else "")
         )
-    raise web.HTTPSeeOther("/manage")
+    # Back to the page of rows the form was on.
+    try:
+        limit, _, cursor_text = _manage_rows(form)
+    except InvalidInput:
+        limit, cursor_text = MANAGE_ROWS_DEFAULT, ""
+    raise web.HTTPSeeOther(_manage_link(limit, cursor_text))
 
 
 def _by_end(reservations) -> list[tuple[int, list[str]]]:

@@ -89,6 +89,15 @@ class AgentRepository:
 
         return await self._engine.run(work)
 
+    async def statuses(self) -> dict[str, str]:
+        """{agent name: status} of every agent (no token unsealed: cheap, for each page)."""
+
+        def work() -> dict[str, str]:
+            Agent = self.m.Agent
+            return dict(Agent.select(Agent.name, Agent.status).tuples())
+
+        return await self._engine.run(work)
+
     async def set_agent_status(
         self, name: str, *, status: str | None = None, last_error: str | None = None
     ) -> None:

@@ -98,6 +98,9 @@ class InventoryRepository:
             Node = self.m.Node
             with self._engine.write():
                 self._engine.serialize(_INVENTORY_LOCK)
+                # updated_at is the node cache's logical clock (see `fingerprint`): each row
+                # written now gets a value above every one there, and never below `now`.
+                stamp = max(now, int(Node.select(pw.fn.MAX(Node.updated_at)).scalar() or 0) + 1)
                 names = sorted(nodes)
                 # (agent, type, properties) of each node already cached, read as tuples in
                 # chunks: one pass, no model instance per row.
@@ -117,12 +120,12 @@ class InventoryRepository:
                 plan = plan_inventory(agent, type_, nodes, existing)
                 for start in range(0, len(plan.inserts), _INSERT_CHUNK):
                     rows = [
-                        {"name": name, "agent": agent, "type": type_, "properties": properties, "updated_at": now}
+                        {"name": name, "agent": agent, "type": type_, "properties": properties, "updated_at": stamp}
                         for name, properties in plan.inserts[start : start + _INSERT_CHUNK]
                     ]
                     Node.insert_many(rows).execute()
                 for name, properties in plan.updates:
-                    Node.update(type=type_, properties=properties, updated_at=now).where(Node.name == name).execute()
+                    Node.update(type=type_, properties=properties, updated_at=stamp).where(Node.name == name).execute()
                 held = [name for (name,) in Node.select(Node.name).where(Node.agent == agent).tuples()]
                 stale = stale_nodes(held, plan.kept)
                 for start in range(0, len(stale), _CHUNK):
@@ -158,6 +161,34 @@ class InventoryRepository:
                 for name, agent, type_, properties, status in query.tuples()
                 if among is None or name in among
             ]
+
+        return await self._engine.run(work)
+
+    async def fingerprint(self) -> tuple[int, int]:
+        """(number of cached nodes, highest updated_at): changes whenever the node cache does,
+        whichever process wrote it, for a reader that keeps a copy (Inventory.node_list).
+
+        Every insert or update sets updated_at above every value there (save_inventory, under
+        the inventory lock), which raises the highest; a delete without an insert lowers the
+        count, and to bring the pair back to an earlier value every row written since would
+        have to be deleted, which is the earlier content again. Read it BEFORE the nodes: a copy
+        read after a change is then at worst filed under the older pair and read again."""
+
+        def work() -> tuple[int, int]:
+            Node = self.m.Node
+            count, highest = Node.select(pw.fn.COUNT(Node.name), pw.fn.MAX(Node.updated_at)).tuples().get()
+            return int(count or 0), int(highest or 0)
+
+        return await self._engine.run(work)
+
+    async def list_nodes_bare(self) -> list[tuple[str, str, str, dict[str, str]]]:
+        """(name, agent, type, properties) of every cached node, by name: the cheap read of
+        the whole cache (tuples, no join; agents' status apart)."""
+
+        def work() -> list[tuple[str, str, str, dict[str, str]]]:
+            Node = self.m.Node
+            query = Node.select(Node.name, Node.agent, Node.type, Node.properties).order_by(Node.name).tuples()
+            return [(name, agent, type_, json.loads(properties)) for name, agent, type_, properties in query]
 
         return await self._engine.run(work)
 

@@ -223,6 +223,94 @@ class ScheduleRepository:
         names = list(nodes)
         return await self._engine.run(lambda: self._windows(names))
 
+    def _order(self, order: str) -> list[Any]:
+        """The key columns of a paging order (see `page_schedule`)."""
+        S = self.m.Schedule
+        if order == "node":
+            return [S.node_name, S.owner]
+        if order == "bin":
+            # Reservations without a bin come last, as the manage page shows them.
+            return [pw.Case(None, [(S.bin == "", 1)], 0), S.bin, S.node_name, S.owner]
+        if order == "start":
+            return [S.start_date, S.node_name, S.owner]
+        raise ValueError(f"unknown order {order!r}")
+
+    @staticmethod
+    def order_key(record: ScheduleRecord, order: str) -> tuple[Any, ...]:
+        """The key of `record` in a paging order: what a cursor after it holds."""
+        if order == "node":
+            return (record.node_name, record.owner)
+        if order == "bin":
+            return (1 if record.bin == "" else 0, record.bin, record.node_name, record.owner)
+        if order == "start":
+            return (record.start_date, record.node_name, record.owner)
+        raise ValueError(f"unknown order {order!r}")
+
+    async def page_schedule(
+        self,
+        *,
+        order: str,
+        limit: int,
+        after: Sequence[Any] | None = None,
+        owner: str | None = None,
+        node: str | None = None,
+        agent: str | None = None,
+        status: str | None = None,
+        ending: bool | None = None,
+    ) -> tuple[list[ScheduleRecord], bool]:
+        """(at most `limit` reservations, whether more follow), in `order`: "node" (node name,
+        owner), "bin" (bin, those without one last, then node name and owner) or "start"
+        (start date, node name, owner); only those whose key comes after `after` (a key from
+        `order_key`) when given. Keyset paging: every key is unique and a reservation's key
+        does not change while it is paged (except its bin, which its owner changes), so a row
+        added between two pages is on the later page when its key is after the cursor and on
+        neither otherwise, never twice, and no row is skipped. Filtered by owner, node, agent
+        (the node cache's agent), status and `ending` when given. ValueError for an unknown
+        order or a key of the wrong length."""
+        columns = self._order(order)
+        if after is not None and len(after) != len(columns):
+            raise ValueError("the paging key does not fit the order")
+
+        def work() -> tuple[list[ScheduleRecord], bool]:
+            S, Node = self.m.Schedule, self.m.Node
+            query = S.select().order_by(*columns).limit(limit + 1)
+            if owner is not None:
+                query = query.where(S.owner == owner)
+            if node is not None:
+                query = query.where(S.node_name == node)
+            if status is not None:
+                query = query.where(S.status == status)
+            if ending is not None:
+                query = query.where(S.ending == ending)
+            if agent is not None:
+                query = query.where(S.node_name.in_(Node.select(Node.name).where(Node.agent == agent)))
+            if after is not None:
+                # (c1, c2, ...) > (v1, v2, ...), spelt out: row values compare the same way on
+                # SQLite and PostgreSQL only for plain columns, and the bin order has a CASE.
+                later = None
+                for index, column in enumerate(columns):
+                    term = column > after[index]
+                    for prior, value in zip(columns[:index], after[:index], strict=True):
+                        term = term & (prior == value)
+                    later = term if later is None else later | term
+                query = query.where(later)
+            rows = [schedule_from_row(row) for row in query]
+            return rows[:limit], len(rows) > limit
+
+        return await self._engine.run(work)
+
+    async def count_schedule(self, *, owner: str | None = None) -> int:
+        """How many reservations there are (of `owner` when given)."""
+
+        def work() -> int:
+            S = self.m.Schedule
+            query = S.select()
+            if owner is not None:
+                query = query.where(S.owner == owner)
+            return int(query.count())
+
+        return await self._engine.run(work)
+
     async def get_schedule(self, node: str, owner: str) -> ScheduleRecord | None:
         def work() -> ScheduleRecord | None:
             S = self.m.Schedule
@@ -512,8 +600,12 @@ class ScheduleRepository:
 
         return await self._engine.run(work)
 
-    async def timeline(self, start: int, end: int) -> list[tuple[str, str, int, int]]:
-        """(node_name, owner, start_date, end_date) of every window overlapping [start, end)."""
+    async def timeline(
+        self, start: int, end: int, nodes: Iterable[str] | None = None
+    ) -> list[tuple[str, str, int, int]]:
+        """(node_name, owner, start_date, end_date) of every window overlapping [start, end),
+        on `nodes` only when given (the rows a page shows)."""
+        among = None if nodes is None else sorted(set(nodes))
 
         def work() -> list[tuple[str, str, int, int]]:
             S = self.m.Schedule
@@ -523,13 +615,23 @@ class ScheduleRepository:
                 .order_by(S.node_name, S.start_date)
             )
             # Tuples, not model instances: the reserve page reads thousands of windows.
-            return [(node, owner, int(s), int(e)) for node, owner, s, e in query.tuples()]
+            if among is None:
+                return [(node, owner, int(s), int(e)) for node, owner, s, e in query.tuples()]
+            result = []
+            for first in range(0, len(among), _CHUNK):
+                chunk = query.where(S.node_name.in_(among[first : first + _CHUNK]))
+                result += [(node, owner, int(s), int(e)) for node, owner, s, e in chunk.tuples()]
+            return result
 
         return await self._engine.run(work)
 
-    async def next_starts(self, after: int, before: int) -> dict[str, int]:
+    async def next_starts(
+        self, after: int, before: int, nodes: Iterable[str] | None = None
+    ) -> dict[str, int]:
         """{node_name: start_date} of each node's first window starting in [after, before)
-        (epoch seconds): one grouped query instead of reading every window up to `before`."""
+        (epoch seconds), on `nodes` only when given: one grouped query instead of reading
+        every window up to `before`."""
+        among = None if nodes is None else sorted(set(nodes))
 
         def work() -> dict[str, int]:
             S = self.m.Schedule
@@ -538,7 +640,13 @@ class ScheduleRepository:
                 .where((S.start_date >= after) & (S.start_date < before))
                 .group_by(S.node_name)
             )
-            return {node: int(start) for node, start in query.tuples()}
+            if among is None:
+                return {node: int(start) for node, start in query.tuples()}
+            result: dict[str, int] = {}
+            for first in range(0, len(among), _CHUNK):
+                chunk = query.where(S.node_name.in_(among[first : first + _CHUNK]))
+                result.update((node, int(start)) for node, start in chunk.tuples())
+            return result
 
         return await self._engine.run(work)
 

@@ -1,15 +1,18 @@
 """Committed state transitions per second: 1000 simulated raspberry nodes deploying at once with
 time_scale 0, so that the executor and its grouped commits are all that is measured.
 
-    .venv/bin/python -m scripts.bench.agent_transitions [--nodes 1000] [--type raspberry]
+    .venv/bin/python -m scripts.bench.agent_transitions [--nodes 1000] [--type raspberry] [--single]
 
-Prints figures; asserts nothing.
+The deploys start with StartActions, 1,000 nodes per call (the controller's path), or with
+`--single` one StartAction per node, all at once. Prints figures and the load average; asserts
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +28,7 @@ TOKEN = "bench-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
-async def run(nodes: int, node_type: str, data: Path) -> None:
+async def run(nodes: int, node_type: str, single: bool, data: Path) -> None:
     settings = AgentSettings(
         name="bench", type=node_type, listen="127.0.0.1:0", token=TOKEN,
         database=str(data / "bench.sqlite"), sim_nodes=nodes, sim_time_scale=0.0,
@@ -38,13 +41,19 @@ async def run(nodes: int, node_type: str, data: Path) -> None:
             names = [n.name for n in (await stub.GetNodes(pb.GetNodesRequest(), metadata=AUTH, timeout=10)).nodes]
             transactions_before = agent.committer.transactions
             began = time.perf_counter()
-            await asyncio.gather(*[
-                stub.StartAction(
-                    pb.StartActionRequest(node_name=name, process="deploy", environment=environment),
-                    metadata=AUTH, timeout=60,
-                )
+            items = [
+                pb.StartActionRequest(node_name=name, process="deploy", environment=environment)
                 for name in names
-            ])
+            ]
+            if single:
+                await asyncio.gather(*[stub.StartAction(item, metadata=AUTH, timeout=60) for item in items])
+            else:
+                await asyncio.gather(*[
+                    stub.StartActions(
+                        pb.StartActionsRequest(actions=items[start : start + 1000]), metadata=AUTH, timeout=60
+                    )
+                    for start in range(0, len(items), 1000)
+                ])
             started = time.perf_counter()
             await agent.executor.wait_idle()
             ended = time.perf_counter()
@@ -53,9 +62,11 @@ async def run(nodes: int, node_type: str, data: Path) -> None:
         transactions = agent.committer.transactions - transactions_before
     deployed = sum(a.state == "deployed" for a in states.actions)
     elapsed = ended - began
-    print(f"nodes: {nodes} ({node_type}), deployed: {deployed}")
+    how = "one StartAction per node" if single else "StartActions"
+    print(f"nodes: {nodes} ({node_type}), started with {how}, deployed: {deployed}; "
+          "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     print(f"committed transitions: {len(transitions)} (every state entered, the first included)")
-    print(f"StartAction calls done after {started - began:.2f} s; all deployed after {elapsed:.2f} s")
+    print(f"start calls done after {started - began:.2f} s; all deployed after {elapsed:.2f} s")
     print(f"transitions per second: {len(transitions) / elapsed:,.0f}")
     print(f"transactions: {transactions}, mean changes per transaction: "
           f"{agent.committer.changes / max(agent.committer.transactions, 1):.1f}")
@@ -65,9 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--type", default="raspberry", choices=("raspberry", "node", "sensor"))
+    parser.add_argument("--single", action="store_true", help="one StartAction per node")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
-        asyncio.run(run(args.nodes, args.type, Path(data)))
+        asyncio.run(run(args.nodes, args.type, args.single, Path(data)))
 
 
 if __name__ == "__main__":

@@ -80,6 +80,13 @@ async def test_the_timeline_shows_windows_and_hides_other_owners(tmp_path, clock
         assert await ctl.inventory.next_starts(now, now + 86400, user) == {"rpi-000": now + 3600}
         assert await ctl.inventory.next_starts(now + 5 * 3600, now + 86400, user) == {}
         assert await ctl.inventory.next_starts(now, now, user) == {}
+        # Read for the rows a page shows only (issue #12): the other nodes' windows are not read.
+        await ctl.reservations.reserve(user, nodes=["rpi-001"], start_date=now + 3600, duration_hours=1)
+        assert sorted(await ctl.inventory.timeline(now, now + 86400, user)) == ["rpi-000", "rpi-001"]
+        assert list(await ctl.inventory.timeline(now, now + 86400, user, ["rpi-001"])) == ["rpi-001"]
+        assert await ctl.inventory.timeline(now, now + 86400, user, []) == {}
+        assert await ctl.inventory.next_starts(now, now + 86400, user, ["rpi-001"]) == {"rpi-001": now + 3600}
+        assert await ctl.inventory.next_starts(now, now + 86400, user, ["rpi-000", "nope"]) == {"rpi-000": now + 3600}
         await ctl.accounts.sign_up("new@example.org", "new-password")
         waiting = await ctl.accounts.get_user("new@example.org")
         with pytest.raises(NotAuthorized):

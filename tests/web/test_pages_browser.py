@@ -2,8 +2,8 @@
 controller and real simulated agents served from the testbed's loop: the reserve timeline (a
 one-hour reservation visible and labelled in the day and week views, owners for administrators,
 a click on a free slot filling the form), a refused reservation keeping its values with the
-message beside the field, the manage page at phone width, the overview's charts. Screenshots go
-to test-artifacts/screenshots/."""
+message beside the field, the manage page and the reserve page's paging links at phone width,
+the overview's charts. Screenshots go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -230,6 +230,23 @@ def test_the_manage_page_at_phone_width_shows_every_column(browser, bed):  # noq
         # Statuses read as words, not identifiers.
         assert row.locator("[data-field=status]").inner_text() == "Needs configuration"
         shoot(page, "15-manage-phone")
+
+        # The reserve page a few rows at a time (issue #12): the paging links fit the phone's
+        # width, and "Next" is reached and followed with the keyboard, the filter kept.
+        page.goto(f"{bed.url}/reserve?f.type=raspberry&days=1&limit=4")
+        assert page.locator("tr[data-node]").count() == 4
+        following = page.locator("nav[data-paging=bottom] a[rel=next]")
+        box = following.bounding_box()
+        assert following.is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        following.focus()
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        assert [page.locator("tr[data-node]").nth(i).get_attribute("data-node") for i in range(2)] == [
+            "rpi-005", "rpi-006"]
+        assert "f.type=raspberry" in page.url and page.locator(".zoom a.current").inner_text() == "Day"
+        assert page.locator("tr[data-node=rpi-005] .timeline").is_visible()
+        shoot(page, "17-reserve-paged-phone")
         assert errors == []
     finally:
         context.close()

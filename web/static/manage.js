@@ -97,8 +97,20 @@
     });
   }
 
+  // The same page of rows as the page shows: the limit and cursor its form carries (also
+  // when the page was drawn again after a refused action, at another address).
+  function pageQuery() {
+    var params = new URLSearchParams();
+    ["limit", "cursor"].forEach(function (name) {
+      var input = document.querySelector('#manage-form input[name="' + name + '"]');
+      if (input && input.value) params.set(name, input.value);
+    });
+    var query = params.toString();
+    return query ? "?" + query : "";
+  }
+
   function poll() {
-    fetch("/manage/live", { credentials: "same-origin", headers: { "Accept": "application/json" } })
+    fetch("/manage/live" + pageQuery(), { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (response) {
         if (response.redirected || response.status === 401 || response.status === 303) {
           throw new Error("signed out");

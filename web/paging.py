@@ -1,0 +1,76 @@
+"""Paging for the pages and the JSON API: the `limit` and the opaque `cursor` they take.
+
+A cursor is the key of the last row of the page before (ScheduleRepository.order_key, or a
+node's (type, name) on the reserve page), with the name of the list it belongs to, as
+URL-safe base64 of compact JSON. It is opaque to clients: they pass back what a `Link` header
+(API) or a "next" link (pages) gave them. Not signed: a made-up cursor only starts a page
+elsewhere in rows the caller may read anyway; it is checked for shape where it enters, and a
+malformed one or one from another list is refused with a clear message (400).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import json
+from typing import Any
+
+from edgebed.controller.errors import InvalidInput
+
+# Longer than any cursor this module writes (a key of a 64-character node name, a 254-character
+# owner and a 64-character bin, escaped): a longer one is not ours.
+MAX_CURSOR = 2048
+
+
+def encode_cursor(kind: str, key: tuple[Any, ...] | list[Any]) -> str:
+    """The cursor after `key` in the list named `kind`."""
+    text = json.dumps([kind, list(key)], separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str, kind: str) -> list[Any]:
+    """The key a cursor of the list `kind` holds (its parts still to be checked against the
+    list's order by the caller); InvalidInput when it is not a cursor of this list."""
+    if not text or len(text) > MAX_CURSOR:
+        raise InvalidInput("cursor: not a cursor this list gave out (pass back the one from the "
+                           "previous page's next link)")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        value = json.loads(raw.decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        value = None
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], list)):
+        raise InvalidInput("cursor: not a cursor this list gave out (pass back the one from the "
+                           "previous page's next link)")
+    if value[0] != kind:
+        raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list that "
+                           "gave it out, with the same parameters)")
+    return value[1]
+
+
+def parse_limit(text: str | None, *, default: int, maximum: int) -> int:
+    """`limit` from a query string: `default` when absent or empty; InvalidInput unless a
+    whole number 1..maximum."""
+    if text is None or text == "":
+        return default
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= maximum:
+        raise InvalidInput(f"limit must be a whole number between 1 and {maximum}")
+    return int(text)
+
+
+def page_of(
+    keys: list[tuple[Any, ...]], cursor: tuple[Any, ...] | None, limit: int
+) -> tuple[int, int, tuple[Any, ...] | None, tuple[Any, ...] | None | bool]:
+    """For rows in memory with sorted, unique `keys`: (first, stop) of the page after `cursor`
+    (from the start when None) of at most `limit` rows, the cursor key of the next page (None
+    on the last), and of the page before (None: the first page; False: there is none). A
+    binary search: the cursor's row need not still be there."""
+    first = 0 if cursor is None else bisect.bisect_right(keys, cursor)
+    stop = min(first + limit, len(keys))
+    following = keys[stop - 1] if stop < len(keys) else None
+    previous: tuple[Any, ...] | None | bool = False
+    if first > 0:
+        back = first - limit
+        previous = keys[back - 1] if back > 0 else None
+    return first, stop, following, previous
