@@ -28,14 +28,28 @@ place when the caller sees the result. This module writes nothing itself. Failur
 Each raised ServiceError carries the gRPC code name in `.code` so the scheduler can branch on it.
 Calls to different agents run concurrently (`gather_agents`). Protobuf messages are converted
 to domain types here, checked (controller/replies.py), and go no further.
+
+Admission: at most `max_calls` calls are in flight in all and `max_calls_per_agent` per agent;
+a call beyond either waits in this process's queue (first come, first served) before it is
+sent. Its deadline starts only when it is sent (the interceptor sets it then), so a call that
+waited behind the controller's own load never runs out of time there, and never gets the agent
+flagged: only a deadline that expired on the wire counts against the agent. The bound also
+keeps the controller's event loop from taking on more replies at once than it can read within
+a deadline.
+
+StartActions: the scheduler starts each agent's actions with one StartActions call (chunks of
+at most MAX_START_BATCH items) and gets one result per item; an agent that answers
+UNIMPLEMENTED (an older agent) is remembered and sent StartAction per node instead, until it
+is probed again (a reconnect) or forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -64,6 +78,13 @@ from edgebed.v1 import agent_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# Items per StartActions call: the contract's limit (protos/edgebed/v1/agent.proto).
+MAX_START_BATCH = 1000
+# Calls in flight, in all and per agent, unless the settings say otherwise
+# ([agents] max_calls, max_calls_per_agent).
+MAX_CALLS = 64
+MAX_CALLS_PER_AGENT = 4
 
 OK = "OK"
 # Not a gRPC code: the call succeeded but its reply failed the checks of controller/replies.py.
@@ -94,7 +115,11 @@ def is_call_error(text: str) -> bool:
 # A good reply to the key also clears a bad reply to these: they report the same things (an
 # action StartAction started is reported by GetActionState, an environment PutEnvironment stored
 # is listed by ListEnvironments).
-_ALSO_CLEARS = {"GetActionState": ("StartAction",), "ListEnvironments": ("PutEnvironment",)}
+_ALSO_CLEARS = {
+    "GetActionState": ("StartAction", "StartActions"),
+    "StartActions": ("StartAction",),
+    "ListEnvironments": ("PutEnvironment",),
+}
 
 
 def cleared_by(text: str, method: str) -> bool:
@@ -370,26 +395,58 @@ class _Connection:
         self.stub = pb_grpc.AgentStub(self.channel)
 
 
+@dataclass(frozen=True)
+class StartItem:
+    """One action to start: StartAction's fields."""
+
+    node: str
+    process: str
+    environment: str = ""
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+class _Unimplemented(Exception):
+    """The agent does not serve the method (UNIMPLEMENTED): an older agent."""
+
+
 class AgentClient:
     """Calls agents; reports every call's outcome to `observer` (see CallOutcome)."""
 
     def __init__(
-        self, observer: CallObserver, *, timeout: float = 6.0, identity: Identity | None = None, caller: str = ""
+        self,
+        observer: CallObserver,
+        *,
+        timeout: float = 6.0,
+        identity: Identity | None = None,
+        caller: str = "",
+        max_calls: int = MAX_CALLS,
+        max_calls_per_agent: int = MAX_CALLS_PER_AGENT,
     ) -> None:
         """`identity`: the client certificate and key presented to agents that have a CA set
         (settings.client_identity()); agents without a CA are called in plaintext. `caller`:
-        this controller's instance id (controller/leases.py), sent in the user-agent."""
+        this controller's instance id (controller/leases.py), sent in the user-agent.
+        `max_calls`, `max_calls_per_agent`: calls in flight in all and per agent (>= 1); more
+        wait in this process's queue, their deadline not started (see the module docstring)."""
+        if max_calls < 1 or max_calls_per_agent < 1:
+            raise ValueError("max_calls and max_calls_per_agent must be at least 1")
         self._observer = observer
         self._caller = caller
         self.timeout = timeout
         self._identity = identity
+        self._max_calls_per_agent = max_calls_per_agent
+        self._slots = asyncio.Semaphore(max_calls)
+        self._agent_slots: dict[str, asyncio.Semaphore] = {}
+        # Agents that answered StartActions with UNIMPLEMENTED: sent StartAction per node.
+        self._no_batch: set[str] = set()
         self._connections: dict[str, _Connection] = {}
         # Each agent's node type as its last good DescribeNodeType said: what its actions are
         # checked against. Refreshed by every describe() (the inventory refresh, a reconnect).
         self._node_types: dict[str, NodeTypeInfo] = {}
         # Agents lost (UNAVAILABLE, DEADLINE_EXCEEDED) since their record was read, so a poll
-        # that still holds an old `connected` record does not call them again.
+        # that still holds an old `connected` record does not call them again; and when each
+        # was found lost (time.monotonic(), once its status was written), for readmit().
         self._lost: set[str] = set()
+        self._lost_at: dict[str, float] = {}
 
     async def close(self) -> None:
         connections, self._connections = self._connections, {}
@@ -399,7 +456,9 @@ class AgentClient:
         """Closes the channel of an agent that was deleted or changed address."""
         connection = self._connections.pop(name, None)
         self._lost.discard(name)
+        self._lost_at.pop(name, None)
         self._node_types.pop(name, None)
+        self._no_batch.discard(name)
         if connection is not None:
             await connection.channel.close()
 
@@ -420,6 +479,28 @@ class AgentClient:
         """Whether calls go to this agent: connected, and not lost since the record was read."""
         return agent.status == CONNECTED and agent.name not in self._lost
 
+    def readmit(self, agents: Iterable[AgentRecord], read_at: float) -> None:
+        """Takes back the agents found lost by this process whose record, read from the store at
+        `read_at` (time.monotonic(), taken before the read began), says `connected`: another
+        process (the web one, when the scheduler runs in a process of its own) reconnected them
+        after this process wrote them `disconnected`. An agent lost after `read_at` stays lost."""
+        for agent in agents:
+            lost_at = self._lost_at.get(agent.name)
+            if agent.status == CONNECTED and lost_at is not None and lost_at < read_at:
+                self._lost.discard(agent.name)
+                self._lost_at.pop(agent.name, None)
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, agent: str) -> AsyncIterator[None]:
+        """Holds one of the agent's slots and one of all the slots while a call is in flight;
+        waits (first come, first served) until both are free. The agent's slot is taken first,
+        so a call waiting for its own agent never holds one of the slots every agent shares."""
+        agent_slots = self._agent_slots.get(agent)
+        if agent_slots is None:
+            agent_slots = self._agent_slots[agent] = asyncio.Semaphore(self._max_calls_per_agent)
+        async with agent_slots, self._slots:
+            yield
+
     async def _call(
         self,
         agent: AgentRecord,
@@ -428,34 +509,50 @@ class AgentClient:
         convert: Callable[[R], T],
         *,
         probe: bool = False,
+        unimplemented_ok: bool = False,
     ) -> T:
-        """Runs `invoke(stub)` (one typed stub call named `method`), converts and checks its
-        reply with `convert`, reports the outcome and returns what `convert` made.
+        """Runs `invoke(stub)` (one typed stub call named `method`) once admitted (see the module
+        docstring), converts and checks its reply with `convert`, reports the outcome and
+        returns what `convert` made.
 
         Raises AgentUnavailable at once, without a call, when the agent is not usable (unless
         probing), and the ServiceError of error_for() when the call fails or `convert` raises
-        BadReply.
+        BadReply. With `unimplemented_ok`, an UNIMPLEMENTED answer raises _Unimplemented and is
+        not reported (asking is how the client learns what an agent serves).
         """
         if not probe and not self.usable(agent):
             raise AgentUnavailable(
                 f"agent {agent.name} is disconnected; an administrator can reconnect it",
                 code="UNAVAILABLE",
             )
-        stub = self._stub(agent)
-        started = time.monotonic()
-        try:
-            response = await invoke(stub)
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            outcome = CallOutcome(
-                agent, method, code.name, exc.details() or code.name,
-                time.monotonic() - started, self.timeout, probe,
-            )
-            if outcome.lost:
-                self._lost.add(agent.name)
-            await self._observer(outcome)
-            raise error_for(outcome) from None
-        seconds = time.monotonic() - started
+        async with self._admitted(agent.name):
+            if not probe and not self.usable(agent):
+                # Lost by another call while this one waited for its turn.
+                raise AgentUnavailable(
+                    f"agent {agent.name} is disconnected; an administrator can reconnect it",
+                    code="UNAVAILABLE",
+                )
+            stub = self._stub(agent)
+            # The deadline starts now, when the call is sent (the interceptor sets it): the time
+            # it waited for a slot is the controller's, not the agent's.
+            started = time.monotonic()
+            try:
+                response = await invoke(stub)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if unimplemented_ok and code == grpc.StatusCode.UNIMPLEMENTED:
+                    raise _Unimplemented(method) from None
+                outcome = CallOutcome(
+                    agent, method, code.name, exc.details() or code.name,
+                    time.monotonic() - started, self.timeout, probe,
+                )
+                if outcome.lost:
+                    self._lost.add(agent.name)
+                await self._observer(outcome)
+                if outcome.lost:
+                    self._lost_at[agent.name] = time.monotonic()
+                raise error_for(outcome) from None
+            seconds = time.monotonic() - started
         try:
             result = convert(response)
         except BadReply as exc:
@@ -552,6 +649,74 @@ class AgentClient:
             lambda response: replies.started(action_from_pb(response.action), described, node, process),
         )
 
+    async def start_actions(
+        self, agent: AgentRecord, items: Sequence[StartItem]
+    ) -> list[ActionState | ServiceError]:
+        """Starts every item (each node at most once), one result per item in their order: the
+        new action (checked as StartAction's), or the ServiceError StartAction would have raised
+        for it (Conflict for a busy node, InvalidInput, NotFound, ...).
+
+        One StartActions call per MAX_START_BATCH items; an agent that does not serve it
+        (UNIMPLEMENTED) gets StartAction per item, concurrently within its slots. A call that
+        fails as a whole (no answer, a bad reply: any item's action failing the checks refuses
+        the whole reply) gives its error for each of its items, which may have started: the
+        caller leaves them in doubt.
+        """
+        if not items:
+            return []
+        if len({item.node for item in items}) != len(items):
+            raise ValueError("each node at most once per StartActions")
+        results: list[ActionState | ServiceError] = []
+        for first in range(0, len(items), MAX_START_BATCH):
+            chunk = items[first : first + MAX_START_BATCH]
+            if agent.name not in self._no_batch:
+                try:
+                    results += await self._start_batch(agent, chunk)
+                    continue
+                except _Unimplemented:
+                    self._no_batch.add(agent.name)
+                except ServiceError as exc:
+                    results += [exc] * len(chunk)
+                    continue
+            results += await asyncio.gather(*(self._start_one(agent, item) for item in chunk))
+        return results
+
+    async def _start_batch(self, agent: AgentRecord, items: Sequence[StartItem]) -> list[ActionState | ServiceError]:
+        described = await self._described(agent)
+        request = pb.StartActionsRequest(
+            actions=[
+                pb.StartActionRequest(
+                    node_name=item.node, process=item.process, environment=item.environment,
+                    properties=dict(item.properties),
+                )
+                for item in items
+            ]
+        )
+
+        def convert(response: pb.StartActionsResponse) -> list[ActionState | ServiceError]:
+            if len(response.results) != len(items):
+                raise BadReply(f"results: {len(response.results)} of them for {len(items)} items")
+            converted: list[ActionState | ServiceError] = []
+            for index, (item, result) in enumerate(zip(items, response.results, strict=True)):
+                if result.node_name != item.node:
+                    raise BadReply(
+                        f"result {index + 1}: it is of node {replies.shown(result.node_name)}, not of {item.node}"
+                    )
+                converted.append(_item_result(agent, item, result, described))
+            return converted
+
+        return await self._call(
+            agent, "StartActions", lambda stub: stub.StartActions(request), convert, unimplemented_ok=True
+        )
+
+    async def _start_one(self, agent: AgentRecord, item: StartItem) -> ActionState | ServiceError:
+        try:
+            return await self.start_action(
+                agent, item.node, item.process, environment=item.environment, properties=item.properties
+            )
+        except ServiceError as exc:
+            return exc
+
     async def put_environment(self, agent: AgentRecord, env: Environment) -> Environment:
         request = pb.PutEnvironmentRequest(environment=environment_to_pb(env))
         return await self._call(
@@ -576,6 +741,34 @@ class AgentClient:
     async def rename_node(self, agent: AgentRecord, node: str, new_name: str) -> None:
         request = pb.RenameNodeRequest(node_name=node, new_name=new_name)
         await self._call(agent, "RenameNode", lambda stub: stub.RenameNode(request), _ignored)
+
+
+def _item_result(
+    agent: AgentRecord, item: StartItem, result: pb.StartActionResult, described: NodeTypeInfo
+) -> ActionState | ServiceError:
+    """One StartActions result: the checked action when its code is OK (BadReply when it fails
+    the checks: the caller refuses the whole reply), else the error StartAction would have
+    raised with that code."""
+    code = _CODES_BY_VALUE.get(result.code, grpc.StatusCode.UNKNOWN)
+    if code == grpc.StatusCode.OK:
+        if not result.HasField("action"):
+            raise BadReply(f"result for {item.node}: code OK without an action")
+        return replies.started(action_from_pb(result.action), described, item.node, item.process)
+    message = (replies.shown(result.message) if len(result.message) > _MAX_REASON else result.message) or code.name
+    request_error = _REQUEST_ERRORS.get(code.name)
+    if request_error is not None:
+        return request_error(message, code=code.name)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AgentRejectedToken(f"agent {agent.name} rejected the controller's token (wrong token)", code=code.name)
+    # The agent answered for the others: this item may or may not have started (in doubt),
+    # and the agent is not lost.
+    return AgentUnavailable(
+        f"agent {agent.name} could not start {item.process} on {item.node}: {code.name}: {message}", code=code.name
+    )
+
+
+# grpc.StatusCode members by their numeric value (StartActionResult.code).
+_CODES_BY_VALUE = {member.value[0]: member for member in grpc.StatusCode}
 
 
 def _ignored(response: object) -> None:

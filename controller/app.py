@@ -97,6 +97,8 @@ async def open_controller(
         timeout=settings.call_timeout_seconds,
         identity=identity,
         caller=instance,
+        max_calls=settings.max_calls,
+        max_calls_per_agent=settings.max_calls_per_agent,
     )
     try:
         authz = Authz(store.users)

@@ -354,9 +354,32 @@ def phase(row: ScheduleRecord) -> Phase:
 
 
 def follows_agent(row: ScheduleRecord) -> bool:
-    """True when the scheduler must ask the node's agent about this row: an intention to send
-    or resolve, or an action to mirror."""
+    """True when the node's agent has something to say about this row: an intention to send
+    or resolve, or an action to mirror (the scheduler's full polls ask about all of these)."""
     return bool(row.pending) or row.started
+
+
+def may_change_on_agent(row: ScheduleRecord) -> bool:
+    """True when the agent's report can change this row in the scheduler's ordinary polls: an
+    intention (INTENDED, IN_DOUBT) or an action under way (RUNNING). A DONE row's action is
+    final and stays so until the controller starts another (the agent never starts one by
+    itself), so only a full poll asks about it (someone starting an action by hand)."""
+    return bool(row.pending) or row.status == Status.IN_PROGRESS
+
+
+def watched(row: ScheduleRecord, now: int, until: int) -> bool:
+    """True for the rows the scheduler's ordinary polls read: those the agent can change
+    (may_change_on_agent), those ending, those whose end_date has come, and those not started
+    yet that may start by `until` (now, or now plus the prestage horizon). Every other row is
+    one that neither the clock (`on_time`) nor the agent changes: configuring or ready before
+    its start, or DONE with its window open. The store's `list_watched` selects the same rows
+    in SQL."""
+    return (
+        may_change_on_agent(row)
+        or row.ending
+        or row.end_date <= now
+        or (row.status == Status.READY and not row.started and row.start_date <= until)
+    )
 
 
 def due_to_start(row: ScheduleRecord, now: int) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from edgebed.controller import health, lifecycle
 from edgebed.controller.domain import ScheduleRecord
-from edgebed.controller.lifecycle import Status, Window
+from edgebed.controller.lifecycle import Status
 from edgebed.controller.settings import Settings
 from edgebed.controller.store import CachedNode, Store
 
@@ -53,9 +53,8 @@ class Prestager:
         self, rows: Sequence[ScheduleRecord], nodes: Mapping[str, CachedNode], now: int
     ) -> dict[tuple[str, str], lifecycle.Prestage]:
         """{(node_name, owner): Prestage} for the rows that may be prestaged (ready, nothing
-        started, start_date still ahead, node in the cache); {} when prestage is off. `rows`
-        must hold every reservation starting before now + horizon(), so that each node's
-        windows that can be in the way are among them."""
+        started, start_date still ahead, node in the cache); {} when prestage is off. The other
+        windows on their nodes, which may be in the way, are read from the store."""
         if not self.enabled:
             return {}
         waiting = [
@@ -68,10 +67,7 @@ class Prestager:
             return {}
         props = await self._store.schedule.action_props_for([(row.node_name, row.owner) for row in waiting])
         recorded = await self._recorded()
-        windows: dict[str, list[Window]] = {}
-        for row in rows:
-            begins = lifecycle.occupied_from(row.start_date, row.pending_since)
-            windows.setdefault(row.node_name, []).append(Window(row.node_name, row.owner, begins, row.end_date))
+        windows = await self._store.schedule.windows({row.node_name for row in waiting})
         plans = {}
         for row in waiting:
             node_type = nodes[row.node_name].type

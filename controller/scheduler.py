@@ -5,18 +5,22 @@ state table and the crash points are in its docstring); the scheduler gathers wh
 writes what they decide (each a compare-and-set), and talks to the agents. Each poll (every
 `poll_seconds`, or sooner when woken by a user's action):
 
-1. The clock: `lifecycle.on_time` for every row (start at start_date, or ahead of it with
-   `[reservations] prestage`, controller/prestage.py; end at end_date), unless the wall clock
-   jumped (controller.clock pauses this step until the clocks agree again or an administrator
-   confirms the time).
-2. ONE GetActionState per connected agent, for all the nodes it must follow, whatever their
-   number; the calls to different agents run concurrently.
-3. The reports: `lifecycle.on_report` for every followed row (mirror, adopt, remove, wait, or
-   issue). Its writes, the claims of the intentions to send among them, go in one transaction
-   per agent.
-4. StartAction for every claim that was written, concurrently; `lifecycle.after_start` for
-   each answer, written in one transaction per agent.
-5. Removals waiting for reservations to end (an administrator's forced removal of an agent or
+1. The clock: `lifecycle.on_time` for every row it reads (start at start_date, or ahead of it
+   with `[reservations] prestage`, controller/prestage.py; end at end_date), unless the wall
+   clock jumped (controller.clock pauses this step until the clocks agree again or an
+   administrator confirms the time). An ordinary poll reads only the rows the clock or an
+   agent can change (`lifecycle.watched`); a full one, every `refresh_seconds`, every row
+   started or starting.
+2. One round per connected agent, each on its own task, so a slow or hung agent delays no
+   other: ONE GetActionState for the agent's rows it must follow (an intention or an action
+   under way, `lifecycle.may_change_on_agent`; in a full poll the deployed ones too); the
+   report's decisions (`lifecycle.on_report`: mirror, adopt, remove, wait, or issue), the
+   claims of the intentions to send among them, in one transaction; ONE StartActions for the
+   claims written (AgentClient.start_actions: StartAction per node for an older agent);
+   `lifecycle.after_start` for each item's result, in one transaction. `poll` waits for the
+   rounds (the background task at most `poll_seconds`: a round still waiting for its agent
+   goes on alone, and its agent is left out of later polls until it is over).
+3. Removals waiting for reservations to end (an administrator's forced removal of an agent or
    node): each whose last reservation is gone is carried out.
 
 Every write also applies the decision's effect on its node (store.schedule.update_schedule):
@@ -58,7 +62,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edgebed.controller import health, lifecycle, replies
-from edgebed.controller.agent_client import AgentClient, gather_agents
+from edgebed.controller.agent_client import AgentClient, StartItem
 from edgebed.controller.clock import ClockGuard
 from edgebed.controller.domain import ActionState, AgentRecord, NodeOutcome, ScheduleRecord
 from edgebed.controller.errors import AgentUnavailable, NotFound, ServiceError, StorageFull
@@ -147,6 +151,9 @@ class Scheduler:
         self._refresh_task: asyncio.Task | None = None
         self._next_refresh = 0.0
         self._prestage = Prestager(store, settings)
+        # Each agent's round still running (poll's `patience`), and when the next full poll is due.
+        self._rounds: dict[str, asyncio.Task] = {}
+        self._next_sweep = 0.0
 
     # -- the background task -------------------------------------------------------------
 
@@ -155,16 +162,19 @@ class Scheduler:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="edgebed-scheduler")
 
     async def stop(self) -> None:
-        for task in (self._task, self._refresh_task):
+        for task in (self._task, self._refresh_task, *self._rounds.values()):
             if task is not None:
                 task.cancel()
-        for task in (self._task, self._refresh_task):
+        for task in (self._task, self._refresh_task, *self._rounds.values()):
             if task is not None:
                 try:
                     await task
                 except asyncio.CancelledError:
                     pass
+                except Exception:  # noqa: BLE001 - already logged by _round_over
+                    pass
         self._task = self._refresh_task = None
+        self._rounds.clear()
 
     def wake(self) -> None:
         """Runs the next poll now (after a user's action) instead of at the next tick."""
@@ -174,7 +184,9 @@ class Scheduler:
         while True:
             self._maybe_refresh_inventory()
             try:
-                await self.poll()
+                # An agent's round still running after poll_seconds goes on alone: the next
+                # poll serves the other agents on time.
+                await self.poll(patience=self._settings.poll_seconds)
             except StorageFull:
                 # The store says so once a minute; the poll wrote nothing (each write is one
                 # transaction) and the next one starts over once there is space.
@@ -213,36 +225,56 @@ class Scheduler:
 
     # -- one poll --------------------------------------------------------------------------
 
-    async def poll(self) -> PollReport:
-        """One round: the clock, the agents' reports, StartAction for the intentions, then the
-        removals whose reservations are all gone.
+    async def poll(self, *, patience: float | None = None, full: bool | None = None) -> PollReport:
+        """One round: the clock, then each agent's round (its report, the decisions on it,
+        StartActions for the claims, the decisions on the answers), then the removals whose
+        reservations are all gone.
+
+        Each agent's round runs on its own, acting on that agent's reply as soon as it is in:
+        a slow or hung agent delays no other agent's starts or updates. `patience`: seconds to
+        wait for the agents' rounds (None: until all are over); a round still running then goes
+        on in the background, and later polls leave its agent alone until it is over.
+        `full`: also ask the agents about reservations whose action is over (DONE), which
+        nothing but the agent itself can change; None: when `refresh_seconds` have passed since
+        the last full poll (the first poll is full).
 
         While the clock guard is paused (the wall clock jumped), the clock step is skipped: no
         reservation starts or ends, but the agents' reports are still followed and the users'
-        own actions still sent."""
+        own actions still sent.
+        """
         report = PollReport()
         clocks = self._guard.check()
         report.clock_paused = clocks.paused
         now = int(self._clock())
         self._metrics.record_poll()
+        if full is None:
+            full = time.monotonic() >= self._next_sweep
+        if full:
+            self._next_sweep = time.monotonic() + self._settings.refresh_seconds
         # With prestage, rows starting within the longest lead are due too.
         until = now + await self._prestage.horizon()
+        read_at = time.monotonic()
         agents = {agent.name: agent for agent in await self._store.agents.list_agents()}
+        self._client.readmit(agents.values(), read_at)
         self._ownership = await self._leases.owned(agents)
-        rows = await self._store.schedule.list_schedule(started_before=until)
+        rows = await self._rows(now, until, full)
         if rows:
             nodes = await self._inventory.cached_nodes({row.node_name for row in rows})
             maintained = await self._store.maintenance.active()
             rows = self._driven(rows, nodes, agents)
             if not clocks.paused:
-                rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, report)
-            followed = await self._follow(rows, nodes, agents, report)
-            claimed = await self._apply_reports(rows, followed, agents, now, report)
-            await self._issue(claimed, agents, now, report)
+                rows = await self._apply_clock(rows, nodes, maintained, agents, now, until, full, report)
+            await self._agent_rounds(rows, nodes, agents, now, patience, full, report)
         if self._ownership.drives(LEADER):
             await self._retire(report)
         return report
 
+    async def _rows(self, now: int, until: int, full: bool) -> list[ScheduleRecord]:
+        """The rows this poll looks at: those the clock or an agent can change now
+        (lifecycle.watched), or with `full` every row starting by `until` or started."""
+        if full:
+            return await self._store.schedule.list_schedule(started_before=until)
+        return await self._store.schedule.list_watched(now=now, until=until)
     @staticmethod
     def _driver(row: ScheduleRecord, nodes: Mapping[str, CachedNode], agents: Mapping[str, AgentRecord]) -> str:
         """The lease a row's writes go under: its node's agent, or LEADER for a node that left
@@ -264,10 +296,11 @@ class Scheduler:
         agents: Mapping[str, AgentRecord],
         now: int,
         until: int,
+        full: bool,
         report: PollReport,
     ) -> list[ScheduleRecord]:
-        """Writes what `lifecycle.on_time` decides; the rows (starting by `until`) as they are
-        afterwards."""
+        """Writes what `lifecycle.on_time` decides; the rows as they are afterwards (those
+        deleted left out)."""
         plans = await self._prestage.plans(rows, nodes, now)
         timed = [
             (self._driver(row, nodes, agents), decision)
@@ -284,33 +317,87 @@ class Scheduler:
         ]
         if not timed:
             return rows
-        await self._write(timed, agents, now, report)
-        return self._driven(await self._store.schedule.list_schedule(started_before=until), nodes, agents)
+        applied = await self._write(timed, agents, now, report)
+        if not all(applied):
+            # A row changed meanwhile (a user's action): read them all again.
+            return self._driven(await self._rows(now, until, full), nodes, agents)
+        # Every decision applied: the rows as written, without reading thousands again.
+        decided = {(decision.node_name, decision.owner): decision for _, decision in timed}
+        written = []
+        for row in rows:
+            decision = decided.get((row.node_name, row.owner))
+            after = row if decision is None else lifecycle.after(row, decision)
+            if after is not None:
+                written.append(after)
+        return written
 
-    async def _follow(
+    async def _agent_rounds(
         self,
         rows: Sequence[ScheduleRecord],
         nodes: Mapping[str, CachedNode],
         agents: Mapping[str, AgentRecord],
+        now: int,
+        patience: float | None,
+        full: bool,
         report: PollReport,
-    ) -> list[_Followed]:
-        """The rows to follow (lifecycle.follows_agent) whose agent answered, each with the
-        agent's report of its node: ONE GetActionState per usable agent, concurrently."""
-        tracked = self._by_usable_agent(filter(lifecycle.follows_agent, rows), nodes, agents)
-        if not tracked:
-            return []
-        states = await gather_agents(
-            [agents[name] for name in tracked],
-            lambda agent: self._action_states(agent, {r.node_name for r in tracked[agent.name]}),
-        )
-        report.state_calls = {name: 1 for name in tracked}
-        followed: list[_Followed] = []
-        for name, result in states.items():
-            # An agent that did not answer, or whose reply was refused, was flagged by the
-            # client's observer; its rows wait for it.
-            if not isinstance(result, ServiceError):
-                followed += [_Followed(agents[name], row, result.get(row.node_name)) for row in tracked[name]]
-        return followed
+    ) -> None:
+        """Starts one round per usable agent with rows to follow (lifecycle.follows_agent with
+        `full`, else lifecycle.may_change_on_agent) and no round still running, and waits for
+        them as `patience` says."""
+        follows = lifecycle.follows_agent if full else lifecycle.may_change_on_agent
+        tracked = self._by_usable_agent(filter(follows, rows), nodes, agents)
+        blocked = lifecycle.blocked_rows(rows)
+        started: list[asyncio.Task] = []
+        for name, agent_rows in tracked.items():
+            if name in self._rounds:
+                continue  # its previous round is still waiting for it
+            task = asyncio.get_running_loop().create_task(
+                self._agent_round(agents[name], agent_rows, blocked, agents, now, report),
+                name=f"edgebed-round-{name}",
+            )
+            self._rounds[name] = task
+            task.add_done_callback(functools.partial(self._round_over, name))
+            started.append(task)
+            report.state_calls[name] = 1
+        if not started:
+            return
+        if patience is None:
+            # A round's error is raised here too (tests; a crash stands for one).
+            await asyncio.gather(*started)
+        else:
+            await asyncio.wait(started, timeout=patience)
+
+    def _round_over(self, name: str, task: asyncio.Task) -> None:
+        if self._rounds.get(name) is task:
+            del self._rounds[name]
+        if not task.cancelled() and isinstance(task.exception(), StorageFull):
+            return  # the store says so, once a minute; the next poll decides again
+        if not task.cancelled() and task.exception() is not None:
+            # A database or programming error in one agent's round: its rows wait for the next
+            # poll, which decides again; the other agents' rounds are not affected.
+            log.error("the scheduler's round for agent %s failed", name, exc_info=task.exception())
+
+    async def _agent_round(
+        self,
+        agent: AgentRecord,
+        rows: Sequence[ScheduleRecord],
+        blocked: set[tuple[str, str]],
+        agents: Mapping[str, AgentRecord],
+        now: int,
+        report: PollReport,
+    ) -> None:
+        """One agent's round: ONE GetActionState for its rows, `lifecycle.on_report` for each
+        (claims among the writes, in one transaction), StartActions for the claims written, and
+        `lifecycle.after_start` for each result (one transaction)."""
+        try:
+            states = await self._action_states(agent, {row.node_name for row in rows})
+        except ServiceError:
+            # The agent did not answer, or its reply was refused: flagged by the client's
+            # observer; its rows wait for it.
+            return
+        followed = [_Followed(agent, row, states.get(row.node_name)) for row in rows]
+        claimed = await self._apply_reports(followed, blocked, agents, now, report)
+        await self._issue(agent, claimed, agents, now, report)
 
     async def _action_states(self, agent: AgentRecord, nodes: set[str]) -> dict[str, ActionState]:
         """GetActionState for `nodes`, unless this controller's lease on the agent ran out since
@@ -334,15 +421,14 @@ class Scheduler:
 
     async def _apply_reports(
         self,
-        rows: Sequence[ScheduleRecord],
         followed: Sequence[_Followed],
+        blocked: set[tuple[str, str]],
         agents: Mapping[str, AgentRecord],
         now: int,
         report: PollReport,
-    ) -> list[tuple[AgentRecord, ScheduleRecord]]:
-        """Writes what `lifecycle.on_report` decides, claims included, in one transaction per
-        agent; the claimed rows (as written) with their agent, for StartAction."""
-        blocked = lifecycle.blocked_rows(rows)
+    ) -> list[ScheduleRecord]:
+        """Writes what `lifecycle.on_report` decides for one agent's rows, claims included, in
+        one transaction; the claimed rows, as written, for StartActions."""
         decided = [
             (seen, decision)
             for seen in followed
@@ -357,7 +443,7 @@ class Scheduler:
             if ok and decision.issues:
                 row = lifecycle.after(seen.row, decision)
                 assert row is not None, "a claim keeps its row"
-                claimed.append((seen.agent, row))
+                claimed.append(row)
         return claimed
 
     async def _write(
@@ -427,27 +513,47 @@ class Scheduler:
 
     async def _issue(
         self,
-        claimed: Sequence[tuple[AgentRecord, ScheduleRecord]],
+        agent: AgentRecord,
+        claimed: Sequence[ScheduleRecord],
         agents: Mapping[str, AgentRecord],
         now: int,
         report: PollReport,
     ) -> None:
-        """Sends StartAction for every claimed row (its claim is on disk), concurrently, and
-        writes what `lifecycle.after_start` decides for each answer."""
+        """Starts the claimed rows' actions on `agent` (their claims are on disk): StartActions
+        (AgentClient.start_actions: batched, or per node for an older agent), and writes what
+        `lifecycle.after_start` decides for each item's result, in one transaction."""
         if not claimed:
             return
-        props = await self._store.schedule.action_props_for([(row.node_name, row.owner) for _, row in claimed])
-        answers = await asyncio.gather(
-            *(self._send(agent, row, props.get((row.node_name, row.owner), {})) for agent, row in claimed)
-        )
+        props = await self._store.schedule.action_props_for([(row.node_name, row.owner) for row in claimed])
+        answers: list[ActionState | ServiceError] = []
+        # Each node at most once per call: two owners' claims on one node (never expected, the
+        # lifecycle blocks a handover before the destroy) go in calls of their own.
+        for batch in _once_per_node(claimed):
+            if not self._leases.valid_for(agent.name, self._settings.call_timeout_seconds):
+                # The claims are on disk: whoever drives the agent next resolves them from the report.
+                log.warning("StartActions (%d nodes) not sent: the lease on agent %s runs out", len(batch), agent.name)
+                refused = AgentUnavailable(f"not sent: this controller's lease on agent {agent.name} runs out")
+                answers += [refused] * len(batch)
+                continue
+            answers += await self._client.start_actions(
+                agent,
+                [
+                    StartItem(
+                        row.node_name,
+                        row.pending,
+                        environment=(properties := props.get((row.node_name, row.owner), {})).get("environment", ""),
+                        properties=dict(properties),
+                    )
+                    for row in batch
+                ],
+            )
+        ordered = [row for batch in _once_per_node(claimed) for row in batch]
         decisions = [
-            (agent.name, self._answered(row, lifecycle.start_result(answer), report))
-            for (agent, row), answer in zip(claimed, answers, strict=True)
+            self._answered(row, lifecycle.start_result(answer), report)
+            for row, answer in zip(ordered, answers, strict=True)
         ]
-        await self._record_outcomes(
-            [(agent, answer) for (agent, _), answer in zip(claimed, answers, strict=True)], report
-        )
-        await self._write([(agent, d) for agent, d in decisions if d is not None], agents, now, report)
+        await self._record_outcomes([(agent, answer) for answer in answers], report)
+        await self._write([(agent.name, d) for d in decisions if d is not None], agents, now, report)
 
     async def _record_outcomes(
         self, seen: Sequence[tuple[AgentRecord, ActionState | ServiceError | None]], report: PollReport
@@ -507,24 +613,6 @@ class Scheduler:
             )
         return lifecycle.after_start(row, result)
 
-    async def _send(
-        self, agent: AgentRecord, row: ScheduleRecord, properties: Mapping[str, str]
-    ) -> ActionState | ServiceError:
-        if not self._leases.valid_for(agent.name, self._settings.call_timeout_seconds):
-            # The claim is on disk: whoever drives the agent next resolves it from the report.
-            log.warning("StartAction on %s not sent: the lease on agent %s runs out", row.node_name, agent.name)
-            return AgentUnavailable(f"not sent: this controller's lease on agent {agent.name} runs out")
-        try:
-            return await self._client.start_action(
-                agent,
-                row.node_name,
-                row.pending,
-                environment=properties.get("environment", ""),
-                properties=dict(properties),
-            )
-        except ServiceError as exc:
-            return exc
-
     # -- removals waiting for reservations to end -----------------------------------------
 
     async def _retire(self, report: PollReport) -> None:
@@ -574,3 +662,16 @@ class Scheduler:
                 pass  # removed on the agent already
             await self._inventory.refresh([agent])
         await self._store.maintenance.end_retirement("node", name)
+
+
+def _once_per_node(rows: Sequence[ScheduleRecord]) -> list[list[ScheduleRecord]]:
+    """`rows` split into batches in which each node appears at most once, in their order."""
+    batches: list[list[ScheduleRecord]] = []
+    seen: dict[str, int] = defaultdict(int)
+    for row in rows:
+        index = seen[row.node_name]
+        seen[row.node_name] += 1
+        if index == len(batches):
+            batches.append([])
+        batches[index].append(row)
+    return batches

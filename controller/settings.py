@@ -40,6 +40,10 @@ def _check_public_url(value: str) -> str | None:
     return None
 
 
+def _check_optional_host_port(value: str) -> str | None:
+    return check_host_port(value) if value else None
+
+
 CONTROLLER_SCHEMA: Schema = {
     "listen": Key(str, check=check_host_port, help="host:port of the web server"),
     "database": Key(str, check=_check_database, help="file path, sqlite:///... or postgresql://..."),
@@ -49,6 +53,10 @@ CONTROLLER_SCHEMA: Schema = {
     "public_url": Key(str, "", check=_check_public_url, help="base URL for links in mails"),
     "scheduler": {
         "poll_seconds": Key(float, 2.0, check=in_range(0.05, 3600)),
+        "metrics_listen": Key(
+            str, "", check=_check_optional_host_port,
+            help="host:port where `edgebed controller --role scheduler` serves /metrics; '' = nowhere",
+        ),
         "lease_seconds": Key(
             float, 15.0, check=in_range(1, 3600),
             help="how long a controller drives an agent without renewing its lease; at least twice "
@@ -78,6 +86,13 @@ CONTROLLER_SCHEMA: Schema = {
     "agents": {
         "call_timeout_seconds": Key(float, 6.0, check=in_range(0.1, 600)),
         "refresh_seconds": Key(float, 60.0, check=in_range(1, 86400)),
+        "max_calls": Key(
+            int, 64, check=in_range(1, 10000),
+            help="calls to agents in flight at once, in all; more wait their turn, their deadline not started",
+        ),
+        "max_calls_per_agent": Key(
+            int, 4, check=in_range(1, 1000), help="calls in flight at once to one agent",
+        ),
         "tls_client_cert": Key(str, "", help="PEM certificate the controller presents to mutual-TLS agents"),
         "tls_client_key": Key(str, "", help="its PEM private key (unencrypted, mode 0600)"),
     },
@@ -123,6 +138,11 @@ class Settings:
     # a destroy that ends lost puts it there at once.
     lost_in_a_row: int = 3
     call_timeout_seconds: float = 6.0
+    # Calls to agents in flight at once, in all and per agent (controller/agent_client.py).
+    max_calls: int = 64
+    max_calls_per_agent: int = 4
+    # Where a scheduler-only process serves /metrics ('' = nowhere).
+    metrics_listen: str = ""
     # How often the scheduler refreshes the node cache and catalogs from connected agents.
     refresh_seconds: float = 60.0
     # The controller's one TLS client identity, presented to every agent that has a CA set
@@ -250,6 +270,9 @@ def settings_from_config(config: Mapping) -> Settings:
         prestage_margin_seconds=config["reservations"]["prestage_margin_seconds"],
         lost_in_a_row=config["maintenance"]["lost_in_a_row"],
         call_timeout_seconds=config["agents"]["call_timeout_seconds"],
+        max_calls=config["agents"]["max_calls"],
+        max_calls_per_agent=config["agents"]["max_calls_per_agent"],
+        metrics_listen=config["scheduler"]["metrics_listen"],
         refresh_seconds=config["agents"]["refresh_seconds"],
         tls_client_cert=config["agents"]["tls_client_cert"],
         tls_client_key=config["agents"]["tls_client_key"],

@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the controller: web pages, JSON API, /metrics and the scheduler.",
     )
     controller.add_argument("--config", required=True, metavar="FILE", help="controller TOML file")
+    controller.add_argument(
+        "--role",
+        choices=("all", "web", "scheduler"),
+        default="all",
+        help=(
+            "all: pages, API, /metrics and the scheduler in one process (default); web: pages, API "
+            "and /metrics without the scheduler; scheduler: the scheduler alone, with /metrics at "
+            "[scheduler] metrics_listen when set"
+        ),
+    )
 
     demo = commands.add_parser(
         "demo",

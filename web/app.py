@@ -19,7 +19,7 @@ from aiohttp import web
 from edgebed.web import api, fragments, labels, views_account, views_admin, views_user
 from edgebed.web.errors import error_middleware
 from edgebed.web.forms import format_epoch
-from edgebed.web.keys import CONTROLLER, MAILER, SETTINGS
+from edgebed.web.keys import CONTROLLER, MAILER, RUN_SCHEDULER, SETTINGS
 from edgebed.web.mail import ConfirmationMailer
 from edgebed.web.security import add_security_headers, csrf_middleware, session_middleware_for
 
@@ -77,7 +77,11 @@ def add_routes(app: web.Application) -> None:
     r.add_static("/static", HERE / "static", name="static", append_version=False)
 
 
-def create_app(settings: Settings, *, controller: Controller | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, controller: Controller | None = None, run_scheduler: bool = True
+) -> web.Application:
+    """The application; it opens its own controller when none is given, with the scheduler
+    unless `run_scheduler` is False (`edgebed controller --role web`: another process polls)."""
     app = web.Application(
         middlewares=[
             session_middleware_for(settings.secret_key(), secure=bool(settings.secure_cookies)),
@@ -108,6 +112,7 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> w
     if controller is not None:
         app[CONTROLLER] = controller
     else:
+        app[RUN_SCHEDULER] = run_scheduler
         app.cleanup_ctx.append(_controller_context)
     app.on_response_prepare.append(add_security_headers)
     add_routes(app)
@@ -117,6 +122,6 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> w
 async def _controller_context(app: web.Application) -> AsyncIterator[None]:
     from edgebed.controller.app import open_controller
 
-    async with open_controller(app[SETTINGS], run_scheduler=True) as controller:
+    async with open_controller(app[SETTINGS], run_scheduler=app[RUN_SCHEDULER]) as controller:
         app[CONTROLLER] = controller
         yield

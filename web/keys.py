@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller")
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 MAILER: web.AppKey[ConfirmationMailer] = web.AppKey("mailer")
+# Whether the controller the app opens runs the scheduler (False: `--role web`).
+RUN_SCHEDULER: web.AppKey[bool] = web.AppKey("run_scheduler")
 
 # The signed-in user of this request, once web.auth has looked it up (None: anonymous).
 USER: web.RequestKey[User | None] = web.RequestKey("edgebed_user")

@@ -5,6 +5,7 @@ JSON text). Works on any object with the row's attributes; imports no Peewee."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -68,6 +69,14 @@ def schedule_from_row(row: Any) -> ScheduleRecord:
     values["pending_issued"] = bool(values["pending_issued"])
     values["ending"] = bool(values["ending"])
     return ScheduleRecord(**values)
+
+
+def schedule_from_values(values: Sequence[Any]) -> ScheduleRecord:
+    """A record from the values of SCHEDULE_FIELDS, in that order (a query's tuples)."""
+    record = dict(zip(SCHEDULE_FIELDS, values, strict=True))
+    record["pending_issued"] = bool(record["pending_issued"])
+    record["ending"] = bool(record["ending"])
+    return ScheduleRecord(**record)
 
 
 def cached_node_from_row(row: Any) -> CachedNode:

@@ -39,39 +39,62 @@ class HealthRepository:
 
         def work() -> list[NodeOutcome]:
             Out = self.m.NodeOutcome
+            db = self._engine.db
+            table = Out._meta.table_name
             with self._engine.write():
                 wanted: dict[tuple[str, int], NodeOutcome] = {}
                 for outcome in outcomes:
                     wanted.setdefault((outcome.node_name, outcome.action_id), outcome)
                 nodes = sorted({node for node, _ in wanted})
-                known = Out.select(Out.node_name, Out.action_id)
-                have = {
-                    (row.node_name, int(row.action_id))
-                    for start in range(0, len(nodes), _CHUNK)
-                    for row in known.where(Out.node_name.in_(nodes[start : start + _CHUNK]))
-                }
+                # Plain SQL, statements by chunk: a deploy of thousands of nodes ends in a few
+                # polls, and peewee's query builder costs more per row than the database does.
+                have: set[tuple[str, int]] = set()
+                for start in range(0, len(nodes), _CHUNK):
+                    chunk = nodes[start : start + _CHUNK]
+                    marks = ", ".join([db.param] * len(chunk))
+                    cursor = db.execute_sql(
+                        f'SELECT node_name, action_id FROM "{table}" WHERE node_name IN ({marks})', chunk
+                    )
+                    have.update((node, int(action_id)) for node, action_id in cursor.fetchall())
                 fresh = [outcome for key, outcome in wanted.items() if key not in have]
-                for outcome in fresh:
-                    # The unique (node_name, action_id) index stays the guard against a second
-                    # writer on PostgreSQL.
-                    Out.insert(
-                        node_name=outcome.node_name,
-                        type=outcome.type,
-                        process=outcome.process,
-                        environment=outcome.environment,
-                        final_state=outcome.final_state,
-                        action_id=outcome.action_id,
-                        duration_seconds=outcome.duration_seconds,
-                        reboots=outcome.reboots,
-                        finished_at=outcome.finished_at,
-                        recorded_at=recorded_at,
-                    ).on_conflict_ignore().execute()
-                for node in sorted({outcome.node_name for outcome in fresh}):
+                columns = (
+                    "node_name", "type", "process", "environment", "final_state", "action_id",
+                    "duration_seconds", "reboots", "finished_at", "recorded_at",
+                )
+                # The unique (node_name, action_id) index stays the guard against a second
+                # writer on PostgreSQL.
+                insert = (
+                    f'INSERT INTO "{table}" ({", ".join(columns)}) '
+                    f'VALUES ({", ".join([db.param] * len(columns))}) ON CONFLICT DO NOTHING'
+                )
+                cursor = db.cursor()
+                cursor.executemany(
+                    insert,
+                    [
+                        (
+                            o.node_name, o.type, o.process, o.environment, o.final_state, o.action_id,
+                            o.duration_seconds, o.reboots, o.finished_at, recorded_at,
+                        )
+                        for o in fresh
+                    ],
+                )
+                touched = sorted({outcome.node_name for outcome in fresh})
+                crowded = []
+                for start in range(0, len(touched), _CHUNK):
+                    chunk = touched[start : start + _CHUNK]
+                    marks = ", ".join([db.param] * len(chunk))
+                    cursor = db.execute_sql(
+                        f'SELECT node_name FROM "{table}" WHERE node_name IN ({marks}) '
+                        f"GROUP BY node_name HAVING COUNT(*) > {db.param}",
+                        [*chunk, keep],
+                    )
+                    crowded += [node for (node,) in cursor.fetchall()]
+                for node in crowded:
                     newest = Out.select(Out.id).where(Out.node_name == node).order_by(Out.id.desc()).limit(keep)
                     Out.delete().where((Out.node_name == node) & Out.id.not_in(newest)).execute()
             return fresh
 
-        return await self._engine.run(work)
+        return await self._engine.run_grouped(work)
 
     async def outcomes(self, node: str) -> list[NodeOutcome]:
         """The node's recorded outcomes, newest first."""

@@ -4,13 +4,14 @@ cache refreshed by GetNodes, and each agent's node type description and environm
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import peewee as pw
 
 from edgebed.controller.domain import AgentCatalog
-from edgebed.controller.store.conversions import cached_node_from_row, catalog_from_row, catalog_values
+from edgebed.controller.store.conversions import catalog_from_row, catalog_values
 from edgebed.controller.store.engine import Engine
 from edgebed.controller.store.records import CachedNode
 
@@ -19,6 +20,53 @@ _INVENTORY_LOCK = 0x6564_6765_6E6F
 
 # Names per IN (...) list: SQLite allows 999 parameters per statement in older builds.
 _CHUNK = 500
+# Rows per multi-row INSERT: 5 parameters each, within the same 999.
+_INSERT_CHUNK = 150
+
+
+@dataclass(frozen=True)
+class InventoryPlan:
+    """What saving one agent's GetNodes writes: `inserts` and `updates` as (name, properties
+    JSON), `claimed` {name: other agent} for names another agent holds (left to it), `kept` the
+    names that stay this agent's."""
+
+    inserts: list[tuple[str, str]]
+    updates: list[tuple[str, str]]
+    claimed: dict[str, str]
+    kept: frozenset[str]
+
+
+def plan_inventory(
+    agent: str,
+    type_: str,
+    nodes: Mapping[str, Mapping[str, str]],
+    existing: Mapping[str, tuple[str, str, str]],
+) -> InventoryPlan:
+    """Compares `agent`'s `nodes` ({name: properties}) with the cached rows of those names
+    (`existing`: {name: (agent, type, properties JSON)}): one pass over the nodes, each looked up
+    once (linear in the number of nodes). Unchanged rows are neither inserted nor updated."""
+    inserts: list[tuple[str, str]] = []
+    updates: list[tuple[str, str]] = []
+    claimed: dict[str, str] = {}
+    kept: set[str] = set()
+    for name in sorted(nodes):
+        row = existing.get(name)
+        if row is not None and row[0] != agent:
+            claimed[name] = row[0]
+            continue
+        kept.add(name)
+        properties = json.dumps(dict(sorted(nodes[name].items())))
+        if row is None:
+            inserts.append((name, properties))
+        elif row[2] != properties or row[1] != type_:
+            updates.append((name, properties))
+    return InventoryPlan(inserts, updates, claimed, frozenset(kept))
+
+
+def stale_nodes(held: Iterable[str], kept: Collection[str]) -> list[str]:
+    """The names the agent holds in the cache (`held`) that it no longer lists (`kept`, a set:
+    each name looked up once)."""
+    return [name for name in held if name not in kept]
 
 
 class InventoryRepository:
@@ -38,8 +86,8 @@ class InventoryRepository:
     ) -> dict[str, str]:
         """Makes the node cache hold exactly `nodes` ({node name: {property: value}}) for
         `agent` (of node type `type_`), and stores its `catalog` when given, in ONE transaction
-        of its own: one agent's data that the database refuses never stops another agent's (the
-        caller writes each agent in turn). Unchanged rows are not rewritten; `now` is epoch
+        of its own (a savepoint of a group commit, Engine.run_grouped): one agent's data that
+        the database refuses never stops another agent's. Unchanged rows are not rewritten; `now` is epoch
         seconds. Raises what the database raises (store.WRITE_ERRORS); nothing is written then.
 
         Returns {node: other agent} for names another agent already holds: those stay with that
@@ -54,33 +102,39 @@ class InventoryRepository:
                 # written now gets a value above every one there, and never below `now`.
                 stamp = max(now, int(Node.select(pw.fn.MAX(Node.updated_at)).scalar() or 0) + 1)
                 names = sorted(nodes)
-                existing = {}
+                # (agent, type, properties) of each node already cached, read as tuples in
+                # chunks: one pass, no model instance per row.
+                existing: dict[str, tuple[str, str, str]] = {}
+                db = self._engine.db
+                table = Node._meta.table_name
+                lock = "" if self._engine.is_sqlite else " ORDER BY name FOR UPDATE"
                 for start in range(0, len(names), _CHUNK):
                     chunk = names[start : start + _CHUNK]
-                    query = Node.select().where(Node.name.in_(chunk)).order_by(Node.name)
-                    existing.update({row.name: row for row in self._engine.lock(query)})
-                claimed = {name: row.agent for name, row in existing.items() if row.agent != agent}
-                for name in names:
-                    if name in claimed:
-                        continue
-                    properties = json.dumps(dict(sorted(nodes[name].items())))
-                    row = existing.get(name)
-                    if row is None:
-                        Node.create(name=name, agent=agent, type=type_, properties=properties, updated_at=stamp)
-                    elif row.properties != properties or row.type != type_:
-                        Node.update(type=type_, properties=properties, updated_at=stamp).where(
-                            Node.name == name
-                        ).execute()
-                kept = {n for n in names if n not in claimed}
-                gone = Node.select(Node.name).where(Node.agent == agent)
-                stale = [row.name for row in gone if row.name not in kept]
+                    # Plain SQL: peewee's query builder costs more per IN value than the query.
+                    marks = ", ".join([db.param] * len(chunk))
+                    cursor = db.execute_sql(
+                        f'SELECT name, agent, type, properties FROM "{table}" WHERE name IN ({marks}){lock}', chunk
+                    )
+                    for name, owner, type_now, properties in cursor.fetchall():
+                        existing[name] = (owner, type_now, properties)
+                plan = plan_inventory(agent, type_, nodes, existing)
+                for start in range(0, len(plan.inserts), _INSERT_CHUNK):
+                    rows = [
+                        {"name": name, "agent": agent, "type": type_, "properties": properties, "updated_at": stamp}
+                        for name, properties in plan.inserts[start : start + _INSERT_CHUNK]
+                    ]
+                    Node.insert_many(rows).execute()
+                for name, properties in plan.updates:
+                    Node.update(type=type_, properties=properties, updated_at=stamp).where(Node.name == name).execute()
+                held = [name for (name,) in Node.select(Node.name).where(Node.agent == agent).tuples()]
+                stale = stale_nodes(held, plan.kept)
                 for start in range(0, len(stale), _CHUNK):
                     Node.delete().where(Node.name.in_(stale[start : start + _CHUNK])).execute()
                 if catalog is not None:
                     self._put_catalog(catalog, now)
-            return claimed
+            return plan.claimed
 
-        return await self._engine.run(work)
+        return await self._engine.run_grouped(work)
 
     async def list_nodes(self, names: Iterable[str] | None = None) -> list[CachedNode]:
         """The cached nodes (only those named, when `names` is given), by name, each with its
@@ -90,16 +144,23 @@ class InventoryRepository:
         def work() -> list[CachedNode]:
             Node, Agent = self.m.Node, self.m.Agent
             query = (
-                Node.select(Node, Agent.status)
+                Node.select(Node.name, Node.agent, Node.type, Node.properties, Agent.status)
                 .join(Agent, pw.JOIN.LEFT_OUTER, on=(Node.agent == Agent.name))
                 .order_by(Node.name)
-                .objects()
             )
             if wanted is not None:
                 if not wanted:
                     return []
-                query = query.where(Node.name.in_(wanted))
-            return [cached_node_from_row(row) for row in query]
+                if len(wanted) <= _CHUNK:
+                    query = query.where(Node.name.in_(wanted))
+            # Tuples, not model instances; many names are filtered here rather than in one
+            # IN (...) list of thousands of parameters (a poll that starts a large deploy).
+            among = None if wanted is None else set(wanted)
+            return [
+                CachedNode(name, agent, type_, json.loads(properties), status or "")
+                for name, agent, type_, properties, status in query.tuples()
+                if among is None or name in among
+            ]
 
         return await self._engine.run(work)
 

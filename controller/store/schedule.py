@@ -19,7 +19,12 @@ import peewee as pw
 
 from edgebed.controller.domain import HistoryEntry, ScheduleRecord
 from edgebed.controller.lifecycle import Clearance, Decision, Transition, Window, occupied_from, window_conflicts
-from edgebed.controller.store.conversions import SCHEDULE_FIELDS, history_from_row, schedule_from_row
+from edgebed.controller.store.conversions import (
+    SCHEDULE_FIELDS,
+    history_from_row,
+    schedule_from_row,
+    schedule_from_values,
+)
 from edgebed.controller.store.engine import Engine
 from edgebed.controller.store.leases import Fence, check_fence
 from edgebed.controller.store.maintenance import CountFinal, apply_node_effects, unavailable
@@ -36,6 +41,8 @@ class ScheduleRepository:
     def __init__(self, engine: Engine, models: SimpleNamespace) -> None:
         self._engine = engine
         self.m = models
+        # The compare-and-set UPDATE for each shape of change: (changed fields, expected fields).
+        self._cas_sql: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
 
     def _windows(self, nodes: Sequence[str]) -> dict[str, list[Window]]:
         """Every reservation's window on `nodes`, by node (inside the caller's transaction),
@@ -179,6 +186,43 @@ class ScheduleRepository:
 
         return await self._engine.run(work)
 
+    async def list_watched(self, *, now: int, until: int) -> list[ScheduleRecord]:
+        """The rows lifecycle.watched(row, now, until) is True for, by bin, node and owner: the
+        scheduler's ordinary poll reads only what the clock or an agent can change, so its cost
+        follows what is under way and not every reservation (a deployed one with its window
+        open is not read). Selected in SQL, the same conditions as lifecycle.watched."""
+
+        def work() -> list[ScheduleRecord]:
+            S = self.m.Schedule
+            not_started = (
+                (S.status == "ready")
+                & (S.action_state == "")
+                & (S.process == "")
+                & (S.pending_issued == False)  # noqa: E712 - a SQL comparison
+                & (S.start_date <= until)
+            )
+            query = (
+                S.select(*[getattr(S, name) for name in SCHEDULE_FIELDS])
+                .where(
+                    (S.pending != "")
+                    | (S.status == "in_progress")
+                    | (S.ending == True)  # noqa: E712 - a SQL comparison
+                    | (S.end_date <= now)
+                    | not_started
+                )
+                .order_by(S.bin, S.node_name, S.owner)
+            )
+            # Tuples, not model instances: a large deploy starts thousands of rows at once.
+            return [schedule_from_values(values) for values in query.tuples()]
+
+        return await self._engine.run(work)
+
+    async def windows(self, nodes: Iterable[str]) -> dict[str, list[Window]]:
+        """Every reservation's window on `nodes`, by node, from when it occupies the node
+        (lifecycle.occupied_from)."""
+        names = list(nodes)
+        return await self._engine.run(lambda: self._windows(names))
+
     def _order(self, order: str) -> list[Any]:
         """The key columns of a paging order (see `page_schedule`)."""
         S = self.m.Schedule
@@ -306,10 +350,12 @@ class ScheduleRepository:
             A = self.m.ActionProp
             result: dict[tuple[str, str], dict[str, str]] = {}
             for start in range(0, len(nodes), _CHUNK):
-                for row in A.select().where(A.node_name.in_(nodes[start : start + _CHUNK])):
-                    key = (row.node_name, row.owner)
-                    if key in wanted:
-                        result.setdefault(key, {})[row.prop_name] = row.prop_value
+                query = A.select(A.node_name, A.owner, A.prop_name, A.prop_value).where(
+                    A.node_name.in_(nodes[start : start + _CHUNK])
+                )
+                for node, owner, prop, value in query.tuples():
+                    if (node, owner) in wanted:
+                        result.setdefault((node, owner), {})[prop] = value
             return result
 
         return await self._engine.run(work)
@@ -364,10 +410,11 @@ class ScheduleRepository:
         fence: Fence | None = None,
     ) -> list[bool]:
         """Applies compare-and-set changes (ScheduleChange, lifecycle.Decision) in one
-        transaction; True for each one applied: its row still had the `expect`ed values and, when
-        the change has a `clear`ance, no other owner's window on the node breaks it. ValueError
-        (before any write) for a field that is not a schedule column, or a delete that does not
-        say how the reservation ended.
+        transaction (a savepoint of a group commit, Engine.run_grouped); True for each one
+        applied: its row still had the `expect`ed values and, when the change has a `clear`ance,
+        no other owner's window on the node breaks it. ValueError (before any write) for a
+        field that is not a schedule column, or a delete that does not say how the reservation
+        ended.
 
         With each change that applies, in the same transaction: a delete writes the
         reservation's history row (ended at `now`, epoch seconds) from the row and its
@@ -396,17 +443,49 @@ class ScheduleRepository:
                     results.append(done)
             return results
 
-        return await self._engine.run(work)
+        # Committed with the other writes submitted meanwhile (the other agents' rounds), each
+        # in a savepoint of its own: all of these changes or none, and one caller's refused
+        # write never fails another's.
+        return await self._engine.run_grouped(work)
+
+    def _compare_and_set(self, change: CompareAndSet) -> bool:
+        """Inside a write transaction: UPDATE schedule SET changes WHERE key AND expect, in SQL
+        built once per shape of change (the scheduler writes thousands of rows of a few shapes
+        per poll; peewee's query builder costs more per row than the database does). Values go
+        through each field's db_value, as peewee's own queries would."""
+        S = self.m.Schedule
+        fields = S._meta.fields
+        shape = (tuple(change.changes), tuple(change.expect))
+        sql = self._cas_sql.get(shape)
+        if sql is None:
+            param = self._engine.db.param
+
+            def column(name: str) -> str:
+                return '"' + fields[name].column_name + '"'
+
+            sets = ", ".join(f"{column(name)} = {param}" for name in shape[0])
+            conditions = " AND ".join(
+                [f"{column('node_name')} = {param}", f"{column('owner')} = {param}"]
+                + [f"{column(name)} = {param}" for name in shape[1]]
+            )
+            sql = f'UPDATE "{S._meta.table_name}" SET {sets} WHERE {conditions}'
+            self._cas_sql[shape] = sql
+        params = [fields[name].db_value(value) for name, value in change.changes.items()]
+        params += [change.node_name, change.owner]
+        params += [fields[name].db_value(value) for name, value in change.expect.items()]
+        return self._engine.db.execute_sql(sql, params).rowcount > 0
 
     def _apply(self, change: CompareAndSet, now: int) -> bool:
         """Inside a write transaction: one compare-and-set (with its clearance, when it has one); a
         delete also writes the history."""
         S, A = self.m.Schedule, self.m.ActionProp
+        if change.clear is not None and not self._clear(change.node_name, change.owner, change.clear):
+            return False
+        if not change.delete and change.changes:
+            return self._compare_and_set(change)
         where = (S.node_name == change.node_name) & (S.owner == change.owner)
         for name, value in change.expect.items():
             where &= getattr(S, name) == value
-        if change.clear is not None and not self._clear(change.node_name, change.owner, change.clear):
-            return False
         if not change.delete:
             return S.update(**change.changes).where(where).execute() > 0
         row = self._engine.lock(S.select().where(where)).first()

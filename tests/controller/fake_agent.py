@@ -3,7 +3,8 @@
 A real gRPC server on a loopback port serving the edgebed.v1.Agent contract with in-memory
 nodes and actions. Every action advances by one state on each GetActionState call, so a test
 controls progress by polling. It counts the calls it receives, checks the bearer token, and can
-be told to hang (accept calls and never answer in time) to play a lost agent, or to tamper with
+be told to hang (accept calls and never answer in time) to play a lost agent, to answer
+StartActions with UNIMPLEMENTED (`batch = False`) to play an agent older than the batch, or to tamper with
 its replies (`tamper`: method -> a function that changes the reply it would send) to play a
 misbehaving one; MisbehavingAgent is one whose every reply is bad once told to be.
 """
@@ -117,6 +118,10 @@ class FakeAgent(pb_grpc.AgentServicer):
         self.lose: set[str] = set()
         # node -> (lost, reboots, duration_seconds) of the actions it will be given from now on.
         self.outcomes: dict[str, tuple[bool, int, float]] = {}
+        # Whether it serves StartActions (False: UNIMPLEMENTED, an older agent), and the number
+        # of items of each StartActions call it served.
+        self.batch = True
+        self.batches: list[int] = []
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -228,34 +233,67 @@ class FakeAgent(pb_grpc.AgentServicer):
     def StartAction(self, request, context):
         self._enter("StartAction", context)
         with self.lock:
-            node = self._node(request.node_name, context)
-            if request.process not in PROCESSES:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown process {request.process!r}")
-            if request.process == "deploy" and request.environment not in self.environments:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown environment {request.environment!r}")
-            current = self.actions.get(request.node_name)
-            if current is not None and not current.final:
-                context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"node {request.node_name} is busy with {current.process} ({current.state})",
-                )
-            action = FakeAction(
-                node_name=request.node_name,
-                node_ip=node.get("ip", ""),
-                environment=request.environment,
-                process=request.process,
-                state_idx=0,
-                updated_at=int(time.time()),
-                properties=dict(request.properties),
-                action_id=len(self.started) + 1,
-                lost=request.process in self.lose,
-            )
-            lost, action.reboots, action.duration_seconds = self.outcomes.get(request.node_name, (False, 0, 0.0))
-            action.lost = action.lost or lost
-            self.actions[request.node_name] = action
-            self.started.append((request.node_name, request.process))
-            reply = pb.StartActionResponse(action=action.to_pb())
+            code, message, action = self._start(request)
+            if code != grpc.StatusCode.OK:
+                context.abort(code, message)
+            reply = pb.StartActionResponse(action=action)
         return self._out("StartAction", reply)
+
+    def StartActions(self, request, context):
+        """The batch: each item as StartAction would, one result per item in order. With
+        `batch` False it answers UNIMPLEMENTED, as an agent older than the batch does."""
+        self._enter("StartActions", context)
+        if not self.batch:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        names = [item.node_name for item in request.actions]
+        if len(names) > 1000 or len(set(names)) != len(names):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "over 1,000 items, or a node named twice")
+        with self.lock:
+            self.batches.append(len(names))
+            results = []
+            for item in request.actions:
+                code, message, action = self._start(item)
+                result = pb.StartActionResult(node_name=item.node_name, code=code.value[0], message=message)
+                if action is not None:
+                    result.action.CopyFrom(action)
+                results.append(result)
+            reply = pb.StartActionsResponse(results=results)
+        return self._out("StartActions", reply)
+
+    def _start(self, request: pb.StartActionRequest) -> tuple[grpc.StatusCode, str, pb.ActionState | None]:
+        """Starts one action (the lock held): (OK, '', the action) or (code, why, None)."""
+        if not request.node_name:
+            return grpc.StatusCode.INVALID_ARGUMENT, "node_name is empty", None
+        node = self.nodes.get(request.node_name)
+        if node is None:
+            return grpc.StatusCode.NOT_FOUND, f"no node named {request.node_name}", None
+        if request.process not in PROCESSES:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"unknown process {request.process!r}", None
+        if request.process == "deploy" and request.environment not in self.environments:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"unknown environment {request.environment!r}", None
+        current = self.actions.get(request.node_name)
+        if current is not None and not current.final:
+            return (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"node {request.node_name} is busy with {current.process} ({current.state})",
+                None,
+            )
+        action = FakeAction(
+            node_name=request.node_name,
+            node_ip=node.get("ip", ""),
+            environment=request.environment,
+            process=request.process,
+            state_idx=0,
+            updated_at=int(time.time()),
+            properties=dict(request.properties),
+            action_id=len(self.started) + 1,
+            lost=request.process in self.lose,
+        )
+        lost, action.reboots, action.duration_seconds = self.outcomes.get(request.node_name, (False, 0, 0.0))
+        action.lost = action.lost or lost
+        self.actions[request.node_name] = action
+        self.started.append((request.node_name, request.process))
+        return grpc.StatusCode.OK, "", action.to_pb()
 
     def GetActionState(self, request, context):
         self._enter("GetActionState", context)
@@ -322,8 +360,14 @@ def newline_node_name(reply: pb.GetNodesResponse) -> pb.GetNodesResponse:
 
 def long_state(reply: Any) -> Any:
     """Every action in a 100-character state, with negative progress and state_idx, a huge
-    state_count and a date before 1970 (GetActionState, or StartAction's one action)."""
-    actions = reply.actions if isinstance(reply, pb.GetActionStateResponse) else [reply.action]
+    state_count and a date before 1970 (GetActionState, StartActions, or StartAction's one
+    action)."""
+    if isinstance(reply, pb.GetActionStateResponse):
+        actions = list(reply.actions)
+    elif isinstance(reply, pb.StartActionsResponse):
+        actions = [result.action for result in reply.results if result.HasField("action")]
+    else:
+        actions = [reply.action]
     for action in actions:
         action.state = _long(100)
         action.progress = -5
@@ -358,6 +402,7 @@ class MisbehavingAgent(FakeAgent):
                 "ListEnvironments": long_description,
                 "GetActionState": self._made_up_actions,
                 "StartAction": long_state,
+                "StartActions": long_state,
             }
         )
 

@@ -165,16 +165,19 @@ async def test_a_bad_action_report_leaves_the_reservation_as_it_was(tmp_path, cl
         assert (await ctl.store.agents.get_agent("rpi")).last_error == ""
 
 
+@pytest.mark.parametrize("method", ["StartActions", "StartAction"])
 async def test_a_bad_start_action_reply_leaves_the_intention_in_doubt_until_a_good_report(
-    tmp_path, clock, fake_agents, caplog
+    tmp_path, clock, fake_agents, caplog, method
 ):
+    # StartActions, or StartAction for an agent that does not serve the batch (UNIMPLEMENTED).
     served = fake_agents("rpi", nodes=3)
+    served.fake.batch = method == "StartActions"
     async with controller_for(make_settings(tmp_path), clock) as ctl:
         await register(ctl, served)
         user = await ctl.accounts.create_user("alice@example.org", "user-password", authorized=True)
         await ctl.reservations.reserve(user, nodes=["rpi-000"], start_date=int(clock()), duration_hours=1)
         await ctl.reservations.configure(user, "rpi-000", properties={"environment": "raspios-lite"})
-        served.fake.tamper["StartAction"] = fake_agent.long_state
+        served.fake.tamper["StartAction"] = served.fake.tamper["StartActions"] = fake_agent.long_state
         with caplog.at_level(logging.WARNING, logger="edgebed.controller.agents"):
             report = await ctl.scheduler.poll()
         assert report.started == [] and served.fake.started == [("rpi-000", "deploy")]
@@ -182,8 +185,8 @@ async def test_a_bad_start_action_reply_leaves_the_intention_in_doubt_until_a_go
         # Sent, answered with garbage: as if it had not answered. Nothing of the answer is kept.
         assert (row.pending, row.pending_issued, row.action_state, row.progress) == ("deploy", True, "", 0)
         agent = await ctl.store.agents.get_agent("rpi")
-        assert agent.last_error.startswith("bad reply to StartAction: action of node rpi-000: state has 100")
-        assert "agent rpi: refused its reply: bad reply to StartAction" in caplog.text
+        assert agent.last_error.startswith(f"bad reply to {method}: action of node rpi-000: state has 100")
+        assert f"agent rpi: refused its reply: bad reply to {method}:" in caplog.text
 
         # The agent's next (good) report shows the action it runs: adopted, never sent twice.
         report = await ctl.scheduler.poll()

@@ -88,9 +88,11 @@ async def test_a_controller_sigkilled_during_the_deployment_of_20_nodes_loses_an
 ):
     agent = agent_processes("rack", nodes=20, time_scale=0.03)
     database = tmp_path / "controller.sqlite"
+    # A short lease: the SIGKILLed controller's lease on the agent runs out (and the restarted one
+    # drives it) within 4 s, while the deploys, all started by one StartActions, are under way.
     config = write_controller_config(
-        tmp_path, database=str(database), scheduler={"poll_seconds": 0.2},
-        reservations={"turnaround_seconds": 0}, agents={"call_timeout_seconds": 6.0},
+        tmp_path, database=str(database), scheduler={"poll_seconds": 0.2, "lease_seconds": 4.0},
+        reservations={"turnaround_seconds": 0}, agents={"call_timeout_seconds": 2.0},
     )
     settings = make_settings(tmp_path, database=str(database))
     async with controller_for(settings) as ctl:

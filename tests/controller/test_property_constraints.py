@@ -134,12 +134,11 @@ class ConstrainedAgent(FakeAgent):
             final_states=["deployed", "rebooted", "destroyed", "lost"],
         )
 
-    def StartAction(self, request, context):
+    def _start(self, request):
         token = request.properties.get("token", "")
         if token and not re.fullmatch(r"a+b", token):
-            self._enter("StartAction", context)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "property 'token' must be letters twice")
-        return super().StartAction(request, context)
+            return grpc.StatusCode.INVALID_ARGUMENT, "property 'token' must be letters twice", None
+        return super()._start(request)
 
 
 @pytest.fixture

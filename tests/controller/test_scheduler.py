@@ -109,7 +109,9 @@ async def test_one_get_action_state_per_agent_per_poll_with_200_nodes_in_progres
             assert polls < 20
         # Every GetActionState named the nodes of its own agent, all of them in one request.
         assert all(len(names) == 100 for agent in served.values() for names in agent.fake.state_requests)
-        assert sum(agent.fake.calls["StartAction"] for agent in served.values()) == 200
+        # And the deploys went in ONE StartActions per agent, with its 100 nodes.
+        assert all(agent.fake.batches == [100] for agent in served.values())
+        assert sum(agent.fake.calls["StartAction"] for agent in served.values()) == 0
 
 
 async def test_the_users_reboot_deploy_again_extend_and_destroy(tmp_path, clock, fake_agents):
@@ -157,7 +159,7 @@ async def test_a_deploy_refused_by_the_agent_sends_the_node_back_to_configuring(
         assert r.status == "configuring" and r.action_state == ""
         assert r.last_error == "deploy refused: unknown environment 'raspios-lite'"
         await ctl.scheduler.poll()
-        assert served.fake.calls["StartAction"] == 1  # not retried in a loop
+        assert served.fake.calls["StartActions"] == 1  # not retried in a loop
         await ctl.reservations.configure(alice, "rpi-000", properties={"environment": "ubuntu-22.04"})
         await poll_until(ctl, alice, {"rpi-000": ("ready", "deployed")})
 
@@ -236,7 +238,7 @@ async def test_a_crash_before_start_action_was_sent_sends_it_once_on_restart(tmp
         async def die(*args, **kwargs):
             raise Crash
 
-        ctl.client.start_action = die
+        ctl.client.start_actions = die
         with pytest.raises(Crash):
             await ctl.scheduler.poll()
     assert served.fake.started == []
@@ -274,7 +276,7 @@ async def test_failed_precondition_from_a_busy_node_leads_to_adoption(tmp_path, 
             ]
         )
         report = await ctl.scheduler.poll()  # sends again: the agent answers FAILED_PRECONDITION
-        assert report.started == [] and served.fake.calls["StartAction"] == 2
+        assert report.started == [] and served.fake.calls["StartActions"] == 2
         [row] = await ctl.store.schedule.list_schedule()
         assert (row.pending, row.pending_issued, row.baseline) == ("deploy", False, "-")
         stale["on"] = False
