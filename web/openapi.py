@@ -566,7 +566,7 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_LIMIT_NODES, _CURSOR],
                 "responses": {
                     "200": _paged({"type": "array", "items": _ref("Node")}, "one page of nodes, by name"),
-                    **_errors(*_AUTH),
+                    **_errors(400, *_AUTH),
                 },
             }
         },
