@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.xdist_plan import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: F401
+
 
 def running_in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -77,3 +79,8 @@ def small_disk(tmp_path) -> Iterator[SmallDisk]:
     finally:
         # Lazy: a process the test left behind still holding a file must not fail the unmount.
         subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+# The hardware lab's fixtures (`lab`, `session_lab`), for tests/lab and tests/agent/real alike; at
+# the end, since tests.labs imports component_missing from here.
+from tests.labs import lab, session_lab  # noqa: E402, F401

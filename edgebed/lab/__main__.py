@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--community", default="private", help="the switch's SNMP community (private)")
     up.add_argument("--boot-delay", type=float, default=1.0, help="seconds from power on to boot (1)")
     up.add_argument("--card-mib", type=int, default=256, help="size of a new card in MiB (256)")
+    up.add_argument("--retry-seconds", type=float, default=5.0,
+                    help="a Pi with nothing to boot tries again after this many seconds (5)")
     up.add_argument("--ipmi-servers", type=int, default=0, help="servers behind an ipmi_sim BMC each (0)")
     up.add_argument("--redfish-servers", type=int, default=0,
                     help="servers behind the Redfish emulator (0)")
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _up(args: argparse.Namespace) -> int:
     lab = Lab(args.dir, pis=args.pis, community=args.community, boot_delay=args.boot_delay,
-              card_mib=args.card_mib, slot=args.slot,
+              card_mib=args.card_mib, slot=args.slot, retry_seconds=args.retry_seconds,
               server_bmcs=["ipmi"] * args.ipmi_servers + ["redfish"] * args.redfish_servers,
               redfish_delay=tuple(args.redfish_delay))
     stop = asyncio.Event()

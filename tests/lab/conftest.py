@@ -1,44 +1,19 @@
 """The hardware lab's tests: real snmpsim, network namespaces, loop devices and sshd (root, Linux).
 
 A missing prerequisite fails the test under CI=true and skips it elsewhere, saying what is missing.
-One lab (two Pis) serves the whole module; each test leaves its Pis powered off.
+The session's lab (the `lab` fixture, tests/labs.py) serves the module; each test leaves its Pis
+powered off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from tests.conftest import component_missing
-
-
-def require_lab() -> None:
-    """Fails (CI) or skips (elsewhere) when this machine cannot run a lab."""
-    try:
-        from edgebed.lab import missing_prerequisites
-    except ImportError as error:  # pysnmp absent: the lab module cannot even load
-        component_missing(f"the lab's Python packages ({error})")
-        return
-    missing = missing_prerequisites()
-    if missing:
-        component_missing("the hardware lab's prerequisites: " + ", ".join(missing))
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lab]:  # noqa: F821
-    require_lab()
-    from edgebed.lab import Lab
-
-    began = time.monotonic()
-    async with Lab(tmp_path_factory.mktemp("lab"), pis=2, boot_delay=0.5, retry_seconds=2.0) as running:
-        print(f"\nlab up in {time.monotonic() - began:.2f} s: "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in running.timings.items()))
-        yield running
+from tests.labs import require_lab  # noqa: F401  (imported from here)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def netns_pids(netns: str) -> list[str]:
 
 async def boot_maintenance(lab, switch: Switch, pi):  # type: ignore[no-untyped-def]
     """Network boot on, port power-cycled on: returns (root connection to nfspi, boot seconds)."""
-    d = lab.description
+    d = lab
     netboot(d, pi, True)
     assert await switch.power(pi.switch_port, False) == 2
     await asyncio.sleep(0.5)
@@ -53,7 +53,7 @@ async def boot_maintenance(lab, switch: Switch, pi):  # type: ignore[no-untyped-
 async def write_image(lab, conn, pi, compression: str = "zst") -> float:  # type: ignore[no-untyped-def]
     """Streams the test image onto the card from the maintenance system; checks its sha256.
     Returns the seconds the copy took."""
-    d = lab.description
+    d = lab
     decompress = {"zst": "zstd -dc", "xz": "xz -dc", "": "cat"}[compression]
     dev = shlex.quote(pi.sd_device)
     began = time.monotonic()
@@ -90,7 +90,7 @@ umount /tmp/card
 
 
 async def test_network_boot_brings_up_the_maintenance_system(lab) -> None:  # type: ignore[no-untyped-def]
-    d = lab.description
+    d = lab
     pi = d.pis[0]
     switch = Switch(d)
     try:
@@ -112,7 +112,7 @@ async def test_network_boot_brings_up_the_maintenance_system(lab) -> None:  # ty
 
 
 async def test_image_written_over_ssh_boots_the_card_system(lab, user_key: Path) -> None:  # type: ignore[no-untyped-def]
-    d = lab.description
+    d = lab
     pi = d.pis[0]
     switch = Switch(d)
     agent_pub = Path(d.ssh_key + ".pub").read_text().strip()
@@ -152,7 +152,7 @@ async def test_image_written_over_ssh_boots_the_card_system(lab, user_key: Path)
 
 
 async def test_power_off_stops_every_process_of_the_pi(lab) -> None:  # type: ignore[no-untyped-def]
-    d = lab.description
+    d = lab
     pi = d.pis[1]
     switch = Switch(d)
     try:
@@ -179,7 +179,7 @@ async def _no_pids(netns: str) -> bool:
 
 
 async def test_a_wiped_card_boots_nothing(lab) -> None:  # type: ignore[no-untyped-def]
-    d = lab.description
+    d = lab
     pi = d.pis[1]
     switch = Switch(d)
     agent_pub = Path(d.ssh_key + ".pub").read_text().strip()
@@ -208,7 +208,7 @@ async def _state_is(pi, system: str) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def test_a_card_without_ssh_enabled_boots_without_ssh(lab) -> None:  # type: ignore[no-untyped-def]
-    d = lab.description
+    d = lab
     pi = d.pis[1]
     switch = Switch(d)
     agent_pub = Path(d.ssh_key + ".pub").read_text().strip()
@@ -234,7 +234,7 @@ async def _console_has(console: Path, text: str) -> bool:
 
 
 async def test_reboot_inside_a_pi_boots_it_again(lab) -> None:  # type: ignore[no-untyped-def]
-    d = lab.description
+    d = lab
     pi = d.pis[1]
     switch = Switch(d)
     try:
@@ -254,7 +254,7 @@ async def test_reboot_inside_a_pi_boots_it_again(lab) -> None:  # type: ignore[n
 
 
 async def test_a_wrong_community_gets_no_answer(lab) -> None:  # type: ignore[no-untyped-def]
-    d = lab.description
+    d = lab
     wrong = Switch(d, community="public")
     right = Switch(d)
     try:
@@ -275,7 +275,7 @@ async def test_a_wrong_community_gets_no_answer(lab) -> None:  # type: ignore[no
 
 
 async def test_agent_config_names_every_part_of_the_lab(lab) -> None:  # type: ignore[no-untyped-def]
-    d = lab.description
+    d = lab
     config = tomllib.loads(d.agent_config())
     assert config["driver"] == "real" and config["type"] == "raspberry"
     real = config["real"]

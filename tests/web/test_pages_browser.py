@@ -16,7 +16,7 @@ import pytest
 
 from tests.web.conftest import ADMIN, ALICE, BOB
 from tests.web.harness import PASSWORD, Testbed
-from tests.web.test_browser import browser, log_in, shoot  # noqa: F401  (the browser fixture)
+from tests.web.test_browser import log_in, shoot
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def bed(tmp_path_factory):
         testbed.stop()
 
 
-def _page(browser, bed, email, *, width=1366, height=900):  # noqa: F811
+def _page(browser, bed, email, *, width=1366, height=900):
     context = browser.new_context(timezone_id=ZONE, viewport={"width": width, "height": height})
     page = context.new_page()
     errors: list[str] = []
@@ -70,7 +70,7 @@ def _visible_bar(page, node: str):
 
 
 @pytest.mark.parametrize("days, minimum_px", [(1, 20), (7, 5)])
-def test_a_one_hour_reservation_is_visible_and_labelled(browser, bed, days, minimum_px):  # noqa: F811
+def test_a_one_hour_reservation_is_visible_and_labelled(browser, bed, days, minimum_px):
     context, page, errors = _page(browser, bed, ALICE)
     try:
         page.goto(f"{bed.url}/reserve?days={days}")
@@ -99,7 +99,7 @@ def test_a_one_hour_reservation_is_visible_and_labelled(browser, bed, days, mini
         context.close()
 
 
-def test_an_administrator_sees_who_holds_each_window(browser, bed):  # noqa: F811
+def test_an_administrator_sees_who_holds_each_window(browser, bed):
     context, page, errors = _page(browser, bed, ADMIN)
     try:
         page.goto(f"{bed.url}/reserve?days=7")
@@ -123,7 +123,7 @@ def test_an_administrator_sees_who_holds_each_window(browser, bed):  # noqa: F81
         context.close()
 
 
-def test_clicking_a_free_slot_fills_the_form(browser, bed):  # noqa: F811
+def test_clicking_a_free_slot_fills_the_form(browser, bed):
     context, page, errors = _page(browser, bed, BOB)
     try:
         page.goto(f"{bed.url}/reserve?days=7")
@@ -170,7 +170,7 @@ def test_clicking_a_free_slot_fills_the_form(browser, bed):  # noqa: F811
         context.close()
 
 
-def test_a_refused_reservation_keeps_the_form_and_says_why_beside_the_field(browser, bed):  # noqa: F811
+def test_a_refused_reservation_keeps_the_form_and_says_why_beside_the_field(browser, bed):
     context, page, errors = _page(browser, bed, BOB)
     try:
         page.goto(f"{bed.url}/reserve?days=1")
@@ -211,7 +211,7 @@ def test_a_refused_reservation_keeps_the_form_and_says_why_beside_the_field(brow
         context.close()
 
 
-def test_the_manage_page_at_phone_width_shows_every_column(browser, bed):  # noqa: F811
+def test_the_manage_page_at_phone_width_shows_every_column(browser, bed):
     context, page, errors = _page(browser, bed, ALICE, width=390, height=844)
     try:
         page.goto(f"{bed.url}/manage")
@@ -252,7 +252,7 @@ def test_the_manage_page_at_phone_width_shows_every_column(browser, bed):  # noq
         context.close()
 
 
-def test_the_overview_draws_its_charts(browser, bed):  # noqa: F811
+def test_the_overview_draws_its_charts(browser, bed):
     context, page, errors = _page(browser, bed, ADMIN)
     try:
         page.goto(f"{bed.url}/admin")

@@ -1,21 +1,14 @@
 """The hardware lab (edgebed.lab, docs/lab.md) as the end-to-end tests of the real raspberry
-driver use it: a lab in a process of its own (`python -m edgebed.lab up`), so that nothing a
-test does in its own event loop can slow the lab's firmware; agent configurations for it; a gRPC
-client that watches actions.
+driver use it: agent configurations for it and a gRPC client that watches actions. The lab itself
+is the session's (the `lab` fixture of tests/labs.py); lab_process starts one of a test's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import select
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,53 +18,8 @@ from edgebed.lab.description import LabDescription
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN
-from tests.conftest import component_missing
-from tests.processes import REPO, AgentProcess, ChildProcess
-
-
-def require_lab() -> None:
-    from edgebed.lab import missing_prerequisites
-
-    missing = missing_prerequisites()
-    if missing:
-        component_missing("the hardware lab's prerequisites: " + ", ".join(missing))
-
-
-@contextmanager
-def lab_process(directory: Path, pis: int, boot_delay: float = 0.5) -> Iterator[LabDescription]:
-    """`python -m edgebed.lab up` in `directory` until the `ready:` line; down afterwards."""
-    require_lab()
-    directory.mkdir(parents=True, exist_ok=True)
-    log = (directory.parent / f"{directory.name}-up.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edgebed.lab", "up", "--dir", str(directory), "--pis", str(pis),
-         "--boot-delay", str(boot_delay)],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        printed = b""
-        assert process.stdout is not None
-        # Read unbuffered: the lab prints its lines at once, and a buffered readline would keep
-        # the last ones where select cannot see them.
-        while b"\nready:" not in b"\n" + printed:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"the lab did not come up (exit {process.poll()}); see {log.name}")
-            ready, _, _ = select.select([process.stdout], [], [], 0.5)
-            if ready:
-                printed += os.read(process.stdout.fileno(), 4096)
-        yield LabDescription.load(directory.resolve())
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        subprocess.run([sys.executable, "-m", "edgebed.lab", "down", "--dir", str(directory)],
-                       cwd=REPO, capture_output=True, check=False, timeout=120)
-        log.close()
+from tests.labs import lab_process, require_lab  # noqa: F401  (also imported from here)
+from tests.processes import AgentProcess, ChildProcess
 
 
 def _toml(value: object) -> str:
@@ -157,9 +105,9 @@ class RealAgent(AgentProcess):
         self.port = 0
 
 
-# Seconds per call. An agent's first SNMP request loads pysnmp on its event loop (about a second
-# on an idle machine, over ten under a load average of 12 on 2 cores), during which it answers
-# nothing: a call made then waits for it.
+# Seconds per call: generous, for a loaded CI machine. (An agent's first SNMP request used to load
+# pysnmp's MIB modules on its event loop, seconds during which it answered nothing; the drivers now
+# do that at start-up, PoePower.warm_up.)
 CALL_SECONDS = 30
 
 

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -31,16 +32,25 @@ class Saved:
         self.writes += 1
 
 
-@pytest.fixture
-def folder(tmp_path):
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A 2 MiB random image, raw, .zst and .xz (compressed once per module: seconds under load)."""
     require("zstd", "xz")
-    images = tmp_path / "images"
-    images.mkdir()
+    images = tmp_path_factory.mktemp("images")
     raw = os.urandom(2 * 1024 * 1024 + 512)
     (images / "pi.img").write_bytes(raw)
     subprocess.run(["zstd", "-q", str(images / "pi.img"), "-o", str(images / "pi.img.zst")], check=True)
     subprocess.run(["xz", "-q", "-k", "-0", str(images / "pi.img")], check=True)
     return images, ImageDigest(len(raw), hashlib.sha256(raw).hexdigest())
+
+
+@pytest.fixture
+def folder(tmp_path, pristine):
+    """The test's own copy of the pristine images (tests change and add files)."""
+    source, digest = pristine
+    images = tmp_path / "images"
+    shutil.copytree(source, images)
+    return images, digest
 
 
 def catalog(images, saved: Saved) -> ImageCatalog:

@@ -2,7 +2,8 @@
 with driver = "real" drive lab Pis through snmpsim, network-boot folders, sshd and loop-device
 cards; the user logs in to what was deployed.
 
-One lab of 8 Pis serves the module, each test its own Pis. State timeouts are shortened with
+The session's lab of 8 Pis (the `lab` fixture, tests/labs.py) serves the module, each test its
+own Pis. State timeouts are shortened with
 `[real] timeout_scale`; the lab's port poll (0.2 s) allows `poe_off_seconds = 0.5`. Figures
 (durations, throughput, memory) are printed as `FIGURE ...` lines (pytest -s shows them).
 """
@@ -25,7 +26,7 @@ import pytest
 
 from edgebed.lab.description import LabDescription
 from edgebed.nodetypes.real.ssh import load_key
-from tests.agent.real.lab import AgentConfig, RealAgent, Watch, lab_process
+from tests.agent.real.lab import AgentConfig, RealAgent, Watch
 from tests.agent.real.peers import MIB
 from tests.processes import REPO
 
@@ -36,12 +37,6 @@ PASSWORD = "a long user password"
 
 def figure(text: str) -> None:
     print(f"\nFIGURE {text}", flush=True)
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with lab_process(tmp_path_factory.mktemp("lab") / "lab", pis=8) as description:
-        yield description
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +382,10 @@ async def test_eight_pis_deploy_at_once(lab, tmp_path, user_key) -> None:
     """All 8 lab Pis deployed by one agent at once, with the realistic timeouts; the agent's
     resident memory is sampled throughout."""
     _, public_key = user_key
-    agent = AgentConfig(lab, tmp_path, name="eight", timeout_scale=1.0).agent().start()
+    # The default 2 s off as well: with eight Pis booting on a busy machine, one turn of the
+    # lab's firmware can outlast a 0.5 s cut, which the Pi then rides through (docs/lab.md), and
+    # with realistic timeouts that costs minutes before the ladder power-cycles it again.
+    agent = AgentConfig(lab, tmp_path, name="eight", timeout_scale=1.0, poe_off_seconds=2.0).agent().start()
     watch = Watch(agent.address)
     names = [f"lab-pi{pi.index}" for pi in lab.pis]
     try:
