@@ -5,7 +5,11 @@ every dependency for CPython 3.11 on aarch64 (manylinux, glibc <= 2.36) with
 The download takes a minute or more (60 MB from the package registry), so the test is marked
 `arm64` and deselected by default (pyproject's addopts `-m "not arm64"`): run it with
 `./scripts/test -m arm64`, or run `scripts/check-arm64` itself. The wheel-name check below is fast
-and always runs."""
+and always runs.
+
+`scripts/check-arm64 --emulate` installs and runs the agent in an emulated arm64 Debian bookworm
+(qemu-user, a few minutes); its test is marked `arm64` too, and needs root, mmdebstrap and
+qemu-user-static: without them it skips naming what is missing (fails under CI=true)."""
 
 from __future__ import annotations
 
@@ -43,6 +47,15 @@ def test_which_files_a_64_bit_pi_installs(name, pi) -> None:
     assert _script().is_pi_wheel(name) is pi
 
 
+def test_emulation_names_each_missing_tool_and_how_to_get_it(monkeypatch) -> None:
+    module = _script()
+    monkeypatch.setattr(module.shutil, "which", lambda name: None)
+    missing = module.missing_tools(native=False)
+    assert any(item.startswith("mmdebstrap") and "apt-get install mmdebstrap" in item for item in missing)
+    assert any(item.startswith("qemu-aarch64-static") and "qemu-user-static" in item for item in missing)
+    assert not any(item.startswith("qemu") for item in module.missing_tools(native=True))
+
+
 def test_the_check_reads_the_dependencies_pyproject_lists() -> None:
     wanted = _script().requirements()
     assert any(item.startswith("grpcio==") for item in wanted)
@@ -63,3 +76,20 @@ def test_every_dependency_has_a_wheel_for_a_64_bit_pi(tmp_path) -> None:
     wheels = {path.name.split("-")[0].lower() for path in (tmp_path / "wheels").iterdir()}
     assert {"grpcio", "protobuf", "cryptography", "asyncssh", "pysnmp", "peewee"} <= wheels
     print(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.arm64
+@pytest.mark.timeout(1800)
+def test_the_agent_installs_and_runs_on_emulated_arm64() -> None:
+    cache = REPO / "build" / "arm64-emulate"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--emulate", "--cache", str(cache)],
+                          capture_output=True, text=True, timeout=1500, check=False)
+    if done.returncode in (2, 3):
+        if os.environ.get("CI") == "true":
+            pytest.fail(done.stderr.strip())
+        pytest.skip(done.stderr.strip())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "usage: edgebed agent" in done.stdout
+    assert "aarch64: python 3.11" in done.stdout and "a server started on 127.0.0.1:" in done.stdout
+    print(done.stdout)
