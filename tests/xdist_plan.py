@@ -1,6 +1,6 @@
 """How `./scripts/test -n 2 --dist loadgroup` spreads the suite over two pytest-xdist workers.
 
-Not the default (scripts/test says why): one process is the default.
+The default of `./scripts/test` (EDGEBED_TEST_WORKERS=1 for one process).
 
 Work is handed out in units:
 
