@@ -4,6 +4,7 @@ recording what every call to an agent ended with (AgentCallRecorder)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from edgebed.controller import validation
 from edgebed.controller.agent_client import WRONG_TOKEN, AgentClient, CallOutcome, cleared_by
@@ -73,7 +74,8 @@ class AgentCallRecorder:
       same method (a probe's success is recorded by Agents, which also checks the agent's node
       type).
     - UNAVAILABLE, DEADLINE_EXCEEDED: `disconnected`, with the reason; but not a deadline that
-      passed long before the call ended (CallOutcome.stalled: the controller was held up).
+      passed long before the call ended (CallOutcome.stalled: the controller was held up), nor
+      a failure seen after this controller's lease on the agent ran out (`drives`).
     - UNAUTHENTICATED: last_error "wrong token", written once while it stays wrong; the status is
       kept (the agent answered).
     - the agent refused the request (NOT_FOUND, INVALID_ARGUMENT, ...): nothing but the metrics.
@@ -85,9 +87,13 @@ class AgentCallRecorder:
     - any other code: last_error "agent error: CODE: details", written when it changes.
     """
 
-    def __init__(self, agents: AgentRepository, metrics: Metrics) -> None:
+    def __init__(self, agents: AgentRepository, metrics: Metrics,
+                 drives: Callable[[str], bool] | None = None) -> None:
         self._agents = agents
         self._metrics = metrics
+        # With leases (controller/leases.py): whether this controller still holds the agent's
+        # lease, on its own clock. None: no leases in this process; every agent is its own.
+        self.drives = drives
 
     async def __call__(self, outcome: CallOutcome) -> None:
         agent = outcome.agent
@@ -102,6 +108,15 @@ class AgentCallRecorder:
             log.warning(
                 "call %s to agent %s ended %.1f s after its %.1f s deadline: this controller was held up; "
                 "the agent is not flagged", outcome.method, agent.name, outcome.seconds, outcome.timeout,
+            )
+        elif outcome.lost and not outcome.probe and self.drives is not None and not self.drives(agent.name):
+            # Our lease ran out while the call was under way (this controller was paused or
+            # starved past it): another controller drives the agent now and judges it. Flagging
+            # it would stop that controller's work on the agent until an administrator
+            # reconnects it.
+            log.warning(
+                "call %s to agent %s failed (%s) after this controller's lease on it ran out: "
+                "the agent is not flagged", outcome.method, agent.name, outcome.code,
             )
         elif outcome.lost:
             await self._agents.set_agent_status(agent.name, status=DISCONNECTED, last_error=outcome.reason)

@@ -92,8 +92,9 @@ async def open_controller(
         raise
     metrics = Metrics(store, lease_seconds=settings.lease_seconds)
     instance = new_instance_id()
+    recorder = AgentCallRecorder(store.agents, metrics)
     client = AgentClient(
-        AgentCallRecorder(store.agents, metrics),
+        recorder,
         timeout=settings.call_timeout_seconds,
         identity=identity,
         caller=instance,
@@ -147,6 +148,8 @@ async def open_controller(
             clock=Clocks(guard, authz),
         )
         if run_scheduler:
+            # Only the holder of an agent's lease flags it disconnected (AgentCallRecorder).
+            recorder.drives = lambda name: leases.valid_for(name, 0)
             leases.start()
             scheduler.start()
         try:

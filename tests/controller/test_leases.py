@@ -191,3 +191,32 @@ async def test_a_takeover_waits_for_the_old_holders_write_under_way_and_is_then_
     assert time.monotonic() >= committed and taken == {"rack0": fence.token + 1}
     with pytest.raises(LeaseLost):
         await first.schedule.update_schedule([_probe()], fence=fence)
+
+
+@pytest.mark.parametrize("stores", ["sqlite"], indirect=True)
+async def test_only_the_lease_holder_flags_an_agent_disconnected(stores):
+    """A controller whose lease ran out while a call was under way (paused or starved past it)
+    does not flag the agent: another controller drives it now, and a flag would stop that one's
+    work on the agent until an administrator reconnects it. The holder still flags it."""
+    from edgebed.controller.agent_client import CallOutcome
+    from edgebed.controller.agents import AgentCallRecorder
+    from edgebed.controller.domain import DISCONNECTED
+    from edgebed.controller.metrics import Metrics
+
+    store = await stores()
+    await _add_agents(store, AGENTS[:2])
+    clock = Clock()
+    leases = AgentLeases(store, lease_seconds=6, monotonic=clock)
+    recorder = AgentCallRecorder(store.agents, Metrics(store), drives=lambda name: leases.valid_for(name, 0))
+    assert (await leases.owned(AGENTS[:2])).drives("rack0")
+
+    async def timed_out(name: str) -> None:
+        agent = await store.agents.get_agent(name)
+        await recorder(CallOutcome(agent, "GetActionState", "DEADLINE_EXCEEDED", "", 3.5, 3.0))
+
+    await timed_out("rack0")
+    assert (await store.agents.get_agent("rack0")).status == DISCONNECTED
+    clock.now += 7  # past the lease, on this controller's clock
+    await timed_out("rack1")
+    assert (await store.agents.get_agent("rack1")).status == CONNECTED
+    await leases.stop()
