@@ -427,7 +427,13 @@ class Executor:
         now = self._clock.monotonic()
         for run in list(self._runs.values()):
             task, spec = run.watched, run.spec
-            if task is None or task.done() or spec is None or run.verdict is not None:
+            if task is None or task.done() or spec is None:
+                continue
+            if run.verdict is not None:
+                # Decided, and the task still runs: its cancel was swallowed (Python 3.11's
+                # asyncio.wait_for returns the inner outcome when it completes as the cancel
+                # arrives; a step failing fast then retried forever, never lost). Ask again.
+                task.cancel()
                 continue
             if run.agent_waits:
                 # Waiting for the agent itself: the timers are paused (agent_wait).
