@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 from edgebed.agent.app import start_agent
 from edgebed.agent.settings import AgentSettings, load_settings
+from edgebed.stopsignals import stop_on_signals
 
 
 def run_agent(args) -> int:
@@ -24,9 +24,7 @@ def run_agent(args) -> int:
 async def serve(settings: AgentSettings) -> int:
     agent = await start_agent(settings)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(stop)
     # Scripts, tests and the demo read this line to learn the port (listen may say port 0).
     print(f"edgebed agent {settings.name} listening on {agent.address}", flush=True)
     try:

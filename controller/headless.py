@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 
 from edgebed.config import ConfigError
@@ -17,6 +16,7 @@ from edgebed.controller.app import open_controller
 from edgebed.controller.cli import database_error
 from edgebed.controller.settings import Settings, load_settings
 from edgebed.controller.store import StoreUnavailable
+from edgebed.stopsignals import stop_on_signals
 
 
 async def serve(settings: Settings) -> int:
@@ -24,9 +24,7 @@ async def serve(settings: Settings) -> int:
         opened = open_controller(settings, run_scheduler=True, check_integrity=True)
         async with opened:
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
+            stop_on_signals(stop)
             print("edgebed controller scheduler running", flush=True)
             await stop.wait()
     except StoreUnavailable as exc:

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from edgebed.errors import UsageError
+from edgebed.stopsignals import stop_on_signals
 
 if TYPE_CHECKING:
     # Imported where used at run time, so `edgebed demo --help` loads neither side.
@@ -257,9 +257,7 @@ def run_demo(args) -> int:
 
     async def main() -> int:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop_on_signals(stop)
         return await _serve(args, stop)
 
     return asyncio.run(main())

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 from typing import Any
 
@@ -34,6 +33,7 @@ from edgebed.config import ConfigError
 from edgebed.controller.cli import database_error, setup_logging
 from edgebed.controller.settings import Settings, load_settings
 from edgebed.listen import listening_socket
+from edgebed.stopsignals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,7 @@ async def _serve(settings: Settings, listener: socket.socket, *, run_scheduler: 
         stack.push_async_callback(runner.cleanup)
         await web.SockSite(runner, listener).start()
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        stop_on_signals(stop)
         log.info("controller serving on http://%s", settings.listen)
         await stop.wait()
         log.info("controller stopping")
@@ -149,9 +147,7 @@ async def _serve_scheduler(settings: Settings, listener: socket.socket | None) -
             host, port = listener.getsockname()[:2]
             where = f"; /metrics on http://{host}:{port}"
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        stop_on_signals(stop)
         print(SCHEDULER_READY + where, flush=True)
         await stop.wait()
         log.info("scheduler stopping")

@@ -17,13 +17,13 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from edgebed.lab.description import LabDescription
 from edgebed.lab.lab import Lab, clean, status
 from edgebed.lab.proc import LabError
+from edgebed.stopsignals import stop_on_signals
 
 DEFAULT_DIR = Path("var/lab")
 
@@ -62,9 +62,7 @@ async def _up(args: argparse.Namespace) -> int:
               server_bmcs=["ipmi"] * args.ipmi_servers + ["redfish"] * args.redfish_servers,
               redfish_delay=tuple(args.redfish_delay))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(stop)
     description = await lab.up()
     try:
         if description.switch is not None:

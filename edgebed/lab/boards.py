@@ -30,7 +30,6 @@ import asyncio
 import json
 import logging
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 
 from edgebed.lab import board_power
 from edgebed.lab.proc import LabError, child_env
+from edgebed.stopsignals import stop_on_signals
 
 log = logging.getLogger("edgebed.lab.boards")
 
@@ -282,9 +282,7 @@ async def _up(directory: Path, count: int) -> None:
     description = BoardsDescription(directory=str(directory), boards=tuple(boards),
                                     firmware_dir=str(firmware_dir), erased=str(built["erased"]))
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+    stop_on_signals(stopping)
     tasks = [asyncio.create_task(_supervise(board, directory, stopping)) for board in boards]
     try:
         deadline = time.monotonic() + 30
