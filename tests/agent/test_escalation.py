@@ -232,3 +232,30 @@ async def test_a_database_from_before_the_duration_column_gets_it_and_keeps_its_
         assert (action.state, action.elapsed) == ("a", 0.0)
     finally:
         reopened.close()
+
+
+async def test_a_step_that_swallows_its_cancel_is_cancelled_again_and_ends_lost(tmp_path) -> None:
+    """Python 3.11's asyncio.wait_for can return the inner call's outcome when it completes as
+    the cancel arrives: the cancel is lost and the step goes on. The watchdog cancels a decided
+    state again at each tick, so the action still ends `lost` (under CI load a Redfish step that
+    failed fast once retried for minutes)."""
+    clock = FastClock(200)
+    cancels = 0
+
+    async def stubborn(ctx):
+        nonlocal cancels
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                cancels += 1
+                if cancels >= 2:
+                    raise
+                # The first cancel is swallowed, as wait_for may do.
+
+    state = State("stubborn", Step(exec=stubborn), lost=20)
+    async with _ExecutorOnStore(tmp_path / "swallow.sqlite", _one_state_type(state), clock=clock) as harness:
+        await harness.run_one("stubborn")
+        final = await harness.action()
+    assert cancels == 2
+    assert final.state == "lost"
