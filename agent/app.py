@@ -38,7 +38,6 @@ from edgebed.nodetypes.drivers import DriverOptions, DriverPlugin, driver_names,
 from edgebed.nodetypes.interfaces import Driver
 from edgebed.nodetypes.sim.hardware import SimOptions
 from edgebed.storage import DatabaseInUse, DatabaseLock, damaged_message, sqlite_file
-from edgebed.tls import TlsError, load_identity, read_ca_file
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +152,10 @@ def _credentials(settings: AgentSettings) -> grpc.ServerCredentials | None:
     check_tls_keys(settings)
     if not settings.tls:
         return None
+    # Imported only for TLS: cryptography's x509 costs about 9 MB of resident memory, which a
+    # plaintext agent on a Pi (a lab network, #12's 80 MB goal) need not pay.
+    from edgebed.tls import TlsError, load_identity, read_ca_file
+
     try:
         identity = load_identity(settings.tls_cert, settings.tls_key, cert_what="file", key_what="file")
     except TlsError as exc:
