@@ -5,7 +5,8 @@ cards; the user logs in to what was deployed.
 The session's lab of 8 Pis (the `lab` fixture, tests/labs.py) serves the module, each test its
 own Pis. State timeouts are shortened with
 `[real] timeout_scale`; the lab's port poll (0.2 s) allows `poe_off_seconds = 0.5`. Figures
-(durations, throughput, memory) are printed as `FIGURE ...` lines (pytest -s shows them).
+(durations, memory) are printed as `FIGURE ...` lines (pytest -s shows them); the copy's
+throughput against a raw `dd` is scripts/bench/lab_copy.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shlex
 import shutil
 import socket
 import subprocess
@@ -25,7 +25,6 @@ import asyncssh
 import pytest
 
 from edgebed.lab.description import LabDescription
-from edgebed.nodetypes.real.ssh import load_key
 from tests.agent.real.lab import AgentConfig, RealAgent, Watch
 from tests.agent.real.peers import MIB
 from tests.processes import REPO
@@ -313,69 +312,6 @@ async def test_failures_end_in_a_clear_error_and_lost_never_deployed(lab, tmp_pa
     assert all(len(error) <= 1024 and "\n" not in error for error in errors.values())
     assert not any("not-the-community" in error or lab.switch.community in error for error in errors.values())
     figure(f"failures: 5 actions lost in {took:.0f} s (timeout_scale {scale}; the switches' 0.1)")
-
-
-async def test_copy_throughput_against_raw_dd(lab, tmp_path) -> None:
-    """The driver's copy (download, decompression, direct write, read back, sha256) against the
-    plain `curl | zstd -d | dd` a person would run, on the same Pi and image."""
-    # 192 MiB: the lab image then incompressible bytes, so that the copy takes seconds.
-    big = Path(lab.image_dir) / "big.img"
-    with big.open("wb") as out:
-        out.write((Path(lab.image_dir) / "lab-test.img").read_bytes())
-        out.write(os.urandom(128 * MIB))
-    subprocess.run(["zstd", "-q", "-f", "-T1", "-1", str(big), "-o", f"{big}.zst"], check=True)
-    agent = AgentConfig(lab, tmp_path, name="speed", timeout_scale=0.1).agent().start()
-    pi = lab.pis[6]
-    watch = Watch(agent.address)
-    try:
-        await watch.add_node("lab-pi7", lab.node_properties(pi))
-        await watch.put_environment("big", "big.img.zst")
-        # Once, so that the agent's one-time sha256 of the image is not in the measured copy.
-        await watch.start("lab-pi7", "deploy", "big")
-        assert (await watch.final("lab-pi7", within=300)).state == "deployed"
-        await watch.start("lab-pi7", "deploy", "big")
-        assert (await watch.final("lab-pi7", within=300)).state == "deployed"
-
-        # By hand on the maintenance system: network boot on, power cycle, then the pipeline.
-        await watch.start("lab-pi7", "destroy")
-        assert (await watch.final("lab-pi7", within=300)).state == "destroyed"
-    finally:
-        await watch.close()
-        agent.terminate()
-    # The last deploy's copy: the image's digest was computed during the first.
-    copy_seconds = seconds_in(transitions(agent, "lab-pi7", "deploy"), "copy_image")
-    key = load_key(lab.ssh_key)
-    subprocess.run(["snmpset", "-v2c", "-c", lab.switch.community, lab.switch.address,
-                    f"{lab.switch.poe_oid}.{pi.switch_port}", "i", "1"], check=True, capture_output=True)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            connection = await asyncssh.connect(pi.ip, username="root", client_keys=[key],
-                                                known_hosts=None, agent_path=None, config=None,
-                                                connect_timeout=2)
-            break
-        except (OSError, asyncssh.Error):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)
-    async with connection:
-        url = f"{lab.image_url.rstrip('/')}/big.img.zst"
-        pipeline = (f"set -o pipefail; curl -fsS {shlex.quote(url)} | zstd -dc | "
-                    f"dd of={shlex.quote(pi.sd_device)} bs=4M iflag=fullblock oflag=direct status=none")
-        began = time.monotonic()
-        await connection.run(f"bash -c {shlex.quote(pipeline)}", check=True, timeout=300)
-        raw_seconds = time.monotonic() - began
-        began = time.monotonic()
-        await connection.run(f"bash -c {shlex.quote(f'head -c {big.stat().st_size} {pi.sd_device} | sha256sum')}",
-                             check=True, timeout=300)
-        read_seconds = time.monotonic() - began
-    size = big.stat().st_size
-    big.unlink()
-    Path(f"{big}.zst").unlink()
-    figure(f"copy of a {size // MIB} MiB image (.zst): driver's copy_image state {copy_seconds:.2f} s "
-           f"({size / MIB / copy_seconds:.0f} MiB/s, write + read back + sha256), raw curl|zstd|dd "
-           f"{raw_seconds:.2f} s ({size / MIB / raw_seconds:.0f} MiB/s), raw + read back "
-           f"{raw_seconds + read_seconds:.2f} s; ratio driver/raw {copy_seconds / raw_seconds:.2f}, "
-           f"driver/(raw + read back) {copy_seconds / (raw_seconds + read_seconds):.2f}")
 
 
 async def test_eight_pis_deploy_at_once(lab, tmp_path, user_key) -> None:
