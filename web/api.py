@@ -126,13 +126,7 @@ async def nodes(request: web.Request) -> web.StreamResponse:
     await api_user(request)
     query = _query(request, {"limit", "cursor"})
     limit = paging.parse_limit(query.get("limit"), default=PAGE_DEFAULT, maximum=PAGE_LIMIT)
-    after = None
-    if "cursor" in query:
-        key = paging.decode_cursor(query["cursor"], "nodes")
-        if len(key) != 1 or not isinstance(key[0], str):
-            raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list "
-                               "that gave it out, with the same parameters)")
-        after = (key[0],)
+    after = paging.cursor_key(query["cursor"], "nodes", (str,)) if "cursor" in query else None
     node_list = await request.app[CONTROLLER].inventory.node_list()
     # node_list is by name already.
     keys = node_list.derived("api.keys", lambda nodes: [(node.name,) for node in nodes])

@@ -14,7 +14,10 @@ import base64
 import binascii
 import bisect
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from edgebed.controller.errors import InvalidInput
 
@@ -74,3 +77,55 @@ def page_of(
         back = first - limit
         previous = keys[back - 1] if back > 0 else None
     return first, stop, following, previous
+
+
+def cursor_key(text: str, kind: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
+    """The key a cursor of the list `kind` holds, checked against `shape` (the type of each part:
+    str or int, never a bool); InvalidInput when it is not a cursor of this list."""
+    key = decode_cursor(text, kind)
+    if len(key) != len(shape) or not all(
+        isinstance(part, kind_of) and not isinstance(part, bool) for part, kind_of in zip(key, shape, strict=False)
+    ):
+        raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list that "
+                           "gave it out, with the same parameters)")
+    return tuple(key)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One page of a list a page holds in memory: its rows are `rows[first:stop]` of `total`,
+    `next_page` and `first_page` the links to the others (None where there is none)."""
+
+    first: int
+    stop: int
+    total: int
+    limit: int
+    # No cursor was given: the page the list opens on.
+    from_start: bool
+    next_page: str | None
+    first_page: str | None
+
+
+def window(
+    query: Mapping[str, str], path: str, kind: str, keys: list[tuple[Any, ...]], shape: tuple[type, ...],
+    *, default: int, maximum: int,
+) -> Window:
+    """The page of the rows whose sorted, unique `keys` are given that `query` (its `limit` and
+    `cursor`) asks for, with links on `path` to the next and the first page. InvalidInput for a
+    bad limit or a cursor of another list."""
+    limit = parse_limit(query.get("limit"), default=default, maximum=maximum)
+    text = query.get("cursor", "")
+    cursor = cursor_key(text, kind, shape) if text else None
+    first, stop, following, _ = page_of(keys, cursor, limit)
+
+    def link(after: tuple[Any, ...] | None) -> str:
+        parts = [("limit", str(limit))] if limit != default else []
+        if after is not None:
+            parts.append(("cursor", encode_cursor(kind, after)))
+        return path + ("?" + urlencode(parts) if parts else "")
+
+    return Window(
+        first=first, stop=stop, total=len(keys), limit=limit, from_start=cursor is None,
+        next_page=link(following) if following is not None else None,
+        first_page=link(None) if first > 0 else None,
+    )

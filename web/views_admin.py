@@ -22,6 +22,12 @@ from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, clean_text, field, format_
 from edgebed.web.keys import CONTROLLER, ERROR_FIELD
 from edgebed.web.render import flash, render, viewer_zone
 
+# Rows per page of the users and agents pages (?limit=, at most the maximum).
+USER_ROWS_DEFAULT = 100
+USER_ROWS_MAX = 500
+AGENT_ROWS_DEFAULT = 100
+AGENT_ROWS_MAX = 500
+
 USER_OPS = ("authorize", "revoke", "promote", "demote", "delete", "confirm_email")
 
 
@@ -59,13 +65,26 @@ async def _users_page(
     form_error: FormError | None = None,
     status: int = 200,
 ) -> web.Response:
-    users = await request.app[CONTROLLER].accounts.list_users(admin)
+    # Accounts awaiting approval first (what an administrator comes for), then by email.
+    users = sorted(await request.app[CONTROLLER].accounts.list_users(admin),
+                   key=lambda u: (bool(u.is_authorized), u.email))
+    page = paging.window(
+        _paging_query(request), "/admin/users", "admin-users", [(int(bool(u.is_authorized)), u.email) for u in users],
+        (int, str), default=USER_ROWS_DEFAULT, maximum=USER_ROWS_MAX,
+    )
     return await render(
         request,
         "admin/users.html",
-        {"users": users, "values": values or {}, "form_error": form_error},
+        {"users": users[page.first:page.stop], "page": page,
+         "pending": sum(not u.is_authorized for u in users), "values": values or {}, "form_error": form_error},
         status=status,
     )
+
+
+def _paging_query(request: web.Request):
+    """Where a page's `limit` and `cursor` come from: the query of a GET; a page drawn again
+    after a refused form (a POST) shows its first page."""
+    return request.query if request.method == "GET" else {}
 
 
 def _redraw(request: web.Request, page, admin, form: str, values: dict[str, Any]) -> None:
@@ -155,11 +174,16 @@ async def _agents_page(
     form_error: FormError | None = None,
     status: int = 200,
 ) -> web.Response:
-    agents = await request.app[CONTROLLER].agents.list_agents(admin)
+    agents = sorted(await request.app[CONTROLLER].agents.list_agents(admin), key=lambda a: a.name)
+    page = paging.window(
+        _paging_query(request), "/admin/agents", "admin-agents", [(a.name,) for a in agents], (str,),
+        default=AGENT_ROWS_DEFAULT, maximum=AGENT_ROWS_MAX,
+    )
     return await render(
         request,
         "admin/agents.html",
-        {"agents": agents, "types": AGENT_TYPES, "values": values or {}, "form_error": form_error},
+        {"agents": agents[page.first:page.stop], "page": page, "types": AGENT_TYPES, "values": values or {},
+         "form_error": form_error},
         status=status,
     )
 
@@ -265,38 +289,25 @@ async def _nodes_page(
     status: int = 200,
 ) -> web.Response:
     ctl = request.app[CONTROLLER]
-    query = request.query if request.method == "GET" else {}
-    limit = paging.parse_limit(query.get("limit"), default=NODE_ROWS_DEFAULT, maximum=NODE_ROWS_MAX)
-    cursor_text = query.get("cursor", "")
-    cursor = None
-    if cursor_text:
-        key = paging.decode_cursor(cursor_text, "admin-nodes")
-        if len(key) != 2 or not all(isinstance(part, str) for part in key):
-            raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list that "
-                               "gave it out, with the same parameters)")
-        cursor = (key[0], key[1])
     nodes = sorted(await ctl.inventory.list_nodes(refresh=refresh), key=lambda n: (n.agent, n.name))
     agents = await ctl.agents.list_agents(admin)
     # One page of node rows, by agent then name; the agents' sections around them.
-    first, stop, following, _ = paging.page_of([(n.agent, n.name) for n in nodes], cursor, limit)
+    page = paging.window(
+        _paging_query(request), "/admin/nodes", "admin-nodes", [(n.agent, n.name) for n in nodes], (str, str),
+        default=NODE_ROWS_DEFAULT, maximum=NODE_ROWS_MAX,
+    )
     counts: dict[str, int] = defaultdict(int)
     for node in nodes:
         counts[node.agent] += 1
     by_agent: dict[str, list] = defaultdict(list)
-    for node in nodes[first:stop]:
+    for node in nodes[page.first:page.stop]:
         by_agent[node.agent].append(node)
     groups = [
         {"agent": agent, "nodes": by_agent.get(agent.name, []), "count": counts[agent.name]}
         for agent in agents
         # An agent without nodes is shown on the first page.
-        if agent.name in by_agent or (not counts[agent.name] and cursor is None)
+        if agent.name in by_agent or (not counts[agent.name] and page.from_start)
     ]
-
-    def link(after: tuple[str, str] | None) -> str:
-        parts = [("limit", str(limit))] if limit != NODE_ROWS_DEFAULT else []
-        if after is not None:
-            parts.append(("cursor", paging.encode_cursor("admin-nodes", after)))
-        return "/admin/nodes" + ("?" + urlencode(parts) if parts else "")
     maintenance = await ctl.maintenance.list_maintenance(admin)
     health = await ctl.health.node_health(admin)
     return await render(
@@ -305,10 +316,7 @@ async def _nodes_page(
         {
             "groups": groups,
             "agents": agents,
-            "rows": (first + 1, stop, len(nodes)),
-            "next_page": link(following) if following is not None else None,
-            "first_page": link(None) if first > 0 else None,
-            "limit": limit,
+            "page": page,
             "maintenance": {m.node_name: m for m in maintenance},
             "health": health,
             # In maintenance but listed by no agent: still never handed out if it comes back.

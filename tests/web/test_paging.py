@@ -283,6 +283,50 @@ def test_the_admin_nodes_and_reservations_pages_are_paged(bed):
     assert admin.get("/admin/nodes?limit=501").status == 400
 
 
+def _all_pages(client, path: str, pattern: str) -> tuple[list[str], list[str]]:
+    """(every row's key over the pages that follow `path` by their next links, each page's text)."""
+    keys, pages, page = [], [], client.get(path)
+    while True:
+        assert page.status == 200, page.text[:300]
+        pages.append(page.text)
+        keys += re.findall(pattern, page.text)
+        following = _link(page.text, "next")
+        if following is None:
+            return keys, pages
+        page = client.get(following)
+
+
+def test_the_admin_users_and_agents_pages_are_paged_with_accounts_awaiting_approval_first(bed):
+    admin = client_for(bed, ADMIN)
+    waiting = [f"waiting{n}@example.org" for n in range(3)]
+    for email in waiting:
+        bed.create_user(email, authorized=False)
+    emails, pages = _all_pages(admin, "/admin/users?limit=2", r'<tr data-email="([^"]+)"')
+    everyone = sorted([ADMIN, ALICE, BOB])
+    # Every account once; those awaiting approval first, then by email.
+    assert emails == waiting + everyone, emails
+    assert len(pages) == 3 and "Users 1–2 of 6" in pages[0] and "Users 5–6 of 6" in pages[2]
+    assert "3 awaiting approval" in pages[0]
+    assert _link(pages[0], "first") is None and _link(pages[1], "first") == "/admin/users?limit=2"
+    names, pages = _all_pages(admin, "/admin/agents?limit=2", r'<tr data-agent="([^"]+)"')
+    assert names == ["rpi", "sens", "srv"] and len(pages) == 2
+    # The default page holds them all, without links.
+    whole = admin.get("/admin/agents")
+    assert re.findall(r'<tr data-agent="([^"]+)"', whole.text) == names and _link(whole.text, "next") is None
+    # A cursor of another list, or one of the right list with the wrong shape, is refused.
+    nodes_cursor = parse_qs(urlsplit(_link(admin.get("/admin/nodes?limit=5").text, "next")).query)["cursor"][0]
+    for path in (f"/admin/users?cursor={nodes_cursor}", f"/admin/agents?cursor={nodes_cursor}",
+                 "/admin/users?limit=0", "/admin/agents?limit=501"):
+        refused = admin.get(path)
+        assert refused.status == 400, (path, refused.status)
+    from edgebed.web import paging
+
+    wrong_shape = paging.encode_cursor("admin-users", ["0", "a@example.org"])
+    assert admin.get(f"/admin/users?cursor={wrong_shape}").status == 400
+    # A user who is not an administrator gets neither page.
+    assert client_for(bed, ALICE).get("/admin/users?limit=2").status == 403
+
+
 def test_the_kept_node_list_follows_changes_written_by_another_process(bed):
     """The reserve page keeps the node list while nothing changed; a change written through
     another connection to the database (another controller process, e.g. the scheduler's) in
