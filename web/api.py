@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from aiohttp import web
 
 from edgebed.controller.agents import AGENT_TYPES
@@ -124,16 +127,10 @@ async def nodes(request: web.Request) -> web.StreamResponse:
     """Every node by name, paged: `limit` (default 100, at most 1000) and the `cursor` of the
     Link header (the last name of the page before)."""
     await api_user(request)
-    query = _query(request, {"limit", "cursor"})
-    limit = paging.parse_limit(query.get("limit"), default=PAGE_DEFAULT, maximum=PAGE_LIMIT)
-    after = paging.cursor_key(query["cursor"], "nodes", (str,)) if "cursor" in query else None
     node_list = await request.app[CONTROLLER].inventory.node_list()
     # node_list is by name already.
     keys = node_list.derived("api.keys", lambda nodes: [(node.name,) for node in nodes])
-    first, stop, following, _ = paging.page_of(keys, after, limit)
-    more = None if following is None else paging.encode_cursor("nodes", following)
-    return web.json_response([node_json(node) for node in node_list.nodes[first:stop]],
-                             headers=_next_link(request, query, more, limit))
+    return _memory_page(request, "nodes", node_list.nodes, keys, (str,), node_json)
 
 
 async def environments(request: web.Request) -> web.StreamResponse:
@@ -190,6 +187,21 @@ async def create_reservation(request: web.Request) -> web.StreamResponse:
     else:
         raise InvalidInput('give "nodes": [names], or "count": N with an optional "filter"')
     return web.json_response({"nodes": list(reserved)}, status=201)
+
+
+def _memory_page(
+    request: web.Request, kind: str, rows: Sequence[Any], keys: list[tuple[Any, ...]], shape: tuple[type, ...],
+    to_json: Callable[[Any], Any],
+) -> web.Response:
+    """One page of `rows` (held in memory, in the order of their sorted, unique `keys`) as a JSON
+    array, after the request's `cursor`, at most its `limit`; the next page in a Link header."""
+    query = _query(request, {"limit", "cursor"})
+    limit = paging.parse_limit(query.get("limit"), default=PAGE_DEFAULT, maximum=PAGE_LIMIT)
+    after = paging.cursor_key(query["cursor"], kind, shape) if "cursor" in query else None
+    first, stop, following, _ = paging.page_of(keys, after, limit)
+    more = None if following is None else paging.encode_cursor(kind, following)
+    return web.json_response([to_json(row) for row in rows[first:stop]],
+                             headers=_next_link(request, query, more, limit))
 
 
 def _next_link(request: web.Request, query: dict[str, str], cursor: str | None, limit: int) -> dict[str, str]:
@@ -324,8 +336,9 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 
 async def admin_list_users(request: web.Request) -> web.StreamResponse:
     admin = await api_admin(request)
-    users = await request.app[CONTROLLER].accounts.list_users(admin)
-    return web.json_response([user_json(u) for u in users])
+    users = sorted(await request.app[CONTROLLER].accounts.list_users(admin), key=paging.user_key)
+    return _memory_page(request, "users", users, [paging.user_key(u) for u in users], paging.USER_KEY_SHAPE,
+                        user_json)
 
 
 async def admin_create_user(request: web.Request) -> web.StreamResponse:
@@ -374,8 +387,8 @@ async def admin_delete_user(request: web.Request) -> web.StreamResponse:
 
 async def admin_list_agents(request: web.Request) -> web.StreamResponse:
     admin = await api_admin(request)
-    agents = await request.app[CONTROLLER].agents.list_agents(admin)
-    return web.json_response([agent_json(a) for a in agents])
+    agents = sorted(await request.app[CONTROLLER].agents.list_agents(admin), key=lambda a: a.name)
+    return _memory_page(request, "agents", agents, [(a.name,) for a in agents], (str,), agent_json)
 
 
 async def admin_add_agent(request: web.Request) -> web.StreamResponse:

@@ -486,13 +486,17 @@ _LIMIT_NODES = _query_param(
     "limit", f"at most this many nodes (default {PAGE_DEFAULT}, at most {PAGE_LIMIT}); a 400 outside that range",
     {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT},
 )
+_LIMIT_ROWS = _query_param(
+    "limit", f"at most this many rows (default {PAGE_DEFAULT}, at most {PAGE_LIMIT}); a 400 outside that range",
+    {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT},
+)
 _CURSOR = _query_param(
     "cursor",
     "the next page: pass back the cursor of the previous response's Link header (rel=\"next\"), "
     "with the same other parameters. Opaque; a malformed cursor or one of another list is a 400. "
     "Pages are in a stable order on keys that do not change (current: by node name for the "
-    "caller's, by start date, node and owner for an administrator's; ended: newest first; nodes by "
-    "name), so a "
+    "caller's, by start date, node and owner for an administrator's; ended: newest first; nodes and "
+    "agents by name; users awaiting approval first, then oldest first), so a "
     "row added while a client pages is on a later page when its key is after the cursor and on "
     "none otherwise: no row is ever repeated or skipped",
 )
@@ -665,11 +669,12 @@ def _paths() -> dict[str, Any]:
         "/admin/users": {
             "get": {
                 "operationId": "listUsers",
-                "summary": "every account, pending sign-ups first",
+                "summary": "every account, pending sign-ups first, then oldest first, a page at a time",
                 "tags": ["admin"],
+                "parameters": [_LIMIT_ROWS, _CURSOR],
                 "responses": {
-                    "200": _json({"type": "array", "items": _ref("User")}, "users"),
-                    **_errors(*_AUTH),
+                    "200": _paged({"type": "array", "items": _ref("User")}, "one page of users"),
+                    **_errors(400, *_AUTH),
                 },
             },
             "post": {
@@ -706,11 +711,12 @@ def _paths() -> dict[str, Any]:
         "/admin/agents": {
             "get": {
                 "operationId": "listAgents",
-                "summary": "the registered agents (never their tokens)",
+                "summary": "the registered agents (never their tokens), by name, a page at a time",
                 "tags": ["admin"],
+                "parameters": [_LIMIT_ROWS, _CURSOR],
                 "responses": {
-                    "200": _json({"type": "array", "items": _ref("Agent")}, "agents"),
-                    **_errors(*_AUTH),
+                    "200": _paged({"type": "array", "items": _ref("Agent")}, "one page of agents, by name"),
+                    **_errors(400, *_AUTH),
                 },
             },
             "post": {

@@ -129,3 +129,12 @@ def window(
         next_page=link(following) if following is not None else None,
         first_page=link(None) if first > 0 else None,
     )
+
+
+# The order of the users list (UserRepository.list_users): awaiting approval first, then oldest
+# first; the email breaks ties. Its key pages the admin Users page and the API's list.
+USER_KEY_SHAPE = (int, int, str)
+
+
+def user_key(user: Any) -> tuple[int, int, str]:
+    return (int(bool(user.is_authorized)), int(user.created_at), user.email)

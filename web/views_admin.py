@@ -20,6 +20,7 @@ from edgebed.web.auth import require_admin, safe_next
 from edgebed.web.formpage import FormError, about, redraw_on_error
 from edgebed.web.forms import MAX_LONG, MAX_PASSWORD, clean_text, field, format_epoch, parse_int
 from edgebed.web.keys import CONTROLLER, ERROR_FIELD
+from edgebed.web.paging import USER_KEY_SHAPE, user_key
 from edgebed.web.render import flash, render, viewer_zone
 
 # Rows per page of the users and agents pages (?limit=, at most the maximum).
@@ -65,12 +66,13 @@ async def _users_page(
     form_error: FormError | None = None,
     status: int = 200,
 ) -> web.Response:
-    # Accounts awaiting approval first (what an administrator comes for), then by email.
-    users = sorted(await request.app[CONTROLLER].accounts.list_users(admin),
-                   key=lambda u: (bool(u.is_authorized), u.email))
+    # The store's order: accounts awaiting approval first (what an administrator comes for),
+    # then oldest first; sorted again here, since a PostgreSQL collation may order the emails
+    # of one second otherwise than the cursor's comparison does.
+    users = sorted(await request.app[CONTROLLER].accounts.list_users(admin), key=user_key)
     page = paging.window(
-        _paging_query(request), "/admin/users", "admin-users", [(int(bool(u.is_authorized)), u.email) for u in users],
-        (int, str), default=USER_ROWS_DEFAULT, maximum=USER_ROWS_MAX,
+        _paging_query(request), "/admin/users", "admin-users", [user_key(u) for u in users], USER_KEY_SHAPE,
+        default=USER_ROWS_DEFAULT, maximum=USER_ROWS_MAX,
     )
     return await render(
         request,

@@ -198,6 +198,21 @@ def test_the_api_pages_nodes_by_name(bed):
     assert "Link" not in client.get("/api/v1/nodes").headers  # 35 fit the default page
 
 
+def test_the_api_pages_the_admin_lists_of_users_and_agents(bed):
+    client = client_for(bed)
+    client.token = bed.api_token(ADMIN)
+    rows, links = _api_pages(client, "/api/v1/admin/agents?limit=2")
+    assert [row["name"] for row in rows] == ["rpi", "sens", "srv"] and len(links) == 1
+    rows, links = _api_pages(client, "/api/v1/admin/users?limit=1")
+    emails = [row["email"] for row in rows]
+    # Every account once, those awaiting approval first: as the whole list gives them.
+    whole = client.get("/api/v1/admin/users")
+    assert "Link" not in whole.headers and emails == [row["email"] for row in whole.json()]
+    assert len(links) == len(emails) - 1 and len(set(emails)) == len(emails) >= 3
+    pending = [row["is_authorized"] for row in rows]
+    assert pending == sorted(pending)
+
+
 @pytest.mark.parametrize("path, message", [
     ("/api/v1/reservations?limit=0", "limit must be a whole number between 1 and 1000"),
     ("/api/v1/reservations?limit=1001", "limit must be a whole number between 1 and 1000"),
@@ -215,6 +230,9 @@ def test_the_api_pages_nodes_by_name(bed):
     ("/api/v1/nodes?limit=0", "limit must be a whole number between 1 and 1000"),
     ("/api/v1/nodes?cursor=WyJtaW5lIixbInJwaS0wMDEiLCJhIl1d", "cursor: it belongs to another list"),
     ("/api/v1/nodes?page=2", "unknown query parameter(s) 'page'"),
+    ("/api/v1/admin/users?limit=1001", "limit must be a whole number between 1 and 1000"),
+    ("/api/v1/admin/users?cursor=WyJub2RlcyIsWyJycGktMDAxIl1d", "cursor: it belongs to another list"),
+    ("/api/v1/admin/agents?cursor=WyJhZ2VudHMiLFsxXV0", "cursor: it belongs to another list"),
 ])
 def test_a_bad_limit_or_cursor_in_the_api_is_a_400_that_says_why(bed, path, message):
     client = client_for(bed)
