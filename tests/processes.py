@@ -1,5 +1,6 @@
 """The one harness for edgebed child processes: `edgebed agent`, the headless controller,
-`edgebed controller` and `edgebed demo`, started as an operator starts them.
+`edgebed controller`, `edgebed demo` and the hardware lab's `up`, started as an operator starts
+them.
 
 Every process writes its stdout to `<name>.out` and its stderr (the log) to `<name>.log` in its
 directory, both appended across restarts, so a test can read the whole story after a failure.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import atexit
+import json
 import os
 import re
 import secrets
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -55,26 +58,47 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def toml_value(value: Any) -> str:
+    """One TOML value: a bool, a number, a string or a path (a basic string), or a list of
+    these (an array). TypeError for anything else."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, Path):
+        value = str(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # A JSON string is a TOML basic string: quotes, backslashes and control characters
+        # escaped the same way; other characters as they are (TOML files are UTF-8).
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, Path):
-        return toml_value(str(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     raise TypeError(f"no TOML for {value!r}")
 
 
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, Mapping) for item in value)
+
+
+def toml_lines(keys: Mapping[str, Any], table: str = "") -> list[str]:
+    """The lines of `keys` as the body of `table` (top level: ""): values first, then a [table]
+    for each dict value and a [[table]] for each list of dicts, named with dots below `table`."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in keys.items() if not isinstance(v, Mapping) and not _is_tables(v)]
+    for key, value in keys.items():
+        name = f"{table}.{key}" if table else key
+        if isinstance(value, Mapping):
+            lines += ["", f"[{name}]", *toml_lines(value, name)]
+        elif _is_tables(value):
+            for item in value:
+                lines += ["", f"[[{name}]]", *toml_lines(item, name)]
+    return lines
+
+
 def write_toml(path: Path, keys: Mapping[str, Any]) -> Path:
-    """Top-level keys, then one [table] per dict value (`{"sim": {"nodes": 3}}`)."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in keys.items() if not isinstance(v, Mapping)]
-    for table, values in keys.items():
-        if isinstance(values, Mapping):
-            lines.append(f"[{table}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    """`keys` as a TOML file at `path` (its folder made): values, tables for dict values
+    (`{"sim": {"nodes": 3}}`) and arrays of tables for lists of dicts (`{"real": {"switches":
+    [{...}, {...}]}}`). Returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(toml_lines(keys)) + "\n", encoding="utf-8")
     return path
 
 
@@ -157,32 +181,29 @@ class ChildProcess(abc.ABC):
 
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait: returns the exit code (the process is killed if it overstays)."""
-        assert self.process is not None, f"{self.name} was never started"
-        if self.running:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self.name} did not stop within {timeout} s of SIGTERM") from None
+        return self._signal_and_wait(signal.SIGTERM, timeout)
 
     def interrupt(self, timeout: float = 30.0) -> int:
         """SIGINT (Ctrl-C) and wait: returns the exit code."""
-        assert self.process is not None
+        return self._signal_and_wait(signal.SIGINT, timeout)
+
+    def _signal_and_wait(self, signum: signal.Signals, timeout: float) -> int:
+        # The exit code once the process is gone; SIGKILL and AssertionError after `timeout` s.
+        assert self.process is not None, f"{self.name} was never started"
         if self.running:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signum)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"{self.name} did not stop within {timeout} s of SIGINT") from None
+            raise AssertionError(f"{self.name} did not stop within {timeout} s of {signum.name}") from None
 
-    def stop(self) -> None:
-        """Clean-up: SIGTERM, then SIGKILL after 10 s; never raises for a slow child."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Clean-up: SIGTERM, then SIGKILL after `timeout` s; never raises for a slow child."""
         if self.running:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(10)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
 
@@ -254,7 +275,8 @@ AGENT_READY = re.compile(r"^edgebed agent (\S+) listening on (\S+):(\d+)$")
 
 class AgentProcess(ChildProcess):
     """`edgebed agent --config FILE` with the sim driver; the config, the SQLite database, the
-    log and stdout live in `directory` under the agent's name."""
+    log and stdout live in `directory` under the agent's name. `from_config` runs a config file
+    written elsewhere instead (the real drivers' tests)."""
 
     def __init__(
         self,
@@ -271,17 +293,12 @@ class AgentProcess(ChildProcess):
         sim: Mapping[str, Any] | None = None,
         **keys: Any,
     ) -> None:
-        super().__init__(directory, name)
-        self.type = type
-        self.token = token or secrets.token_urlsafe(16)
-        self.database = directory / f"{name}.sqlite"
-        self.config_path = directory / f"{name}.toml"
-        self.keys: dict[str, Any] = {
+        keys = {
             "name": name,
             "type": type,
             "listen": listen,
-            "token": self.token,
-            "database": str(self.database),
+            "token": token or secrets.token_urlsafe(16),
+            "database": str(directory / f"{name}.sqlite"),
             "driver": "sim",
             **keys,
             # `sim` adds [sim] keys (hang_commands = "wipe": every destroy ends lost).
@@ -289,7 +306,24 @@ class AgentProcess(ChildProcess):
                 "nodes": nodes, "time_scale": time_scale, "failure_rate": failure_rate, "seed": seed, **(sim or {})
             },
         }
-        write_toml(self.config_path, self.keys)
+        self._adopt(write_toml(directory / f"{name}.toml", keys), keys)
+
+    @classmethod
+    def from_config(cls, config: Path) -> AgentProcess:
+        """An agent that runs a config file written elsewhere as it is (driver = "real", say):
+        its name, type, token and database are the file's; its log and stdout go beside it."""
+        agent = cls.__new__(cls)
+        agent._adopt(config, tomllib.loads(config.read_text(encoding="utf-8")))
+        return agent
+
+    def _adopt(self, config: Path, keys: Mapping[str, Any]) -> None:
+        # The one place an agent process learns its configuration, whoever wrote the file.
+        super().__init__(config.parent, keys["name"])
+        self.type = keys["type"]
+        self.token = keys["token"]
+        self.database = Path(keys["database"])
+        self.config_path = config
+        self.keys = dict(keys)
         self.host = ""
         self.port = 0
 
@@ -451,6 +485,40 @@ class ControllerProcess(ChildProcess):
         """SIGCONT after pause()."""
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+
+
+# -- the hardware lab ----------------------------------------------------------------------------
+
+LAB_READY = re.compile(r"^ready:")
+
+
+class LabUp(ChildProcess):
+    """`python -m MODULE up --dir DIRECTORY ARGS...` (edgebed.lab, edgebed.lab.boards): ready once
+    it printed its `ready:` line. Its stdout and log go beside `directory`, as `<directory
+    name>-up.out` and `-up.log`. It runs with the test's whole environment (the lab marks its own
+    children with EDGEBED_LAB_DIR, and reads no EDGEBED_* key of ours)."""
+
+    def __init__(self, module: str, directory: Path, *args: str) -> None:
+        super().__init__(directory.parent, f"{directory.name}-up")
+        self.module = module
+        self.lab_directory = directory
+        self.args = args
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.module, "up", "--dir", str(self.lab_directory), *self.args]
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def wait_ready(self, timeout: float = READY_SECONDS) -> LabUp:
+        self.wait_output(LAB_READY, timeout=timeout)
+        return self
+
+    def printed_before_ready(self) -> str:
+        """The last line this run printed before its `ready:` line (the lab's timings)."""
+        lines = self.output().splitlines()
+        ready = next(index for index, line in enumerate(lines) if LAB_READY.match(line))
+        return lines[ready - 1] if ready else ""
 
 
 CALL_LINE = re.compile(r"call /edgebed\.v1\.Agent/(\w+) from edgebed-controller/(\S+)")
