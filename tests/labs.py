@@ -20,9 +20,6 @@ one after another (tests/xdist_plan.py), so the session's lab is started once pe
 from __future__ import annotations
 
 import json
-import os
-import select
-import signal
 import subprocess
 import sys
 import time
@@ -33,8 +30,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import component_missing
+from tests.processes import REPO, LabUp
 
-REPO = Path(__file__).resolve().parents[1]
 LAB_PIS = 8
 BOOT_DELAY = 0.5
 # A dark Pi (nothing to boot) tries again after this many seconds.
@@ -54,6 +51,28 @@ def require_lab() -> None:
 
 
 @contextmanager
+def lab_up(module: str, directory: Path, *args: str, ready_seconds: float, stop_seconds: float,
+           down: bool) -> Iterator[LabUp]:
+    """`python -m MODULE up --dir DIRECTORY ARGS...` (tests/processes.py's LabUp) until its
+    `ready:` line (AssertionError, with its output and log, after `ready_seconds`); yields it.
+    Afterwards, also after a failure: SIGTERM, SIGKILL after `stop_seconds`, and with `down`
+    `python -m MODULE down --dir DIRECTORY` for what a killed lab left behind."""
+    directory.mkdir(parents=True, exist_ok=True)
+    up = LabUp(module, directory, *args)
+    try:
+        # spawn, not start: one that does not come up gets SIGTERM below (start would SIGKILL
+        # it, and what it had started would stay).
+        up.spawn()
+        up.wait_ready(ready_seconds)
+        yield up
+    finally:
+        up.stop(stop_seconds)
+        if down:
+            subprocess.run([sys.executable, "-m", module, "down", "--dir", str(directory)],
+                           cwd=REPO, capture_output=True, check=False, timeout=120)
+
+
+@contextmanager
 def lab_process(directory: Path, pis: int, boot_delay: float = BOOT_DELAY,
                 retry_seconds: float | None = None) -> Iterator:
     """`python -m edgebed.lab up` in `directory` until the `ready:` line; yields the
@@ -61,38 +80,11 @@ def lab_process(directory: Path, pis: int, boot_delay: float = BOOT_DELAY,
     require_lab()
     from edgebed.lab.description import LabDescription
 
-    directory.mkdir(parents=True, exist_ok=True)
-    log = (directory.parent / f"{directory.name}-up.log").open("ab")
-    command = [sys.executable, "-m", "edgebed.lab", "up", "--dir", str(directory), "--pis", str(pis),
-               "--boot-delay", str(boot_delay)]
+    args = ["--pis", str(pis), "--boot-delay", str(boot_delay)]
     if retry_seconds is not None:
-        command += ["--retry-seconds", str(retry_seconds)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                               cwd=REPO)
-    try:
-        deadline = time.monotonic() + 120
-        printed = b""
-        assert process.stdout is not None
-        # Read unbuffered: the lab prints its lines at once, and a buffered readline would keep
-        # the last ones where select cannot see them.
-        while b"\nready:" not in b"\n" + printed:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"the lab did not come up (exit {process.poll()}); see {log.name}")
-            ready, _, _ = select.select([process.stdout], [], [], 0.5)
-            if ready:
-                printed += os.read(process.stdout.fileno(), 4096)
+        args += ["--retry-seconds", str(retry_seconds)]
+    with lab_up("edgebed.lab", directory, *args, ready_seconds=120, stop_seconds=60, down=True):
         yield LabDescription.load(directory.resolve())
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        subprocess.run([sys.executable, "-m", "edgebed.lab", "down", "--dir", str(directory)],
-                       cwd=REPO, capture_output=True, check=False, timeout=120)
-        log.close()
 
 
 def reset(lab, within: float = 30.0) -> None:  # type: ignore[no-untyped-def]

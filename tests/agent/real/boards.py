@@ -5,22 +5,18 @@ agent configurations with driver = "real" for them, and a look at a board's flas
 
 from __future__ import annotations
 
-import os
 import re
-import select
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 from edgebed.lab.boards import GDB, BoardsDescription, missing_prerequisites
-from tests.agent.conftest import TOKEN
+from tests.agent.real.lab import RealAgentConfig
 from tests.conftest import component_missing
-from tests.processes import REPO, AgentProcess, ChildProcess, toml_value
+from tests.labs import lab_up
 
 
 def require_boards() -> None:
@@ -33,38 +29,18 @@ def require_boards() -> None:
 def boards_process(directory: Path, boards: int) -> Iterator[BoardsDescription]:
     """`python -m edgebed.lab.boards up` in `directory` until its `ready:` line; SIGTERM after."""
     require_boards()
-    directory.mkdir(parents=True, exist_ok=True)
-    log = (directory.parent / f"{directory.name}-up.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edgebed.lab.boards", "up", "--dir", str(directory), "--boards", str(boards)],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        printed = b""
-        assert process.stdout is not None
-        while b"\nready:" not in b"\n" + printed:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"the boards did not come up (exit {process.poll()}); see {log.name}")
-            ready, _, _ = select.select([process.stdout], [], [], 0.5)
-            if ready:
-                printed += os.read(process.stdout.fileno(), 4096)
-        print(f"\nFIGURE boards up: {printed.decode(errors='replace').strip().splitlines()[-2]}", flush=True)
+    with lab_up("edgebed.lab.boards", directory, "--boards", str(boards), ready_seconds=60, stop_seconds=30,
+                down=False) as up:
+        print(f"\nFIGURE boards up: {up.printed_before_ready()}", flush=True)
         yield BoardsDescription.load(directory.resolve())
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
 
 
 @dataclass
-class SensorAgentConfig:
+class SensorAgentConfig(RealAgentConfig):
     """A sensor agent with driver = "real" for the lab boards; `models` are [[real.boards]]
     tables (BoardsDescription.board_table)."""
+
+    agent_type: ClassVar[str] = "sensor"
 
     boards: BoardsDescription
     folder: Path
@@ -72,48 +48,14 @@ class SensorAgentConfig:
     timeout_scale: float = 0.1
     models: list[Mapping[str, object]] = field(default_factory=list)
 
-    @property
-    def database(self) -> Path:
-        return self.folder / f"{self.name}.sqlite"
-
-    def agent(self) -> SensorAgent:
-        return SensorAgent(self)
-
-    def write(self) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        lines = [
-            f"name = {toml_value(self.name)}", 'type = "sensor"', 'listen = "127.0.0.1:0"',
-            f"token = {toml_value(TOKEN)}", f"database = {toml_value(str(self.database))}",
-            'driver = "real"', "", "[real]",
-            f"image_dir = {toml_value(self.boards.firmware_dir)}",
-            f"work_dir = {toml_value(str(self.folder / f'{self.name}-jobs'))}",
-            "power_off_seconds = 0.2",
-            f"timeout_scale = {self.timeout_scale!r}",
-        ]
-        for model in self.models or [self.boards.board_table()]:
-            lines += ["", "[[real.boards]]"]
-            for key, value in model.items():
-                if isinstance(value, list):
-                    lines.append(f"{key} = [{', '.join(toml_value(item) for item in value)}]")
-                else:
-                    lines.append(f"{key} = {toml_value(value)}")
-        path = self.folder / f"{self.name}.toml"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-
-class SensorAgent(AgentProcess):
-    """`edgebed agent` with a SensorAgentConfig's file."""
-
-    def __init__(self, config: SensorAgentConfig) -> None:
-        ChildProcess.__init__(self, config.folder, config.name)
-        self.type = "sensor"
-        self.token = TOKEN
-        self.database = config.database
-        self.config_path = config.write()
-        self.keys = {}
-        self.host = ""
-        self.port = 0
+    def real(self) -> dict[str, Any]:
+        return {
+            "image_dir": self.boards.firmware_dir,
+            "work_dir": str(self.folder / f"{self.name}-jobs"),
+            "power_off_seconds": 0.2,
+            "timeout_scale": self.timeout_scale,
+            "boards": list(self.models or [self.boards.board_table()]),
+        }
 
 
 def flash_words(port: str, address: int = 0, count: int = 2) -> list[int]:

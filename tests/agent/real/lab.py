@@ -5,12 +5,13 @@ is the session's (the `lab` fixture of tests/labs.py); lab_process starts one of
 
 from __future__ import annotations
 
+import abc
 import asyncio
-import json
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import grpc
 
@@ -19,21 +20,44 @@ from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from tests.agent.conftest import AUTH, TOKEN
 from tests.labs import lab_process, require_lab  # noqa: F401  (also imported from here)
-from tests.processes import AgentProcess, ChildProcess
+from tests.processes import AgentProcess, write_toml
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string is a JSON string for these values
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
+class RealAgentConfig(abc.ABC):
+    """What the lab agents' configurations share (AgentConfig, ServerAgentConfig,
+    SensorAgentConfig): an agent `name` of `agent_type` with driver = "real", its file, database,
+    log and stdout in `folder`, the tests' TOKEN; `real()` gives its [real] table."""
+
+    agent_type: ClassVar[str]
+    folder: Path
+    name: str
+
+    @property
+    def database(self) -> Path:
+        return self.folder / f"{self.name}.sqlite"
+
+    @abc.abstractmethod
+    def real(self) -> dict[str, Any]:
+        """The [real] table: what this kind of agent needs of its lab."""
+
+    def write(self) -> Path:
+        """The agent's TOML file, `<folder>/<name>.toml`."""
+        return write_toml(self.folder / f"{self.name}.toml", {
+            "name": self.name, "type": self.agent_type, "listen": "127.0.0.1:0", "token": TOKEN,
+            "database": str(self.database), "driver": "real", "real": self.real(),
+        })
+
+    def agent(self) -> AgentProcess:
+        """An agent process with this configuration, not started yet."""
+        return AgentProcess.from_config(self.write())
 
 
 @dataclass
-class AgentConfig:
+class AgentConfig(RealAgentConfig):
     """An agent with driver = "real" for a lab; `switches` beyond the lab's own (name -> a table
     overriding some of its keys) let nodes name a misbehaving one."""
+
+    agent_type: ClassVar[str] = "raspberry"
 
     lab: LabDescription
     folder: Path
@@ -47,18 +71,13 @@ class AgentConfig:
     netboot_known_hosts: str | None = None
     switches: dict[str, dict[str, object]] = field(default_factory=dict)
 
-    @property
-    def database(self) -> Path:
-        return self.folder / f"{self.name}.sqlite"
-
-    def agent(self) -> RealAgent:
-        """An agent process with this configuration, not started yet."""
-        return RealAgent(self)
-
-    def write(self) -> Path:
+    def real(self) -> dict[str, Any]:
         lab = self.lab
-        self.folder.mkdir(parents=True, exist_ok=True)
-        real = {
+        lab_switch = {
+            "address": lab.switch.address, "community": lab.switch.community,
+            "poe_oid": lab.switch.poe_oid, "port_offset": lab.switch.port_offset,
+        }
+        return {
             "ssh_key": self.ssh_key or lab.ssh_key,
             "tftp_root": lab.tftp_root,
             "netboot_dir": lab.netboot_dir,
@@ -71,38 +90,9 @@ class AgentConfig:
             "work_dir": f"/tmp/edgebed-{self.name}",
             "poe_off_seconds": self.poe_off_seconds,
             "timeout_scale": self.timeout_scale,
+            "switches": [{"name": name, **lab_switch, **overrides}
+                         for name, overrides in {lab.switch.name: {}, **self.switches}.items()],
         }
-        lab_switch = {
-            "address": lab.switch.address, "community": lab.switch.community,
-            "poe_oid": lab.switch.poe_oid, "port_offset": lab.switch.port_offset,
-        }
-        lines = [
-            f"name = {_toml(self.name)}", 'type = "raspberry"', 'listen = "127.0.0.1:0"',
-            f"token = {_toml(TOKEN)}", f"database = {_toml(str(self.database))}",
-            'driver = "real"', "", "[real]",
-        ]
-        lines += [f"{key} = {_toml(value)}" for key, value in real.items()]
-        for name, overrides in {lab.switch.name: {}, **self.switches}.items():
-            lines += ["", "[[real.switches]]", f"name = {_toml(name)}"]
-            lines += [f"{key} = {_toml(value)}" for key, value in {**lab_switch, **overrides}.items()]
-        path = self.folder / f"{self.name}.toml"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-
-class RealAgent(AgentProcess):
-    """`edgebed agent` with an AgentConfig's file (the harness's AgentProcess writes sim
-    configurations only): its log, stdout, restarts and transition log as the harness has them."""
-
-    def __init__(self, config: AgentConfig) -> None:
-        ChildProcess.__init__(self, config.folder, config.name)
-        self.type = "raspberry"
-        self.token = TOKEN
-        self.database = config.database
-        self.config_path = config.write()
-        self.keys = {}
-        self.host = ""
-        self.port = 0
 
 
 # Seconds per call: generous, for a loaded CI machine. (An agent's first SNMP request used to load

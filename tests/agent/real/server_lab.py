@@ -1,26 +1,21 @@
 """The hardware lab with servers (edgebed.lab.servers, docs/lab.md) as the end-to-end tests of the
 real node (server) driver use it: a lab process with one server per BMC kind and no Pis, and
-agent configurations of type `node` for it. The gRPC client (`Watch`) and the agent process
-(`RealAgent`) are the raspberry tests' (lab.py)."""
+agent configurations of type `node` for it. The gRPC client (`Watch`) and what the agent
+configurations share (`RealAgentConfig`) are the raspberry tests' (lab.py)."""
 
 from __future__ import annotations
 
-import os
-import select
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 from edgebed.lab.description import LabDescription
-from tests.agent.conftest import TOKEN
-from tests.agent.real.lab import RealAgent, _toml
+from tests.agent.real.lab import RealAgentConfig
 from tests.conftest import component_missing
-from tests.processes import REPO, ChildProcess
+from tests.labs import lab_up
 
 
 def require_server_lab() -> None:
@@ -37,43 +32,19 @@ def server_lab_process(directory: Path, *, ipmi: int = 1, redfish: int = 1, boot
     """`python -m edgebed.lab up` with servers and no Pis, until its `ready:` line; down afterwards.
     Yields the description and the seconds `up` took."""
     require_server_lab()
-    directory.mkdir(parents=True, exist_ok=True)
-    log = (directory.parent / f"{directory.name}-up.log").open("ab")
     began = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edgebed.lab", "up", "--dir", str(directory), "--pis", "0",
-         "--ipmi-servers", str(ipmi), "--redfish-servers", str(redfish),
-         "--redfish-delay", *map(str, redfish_delay), "--boot-delay", str(boot_delay)],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        printed = b""
-        assert process.stdout is not None
-        while b"\nready:" not in b"\n" + printed:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"the lab did not come up (exit {process.poll()}); see {log.name}")
-            ready, _, _ = select.select([process.stdout], [], [], 0.5)
-            if ready:
-                printed += os.read(process.stdout.fileno(), 4096)
+    with lab_up("edgebed.lab", directory, "--pis", "0", "--ipmi-servers", str(ipmi),
+                "--redfish-servers", str(redfish), "--redfish-delay", *map(str, redfish_delay),
+                "--boot-delay", str(boot_delay), ready_seconds=120, stop_seconds=60, down=True):
         yield LabDescription.load(directory.resolve()), time.monotonic() - began
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        subprocess.run([sys.executable, "-m", "edgebed.lab", "down", "--dir", str(directory)],
-                       cwd=REPO, capture_output=True, check=False, timeout=120)
-        log.close()
 
 
 @dataclass
-class ServerAgentConfig:
+class ServerAgentConfig(RealAgentConfig):
     """An agent of type `node` with driver = "real" for a lab with servers. `credentials`: extra
     [[real.bmc_credentials]] tables put before the lab's catch-all one (match, user, file)."""
+
+    agent_type: ClassVar[str] = "node"
 
     lab: LabDescription
     folder: Path
@@ -82,17 +53,9 @@ class ServerAgentConfig:
     image_url: str | None = None
     credentials: list[tuple[str, str, str]] = field(default_factory=list)
 
-    @property
-    def database(self) -> Path:
-        return self.folder / f"{self.name}.sqlite"
-
-    def agent(self) -> ServerAgent:
-        return ServerAgent(self)
-
-    def write(self) -> Path:
+    def real(self) -> dict[str, Any]:
         lab = self.lab
-        self.folder.mkdir(parents=True, exist_ok=True)
-        real = {
+        return {
             "ssh_key": lab.ssh_key,
             "tftp_root": lab.tftp_root,
             "netboot_script": lab.netboot_script,
@@ -104,30 +67,8 @@ class ServerAgentConfig:
             "bmc_timeout": 5.0,
             "power_off_seconds": 0.5,
             "timeout_scale": self.timeout_scale,
+            "bmc_credentials": [
+                {"match": match, "user": user, "password_file": password_file}
+                for match, user, password_file in [*self.credentials, ("*", lab.bmc_user, lab.bmc_password_file)]
+            ],
         }
-        lines = [
-            f"name = {_toml(self.name)}", 'type = "node"', 'listen = "127.0.0.1:0"',
-            f"token = {_toml(TOKEN)}", f"database = {_toml(str(self.database))}",
-            'driver = "real"', "", "[real]",
-        ]
-        lines += [f"{key} = {_toml(value)}" for key, value in real.items()]
-        for match, user, password_file in [*self.credentials, ("*", lab.bmc_user, lab.bmc_password_file)]:
-            lines += ["", "[[real.bmc_credentials]]", f"match = {_toml(match)}", f"user = {_toml(user)}",
-                      f"password_file = {_toml(password_file)}"]
-        path = self.folder / f"{self.name}.toml"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-
-class ServerAgent(RealAgent):
-    """`edgebed agent` of type node with a ServerAgentConfig's file."""
-
-    def __init__(self, config: ServerAgentConfig) -> None:
-        ChildProcess.__init__(self, config.folder, config.name)
-        self.type = "node"
-        self.token = TOKEN
-        self.database = config.database
-        self.config_path = config.write()
-        self.keys = {}
-        self.host = ""
-        self.port = 0

@@ -25,9 +25,9 @@ import asyncssh
 import pytest
 
 from edgebed.lab.description import LabDescription
-from tests.agent.real.lab import AgentConfig, RealAgent, Watch
+from tests.agent.real.lab import AgentConfig, Watch
 from tests.agent.real.peers import MIB
-from tests.processes import REPO
+from tests.processes import REPO, AgentProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.lab]
 
@@ -48,7 +48,7 @@ def user_key(tmp_path_factory) -> tuple[Path, str]:
     return key, (folder / "id_ed25519.pub").read_text().strip()
 
 
-def transitions(agent: RealAgent, node: str, process: str = "") -> list[tuple[str, str, float]]:
+def transitions(agent: AgentProcess, node: str, process: str = "") -> list[tuple[str, str, float]]:
     """(event, state, wall time) of the node's last action (of `process`, when given), from the
     stopped agent's transition log."""
     rows = [row for row in agent.transitions()
