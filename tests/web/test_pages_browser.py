@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -45,15 +46,22 @@ def bed(tmp_path_factory):
         testbed.stop()
 
 
+@contextmanager
 def _page(browser, bed, email, *, width=1366, height=900):
+    """A page in a browser context of its own (closed afterwards), `email` signed in; yields it
+    and the list its script errors and console errors (other than the 400s and 409s the tests
+    provoke) go to."""
     context = browser.new_context(timezone_id=ZONE, viewport={"width": width, "height": height})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not re.search(r"status of 40[09]", m.text) else None)
-    log_in(page, bed.url, email, PASSWORD)
-    page.wait_for_load_state()
-    return context, page, errors
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not re.search(r"status of 40[09]", m.text) else None)
+        log_in(page, bed.url, email, PASSWORD)
+        page.wait_for_load_state()
+        yield page, errors
+    finally:
+        context.close()
 
 
 def _visible_bar(page, node: str):
@@ -71,8 +79,7 @@ def _visible_bar(page, node: str):
 
 @pytest.mark.parametrize("days, minimum_px", [(1, 20), (7, 5)])
 def test_a_one_hour_reservation_is_visible_and_labelled(browser, bed, days, minimum_px):
-    context, page, errors = _page(browser, bed, ALICE)
-    try:
+    with _page(browser, bed, ALICE) as (page, errors):
         page.goto(f"{bed.url}/reserve?days={days}")
         bar, box, on_top = _visible_bar(page, "rpi-001")
         # A day is 24 one-hour columns; a week still gives the hour a bar of several pixels.
@@ -95,13 +102,10 @@ def test_a_one_hour_reservation_is_visible_and_labelled(browser, bed, days, mini
         assert all(a[1] <= b[0] + 0.5 for a, b in zip(bands, bands[1:], strict=False)), bands
         shoot(page, f"11-reserve-one-hour-{'day' if days == 1 else 'week'}")
         assert errors == []
-    finally:
-        context.close()
 
 
 def test_an_administrator_sees_who_holds_each_window(browser, bed):
-    context, page, errors = _page(browser, bed, ADMIN)
-    try:
+    with _page(browser, bed, ADMIN) as (page, errors):
         page.goto(f"{bed.url}/reserve?days=7")
         owners = {
             node: page.locator(f"tr[data-node={node}] .busy .who").inner_text()
@@ -110,22 +114,16 @@ def test_an_administrator_sees_who_holds_each_window(browser, bed):
         assert owners == {"rpi-001": ALICE, "rpi-002": BOB}
         assert page.locator("tr[data-node=rpi-002] .busy .who").is_visible()
         shoot(page, "12-reserve-admin-owners")
-    finally:
-        context.close()
     # A user sees that rpi-001 is taken, never by whom.
-    context, page, errors = _page(browser, bed, BOB)
-    try:
+    with _page(browser, bed, BOB) as (page, errors):
         page.goto(f"{bed.url}/reserve?days=7")
         assert page.locator("tr[data-node=rpi-001] .busy").count() == 1
         assert page.locator("tr[data-node=rpi-001] .busy .who").count() == 0
         assert ALICE not in page.content()
-    finally:
-        context.close()
 
 
 def test_clicking_a_free_slot_fills_the_form(browser, bed):
-    context, page, errors = _page(browser, bed, BOB)
-    try:
+    with _page(browser, bed, BOB) as (page, errors):
         page.goto(f"{bed.url}/reserve?days=7")
         table = page.locator("section[data-type=raspberry] table.nodes")
         view_start = int(table.get_attribute("data-start"))
@@ -166,13 +164,10 @@ def test_clicking_a_free_slot_fills_the_form(browser, bed):
         picked = [r for r in mine if r.node_name == "rpi-004"]
         assert picked and picked[0].start_date == hour and picked[0].end_date == hour + 2 * 3600
         assert errors == []
-    finally:
-        context.close()
 
 
 def test_a_refused_reservation_keeps_the_form_and_says_why_beside_the_field(browser, bed):
-    context, page, errors = _page(browser, bed, BOB)
-    try:
+    with _page(browser, bed, BOB) as (page, errors):
         page.goto(f"{bed.url}/reserve?days=1")
         # rpi-001 is alice's for the coming hour: bob asks for it now, for 3.5 hours.
         page.check("input[name=nodes][value=rpi-001]")
@@ -207,13 +202,10 @@ def test_a_refused_reservation_keeps_the_form_and_says_why_beside_the_field(brow
         assert page.input_value("input[name=start]") == "tomorrow-ish"
         assert page.get_attribute("input[name=start]", "aria-invalid") == "true"
         assert errors == [], errors
-    finally:
-        context.close()
 
 
 def test_the_manage_page_at_phone_width_shows_every_column(browser, bed):
-    context, page, errors = _page(browser, bed, ALICE, width=390, height=844)
-    try:
+    with _page(browser, bed, ALICE, width=390, height=844) as (page, errors):
         page.goto(f"{bed.url}/manage")
         row = page.locator("tr[data-node=rpi-001]")
         labels = row.locator("td[data-label]")
@@ -248,13 +240,10 @@ def test_the_manage_page_at_phone_width_shows_every_column(browser, bed):
         assert page.locator("tr[data-node=rpi-005] .timeline").is_visible()
         shoot(page, "17-reserve-paged-phone")
         assert errors == []
-    finally:
-        context.close()
 
 
 def test_the_overview_draws_its_charts(browser, bed):
-    context, page, errors = _page(browser, bed, ADMIN)
-    try:
+    with _page(browser, bed, ADMIN) as (page, errors):
         page.goto(f"{bed.url}/admin")
         for section in ("#nodes-by-state", "#agents-by-status", "#utilisation"):
             chart = page.locator(f"{section} svg.chart")
@@ -269,5 +258,3 @@ def test_the_overview_draws_its_charts(browser, bed):
         assert page.locator("#utilisation svg rect.bar.today").count() == 1
         shoot(page, "16-admin-overview")
         assert errors == []
-    finally:
-        context.close()
