@@ -110,8 +110,11 @@ async def open_controller(
         )
         # The scheduler is woken when this controller takes an agent over (bound late: the
         # leases come first, the scheduler asks them which agents it drives).
+        # Holding the SQLite file's lock, this controller is the only one that can drive its
+        # agents: its leases never run out on their own (see AgentLeases).
         leases = AgentLeases(
-            store, lease_seconds=settings.lease_seconds, on_gain=lambda: scheduler.wake(), instance=instance
+            store, lease_seconds=settings.lease_seconds, on_gain=lambda: scheduler.wake(), instance=instance,
+            exclusive=lock is not None,
         )
         scheduler = Scheduler(
             store, client, inventory, settings, metrics, clock=clock, guard=guard, leases=leases

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -96,6 +97,12 @@ class AgentLeases:
     `role`: what this controller does ("all", "scheduler", "web"); `on_gain`: called when this
     controller takes an agent it did not drive (the scheduler's wake, so the new agent's rows are
     polled at once); `monotonic`: the local clock leases are counted on.
+
+    `exclusive`: no other controller can drive these agents (it holds the SQLite file's lock,
+    which keeps any other scheduler out), so a lease it took never runs out on its own. Without
+    it, a heartbeat delayed behind the controller's own writes (20,000 starts at once on a busy
+    machine) let leases run out and the scheduler held back StartActions it alone could send.
+    The rows are still written, for the overview.
     """
 
     def __init__(
@@ -107,8 +114,10 @@ class AgentLeases:
         on_gain: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         instance: str | None = None,
+        exclusive: bool = False,
     ) -> None:
         self._store = store
+        self._exclusive = exclusive
         self.lease_seconds = lease_seconds
         self.role = role
         self.instance = instance or new_instance_id()
@@ -190,7 +199,7 @@ class AgentLeases:
                 previous = self._held.get(name)
                 if previous is not None and previous.token != token:
                     gained.add(name)  # lost and taken back meanwhile: a new token
-                self._held[name] = _Held(token, asked + self.lease_seconds)
+                self._held[name] = _Held(token, math.inf if self._exclusive else asked + self.lease_seconds)
             for name in share - set(taken):
                 self._held.pop(name, None)  # still another controller's: it releases it soon
             for name in set(self._held) - names:

@@ -40,6 +40,8 @@ def one_line(text: str, limit: int = MAX_LAST_ERROR) -> str:
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with each of `secrets` (exact values, longest first) and whatever looks like a
     credential replaced by HIDDEN."""
+    if not text:
+        return text
     for secret in sorted({value for value in secrets if value}, key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
     for pattern in (_ASSIGNED, _STATED):

@@ -34,6 +34,9 @@ from edgebed.controller.store.records import CompareAndSet
 _CHUNK = 500
 
 
+# For _check_fields, which runs for every row a poll writes.
+_FIELD_SET = frozenset(SCHEDULE_FIELDS)
+
 class ScheduleRepository:
     """Every method is a coroutine run in the engine's thread pool. Dates are epoch seconds
     (UTC); a reservation is keyed by (node_name, owner)."""
@@ -71,9 +74,9 @@ class ScheduleRepository:
         return not window_conflicts(others, clearance.start, clearance.end, clearance.turnaround)
 
     def _check_fields(self, names: Iterable[str]) -> None:
-        for name in names:
-            if name not in SCHEDULE_FIELDS:
-                raise ValueError(f"unknown schedule field {name!r}")
+        unknown = set(names) - _FIELD_SET
+        if unknown:
+            raise ValueError(f"unknown schedule field {sorted(unknown)[0]!r}")
 
     async def reserve(
         self,

@@ -82,6 +82,28 @@ async def test_one_controller_on_sqlite_drives_every_agent_and_the_work_of_none(
     assert await store.leases.instances(15) == []
 
 
+@pytest.mark.parametrize("stores", ["sqlite"], indirect=True)
+async def test_an_exclusive_controllers_leases_outlast_a_late_heartbeat_and_a_shared_ones_do_not(stores):
+    """The controller holding the SQLite file's lock (exclusive) is the only one that can drive
+    the agents: a heartbeat held up past the lease (its own writes queued first) does not stop
+    its StartActions. Without exclusivity the lease runs out on the local clock."""
+    store = await stores()
+    await _add_agents(store, AGENTS[:2])
+    clock = Clock()
+    exclusive = AgentLeases(store, lease_seconds=15, monotonic=clock, exclusive=True)
+    shared = AgentLeases(await stores(), lease_seconds=15, monotonic=clock)
+    await exclusive.tick()
+    assert exclusive.valid_for("rack0", 6)
+    clock.now += 60  # no heartbeat for four leases
+    assert exclusive.valid_for("rack0", 6) and exclusive.valid_for("rack1", 6)
+    await exclusive.stop()
+    await shared.tick()
+    assert shared.valid_for("rack0", 6)
+    clock.now += 10
+    assert not shared.valid_for("rack0", 6)
+    await shared.stop()
+
+
 def test_shares_move_only_from_a_controller_that_leaves():
     names = [f"agent{i}" for i in range(200)]
     three = {name: owner_of(name, ["a", "b", "c"]) for name in names}
