@@ -38,16 +38,6 @@ def figure(text: str) -> None:
     print(f"\nFIGURE {text}", flush=True)
 
 
-@pytest.fixture(scope="module")
-def user_key(tmp_path_factory) -> tuple[Path, str]:
-    """A user's own key pair (not the agent's): private key path, public key line."""
-    folder = tmp_path_factory.mktemp("user")
-    key = folder / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "user@lab", "-f", str(key)],
-                   check=True)
-    return key, (folder / "id_ed25519.pub").read_text().strip()
-
-
 def transitions(agent: AgentProcess, node: str, process: str = "") -> list[tuple[str, str, float]]:
     """(event, state, wall time) of the node's last action (of `process`, when given), from the
     stopped agent's transition log."""

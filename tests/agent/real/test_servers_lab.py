@@ -36,15 +36,6 @@ def lab(tmp_path_factory):
         yield description
 
 
-@pytest.fixture(scope="module")
-def user_key(tmp_path_factory) -> tuple[Path, str]:
-    folder = tmp_path_factory.mktemp("user")
-    key = folder / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "user@lab", "-f", str(key)],
-                   check=True)
-    return key, (folder / "id_ed25519.pub").read_text().strip()
-
-
 def by_protocol(lab: LabDescription, protocol: str) -> ServerHardware:
     (server,) = [server for server in lab.servers if server.bmc_protocol == protocol]
     return server
