@@ -126,6 +126,7 @@ class LabDescription:
             f"tftp_root = {q(self.tftp_root)}",
             f"netboot_script = {q(self.netboot_script)}",
             f"netboot_hostname = {q(self.server_hostname)}",
+            f"netboot_known_hosts = {q(self.netboot_host_key)}",
             f"image_dir = {q(self.image_dir)}",
             f"image_url = {q(self.image_url)}",
             'wipe = "quick"',

@@ -239,6 +239,7 @@ class RealConfig:
 #     tftp_root = "/srv/tftp"                  # the agent writes <mac>.ipxe here (servers.md)
 #     netboot_script = "/srv/tftp/maintenance.ipxe"  # boots the maintenance system
 #     netboot_hostname = "edgebed-maint"
+#     netboot_known_hosts = "/etc/edgebed/maint_host_keys"  # the maintenance system's host keys
 #     image_dir = "/srv/images"
 #     image_url = "http://10.0.0.1:8081"
 #     [[real.bmc_credentials]]
@@ -282,6 +283,7 @@ SERVER_REAL_SCHEMA: Schema = {
     "netboot_script": Key(str, check=_check_absolute,
                           help="iPXE script that boots the maintenance system; copied into each entry"),
     "netboot_hostname": RASPBERRY_REAL_SCHEMA["netboot_hostname"],
+    "netboot_known_hosts": RASPBERRY_REAL_SCHEMA["netboot_known_hosts"],
     "image_dir": RASPBERRY_REAL_SCHEMA["image_dir"],
     "image_url": RASPBERRY_REAL_SCHEMA["image_url"],
     "serve_images": RASPBERRY_REAL_SCHEMA["serve_images"],
@@ -320,6 +322,7 @@ class ServerRealConfig:
     image_dir: str
     image_url: str
     bmc_credentials: tuple[BmcCredentials, ...]
+    netboot_known_hosts: str = ""
     serve_images: str = ""
     wipe: str = "quick"
     work_dir: str = "/tmp/edgebed"
@@ -340,6 +343,7 @@ class ServerRealConfig:
         return cls(
             ssh_key=table["ssh_key"], tftp_root=table["tftp_root"],
             netboot_script=table["netboot_script"], netboot_hostname=table["netboot_hostname"],
+            netboot_known_hosts=table["netboot_known_hosts"],
             image_dir=table["image_dir"], image_url=table["image_url"],
             bmc_credentials=credentials, serve_images=table["serve_images"], wipe=table["wipe"],
             work_dir=table["work_dir"], ssh_port=table["ssh_port"], ssh_timeout=table["ssh_timeout"],

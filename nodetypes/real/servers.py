@@ -39,7 +39,7 @@ from edgebed.nodetypes.real.images import ImageCatalog
 from edgebed.nodetypes.real.jobs import NodeJobs
 from edgebed.nodetypes.real.pxe import MAC_PATTERN, PxeEntries, mac_of
 from edgebed.nodetypes.real.serve import ImageServer
-from edgebed.nodetypes.real.ssh import SshPool, load_key
+from edgebed.nodetypes.real.ssh import HostKeys, SshPool, load_key, load_known_hosts
 from edgebed.nodetypes.real.system import PiSetup, PiSystem
 
 log = logging.getLogger(__name__)
@@ -165,13 +165,18 @@ def load_credentials(real: ServerRealConfig) -> list[Credentials]:
 
 async def create(options: DriverOptions) -> Driver:
     """The driver from the [real] settings. Raises KeyProblem naming the key the machine finds
-    wrong: an unusable SSH key or password file, a missing folder, an address that cannot be
-    served, a netboot script that is not one."""
+    wrong: an unusable SSH key, host key file or password file, a missing folder, an address that
+    cannot be served, a netboot script that is not one."""
     real = _settings(options)
     try:
         key = load_key(real.ssh_key)
     except ValueError as problem:
         raise KeyProblem("real.ssh_key", f"is {real.ssh_key!r}, which {problem}") from None
+    try:
+        maintenance_keys = load_known_hosts(real.netboot_known_hosts)
+    except ValueError as problem:
+        raise KeyProblem("real.netboot_known_hosts",
+                         f"is {real.netboot_known_hosts!r}, which {problem}") from None
     for name, path in (("real.tftp_root", real.tftp_root), ("real.image_dir", real.image_dir)):
         if not Path(path).is_dir():
             raise KeyProblem(name, f"is {path!r}, which is not a folder")
@@ -195,7 +200,11 @@ async def create(options: DriverOptions) -> Driver:
             ) from None
         options.closing.push_async_callback(server.close)
 
-    ssh = SshPool(key, port=real.ssh_port, connect_timeout=real.ssh_timeout)
+    # Host keys pinned as for the Pis (ssh.py): the maintenance system's from the configuration,
+    # a deployed disk's the one the agent set on it, kept per server under its MAC address.
+    host_keys = HostKeys(maintenance_keys, load_state=options.load_state, save_state=options.save_state,
+                         ident=mac_of)
+    ssh = SshPool(key, host_keys, port=real.ssh_port, connect_timeout=real.ssh_timeout)
     options.closing.push_async_callback(ssh.close)
     bmcs = Bmcs(credentials, timeout=real.bmc_timeout, verify=real.redfish_ca_file or True)
     options.closing.push_async_callback(bmcs.close)

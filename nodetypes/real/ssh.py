@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,23 +106,28 @@ def fingerprint(key: asyncssh.SSHKey) -> str:
     return key.get_fingerprint("sha256")
 
 
+def _serial_of(node: NodeRef) -> str:
+    return node.properties.get("serial", "").strip().lower() or node.name
+
+
 class HostKeys:
     """The host keys the agent accepts from each node: the maintenance system's (from the
-    configuration) and the one pinned for the node's card (its serial), kept with the driver's
-    state in the agent's database (`load_state`/`save_state`, key `hostkey.<serial>`)."""
+    configuration) and the one pinned for the node's card or disk, kept with the driver's state in
+    the agent's database (`load_state`/`save_state`, key `hostkey.<id>`). `ident` names the
+    hardware a pin belongs to: a Pi's serial (the default), a server's MAC address."""
 
     def __init__(self, maintenance: list[asyncssh.SSHKey], *, load_state: LoadState,
-                 save_state: SaveState) -> None:
+                 save_state: SaveState, ident: Callable[[NodeRef], str] | None = None) -> None:
         if not maintenance:
             raise ValueError("the maintenance system needs at least one host key")
         self.maintenance = list(maintenance)
         self._load = load_state
         self._save = save_state
+        self._ident = ident or _serial_of
         self._pinned: dict[str, asyncssh.SSHKey | None] = {}
 
-    @staticmethod
-    def _serial(node: NodeRef) -> str:
-        return node.properties.get("serial", "").strip().lower() or node.name
+    def _serial(self, node: NodeRef) -> str:
+        return self._ident(node)
 
     async def card_key(self, node: NodeRef) -> asyncssh.SSHKey | None:
         """The key pinned for the node's card, None when the agent deployed none there."""

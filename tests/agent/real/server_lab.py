@@ -60,6 +60,7 @@ class ServerAgentConfig(RealAgentConfig):
             "tftp_root": lab.tftp_root,
             "netboot_script": lab.netboot_script,
             "netboot_hostname": lab.server_hostname,
+            "netboot_known_hosts": lab.netboot_host_key,
             "image_dir": lab.image_dir,
             "image_url": self.image_url or lab.image_url,
             "wipe": "quick",

@@ -196,7 +196,9 @@ async def test_an_agent_killed_during_the_copy_finds_it_again_and_deploys(lab, t
     assert "resumed 1 unfinished action" in logs
     rows = transitions(agent, "lab-pi2")
     assert [s for e, s, _ in rows if e == "enter"].count("copy_image") == 1
-    assert not [s for e, s, _ in rows if e == "reboot"]
+    # The copy was not cut short by a reboot (a rung in another state, a slow network boot on a
+    # loaded machine, is not what this test is about).
+    assert not [s for e, s, _ in rows if e in ("reboot", "power_cut") and s == "copy_image"], rows
     figure(f"agent killed at {killed_at} % of the copy; deploy ended deployed without a new copy")
 
 

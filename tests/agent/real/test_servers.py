@@ -34,6 +34,7 @@ SCRIPT = "#!ipxe\nkernel http://10.0.0.1/maint/vmlinuz\ninitrd http://10.0.0.1/m
 @pytest.fixture
 def machine(tmp_path) -> dict[str, Path]:
     key = make_key(tmp_path / "keys")
+    host = make_key(tmp_path / "keys", "maint_host_ed25519")
     tftp = tmp_path / "tftp"
     tftp.mkdir()
     (tftp / "maintenance.ipxe").write_text(SCRIPT)
@@ -42,7 +43,8 @@ def machine(tmp_path) -> dict[str, Path]:
     password = tmp_path / "bmc.password"
     password.write_text(PASSWORD + "\n")
     password.chmod(0o600)
-    return {"ssh_key": key.private, "tftp_root": tftp, "netboot_script": tftp / "maintenance.ipxe",
+    return {"ssh_key": key.private, "netboot_known_hosts": Path(f"{host.private}.pub"),
+            "tftp_root": tftp, "netboot_script": tftp / "maintenance.ipxe",
             "image_dir": images, "password_file": password, "database": tmp_path / "agent.sqlite"}
 
 
@@ -55,6 +57,7 @@ def node_toml(machine: dict[str, Path], *, real: dict | None = None,
              f'database = "{machine["database"]}"', 'driver = "real"', "[real]"]
     table = {"ssh_key": machine["ssh_key"], "tftp_root": machine["tftp_root"],
              "netboot_script": machine["netboot_script"], "netboot_hostname": "maint",
+             "netboot_known_hosts": machine["netboot_known_hosts"],
              "image_dir": machine["image_dir"], "image_url": "http://10.0.0.1:8081", **(real or {})}
     lines += [f"{k} = {value(v)}" for k, v in table.items()]
     if credentials is None:
@@ -94,6 +97,8 @@ def test_a_node_agent_loads_its_real_table(tmp_path, machine) -> None:
         (dict(real={"switches": 1}), "unknown key 'real.switches'"),
         (dict(real={"bmc_timeout": 0}), "key 'real.bmc_timeout' must be between"),
         (dict(real={"netboot_script": "maintenance.ipxe"}), "key 'real.netboot_script' must be an absolute path"),
+        (dict(real={"netboot_known_hosts": "maint_host_keys"}),
+         "key 'real.netboot_known_hosts' must be an absolute path"),
     ],
 )
 def test_a_bad_node_real_key_is_named_with_the_file(tmp_path, machine, change, expected) -> None:
@@ -112,6 +117,20 @@ async def test_what_only_the_machine_can_tell_is_named_by_key(tmp_path, machine)
         await create(DriverOptions(real=settings.real))
     machine["netboot_script"].write_text("kernel vmlinuz\n")
     with pytest.raises(KeyProblem, match="real.netboot_script' .* is not an iPXE script"):
+        await create(DriverOptions(real=settings.real))
+
+
+
+async def test_a_node_agent_needs_the_maintenance_systems_host_keys(tmp_path, machine) -> None:
+    """As for the Pis: no host key is learnt from whoever answers, so a node agent without the
+    maintenance system's keys does not start."""
+    text = node_toml(machine).replace(f'netboot_known_hosts = "{machine["netboot_known_hosts"]}"\n', "")
+    with pytest.raises(ConfigError, match="key 'real.netboot_known_hosts' is missing"):
+        load(tmp_path, text)
+    empty = tmp_path / "no_keys"
+    empty.write_text("# nothing yet\n")
+    settings = load(tmp_path, node_toml(machine, real={"netboot_known_hosts": empty}))
+    with pytest.raises(KeyProblem, match="real.netboot_known_hosts' is .* holds no public key"):
         await create(DriverOptions(real=settings.real))
 
 
@@ -361,3 +380,31 @@ async def test_redfish_power_is_polled_until_the_bmc_reports_it_and_a_refused_pa
             await power.is_powered(elsewhere)
     finally:
         await bmcs.close()
+
+
+async def test_a_servers_pinned_host_key_is_kept_under_its_mac_not_its_name() -> None:
+    """The node driver's HostKeys identify a server by its MAC (pxe.mac_of): renaming the node in
+    the inventory keeps the pin; another server does not get it."""
+    import asyncssh
+
+    from edgebed.nodetypes.real.pxe import mac_of
+    from edgebed.nodetypes.real.ssh import HostKeys
+
+    state: dict[str, str] = {}
+
+    async def load_state(key: str) -> str | None:
+        return state.get(key)
+
+    async def save_state(key: str, value: str) -> None:
+        state[key] = value
+
+    maintenance = asyncssh.generate_private_key("ssh-ed25519").convert_to_public()
+    deployed = asyncssh.generate_private_key("ssh-ed25519").convert_to_public()
+    keys = HostKeys([maintenance], load_state=load_state, save_state=save_state, ident=mac_of)
+    await keys.pin(server("srv-1"), deployed)
+    assert list(state) == ["hostkey.52-54-00-ab-cd-01"]
+    again = HostKeys([maintenance], load_state=load_state, save_state=save_state, ident=mac_of)
+    fingerprints = [key.get_fingerprint() for key in await again.trusted(server("renamed"))]
+    assert fingerprints == [maintenance.get_fingerprint(), deployed.get_fingerprint()]
+    other = server("srv-2", mac="52:54:00:ab:cd:02")
+    assert [key.get_fingerprint() for key in await again.trusted(other)] == [maintenance.get_fingerprint()]

@@ -216,5 +216,8 @@ async def test_an_agent_killed_during_the_disk_write_finds_it_again_and_deploys(
     assert "resumed 1 unfinished action" in logs
     rows = transitions(agent, "lab-kill", "deploy")
     assert [s for e, s, _ in rows if e == "enter"].count("write_image") == 1
-    assert not [s for e, s, _ in rows if e in ("reboot", "power_cut")]
+    # The write was not cut short by a reboot: the restarted agent waited for the same job. (A
+    # rung elsewhere, such as a slow network boot on a loaded machine before the write, is not
+    # what this test is about.)
+    assert not [s for e, s, _ in rows if e in ("reboot", "power_cut") and s == "write_image"], rows
     figure(f"server agent killed at {killed_at} % of the disk write; deploy ended deployed without a new write")
