@@ -58,6 +58,7 @@ async def open_controller(
     password_hasher: PasswordHasher | None = None,
     db_workers: int = 8,
     check_integrity: bool = False,
+    role: str | None = None,
 ) -> AsyncIterator[Controller]:
     """Opens the database (creating or migrating its schema), the agent channels and, with
     run_scheduler, the heartbeat and leases (controller/leases.py) and the scheduler task; closes
@@ -65,7 +66,9 @@ async def open_controller(
 
     `clock` is the wall clock (epoch seconds) and `monotonic` the clock the scheduler checks it
     against (controller.clock); tests inject both. `check_integrity` runs SQLite's quick_check
-    first (start-up).
+    first (start-up). `role` is what this controller says it does in its heartbeat (the overview,
+    /metrics): with run_scheduler "all" (the default) or "scheduler"; without, "web" starts a
+    heartbeat that drives no agent, and None (admin commands) none at all.
 
     With run_scheduler, a SQLite file is locked for the life of the controller (`<file>.lock`):
     two schedulers would drive the same reservations. StoreInUse when another process holds it,
@@ -114,7 +117,7 @@ async def open_controller(
         # agents: its leases never run out on their own (see AgentLeases).
         leases = AgentLeases(
             store, lease_seconds=settings.lease_seconds, on_gain=lambda: scheduler.wake(), instance=instance,
-            exclusive=lock is not None,
+            exclusive=lock is not None, role=role or ("all" if run_scheduler else "web"),
         )
         scheduler = Scheduler(
             store, client, inventory, settings, metrics, clock=clock, guard=guard, leases=leases
@@ -155,6 +158,10 @@ async def open_controller(
             recorder.drives = lambda name: leases.valid_for(name, 0)
             leases.start()
             scheduler.start()
+        elif role == "web":
+            # Only the heartbeat: the controller shows among the controllers, and drives nothing
+            # (AgentLeases.tick takes no lease for a role that does not drive).
+            leases.start()
         try:
             yield controller
         finally:

@@ -21,7 +21,7 @@ from edgebed.stopsignals import stop_on_signals
 
 async def serve(settings: Settings) -> int:
     try:
-        opened = open_controller(settings, run_scheduler=True, check_integrity=True)
+        opened = open_controller(settings, run_scheduler=True, check_integrity=True, role="scheduler")
         async with opened:
             stop = asyncio.Event()
             stop_on_signals(stop)

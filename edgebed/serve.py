@@ -66,12 +66,12 @@ def run_controller(args: Any) -> int:
             from edgebed.web.app import create_app  # noqa: F401 - loaded now to fail before serving
         except ImportError as exc:
             raise ConfigError(f"the web application cannot be loaded: {exc}") from None
-        return asyncio.run(_serve(settings, listener, run_scheduler=role == "all"))
+        return asyncio.run(_serve(settings, listener, role=role))
     finally:
         listener.close()
 
 
-async def _serve(settings: Settings, listener: socket.socket, *, run_scheduler: bool) -> int:
+async def _serve(settings: Settings, listener: socket.socket, *, role: str) -> int:
     from aiohttp import web
 
     from edgebed.controller.app import open_controller
@@ -81,7 +81,7 @@ async def _serve(settings: Settings, listener: socket.socket, *, run_scheduler: 
     async with contextlib.AsyncExitStack() as stack:
         try:
             controller = await stack.enter_async_context(
-                open_controller(settings, run_scheduler=run_scheduler, check_integrity=True)
+                open_controller(settings, run_scheduler=role == "all", check_integrity=True, role=role)
             )
         except StoreUnavailable as exc:
             raise database_error(settings, exc) from None
@@ -127,7 +127,7 @@ async def _serve_scheduler(settings: Settings, listener: socket.socket | None) -
     async with contextlib.AsyncExitStack() as stack:
         try:
             controller = await stack.enter_async_context(
-                open_controller(settings, run_scheduler=True, check_integrity=True)
+                open_controller(settings, run_scheduler=True, check_integrity=True, role="scheduler")
             )
         except StoreUnavailable as exc:
             raise database_error(settings, exc) from None

@@ -125,6 +125,9 @@ def test_a_web_and_a_scheduler_process_deploy_a_reservation_together(tmp_path, s
         assert status == 200 and _polls(scheduler_metrics) > 0
         status, web_metrics = _call(f"http://127.0.0.1:{web_port}/metrics")
         assert status == 200 and _polls(web_metrics) == 0
+        # Both show among the controllers (the overview, /metrics): each heartbeats with its role.
+        for role in ("web", "scheduler"):
+            assert re.search(rf'edgebed_controller_up{{[^}}]*role="{role}"}} 1', web_metrics), web_metrics
         assert _call(f"{metrics_url}/")[0] == 404
         assert _call(f"{metrics_url}/api/v1/reservations", token)[0] == 404
         assert web.running and scheduler.running
