@@ -102,7 +102,8 @@ class AgentLeases:
     which keeps any other scheduler out), so a lease it took never runs out on its own. Without
     it, a heartbeat delayed behind the controller's own writes (20,000 starts at once on a busy
     machine) let leases run out and the scheduler held back StartActions it alone could send.
-    The rows are still written, for the overview.
+    Its fences say so, and the store then accepts its writes under a lease the database sees
+    expired (holder and token are still checked). The rows are still written, for the overview.
     """
 
     def __init__(
@@ -233,7 +234,7 @@ class AgentLeases:
         now = self._monotonic()
         return Ownership(
             {
-                name: Fence(name, self.instance, held.token)
+                name: Fence(name, self.instance, held.token, exclusive=self._exclusive)
                 for name, held in self._held.items()
                 # Not those being handed over (still held when `release` is False).
                 if held.valid_until > now and name not in self._to_release

@@ -10,7 +10,11 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from tests.processes import REPO, AgentProcess, child_environment
+
+pytestmark = pytest.mark.slow
 
 # A process that stops on the first signal, then lingers after its loop closed (as an interpreter
 # does while it finalises), printing where it is.

@@ -41,7 +41,8 @@ def decode_cursor(text: str, kind: str) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         value = json.loads(raw.decode())
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a made-up cursor of a thousand nested brackets, under MAX_CURSOR.
         value = None
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], list)):
         raise InvalidInput("cursor: not a cursor this list gave out (pass back the one from the "

@@ -47,6 +47,9 @@ class Fence:
     agent: str
     holder: str
     token: int
+    # The holder is the only controller that can drive agents (it holds the SQLite file's lock,
+    # controller/leases.py `exclusive`): its lease counts however late its last renewal was.
+    exclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,17 +98,14 @@ def db_now(engine: Engine) -> float:
 
 def check_fence(engine: Engine, models: SimpleNamespace, fence: Fence) -> None:
     """Inside the caller's write transaction: raises LeaseLost unless `fence.holder` still holds
-    the lease on `fence.agent` with `fence.token`, unexpired. On PostgreSQL the lease row is read
+    the lease on `fence.agent` with `fence.token`, unexpired (expired too for an exclusive
+    holder, whom nobody can take it from). On PostgreSQL the lease row is read
     FOR SHARE: a takeover (an UPDATE of that row) waits until this transaction ends, and a
     takeover already committed is seen, so a stale holder's write never lands after the new
     holder took the agent. SQLite's IMMEDIATE transaction already holds the only write lock."""
     L = models.AgentLease
-    query = L.select(L.agent).where(
-        (L.agent == fence.agent)
-        & (L.holder == fence.holder)
-        & (L.token == fence.token)
-        & (L.expires_at > now_sql(engine))
-    )
+    held = (L.agent == fence.agent) & (L.holder == fence.holder) & (L.token == fence.token)
+    query = L.select(L.agent).where(held if fence.exclusive else held & (L.expires_at > now_sql(engine)))
     if not engine.is_sqlite:
         query = query.for_update("FOR SHARE")
     if query.first() is None:

@@ -58,7 +58,7 @@ class LabDescription:
     server_hostname: str = ""
     bmc_user: str = ""
     bmc_password_file: str = ""
-    # The maintenance system's host public key (shared by every lab Pi), for the agent's
+    # The maintenance system's host public key (shared by every lab Pi and server), for the agent's
     # `netboot_known_hosts`; '' in a lab.json from before it was recorded.
     netboot_host_key: str = ""
 

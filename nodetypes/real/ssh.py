@@ -155,9 +155,10 @@ class HostKeys:
         expected = (f"the maintenance system's ({', '.join(fingerprint(k) for k in self.maintenance)}, "
                     "real.netboot_known_hosts)")
         if card is not None:
-            expected += f" or the one the agent set on the card at its last deploy ({fingerprint(card)})"
+            expected += f" or the one the agent set on the card or disk at its last deploy ({fingerprint(card)})"
         else:
-            expected += " (no deployed card key: the agent has not deployed this node's card)"
+            expected += (" (no deployed key: the agent has not deployed this node's card or disk since it pins"
+                         " host keys)")
         return f"the host key is not {expected}: refusing to log in"
 
 
@@ -204,7 +205,7 @@ class SshPool:
     """Connections as root to the nodes, one per address, opened on first use and kept.
 
     key: the agent's private key; host_keys: which server keys each node may show (None: any,
-    the node driver's servers, whose maintenance system has no configured keys yet); port: the
+    for tests of the pool alone; both real drivers pin them); port: the
     nodes' SSH port; connect_timeout: seconds for the TCP connection and the login together.
     """
 

@@ -104,6 +104,25 @@ async def test_an_exclusive_controllers_leases_outlast_a_late_heartbeat_and_a_sh
     await shared.stop()
 
 
+
+@pytest.mark.parametrize("stores", ["sqlite"], indirect=True)
+async def test_an_exclusive_controllers_writes_go_through_once_the_database_sees_its_lease_expired(stores):
+    """The store checks a fence's expiry on the database's clock: an exclusive holder's write
+    lands after that (holder and token still checked), a shared holder's is refused."""
+    store = await stores()
+    await _add_agents(store, ["rack0"])
+    exclusive = AgentLeases(store, lease_seconds=1, exclusive=True)
+    fence = (await exclusive.owned(["rack0"])).fence("rack0")
+    await asyncio.sleep(1.3)  # past the lease on the database's clock, no renewal
+    assert await store.schedule.update_schedule([_probe()], fence=fence) == [False]
+    with pytest.raises(LeaseLost):
+        await store.schedule.update_schedule(
+            [_probe()], fence=Fence("rack0", exclusive.instance, fence.token + 1, exclusive=True))
+    with pytest.raises(LeaseLost):
+        await store.schedule.update_schedule([_probe()], fence=Fence("rack0", exclusive.instance, fence.token))
+    await exclusive.stop()
+
+
 def test_shares_move_only_from_a_controller_that_leaves():
     names = [f"agent{i}" for i in range(200)]
     three = {name: owner_of(name, ["a", "b", "c"]) for name in names}

@@ -6,6 +6,7 @@ that says what is wrong."""
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 import time
@@ -231,6 +232,9 @@ def test_the_api_pages_the_admin_lists_of_users_and_agents(bed):
     ("/api/v1/nodes?cursor=WyJtaW5lIixbInJwaS0wMDEiLCJhIl1d", "cursor: it belongs to another list"),
     ("/api/v1/nodes?page=2", "unknown query parameter(s) 'page'"),
     ("/api/v1/admin/users?limit=1001", "limit must be a whole number between 1 and 1000"),
+    # A long cursor is refused before it is decoded.
+    (f"/api/v1/admin/agents?cursor={base64.urlsafe_b64encode(b'[' * 1500).decode()}",
+     "cursor is too long"),
     ("/api/v1/admin/users?cursor=WyJub2RlcyIsWyJycGktMDAxIl1d", "cursor: it belongs to another list"),
     ("/api/v1/admin/agents?cursor=WyJhZ2VudHMiLFsxXV0", "cursor: it belongs to another list"),
 ])
@@ -341,6 +345,10 @@ def test_the_admin_users_and_agents_pages_are_paged_with_accounts_awaiting_appro
 
     wrong_shape = paging.encode_cursor("admin-users", ["0", "a@example.org"])
     assert admin.get(f"/admin/users?cursor={wrong_shape}").status == 400
+    # A thousand and more nested brackets, under the pages' cursor length limit: past json's
+    # recursion limit, still a 400.
+    deep = base64.urlsafe_b64encode(b"[" * 1500).decode()
+    assert len(deep) <= paging.MAX_CURSOR and admin.get(f"/admin/agents?cursor={deep}").status == 400
     # A user who is not an administrator gets neither page.
     assert client_for(bed, ALICE).get("/admin/users?limit=2").status == 403
 

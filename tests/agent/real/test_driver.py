@@ -147,7 +147,7 @@ async def test_a_server_with_another_host_key_is_refused_before_any_login(tmp_pa
     finally:
         await ssh.close()
     message = str(refused.value)
-    assert expected in message and "no deployed card key" in message
+    assert expected in message and "no deployed key" in message
     await asyncio.sleep(0.2)  # sshd's log lines of that connection
     assert "Accepted" not in maintenance.log.read_text()[len(log_before):]
     # A card key pinned for the node is trusted as well (the card system the agent deployed).
