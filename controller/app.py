@@ -68,7 +68,8 @@ async def open_controller(
     against (controller.clock); tests inject both. `check_integrity` runs SQLite's quick_check
     first (start-up). `role` is what this controller says it does in its heartbeat (the overview,
     /metrics): with run_scheduler "all" (the default) or "scheduler"; without, "web" starts a
-    heartbeat that drives no agent, and None (admin commands) none at all.
+    heartbeat that drives no agent, and None (admin commands; tests that poll by hand, as "all")
+    none at all.
 
     With run_scheduler, a SQLite file is locked for the life of the controller (`<file>.lock`):
     two schedulers would drive the same reservations. StoreInUse when another process holds it,
@@ -117,7 +118,7 @@ async def open_controller(
         # agents: its leases never run out on their own (see AgentLeases).
         leases = AgentLeases(
             store, lease_seconds=settings.lease_seconds, on_gain=lambda: scheduler.wake(), instance=instance,
-            exclusive=lock is not None, role=role or ("all" if run_scheduler else "web"),
+            exclusive=lock is not None, role=role or "all",
         )
         scheduler = Scheduler(
             store, client, inventory, settings, metrics, clock=clock, guard=guard, leases=leases
