@@ -57,6 +57,7 @@ from edgebed.nodetypes.base import (
 )
 from edgebed.nodetypes.interfaces import Driver, PowerInterface
 from edgebed.redact import error_line
+from edgebed.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -623,9 +624,7 @@ class Executor:
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         if self._watchdog is not None:
             tasks.append(self._watchdog)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
 
 
 def _checked(poll: Poll) -> Poll:

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from edgebed.controller.store import LEADER, OPEN_ERRORS, WRITE_ERRORS, Fence, InstanceRecord, Store
+from edgebed.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,7 @@ class AgentLeases:
         """Stops the heartbeat and, when the database answers, releases this controller's
         leases and deletes its heartbeat row, so the others take its agents over at once."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait([self._task])
             self._task = None
         self._held.clear()
         try:

@@ -73,6 +73,7 @@ from edgebed.controller.metrics import Metrics
 from edgebed.controller.prestage import Prestager
 from edgebed.controller.settings import Settings
 from edgebed.controller.store import LEADER, WRITE_ERRORS, CachedNode, LeaseLost, Store
+from edgebed.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ _LOGGED: Mapping[Transition, tuple[int, str]] = {
 }
 
 
+
 class Scheduler:
     def __init__(
         self,
@@ -162,17 +164,8 @@ class Scheduler:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="edgebed-scheduler")
 
     async def stop(self) -> None:
-        for task in (self._task, self._refresh_task, *self._rounds.values()):
-            if task is not None:
-                task.cancel()
-        for task in (self._task, self._refresh_task, *self._rounds.values()):
-            if task is not None:
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                except Exception:  # noqa: BLE001 - already logged by _round_over
-                    pass
+        tasks = [task for task in (self._task, self._refresh_task, *self._rounds.values()) if task is not None]
+        await cancel_and_wait(tasks)
         self._task = self._refresh_task = None
         self._rounds.clear()
 
@@ -195,8 +188,12 @@ class Scheduler:
                 # A database or programming error in one poll must not stop the scheduler;
                 # every step is idempotent, so the next poll starts over cleanly.
                 log.exception("scheduler poll failed")
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the inner result when
+            # a wake and stop()'s cancel come together, and the loop then never ended (a test's
+            # teardown waited 60 s for it under CI load).
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.poll_seconds)
+                async with asyncio.timeout(self._settings.poll_seconds):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
