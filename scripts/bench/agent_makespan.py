@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -27,9 +26,7 @@ from edgebed.agent.app import open_agent
 from edgebed.agent.settings import AgentSettings
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
-
-TOKEN = "bench-token"
-AUTH = (("authorization", f"Bearer {TOKEN}"),)
+from scripts.bench.common import AUTH, TOKEN, load, sim_nodes, start_deploys
 
 
 async def makespan(
@@ -44,31 +41,14 @@ async def makespan(
     async with open_agent(settings) as agent:
         async with grpc.aio.insecure_channel(agent.address) as channel:
             stub = agent_pb2_grpc.AgentStub(channel)
-            environment = (await stub.ListEnvironments(
-                pb.ListEnvironmentsRequest(), metadata=AUTH, timeout=10)).environments[0].name
-            names = [n.name for n in (await stub.GetNodes(pb.GetNodesRequest(), metadata=AUTH, timeout=10)).nodes]
-            items = [
-                pb.StartActionRequest(node_name=name, process="deploy", environment=environment)
-                for name in names
-            ]
+            environment, names = await sim_nodes(stub)
             began, cpu = time.perf_counter(), time.process_time()
-            if single:
-                await asyncio.gather(*[stub.StartAction(item, metadata=AUTH, timeout=60) for item in items])
-            else:
-                await asyncio.gather(*[
-                    stub.StartActions(
-                        pb.StartActionsRequest(actions=items[start : start + 1000]), metadata=AUTH, timeout=60
-                    )
-                    for start in range(0, len(items), 1000)
-                ])
+            await start_deploys(stub, names, environment, single)
             await agent.executor.wait_idle()
             elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
             states = await stub.GetActionState(pb.GetActionStateRequest(), metadata=AUTH, timeout=10)
     return elapsed, sum(a.state == "deployed" for a in states.actions), cpu
 
-
-def load() -> str:
-    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 async def run(

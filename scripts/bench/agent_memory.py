@@ -27,11 +27,10 @@ import grpc
 
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
+from scripts.bench.common import AUTH, TOKEN, load, sim_nodes, start_deploys
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TOKEN = "bench-token"
-AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
 def rss_mb(pid: int) -> float:
@@ -50,19 +49,8 @@ async def sample_while(pid: int, task: asyncio.Future) -> float:
 async def deploy_all(address: str, single: bool) -> int:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = agent_pb2_grpc.AgentStub(channel)
-        environment = (await stub.ListEnvironments(
-            pb.ListEnvironmentsRequest(), metadata=AUTH, timeout=10)).environments[0].name
-        names = [n.name for n in (await stub.GetNodes(pb.GetNodesRequest(), metadata=AUTH, timeout=10)).nodes]
-        items = [pb.StartActionRequest(node_name=name, process="deploy", environment=environment) for name in names]
-        if single:
-            await asyncio.gather(*[stub.StartAction(item, metadata=AUTH, timeout=30) for item in items])
-        else:
-            await asyncio.gather(*[
-                stub.StartActions(
-                    pb.StartActionsRequest(actions=items[start : start + 1000]), metadata=AUTH, timeout=30
-                )
-                for start in range(0, len(items), 1000)
-            ])
+        environment, names = await sim_nodes(stub)
+        await start_deploys(stub, names, environment, single, timeout=30)
         while True:
             reply = await stub.GetActionState(pb.GetActionStateRequest(), metadata=AUTH, timeout=10)
             if all(a.final for a in reply.actions):
@@ -115,9 +103,6 @@ async def run(nodes_list: list[int], node_type: str, repeat: int, single: bool, 
         print(f"{nodes} nodes, medians: {started:.1f} MB after start-up, {peak:.1f} MB at peak while "
               f"all deploy, {after:.1f} MB after (goal <= 80 MB); {load()}")
 
-
-def load() -> str:
-    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 def main() -> None:

@@ -30,49 +30,7 @@ from edgebed.agent.app import open_agent
 from edgebed.agent.settings import AgentSettings
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
-
-TOKEN = "bench-token"
-AUTH = (("authorization", f"Bearer {TOKEN}"),)
-BATCH = 1000
-
-
-def load() -> str:
-    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def start_all(stub, names: list[str], environment: str, single: bool) -> list[str]:
-    """Starts a deploy on every node; the names refused, with why."""
-    refused: list[str] = []
-    if single:
-        results = await asyncio.gather(*[
-            stub.StartAction(
-                pb.StartActionRequest(node_name=name, process="deploy", environment=environment),
-                metadata=AUTH, timeout=60,
-            )
-            for name in names
-        ], return_exceptions=True)
-        refused += [f"{name}: {r}" for name, r in zip(names, results, strict=True) if isinstance(r, Exception)]
-        return refused
-    replies = await asyncio.gather(*[
-        stub.StartActions(
-            pb.StartActionsRequest(actions=[
-                pb.StartActionRequest(node_name=name, process="deploy", environment=environment)
-                for name in names[start : start + BATCH]
-            ]),
-            metadata=AUTH, timeout=60,
-        )
-        for start in range(0, len(names), BATCH)
-    ])
-    for reply in replies:
-        refused += [f"{r.node_name}: {r.code} {r.message}" for r in reply.results if r.code]
-    return refused
+from scripts.bench.common import AUTH, BATCH, TOKEN, load, percentile, start_deploys
 
 
 async def one_run(nodes: int, time_scale: float, single: bool, data: Path, index: int) -> dict:
@@ -100,7 +58,7 @@ async def one_run(nodes: int, time_scale: float, single: bool, data: Path, index
             names = [n.name for n in (await stub.GetNodes(pb.GetNodesRequest(), metadata=AUTH, timeout=10)).nodes]
             began, cpu = time.perf_counter(), time.process_time()
             lagging = asyncio.ensure_future(loop_lag())
-            refused = await start_all(stub, names, environment, single)
+            refused = await start_deploys(stub, names, environment, single)
             started = time.perf_counter()
             await agent.executor.wait_idle()
             ended, cpu = time.perf_counter(), time.process_time() - cpu

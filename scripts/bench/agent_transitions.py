@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +22,7 @@ from edgebed.agent.app import open_agent
 from edgebed.agent.settings import AgentSettings
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
-
-TOKEN = "bench-token"
-AUTH = (("authorization", f"Bearer {TOKEN}"),)
+from scripts.bench.common import AUTH, TOKEN, load, sim_nodes, start_deploys
 
 
 async def run(nodes: int, node_type: str, single: bool, data: Path) -> None:
@@ -36,24 +33,10 @@ async def run(nodes: int, node_type: str, single: bool, data: Path) -> None:
     async with open_agent(settings) as agent:
         async with grpc.aio.insecure_channel(agent.address) as channel:
             stub = agent_pb2_grpc.AgentStub(channel)
-            environment = (await stub.ListEnvironments(
-                pb.ListEnvironmentsRequest(), metadata=AUTH, timeout=10)).environments[0].name
-            names = [n.name for n in (await stub.GetNodes(pb.GetNodesRequest(), metadata=AUTH, timeout=10)).nodes]
+            environment, names = await sim_nodes(stub)
             transactions_before = agent.committer.transactions
             began = time.perf_counter()
-            items = [
-                pb.StartActionRequest(node_name=name, process="deploy", environment=environment)
-                for name in names
-            ]
-            if single:
-                await asyncio.gather(*[stub.StartAction(item, metadata=AUTH, timeout=60) for item in items])
-            else:
-                await asyncio.gather(*[
-                    stub.StartActions(
-                        pb.StartActionsRequest(actions=items[start : start + 1000]), metadata=AUTH, timeout=60
-                    )
-                    for start in range(0, len(items), 1000)
-                ])
+            await start_deploys(stub, names, environment, single)
             started = time.perf_counter()
             await agent.executor.wait_idle()
             ended = time.perf_counter()
@@ -64,7 +47,7 @@ async def run(nodes: int, node_type: str, single: bool, data: Path) -> None:
     elapsed = ended - began
     how = "one StartAction per node" if single else "StartActions"
     print(f"nodes: {nodes} ({node_type}), started with {how}, deployed: {deployed}; "
-          "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+          f"{load()}")
     print(f"committed transitions: {len(transitions)} (every state entered, the first included)")
     print(f"start calls done after {started - began:.2f} s; all deployed after {elapsed:.2f} s")
     print(f"transitions per second: {len(transitions) / elapsed:,.0f}")

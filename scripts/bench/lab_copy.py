@@ -29,15 +29,13 @@ import asyncssh
 
 import tests.conftest  # noqa: F401  (first: tests.conftest and tests.labs import each other)
 from edgebed.nodetypes.real.ssh import load_key
+from scripts.bench.common import load
 from tests.agent.real.lab import AgentConfig, Watch
 from tests.labs import lab_process
 
 MIB = 1024 * 1024
 NODE = "bench-pi"
 
-
-def load() -> str:
-    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 def copy_seconds(agent) -> float:  # type: ignore[no-untyped-def]
