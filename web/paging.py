@@ -80,12 +80,15 @@ def page_of(
     return first, stop, following, previous
 
 
-def cursor_key(text: str, kind: str, shape: tuple[type, ...]) -> tuple[Any, ...]:
+def cursor_key(text: str, kind: str, shape: tuple[type, ...], *, longest: int | None = None) -> tuple[Any, ...]:
     """The key a cursor of the list `kind` holds, checked against `shape` (the type of each part:
-    str or int, never a bool); InvalidInput when it is not a cursor of this list."""
+    str or int, never a bool; a str of at most `longest` characters when given); InvalidInput
+    when it is not a cursor of this list."""
     key = decode_cursor(text, kind)
     if len(key) != len(shape) or not all(
-        isinstance(part, kind_of) and not isinstance(part, bool) for part, kind_of in zip(key, shape, strict=False)
+        isinstance(part, kind_of) and not isinstance(part, bool)
+        and (longest is None or not isinstance(part, str) or len(part) <= longest)
+        for part, kind_of in zip(key, shape, strict=False)
     ):
         raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list that "
                            "gave it out, with the same parameters)")

@@ -188,11 +188,8 @@ def _rows_params(params) -> tuple[int, tuple[str, str] | None, str]:
     text = params.get("cursor")
     if not isinstance(text, str) or not text:
         return limit, None, ""
-    key = paging.decode_cursor(text, "reserve")
-    if len(key) != 2 or not all(isinstance(part, str) and len(part) <= 64 for part in key):
-        raise InvalidInput("cursor: it belongs to another list (a cursor pages on the list that "
-                           "gave it out, with the same parameters)")
-    return limit, (key[0], key[1]), text
+    node_type, name = paging.cursor_key(text, "reserve", (str, str), longest=64)
+    return limit, (node_type, name), text
 
 
 async def reserve_page(request: web.Request) -> web.StreamResponse:
