@@ -90,8 +90,10 @@ class _Run:
     node: NodeRef
     task: asyncio.Task | None = None
     progress: int = 0
-    # Set while a step or a hard reboot runs, for the watchdog.
+    # The action's task while a step or a hard reboot runs in it (_watched), for the watchdog;
+    # and how many times the watchdog has cancelled it there.
     watched: asyncio.Task | None = None
+    cancels: int = 0
     spec: State | None = None
     state_entered: float = 0.0
     last_progress: float = 0.0
@@ -354,7 +356,7 @@ class Executor:
                 return LOST
             if verdict == DONE:
                 break
-        run.record = replace(run.record, reboots=run.record.reboots + 1, elapsed=self._elapsed(run))
+        run.record = run.record.but(reboots=run.record.reboots + 1, elapsed=self._elapsed(run))
         with agent_wait():
             await self._commit([UpdateState(run.record), LogTransition(self._entry(run.record, rung.value))])
         return DONE
@@ -362,23 +364,36 @@ class Executor:
     async def _watched(
         self, run: _Run, spec: State, work: Coroutine[object, object, None]
     ) -> str:
-        """Runs `work` under the state's timers; DONE, STALLED or LOST."""
-        task = asyncio.create_task(work)
+        """Runs `work` under the state's timers; DONE, STALLED or LOST.
+
+        `work` runs in the action's own task, which the watchdog cancels to end it, as
+        asyncio.timeout does (no task per state: a thousand nodes make twelve thousand of
+        them). The watchdog's cancels are counted (run.cancels) and taken back here with
+        Task.uncancel; any other cancel (stop()) still ends the action's task."""
+        task = asyncio.current_task()
+        assert task is not None, "the executor drives actions in tasks"
         run.spec = spec
         run.verdict = None
+        run.cancels = 0
         run.last_progress = self._clock.monotonic()
         run.watched = task
         try:
-            await asyncio.wait({task})
+            await work
         except asyncio.CancelledError:
-            task.cancel()
-            raise
+            if run.verdict is None:
+                raise
+        except Exception:
+            if run.verdict is None:
+                raise
         finally:
             run.watched = None
-        if run.verdict is not None:
-            return run.verdict
-        task.result()
-        return DONE
+            for _ in range(run.cancels):
+                task.uncancel()
+            run.cancels = 0
+        # Cancelled by someone else too, whether `work` let the cancel through or swallowed it.
+        if task.cancelling():
+            raise asyncio.CancelledError
+        return DONE if run.verdict is None else run.verdict
 
     async def _watch_timers(self) -> None:
         real_before, clock_before = time.monotonic(), self._clock.monotonic()
@@ -431,20 +446,25 @@ class Executor:
             if task is None or task.done() or spec is None:
                 continue
             if run.verdict is not None:
-                # Decided, and the task still runs: its cancel was swallowed (Python 3.11's
+                # Decided, and the work still runs: its cancel was swallowed (Python 3.11's
                 # asyncio.wait_for returns the inner outcome when it completes as the cancel
                 # arrives; a step failing fast then retried forever, never lost). Ask again.
-                task.cancel()
+                self._cancel_watched(run, task)
                 continue
             if run.agent_waits:
                 # Waiting for the agent itself: the timers are paused (agent_wait).
                 continue
             if spec.lost and now - run.state_entered >= spec.lost:
                 run.verdict = LOST
-                task.cancel()
+                self._cancel_watched(run, task)
             elif spec.before_reboot and now - max(run.last_progress, run.held_until) >= spec.before_reboot:
                 run.verdict = STALLED
-                task.cancel()
+                self._cancel_watched(run, task)
+
+    @staticmethod
+    def _cancel_watched(run: _Run, task: asyncio.Task) -> None:
+        run.cancels += 1
+        task.cancel()
 
     def _context(self, run: _Run) -> StepContext:
         return StepContext(
@@ -510,7 +530,7 @@ class Executor:
         message = self._error_line(run.record, f"{what}: {exc or type(exc).__name__}")
         if message == run.record.last_error:
             return
-        run.record = replace(run.record, last_error=message, elapsed=self._elapsed(run))
+        run.record = run.record.but(last_error=message, elapsed=self._elapsed(run))
         try:
             await self._write([SaveAction(run.record)])
         except DiskFull:
@@ -571,8 +591,8 @@ class Executor:
 
     async def _enter(self, run: _Run, idx: int) -> None:
         state = run.process.states[idx].name
-        record = replace(
-            run.record, state=state, state_idx=idx, updated_at=int(self._wall()), progress=0,
+        record = run.record.but(
+            state=state, state_idx=idx, updated_at=int(self._wall()), progress=0,
             elapsed=self._elapsed(run),
         )
         # Within an action only the state columns change; a final state also drops the secrets,

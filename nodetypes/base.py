@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -67,10 +68,11 @@ class NodeRef:
     def ip(self) -> str:
         return self.properties.get("ip", "")
 
-    @property
+    @functools.cached_property
     def hardware_id(self) -> str:
         # Hardware is identified by its serial number when it has one, so that renaming a node
-        # in the inventory does not make it another machine.
+        # in the inventory does not make it another machine. Cached: the sim reads it at every
+        # poll, and a NodeRef's properties are not changed after it is made.
         return self.properties.get("serial") or self.name
 
 
