@@ -276,6 +276,7 @@ async def start_agent(
     lock = _lock_database(settings)
     worker = DbWorker(settings.name, database=sqlite_file(settings.database))
     reader: DbWorker | None = None
+    committer: GroupCommitter | None = None
     # What the driver opens; closed here when the start fails, by RunningAgent.stop otherwise.
     driver_resources = contextlib.AsyncExitStack()
     try:
@@ -295,7 +296,9 @@ async def start_agent(
             await worker.call(_first_start, store, settings, node_type, plugin)
         except AlreadyExists as exc:
             raise settings.problem("sim.nodes", f"cannot create the simulated nodes: {exc.message}") from None
-        committer = GroupCommitter(worker, store.apply)
+        committer = GroupCommitter(
+            worker, store.apply, open_writer=store.loop_writer, checkpoint=store.checkpoint
+        )
         # A second connection sees only what is committed: an in-memory database has none.
         reader = (
             DbWorker(f"{settings.name}-read", database=sqlite_file(settings.database))
@@ -303,11 +306,12 @@ async def start_agent(
             else None
         )
 
+        # Queued, not awaited: committed with or before the next state the executor records.
+        def save_machine(hardware_id: str, state: dict) -> None:
+            committer.queue([SaveMachine(hardware_id, state)])
+
         # What a step waits for in the agent's own database does not count against the node's
-        # timeouts (agent_wait): with thousands of nodes a save can wait behind their commits.
-        async def save_machine(hardware_id: str, state: dict) -> None:
-            with agent_wait():
-                await committer.write([SaveMachine(hardware_id, state)])
+        # timeouts (agent_wait): with thousands of nodes a read can wait behind their commits.
 
         async def load_state(key: str) -> str | None:
             with agent_wait():
@@ -370,6 +374,9 @@ async def start_agent(
         await server.start()
     except BaseException:
         await driver_resources.aclose()
+        if committer is not None:
+            # Closes its loop writer's connection, if it opened one.
+            await committer.close()
         if reader is not None:
             await reader.call(store.close)
             reader.shutdown()

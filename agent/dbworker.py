@@ -2,12 +2,17 @@
 StartAction look-ups into few reads.
 
 A SQLite connection belongs to the thread that opened it and SQLite takes one writer at a time,
-so every write to the store goes through one worker thread. Reads go through a second one with
-its own connection (WAL: a reader sees the last commit and never waits for the writer), so that
+so the store's writes go through one worker thread. Reads go through a second one with its own
+connection (WAL: a reader sees the last commit and never waits for the writer), so that
 GetActionState and StartAction's look-ups never queue behind a large group commit. The
 executor's transitions queue up while a transaction runs and the next transaction takes them
 all: a transition is durable when `write` returns, and a thousand nodes cost a few transactions
 instead of a thousand. Likewise concurrent StartAction calls share one read (GroupReader).
+
+The group commits themselves, on a SQLite file, run on the event loop's thread through a writer
+of their own (agent.store.LoopWriter): they are short, and on the worker thread each one waited
+for Python's lock at every statement while the event loop was busy. When that writer finds the
+write lock taken (the worker thread adding nodes) the commit goes to the worker thread instead.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from edgebed.agent.errors import DiskFull
 from edgebed.ratelog import RateLimitedLog
@@ -48,13 +54,25 @@ class DbWorker:
         DiskFull (RESOURCE_EXHAUSTED to callers): SQLite rolled it back, nothing was written."""
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._pool, functools.partial(function, *args))
+            return await loop.run_in_executor(self._pool, functools.partial(function, *args))
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
-            self._full_log.log(logging.ERROR, "full", "%s", self._full_line)
-            raise DiskFull(self._full_message) from None
-        return result
+            raise self._disk_full() from None
+
+    def call_here(self, function: Callable[..., T], *args: Any) -> T:
+        """function(*args) on the calling thread, its errors as `call` gives them: for the few
+        calls short enough to make on the event loop's thread (LoopWriter)."""
+        try:
+            return function(*args)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            raise self._disk_full() from None
+
+    def _disk_full(self) -> DiskFull:
+        self._full_log.log(logging.ERROR, "full", "%s", self._full_line)
+        return DiskFull(self._full_message)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
@@ -107,11 +125,49 @@ class StoreClosed(Exception):
     """A write arrived after the committer was closed."""
 
 
+class WriterBusy(Exception):
+    """A LoopWriter found SQLite's write lock taken by another connection and wrote nothing."""
+
+
+class LoopWriter(Protocol):
+    """Commits on the event loop's thread (agent.store.LoopWriter)."""
+
+    def apply(self, changes: Sequence[Any]) -> None:
+        """Commits `changes` in one transaction; WriterBusy, nothing written, when another
+        connection holds the write lock."""
+
+    def close(self) -> None: ...
+
+
+# Real seconds between two checkpoints of a LoopWriter's commits, at most (while it commits).
+CHECKPOINT_SECONDS = 1.0
+
+
 class GroupCommitter:
-    def __init__(self, worker: DbWorker, apply: Callable[[Sequence[Any]], None]) -> None:
+    """Commits what `write` and `queue` are given, in their order, in as few transactions as
+    the database's pace allows: with `apply` on the worker thread, or with the writer that
+    `open_writer` makes (None: there is none, as for PostgreSQL) on the event loop's thread;
+    then `checkpoint` runs on the worker thread at most every `checkpoint_seconds`."""
+
+    def __init__(
+        self,
+        worker: DbWorker,
+        apply: Callable[[Sequence[Any]], None],
+        *,
+        open_writer: Callable[[], LoopWriter | None] = lambda: None,
+        checkpoint: Callable[[], None] | None = None,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    ) -> None:
         self._worker = worker
         self._apply = apply
-        self._queue: list[tuple[Sequence[Any], asyncio.Future]] = []
+        self._open_writer = open_writer
+        self._writer: LoopWriter | None = None
+        self._checkpoint = checkpoint
+        self._checkpointing: asyncio.Task | None = None
+        self._checkpoint_seconds = checkpoint_seconds
+        self._checkpointed = 0.0
+        # A future per awaited write; None for one only queued (`queue`).
+        self._queue: list[tuple[Sequence[Any], asyncio.Future | None]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task | None = None
@@ -121,6 +177,9 @@ class GroupCommitter:
         self._disk_full = False
 
     def start(self) -> None:
+        """Opens the loop writer, if any, and starts committing; on the event loop's thread."""
+        self._writer = self._open_writer()
+        self._checkpointed = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="group-committer")
 
     async def write(self, changes: Sequence[Any]) -> None:
@@ -130,11 +189,27 @@ class GroupCommitter:
         if self._closing:
             raise StoreClosed("the agent is stopping")
         future = asyncio.get_running_loop().create_future()
-        # A waiter that was cancelled never reads the outcome; retrieve it so it is not reported.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queue.append((changes, future))
         self._wakeup.set()
-        await future
+        try:
+            await future
+        except asyncio.CancelledError:
+            # Cancelled after its outcome was set: read it, so that a failure nobody waits for
+            # any more is not reported as never retrieved. (Not a done callback on every
+            # future: that was one more event-loop callback per commit.)
+            if future.done() and not future.cancelled():
+                future.exception()
+            raise
+
+    def queue(self, changes: Sequence[Any]) -> None:
+        """Queues `changes` without waiting for them: they are committed in the same transaction
+        as, or one before, any write queued after them, so whoever writes next and waits for it
+        knows these are durable too. A failure is logged (nobody waits to hear it). StoreClosed
+        once the committer is closing."""
+        if self._closing:
+            raise StoreClosed("the agent is stopping")
+        self._queue.append((changes, None))
+        self._wakeup.set()
 
     async def _run(self) -> None:
         while True:
@@ -146,15 +221,15 @@ class GroupCommitter:
             if self._closing:
                 return
 
-    async def _flush(self, batch: list[tuple[Sequence[Any], asyncio.Future]]) -> None:
+    async def _flush(self, batch: list[tuple[Sequence[Any], asyncio.Future | None]]) -> None:
         changes = [change for group, _ in batch for change in group]
         try:
-            await self._worker.call(self._apply, changes)
+            await self._commit(changes)
         except DiskFull as exc:
             # Every group would fail alike, and the worker has said so in the log already.
             self._disk_full = True
             for _, future in batch:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(exc)
             return
         except Exception as exc:
@@ -164,8 +239,9 @@ class GroupCommitter:
                     await self._flush([item])
                 return
             log.error("commit failed: %s", exc)
-            if not batch[0][1].done():
-                batch[0][1].set_exception(exc)
+            future = batch[0][1]
+            if future is not None and not future.done():
+                future.set_exception(exc)
             return
         if self._disk_full:
             self._disk_full = False
@@ -173,12 +249,47 @@ class GroupCommitter:
         self.transactions += 1
         self.changes += len(changes)
         for _, future in batch:
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_result(None)
 
+    async def _commit(self, changes: list[Any]) -> None:
+        if self._writer is not None:
+            try:
+                self._worker.call_here(self._writer.apply, changes)
+            except WriterBusy:
+                pass  # The worker thread is writing: commit there, after it.
+            else:
+                self._checkpoint_now_and_then()
+                return
+        await self._worker.call(self._apply, changes)
+
+    def _checkpoint_now_and_then(self) -> None:
+        if self._checkpoint is None or (self._checkpointing is not None and not self._checkpointing.done()):
+            return
+        now = time.monotonic()
+        if now - self._checkpointed < self._checkpoint_seconds:
+            return
+        self._checkpointed = now
+        self._checkpointing = asyncio.create_task(self._run_checkpoint(), name="wal-checkpoint")
+
+    async def _run_checkpoint(self) -> None:
+        assert self._checkpoint is not None
+        try:
+            await self._worker.call(self._checkpoint)
+        except Exception as exc:
+            # The next one takes what this one left; commits go on meanwhile.
+            log.warning("checkpoint failed: %s", exc)
+
     async def close(self) -> None:
-        """Commits everything queued, then stops."""
+        """Commits everything queued, then stops and closes the loop writer."""
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        try:
+            if self._task is not None:
+                await self._task
+            if self._checkpointing is not None:
+                await self._checkpointing
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None

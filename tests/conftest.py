@@ -84,3 +84,4 @@ def small_disk(tmp_path) -> Iterator[SmallDisk]:
 # The hardware lab's fixtures (`lab`, `session_lab`), for tests/lab and tests/agent/real alike; at
 # the end, since tests.labs imports component_missing from here.
 from tests.labs import lab, session_lab  # noqa: E402, F401
+from tests.postgres import postgres_server, postgres_url  # noqa: E402, F401

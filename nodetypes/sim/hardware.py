@@ -11,7 +11,10 @@ the end-to-end tests show what the controller does with a node whose wipe never 
 
 What real hardware keeps across an agent restart (power, network-boot setting, disk contents) is
 saved through `save` after each change; what dies with the agent (an image transfer run over SSH)
-is kept in memory only, so a resumed action starts it again.
+is kept in memory only, so a resumed action starts it again. `save` only queues the write: the
+agent commits it with, or before, the next state it records, so a recorded state never runs ahead
+of the machine it describes, and a step does not wait a commit for each change (real hardware
+keeps its state without one).
 
 Durations (a boot, a command, a copy) are measured on a monotonic clock (`SimOptions.monotonic`),
 never on the wall clock: a wall-clock step backwards would otherwise make a copy's progress
@@ -27,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from edgebed.nodetypes.base import CopyStatus, DriverError, NodeRef
@@ -35,7 +38,8 @@ from edgebed.nodetypes.base import CopyStatus, DriverError, NodeRef
 NETWORK = "network"
 DISK = "disk"
 
-SaveFunction = Callable[[str, dict], Awaitable[None]]
+# save(hardware id, Machine.to_saved()): queues the save (see the module docstring).
+SaveFunction = Callable[[str, dict], None]
 
 # The commands a simulated machine runs (SimHardware.command): the names `hang_commands` takes.
 COMMANDS = ("configure", "partition", "verify", "wipe")
@@ -159,11 +163,15 @@ class SimHardware:
     # State.
 
     def machine(self, node: NodeRef) -> Machine:
-        return self._machines.setdefault(node.hardware_id, Machine())
+        hardware_id = node.hardware_id
+        machine = self._machines.get(hardware_id)
+        if machine is None:
+            machine = self._machines[hardware_id] = Machine()
+        return machine
 
-    async def _save(self, node: NodeRef) -> None:
+    def _save(self, node: NodeRef) -> None:
         if self._options.save is not None:
-            await self._options.save(node.hardware_id, self.machine(node).to_saved())
+            self._options.save(node.hardware_id, self.machine(node).to_saved())
 
     # Power and boot.
 
@@ -173,14 +181,14 @@ class SimHardware:
         if machine.powered == on:
             return
         self._power(node, machine, on)
-        await self._save(node)
+        self._save(node)
 
     async def power_cycle(self, node: NodeRef) -> None:
         await self._spend(2 * self._profile.power_seconds)
         machine = self.machine(node)
         self._power(node, machine, False)
         self._power(node, machine, True)
-        await self._save(node)
+        self._save(node)
 
     def _power(self, node: NodeRef, machine: Machine, on: bool) -> None:
         self._transfers.pop(node.hardware_id, None)
@@ -226,7 +234,7 @@ class SimHardware:
         machine = self.machine(node)
         if machine.network_boot != enabled:
             machine.network_boot = enabled
-            await self._save(node)
+            self._save(node)
 
     # Commands on the running system (SSH, or the debug probe for a sensor).
 
@@ -252,7 +260,7 @@ class SimHardware:
         if not machine.powered or self._power_ons.get(node.hardware_id, 0) != power_ons:
             raise DriverError(f"{node.name}: {name}: the machine was power cycled meanwhile")
         change(machine)
-        await self._save(node)
+        self._save(node)
 
     def _require(self, node: NodeRef, needs: str | None) -> None:
         machine = self.machine(node)
@@ -281,7 +289,7 @@ class SimHardware:
         # The old contents are gone as soon as writing starts.
         machine.disk_image = ""
         machine.disk_settings = {}
-        await self._save(node)
+        self._save(node)
 
     async def transfer_status(self, node: NodeRef, image: str) -> CopyStatus:
         machine = self.machine(node)
@@ -297,7 +305,7 @@ class SimHardware:
         if fraction >= 1.0:
             del self._transfers[node.hardware_id]
             machine.disk_image = image
-            await self._save(node)
+            self._save(node)
             return CopyStatus(done=True, running=False, percent=100, eta=0.0)
         eta = transfer.duration - elapsed
         return CopyStatus(False, True, int(fraction * 100), eta)

@@ -56,7 +56,10 @@ class _ExecutorOnStore:
         self.path = str(path)
         self.store = Store(self.path)
         self.worker = DbWorker("test")
-        self.committer = GroupCommitter(self.worker, self.store.apply)
+        # As the agent makes it: commits on the loop's thread, checkpoints on the worker's.
+        self.committer = GroupCommitter(
+            self.worker, self.store.apply, open_writer=self.store.loop_writer, checkpoint=self.store.checkpoint
+        )
         write = self.committer.write if wrap_write is None else wrap_write(self.committer.write)
         self.executor = Executor(node_type, driver, write, clock=clock, timing=FAST_TIMING, **executor_options)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import grpc
@@ -178,45 +179,58 @@ def _entry(record: ActionRecord, event: str = "enter") -> TransitionRecord:
     )
 
 
-def test_commits_write_every_column_and_the_last_record_of_each_action_wins(tmp_path) -> None:
-    store = Store(str(tmp_path / "apply.sqlite"))
+@pytest.fixture(params=["sqlite", "loop-writer", pytest.param("postgresql", marks=pytest.mark.slow)])
+def committing_store(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[Store, Callable]]:
+    """(an open Store, the commit under test): Store.apply on a SQLite file, the LoopWriter of
+    that file (what the executor's commits use there), or Store.apply on PostgreSQL."""
+    spec = request.getfixturevalue("postgres_url") if request.param == "postgresql" else str(tmp_path / "a.sqlite")
+    store = Store(spec)
     store.open()
+    writer = store.loop_writer() if request.param == "loop-writer" else None
+    assert (writer is None) == (request.param != "loop-writer"), "a writer on a SQLite file only"
     try:
-        a0 = _record("a", "netboot_on", 0)
-        b0 = _record("b", "netboot_on", 0, properties={})
-        store.apply([SaveAction(a0), LogTransition(_entry(a0)), SaveAction(b0), LogTransition(_entry(b0))])
-        assert store.list_actions() == [a0, b0]
-
-        # Within an action only the state columns are written; the rest stays as saved.
-        a1 = _record("a", "poe_off", 1, updated_at=1_700_000_005, progress=30, reboots=2, elapsed=1.25)
-        store.apply([UpdateState(a1), LogTransition(_entry(a1)), SaveMachine("hw-a", {"powered": True})])
-        assert store.get_action("a") == a1
-
-        # In one group: the last record of a node wins, whole when any change of it was whole;
-        # an update never undoes the whole save before it.
-        a2 = replace(a1, state="deployed", state_idx=12, properties={"ssh_key": "ssh-ed25519 AAAA"},
-                     last_error="write_image: checksum mismatch")
-        b1 = replace(b0, state="poe_off", state_idx=1, reboots=1)
-        b2 = replace(b1, state="poe_on", state_idx=2, elapsed=3.5)
-        c0 = _record("c", "netboot_on", 0, action_id=43)
-        c1 = replace(c0, state="poe_off", state_idx=1)
-        store.apply([
-            UpdateState(b1), SaveAction(a2), LogTransition(_entry(a2)), UpdateState(b2),
-            SaveAction(c0), UpdateState(c1), LogTransition(_entry(c1, "retry")),
-            SaveMachine("hw-a", {"powered": False}), SaveMachine("hw-b", {"disk_image": "x"}),
-        ])
-        assert store.list_actions() == [a2, b2, c1]
-        assert "os_password" not in store.get_action("a").properties
-        assert [(t.node_name, t.state, t.event) for t in store.transitions()] == [
-            ("a", "netboot_on", "enter"), ("b", "netboot_on", "enter"), ("a", "poe_off", "enter"),
-            ("a", "deployed", "enter"), ("c", "poe_off", "retry"),
-        ]
-        assert store.transitions("a")[1] == _entry(a1)
-        assert store.sim_machines() == {"hw-a": {"powered": False}, "hw-b": {"disk_image": "x"}}
-        with pytest.raises(TypeError, match="not a store change"):
-            store.apply(["nonsense"])  # type: ignore[list-item]
+        yield store, (store.apply if writer is None else writer.apply)
     finally:
+        if writer is not None:
+            writer.close()
         store.close()
+
+
+def test_commits_write_every_column_and_the_last_record_of_each_action_wins(committing_store) -> None:
+    store, apply = committing_store
+    a0 = _record("a", "netboot_on", 0)
+    b0 = _record("b", "netboot_on", 0, properties={})
+    apply([SaveAction(a0), LogTransition(_entry(a0)), SaveAction(b0), LogTransition(_entry(b0))])
+    assert store.list_actions() == [a0, b0]
+
+    # Within an action only the state columns are written; the rest stays as saved.
+    a1 = _record("a", "poe_off", 1, updated_at=1_700_000_005, progress=30, reboots=2, elapsed=1.25)
+    apply([UpdateState(a1), LogTransition(_entry(a1)), SaveMachine("hw-a", {"powered": True})])
+    assert store.get_action("a") == a1
+
+    # In one group: the last record of a node wins, whole when any change of it was whole;
+    # an update never undoes the whole save before it.
+    a2 = replace(a1, state="deployed", state_idx=12, properties={"ssh_key": "ssh-ed25519 AAAA"},
+                 last_error="write_image: checksum mismatch")
+    b1 = replace(b0, state="poe_off", state_idx=1, reboots=1)
+    b2 = replace(b1, state="poe_on", state_idx=2, elapsed=3.5)
+    c0 = _record("c", "netboot_on", 0, action_id=43)
+    c1 = replace(c0, state="poe_off", state_idx=1)
+    apply([
+        UpdateState(b1), SaveAction(a2), LogTransition(_entry(a2)), UpdateState(b2),
+        SaveAction(c0), UpdateState(c1), LogTransition(_entry(c1, "retry")),
+        SaveMachine("hw-a", {"powered": False}), SaveMachine("hw-b", {"disk_image": "x"}),
+    ])
+    assert store.list_actions() == [a2, b2, c1]
+    assert "os_password" not in store.get_action("a").properties
+    assert [(t.node_name, t.state, t.event) for t in store.transitions()] == [
+        ("a", "netboot_on", "enter"), ("b", "netboot_on", "enter"), ("a", "poe_off", "enter"),
+        ("a", "deployed", "enter"), ("c", "poe_off", "retry"),
+    ]
+    assert store.transitions("a")[1] == _entry(a1)
+    assert store.sim_machines() == {"hw-a": {"powered": False}, "hw-b": {"disk_image": "x"}}
+    with pytest.raises(TypeError, match="not a store change"):
+        apply(["nonsense"])  # type: ignore[list-item]
 
 
 # Fairness: no node lost because the agent itself was busy.

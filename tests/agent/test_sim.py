@@ -163,7 +163,7 @@ async def test_with_failure_rate_1_a_command_hangs_until_cancelled_and_boots_han
 async def test_saved_machines_survive_a_restart_but_copies_do_not() -> None:
     saved: dict[str, dict] = {}
 
-    async def save(hardware_id, state):
+    def save(hardware_id, state):
         saved[hardware_id] = state
 
     driver = _pi(time_scale=0, save=save)

@@ -118,7 +118,7 @@ async def test_a_boot_under_way_across_an_agent_restart(wall_step, until_up) -> 
     then, never less than 0, as the time the boot has run."""
     saved: dict[str, dict] = {}
 
-    async def save(hardware_id, state):
+    def save(hardware_id, state):
         saved[hardware_id] = state
 
     wall = ManualClock(2_000_000_000.0)
