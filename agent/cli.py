@@ -8,6 +8,7 @@ import sys
 
 from edgebed.agent.app import start_agent
 from edgebed.agent.settings import AgentSettings, load_settings
+from edgebed.collector import tune_collector
 from edgebed.stopsignals import stop_on_signals
 
 
@@ -18,6 +19,7 @@ def run_agent(args) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    tune_collector()
     return asyncio.run(serve(settings))
 
 

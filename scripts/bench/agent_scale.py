@@ -28,6 +28,7 @@ import grpc
 
 from edgebed.agent.app import open_agent
 from edgebed.agent.settings import AgentSettings
+from edgebed.collector import tune_collector
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from scripts.bench.common import AUTH, BATCH, TOKEN, load, percentile, start_deploys
@@ -119,6 +120,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--single", action="store_true", help="one StartAction per node")
     args = parser.parse_args()
+    # As the agent process does (edgebed agent).
+    tune_collector()
     with tempfile.TemporaryDirectory() as data:
         asyncio.run(run(args.nodes, args.time_scale, args.repeat, args.single, Path(data)))
 

@@ -20,6 +20,7 @@ import grpc
 
 from edgebed.agent.app import open_agent
 from edgebed.agent.settings import AgentSettings
+from edgebed.collector import tune_collector
 from edgebed.v1 import agent_pb2 as pb
 from edgebed.v1 import agent_pb2_grpc
 from scripts.bench.common import AUTH, TOKEN, load, sim_nodes, start_deploys
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--type", default="raspberry", choices=("raspberry", "node", "sensor"))
     parser.add_argument("--single", action="store_true", help="one StartAction per node")
     args = parser.parse_args()
+    # As the agent process does (edgebed agent).
+    tune_collector()
     with tempfile.TemporaryDirectory() as data:
         asyncio.run(run(args.nodes, args.type, args.single, Path(data)))
 
