@@ -11,11 +11,12 @@ runs three); each has its own database, thread and server.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -277,6 +278,7 @@ async def start_agent(
     worker = DbWorker(settings.name, database=sqlite_file(settings.database))
     reader: DbWorker | None = None
     committer: GroupCommitter | None = None
+    store: Store | None = None
     # What the driver opens; closed here when the start fails, by RunningAgent.stop otherwise.
     driver_resources = contextlib.AsyncExitStack()
     try:
@@ -373,12 +375,22 @@ async def start_agent(
         executor.resume(unfinished, nodes)
         await server.start()
     except BaseException:
-        await driver_resources.aclose()
+        # Each step whatever the one before it raised: the original error is what the caller
+        # hears of; a half-done start leaves no thread, connection or lock behind.
+        undo: list[Callable[[], Awaitable[object]]] = [driver_resources.aclose]
         if committer is not None:
             # Closes its loop writer's connection, if it opened one.
-            await committer.close()
+            undo.append(committer.close)
+        if store is not None:
+            if reader is not None:
+                undo.append(functools.partial(reader.call, store.close))
+            undo.append(functools.partial(worker.call, store.close))
+        for step in undo:
+            try:
+                await step()
+            except Exception:
+                log.exception("while undoing a failed start")
         if reader is not None:
-            await reader.call(store.close)
             reader.shutdown()
         worker.shutdown()
         if lock is not None:

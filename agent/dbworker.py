@@ -5,9 +5,10 @@ A SQLite connection belongs to the thread that opened it and SQLite takes one wr
 so the store's writes go through one worker thread. Reads go through a second one with its own
 connection (WAL: a reader sees the last commit and never waits for the writer), so that
 GetActionState and StartAction's look-ups never queue behind a large group commit. The
-executor's transitions queue up while a transaction runs and the next transaction takes them
-all: a transition is durable when `write` returns, and a thousand nodes cost a few transactions
-instead of a thousand. Likewise concurrent StartAction calls share one read (GroupReader).
+executor's transitions queue up until the committer's next turn (one transaction of every change
+queued meanwhile: while the last one ran, or during one pass of the event loop): a transition is
+durable when `write` returns, and a thousand nodes cost a few transactions instead of a
+thousand. Likewise concurrent StartAction calls share one read (GroupReader).
 
 The group commits themselves, on a SQLite file, run on the event loop's thread through a writer
 of their own (agent.store.LoopWriter): they are short, and on the worker thread each one waited
@@ -166,8 +167,12 @@ class GroupCommitter:
         self._checkpointing: asyncio.Task | None = None
         self._checkpoint_seconds = checkpoint_seconds
         self._checkpointed = 0.0
+        # A failing checkpoint is said once a minute, not every second.
+        self._checkpoint_log = RateLimitedLog(log, 60.0)
         # A future per awaited write; None for one only queued (`queue`).
         self._queue: list[tuple[Sequence[Any], asyncio.Future | None]] = []
+        # Queued groups whose transaction failed for lack of space: the head of the next one.
+        self._carried: list[tuple[Sequence[Any], asyncio.Future | None]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task | None = None
@@ -204,8 +209,9 @@ class GroupCommitter:
     def queue(self, changes: Sequence[Any]) -> None:
         """Queues `changes` without waiting for them: they are committed in the same transaction
         as, or one before, any write queued after them, so whoever writes next and waits for it
-        knows these are durable too. A failure is logged (nobody waits to hear it). StoreClosed
-        once the committer is closing."""
+        knows these are durable too. On a full disk they are kept for the next transaction (the
+        writes after them fail meanwhile); a change the store refuses is logged and dropped.
+        StoreClosed once the committer is closing."""
         if self._closing:
             raise StoreClosed("the agent is stopping")
         self._queue.append((changes, None))
@@ -217,17 +223,21 @@ class GroupCommitter:
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue, []
-                await self._flush(batch)
+                await self._flush(self._carried + batch)
             if self._closing:
                 return
 
     async def _flush(self, batch: list[tuple[Sequence[Any], asyncio.Future | None]]) -> None:
         changes = [change for group, _ in batch for change in group]
+        self._carried = []
         try:
             await self._commit(changes)
         except DiskFull as exc:
-            # Every group would fail alike, and the worker has said so in the log already.
+            # Every group would fail alike, and the worker has said so in the log already. The
+            # queued groups nobody waits for go first into the next transaction: the writes
+            # after them (the executor writes again once there is space) land with them.
             self._disk_full = True
+            self._carried = [item for item in batch if item[1] is None]
             for _, future in batch:
                 if future is not None and not future.done():
                     future.set_exception(exc)
@@ -235,9 +245,13 @@ class GroupCommitter:
         except Exception as exc:
             if len(batch) > 1:
                 # One bad change must not fail the others: commit each group on its own.
+                carried = []
                 for item in batch:
                     await self._flush([item])
+                    carried += self._carried
+                self._carried = carried
                 return
+            # A change the store refuses (a bug, not the disk): said, and not tried again.
             log.error("commit failed: %s", exc)
             future = batch[0][1]
             if future is not None and not future.done():
@@ -278,10 +292,11 @@ class GroupCommitter:
             await self._worker.call(self._checkpoint)
         except Exception as exc:
             # The next one takes what this one left; commits go on meanwhile.
-            log.warning("checkpoint failed: %s", exc)
+            self._checkpoint_log.log(logging.WARNING, "checkpoint", "checkpoint failed: %s", exc)
 
     async def close(self) -> None:
-        """Commits everything queued, then stops and closes the loop writer."""
+        """Commits everything queued (once started: a committer never started has committed
+        nothing and opened nothing), then stops and closes the loop writer."""
         self._closing = True
         self._wakeup.set()
         try:

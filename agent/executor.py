@@ -112,8 +112,9 @@ class _Run:
     forgiven_then: float = 0.0
 
 
-# The action (and its executor) whose task is running: set by _drive for its task and the tasks
-# it creates (a context is copied into each new task), read by agent_wait.
+# The action (and its executor) whose task is running: set by _drive for its task (where its
+# steps run) and the tasks a step creates (a context is copied into each new task), read by
+# agent_wait.
 _CURRENT: contextvars.ContextVar[tuple[Executor, _Run] | None] = contextvars.ContextVar(
     "edgebed_agent_current_run", default=None
 )
@@ -295,7 +296,7 @@ class Executor:
     # Driving one action.
 
     async def _drive(self, run: _Run) -> None:
-        # This task's own context (a copy): the steps' tasks inherit it, agent_wait reads it.
+        # This task's own context (a copy): the steps run in it, agent_wait reads it.
         _CURRENT.set((self, run))
         step_ended: float | None = None
         try:
@@ -494,6 +495,11 @@ class Executor:
         while True:
             try:
                 poll = _checked(await post(ctx))
+            except asyncio.CancelledError:
+                if not _cancelled_from_within():
+                    raise
+                await self._failed(run, spec.name, DriverError(_CANCELLED_WITHIN))
+                poll = Poll(done=False)
             except Exception as exc:
                 await self._failed(run, spec.name, exc)
                 poll = Poll(done=False)
@@ -515,9 +521,13 @@ class Executor:
             try:
                 await call()
                 return
+            except asyncio.CancelledError:
+                if not _cancelled_from_within():
+                    raise
+                await self._failed(run, what, DriverError(_CANCELLED_WITHIN))
             except Exception as exc:
                 await self._failed(run, what, exc)
-                await asyncio.sleep(self._timing.retry_seconds)
+            await asyncio.sleep(self._timing.retry_seconds)
 
     async def _failed(self, run: _Run, what: str, exc: Exception) -> None:
         if isinstance(exc, DiskFull):
@@ -645,6 +655,18 @@ class Executor:
         if self._watchdog is not None:
             tasks.append(self._watchdog)
         await cancel_and_wait(tasks)
+
+
+_CANCELLED_WITHIN = "the step raised CancelledError (a cancelled call inside it), nobody cancelled it"
+
+
+def _cancelled_from_within() -> bool:
+    """Whether a CancelledError caught in an action's task came from the step itself (a
+    library's cancelled future) rather than a cancel of the task (the watchdog's verdict,
+    stop()): then it is a step error like any other, tried again under the state's timers,
+    instead of ending the action's task and leaving the action undriven until a restart."""
+    task = asyncio.current_task()
+    return task is not None and not task.cancelling()
 
 
 def _checked(poll: Poll) -> Poll:

@@ -5,7 +5,9 @@ needs), environment, an append-only transition log, the simulated machines, and 
 
 The models are defined per Store, bound to that Store's database when it is opened: several agents
 can run in one process (the demo runs three), each with its own database. Every method is
-synchronous and meant to run on the agent's single database thread (agent.dbworker).
+synchronous and meant to run on the agent's writer or reader thread (agent.dbworker); the
+executor's commits on a SQLite file run on the event loop's thread, through a LoopWriter (a
+connection of its own, without Peewee).
 """
 
 from __future__ import annotations
@@ -219,12 +221,32 @@ def _column_list(columns: Sequence[str]) -> str:
     return ", ".join(f'"{column}"' for column in columns)
 
 
-# Parameters one statement may hold: SQLite's limit since 3.32 (999 before); PostgreSQL's
-# driver sends the values inline, so the same bound only keeps its statements a sane size.
-MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+# The SQLite library Python's sqlite3 module (and Peewee) uses: what a commit's SQL may rely on.
+SQLITE_VERSION = sqlite3.sqlite_version_info
 # Rows per statement of a commit, at most: large enough that a commit of thousands of changes
 # is a few statements, small enough that one statement never nears a limit.
 MAX_ROWS = 500
+
+
+def _max_parameters(sqlite: bool) -> int:
+    """Parameters one statement may hold: SQLite's limit since 3.32 (999 before); PostgreSQL's
+    driver sends the values inline, so the same bound only keeps its statements a sane size."""
+    return 999 if sqlite and SQLITE_VERSION < (3, 32, 0) else 32_766
+
+
+def _sizes(count: int, most: int) -> Iterator[int]:
+    """`count` rows as statements of `most` rows, then the rest in powers of two: a handful of
+    statement texts in all, each prepared once and kept in sqlite3's statement cache, instead of
+    one new text (and its parsing) for every size a commit happens to have."""
+    while count >= most:
+        yield most
+        count -= most
+    power = 1 << max(0, most.bit_length() - 1)
+    while count:
+        if power <= count:
+            yield power
+            count -= power
+        power >>= 1
 
 
 @dataclass(frozen=True)
@@ -236,17 +258,31 @@ class _MultiRow:
     row: str
     tail: str
     columns: int
+    max_parameters: int
 
     def statements(self, rows: Sequence[tuple]) -> Iterator[tuple[str, list]]:
         """(SQL, flat parameters) for each chunk of `rows`, in order."""
-        size = max(1, min(MAX_ROWS, MAX_PARAMETERS // self.columns))
-        for start in range(0, len(rows), size):
+        start = 0
+        for size in _sizes(len(rows), max(1, min(MAX_ROWS, self.max_parameters // self.columns))):
             chunk = rows[start : start + size]
-            yield self.sql(len(chunk)), [value for row in chunk for value in row]
+            start += size
+            yield self.sql(size), [value for row in chunk for value in row]
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - a few instances per process, kept for its life
     def sql(self, count: int) -> str:
         return self.head + ", ".join([self.row] * count) + self.tail
+
+
+@dataclass(frozen=True)
+class _PerRow:
+    """One kind of change as one statement per row, for a database without the SQL a multi-row
+    one needs (UPDATE ... FROM: SQLite before 3.33)."""
+
+    sql: str
+
+    def statements(self, rows: Sequence[tuple]) -> Iterator[tuple[str, list]]:
+        for row in rows:
+            yield self.sql, list(row)
 
 
 class _Statements:
@@ -257,9 +293,12 @@ class _Statements:
     of Python's lock at every statement step, and a step per row meant a wait for the busy event
     loop's thread per row, 1.8 s for a commit of 1,000 rows against 5 ms on an idle one. ON
     CONFLICT ... DO UPDATE SET x = excluded.x (SQLite 3.24+) and UPDATE ... FROM a WITH list
-    (SQLite 3.33+) read the same on PostgreSQL; `param` is the driver's placeholder."""
+    (SQLite 3.33+; before, one UPDATE per row) read the same on PostgreSQL; `param` is the
+    driver's placeholder."""
 
-    def __init__(self, models: SimpleNamespace, param: str) -> None:
+    def __init__(self, models: SimpleNamespace, param: str, *, sqlite: bool) -> None:
+        most = _max_parameters(sqlite)
+
         def row(columns: Sequence[str]) -> str:
             return f"({', '.join([param] * len(columns))})"
 
@@ -271,23 +310,33 @@ class _Statements:
                 row(columns),
                 f' ON CONFLICT ("{key}") DO UPDATE SET {updates}',
                 len(columns),
+                most,
             )
 
         self.save_action = upsert(models.Action, ACTION_COLUMNS)
         # STATE_COLUMNS end with node_name, the row to update.
-        self.update_state = _MultiRow(
-            f"WITH changed ({_column_list(STATE_COLUMNS)}) AS (VALUES ",
-            row(STATE_COLUMNS),
-            ') UPDATE "action" SET '
-            + ", ".join(f'"{c}" = changed."{c}"' for c in STATE_COLUMNS if c != "node_name")
-            + ' FROM changed WHERE "action"."node_name" = changed."node_name"',
-            len(STATE_COLUMNS),
-        )
+        changed = [column for column in STATE_COLUMNS if column != "node_name"]
+        self.update_state: _MultiRow | _PerRow
+        if sqlite and SQLITE_VERSION < (3, 33, 0):
+            self.update_state = _PerRow(
+                'UPDATE "action" SET ' + ", ".join(f'"{c}" = {param}' for c in changed)
+                + f' WHERE "node_name" = {param}'
+            )
+        else:
+            self.update_state = _MultiRow(
+                f"WITH changed ({_column_list(STATE_COLUMNS)}) AS (VALUES ",
+                row(STATE_COLUMNS),
+                ') UPDATE "action" SET ' + ", ".join(f'"{c}" = changed."{c}"' for c in changed)
+                + ' FROM changed WHERE "action"."node_name" = changed."node_name"',
+                len(STATE_COLUMNS),
+                most,
+            )
         self.log_transition = _MultiRow(
             f'INSERT INTO "transition" ({_column_list(TRANSITION_COLUMNS)}) VALUES ',
             row(TRANSITION_COLUMNS),
             "",
             len(TRANSITION_COLUMNS),
+            most,
         )
         self.save_machine = upsert(models.SimMachine, ("hardware_id", "state_json"))
 
@@ -327,6 +376,13 @@ class _Statements:
 _machine_json = json.JSONEncoder(sort_keys=True).encode
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(exc)
+
+
 class LoopWriter:
     """A connection of its own to the agent's SQLite file, on which the executor's group commits
     run on the event loop's thread, for they are short there (a commit in WAL mode with
@@ -342,31 +398,43 @@ class LoopWriter:
     for this connection never checkpoints (wal_autocheckpoint = 0): Store.checkpoint does, on
     the database thread. Use it on the thread that made it."""
 
-    def __init__(self, path: str, statements: _Statements) -> None:
+    def __init__(self, connection: sqlite3.Connection, statements: _Statements) -> None:
         self._statements = statements
-        self._connection = sqlite3.connect(path, isolation_level=None)
-        for name, value in {**SQLITE_PRAGMAS, "busy_timeout": 0, "wal_autocheckpoint": 0}.items():
-            self._connection.execute(f"PRAGMA {name} = {value}")
+        self._connection = connection
+
+    @classmethod
+    def open(cls, path: str, statements: _Statements) -> LoopWriter | None:
+        """A writer on the SQLite file `path`; None when the file is not in WAL mode (a
+        filesystem without shared memory: there a commit would wait for every reader)."""
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            for name, value in {**SQLITE_PRAGMAS, "busy_timeout": 0, "wal_autocheckpoint": 0}.items():
+                connection.execute(f"PRAGMA {name} = {value}")
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        except BaseException:
+            connection.close()
+            raise
+        if str(mode).lower() != "wal":
+            connection.close()
+            return None
+        return cls(connection, statements)
 
     def apply(self, changes: Sequence[Change]) -> None:
-        """As Store.apply. WriterBusy, nothing written, when another connection holds the write
-        lock; sqlite3.Error otherwise (rolled back)."""
+        """As Store.apply. WriterBusy, nothing written, when another connection holds a lock
+        this commit needs; sqlite3.Error otherwise (rolled back)."""
         statements = self._statements.commit(changes)
         cursor = self._connection.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-                raise WriterBusy(str(exc)) from None
-            raise
-        try:
             for sql, parameters in statements:
                 _query_log.debug((sql, parameters))
                 cursor.execute(sql, parameters)
             cursor.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if self._connection.in_transaction:
                 self._connection.rollback()
+            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+                raise WriterBusy(str(exc)) from None
             raise
 
     def close(self) -> None:
@@ -467,7 +535,9 @@ class Store:
         self.spec = spec
         self.database = open_database(spec)
         self._m = _define_models(self.database)
-        self._sql = _Statements(self._m, self.database.param)
+        self._sql = _Statements(
+            self._m, self.database.param, sqlite=isinstance(self.database, peewee.SqliteDatabase)
+        )
 
     # Life cycle.
 
@@ -702,11 +772,12 @@ class Store:
 
     def loop_writer(self) -> LoopWriter | None:
         """A LoopWriter on this store's SQLite file; None for PostgreSQL (a commit there is a
-        network round trip, for the database thread) and for an in-memory database (a second
-        connection would see another one). Call it on the thread that will use the writer."""
+        network round trip, for the database thread), for an in-memory database (a second
+        connection would see another one) and for a file not in WAL mode. Call it on the thread
+        that will use the writer; sqlite3.Error when the file cannot be opened."""
         if not isinstance(self.database, peewee.SqliteDatabase) or not self.shares_connections:
             return None
-        return LoopWriter(str(self.database.database), self._sql)
+        return LoopWriter.open(str(self.database.database), self._sql)
 
     def checkpoint(self) -> None:
         """Copies the WAL's committed pages into the database file without waiting for anyone

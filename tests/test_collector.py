@@ -5,7 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from edgebed.collector import THRESHOLDS
+
+# Starts three interpreters.
+pytestmark = pytest.mark.slow
 
 
 def _thresholds_after(code: str) -> tuple[int, ...]:

@@ -259,3 +259,31 @@ async def test_a_step_that_swallows_its_cancel_is_cancelled_again_and_ends_lost(
         final = await harness.action()
     assert cancels == 2
     assert final.state == "lost"
+
+
+async def test_a_cancelled_error_the_step_raises_itself_is_a_step_error_tried_again(tmp_path) -> None:
+    """A library's own CancelledError (a call inside the step cancelled; nobody cancelled the
+    action) is an error of the step: retried under the state's timers, written to last_error,
+    never the end of the action's task (which left the action undriven until a restart)."""
+    calls = polls = 0
+
+    async def flaky(ctx):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError
+
+    async def polled(ctx):
+        nonlocal polls
+        polls += 1
+        if polls == 1:
+            raise asyncio.CancelledError
+        return Poll(done=True)
+
+    state = State("flaky", Step(exec=flaky, post=polled), lost=20)
+    async with _ExecutorOnStore(tmp_path / "within.sqlite", _one_state_type(state), clock=FastClock(200)) as harness:
+        await harness.run_one("flaky")
+        final = await harness.action()
+    assert final.state == "deployed", final
+    assert (calls, polls) == (2, 2)
+    assert "raised CancelledError" in final.last_error, final.last_error

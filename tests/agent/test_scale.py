@@ -12,6 +12,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from edgebed.agent import store as agent_store
 from edgebed.agent.app import open_agent
 from edgebed.agent.clock import FastClock
 from edgebed.agent.domain import ActionRecord, Environment, TransitionRecord
@@ -179,13 +180,20 @@ def _entry(record: ActionRecord, event: str = "enter") -> TransitionRecord:
     )
 
 
-@pytest.fixture(params=["sqlite", "loop-writer", pytest.param("postgresql", marks=pytest.mark.slow)])
-def committing_store(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[Store, Callable]]:
+@pytest.fixture(
+    params=["sqlite", "loop-writer", "sqlite-3.31", pytest.param("postgresql", marks=pytest.mark.slow)]
+)
+def committing_store(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> Iterator[tuple[Store, Callable]]:
     """(an open Store, the commit under test): Store.apply on a SQLite file, the LoopWriter of
-    that file (what the executor's commits use there), or Store.apply on PostgreSQL."""
+    that file (what the executor's commits use there), Store.apply as on a SQLite older than
+    3.33 (no UPDATE ... FROM, 999 parameters a statement), or Store.apply on PostgreSQL."""
+    if request.param == "sqlite-3.31":
+        monkeypatch.setattr(agent_store, "SQLITE_VERSION", (3, 31, 1))
     spec = request.getfixturevalue("postgres_url") if request.param == "postgresql" else str(tmp_path / "a.sqlite")
     store = Store(spec)
     store.open()
+    if request.param == "sqlite-3.31":
+        assert "FROM" not in next(store._sql.update_state.statements([("s", 1, 2, 3, 4, 5.0, "n")]))[0]
     writer = store.loop_writer() if request.param == "loop-writer" else None
     assert (writer is None) == (request.param != "loop-writer"), "a writer on a SQLite file only"
     try:
