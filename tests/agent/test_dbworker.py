@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgebed.agent import store as agent_store
-from edgebed.agent.dbworker import DbWorker, GroupCommitter
+from edgebed.agent.dbworker import EARLY_COMMIT_CHANGES, DbWorker, GroupCommitter, WriterBusy
 from edgebed.agent.domain import ActionRecord, TransitionRecord
 from edgebed.agent.store import MAX_ROWS, LogTransition, SaveAction, SaveMachine, Store, UpdateState, _sizes
 
@@ -207,3 +207,57 @@ async def test_a_queued_change_that_met_a_full_disk_lands_with_the_next_write(tm
         await agent.committer.write([UpdateState(moved)])
         assert (await agent.worker.call(agent.store.get_action, "n1")).state == "poe_off"
         assert (await agent.worker.call(agent.store.sim_machines))["hw-1"]["disk_image"] == "img"
+
+
+async def test_a_wave_of_writes_is_committed_a_few_hundred_changes_at_a_time(tmp_path) -> None:
+    """A thousand nodes ending a state together: the write that brings the queue to
+    EARLY_COMMIT_CHANGES commits it at once, so the first writers resume without waiting for a
+    transaction of all of them."""
+    async with _Agent(tmp_path / "a.sqlite") as agent:
+        records = [_record(f"n{i:03d}") for i in range(600)]
+        before = agent.committer.transactions
+        await asyncio.gather(*(agent.committer.write([SaveAction(r)]) for r in records))
+        # More than one transaction: a few hundred changes each, the rest at the committer's turn.
+        assert EARLY_COMMIT_CHANGES < 600
+        assert agent.committer.transactions - before == -(-600 // EARLY_COMMIT_CHANGES)
+        assert len(await agent.worker.call(agent.store.list_actions)) == 600
+
+
+async def test_an_early_commit_never_overtakes_a_commit_waiting_for_the_worker(tmp_path) -> None:
+    """A commit the loop writer could not make (busy) waits for the worker thread; a later
+    write large enough to commit early must wait for it too, or it would update a row that the
+    first has not inserted yet."""
+    async with _Agent(tmp_path / "a.sqlite") as agent:
+        writer = agent.committer._writer
+        assert writer is not None
+        real_apply = writer.apply
+        busy_once = [True]
+
+        def apply(changes) -> None:
+            if busy_once:
+                busy_once.pop()
+                raise WriterBusy("taken")
+            real_apply(changes)
+
+        writer.apply = apply  # type: ignore[method-assign]
+        # The worker thread busy with something else: the first commit queues behind it.
+        working, release = threading.Event(), threading.Event()
+
+        def work() -> None:
+            working.set()
+            release.wait(5)
+
+        busy = asyncio.ensure_future(agent.worker.call(work))
+        await asyncio.to_thread(working.wait, 5)
+        first = asyncio.ensure_future(agent.committer.write([SaveAction(_record("n0"))]))
+        while not agent.committer._flushing:
+            await asyncio.sleep(0.01)
+        later = [UpdateState(_record("n0", "poe_off", 1))] + [
+            SaveMachine(f"hw-{i}", {"powered": True}) for i in range(EARLY_COMMIT_CHANGES)
+        ]
+        second = asyncio.ensure_future(agent.committer.write(later))
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second, busy), 5)
+        assert (await agent.worker.call(agent.store.get_action, "n0")).state == "poe_off"
