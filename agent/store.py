@@ -13,6 +13,7 @@ connection of its own, without Peewee).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import sqlite3
@@ -266,7 +267,7 @@ class _MultiRow:
         for size in _sizes(len(rows), max(1, min(MAX_ROWS, self.max_parameters // self.columns))):
             chunk = rows[start : start + size]
             start += size
-            yield self.sql(size), [value for row in chunk for value in row]
+            yield self.sql(size), list(itertools.chain.from_iterable(chunk))
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - a few instances per process, kept for its life
     def sql(self, count: int) -> str:
@@ -346,17 +347,19 @@ class _Statements:
         latest: dict[str, ActionRecord] = {}
         whole: set[str] = set()
         transitions: list[tuple] = []
-        machines: dict[str, tuple] = {}
+        machines: dict[str, dict] = {}
+        # The commonest kinds first: a transition is an UpdateState and a LogTransition.
         for change in changes:
             if isinstance(change, UpdateState):
                 latest[change.record.node_name] = change.record
-            elif isinstance(change, SaveAction):
-                latest[change.record.node_name] = change.record
-                whole.add(change.record.node_name)
             elif isinstance(change, LogTransition):
                 transitions.append(_transition_row(change.entry))
             elif isinstance(change, SaveMachine):
-                machines[change.hardware_id] = (change.hardware_id, _machine_json(change.state))
+                # Only the last state of a machine is written: encoded below, once.
+                machines[change.hardware_id] = change.state
+            elif isinstance(change, SaveAction):
+                latest[change.record.node_name] = change.record
+                whole.add(change.record.node_name)
             else:
                 raise TypeError(f"not a store change: {change!r}")
         saves = [_action_row(record) for name, record in latest.items() if name in whole]
@@ -366,7 +369,7 @@ class _Statements:
             (self.save_action, saves),
             (self.update_state, updates),
             (self.log_transition, transitions),
-            (self.save_machine, list(machines.values())),
+            (self.save_machine, [(key, _machine_json(state)) for key, state in machines.items()]),
         ):
             statements += statement.statements(rows)
         return statements

@@ -19,14 +19,17 @@ like a browser and measures:
   - the server process's CPU time per request (all its threads; median), less sensitive to
     the machine's load than the wall-clock figures;
   - once with the scheduler's poll running (every second, as in production) and once with the
-    scheduler stopped (what a controller whose scheduler runs in another process serves);
+    scheduler stopped (what a controller whose scheduler runs in another process serves); or,
+    with --split, with the pages served by `edgebed controller --role web` (this scenario's
+    server process) while `edgebed controller --role scheduler` polls every second in a process
+    of its own, on the same SQLite file, as the README's split deployment runs them;
   - optionally (--requests N) requests per second and latency under concurrent load.
 
 Goal: p95 ≤ 100 ms server-side per page. Prints the figures with the load average before and
 after (the machine is shared: a loaded one shows it); exit code 1 when the goal is missed.
 
 Usage: .venv/bin/python -m scripts.bench.web_pages [--nodes 1000|5000] [--repeat 30] [--runs 3]
-       [--requests 0] [--concurrency 8]
+       [--requests 0] [--concurrency 8] [--split]
   e.g. --repeat 5 --runs 1 for a quick look.
 """
 
@@ -41,8 +44,10 @@ import os
 import pstats
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -75,20 +80,20 @@ def pages(nodes: int, managed: int, in_view: int) -> dict[str, str]:
 # the server process
 
 
-def serve(directory: str, scenario: int, ready, stop) -> None:
+def serve(directory: str, scenario: int, ready, stop, split: bool = False) -> None:
     import logging
     import traceback
 
     logging.basicConfig(level=logging.WARNING)
     try:
-        asyncio.run(_serve(Path(directory), SCENARIOS[scenario], ready, stop))
+        asyncio.run(_serve(Path(directory), SCENARIOS[scenario], ready, stop, split))
     except BaseException:
         # Tell the waiting parent rather than leave it waiting.
         ready.put(("failed", traceback.format_exc()))
         raise
 
 
-async def _serve(directory: Path, scenario: dict, ready, stop) -> None:
+async def _serve(directory: Path, scenario: dict, ready, stop, split: bool) -> None:
     from edgebed.agent.app import start_agent
     from edgebed.agent.settings import AgentSettings
 
@@ -101,12 +106,12 @@ async def _serve(directory: Path, scenario: dict, ready, stop) -> None:
         for name, agent_type, nodes in scenario["agents"]
     ))
     try:
-        await _serve_with(directory, scenario, agents, ready, stop)
+        await _serve_with(directory, scenario, agents, ready, stop, split)
     finally:
         await asyncio.gather(*(agent.stop() for agent in agents))
 
 
-async def _serve_with(directory: Path, scenario: dict, agents, ready, stop) -> None:
+async def _serve_with(directory: Path, scenario: dict, agents, ready, stop, split: bool) -> None:
     from aiohttp import web
     from argon2 import PasswordHasher
 
@@ -153,11 +158,18 @@ async def _serve_with(directory: Path, scenario: dict, agents, ready, stop) -> N
 
     async def stop_poll(request):
         # What a controller whose scheduler runs in another process (--role) serves.
-        await ctl.scheduler.stop()
+        if not split:
+            await ctl.scheduler.stop()
         return web.json_response({})
 
     hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    async with open_controller(settings, password_hasher=hasher) as ctl:
+    # split: the pages of `edgebed controller --role web`, the scheduler being the parent's child
+    # process (`--role scheduler`, started once this process has made the database).
+    opened = (open_controller(settings, run_scheduler=False, role="web", password_hasher=hasher)
+              if split else open_controller(settings, password_hasher=hasher))
+    async with opened as ctl:
+        if split:
+            ready.put(("database", settings.database, settings.secret_key_file))
         app = create_app(settings, controller=ctl)
         app.middlewares.insert(0, timing)
         app.router.add_get("/bench/timings", report)
@@ -331,6 +343,33 @@ async def stop_poll(port: int) -> None:
         assert response.status == 200
 
 
+def _start_scheduler(directory: Path, database: str, key_file: str) -> subprocess.Popen:
+    """`edgebed controller --role scheduler` on the server's database, polling every second; its
+    output in directory/scheduler.log. Returns once it says it runs."""
+    config = directory / "scheduler.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:0"\ndatabase = "{database}"\nsecret_key_file = "{key_file}"\n'
+        "[scheduler]\npoll_seconds = 1.0\n[reservations]\nturnaround_seconds = 0\n"
+    )
+    log = (directory / "scheduler.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("edgebed")), "controller", "--role", "scheduler",
+         "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        if line.startswith("edgebed controller scheduler running"):
+            # Read on, so that the process never blocks on a full pipe.
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            return process
+        if time.monotonic() > deadline:
+            break
+    process.kill()
+    raise RuntimeError(f"the scheduler process did not start: {(directory / 'scheduler.log').read_text()[-2000:]}")
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
@@ -360,6 +399,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients under load")
     parser.add_argument("--no-poll-phase", action="store_true",
                         help="skip the second measurement with the scheduler stopped")
+    parser.add_argument("--split", action="store_true",
+                        help="serve the pages as `edgebed controller --role web` with the scheduler in "
+                             "a process of its own (`--role scheduler`, polling every second) instead "
+                             "of one process that polls, then stops polling")
     args = parser.parse_args()
     if not 1 <= args.repeat <= 1000 or not 1 <= args.runs <= 20:
         parser.error("--repeat must be 1..1000 and --runs 1..20")
@@ -373,10 +416,18 @@ def main() -> int:
     missed = False
     with tempfile.TemporaryDirectory() as directory:
         ready, stop = context.Queue(), context.Event()
-        server = context.Process(target=serve, args=(directory, args.nodes, ready, stop), daemon=True)
+        server = context.Process(target=serve, args=(directory, args.nodes, ready, stop, args.split),
+                                 daemon=True)
         started = time.perf_counter()
         server.start()
+        scheduler = None
         try:
+            if args.split:
+                kind, database, key_file = ready.get(timeout=600)
+                if kind == "failed":
+                    print(f"the server process failed:\n{database}", file=sys.stderr)
+                    return 2
+                scheduler = _start_scheduler(Path(directory), database, key_file)
             port, deployed, token = ready.get(timeout=1800)
             if port == "failed":
                 print(f"the server process failed:\n{deployed}", file=sys.stderr)
@@ -388,13 +439,21 @@ def main() -> int:
             load = _load()
             figures = asyncio.run(measure(port, token, paths, args.repeat, args.runs, args.requests,
                                           args.concurrency))
-            missed |= _print("with the scheduler polling every second", figures, load)
-            if not args.no_poll_phase:
+            where = "in its own process (--role scheduler)" if args.split else "in the same process"
+            missed |= _print(f"with the scheduler polling every second, {where}", figures, load)
+            if scheduler is not None and scheduler.poll() is not None:
+                print(f"the scheduler process ended ({scheduler.returncode}) during the measurement",
+                      file=sys.stderr)
+                return 2
+            if not args.no_poll_phase and not args.split:
                 asyncio.run(stop_poll(port))
                 load = _load()
                 figures = asyncio.run(measure(port, token, paths, args.repeat, args.runs, 0, 1))
                 missed |= _print("with the scheduler stopped (its own process)", figures, load)
         finally:
+            if scheduler is not None:
+                scheduler.terminate()
+                scheduler.wait(60)
             stop.set()
             server.join(60)
             if server.is_alive():
