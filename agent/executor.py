@@ -90,6 +90,8 @@ class _Run:
     node: NodeRef
     task: asyncio.Task | None = None
     progress: int = 0
+    # What its steps are given (Executor._context), made once.
+    context: StepContext | None = None
     # The action's task while a step or a hard reboot runs in it (_watched), for the watchdog;
     # and how many times the watchdog has cancelled it there.
     watched: asyncio.Task | None = None
@@ -468,13 +470,17 @@ class Executor:
         task.cancel()
 
     def _context(self, run: _Run) -> StepContext:
-        return StepContext(
-            node=run.node,
-            process=run.record.process,
-            environment=run.record.environment_spec,
-            properties=run.record.properties,
-            driver=self._driver,
-        )
+        # One per action: what it holds does not change while the action runs (only a final
+        # state drops the secrets, and a final state runs no step).
+        if run.context is None:
+            run.context = StepContext(
+                node=run.node,
+                process=run.record.process,
+                environment=run.record.environment_spec,
+                properties=run.record.properties,
+                driver=self._driver,
+            )
+        return run.context
 
     async def _perform(self, run: _Run, spec: State) -> None:
         step = spec.step
@@ -487,8 +493,7 @@ class Executor:
         # from 0, not only once it passes where the hung copy stopped.
         run.progress = 0
         if step.exec is not None:
-            exec_ = step.exec
-            await self._retrying(run, spec.name, lambda: exec_(ctx))
+            await self._retrying(run, spec.name, step.exec, ctx)
         post = step.post
         if post is None:
             return
@@ -516,10 +521,13 @@ class Executor:
             return self._timing.poll_seconds
         return min(max(poll.retry_after, self._timing.min_poll_seconds), self._timing.poll_seconds)
 
-    async def _retrying(self, run: _Run, what: str, call: Callable[[], Awaitable[None]]) -> None:
+    async def _retrying(
+        self, run: _Run, what: str, call: Callable[..., Awaitable[None]], *args: object
+    ) -> None:
+        """call(*args) until it returns, each failure recorded (_failed) and followed by a pause."""
         while True:
             try:
-                await call()
+                await call(*args)
                 return
             except asyncio.CancelledError:
                 if not _cancelled_from_within():
@@ -552,13 +560,13 @@ class Executor:
 
     async def _hard_reboot(self, run: _Run) -> None:
         run.failures = 0
-        await self._retrying(run, "hard reboot", lambda: self._power.hard_reboot(run.node))
+        await self._retrying(run, "hard reboot", self._power.hard_reboot, run.node)
 
     async def _power_cut(self, run: _Run, spec: State) -> None:
         run.failures = 0
-        await self._retrying(run, "power cut: off", lambda: self._power.set_power(run.node, False))
+        await self._retrying(run, "power cut: off", self._power.set_power, run.node, False)
         await self._hold(run, spec.ladder.power_cut_seconds)
-        await self._retrying(run, "power cut: on", lambda: self._power.set_power(run.node, True))
+        await self._retrying(run, "power cut: on", self._power.set_power, run.node, True)
 
     async def _hold(self, run: _Run, seconds: float) -> None:
         """Waits `seconds` on the executor's clock (a simulated testbed's clock runs fast). The
