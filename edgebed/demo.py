@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from edgebed.collector import tune_collector
 from edgebed.errors import UsageError
 from edgebed.stopsignals import stop_on_signals
 
@@ -254,6 +255,7 @@ def run_demo(args) -> int:
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_collector()
 
     async def main() -> int:
         stop = asyncio.Event()

@@ -254,6 +254,9 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     sys.path.insert(0, str(REPO))
+    # As `edgebed controller` does.
+    from edgebed.collector import tune_collector
+    tune_collector()
     scenarios = ("start", "hung") if args.scenario == "all" else (args.scenario,)
     load_before = os.getloadavg()
     print(f"agents: {args.agents} x {args.nodes} nodes = {args.agents * args.nodes} reservations; "

@@ -84,7 +84,11 @@ def serve(directory: str, scenario: int, ready, stop, split: bool = False) -> No
     import logging
     import traceback
 
+    from edgebed.collector import tune_collector
+
     logging.basicConfig(level=logging.WARNING)
+    # As `edgebed controller` and `edgebed agent` do.
+    tune_collector()
     try:
         asyncio.run(_serve(Path(directory), SCENARIOS[scenario], ready, stop, split))
     except BaseException:
