@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 DONE = "done"
 STALLED = "stalled"
 
+# Actions started together (StartActions) begin driving this many per turn of the event loop.
+SPAWN_SLICE = 100
+
 # async write(changes): returns when they are committed (agent.dbworker.GroupCommitter.write).
 Write = Callable[[Sequence[Change]], Awaitable[None]]
 
@@ -224,8 +227,14 @@ class Executor:
         commit = asyncio.ensure_future(self._write(changes))
 
         def spawn_each(done: asyncio.Future) -> None:
-            for run in runs:
+            # A slice per turn of the event loop: a thousand actions spawned at once would run
+            # their first steps in one turn and all end them together, each then waiting for
+            # the others' commits.
+            for run in runs[:SPAWN_SLICE]:
                 self._spawn_if_committed(run, done)
+            del runs[:SPAWN_SLICE]
+            if runs:
+                asyncio.get_running_loop().call_soon(spawn_each, done)
 
         commit.add_done_callback(spawn_each)
         await asyncio.shield(commit)

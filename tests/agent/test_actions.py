@@ -14,7 +14,7 @@ from edgebed.agent.app import open_agent
 from edgebed.agent.clock import FastClock
 from edgebed.agent.dbworker import DbWorker, GroupCommitter
 from edgebed.agent.domain import ActionRecord
-from edgebed.agent.executor import Executor, Timing
+from edgebed.agent.executor import SPAWN_SLICE, Executor, Timing
 from edgebed.agent.store import SaveAction, Store
 from edgebed.nodetypes import load_node_type
 from edgebed.nodetypes.base import DEPLOYED, DONE, NodeRef, NodeType, Poll, State, Step, StepContext, process
@@ -468,3 +468,41 @@ async def test_a_stalled_event_loop_does_not_count_against_the_timeouts(tmp_path
         await harness.run_one("wait")
         final = await harness.action()
     assert final.state == "deployed"
+
+
+async def test_actions_started_together_begin_a_slice_per_turn_of_the_event_loop(tmp_path) -> None:
+    """StartActions of a thousand nodes: spawned all in one turn, their first steps would run
+    in that turn and end together, each then waiting for all the others' commits. They begin
+    SPAWN_SLICE at a time, one slice per turn, so the first slice's steps run before the last
+    slice is spawned."""
+    turns = 0
+
+    def tick() -> None:
+        nonlocal turns
+        turns += 1
+        loop.call_soon(tick)
+
+    loop = asyncio.get_running_loop()
+    started_in_turn: dict[str, int] = {}
+
+    async def first(ctx):
+        started_in_turn[ctx.node.name] = turns
+
+    state = State("first", Step(exec=first))
+    node_type = NodeType(
+        name="raspberry", states=(state,), processes={"deploy": process("deploy", state, DEPLOYED)},
+        properties=(), default_environments=(),
+    )
+    count = SPAWN_SLICE * 2 + 50
+    async with _ExecutorOnStore(tmp_path / "slices.sqlite", node_type) as harness:
+        records = [replace(_record("first"), node_name=f"n{i:03d}") for i in range(count)]
+        loop.call_soon(tick)
+        await harness.executor.start_many([(r, NodeRef(r.node_name, {})) for r in records])
+        await asyncio.wait_for(harness.executor.wait_idle(), 10)
+        assert len(started_in_turn) == count
+        by_turn = sorted(set(started_in_turn.values()))
+        assert len(by_turn) == 3, by_turn
+        first_slice = [started_in_turn[f"n{i:03d}"] for i in range(SPAWN_SLICE)]
+        assert set(first_slice) == {by_turn[0]}
+        actions = await harness.worker.call(harness.store.list_actions)
+        assert {a.state for a in actions} == {"deployed"}
