@@ -57,8 +57,8 @@ def sim_clock(time_scale: float) -> Clock:
 # to MAX_CLOCK_SPEED times faster, and polls scaled with it (every 20 ms at time_scale 0.01) cost
 # a thousand nodes 50,000 polls a second, a third of the agent's CPU, for a progress that the
 # controller reads once a second; a boot or a copy still ends on time (the driver's hint, when
-# shorter, is followed), and the shortest before_reboot (60 s, 0.6 s real at full speed) still
-# sees three polls.
+# shorter, is followed), and the shortest before_reboot of a state that reports progress (60 s,
+# 0.6 s real at full speed) still sees three polls.
 SIM_MIN_POLL_SECONDS = 0.2
 
 

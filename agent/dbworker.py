@@ -6,7 +6,8 @@ so the store's writes go through one worker thread. Reads go through a second on
 connection (WAL: a reader sees the last commit and never waits for the writer), so that
 GetActionState and StartAction's look-ups never queue behind a large group commit. The
 executor's transitions queue up until the committer's next turn (one transaction of every change
-queued meanwhile: while the last one ran, or during one pass of the event loop): a transition is
+queued meanwhile: while the last one ran, or during one pass of the event loop), or until 256
+changes are queued, when the write that brings them commits them at once: a transition is
 durable when `write` returns, and a thousand nodes cost a few transactions instead of a
 thousand. Likewise concurrent StartAction calls share one read (GroupReader).
 
@@ -147,8 +148,9 @@ EARLY_COMMIT_CHANGES = 256
 
 
 class GroupCommitter:
-    """Commits what `write` and `queue` are given, in their order, in as few transactions as
-    the database's pace allows: with `apply` on the worker thread, or with the writer that
+    """Commits what `write` and `queue` are given, in their order, in few transactions (those
+    queued until the committer's turn, or EARLY_COMMIT_CHANGES of them, whichever comes first):
+    with `apply` on the worker thread, or with the writer that
     `open_writer` makes (None: there is none, as for PostgreSQL) on the event loop's thread;
     then `checkpoint` runs on the worker thread at most every `checkpoint_seconds`."""
 
@@ -185,6 +187,8 @@ class GroupCommitter:
         # Changes queued since the last commit; whether the committer's own commit is under way.
         self._queued = 0
         self._flushing = False
+        # An early commit failed since the committer last took the queue.
+        self._early_failed = False
 
     def start(self) -> None:
         """Opens the loop writer, if any, and starts committing; on the event loop's thread."""
@@ -235,13 +239,16 @@ class GroupCommitter:
         thread: order first), or a commit that fails (busy, disk full, a bad change) leave the
         queue to the committer's turn, which knows what to do with each."""
         self._wakeup.set()
-        if self._writer is None or self._flushing:
+        if self._writer is None or self._flushing or self._early_failed or self._disk_full:
             return
         batch = self._carried + self._queue
         changes = [change for group, _ in batch for change in group]
         try:
             self._writer.apply(changes)
         except Exception:
+            # Not again before the committer's turn: every write after this one would try the
+            # whole queue again (a lock held for long, a full disk).
+            self._early_failed = True
             return
         self._carried, self._queue, self._queued = [], [], 0
         self._committed(batch, changes)
@@ -252,6 +259,7 @@ class GroupCommitter:
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue, self._queued = self._queue, [], 0
+                self._early_failed = False
                 self._flushing = True
                 try:
                     await self._flush(self._carried + batch)

@@ -38,6 +38,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import ParamSpec
 
 from edgebed.agent.clock import Clock, SystemClock
 from edgebed.agent.domain import ActionRecord, TransitionRecord
@@ -60,6 +61,8 @@ from edgebed.redact import error_line
 from edgebed.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
 
 # What a watched piece of work came to: done, no progress for before_reboot, or lost.
 DONE = "done"
@@ -281,6 +284,8 @@ class Executor:
         self._idle.clear()
 
     def _release(self, run: _Run) -> None:
+        # The context holds the action's secrets; the run may outlive this a little (a task).
+        run.context = None
         if self._runs.get(run.record.node_name) is run:
             del self._runs[run.record.node_name]
         if not self._runs:
@@ -531,12 +536,12 @@ class Executor:
         return min(max(poll.retry_after, self._timing.min_poll_seconds), self._timing.poll_seconds)
 
     async def _retrying(
-        self, run: _Run, what: str, call: Callable[..., Awaitable[None]], *args: object
+        self, run: _Run, what: str, call: Callable[_P, Awaitable[None]], *args: _P.args, **kwargs: _P.kwargs
     ) -> None:
         """call(*args) until it returns, each failure recorded (_failed) and followed by a pause."""
         while True:
             try:
-                await call(*args)
+                await call(*args, **kwargs)
                 return
             except asyncio.CancelledError:
                 if not _cancelled_from_within():

@@ -425,11 +425,11 @@ class LoopWriter:
     def apply(self, changes: Sequence[Change]) -> None:
         """As Store.apply. WriterBusy, nothing written, when another connection holds a lock
         this commit needs; sqlite3.Error otherwise (rolled back)."""
-        statements = self._statements.commit(changes)
         cursor = self._connection.cursor()
         try:
+            # The lock first: a busy one fails before any row is encoded.
             cursor.execute("BEGIN IMMEDIATE")
-            for sql, parameters in statements:
+            for sql, parameters in self._statements.commit(changes):
                 _query_log.debug((sql, parameters))
                 cursor.execute(sql, parameters)
             cursor.execute("COMMIT")

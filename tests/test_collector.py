@@ -23,6 +23,6 @@ def _thresholds_after(code: str) -> tuple[int, ...]:
 
 def test_importing_changes_nothing_and_tune_collector_sets_the_thresholds() -> None:
     default = _thresholds_after("")
-    assert _thresholds_after("import edgebed.collector, edgebed.agent.cli") == default
+    assert _thresholds_after("import edgebed.collector, edgebed.agent.cli, edgebed.serve, edgebed.demo") == default
     assert _thresholds_after("from edgebed.collector import tune_collector\ntune_collector()") == THRESHOLDS
     assert THRESHOLDS != default

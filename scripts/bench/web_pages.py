@@ -38,10 +38,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import math
 import multiprocessing
 import os
 import pstats
+import queue
 import re
 import statistics
 import subprocess
@@ -162,8 +164,7 @@ async def _serve_with(directory: Path, scenario: dict, agents, ready, stop, spli
 
     async def stop_poll(request):
         # What a controller whose scheduler runs in another process (--role) serves.
-        if not split:
-            await ctl.scheduler.stop()
+        await ctl.scheduler.stop()
         return web.json_response({})
 
     hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -349,29 +350,52 @@ async def stop_poll(port: int) -> None:
 
 def _start_scheduler(directory: Path, database: str, key_file: str) -> subprocess.Popen:
     """`edgebed controller --role scheduler` on the server's database, polling every second; its
-    output in directory/scheduler.log. Returns once it says it runs."""
+    log in directory/scheduler.log. Returns once it says it runs (RuntimeError, the process
+    stopped, when it does not within 120 s)."""
     config = directory / "scheduler.toml"
     config.write_text(
-        f'listen = "127.0.0.1:0"\ndatabase = "{database}"\nsecret_key_file = "{key_file}"\n'
+        f"listen = {json.dumps('127.0.0.1:0')}\ndatabase = {json.dumps(database)}\n"
+        f"secret_key_file = {json.dumps(key_file)}\n"
         "[scheduler]\npoll_seconds = 1.0\n[reservations]\nturnaround_seconds = 0\n"
     )
-    log = (directory / "scheduler.log").open("w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("edgebed")), "controller", "--role", "scheduler",
-         "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
+    with (directory / "scheduler.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("edgebed")), "controller", "--role", "scheduler",
+             "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )
     assert process.stdout is not None
-    deadline = time.monotonic() + 120
-    for line in process.stdout:
-        if line.startswith("edgebed controller scheduler running"):
-            # Read on, so that the process never blocks on a full pipe.
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return process
-        if time.monotonic() > deadline:
-            break
-    process.kill()
-    raise RuntimeError(f"the scheduler process did not start: {(directory / 'scheduler.log').read_text()[-2000:]}")
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read(stdout) -> None:
+        # Reads to the end, so that the process never blocks on a full pipe.
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, args=(process.stdout,), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line.startswith("edgebed controller scheduler running"):
+                return process
+        raise RuntimeError("the scheduler process did not start: "
+                           f"{(directory / 'scheduler.log').read_text()[-2000:]}")
+    except BaseException:
+        _stop(process)
+        raise
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _load() -> str:
@@ -427,15 +451,17 @@ def main() -> int:
         scheduler = None
         try:
             if args.split:
-                kind, database, key_file = ready.get(timeout=600)
-                if kind == "failed":
-                    print(f"the server process failed:\n{database}", file=sys.stderr)
+                message = ready.get(timeout=1800)
+                if message[0] == "failed":
+                    print(f"the server process failed:\n{message[1]}", file=sys.stderr)
                     return 2
+                _, database, key_file = message
                 scheduler = _start_scheduler(Path(directory), database, key_file)
-            port, deployed, token = ready.get(timeout=1800)
-            if port == "failed":
-                print(f"the server process failed:\n{deployed}", file=sys.stderr)
+            message = ready.get(timeout=1800)
+            if message[0] == "failed":
+                print(f"the server process failed:\n{message[1]}", file=sys.stderr)
                 return 2
+            port, deployed, token = message
             print(f"seeded in {time.perf_counter() - started:.1f} s: {args.nodes} nodes on 3 agents, "
                   f"{deployed}/{managed} of the user's nodes deployed, {scenario['in_view']} "
                   f"reservations in view; {args.runs} run(s) of {args.repeat} requests per page, "
@@ -456,8 +482,7 @@ def main() -> int:
                 missed |= _print("with the scheduler stopped (its own process)", figures, load)
         finally:
             if scheduler is not None:
-                scheduler.terminate()
-                scheduler.wait(60)
+                _stop(scheduler)
             stop.set()
             server.join(60)
             if server.is_alive():

@@ -261,3 +261,31 @@ async def test_an_early_commit_never_overtakes_a_commit_waiting_for_the_worker(t
         release.set()
         await asyncio.wait_for(asyncio.gather(first, second, busy), 5)
         assert (await agent.worker.call(agent.store.get_action, "n0")).state == "poe_off"
+
+
+async def test_a_failed_early_commit_is_not_tried_again_by_every_later_write(tmp_path) -> None:
+    """The loop writer busy (another connection holds the lock for a while): the write that
+    reached EARLY_COMMIT_CHANGES tried once; the writes after it in the same pass leave the queue
+    to the committer's turn instead of each trying the whole queue again."""
+    async with _Agent(tmp_path / "a.sqlite") as agent:
+        writer = agent.committer._writer
+        assert writer is not None
+        real_apply = writer.apply
+        attempts: list[int] = []
+        busy = [True]
+
+        def apply(changes) -> None:
+            attempts.append(len(changes))
+            if busy:
+                busy.pop()
+                raise WriterBusy("taken")
+            real_apply(changes)
+
+        writer.apply = apply  # type: ignore[method-assign]
+        records = [_record(f"n{i:03d}") for i in range(EARLY_COMMIT_CHANGES * 3)]
+        await asyncio.gather(*(agent.committer.write([SaveAction(r)]) for r in records))
+        # One early attempt (refused), then the committer's turn commits all; later early
+        # commits resume once the committer has taken the queue.
+        assert attempts[0] == EARLY_COMMIT_CHANGES
+        assert attempts[1] == len(records) and len(attempts) == 2, attempts
+        assert len(await agent.worker.call(agent.store.list_actions)) == len(records)
