@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgebed.nodetypes.base import FINAL_STATES, Environment, NodeRef
+from edgebed.records import replaced
 
 __all__ = ["ActionRecord", "ActionView", "Environment", "NodeRecord", "TransitionRecord"]
 
@@ -57,19 +58,10 @@ class ActionRecord:
         return self.state in FINAL_STATES
 
     def but(self, **changes: Any) -> ActionRecord:
-        """dataclasses.replace(self, **changes), about five times faster (the record has no
-        __post_init__): the executor makes one for every state of every node it drives.
-        TypeError for a name that is not a field, as replace raises."""
-        unknown = changes.keys() - _ACTION_FIELDS
-        if unknown:
-            raise TypeError(f"ActionRecord has no field {sorted(unknown)[0]!r}")
-        copied = object.__new__(ActionRecord)
-        copied.__dict__.update(self.__dict__)
-        copied.__dict__.update(changes)
-        return copied
-
-
-_ACTION_FIELDS = frozenset(f.name for f in fields(ActionRecord))
+        """dataclasses.replace(self, **changes), faster (edgebed.records.replaced): the executor
+        makes one for every state of every node it drives. TypeError for a name that is not a
+        field, as replace raises."""
+        return replaced(self, **changes)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from edgebed.agent.dbworker import WriterBusy
 from edgebed.agent.domain import ActionRecord, Environment, NodeRecord, TransitionRecord
 from edgebed.agent.errors import AlreadyExists, Busy, NotFound
 from edgebed.database import hide_query_parameters, private_sqlite_file
-from edgebed.storage import damage, is_damage
+from edgebed.storage import damage, is_damage, is_lock_conflict
 
 # WAL lets GetActionState read while the executor writes. synchronous=NORMAL keeps every commit
 # across a crash of the agent (SIGKILL); a power cut may undo the last commits, which only makes
@@ -379,13 +379,6 @@ class _Statements:
 _machine_json = json.JSONEncoder(sort_keys=True).encode
 
 
-def _busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "database is locked" in str(exc)
-
-
 class LoopWriter:
     """A connection of its own to the agent's SQLite file, on which the executor's group commits
     run on the event loop's thread, for they are short there (a commit in WAL mode with
@@ -436,7 +429,7 @@ class LoopWriter:
         except BaseException as exc:
             if self._connection.in_transaction:
                 self._connection.rollback()
-            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+            if is_lock_conflict(exc):
                 raise WriterBusy(str(exc)) from None
             raise
 

@@ -133,7 +133,6 @@ them to the store, which calls them inside its write transaction on the rows it 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -141,6 +140,7 @@ from typing import Any, NamedTuple
 
 from edgebed.controller.domain import ActionState, ScheduleRecord
 from edgebed.controller.errors import AgentRejectedToken, Conflict, InvalidInput, NotFound, ServiceError
+from edgebed.records import replaced
 
 
 class Status(StrEnum):
@@ -450,24 +450,8 @@ def after(row: ScheduleRecord, decision: Decision) -> ScheduleRecord | None:
     differing = [name for name, value in decision.expect.items() if getattr(row, name) != value]
     if differing:
         raise ValueError(f"row no longer matches the decision on {', '.join(differing)}")
-    return None if decision.delete else _replaced(row, decision.changes)
-
-
-# ScheduleRecord's fields, for _replaced.
-_ROW_FIELDS = frozenset(field.name for field in dataclasses.fields(ScheduleRecord))
-
-
-def _replaced(row: ScheduleRecord, changes: Mapping[str, Any]) -> ScheduleRecord:
-    """dataclasses.replace(row, **changes), for a record without __post_init__, about five times
-    faster: the scheduler applies two decisions to each of 20,000 rows when they start together.
-    TypeError for a name that is not a field, as replace raises."""
-    unknown = changes.keys() - _ROW_FIELDS
-    if unknown:
-        raise TypeError(f"ScheduleRecord has no field {sorted(unknown)[0]!r}")
-    copied = object.__new__(ScheduleRecord)
-    copied.__dict__.update(row.__dict__)
-    copied.__dict__.update(changes)
-    return copied
+    # replaced, not dataclasses.replace: five times faster, for 20,000 rows starting together.
+    return None if decision.delete else replaced(row, **decision.changes)
 
 
 def fingerprint(action: ActionState | None) -> str:

@@ -11,6 +11,8 @@
   EDQUOT or PostgreSQL's disk_full), wherever it hides in the exception chain: after SQLITE_FULL,
   SQLite has already rolled the transaction back and Peewee's own rollback then raises "cannot
   rollback - no transaction is active", which carries the real cause as its context.
+- `is_lock_conflict(exc)`: whether a write found a lock held by another connection (SQLITE_BUSY,
+  SQLITE_LOCKED): the agent's loop writer then leaves the commit to its database thread.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 # SQLite's primary result codes (the low byte of an extended code).
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
 SQLITE_CORRUPT = 11
 SQLITE_FULL = 13
 SQLITE_NOTADB = 26
@@ -31,6 +35,7 @@ SQLITE_NOTADB = 26
 PG_DISK_FULL = "53100"
 
 _FULL_TEXT = "database or disk is full"
+_LOCKED_TEXT = "database is locked"
 _DAMAGE_TEXTS = ("database disk image is malformed", "file is not a database")
 
 
@@ -114,6 +119,18 @@ def is_disk_full(exc: BaseException) -> bool:
         if getattr(current, "pgcode", None) == PG_DISK_FULL:
             return True
         if type(current).__module__.startswith("peewee") and _FULL_TEXT in str(current):
+            return True
+    return False
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """True when `exc` (or anything in its chain) says another connection holds a lock the
+    statement needed (SQLITE_BUSY or SQLITE_LOCKED): nothing was written, and the same write
+    may succeed later."""
+    for current in _chain(exc):
+        if isinstance(current, sqlite3.Error) and (
+            _sqlite_code(current) in (SQLITE_BUSY, SQLITE_LOCKED) or _LOCKED_TEXT in str(current)
+        ):
             return True
     return False
 

@@ -12,7 +12,7 @@ import peewee
 import pytest
 
 from edgebed.ratelog import RateLimitedLog
-from edgebed.storage import DatabaseInUse, DatabaseLock, damage, is_damage, is_disk_full, sqlite_file
+from edgebed.storage import DatabaseInUse, DatabaseLock, damage, is_damage, is_disk_full, is_lock_conflict, sqlite_file
 
 
 def test_a_full_disk_is_found_behind_peewees_failed_rollback(tmp_path):
@@ -33,6 +33,28 @@ def test_a_full_disk_is_found_behind_peewees_failed_rollback(tmp_path):
     assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert not is_disk_full(peewee.OperationalError("database is locked"))
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+
+
+def test_a_lock_held_by_another_connection_is_a_lock_conflict_and_nothing_else_is(tmp_path):
+    path = tmp_path / "locked.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            other.execute("BEGIN IMMEDIATE")
+        assert is_lock_conflict(caught.value)
+        # Behind Peewee's wrapper too.
+        try:
+            raise peewee.OperationalError("database is locked") from caught.value
+        except peewee.OperationalError as wrapped:
+            assert is_lock_conflict(wrapped)
+        assert not is_lock_conflict(sqlite3.OperationalError("database or disk is full"))
+        assert not is_lock_conflict(OSError(errno.ENOSPC, "No space left on device"))
+    finally:
+        holder.close()
+        other.close()
 
 
 def test_damage_reports_the_first_problem_on_one_line():
